@@ -1,0 +1,20 @@
+"""The provider layer: one module per wire format, chosen by name."""
+
+from __future__ import annotations
+
+from .._errors import UsageError
+from ._base import Completion, Provider, RequestSpec
+from ._gemini import GeminiProvider
+from ._openai import OpenAIProvider
+
+__all__ = ["Completion", "Provider", "RequestSpec", "get_provider"]
+
+_PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "gemini": GeminiProvider}
+
+
+def get_provider(name: str) -> Provider:
+    """The provider for a ``--provider`` name."""
+    try:
+        return _PROVIDERS[name]()
+    except KeyError:
+        raise UsageError(f"unknown provider {name!r}; choose openai or gemini") from None

@@ -1,0 +1,125 @@
+"""What every wire format provides: build a request from a job, read a completion from an answer."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import httpx
+
+from .._errors import FatalProviderError, PermanentJobError, ProviderError, RetryableError
+from .._jobs import Job, ProviderName
+
+__all__ = ["Completion", "Provider", "RequestSpec", "classify_status", "json_body", "retry_after"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """An HTTP request to make: path relative to the base URL, and the JSON body."""
+
+    path: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A usable answer, whatever the wire format."""
+
+    text: str | None
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    model: str | None
+    raw: str
+
+
+class Provider(Protocol):
+    """One wire format. Implementations are stateless and cheap."""
+
+    name: ProviderName
+    default_base_url: str
+    key_envs: tuple[str, ...]
+
+    def auth_headers(self, key: str) -> dict[str, str]: ...
+
+    def build(self, job: Job, model: str) -> RequestSpec: ...
+
+    def parse(self, response: httpx.Response) -> Completion:
+        """Read a completion, or raise a classified ``ProviderError``."""
+        ...
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_RETRY_IN = re.compile(r"(?:retry|try again) in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float | None:
+    """Go-style (``1m30.5s``, ``20ms``) or proto (``26s``) durations, in seconds."""
+    text = text.strip()
+    if not text:
+        return None
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            return None
+        unit = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}[m.group(2)]
+        total += float(m.group(1)) * unit
+        pos = m.end()
+    return total if pos == len(text) else None
+
+
+def retry_after(headers: httpx.Headers, message: str = "") -> float | None:
+    """The server's own delay: ``retry-after-ms``, ``retry-after`` (seconds or date), or the text."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    if (ra := headers.get("retry-after")) is not None:
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            try:
+                from datetime import UTC, datetime
+
+                return max(0.0, (parsedate_to_datetime(ra) - datetime.now(UTC)).total_seconds())
+            except (TypeError, ValueError):
+                pass
+    if m := _RETRY_IN.search(message):
+        return float(m.group(1)) / (1000 if m.group(2).lower() == "ms" else 1)
+    return None
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The decoded JSON body; a body that is not JSON is a retryable fault (truncated, proxy page)."""
+    try:
+        return json.loads(response.content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        snippet = response.content[:200].decode("utf-8", "replace")
+        raise RetryableError(
+            f"HTTP {response.status_code} with a body that is not JSON: {snippet!r}",
+            status=response.status_code,
+            body=snippet,
+        ) from None
+
+
+def error_object(body: Any) -> Mapping[str, Any]:
+    """The ``error`` object of an error body; Gemini's OpenAI endpoint may wrap it in a list."""
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):
+        body = body[0]
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        return body["error"]
+    return {}
+
+
+def classify_status(status: int, message: str, body: str, delay: float | None) -> ProviderError:
+    """The common mapping from an HTTP error status to our error classes."""
+    if status in (408, 409, 429) or status >= 500:
+        return RetryableError(message, status=status, body=body, retry_after=delay)
+    if status in (401, 403, 404):
+        return FatalProviderError(message, status=status, body=body)
+    return PermanentJobError(message, status=status, body=body)

@@ -1,0 +1,134 @@
+"""The Gemini ``generateContent`` wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from .._errors import FatalProviderError, PermanentJobError, RetryableError
+from .._jobs import Job, ProviderName
+from ._base import (
+    Completion,
+    RequestSpec,
+    classify_status,
+    error_object,
+    json_body,
+    parse_duration,
+    retry_after,
+)
+
+__all__ = ["GeminiProvider"]
+
+_BLOCKED_FINISH = frozenset(
+    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+)
+
+
+def build_body(job: Job) -> dict[str, Any]:
+    """The generateContent body for a job: its native request if it has one, else built from it."""
+    if job.native is not None and job.native.provider == "gemini":
+        return {k: v for k, v in job.native.body.items() if k != "model"}
+    body: dict[str, Any] = {"contents": []}
+    for m in job.messages:
+        parts = [{"text": p.text} for p in m.parts]
+        if m.role == "system":
+            body.setdefault("systemInstruction", {"parts": []})["parts"].extend(parts)
+        else:
+            role = "user" if m.role == "user" else "model"
+            body["contents"].append({"role": role, "parts": parts})
+    config: dict[str, Any] = {}
+    if job.temperature is not None:
+        config["temperature"] = job.temperature
+    if job.max_tokens is not None:
+        config["maxOutputTokens"] = job.max_tokens
+    if job.top_p is not None:
+        config["topP"] = job.top_p
+    if job.stop:
+        config["stopSequences"] = list(job.stop)
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def _details(err: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    details = err.get("details")
+    if not isinstance(details, list):
+        return []
+    return [d for d in details if isinstance(d, Mapping) and str(d.get("@type", "")).endswith(kind)]
+
+
+def retry_delay(err: Mapping[str, Any]) -> float | None:
+    """``RetryInfo.retryDelay`` (``"26s"``) from a Gemini error, if present."""
+    for d in _details(err, "RetryInfo"):
+        if isinstance(d.get("retryDelay"), str):
+            return parse_duration(d["retryDelay"])
+    return None
+
+
+class GeminiProvider:
+    """``POST {base}/models/{model}:generateContent`` with ``x-goog-api-key``."""
+
+    name: ProviderName = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com/v1beta"
+    key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key}
+
+    def build(self, job: Job, model: str) -> RequestSpec:
+        return RequestSpec(f"models/{model.removeprefix('models/')}:generateContent", build_body(job))
+
+    def parse(self, response: httpx.Response) -> Completion:
+        body = json_body(response)
+        if response.status_code != 200:
+            raise self._error(response, body)
+        if not isinstance(body, Mapping):
+            raise RetryableError("HTTP 200 whose body is not a JSON object", status=200)
+        usage = body.get("usageMetadata") or {}
+        candidates = body.get("candidates")
+        if not candidates:
+            feedback = body.get("promptFeedback") or {}
+            if isinstance(feedback, Mapping) and feedback.get("blockReason"):
+                raise PermanentJobError(
+                    f"prompt blocked: {feedback['blockReason']}", status=200, body=response.text
+                )
+            raise RetryableError("HTTP 200 without candidates", status=200, body=response.text[:500])
+        try:
+            cand = candidates[0]
+            finish = cand.get("finishReason")
+            parts = (cand.get("content") or {}).get("parts") or []
+            text = "".join(p["text"] for p in parts if "text" in p and not p.get("thought"))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise RetryableError(
+                "HTTP 200 with a malformed candidate", status=200, body=response.text[:500]
+            ) from None
+        if finish in _BLOCKED_FINISH:
+            raise PermanentJobError(f"response blocked: finishReason {finish}", status=200,
+                                    body=response.text)
+        output = usage.get("candidatesTokenCount")
+        if output is not None and usage.get("thoughtsTokenCount"):
+            output += usage["thoughtsTokenCount"]
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            input_tokens=usage.get("promptTokenCount"),
+            output_tokens=output,
+            model=body.get("modelVersion"),
+            raw=response.text,
+        )
+
+    def _error(self, response: httpx.Response, body: Any) -> Exception:
+        err = error_object(body)
+        status = response.status_code
+        message = str(err.get("message") or f"HTTP {status}")
+        label = f"{status} {err.get('status') or ''}".strip()
+        text = response.text[:2000]
+        reasons = {d.get("reason") for d in _details(err, "ErrorInfo")}
+        if "API_KEY_INVALID" in reasons or status in (401, 403):
+            return FatalProviderError(f"{label}: {message}", status=status, body=text)
+        delay = retry_delay(err)
+        if delay is None:
+            delay = retry_after(response.headers, message)
+        return classify_status(status, f"{label}: {message}", text, delay)
