@@ -1,0 +1,170 @@
+"""The ``batcher`` command: parse arguments, call the library, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_JOB_ERRORS, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="batcher",
+        description="Push large sets of LLM prompts through rate-limited APIs, never losing work.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run job files into an output directory")
+    r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
+    r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
+    r.add_argument("--provider", choices=["openai", "gemini"], default="openai",
+                   help="wire format: OpenAI chat/completions (default) or Gemini generateContent")
+    r.add_argument("--base-url", metavar="URL",
+                   help="API base URL (default: the provider's public URL)")
+    r.add_argument("--api-key-env", metavar="VAR",
+                   help="environment variable holding the key (default: OPENAI_API_KEY, or "
+                        "GEMINI_API_KEY then GOOGLE_API_KEY)")
+    r.add_argument("--model", metavar="NAME", help="model for jobs that do not name their own")
+    r.add_argument("--max-concurrency", type=int, default=16, metavar="N",
+                   help="requests in flight at most (default 16)")
+    r.add_argument("--max-attempts", type=int, default=5, metavar="N",
+                   help="attempts per job for retryable errors (default 5)")
+    r.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="timeout of one request (default 120)")
+    cols = r.add_mutually_exclusive_group()
+    cols.add_argument("--prompt-column", metavar="COL", help="take the prompt from this column")
+    cols.add_argument("--prompt-template", metavar="TEMPLATE",
+                      help="build the prompt from columns, e.g. 'Summarize: {text}'")
+    r.add_argument("--id-column", metavar="COL", help="take the job id from this column")
+    r.add_argument("--mock", nargs="?", const="default", metavar="PRESET",
+                   help="run against the embedded mock provider (presets: default, instant, "
+                        "realistic); no key needed")
+    r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
+
+    s = sub.add_parser("status", help="how far the run in DIR has got")
+    s.add_argument("dir", metavar="DIR")
+
+    m = sub.add_parser("mock-server", help="serve the mock provider on loopback")
+    m.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    m.add_argument("--provider", choices=["openai", "gemini"], default="openai",
+                   help="which base URL to print (both wire formats are always served)")
+    m.add_argument("--latency-ms", default="0", metavar="MS",
+                   help="answer latency: MS, or MIN-MAX for a uniform range (default 0)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the mock's randomness")
+    return p
+
+
+def _latency(text: str) -> tuple[float, float]:
+    from ._errors import UsageError
+
+    try:
+        lo, _, hi = text.partition("-")
+        low, high = float(lo), float(hi or lo)
+    except ValueError:
+        raise UsageError(f"--latency-ms takes MS or MIN-MAX, not {text!r}") from None
+    if low < 0 or high < low:
+        raise UsageError(f"--latency-ms {text!r}: need 0 <= MIN <= MAX")
+    return low, high
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._api import run_sync
+    from ._errors import UsageError
+
+    jobs = list(args.jobs)
+    if args.mock is not None and args.mock.endswith(_SUFFIXES):
+        jobs.append(args.mock)  # `--mock jobs.jsonl`: the file was meant as a job file
+        args.mock = "default"
+    if args.mock is not None:
+        from .mock import PRESETS
+
+        if args.mock not in PRESETS:
+            raise UsageError(f"unknown --mock preset {args.mock!r}; choose one of {sorted(PRESETS)}")
+    summary = run_sync(
+        jobs,
+        args.out,
+        progress=not args.no_progress,
+        provider=args.provider,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        model=args.model,
+        max_concurrency=args.max_concurrency,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        prompt_column=args.prompt_column,
+        prompt_template=args.prompt_template,
+        id_column=args.id_column,
+        mock=args.mock,
+    )
+    if summary.finished == 0 and summary.skipped:
+        print(f"Nothing left to do: all {summary.skipped} jobs in {args.out} had finished.")
+    print(
+        f"{summary.total} jobs: {summary.ok} ok, {summary.errors} error"
+        f" ({summary.finished} finished now, {summary.skipped} already done);"
+        f" {summary.requests} requests in {summary.elapsed:.1f}s."
+        f" Results: {Path(args.out) / 'results'}"
+    )
+    return summary.exit_code
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._errors import UsageError
+    from ._store import read_results
+
+    out = Path(args.dir)
+    manifest = out / "run.json"
+    if not manifest.is_file():
+        raise UsageError(f"{out} holds no batcher run (no run.json)")
+    total = json.loads(manifest.read_text())["total"]
+    counts = read_results(out)
+    done = counts["ok"] + counts["error"]
+    kinds = ", ".join(f"{k[6:]} {v}" for k, v in sorted(counts.items()) if k.startswith("error:"))
+    print(f"done {done} / {total}")
+    print(f"ok {counts['ok']}")
+    print(f"error {counts['error']}" + (f" ({kinds})" if kinds else ""))
+    print(f"remaining {max(0, total - done)}")
+    return EXIT_OK
+
+
+def _cmd_mock_server(args: argparse.Namespace) -> int:
+    from .mock import MockConfig, MockServer
+
+    server = MockServer(MockConfig(latency_ms=_latency(args.latency_ms), seed=args.seed),
+                        port=args.port)
+    print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)
+    server.serve_forever()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``batcher`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    from ._errors import FatalProviderError, InputError, UsageError
+
+    commands = {"run": _cmd_run, "status": _cmd_status, "mock-server": _cmd_mock_server}
+    try:
+        return commands[args.command](args)
+    except UsageError as e:
+        print(f"batcher: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as e:
+        print(f"batcher: bad input, nothing was sent:\n{e}", file=sys.stderr)
+        return EXIT_USAGE
+    except FatalProviderError as e:
+        print(f"batcher: the provider refused the run: {e.message}", file=sys.stderr)
+        print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        print("batcher: interrupted; rerun the same command to go on.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def console_main() -> None:
+    sys.exit(main())

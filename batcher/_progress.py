@@ -1,0 +1,91 @@
+"""The live progress display (rich, on a terminal) and plain periodic log lines (elsewhere)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+import anyio
+
+from ._stats import Statistics
+
+__all__ = ["format_line", "show_progress"]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def format_line(st: Statistics) -> str:
+    """One line saying where the run stands."""
+    done = st.done + st.skipped
+    return (
+        f"{done}/{st.total} done ({st.ok} ok, {st.errors} error"
+        + (f", {st.skipped} already done" if st.skipped else "")
+        + f") | {st.requests_per_minute:,.0f} req/min | {st.tokens_per_minute:,.0f} tok/min"
+        f" | in flight {st.in_flight} | ETA {_duration(st.eta)}"
+    )
+
+
+async def show_progress(
+    snapshot: Callable[[], Statistics],
+    *,
+    stream: TextIO | None = None,
+    interval: float = 10.0,
+) -> None:
+    """Show progress until cancelled: a rich live bar on a terminal, else a line every ``interval``."""
+    out = stream or sys.stderr
+    if out.isatty():
+        await _live(snapshot, out)
+    else:
+        try:
+            while True:
+                await anyio.sleep(interval)
+                print(format_line(snapshot()), file=out, flush=True)
+        finally:
+            print(format_line(snapshot()), file=out, flush=True)
+
+
+async def _live(snapshot: Callable[[], Statistics], out: TextIO) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]batcher"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+        console=Console(file=out),
+        transient=False,
+    )
+    task = progress.add_task("run", total=None, detail="")
+    with progress:
+        try:
+            while True:
+                _update(progress, task, snapshot())
+                await anyio.sleep(0.5)
+        finally:
+            _update(progress, task, snapshot())
+
+
+def _update(progress: object, task: object, st: Statistics) -> None:
+    from rich.progress import Progress, TaskID
+
+    assert isinstance(progress, Progress)
+    detail = (
+        f"ok {st.ok} err {st.errors} | {st.requests_per_minute:,.0f} rpm"
+        f" | {st.tokens_per_minute:,.0f} tpm | in flight {st.in_flight}"
+    )
+    progress.update(
+        TaskID(int(task)),  # type: ignore[call-overload]
+        total=st.total,
+        completed=st.done + st.skipped,
+        detail=detail,
+    )

@@ -1,0 +1,64 @@
+"""The retry policy: which errors, how many attempts, how long; the server's own delay first.
+
+tenacity does the looping and the jittered exponential backoff; it stays behind this small API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from ._clock import Clock
+from ._errors import RetryableError
+
+__all__ = ["RetryPolicy"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Retry ``RetryableError`` up to ``max_attempts`` times and ``max_time`` seconds per job.
+
+    Without a server hint, waits are random exponential (``initial`` doubling up to ``max_wait``);
+    a server's ``retry_after`` wins, capped at ``max_server_wait``.
+    """
+
+    max_attempts: int = 5
+    max_time: float = 600.0
+    initial: float = 0.5
+    max_wait: float = 30.0
+    max_server_wait: float = 300.0
+
+    def _wait(self) -> Callable[[RetryCallState], float]:
+        backoff = wait_random_exponential(multiplier=self.initial, max=self.max_wait)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RetryableError) and exc.retry_after is not None:
+                return min(exc.retry_after, self.max_server_wait)
+            return float(backoff(state))
+
+        return wait
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, clock: Clock) -> T:
+        """Run ``fn`` until it succeeds, raises a non-retryable error, or the budget is spent."""
+        start = clock.monotonic()
+
+        def stop(state: RetryCallState) -> bool:
+            return (
+                state.attempt_number >= self.max_attempts
+                or clock.monotonic() - start >= self.max_time
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=self._wait(),
+            retry=retry_if_exception_type(RetryableError),
+            sleep=clock.sleep,
+            reraise=True,
+        )
+        return await retrying(fn)

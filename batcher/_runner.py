@@ -1,0 +1,325 @@
+"""The run loop: check the inputs, skip what is done, send the rest, record every result once.
+
+A ``Runner`` is an ``async with`` object: entering checks the inputs (nothing is sent if any is
+bad), resolves the key and the endpoint, and opens the results store; ``run()`` sends; leaving
+compacts the journal into Parquet. ``statistics()`` is a snapshot at any moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._clock import Clock, SystemClock
+from ._errors import FatalProviderError, ProviderError, RetryableError, UsageError
+from ._jobs import ColumnMapping, Job, JobSource, ProviderName
+from ._providers import Completion, Provider, get_provider
+from ._retry import RetryPolicy
+from ._stats import RateMeter, RunSummary, Statistics
+from ._store import Record, ResultStore, read_results
+
+__all__ = ["JobsInput", "RunOptions", "Runner"]
+
+JobsInput = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Job | Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """Everything a run can be told. The CLI's flags map one to one onto these."""
+
+    provider: ProviderName = "openai"
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    model: str | None = None
+    max_concurrency: int = 16
+    max_attempts: int = 5
+    timeout: float = 120.0
+    prompt_column: str | None = None
+    prompt_template: str | None = None
+    id_column: str | None = None
+    mock: str | None = None
+    """Run against the embedded mock provider with this preset (``"default"``), not the network."""
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("openai", "gemini"):
+            raise UsageError(f"unknown provider {self.provider!r}; choose openai or gemini")
+        if self.max_concurrency < 1:
+            raise UsageError("--max-concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise UsageError("--max-attempts must be at least 1")
+        if self.timeout <= 0:
+            raise UsageError("the request timeout must be positive")
+        if self.mock is not None and self.base_url is not None:
+            raise UsageError("--mock and --base-url cannot be used together")
+
+
+def resolve_key(options: RunOptions, provider: Provider) -> str:
+    """The API key from the options or the environment; never logged or written anywhere."""
+    if options.api_key:
+        return options.api_key
+    names = (options.api_key_env,) if options.api_key_env else provider.key_envs
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    if options.mock is not None:
+        return "mock-key"
+    raise UsageError(
+        f"no API key: set {' or '.join(names)} in the environment"
+        + ("" if options.api_key_env else " (or name another variable with --api-key-env)")
+    )
+
+
+async def send(client: httpx.AsyncClient, provider: Provider, path: str, body: Any) -> Completion:
+    """One HTTP attempt; httpx's exceptions are translated to ours here and only here."""
+    try:
+        response = await client.post(path, json=body)
+    except httpx.TimeoutException as e:
+        raise RetryableError(f"request timed out ({type(e).__name__})") from None
+    except httpx.TransportError as e:
+        raise RetryableError(f"connection failed ({type(e).__name__}: {e})") from None
+    return provider.parse(response)
+
+
+class Runner:
+    """One run of a set of jobs into an output directory."""
+
+    def __init__(
+        self,
+        jobs: JobsInput,
+        out: str | os.PathLike[str],
+        options: RunOptions | None = None,
+        *,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.options = options or RunOptions()
+        self.out = Path(out)
+        self.clock: Clock = clock or SystemClock()
+        self.provider = get_provider(self.options.provider)
+        mapping = ColumnMapping(
+            prompt_column=self.options.prompt_column,
+            prompt_template=self.options.prompt_template,
+            id_column=self.options.id_column,
+        )
+        self.source = JobSource(jobs, mapping)  # type: ignore[arg-type]
+        self.store = ResultStore(self.out)
+        self.policy = RetryPolicy(max_attempts=self.options.max_attempts)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._mock: Any = None
+        self._tg: TaskGroup | None = None
+        self._fatal: FatalProviderError | None = None
+        self._done: set[str] = set()
+        self._meter = RateMeter()
+        self._started = 0.0
+        self._total = 0
+        self._ok = self._errors = self._skipped = 0
+        self._in_flight = self._requests = 0
+        self._input_tokens = self._output_tokens = 0
+
+    async def __aenter__(self) -> Runner:
+        opts = self.options
+        key = resolve_key(opts, self.provider)
+        scan = await anyio.to_thread.run_sync(
+            lambda: self.source.scan(provider=opts.provider, default_model=opts.model)
+        )
+        self._total = scan.total
+        base_url = opts.base_url or self.provider.default_base_url
+        if opts.mock is not None:
+            from .mock import MockServer, preset
+
+            self._mock = MockServer(preset(opts.mock)).start()
+            base_url = self._mock.base_url(opts.provider)
+        await anyio.to_thread.run_sync(self.store.open)
+        self._done = await anyio.to_thread.run_sync(self.store.done_ids)
+        self._write_manifest(base_url)
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers=self.provider.auth_headers(key),
+            timeout=httpx.Timeout(opts.timeout, connect=min(opts.timeout, 30.0)),
+            limits=httpx.Limits(
+                max_connections=opts.max_concurrency, max_keepalive_connections=opts.max_concurrency
+            ),
+            transport=self._transport,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._client is not None:
+                await self._client.aclose()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.store.close)
+        finally:
+            if self._mock is not None:
+                self._mock.stop()
+
+    def _write_manifest(self, base_url: str) -> None:
+        opts = self.options
+        manifest = {
+            "provider": opts.provider,
+            "model": opts.model,
+            "base_url": "mock" if opts.mock is not None else base_url,
+            "total": self._total,
+            "inputs": [str(p) for p in self.source.paths],
+        }
+        tmp = self.out / "run.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, self.out / "run.json")
+
+    def statistics(self) -> Statistics:
+        now = self.clock.monotonic()
+        rpm, tpm = self._meter.per_minute(now, self._started)
+        return Statistics(
+            total=self._total,
+            done=self._ok + self._errors,
+            ok=self._ok,
+            errors=self._errors,
+            skipped=self._skipped,
+            in_flight=self._in_flight,
+            requests=self._requests,
+            input_tokens=self._input_tokens,
+            output_tokens=self._output_tokens,
+            requests_per_minute=rpm,
+            tokens_per_minute=tpm,
+            elapsed=now - self._started if self._started else 0.0,
+        )
+
+    async def run(self) -> RunSummary:
+        """Send every job not already finished; raise ``FatalProviderError`` if the run cannot go on."""
+        if self._client is None:
+            raise RuntimeError("use 'async with Runner(...) as runner' before run()")
+        self._started = self.clock.monotonic()
+        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](self.options.max_concurrency)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._produce, send_jobs)
+            async with receive_jobs:
+                for _ in range(self.options.max_concurrency):
+                    tg.start_soon(self._work, receive_jobs.clone())
+        if self._fatal is not None:
+            raise self._fatal
+        elapsed = self.clock.monotonic() - self._started
+        return await anyio.to_thread.run_sync(self._summary, elapsed)
+
+    def _summary(self, elapsed: float) -> RunSummary:
+        self.store.close()
+        counts = read_results(self.out)
+        return RunSummary(
+            out=str(self.out),
+            total=self._total,
+            ok=counts["ok"],
+            errors=counts["error"],
+            skipped=self._skipped,
+            finished=self._ok + self._errors,
+            requests=self._requests,
+            input_tokens=self._input_tokens,
+            output_tokens=self._output_tokens,
+            elapsed=elapsed,
+        )
+
+    async def _produce(self, stream: MemoryObjectSendStream[Job]) -> None:
+        async with stream:
+            for job in self.source:
+                if job.id in self._done:
+                    self._skipped += 1
+                    continue
+                await stream.send(job)
+
+    async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
+        async with stream:
+            async for job in stream:
+                record = await self._process(job)
+                if record is not None:
+                    self._finish(record)
+
+    async def _process(self, job: Job) -> Record | None:
+        assert self._client is not None
+        client, provider = self._client, self.provider
+        model = job.model or self.options.model
+        assert model is not None  # the scan refused jobs without one
+        spec = provider.build(job, model)
+        attempts = 0
+        start = self.clock.monotonic()
+
+        async def attempt() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            self._requests += 1
+            return await send(client, provider, spec.path, spec.body)
+
+        self._in_flight += 1
+        try:
+            done = await self.policy.call(attempt, clock=self.clock)
+        except FatalProviderError as e:
+            self._stop(e)
+            return None
+        except ProviderError as e:
+            return self._record(job, model, attempts, start, error=e)
+        finally:
+            self._in_flight -= 1
+        return self._record(job, model, attempts, start, completion=done)
+
+    def _record(
+        self,
+        job: Job,
+        model: str,
+        attempts: int,
+        start: float,
+        *,
+        completion: Completion | None = None,
+        error: ProviderError | None = None,
+    ) -> Record:
+        latency = (self.clock.monotonic() - start) * 1000
+        if completion is not None:
+            return Record(
+                id=job.id, status="ok", text=completion.text,
+                input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+                attempts=attempts, error=None, error_kind=None,
+                model=completion.model or model, finish_reason=completion.finish_reason,
+                latency_ms=latency, response=completion.raw, source=job.source,
+            )
+        assert error is not None
+        status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
+        return Record(
+            id=job.id, status="error", text=None, input_tokens=None, output_tokens=None,
+            attempts=attempts, error=f"{status}{error.message}", error_kind=error.kind,
+            model=model, finish_reason=None, latency_ms=latency, response=error.body,
+            source=job.source,
+        )
+
+    def _finish(self, record: Record) -> None:
+        if record.status == "ok":
+            self._ok += 1
+        else:
+            self._errors += 1
+        tokens = (record.input_tokens or 0) + (record.output_tokens or 0)
+        self._input_tokens += record.input_tokens or 0
+        self._output_tokens += record.output_tokens or 0
+        self._meter.add(self.clock.monotonic(), tokens)
+        seq = self.store.append(record)
+        if seq is not None and self._tg is not None:
+            self._tg.start_soon(anyio.to_thread.run_sync, self.store.compact, seq)
+
+    def _stop(self, error: FatalProviderError) -> None:
+        """A fatal answer: stop sending; what finished is kept, the rest is left for a rerun."""
+        if self._fatal is None:
+            self._fatal = error
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
