@@ -16,7 +16,7 @@ from ._errors import (
     UsageError,
 )
 from ._jobs import Job, Message, Part
-from ._runner import RunOptions, Runner
+from ._runner import Runner, RunOptions
 from ._stats import RunSummary, Statistics
 
 __all__ = [

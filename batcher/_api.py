@@ -9,7 +9,7 @@ import anyio
 
 from ._clock import Clock
 from ._progress import show_progress
-from ._runner import JobsInput, RunOptions, Runner
+from ._runner import JobsInput, Runner, RunOptions
 from ._stats import RunSummary
 
 __all__ = ["run", "run_sync"]
@@ -35,9 +35,10 @@ async def run(
         async with anyio.create_task_group() as tg:
             tg.start_soon(show_progress, runner.statistics)
             try:
-                return await runner.run()
+                summary = await runner.run()
             finally:
                 tg.cancel_scope.cancel()
+        return summary
 
 
 def run_sync(jobs: JobsInput, out: str | os.PathLike[str], **options: Any) -> RunSummary:

@@ -24,28 +24,59 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run job files into an output directory")
     r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
-    r.add_argument("--provider", choices=["openai", "gemini"], default="openai",
-                   help="wire format: OpenAI chat/completions (default) or Gemini generateContent")
-    r.add_argument("--base-url", metavar="URL",
-                   help="API base URL (default: the provider's public URL)")
-    r.add_argument("--api-key-env", metavar="VAR",
-                   help="environment variable holding the key (default: OPENAI_API_KEY, or "
-                        "GEMINI_API_KEY then GOOGLE_API_KEY)")
+    r.add_argument(
+        "--provider",
+        choices=["openai", "gemini"],
+        default="openai",
+        help="wire format: OpenAI chat/completions (default) or Gemini generateContent",
+    )
+    r.add_argument(
+        "--base-url", metavar="URL", help="API base URL (default: the provider's public URL)"
+    )
+    r.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the key (default: OPENAI_API_KEY, or "
+        "GEMINI_API_KEY then GOOGLE_API_KEY)",
+    )
     r.add_argument("--model", metavar="NAME", help="model for jobs that do not name their own")
-    r.add_argument("--max-concurrency", type=int, default=16, metavar="N",
-                   help="requests in flight at most (default 16)")
-    r.add_argument("--max-attempts", type=int, default=5, metavar="N",
-                   help="attempts per job for retryable errors (default 5)")
-    r.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="timeout of one request (default 120)")
+    r.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight at most (default 16)",
+    )
+    r.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per job for retryable errors (default 5)",
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="timeout of one request (default 120)",
+    )
     cols = r.add_mutually_exclusive_group()
     cols.add_argument("--prompt-column", metavar="COL", help="take the prompt from this column")
-    cols.add_argument("--prompt-template", metavar="TEMPLATE",
-                      help="build the prompt from columns, e.g. 'Summarize: {text}'")
+    cols.add_argument(
+        "--prompt-template",
+        metavar="TEMPLATE",
+        help="build the prompt from columns, e.g. 'Summarize: {text}'",
+    )
     r.add_argument("--id-column", metavar="COL", help="take the job id from this column")
-    r.add_argument("--mock", nargs="?", const="default", metavar="PRESET",
-                   help="run against the embedded mock provider (presets: default, instant, "
-                        "realistic); no key needed")
+    r.add_argument(
+        "--mock",
+        nargs="?",
+        const="default",
+        metavar="PRESET",
+        help="run against the embedded mock provider (presets: default, instant, "
+        "realistic); no key needed",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
 
     s = sub.add_parser("status", help="how far the run in DIR has got")
@@ -53,10 +84,18 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("mock-server", help="serve the mock provider on loopback")
     m.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
-    m.add_argument("--provider", choices=["openai", "gemini"], default="openai",
-                   help="which base URL to print (both wire formats are always served)")
-    m.add_argument("--latency-ms", default="0", metavar="MS",
-                   help="answer latency: MS, or MIN-MAX for a uniform range (default 0)")
+    m.add_argument(
+        "--provider",
+        choices=["openai", "gemini"],
+        default="openai",
+        help="which base URL to print (both wire formats are always served)",
+    )
+    m.add_argument(
+        "--latency-ms",
+        default="0",
+        metavar="MS",
+        help="answer latency: MS, or MIN-MAX for a uniform range (default 0)",
+    )
     m.add_argument("--seed", type=int, default=0, help="seed of the mock's randomness")
     return p
 
@@ -86,7 +125,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from .mock import PRESETS
 
         if args.mock not in PRESETS:
-            raise UsageError(f"unknown --mock preset {args.mock!r}; choose one of {sorted(PRESETS)}")
+            raise UsageError(
+                f"unknown --mock preset {args.mock!r}; choose one of {sorted(PRESETS)}"
+            )
     summary = run_sync(
         jobs,
         args.out,
@@ -136,8 +177,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     from .mock import MockConfig, MockServer
 
-    server = MockServer(MockConfig(latency_ms=_latency(args.latency_ms), seed=args.seed),
-                        port=args.port)
+    server = MockServer(
+        MockConfig(latency_ms=_latency(args.latency_ms), seed=args.seed), port=args.port
+    )
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)
     server.serve_forever()
     return EXIT_OK

@@ -91,7 +91,7 @@ class PermanentJobError(ProviderError):
 
 
 class RetryableError(ProviderError):
-    """May pass on a later attempt; ``retry_after`` is the server's own delay in seconds, if given."""
+    """May pass on a later attempt; ``retry_after`` is the server's own delay in seconds."""
 
     kind = "retryable"
 

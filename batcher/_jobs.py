@@ -143,7 +143,9 @@ def check_paths(paths: Sequence[Path]) -> None:
     problems = []
     for p in paths:
         if not p.name.endswith(_SUFFIXES):
-            problems.append(InputProblem(str(p), "unsupported file type; use .jsonl, .jsonl.gz or .parquet"))
+            problems.append(
+                InputProblem(str(p), "unsupported file type; use .jsonl, .jsonl.gz or .parquet")
+            )
         elif not p.is_file():
             problems.append(InputProblem(str(p), "no such file"))
     if problems:
@@ -288,7 +290,11 @@ def _openai_content(content: Any, where: str) -> tuple[tuple[Part, ...], list[st
     if isinstance(content, list):
         parts, lost = [], []
         for p in content:
-            if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str):
+            if (
+                isinstance(p, Mapping)
+                and p.get("type") == "text"
+                and isinstance(p.get("text"), str)
+            ):
                 parts.append(Part(p["text"]))
             elif isinstance(p, Mapping):
                 lost.append(f"{where} part of type {p.get('type')!r}")
@@ -320,8 +326,15 @@ def _openai_messages(raw: Any) -> tuple[tuple[Message, ...], list[str]]:
     return tuple(out), lost
 
 
-_OPENAI_BODY_KEYS = {"model", "messages", "temperature", "max_tokens", "max_completion_tokens",
-                     "top_p", "stop"}
+_OPENAI_BODY_KEYS = {
+    "model",
+    "messages",
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "top_p",
+    "stop",
+}
 
 
 def _from_openai_batch(rec: Mapping[str, Any]) -> tuple[dict[str, Any], NativeRequest]:
@@ -348,8 +361,13 @@ def _camel(d: Mapping[str, Any], camel: str, snake: str) -> Any:
 
 
 _GEMINI_CONFIG_KEYS = {
-    "temperature", "maxOutputTokens", "max_output_tokens", "topP", "top_p",
-    "stopSequences", "stop_sequences",
+    "temperature",
+    "maxOutputTokens",
+    "max_output_tokens",
+    "topP",
+    "top_p",
+    "stopSequences",
+    "stop_sequences",
 }
 
 
@@ -404,8 +422,14 @@ def _from_gemini_batch(rec: Mapping[str, Any]) -> tuple[dict[str, Any], NativeRe
     params = _params(flat)
     params["stop"] = _stop(_camel(config, "stopSequences", "stop_sequences"), "stopSequences")
     lost += [f"request.generationConfig.{k}" for k in config if k not in _GEMINI_CONFIG_KEYS]
-    known = {"contents", "systemInstruction", "system_instruction", "generationConfig",
-             "generation_config", "model"}
+    known = {
+        "contents",
+        "systemInstruction",
+        "system_instruction",
+        "generationConfig",
+        "generation_config",
+        "model",
+    }
     lost += [f"request.{k}" for k in req if k not in known]
     model = _str(req, "model")
     if model is not None:
@@ -454,11 +478,11 @@ def _detect(rec: Mapping[str, Any], mapping: ColumnMapping) -> tuple[dict[str, A
     if "prompt" in rec:
         prompt = _str(rec, "prompt", required=True)
         assert prompt is not None
-        messages = [Message("user", (Part(prompt),))]
+        turns = [Message("user", (Part(prompt),))]
         system = _str(rec, "system")
         if system is not None:
-            messages.insert(0, Message("system", (Part(system),)))
-        return {"messages": tuple(messages), "model": _str(rec, "model"), **_params(rec)}, (
+            turns.insert(0, Message("system", (Part(system),)))
+        return {"messages": tuple(turns), "model": _str(rec, "model"), **_params(rec)}, (
             _record_id(rec, "id")
         )
     keys = ", ".join(sorted(rec)[:8]) or "none"
@@ -528,10 +552,14 @@ class JobSource:
             else:
                 for i in items:
                     if not isinstance(i, Job | Mapping):
-                        raise UsageError(f"jobs must be Job objects or mappings, got {type(i).__name__}")
+                        raise UsageError(
+                            f"jobs must be Job objects or mappings, got {type(i).__name__}"
+                        )
                 self.items = items  # type: ignore[assignment]
 
-    def _records(self) -> Iterator[tuple[str, str, Job | dict[str, Any] | Mapping[str, Any] | _Bad]]:
+    def _records(
+        self,
+    ) -> Iterator[tuple[str, str, Job | dict[str, Any] | Mapping[str, Any] | _Bad]]:
         if self.paths:
             yield from iter_records(self.paths, self.mapping)
         else:

@@ -39,7 +39,7 @@ async def show_progress(
     stream: TextIO | None = None,
     interval: float = 10.0,
 ) -> None:
-    """Show progress until cancelled: a rich live bar on a terminal, else a line every ``interval``."""
+    """Show progress until cancelled: a live bar on a terminal, else a line every ``interval``."""
     out = stream or sys.stderr
     if out.isatty():
         await _live(snapshot, out)
@@ -63,29 +63,21 @@ async def _live(snapshot: Callable[[], Statistics], out: TextIO) -> None:
         TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
         console=Console(file=out),
-        transient=False,
     )
     task = progress.add_task("run", total=None, detail="")
+
+    def update() -> None:
+        st = snapshot()
+        detail = (
+            f"ok {st.ok} err {st.errors} | {st.requests_per_minute:,.0f} rpm"
+            f" | {st.tokens_per_minute:,.0f} tpm | in flight {st.in_flight}"
+        )
+        progress.update(task, total=st.total, completed=st.done + st.skipped, detail=detail)
+
     with progress:
         try:
             while True:
-                _update(progress, task, snapshot())
+                update()
                 await anyio.sleep(0.5)
         finally:
-            _update(progress, task, snapshot())
-
-
-def _update(progress: object, task: object, st: Statistics) -> None:
-    from rich.progress import Progress, TaskID
-
-    assert isinstance(progress, Progress)
-    detail = (
-        f"ok {st.ok} err {st.errors} | {st.requests_per_minute:,.0f} rpm"
-        f" | {st.tokens_per_minute:,.0f} tpm | in flight {st.in_flight}"
-    )
-    progress.update(
-        TaskID(int(task)),  # type: ignore[call-overload]
-        total=st.total,
-        completed=st.done + st.skipped,
-        detail=detail,
-    )
+            update()

@@ -30,7 +30,9 @@ from ._store import Record, ResultStore, read_results
 
 __all__ = ["JobsInput", "RunOptions", "Runner"]
 
-JobsInput = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Job | Mapping[str, Any]]
+JobsInput = (
+    str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Job | Mapping[str, Any]]
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,11 +204,13 @@ class Runner:
         )
 
     async def run(self) -> RunSummary:
-        """Send every job not already finished; raise ``FatalProviderError`` if the run cannot go on."""
+        """Send every job not yet finished; raise ``FatalProviderError`` if the run cannot go on."""
         if self._client is None:
             raise RuntimeError("use 'async with Runner(...) as runner' before run()")
         self._started = self.clock.monotonic()
-        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](self.options.max_concurrency)
+        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](
+            self.options.max_concurrency
+        )
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._produce, send_jobs)
@@ -289,18 +293,35 @@ class Runner:
         latency = (self.clock.monotonic() - start) * 1000
         if completion is not None:
             return Record(
-                id=job.id, status="ok", text=completion.text,
-                input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-                attempts=attempts, error=None, error_kind=None,
-                model=completion.model or model, finish_reason=completion.finish_reason,
-                latency_ms=latency, response=completion.raw, source=job.source,
+                id=job.id,
+                status="ok",
+                text=completion.text,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                attempts=attempts,
+                error=None,
+                error_kind=None,
+                model=completion.model or model,
+                finish_reason=completion.finish_reason,
+                latency_ms=latency,
+                response=completion.raw,
+                source=job.source,
             )
         assert error is not None
         status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
         return Record(
-            id=job.id, status="error", text=None, input_tokens=None, output_tokens=None,
-            attempts=attempts, error=f"{status}{error.message}", error_kind=error.kind,
-            model=model, finish_reason=None, latency_ms=latency, response=error.body,
+            id=job.id,
+            status="error",
+            text=None,
+            input_tokens=None,
+            output_tokens=None,
+            attempts=attempts,
+            error=f"{status}{error.message}",
+            error_kind=error.kind,
+            model=model,
+            finish_reason=None,
+            latency_ms=latency,
+            response=error.body,
             source=job.source,
         )
 

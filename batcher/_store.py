@@ -49,21 +49,23 @@ class Record:
 def _schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("id", pa.string()),
-        ("status", pa.string()),
-        ("text", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("attempts", pa.int32()),
-        ("error", pa.string()),
-        ("error_kind", pa.string()),
-        ("model", pa.string()),
-        ("finish_reason", pa.string()),
-        ("latency_ms", pa.float64()),
-        ("response", pa.string()),
-        ("source", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("status", pa.string()),
+            ("text", pa.string()),
+            ("input_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("attempts", pa.int32()),
+            ("error", pa.string()),
+            ("error_kind", pa.string()),
+            ("model", pa.string()),
+            ("finish_reason", pa.string()),
+            ("latency_ms", pa.float64()),
+            ("response", pa.string()),
+            ("source", pa.string()),
+        ]
+    )
 
 
 def _fsync_dir(path: Path) -> None:

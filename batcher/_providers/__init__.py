@@ -9,7 +9,10 @@ from ._openai import OpenAIProvider
 
 __all__ = ["Completion", "Provider", "RequestSpec", "get_provider"]
 
-_PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "gemini": GeminiProvider}
+_PROVIDERS: dict[str, type[Provider]] = {
+    "openai": OpenAIProvider,
+    "gemini": GeminiProvider,
+}
 
 
 def get_provider(name: str) -> Provider:

@@ -73,7 +73,7 @@ def parse_duration(text: str) -> float | None:
 
 
 def retry_after(headers: httpx.Headers, message: str = "") -> float | None:
-    """The server's own delay: ``retry-after-ms``, ``retry-after`` (seconds or date), or the text."""
+    """The server's delay: ``retry-after-ms``, ``retry-after`` (seconds or a date), or the text."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
             return max(0.0, float(ms) / 1000)
@@ -95,7 +95,7 @@ def retry_after(headers: httpx.Headers, message: str = "") -> float | None:
 
 
 def json_body(response: httpx.Response) -> Any:
-    """The decoded JSON body; a body that is not JSON is a retryable fault (truncated, proxy page)."""
+    """The decoded body; one that is not JSON is a retryable fault (truncated, a proxy's page)."""
     try:
         return json.loads(response.content)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -112,7 +112,8 @@ def error_object(body: Any) -> Mapping[str, Any]:
     if isinstance(body, list) and body and isinstance(body[0], Mapping):
         body = body[0]
     if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
-        return body["error"]
+        err: Mapping[str, Any] = body["error"]
+        return err
     return {}
 
 

@@ -71,14 +71,16 @@ class GeminiProvider:
     """``POST {base}/models/{model}:generateContent`` with ``x-goog-api-key``."""
 
     name: ProviderName = "gemini"
-    default_base_url = "https://generativelanguage.googleapis.com/v1beta"
-    key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    default_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    key_envs: tuple[str, ...] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}
 
     def build(self, job: Job, model: str) -> RequestSpec:
-        return RequestSpec(f"models/{model.removeprefix('models/')}:generateContent", build_body(job))
+        return RequestSpec(
+            f"models/{model.removeprefix('models/')}:generateContent", build_body(job)
+        )
 
     def parse(self, response: httpx.Response) -> Completion:
         body = json_body(response)
@@ -94,7 +96,9 @@ class GeminiProvider:
                 raise PermanentJobError(
                     f"prompt blocked: {feedback['blockReason']}", status=200, body=response.text
                 )
-            raise RetryableError("HTTP 200 without candidates", status=200, body=response.text[:500])
+            raise RetryableError(
+                "HTTP 200 without candidates", status=200, body=response.text[:500]
+            )
         try:
             cand = candidates[0]
             finish = cand.get("finishReason")
@@ -105,8 +109,9 @@ class GeminiProvider:
                 "HTTP 200 with a malformed candidate", status=200, body=response.text[:500]
             ) from None
         if finish in _BLOCKED_FINISH:
-            raise PermanentJobError(f"response blocked: finishReason {finish}", status=200,
-                                    body=response.text)
+            raise PermanentJobError(
+                f"response blocked: finishReason {finish}", status=200, body=response.text
+            )
         output = usage.get("candidatesTokenCount")
         if output is not None and usage.get("thoughtsTokenCount"):
             output += usage["thoughtsTokenCount"]

@@ -39,8 +39,8 @@ class OpenAIProvider:
     """``POST {base}/chat/completions`` with a Bearer key."""
 
     name: ProviderName = "openai"
-    default_base_url = "https://api.openai.com/v1"
-    key_envs = ("OPENAI_API_KEY",)
+    default_base_url: str = "https://api.openai.com/v1"
+    key_envs: tuple[str, ...] = ("OPENAI_API_KEY",)
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}

@@ -47,7 +47,7 @@ def _truncate(text: str, max_tokens: int | None) -> tuple[str, bool]:
 
 @dataclass(frozen=True, slots=True)
 class MockConfig:
-    """How the mock behaves: answer latency (a uniform range in ms) and the seed of its randomness."""
+    """How the mock behaves: answer latency (a uniform range, ms) and the seed of its randomness."""
 
     latency_ms: tuple[float, float] = (0.0, 0.0)
     seed: int = 0
@@ -135,9 +135,9 @@ class _App:
             raise _Reject(error("the request body must be a JSON object"))
         return body
 
-    def _answer(self, model: str, prompt_text: str, last_user: str, max_tokens: int | None) -> tuple[
-        str, bool, int, int
-    ]:
+    def _answer(
+        self, model: str, prompt_text: str, last_user: str, max_tokens: int | None
+    ) -> tuple[str, bool, int, int]:
         text, cut = _truncate(mock_reply(model, last_user), max_tokens)
         tin, tout = count_tokens(prompt_text), count_tokens(text)
         self.state.input_tokens += tin
@@ -154,13 +154,15 @@ class _App:
     async def _openai_chat(self, request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
-            raise _Reject(_openai_error(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                "invalid_request_error",
-                None,
-            ))
+            raise _Reject(
+                _openai_error(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                    "invalid_request_error",
+                    None,
+                )
+            )
 
         def bad(message: str) -> JSONResponse:
             return _openai_error(400, message, "invalid_request_error", None)
@@ -190,14 +192,19 @@ class _App:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "length" if cut else "stop",
-                }],
-                "usage": {"prompt_tokens": tin, "completion_tokens": tout,
-                          "total_tokens": tin + tout},
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "length" if cut else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": tin,
+                    "completion_tokens": tout,
+                    "total_tokens": tin + tout,
+                },
                 "system_fingerprint": "fp_mock",
             },
             headers={"x-request-id": f"req_mock{self.counter:08d}"},
@@ -216,12 +223,15 @@ class _App:
             raise _Reject(_gemini_error(404, "NOT_FOUND", f"Method {method!r} not found."))
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
         if not key:
-            raise _Reject(_gemini_error(
-                403, "PERMISSION_DENIED",
-                "Method doesn't allow unregistered callers (callers without established "
-                "identity). Please use API Key or other form of API consumer identity to call "
-                "this API.",
-            ))
+            raise _Reject(
+                _gemini_error(
+                    403,
+                    "PERMISSION_DENIED",
+                    "Method doesn't allow unregistered callers (callers without established "
+                    "identity). Please use API Key or other form of API consumer identity to call "
+                    "this API.",
+                )
+            )
 
         def bad(message: str) -> JSONResponse:
             return _gemini_error(400, "INVALID_ARGUMENT", message)
@@ -247,21 +257,25 @@ class _App:
         )
         self.counter += 1
         self._count(200, model)
-        return JSONResponse({
-            "candidates": [{
-                "content": {"parts": [{"text": text}], "role": "model"},
-                "finishReason": "MAX_TOKENS" if cut else "STOP",
-                "index": 0,
-            }],
-            "usageMetadata": {
-                "promptTokenCount": tin,
-                "candidatesTokenCount": tout,
-                "totalTokenCount": tin + tout,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tin}],
-            },
-            "modelVersion": model,
-            "responseId": f"mock{self.counter:012d}",
-        })
+        return JSONResponse(
+            {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"text": text}], "role": "model"},
+                        "finishReason": "MAX_TOKENS" if cut else "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": tin,
+                    "candidatesTokenCount": tout,
+                    "totalTokenCount": tin + tout,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tin}],
+                },
+                "modelVersion": model,
+                "responseId": f"mock{self.counter:012d}",
+            }
+        )
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(self.state.snapshot())

@@ -57,7 +57,9 @@ class MockServer:
 
     def start(self) -> MockServer:
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            daemon=True,
             name="batcher-mock",
         )
         self._thread.start()
