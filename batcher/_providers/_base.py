@@ -14,7 +14,16 @@ import httpx
 from .._errors import FatalProviderError, PermanentJobError, ProviderError, RetryableError
 from .._jobs import Job, ProviderName
 
-__all__ = ["Completion", "Provider", "RequestSpec", "classify_status", "json_body", "retry_after"]
+__all__ = [
+    "Completion",
+    "Provider",
+    "RequestSpec",
+    "classify_status",
+    "count",
+    "json_body",
+    "retry_after",
+    "str_or_none",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,20 @@ def retry_after(headers: httpx.Headers, message: str = "") -> float | None:
     if m := _RETRY_IN.search(message):
         return float(m.group(1)) / (1000 if m.group(2).lower() == "ms" else 1)
     return None
+
+
+def count(value: Any) -> int | None:
+    """A token count as reported, or None if the field is missing or not a count."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def str_or_none(value: Any) -> str | None:
+    """A text field of an answer; anything but a string or null makes the answer malformed."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("expected a string")
 
 
 def json_body(response: httpx.Response) -> Any:

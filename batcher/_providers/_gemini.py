@@ -13,10 +13,12 @@ from ._base import (
     Completion,
     RequestSpec,
     classify_status,
+    count,
     error_object,
     json_body,
     parse_duration,
     retry_after,
+    str_or_none,
 )
 
 __all__ = ["GeminiProvider"]
@@ -88,10 +90,9 @@ class GeminiProvider:
             raise self._error(response, body)
         if not isinstance(body, Mapping):
             raise RetryableError("HTTP 200 whose body is not a JSON object", status=200)
-        usage = body.get("usageMetadata") or {}
         candidates = body.get("candidates")
         if not candidates:
-            feedback = body.get("promptFeedback") or {}
+            feedback = body.get("promptFeedback")
             if isinstance(feedback, Mapping) and feedback.get("blockReason"):
                 raise PermanentJobError(
                     f"prompt blocked: {feedback['blockReason']}", status=200, body=response.text
@@ -101,9 +102,22 @@ class GeminiProvider:
             )
         try:
             cand = candidates[0]
-            finish = cand.get("finishReason")
+            finish = str_or_none(cand.get("finishReason"))
             parts = (cand.get("content") or {}).get("parts") or []
-            text = "".join(p["text"] for p in parts if "text" in p and not p.get("thought"))
+            text = "".join(
+                str_or_none(p["text"]) or "" for p in parts if "text" in p and not p.get("thought")
+            )
+            usage = body.get("usageMetadata") or {}
+            output = count(usage.get("candidatesTokenCount"))
+            thoughts = count(usage.get("thoughtsTokenCount"))
+            completion = Completion(
+                text=text,
+                finish_reason=finish,
+                input_tokens=count(usage.get("promptTokenCount")),
+                output_tokens=output + thoughts if output is not None and thoughts else output,
+                model=str_or_none(body.get("modelVersion")),
+                raw=response.text,
+            )
         except (KeyError, IndexError, TypeError, AttributeError):
             raise RetryableError(
                 "HTTP 200 with a malformed candidate", status=200, body=response.text[:500]
@@ -112,17 +126,7 @@ class GeminiProvider:
             raise PermanentJobError(
                 f"response blocked: finishReason {finish}", status=200, body=response.text
             )
-        output = usage.get("candidatesTokenCount")
-        if output is not None and usage.get("thoughtsTokenCount"):
-            output += usage["thoughtsTokenCount"]
-        return Completion(
-            text=text,
-            finish_reason=finish,
-            input_tokens=usage.get("promptTokenCount"),
-            output_tokens=output,
-            model=body.get("modelVersion"),
-            raw=response.text,
-        )
+        return completion
 
     def _error(self, response: httpx.Response, body: Any) -> Exception:
         err = error_object(body)

@@ -9,7 +9,16 @@ import httpx
 
 from .._errors import FatalProviderError, RetryableError
 from .._jobs import Job, ProviderName
-from ._base import Completion, RequestSpec, classify_status, error_object, json_body, retry_after
+from ._base import (
+    Completion,
+    RequestSpec,
+    classify_status,
+    count,
+    error_object,
+    json_body,
+    retry_after,
+    str_or_none,
+)
 
 __all__ = ["OpenAIProvider"]
 
@@ -54,14 +63,13 @@ class OpenAIProvider:
             raise self._error(response, body)
         try:
             choice = body["choices"][0]
-            text = choice["message"].get("content")
             usage: Mapping[str, Any] = body.get("usage") or {}
             return Completion(
-                text=text,
-                finish_reason=choice.get("finish_reason"),
-                input_tokens=usage.get("prompt_tokens"),
-                output_tokens=usage.get("completion_tokens"),
-                model=body.get("model"),
+                text=str_or_none(choice["message"].get("content")),
+                finish_reason=str_or_none(choice.get("finish_reason")),
+                input_tokens=count(usage.get("prompt_tokens")),
+                output_tokens=count(usage.get("completion_tokens")),
+                model=str_or_none(body.get("model")),
                 raw=response.text,
             )
         except (KeyError, IndexError, TypeError, AttributeError):

@@ -1,0 +1,173 @@
+"""Job readers: the four shapes, column mappings, files, and errors that name the line."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batcher import InputError, Job, UsageError
+from batcher._jobs import ColumnMapping, JobSource
+from batcher._providers import get_provider
+from tests.helpers import write_jsonl, write_parquet
+from tests.strategies import expected_gemini, expected_openai, job_specs, render
+
+
+def _one(rec: dict[str, Any], mapping: ColumnMapping | None = None) -> Job:
+    (job,) = list(JobSource([rec], mapping))
+    return job
+
+
+@given(spec=job_specs(), shape=st.integers(1, 4))
+def test_every_shape_becomes_the_right_request_for_both_providers(
+    spec: dict[str, Any], shape: int
+) -> None:
+    job = _one(render(spec, shape))
+    assert job.id == spec["id"]
+    assert job.model == spec["model"]
+    assert get_provider("openai").build(job, spec["model"]).body == expected_openai(spec)
+    gemini = get_provider("gemini").build(job, spec["model"])
+    assert gemini.path == f"models/{spec['model']}:generateContent"
+    assert gemini.body == expected_gemini(spec)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {
+                "doc": st.integers(0, 10**9),
+                "text": st.text(min_size=0, max_size=30).filter(lambda s: "\x00" not in s),
+                "lang": st.sampled_from(["en", "ja", "fr"]),
+            }
+        ),
+        min_size=1,
+        max_size=20,
+        unique_by=lambda r: r["doc"],
+    ),
+    use_template=st.booleans(),
+)
+def test_parquet_column_mappings_round_trip(rows: list[dict[str, Any]], use_template: bool) -> None:
+    template = "Summarize ({lang}): {text}"
+    mapping = ColumnMapping(
+        prompt_template=template if use_template else None,
+        prompt_column=None if use_template else "text",
+        id_column="doc",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_parquet(Path(tmp) / "data.parquet", rows)
+        source = JobSource([path], mapping)
+        assert source.scan(provider="openai", default_model="m").total == len(rows)
+        jobs = list(source)
+    assert [j.id for j in jobs] == [str(r["doc"]) for r in rows]
+    for job, row in zip(jobs, rows, strict=True):
+        want = template.format_map(row) if use_template else row["text"]
+        body = get_provider("openai").build(job, "m").body
+        assert body["messages"] == [{"role": "user", "content": want}]
+
+
+def test_position_is_the_id_when_a_line_has_none(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "x"}, {"prompt": "y"}])
+    assert [j.id for j in JobSource([path])] == ["a.jsonl:1", "a.jsonl:2"]
+
+
+def test_gzip_and_blank_lines(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl.gz", [{"id": "1", "prompt": "x"}])
+    assert [j.id for j in JobSource([path])] == ["1"]
+    plain = tmp_path / "b.jsonl"
+    plain.write_text('{"id": "1", "prompt": "x"}\n\n   \n{"id": "2", "prompt": "y"}\n')
+    assert [j.id for j in JobSource([plain])] == ["1", "2"]
+
+
+def test_bad_lines_are_each_named_with_file_line_and_id(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                '{"id": "ok", "prompt": "fine"}',
+                "not json",
+                '{"id": "n", "prompt": 5}',
+                '{"id": "s", "something": "else"}',
+                '{"id": "ok", "prompt": "again"}',
+                "[1, 2]",
+                '{"id": "nomodel", "prompt": "x"}',
+            ]
+        )
+        + "\n"
+    )
+    with pytest.raises(InputError) as info:
+        JobSource([path]).scan(provider="openai", default_model=None)
+    found = {(p.where, p.job_id) for p in info.value.problems}
+    assert found == {
+        (f"{path}:1", "ok"),  # no model: neither the job nor --model names one
+        (f"{path}:2", None),
+        (f"{path}:3", "n"),
+        (f"{path}:4", "s"),
+        (f"{path}:5", "ok"),
+        (f"{path}:6", None),
+        (f"{path}:7", "nomodel"),
+    }
+    text = str(info.value)
+    assert "not valid JSON" in text and "duplicate id" in text and "unknown shape" in text
+
+
+def test_unsupported_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "jobs.csv").write_text("id,prompt\n")
+    with pytest.raises(InputError) as info:
+        JobSource([tmp_path / "jobs.csv", tmp_path / "nope.jsonl"]).scan(
+            provider="openai", default_model="m"
+        )
+    assert "unsupported file type" in str(info.value) and "no such file" in str(info.value)
+
+
+def test_parquet_missing_column_is_named(tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "d.parquet", [{"doc": 1, "body_text": "x"}])
+    with pytest.raises(InputError, match=r"no column\(s\) \['text'\]"):
+        JobSource([path], ColumnMapping(prompt_template="{text}", id_column="doc")).scan(
+            provider="openai", default_model="m"
+        )
+
+
+def test_prompt_column_and_template_exclude_each_other() -> None:
+    with pytest.raises(UsageError):
+        ColumnMapping(prompt_column="a", prompt_template="{b}")
+    with pytest.raises(UsageError):
+        ColumnMapping(prompt_template="no fields")
+
+
+def test_lossy_conversion_is_refused_before_sending() -> None:
+    line = {
+        "custom_id": "t",
+        "body": {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function"}],
+        },
+    }
+    source = JobSource([line])
+    source.scan(provider="openai", default_model=None)  # sent as it is: fine
+    with pytest.raises(InputError, match=r"without losing body\.tools; use --provider openai"):
+        source.scan(provider="gemini", default_model=None)
+    gem = {
+        "key": "g",
+        "request": {
+            "contents": [{"parts": [{"text": "x"}]}],
+            "safetySettings": [{"category": "X"}],
+        },
+    }
+    with pytest.raises(InputError, match=r"request\.safetySettings"):
+        JobSource([gem]).scan(provider="openai", default_model="m")
+
+
+def test_native_bodies_are_sent_untouched() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [], "seed": 7}
+    job = _one({"custom_id": "t", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    assert get_provider("openai").build(job, "m").body == body
+    req = {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "safetySettings": []}
+    job = _one({"key": "g", "request": json.dumps(req)})
+    assert get_provider("gemini").build(job, "g1").body == req
