@@ -1,0 +1,173 @@
+"""The run loop through ``httpx.MockTransport``: retries, errors, results, the key kept secret."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from batcher import FatalProviderError, Job, Runner, RunOptions, RunSummary
+from tests.helpers import FakeClock, read_results
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "sk-test-SECRET-0123456789"
+
+
+def _ok(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    prompt = body["messages"][-1]["content"]
+    return httpx.Response(
+        200,
+        json={
+            "model": body["model"],
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": prompt.upper()},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1, "total_tokens": 0},
+        },
+    )
+
+
+def _flaky(failures: dict[str, list[httpx.Response]]) -> Callable[[httpx.Request], httpx.Response]:
+    """Answer each prompt's queued failures first, then succeed."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        queue = failures.get(prompt)
+        if queue:
+            return queue.pop(0)
+        return _ok(request)
+
+    return handler
+
+
+async def _run(
+    tmp_path: Path,
+    jobs: list[Any],
+    handler: Callable[[httpx.Request], httpx.Response],
+    clock: FakeClock | None = None,
+    **options: Any,
+) -> RunSummary:
+    opts = RunOptions(api_key=SECRET, model="m", base_url="http://provider.test/v1", **options)
+    async with Runner(
+        jobs,
+        tmp_path / "out",
+        opts,
+        clock=clock or FakeClock(),
+        transport=httpx.MockTransport(handler),
+    ) as runner:
+        return await runner.run()
+
+
+async def test_jobs_from_python_objects(tmp_path: Path) -> None:
+    jobs = [Job.from_prompt("a", "hello", system="be brief"), {"id": "b", "prompt": "world"}]
+    summary = await _run(tmp_path, jobs, _ok)
+    assert (summary.total, summary.ok, summary.errors, summary.exit_code) == (2, 2, 0, 0)
+    results = read_results(tmp_path / "out")
+    assert results["a"]["text"] == "HELLO" and results["b"]["text"] == "WORLD"
+    assert results["a"]["input_tokens"] == 5 and results["a"]["attempts"] == 1
+
+
+async def test_retryable_errors_are_retried_and_every_attempt_counted(tmp_path: Path) -> None:
+    clock = FakeClock()
+    failures = {
+        "flaky": [
+            httpx.Response(503, json={"error": {"message": "overloaded"}}),
+            httpx.Response(500, content=b"<html>oops</html>"),
+        ],
+        "limited": [
+            httpx.Response(
+                429, headers={"retry-after": "7"}, json={"error": {"message": "slow down"}}
+            )
+        ],
+    }
+    summary = await _run(
+        tmp_path,
+        [{"id": "f", "prompt": "flaky"}, {"id": "l", "prompt": "limited"}],
+        _flaky(failures),
+        clock,
+    )
+    assert summary.exit_code == 0
+    results = read_results(tmp_path / "out")
+    assert results["f"]["attempts"] == 3 and results["f"]["text"] == "FLAKY"
+    assert results["l"]["attempts"] == 2
+    assert 7.0 in clock.sleeps  # the server's delay, not a computed one
+
+
+async def test_permanent_error_is_recorded_once_and_not_retried(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        seen.append(prompt)
+        if prompt == "bad":
+            return httpx.Response(400, json={"error": {"message": "invalid 'temperature'"}})
+        return _ok(request)
+
+    summary = await _run(
+        tmp_path, [{"id": "x", "prompt": "bad"}, {"id": "y", "prompt": "good"}], handler
+    )
+    assert (summary.ok, summary.errors, summary.exit_code) == (1, 1, 1)
+    assert seen.count("bad") == 1
+    row = read_results(tmp_path / "out")["x"]
+    assert row["status"] == "error" and row["attempts"] == 1 and row["text"] is None
+    assert row["error"] == "HTTP 400: invalid 'temperature'" and row["error_kind"] == "permanent"
+
+
+async def test_retries_stop_at_max_attempts_with_the_last_cause(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    summary = await _run(tmp_path, [{"id": "x", "prompt": "p"}], handler, max_attempts=3)
+    row = read_results(tmp_path / "out")["x"]
+    assert summary.exit_code == 1
+    assert row["attempts"] == 3 and row["error_kind"] == "retryable"
+    assert "connection failed (ConnectError" in row["error"]
+
+
+async def test_fatal_error_stops_the_run_and_keeps_the_key_secret(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == f"Bearer {SECRET}"
+        return httpx.Response(
+            401,
+            json={"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}},
+        )
+
+    jobs = [{"id": str(i), "prompt": f"p{i}"} for i in range(50)]
+    with pytest.raises(FatalProviderError, match="invalid_api_key") as info:
+        await _run(tmp_path, jobs, handler, max_concurrency=4)
+    assert SECRET not in str(info.value)
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+async def test_key_is_never_written_to_results(tmp_path: Path) -> None:
+    await _run(tmp_path, [{"id": "a", "prompt": "x"}], _ok)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+async def test_a_second_run_sends_nothing_already_finished(tmp_path: Path) -> None:
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content)["messages"][-1]["content"])
+        return _ok(request)
+
+    jobs = [{"id": str(i), "prompt": f"p{i}"} for i in range(10)]
+    await _run(tmp_path, jobs[:6], handler)
+    summary = await _run(tmp_path, jobs, handler)
+    assert sorted(sent) == sorted(f"p{i}" for i in range(10))
+    assert (summary.skipped, summary.finished, summary.ok) == (6, 4, 10)
+    assert len(read_results(tmp_path / "out")) == 10
