@@ -172,8 +172,8 @@ class ResultStore:
 
     def close(self) -> None:
         """Compact everything still in the journal."""
-        seq = self.rotate()
-        if seq is not None:
+        self.rotate()
+        for seq in self._numbers(self.journal_dir, _SEG):
             self.compact(seq)
 
 
