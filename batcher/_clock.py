@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import date, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import anyio
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["QUOTA_TZ", "Clock", "SystemClock", "next_reset", "quota_day"]
 
 
 class Clock(Protocol):
@@ -31,3 +33,18 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
+
+
+QUOTA_TZ = ZoneInfo("America/Los_Angeles")
+"""Gemini's daily quotas reset at midnight Pacific time."""
+
+
+def quota_day(wall: float) -> date:
+    """The quota day that the wall-clock instant ``wall`` falls in."""
+    return datetime.fromtimestamp(wall, QUOTA_TZ).date()
+
+
+def next_reset(wall: float) -> float:
+    """The wall-clock instant of the next quota-day reset after ``wall``."""
+    day = quota_day(wall) + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=QUOTA_TZ).timestamp()

@@ -6,7 +6,9 @@
     └── ProviderError         what a provider answered, classified once
         ├── FatalProviderError      wrong for the whole run: bad key, unknown model
         ├── PermanentJobError       wrong for one job: a 400, a blocked prompt
-        └── RetryableError          may pass: 429, 5xx, timeouts, dropped connections
+        └── RetryableError          may pass: 5xx, timeouts, dropped connections
+            └── RateLimitError      a 429: the model's lane pauses (or stops for the day)
+    QuotaExhausted            a model's daily quota is spent: its jobs wait for the reset (exit 3)
 
 httpx exceptions are translated into ``RetryableError`` in ``_providers``, at the boundary.
 """
@@ -22,6 +24,8 @@ __all__ = [
     "InputProblem",
     "PermanentJobError",
     "ProviderError",
+    "QuotaExhausted",
+    "RateLimitError",
     "RetryableError",
     "UsageError",
 ]
@@ -105,3 +109,41 @@ class RetryableError(ProviderError):
     ) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
+
+
+class RateLimitError(RetryableError):
+    """A 429. ``scope`` is what ran out (``requests``, ``tokens`` or None if unsaid), ``quota`` the
+    provider's name for the quota, and ``per_day`` whether waiting for minutes is pointless."""
+
+    kind = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 429,
+        body: str | None = None,
+        retry_after: float | None = None,
+        scope: str | None = None,
+        quota: str | None = None,
+        per_day: bool = False,
+    ) -> None:
+        super().__init__(message, status=status, body=body, retry_after=retry_after)
+        self.scope = scope
+        self.quota = quota
+        self.per_day = per_day
+
+
+class QuotaExhausted(BatcherError):
+    """A model's daily quota is spent (counted here, or said by the server) until ``resets_at``."""
+
+    def __init__(self, model: str, why: str, resets_at: float) -> None:
+        from datetime import datetime
+
+        from ._clock import QUOTA_TZ
+
+        when = datetime.fromtimestamp(resets_at, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
+        super().__init__(f"{model}: {why}; the quota resets at {when}")
+        self.model = model
+        self.why = why
+        self.resets_at = resets_at

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from .._errors import UsageError
-from ._base import Completion, Provider, RequestSpec
+from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 from ._gemini import GeminiProvider
 from ._openai import OpenAIProvider
 
-__all__ = ["Completion", "Provider", "RequestSpec", "get_provider"]
+__all__ = ["Completion", "Provider", "RateHints", "RequestSpec", "get_provider", "rate_hints"]
 
 _PROVIDERS: dict[str, type[Provider]] = {
     "openai": OpenAIProvider,

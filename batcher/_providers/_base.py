@@ -17,10 +17,12 @@ from .._jobs import Job, ProviderName
 __all__ = [
     "Completion",
     "Provider",
+    "RateHints",
     "RequestSpec",
     "classify_status",
     "count",
     "json_body",
+    "rate_hints",
     "retry_after",
     "str_or_none",
 ]
@@ -147,3 +149,56 @@ def classify_status(status: int, message: str, body: str, delay: float | None) -
     if status in (401, 403, 404):
         return FatalProviderError(message, status=status, body=body)
     return PermanentJobError(message, status=status, body=body)
+
+
+@dataclass(frozen=True, slots=True)
+class RateHints:
+    """What ``x-ratelimit-*`` headers say: limits per minute, what remains, and when it refills."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == _NO_HINTS
+
+
+_NO_HINTS = RateHints()
+
+
+def _header_int(headers: httpx.Headers, name: str) -> int | None:
+    v = headers.get(name)
+    if v is None:
+        return None
+    try:
+        return int(float(v))
+    except ValueError:
+        return None
+
+
+def _header_duration(headers: httpx.Headers, name: str) -> float | None:
+    v = headers.get(name)
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return parse_duration(v)
+
+
+def rate_hints(headers: httpx.Headers) -> RateHints:
+    """Read ``x-ratelimit-*`` headers (OpenAI and most compatible servers; Gemini sends none)."""
+    if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
+        return _NO_HINTS
+    return RateHints(
+        limit_requests=_header_int(headers, "x-ratelimit-limit-requests"),
+        remaining_requests=_header_int(headers, "x-ratelimit-remaining-requests"),
+        reset_requests=_header_duration(headers, "x-ratelimit-reset-requests"),
+        limit_tokens=_header_int(headers, "x-ratelimit-limit-tokens"),
+        remaining_tokens=_header_int(headers, "x-ratelimit-remaining-tokens"),
+        reset_tokens=_header_duration(headers, "x-ratelimit-reset-tokens"),
+    )

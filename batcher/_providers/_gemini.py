@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import FatalProviderError, PermanentJobError, RetryableError
+from .._errors import FatalProviderError, PermanentJobError, RateLimitError, RetryableError
 from .._jobs import Job, ProviderName
 from ._base import (
     Completion,
@@ -67,6 +67,36 @@ def retry_delay(err: Mapping[str, Any]) -> float | None:
         if isinstance(d.get("retryDelay"), str):
             return parse_duration(d["retryDelay"])
     return None
+
+
+def _rate_limit(
+    err: Mapping[str, Any], message: str, body: str, delay: float | None
+) -> FatalProviderError | RateLimitError:
+    """Read a Gemini 429: which quota (``QuotaFailure``), per day or per minute, or none at all."""
+    quotas = [
+        str(v.get("quotaId", ""))
+        for d in _details(err, "QuotaFailure")
+        for v in (d.get("violations") or [])
+        if isinstance(v, Mapping)
+    ]
+    if "limit: 0" in message:
+        return FatalProviderError(
+            f"this model has no quota on your tier ({', '.join(quotas) or 'limit: 0'}): {message}",
+            status=429,
+            body=body,
+        )
+    per_day = any("PerDay" in q for q in quotas)
+    scope = None
+    if quotas:
+        scope = "tokens" if all("Token" in q for q in quotas) else "requests"
+    return RateLimitError(
+        message,
+        body=body,
+        retry_after=delay,
+        scope=scope,
+        quota=", ".join(quotas) or None,
+        per_day=per_day,
+    )
 
 
 class GeminiProvider:
@@ -140,4 +170,6 @@ class GeminiProvider:
         delay = retry_delay(err)
         if delay is None:
             delay = retry_after(response.headers, message)
+        if status == 429:
+            return _rate_limit(err, f"{label}: {message}", text, delay)
         return classify_status(status, f"{label}: {message}", text, delay)

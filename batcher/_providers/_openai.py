@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import FatalProviderError, RetryableError
+from .._errors import FatalProviderError, RateLimitError, RetryableError
 from .._jobs import Job, ProviderName
 from ._base import (
     Completion,
@@ -89,4 +89,13 @@ class OpenAIProvider:
                 f"{code or response.status_code}: {message}", status=response.status_code, body=text
             )
         delay = retry_after(response.headers, message)
+        if response.status_code == 429:
+            kind = err.get("type")
+            return RateLimitError(
+                message,
+                body=text,
+                retry_after=delay,
+                scope=kind if kind in ("requests", "tokens") else None,
+                quota=str(code) if code else None,
+            )
         return classify_status(response.status_code, message, text, delay)

@@ -1,0 +1,257 @@
+"""A lane: admission for one model on one endpoint and key, paced to sit just under its limits.
+
+Two mechanisms hold each limit. Pacing: requests and tokens are each paced by a theoretical
+arrival time (GCRA, the virtual-scheduling form of a leaky bucket): a request may leave once the
+clock reaches ``_r_next``, which then moves on by one request's share of the minute; tokens work
+the same way with a tolerance of one second's budget, so a job larger than a second's tokens still
+passes (and one larger than a minute's is an error, never a deadlock). Admissions are spread
+evenly, never burst, so a provider that enforces a per-minute limit per second is not tripped.
+The cap: the admissions of the last minute are kept (``_window``), and a request never makes them
+exceed the limit, whatever pacing allowed; this makes "at most N in any minute" exact. Admission is serialised by a FIFO lock, and the holder
+re-reads the lane's state after every sleep, so a 429 that pauses the lane holds back even a
+request that was already waiting.
+
+We pace ourselves instead of using aiolimiter: its buckets cannot take an injected clock (tests
+would sleep), raise on a cost larger than the bucket, and cannot be paused or re-rated by a 429 or
+by the server's headers, which is most of what a lane does.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from datetime import date
+
+import anyio
+
+from ._clock import Clock, next_reset, quota_day
+from ._errors import PermanentJobError, QuotaExhausted, RateLimitError
+from ._estimate import TokenEstimator
+from ._limits import Limits
+from ._providers import RateHints
+
+__all__ = ["Lane", "LaneStats", "Ticket"]
+
+WINDOW = 60.0
+"""Requests and tokens per minute are per this many seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One admission: its entry in the lane's window, ``[admitted at, tokens charged]``."""
+
+    entry: list[float]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.entry[1])
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    """A lane's counters and current limits, for progress, ``status`` and benchmarks."""
+
+    model: str
+    limits: Limits
+    admitted: int
+    rate_limited: int
+    today: int
+    paused_for: float
+    stopped: str | None
+
+
+class Lane:
+    """Admission control for one model.
+
+    ``per_second`` says the provider enforces its per-minute limits per second (OpenAI): the lane
+    then keeps a wider margin. ``margin`` is the share of each limit the lane aims at.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        limits: Limits,
+        clock: Clock,
+        *,
+        per_second: bool = False,
+        margin: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.model = model
+        self.configured = limits
+        self.limits = limits
+        self.clock = clock
+        self.margin = margin if margin is not None else (0.965 if per_second else 0.99)
+        self.estimator = TokenEstimator()
+        self._rng = rng or random.Random()
+        self._lock = anyio.Lock()
+        self._r_next = float("-inf")
+        self._t_next = float("-inf")
+        self._paused_until = float("-inf")
+        self._slow = 1.0
+        self._strikes = 0
+        self._window: deque[list[float]] = deque()  # [admitted at, tokens charged], last minute
+        self._window_tokens = 0.0
+        self._succeeded: deque[tuple[float, int]] = deque()  # answers of the last minute
+        self._day: date | None = None
+        self._today = 0
+        self._stopped: QuotaExhausted | None = None
+        self.admitted = 0
+        self.rate_limited = 0
+
+    # --- pacing ----------------------------------------------------------------------------------
+
+    def _interval(self, per_minute: int | None) -> float:
+        if not per_minute:
+            return 0.0
+        return WINDOW / (per_minute * self.margin * self._slow)
+
+    def check_size(self, tokens: int) -> None:
+        """A job that can never fit in a minute's token budget is an error for that job."""
+        tpm = self.limits.tpm
+        if tpm is not None and tokens > tpm * self.margin:
+            raise PermanentJobError(
+                f"this job needs about {tokens:,} tokens, more than {self.model}'s budget of "
+                f"{tpm:,} tokens per minute; it can never be sent"
+            )
+
+    def _expire(self, now: float) -> None:
+        while self._window and self._window[0][0] <= now - WINDOW:
+            self._window_tokens -= self._window.popleft()[1]
+
+    def _cap_wait(self, now: float, tokens: int) -> float:
+        """When the window's cap lets a request of ``tokens`` in (``now`` if it does already)."""
+        rpm, tpm = self.limits.rpm, self.limits.tpm
+        at = now
+        if rpm is not None and len(self._window) >= rpm:
+            at = max(at, self._window[len(self._window) - rpm][0] + WINDOW)
+        if tpm is not None and self._window_tokens + tokens > tpm:
+            excess = self._window_tokens + tokens - tpm
+            for t, cost in self._window:
+                excess -= cost
+                if excess <= 0:
+                    at = max(at, t + WINDOW)
+                    break
+        return at
+
+    async def admit(self, tokens: int) -> Ticket:
+        """Wait until a request of ``tokens`` may leave; raise ``QuotaExhausted`` if not today."""
+        async with self._lock:
+            while True:
+                now = self.clock.monotonic()
+                self._check_day()
+                self._expire(now)
+                t_tolerance = 1.0 if self.limits.tpm else 0.0
+                start = max(
+                    self._paused_until,
+                    self._r_next,
+                    self._t_next - t_tolerance,
+                    self._cap_wait(now, tokens),
+                )
+                if start <= now:
+                    break
+                await self.clock.sleep(max(start - now, 1e-6))
+            self._r_next = max(self._r_next, now) + self._interval(self.limits.rpm)
+            self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
+            entry = [now, float(tokens)]
+            self._window.append(entry)
+            self._window_tokens += tokens
+            self._today += 1
+            self.admitted += 1
+            return Ticket(entry)
+
+    def settle(self, ticket: Ticket, tokens: int) -> None:
+        """The answer said the request cost ``tokens``: correct the charge made at admission."""
+        now = self.clock.monotonic()
+        delta = tokens - ticket.entry[1]
+        self._t_next += delta * self._interval(self.limits.tpm)
+        if ticket.entry[0] > now - WINDOW:
+            self._window_tokens += delta
+        ticket.entry[1] = float(tokens)
+        self._succeeded.append((now, tokens))
+        while self._succeeded and self._succeeded[0][0] <= now - WINDOW:
+            self._succeeded.popleft()
+        self._strikes = 0
+        self._slow = min(1.0, self._slow + 0.001)
+
+    # --- what the server says --------------------------------------------------------------------
+
+    def on_rate_limited(self, error: RateLimitError) -> None:
+        """A 429: pause the whole lane for the server's delay (or a jittered backoff); slow it."""
+        now = self.clock.monotonic()
+        self.rate_limited += 1
+        if error.per_day:
+            wall = self.clock.time()
+            self._stopped = QuotaExhausted(
+                self.model,
+                f"the server says the daily quota is spent ({error.quota})",
+                next_reset(wall),
+            )
+            return
+        if error.retry_after is not None:
+            delay = error.retry_after
+        else:
+            delay = min(60.0, 2.0**self._strikes) * self._rng.uniform(0.5, 1.0)
+        self._strikes += 1
+        self._paused_until = max(self._paused_until, now + delay)
+        self._slow = max(0.8, self._slow * 0.98)
+        self._learn_limit(error.scope)
+
+    def _learn_limit(self, scope: str | None) -> None:
+        """With no limit known, take what got through in the last minute as the limit."""
+        if scope in (None, "requests") and self.limits.rpm is None:
+            count = max(1, len(self._succeeded))
+            self.limits = Limits(count, self.limits.tpm, self.limits.rpd)
+        if scope == "tokens" and self.limits.tpm is None:
+            total = max(1, sum(t for _, t in self._succeeded))
+            self.limits = Limits(self.limits.rpm, total, self.limits.rpd)
+
+    def observe(self, hints: RateHints) -> None:
+        """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
+        if hints.empty:
+            return
+        rpm, tpm = self.limits.rpm, self.limits.tpm
+        if hints.limit_requests and (rpm is None or hints.limit_requests < rpm):
+            rpm = hints.limit_requests
+        if hints.limit_tokens and (tpm is None or hints.limit_tokens < tpm):
+            tpm = hints.limit_tokens
+        if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
+            self.limits = Limits(rpm, tpm, self.limits.rpd)
+        now = self.clock.monotonic()
+        for remaining, reset in (
+            (hints.remaining_requests, hints.reset_requests),
+            (hints.remaining_tokens, hints.reset_tokens),
+        ):
+            if remaining == 0 and reset:
+                self._paused_until = max(self._paused_until, now + reset)
+
+    # --- the quota day ---------------------------------------------------------------------------
+
+    def _check_day(self) -> None:
+        wall = self.clock.time()
+        day = quota_day(wall)
+        if day != self._day:
+            self._day, self._today, self._stopped = day, 0, None
+        if self._stopped is not None:
+            raise self._stopped
+        rpd = self.limits.rpd
+        if rpd is not None and self._today >= rpd:
+            why = (
+                "no daily quota on this tier (RPD 0)"
+                if rpd == 0
+                else f"the day's {rpd:,} requests are spent"
+            )
+            self._stopped = QuotaExhausted(self.model, why, next_reset(wall))
+            raise self._stopped
+
+    def statistics(self) -> LaneStats:
+        return LaneStats(
+            model=self.model,
+            limits=self.limits,
+            admitted=self.admitted,
+            rate_limited=self.rate_limited,
+            today=self._today,
+            paused_for=max(0.0, self._paused_until - self.clock.monotonic()),
+            stopped=str(self._stopped) if self._stopped else None,
+        )
