@@ -12,6 +12,8 @@ from ._errors import (
     InputProblem,
     PermanentJobError,
     ProviderError,
+    QuotaExhausted,
+    RateLimitError,
     RetryableError,
     UsageError,
 )
@@ -30,6 +32,8 @@ __all__ = [
     "Part",
     "PermanentJobError",
     "ProviderError",
+    "QuotaExhausted",
+    "RateLimitError",
     "RetryableError",
     "RunOptions",
     "RunSummary",

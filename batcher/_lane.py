@@ -7,9 +7,10 @@ the same way with a tolerance of one second's budget, so a job larger than a sec
 passes (and one larger than a minute's is an error, never a deadlock). Admissions are spread
 evenly, never burst, so a provider that enforces a per-minute limit per second is not tripped.
 The cap: the admissions of the last minute are kept (``_window``), and a request never makes them
-exceed the limit, whatever pacing allowed; this makes "at most N in any minute" exact. Admission is serialised by a FIFO lock, and the holder
-re-reads the lane's state after every sleep, so a 429 that pauses the lane holds back even a
-request that was already waiting.
+exceed the limit, whatever pacing allowed; this makes "at most N in any minute" exact.
+
+Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
+sleep, so a 429 that pauses the lane holds back even a request that was already waiting.
 
 We pace ourselves instead of using aiolimiter: its buckets cannot take an injected clock (tests
 would sleep), raise on a cost larger than the bucket, and cannot be paused or re-rated by a 429 or

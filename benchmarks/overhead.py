@@ -25,14 +25,34 @@ def main() -> None:
     here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
         jobs = write_jobs(Path(tmp) / "jobs.jsonl", args.jobs)
-        bare_cpu, bare_wall = child_cpu([sys.executable, str(here / "bare_httpx.py"), str(jobs),
-                                         f"{url}/v1/", str(args.concurrency)])
+        bare_cpu, bare_wall = child_cpu(
+            [
+                sys.executable,
+                str(here / "bare_httpx.py"),
+                str(jobs),
+                f"{url}/v1/",
+                str(args.concurrency),
+            ]
+        )
         out = Path(tmp) / "out"
-        ours_cpu, ours_wall = child_cpu([
-            sys.executable, "-m", "batcher", "run", str(jobs), "--out", str(out),
-            "--base-url", f"{url}/v1", "--api-key-env", "PATH", "--no-progress",
-            "--max-concurrency", str(args.concurrency),
-        ])
+        ours_cpu, ours_wall = child_cpu(
+            [
+                sys.executable,
+                "-m",
+                "batcher",
+                "run",
+                str(jobs),
+                "--out",
+                str(out),
+                "--base-url",
+                f"{url}/v1",
+                "--api-key-env",
+                "PATH",
+                "--no-progress",
+                "--max-concurrency",
+                str(args.concurrency),
+            ]
+        )
         shutil.rmtree(out)
     n = args.jobs
     print(f"jobs={n} concurrency={args.concurrency}")

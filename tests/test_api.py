@@ -15,6 +15,8 @@ def test_public_names_are_pinned() -> None:
             "Message",
             "Part",
             "PermanentJobError",
+            "QuotaExhausted",
+            "RateLimitError",
             "ProviderError",
             "RetryableError",
             "RunOptions",

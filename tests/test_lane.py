@@ -1,0 +1,198 @@
+"""The lane limiter in virtual time: budgets hold in every window, 429s pause the whole lane."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from itertools import pairwise
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batcher import QuotaExhausted, RateLimitError
+from batcher._lane import Lane, LaneStats
+from batcher._limits import Limits
+from batcher._providers import RateHints
+from tests.virtual import VirtualClock, run_virtual
+
+arrivals = st.lists(
+    st.tuples(st.floats(0, 180, allow_nan=False), st.floats(0, 5, allow_nan=False)),
+    min_size=1,
+    max_size=120,
+)
+
+
+def _max_in_window(times: list[float], width: float, weights: list[float] | None = None) -> float:
+    """The largest total in any half-open window ``(t - width, t]`` (to a microsecond)."""
+    order = sorted(range(len(times)), key=times.__getitem__)
+    ts = [times[i] for i in order]
+    ws = [weights[i] if weights else 1.0 for i in order]
+    best = 0.0
+    for j, t in enumerate(ts):
+        i = bisect_right(ts, t - width + 1e-6)
+        k = bisect_right(ts, t)
+        best = max(best, sum(ws[i:k]))
+        del j
+    return best
+
+
+async def _drive(lane: Lane, jobs: list[tuple[float, float]], costs: list[int]) -> list[float]:
+    """Each job arrives at its time, is admitted, and holds for its latency; returns admissions."""
+    admitted: list[float] = [math.nan] * len(jobs)
+
+    async def one(i: int) -> None:
+        await anyio.sleep(jobs[i][0])
+        ticket = await lane.admit(costs[i])
+        admitted[i] = anyio.current_time()
+        await anyio.sleep(jobs[i][1])
+        lane.settle(ticket, costs[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(jobs)):
+            tg.start_soon(one, i)
+    return admitted
+
+
+@settings(max_examples=60, deadline=None)
+@given(jobs=arrivals, rpm=st.integers(1, 3000), per_second=st.booleans())
+def test_requests_never_exceed_the_budget_in_any_window(
+    jobs: list[tuple[float, float]], rpm: int, per_second: bool
+) -> None:
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(rpm=rpm), VirtualClock(), per_second=per_second)
+        return await _drive(lane, jobs, [1] * len(jobs))
+
+    times = run_virtual(main)
+    assert _max_in_window(times, 60.0) <= rpm
+    if per_second:
+        assert _max_in_window(times, 1.0) <= math.ceil(rpm / 60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    jobs=arrivals,
+    tpm=st.integers(1_000, 200_000),
+    sizes=st.lists(st.integers(1, 5_000), min_size=120, max_size=120),
+)
+def test_tokens_never_exceed_the_budget_in_any_window(
+    jobs: list[tuple[float, float]], tpm: int, sizes: list[int]
+) -> None:
+    costs = [min(s, int(tpm * 0.9)) for s in sizes[: len(jobs)]]
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(tpm=tpm), VirtualClock())
+        return await _drive(lane, jobs, costs)
+
+    times = run_virtual(main)
+    assert _max_in_window(times, 60.0, [float(c) for c in costs]) <= tpm
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    jobs=arrivals,
+    rpm=st.none() | st.integers(60, 3000),
+    which=st.integers(0, 119),
+    delay=st.floats(0.01, 120, allow_nan=False),
+)
+def test_no_request_leaves_before_a_429_delay_has_passed(
+    jobs: list[tuple[float, float]], rpm: int | None, which: int, delay: float
+) -> None:
+    which %= len(jobs)
+    told: list[float] = []
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(rpm=rpm), VirtualClock())
+        admitted: list[float] = [math.nan] * len(jobs)
+
+        async def one(i: int) -> None:
+            await anyio.sleep(jobs[i][0])
+            await lane.admit(1)
+            admitted[i] = anyio.current_time()
+            await anyio.sleep(jobs[i][1])
+            if i == which:
+                told.append(anyio.current_time())
+                lane.on_rate_limited(RateLimitError("429", retry_after=delay))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(jobs)):
+                tg.start_soon(one, i)
+        return admitted
+
+    times = sorted(run_virtual(main))
+    (t429,) = told
+    # nothing admitted strictly after the 429 arrived and before its delay ran out
+    lo, hi = bisect_right(times, t429), bisect_left(times, t429 + delay - 1e-6)
+    assert times[lo:hi] == []
+
+
+def test_pacing_is_even_not_a_burst() -> None:
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(rpm=600), VirtualClock(), margin=1.0)
+        return await _drive(lane, [(0.0, 0.0)] * 30, [1] * 30)
+
+    times = sorted(run_virtual(main))
+    gaps = {round(b - a, 4) for a, b in pairwise(times)}
+    assert gaps == {0.1}
+
+
+def test_a_job_larger_than_a_minute_of_tokens_is_refused_and_a_large_one_passes() -> None:
+    lane = Lane("m", Limits(tpm=10_000), VirtualClock())
+    with pytest.raises(Exception, match="more than m's budget of 10,000 tokens per minute"):
+        lane.check_size(20_000)
+
+    async def main() -> list[float]:
+        return await _drive(lane, [(0.0, 0.0)] * 3, [9_000, 9_000, 9_000])
+
+    times = sorted(run_virtual(main))
+    assert times[1] - times[0] >= 54 and times[2] - times[1] >= 54  # paced, not deadlocked
+
+
+def test_unknown_limits_are_learned_from_a_429_and_from_headers() -> None:
+    async def main() -> LaneStats:
+        lane = Lane("m", Limits(), VirtualClock())
+        assert lane.limits.rpm is None
+        for _ in range(7):
+            lane.settle(await lane.admit(10), 10)
+        lane.on_rate_limited(RateLimitError("429", retry_after=1.0, scope="requests"))
+        assert lane.limits.rpm == 7
+        lane.observe(RateHints(limit_requests=5, limit_tokens=900))
+        assert (lane.limits.rpm, lane.limits.tpm) == (5, 900)
+        lane.observe(RateHints(limit_requests=50))  # a higher number does not raise a limit
+        assert lane.limits.rpm == 5
+        lane.observe(RateHints(remaining_requests=0, reset_requests=2.5, limit_requests=5))
+        return lane.statistics()
+
+    assert run_virtual(main).paused_for == pytest.approx(2.5)
+
+
+def test_daily_budget_stops_the_lane_until_the_pacific_midnight() -> None:
+    clock = VirtualClock(start=1_800_000_000.0 + 23 * 3600 + 59 * 60)  # 23:59 Pacific
+
+    async def main() -> tuple[int, float]:
+        lane = Lane("m", Limits(rpd=3), clock)
+        for _ in range(3):
+            await lane.admit(1)
+        with pytest.raises(QuotaExhausted) as info:
+            await lane.admit(1)
+        assert "the day's 3 requests are spent" in str(info.value)
+        assert "00:00 PST" in str(info.value)
+        await anyio.sleep(info.value.resets_at - clock.time())
+        await lane.admit(1)  # a new quota day
+        return lane.statistics().today, info.value.resets_at
+
+    today, resets_at = run_virtual(main)
+    assert today == 1
+    assert resets_at == 1_800_000_000.0 + 86_400
+
+
+def test_a_per_day_429_stops_the_lane() -> None:
+    async def main() -> None:
+        lane = Lane("m", Limits(), VirtualClock())
+        await lane.admit(1)
+        lane.on_rate_limited(RateLimitError("429", per_day=True, quota="GenerateRequestsPerDay"))
+        with pytest.raises(QuotaExhausted, match="GenerateRequestsPerDay"):
+            await lane.admit(1)
+
+    run_virtual(main)
