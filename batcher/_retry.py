@@ -12,7 +12,7 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from ._clock import Clock
-from ._errors import RetryableError
+from ._errors import RateLimitError, RetryableError
 
 __all__ = ["RetryPolicy"]
 
@@ -24,7 +24,8 @@ class RetryPolicy:
     """Retry ``RetryableError`` up to ``max_attempts`` times and ``max_time`` seconds per job.
 
     Without a server hint, waits are random exponential (``initial`` doubling up to ``max_wait``);
-    a server's ``retry_after`` wins, capped at ``max_server_wait``.
+    a server's ``retry_after`` wins, capped at ``max_server_wait``. A 429 waits in the lane, which
+    pauses every request of that model, so the policy adds no wait of its own for it.
     """
 
     max_attempts: int = 5
@@ -38,6 +39,8 @@ class RetryPolicy:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RateLimitError):
+                return 0.0  # the model's lane holds every request back for the server's delay
             if isinstance(exc, RetryableError) and exc.retry_after is not None:
                 return min(exc.retry_after, self.max_server_wait)
             return float(backoff(state))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,9 +21,19 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._clock import Clock, SystemClock
-from ._errors import FatalProviderError, ProviderError, RetryableError, UsageError
+from ._errors import (
+    FatalProviderError,
+    ProviderError,
+    QuotaExhausted,
+    RateLimitError,
+    RetryableError,
+    UsageError,
+)
+from ._estimate import features
 from ._jobs import ColumnMapping, Job, JobSource, ProviderName
-from ._providers import Completion, Provider, get_provider
+from ._lane import Lane
+from ._limits import LimitTable
+from ._providers import Completion, Provider, RateHints, get_provider, rate_hints
 from ._retry import RetryPolicy
 from ._stats import RateMeter, RunSummary, Statistics
 from ._store import Record, ResultStore, read_results
@@ -52,6 +62,11 @@ class RunOptions:
     id_column: str | None = None
     mock: str | None = None
     """Run against the embedded mock provider with this preset (``"default"``), not the network."""
+    tier: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    limits_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in ("openai", "gemini"):
@@ -82,14 +97,25 @@ def resolve_key(options: RunOptions, provider: Provider) -> str:
     )
 
 
-async def send(client: httpx.AsyncClient, provider: Provider, path: str, body: Any) -> Completion:
-    """One HTTP attempt; httpx's exceptions are translated to ours here and only here."""
+async def send(
+    client: httpx.AsyncClient,
+    provider: Provider,
+    path: str,
+    body: Any,
+    observe: Callable[[RateHints], None] | None = None,
+) -> Completion:
+    """One HTTP attempt; httpx's exceptions are translated to ours here and only here.
+
+    ``observe`` sees the rate-limit headers of every answer, errors included.
+    """
     try:
         response = await client.post(path, json=body)
     except httpx.TimeoutException as e:
         raise RetryableError(f"request timed out ({type(e).__name__})") from None
     except httpx.TransportError as e:
         raise RetryableError(f"connection failed ({type(e).__name__}: {e})") from None
+    if observe is not None:
+        observe(rate_hints(response.headers))
     return provider.parse(response)
 
 
@@ -117,6 +143,16 @@ class Runner:
         self.source = JobSource(jobs, mapping)  # type: ignore[arg-type]
         self.store = ResultStore(self.out)
         self.policy = RetryPolicy(max_attempts=self.options.max_attempts)
+        self.limits = LimitTable.build(
+            tier=self.options.tier,
+            rpm=self.options.rpm,
+            tpm=self.options.tpm,
+            rpd=self.options.rpd,
+            limits_file=self.options.limits_file,
+        )
+        self.lanes: dict[str, Lane] = {}
+        self.quota_stops: dict[str, QuotaExhausted] = {}
+        self._deferred = 0
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._mock: Any = None
@@ -236,6 +272,8 @@ class Runner:
             input_tokens=self._input_tokens,
             output_tokens=self._output_tokens,
             elapsed=elapsed,
+            deferred=self._deferred,
+            quota_stops=tuple(str(e) for e in self.quota_stops.values()),
         )
 
     async def _produce(self, stream: MemoryObjectSendStream[Job]) -> None:
@@ -253,26 +291,57 @@ class Runner:
                 if record is not None:
                     self._finish(record)
 
+    def lane(self, model: str) -> Lane:
+        """The lane of ``model``, made on first use with its configured limits."""
+        lane = self.lanes.get(model)
+        if lane is None:
+            lane = Lane(
+                model,
+                self.limits.for_model(model),
+                self.clock,
+                per_second=self.provider.per_second_limits,
+            )
+            self.lanes[model] = lane
+        return lane
+
     async def _process(self, job: Job) -> Record | None:
         assert self._client is not None
         client, provider = self._client, self.provider
         model = job.model or self.options.model
         assert model is not None  # the scan refused jobs without one
         spec = provider.build(job, model)
+        lane = self.lane(model)
+        x = features(job.text)
+        output_charge = (job.max_tokens or 0) if provider.charges_output else 0
         attempts = 0
         start = self.clock.monotonic()
 
         async def attempt() -> Completion:
             nonlocal attempts
+            cost = lane.estimator.estimate(x) + output_charge
+            lane.check_size(cost)
+            ticket = await lane.admit(cost)
             attempts += 1
             self._requests += 1
-            return await send(client, provider, spec.path, spec.body)
+            try:
+                answer = await send(client, provider, spec.path, spec.body, lane.observe)
+            except RateLimitError as e:
+                lane.on_rate_limited(e)
+                raise
+            if answer.input_tokens is not None:
+                lane.estimator.learn(x, answer.input_tokens)
+                lane.settle(ticket, answer.input_tokens + output_charge)
+            return answer
 
         self._in_flight += 1
         try:
             done = await self.policy.call(attempt, clock=self.clock)
         except FatalProviderError as e:
             self._stop(e)
+            return None
+        except QuotaExhausted as e:
+            self.quota_stops.setdefault(model, e)
+            self._deferred += 1
             return None
         except ProviderError as e:
             return self._record(job, model, attempts, start, error=e)

@@ -41,7 +41,8 @@ class Statistics:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """How a run ended. ``exit_code`` is the CLI's: 0 all ok, 1 some jobs ended in error."""
+    """How a run ended. ``exit_code`` is the CLI's: 0 all ok, 1 some jobs ended in error, 3 some
+    jobs wait for a daily quota (``deferred``; ``quota_stops`` says which and until when)."""
 
     out: str
     total: int
@@ -53,9 +54,13 @@ class RunSummary:
     input_tokens: int
     output_tokens: int
     elapsed: float
+    deferred: int = 0
+    quota_stops: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
+        if self.deferred:
+            return 3
         return 1 if self.errors else 0
 
 

@@ -54,6 +54,10 @@ class Provider(Protocol):
     name: ProviderName
     default_base_url: str
     key_envs: tuple[str, ...]
+    per_second_limits: bool
+    """The provider enforces per-minute limits per second: leave a wider margin."""
+    charges_output: bool
+    """Admission charges prompt + ``max_tokens`` to TPM (OpenAI), not input tokens only (Gemini)."""
 
     def auth_headers(self, key: str) -> dict[str, str]: ...
 

@@ -105,6 +105,8 @@ class GeminiProvider:
     name: ProviderName = "gemini"
     default_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
     key_envs: tuple[str, ...] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    per_second_limits = False
+    charges_output = False
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}

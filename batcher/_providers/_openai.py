@@ -50,6 +50,8 @@ class OpenAIProvider:
     name: ProviderName = "openai"
     default_base_url: str = "https://api.openai.com/v1"
     key_envs: tuple[str, ...] = ("OPENAI_API_KEY",)
+    per_second_limits = True
+    charges_output = True
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
