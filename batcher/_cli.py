@@ -10,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_JOB_ERRORS, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+EXIT_OK, EXIT_JOB_ERRORS, EXIT_USAGE, EXIT_QUOTA, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         "realistic); no key needed",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
+    _limit_flags(r)
+    r.add_argument("--limits", metavar="FILE", help="TOML file of limits per model")
+
+    sub.add_parser("tiers", help="list the tier presets")
 
     s = sub.add_parser("status", help="how far the run in DIR has got")
     s.add_argument("dir", metavar="DIR")
@@ -97,7 +101,15 @@ def _parser() -> argparse.ArgumentParser:
         help="answer latency: MS, or MIN-MAX for a uniform range (default 0)",
     )
     m.add_argument("--seed", type=int, default=0, help="seed of the mock's randomness")
+    _limit_flags(m)
     return p
+
+
+def _limit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tier", metavar="NAME", help="tier preset of limits per model (batcher tiers)")
+    p.add_argument("--rpm", type=int, metavar="N", help="requests per minute, for every model")
+    p.add_argument("--tpm", type=int, metavar="N", help="tokens per minute, for every model")
+    p.add_argument("--rpd", type=int, metavar="N", help="requests per quota day, for every model")
 
 
 def _latency(text: str) -> tuple[float, float]:
@@ -143,6 +155,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prompt_template=args.prompt_template,
         id_column=args.id_column,
         mock=args.mock,
+        tier=args.tier,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        rpd=args.rpd,
+        limits_file=args.limits,
     )
     if summary.finished == 0 and summary.skipped:
         print(f"Nothing left to do: all {summary.skipped} jobs in {args.out} had finished.")
@@ -152,6 +169,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {summary.requests} requests in {summary.elapsed:.1f}s."
         f" Results: {Path(args.out) / 'results'}"
     )
+    if summary.deferred:
+        print(f"Stopped on the daily quota; {summary.deferred} jobs wait for it:", file=sys.stderr)
+        for stop in summary.quota_stops:
+            print(f"  {stop}", file=sys.stderr)
+        print("Rerun the same command after the reset to go on.", file=sys.stderr)
     return summary.exit_code
 
 
@@ -174,12 +196,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_tiers(args: argparse.Namespace) -> int:
+    from ._limits import load_tiers
+
+    day, source, tiers = load_tiers()
+    print(f"Tier presets of {day} (source: {source}); RPM / TPM / RPD, '-' for none:")
+    for tier in tiers.values():
+        print(f"\n{tier.name} ({tier.provider})")
+        for model, lim in tier.models.items():
+            cells = [f"{v:,}" if v is not None else "-" for v in (lim.rpm, lim.tpm, lim.rpd)]
+            print(f"  {model:<24} {' / '.join(cells)}")
+    return EXIT_OK
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
+    from ._limits import LimitTable
     from .mock import MockConfig, MockServer
 
-    server = MockServer(
-        MockConfig(latency_ms=_latency(args.latency_ms), seed=args.seed), port=args.port
-    )
+    limits = LimitTable.build(tier=args.tier, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd)
+    config = MockConfig(latency_ms=_latency(args.latency_ms), seed=args.seed, limits=limits)
+    server = MockServer(config, port=args.port)
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)
     server.serve_forever()
     return EXIT_OK
@@ -190,7 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ._errors import FatalProviderError, InputError, UsageError
 
-    commands = {"run": _cmd_run, "status": _cmd_status, "mock-server": _cmd_mock_server}
+    commands = {
+        "run": _cmd_run,
+        "status": _cmd_status,
+        "tiers": _cmd_tiers,
+        "mock-server": _cmd_mock_server,
+    }
     try:
         return commands[args.command](args)
     except UsageError as e:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._limits import LimitTable
 from .._tokens import count_tokens
+from ._limits import Enforcer, Rejection
 
 __all__ = ["MockConfig", "MockState", "create_app", "mock_reply"]
 
@@ -47,10 +50,12 @@ def _truncate(text: str, max_tokens: int | None) -> tuple[str, bool]:
 
 @dataclass(frozen=True, slots=True)
 class MockConfig:
-    """How the mock behaves: answer latency (a uniform range, ms) and the seed of its randomness."""
+    """How the mock behaves: answer latency (a uniform range, ms), the seed of its randomness,
+    and the rate limits it enforces per model (a tier preset and/or limits for every model)."""
 
     latency_ms: tuple[float, float] = (0.0, 0.0)
     seed: int = 0
+    limits: LimitTable = field(default_factory=LimitTable)
 
 
 @dataclass
@@ -64,9 +69,13 @@ class MockState:
     by_model: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
+    timeline: dict[int, list[int]] = field(default_factory=dict)
+    """Per wall-clock second: [accepted, rejected with 429]."""
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, timeline: bool = False) -> dict[str, Any]:
+        extra = {"timeline": {str(k): v for k, v in self.timeline.items()}} if timeline else {}
         return {
+            **extra,
             "requests": self.requests,
             "accepted": self.accepted,
             "rejected": self.rejected,
@@ -104,12 +113,85 @@ def _openai_text(content: Any) -> str:
     return ""
 
 
+def _gemini_429(model: str, r: Rejection, free: bool, wrap: bool) -> JSONResponse:
+    suffix = "-FreeTier" if free else ""
+    quota_id, metric = {
+        "requests": (f"GenerateRequestsPerMinutePerProjectPerModel{suffix}", "requests"),
+        "tokens": (f"GenerateContentInputTokensPerModelPerMinute{suffix}", "input_token_count"),
+        "day": (f"GenerateRequestsPerDayPerProjectPerModel{suffix}", "requests"),
+    }[r.scope]
+    metric = (
+        f"generativelanguage.googleapis.com/generate_content_{'free_tier_' if free else ''}{metric}"
+    )
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
+        f"* Quota exceeded for metric: {metric}, limit: {r.limit}, model: {model}\n"
+        f"Please retry in {r.retry_after:.6f}s."
+    )
+    details: list[dict[str, Any]] = [
+        {
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [
+                {
+                    "quotaMetric": metric,
+                    "quotaId": quota_id,
+                    "quotaDimensions": {"location": "global", "model": model},
+                    "quotaValue": str(r.limit),
+                }
+            ],
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [
+                {
+                    "description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                }
+            ],
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": f"{int(r.retry_after)}s",
+        },
+    ]
+    response = _gemini_error(429, "RESOURCE_EXHAUSTED", message, details)
+    if wrap:  # Gemini's OpenAI-compatible endpoint wraps its errors in a list
+        return JSONResponse([json.loads(bytes(response.body))], status_code=429)
+    return response
+
+
+def _openai_429(model: str, r: Rejection, headers: dict[str, str]) -> JSONResponse:
+    what = {
+        "requests": "requests per min (RPM)",
+        "tokens": "tokens per min (TPM)",
+        "day": "requests per day (RPD)",
+    }[r.scope]
+    ms = max(1, math.ceil(r.retry_after * 1000))
+    body = {
+        "error": {
+            "message": f"Rate limit reached for {model} in organization org-mock on {what}: "
+            f"Limit {r.limit}, Used {r.used}, Requested 1. Please try again in {ms}ms. Visit "
+            "https://platform.openai.com/account/rate-limits to learn more.",
+            "type": "tokens" if r.scope == "tokens" else "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    headers = {**headers, "retry-after": str(math.ceil(r.retry_after)), "retry-after-ms": str(ms)}
+    return JSONResponse(body, status_code=429, headers=headers)
+
+
 class _App:
-    def __init__(self, config: MockConfig) -> None:
+    def __init__(self, config: MockConfig, clock: Callable[[], float]) -> None:
         self.config = config
+        self.clock = clock
         self.state = MockState()
         self.random = random.Random(config.seed)
         self.counter = 0
+        self.enforcer = Enforcer(config.limits.for_model, clock)
+        tier = config.limits.tier
+        self.free_tier = tier is not None and tier.name.endswith("-free")
 
     async def _latency(self) -> None:
         lo, hi = self.config.latency_ms
@@ -125,6 +207,18 @@ class _App:
                 self.state.by_model[model] += 1
         else:
             self.state.rejected += 1
+        if status in (200, 429):
+            slot = self.state.timeline.setdefault(int(self.clock()), [0, 0])
+            slot[status != 200] += 1
+
+    def _limit(self, style: str, model: str, tokens: int, wrap: bool = False) -> None:
+        """Refuse with the provider's own 429 if ``model`` is over its limits."""
+        rejection = self.enforcer.check(style, model, tokens)
+        if rejection is None:
+            return
+        if style == "gemini":
+            raise _Reject(_gemini_429(model, rejection, self.free_tier, wrap))
+        raise _Reject(_openai_429(model, rejection, self.enforcer.headers(model)))
 
     async def _json(self, request: Request, error: Any) -> dict[str, Any]:
         try:
@@ -180,10 +274,14 @@ class _App:
             if isinstance(m, Mapping) and m.get("role") == "user"
         ]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        prompt = "\n".join(texts)
+        if request.url.path.startswith("/v1beta/"):
+            self._limit("gemini", model, count_tokens(prompt), wrap=True)
+        else:
+            charge = count_tokens(prompt) + (max_tokens if isinstance(max_tokens, int) else 0)
+            self._limit("openai", model, charge)
         await self._latency()
-        text, cut, tin, tout = self._answer(
-            model, "\n".join(texts), users[-1] if users else "", max_tokens
-        )
+        text, cut, tin, tout = self._answer(model, prompt, users[-1] if users else "", max_tokens)
         self.counter += 1
         self._count(200, model)
         return JSONResponse(
@@ -207,7 +305,10 @@ class _App:
                 },
                 "system_fingerprint": "fp_mock",
             },
-            headers={"x-request-id": f"req_mock{self.counter:08d}"},
+            headers={
+                "x-request-id": f"req_mock{self.counter:08d}",
+                **self.enforcer.headers(model),
+            },
         )
 
     async def gemini_generate(self, request: Request) -> Response:
@@ -251,10 +352,10 @@ class _App:
                 users.append(t)
         config = body.get("generationConfig", body.get("generation_config")) or {}
         max_tokens = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        prompt = "\n".join(texts)
+        self._limit("gemini", model, count_tokens(prompt))
         await self._latency()
-        text, cut, tin, tout = self._answer(
-            model, "\n".join(texts), users[-1] if users else "", max_tokens
-        )
+        text, cut, tin, tout = self._answer(model, prompt, users[-1] if users else "", max_tokens)
         self.counter += 1
         self._count(200, model)
         return JSONResponse(
@@ -278,16 +379,22 @@ class _App:
         )
 
     async def stats(self, request: Request) -> Response:
-        return JSONResponse(self.state.snapshot())
+        timeline = request.query_params.get("timeline") in ("1", "true")
+        return JSONResponse(self.state.snapshot(timeline))
 
     async def reset(self, request: Request) -> Response:
         self.state = MockState()
         return JSONResponse({"ok": True})
 
 
-def create_app(config: MockConfig | None = None) -> Starlette:
-    """The mock provider as an ASGI app; ``app.state.mock`` holds its counters."""
-    impl = _App(config or MockConfig())
+def create_app(
+    config: MockConfig | None = None, *, clock: Callable[[], float] = time.time
+) -> Starlette:
+    """The mock provider as an ASGI app; ``app.state.mock`` holds its counters.
+
+    ``clock`` is the wall clock its limits are counted by (minutes, seconds, quota days).
+    """
+    impl = _App(config or MockConfig(), clock)
     routes = [
         Route("/v1/chat/completions", impl.openai_chat, methods=["POST"]),
         Route("/chat/completions", impl.openai_chat, methods=["POST"]),

@@ -10,6 +10,7 @@ from types import TracebackType
 import uvicorn
 
 from .._errors import UsageError
+from .._limits import LimitTable, load_tiers
 from ._app import MockConfig, create_app
 
 __all__ = ["PRESETS", "MockServer", "preset"]
@@ -23,10 +24,15 @@ PRESETS: dict[str, MockConfig] = {
 
 
 def preset(name: str) -> MockConfig:
-    try:
+    """A named behaviour, or a tier's name: default latency and that tier's limits enforced."""
+    if name in PRESETS:
         return PRESETS[name]
-    except KeyError:
-        raise UsageError(f"unknown mock preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    tiers = load_tiers()[2]
+    if name in tiers:
+        return MockConfig(latency_ms=PRESETS["default"].latency_ms, limits=LimitTable(tiers[name]))
+    raise UsageError(
+        f"unknown mock preset {name!r}; choose one of {', '.join([*PRESETS, *tiers])}"
+    ) from None
 
 
 class MockServer:

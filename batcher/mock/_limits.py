@@ -1,0 +1,121 @@
+"""The mock provider's rate limits, enforced the way each provider does.
+
+Gemini: per model, per clock minute (requests and input tokens) and per Pacific quota day; only
+accepted requests count. OpenAI: per model, the per-minute limits quantized per second (60,000 RPM
+is 1,000 a second), and rejected requests count against the limit too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+from .._clock import quota_day
+from .._limits import Limits
+
+__all__ = ["Enforcer", "Rejection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a request was refused: which quota, its limit, what was used, and when to retry."""
+
+    scope: str  # "requests", "tokens" or "day"
+    limit: int
+    used: int
+    retry_after: float
+
+
+@dataclass
+class _Usage:
+    window: int = -1
+    requests: int = 0
+    tokens: int = 0
+    day: date | None = None
+    today: int = 0
+    minute: deque[tuple[float, int]] = field(default_factory=deque)  # openai: for the headers
+
+
+class Enforcer:
+    """Counts each model's use and refuses what goes over ``limits_for(model)``."""
+
+    def __init__(
+        self, limits_for: Callable[[str], Limits], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.limits_for = limits_for
+        self.clock = clock
+        self._usage: dict[tuple[str, str], _Usage] = defaultdict(_Usage)
+
+    def _day(self, u: _Usage, now: float, rpd: int | None) -> Rejection | None:
+        day = quota_day(now)
+        if u.day != day:
+            u.day, u.today = day, 0
+        if rpd is not None and u.today >= rpd:
+            return Rejection("day", rpd, u.today, 60 - now % 60)
+        return None
+
+    def check(self, style: str, model: str, tokens: int) -> Rejection | None:
+        """Count a request of ``tokens`` for ``model``; say why it is refused, if it is."""
+        limits = self.limits_for(model)
+        now = self.clock()
+        u = self._usage[(style, model)]
+        if style == "gemini":
+            return self._gemini(u, limits, now, tokens)
+        return self._openai(u, limits, now, tokens)
+
+    def _gemini(self, u: _Usage, limits: Limits, now: float, tokens: int) -> Rejection | None:
+        minute = int(now // 60)
+        if u.window != minute:
+            u.window, u.requests, u.tokens = minute, 0, 0
+        if rejected := self._day(u, now, limits.rpd):
+            return rejected
+        retry = 60 - now % 60
+        if limits.rpm is not None and u.requests >= limits.rpm:
+            return Rejection("requests", limits.rpm, u.requests, retry)
+        if limits.tpm is not None and u.tokens + tokens > limits.tpm:
+            return Rejection("tokens", limits.tpm, u.tokens, retry)
+        u.requests += 1
+        u.tokens += tokens
+        u.today += 1
+        return None
+
+    def _openai(self, u: _Usage, limits: Limits, now: float, tokens: int) -> Rejection | None:
+        second = int(now)
+        if u.window != second:
+            u.window, u.requests, u.tokens = second, 0, 0
+        u.minute.append((now, tokens))
+        while u.minute and u.minute[0][0] <= now - 60:
+            u.minute.popleft()
+        if rejected := self._day(u, now, limits.rpd):
+            return rejected
+        retry = 1 - now % 1
+        u.requests += 1  # rejected requests count too
+        if limits.rpm is not None and u.requests > limits.rpm / 60:
+            return Rejection("requests", limits.rpm, len(u.minute), retry)
+        if limits.tpm is not None and u.tokens and u.tokens + tokens > limits.tpm / 60:
+            return Rejection("tokens", limits.tpm, sum(t for _, t in u.minute), retry)
+        u.tokens += tokens
+        u.today += 1
+        return None
+
+    def headers(self, model: str) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers for ``model`` as things stand."""
+        limits = self.limits_for(model)
+        u = self._usage[("openai", model)]
+        now = self.clock()
+        reset = f"{max(1, math.ceil((1 - now % 1) * 1000))}ms"
+        out = {}
+        if limits.rpm is not None:
+            out["x-ratelimit-limit-requests"] = str(limits.rpm)
+            out["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - len(u.minute)))
+            out["x-ratelimit-reset-requests"] = reset
+        if limits.tpm is not None:
+            used = sum(t for _, t in u.minute)
+            out["x-ratelimit-limit-tokens"] = str(limits.tpm)
+            out["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - used))
+            out["x-ratelimit-reset-tokens"] = reset
+        return out
