@@ -10,7 +10,9 @@ The cap: the admissions of the last minute are kept (``_window``), and a request
 exceed the limit, whatever pacing allowed; this makes "at most N in any minute" exact.
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
-sleep, so a 429 that pauses the lane holds back even a request that was already waiting.
+sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
+starts with one request and admits more only once it is answered: a bad key or an unknown model
+then costs one request, and the first answer's rate-limit headers pace the ones after it.
 
 We pace ourselves instead of using aiolimiter: its buckets cannot take an injected clock (tests
 would sleep), raise on a cost larger than the bucket, and cannot be paused or re-rated by a 429 or
@@ -98,6 +100,9 @@ class Lane:
         self._day: date | None = None
         self._today = 0
         self._stopped: QuotaExhausted | None = None
+        self._answered = anyio.Event()
+        self._probing = False
+        self._last = float("-inf")
         self.admitted = 0
         self.rate_limited = 0
 
@@ -136,31 +141,51 @@ class Lane:
                     break
         return at
 
+    async def _wait_turn(self, tokens: int) -> float:
+        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time."""
+        while True:
+            now = self.clock.monotonic()
+            self._check_day()
+            self._expire(now)
+            t_tolerance = 1.0 if self.limits.tpm else 0.0
+            start = max(
+                self._paused_until,
+                self._r_next,
+                self._t_next - t_tolerance,
+                self._cap_wait(now, tokens),
+            )
+            if start <= now:
+                return now
+            await self.clock.sleep(max(start - now, 1e-6))
+
     async def admit(self, tokens: int) -> Ticket:
         """Wait until a request of ``tokens`` may leave; raise ``QuotaExhausted`` if not today."""
         async with self._lock:
-            while True:
-                now = self.clock.monotonic()
-                self._check_day()
-                self._expire(now)
-                t_tolerance = 1.0 if self.limits.tpm else 0.0
-                start = max(
-                    self._paused_until,
-                    self._r_next,
-                    self._t_next - t_tolerance,
-                    self._cap_wait(now, tokens),
-                )
-                if start <= now:
-                    break
-                await self.clock.sleep(max(start - now, 1e-6))
+            probe = False
+            if not self._answered.is_set():
+                if self._probing:
+                    await self._answered.wait()
+                else:
+                    self._probing = probe = True
+            try:
+                now = await self._wait_turn(tokens)
+            except BaseException:
+                if probe:
+                    self._probing = False  # the next request in line probes instead
+                raise
             self._r_next = max(self._r_next, now) + self._interval(self.limits.rpm)
             self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
+            self._last = now
             entry = [now, float(tokens)]
             self._window.append(entry)
             self._window_tokens += tokens
             self._today += 1
             self.admitted += 1
             return Ticket(entry)
+
+    def answered(self) -> None:
+        """An answer came back (of any kind): the lane opens up to full concurrency."""
+        self._answered.set()
 
     def settle(self, ticket: Ticket, tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""
@@ -219,6 +244,7 @@ class Lane:
             tpm = hints.limit_tokens
         if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
             self.limits = Limits(rpm, tpm, self.limits.rpd)
+            self._r_next = max(self._r_next, self._last + self._interval(rpm))
         now = self.clock.monotonic()
         for remaining, reset in (
             (hints.remaining_requests, hints.reset_requests),

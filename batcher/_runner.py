@@ -328,6 +328,8 @@ class Runner:
             except RateLimitError as e:
                 lane.on_rate_limited(e)
                 raise
+            finally:
+                lane.answered()
             if answer.input_tokens is not None:
                 lane.estimator.learn(x, answer.input_tokens)
                 lane.settle(ticket, answer.input_tokens + output_charge)

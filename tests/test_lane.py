@@ -47,6 +47,7 @@ async def _drive(lane: Lane, jobs: list[tuple[float, float]], costs: list[int]) 
         ticket = await lane.admit(costs[i])
         admitted[i] = anyio.current_time()
         await anyio.sleep(jobs[i][1])
+        lane.answered()
         lane.settle(ticket, costs[i])
 
     async with anyio.create_task_group() as tg:
@@ -111,6 +112,7 @@ def test_no_request_leaves_before_a_429_delay_has_passed(
             await lane.admit(1)
             admitted[i] = anyio.current_time()
             await anyio.sleep(jobs[i][1])
+            lane.answered()
             if i == which:
                 told.append(anyio.current_time())
                 lane.on_rate_limited(RateLimitError("429", retry_after=delay))
@@ -154,7 +156,9 @@ def test_unknown_limits_are_learned_from_a_429_and_from_headers() -> None:
         lane = Lane("m", Limits(), VirtualClock())
         assert lane.limits.rpm is None
         for _ in range(7):
-            lane.settle(await lane.admit(10), 10)
+            ticket = await lane.admit(10)
+            lane.answered()
+            lane.settle(ticket, 10)
         lane.on_rate_limited(RateLimitError("429", retry_after=1.0, scope="requests"))
         assert lane.limits.rpm == 7
         lane.observe(RateHints(limit_requests=5, limit_tokens=900))
@@ -174,6 +178,7 @@ def test_daily_budget_stops_the_lane_until_the_pacific_midnight() -> None:
         lane = Lane("m", Limits(rpd=3), clock)
         for _ in range(3):
             await lane.admit(1)
+            lane.answered()
         with pytest.raises(QuotaExhausted) as info:
             await lane.admit(1)
         assert "the day's 3 requests are spent" in str(info.value)
@@ -191,8 +196,29 @@ def test_a_per_day_429_stops_the_lane() -> None:
     async def main() -> None:
         lane = Lane("m", Limits(), VirtualClock())
         await lane.admit(1)
+        lane.answered()
         lane.on_rate_limited(RateLimitError("429", per_day=True, quota="GenerateRequestsPerDay"))
         with pytest.raises(QuotaExhausted, match="GenerateRequestsPerDay"):
             await lane.admit(1)
 
     run_virtual(main)
+
+
+def test_a_lane_sends_one_request_until_the_first_answer() -> None:
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(), VirtualClock())
+        admitted: list[float] = []
+
+        async def one(latency: float) -> None:
+            await lane.admit(1)
+            admitted.append(anyio.current_time())
+            await anyio.sleep(latency)
+            lane.answered()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 3.0)
+            for _ in range(5):
+                tg.start_soon(one, 1.0)
+        return admitted
+
+    assert run_virtual(main) == [0.0, 3.0, 3.0, 3.0, 3.0, 3.0]
