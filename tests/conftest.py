@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from batcher.mock import MockServer
+from batcher.mock import MockConfig, MockServer
 
 
 @pytest.fixture
@@ -20,3 +20,18 @@ def mock_server() -> Iterator[MockServer]:
 def anyio_backend() -> str:
     """batcher runs anyio on asyncio (aiolimiter needs it)."""
     return "asyncio"
+
+
+@pytest.fixture
+def start_mock() -> Iterator[Callable[..., MockServer]]:
+    """Start mock providers with a given config; all are stopped after the test."""
+    servers: list[MockServer] = []
+
+    def start(config: MockConfig) -> MockServer:
+        server = MockServer(config).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
