@@ -173,7 +173,11 @@ class Lane:
                 if probe:
                     self._probing = False  # the next request in line probes instead
                 raise
-            self._r_next = max(self._r_next, now) + self._interval(self.limits.rpm)
+            # A request that was woken late (by less than half an interval) does not push its
+            # successor back: the loop's wake-up lag would otherwise pile up into lost rate.
+            interval = self._interval(self.limits.rpm)
+            late = now - self._r_next
+            self._r_next = (self._r_next if late <= interval / 2 else now) + interval
             self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
             self._last = now
             entry = [now, float(tokens)]

@@ -71,6 +71,8 @@ class MockState:
     output_tokens: int = 0
     timeline: dict[int, list[int]] = field(default_factory=dict)
     """Per wall-clock second: [accepted, rejected with 429]."""
+    first_accepted: float | None = None
+    last_accepted: float | None = None
 
     def snapshot(self, timeline: bool = False) -> dict[str, Any]:
         extra = {"timeline": {str(k): v for k, v in self.timeline.items()}} if timeline else {}
@@ -83,6 +85,8 @@ class MockState:
             "by_model": dict(self.by_model),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "first_accepted": self.first_accepted,
+            "last_accepted": self.last_accepted,
         }
 
 
@@ -208,8 +212,13 @@ class _App:
         else:
             self.state.rejected += 1
         if status in (200, 429):
-            slot = self.state.timeline.setdefault(int(self.clock()), [0, 0])
+            now = self.clock()
+            slot = self.state.timeline.setdefault(int(now), [0, 0])
             slot[status != 200] += 1
+            if status == 200:
+                if self.state.first_accepted is None:
+                    self.state.first_accepted = now
+                self.state.last_accepted = now
 
     def _limit(self, style: str, model: str, tokens: int, wrap: bool = False) -> None:
         """Refuse with the provider's own 429 if ``model`` is over its limits."""

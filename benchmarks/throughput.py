@@ -1,0 +1,137 @@
+"""Throughput against a rate-limited mock provider: achieved rate / ceiling, and the 429 share.
+
+The mock runs in its own process with 20-200 ms latency and enforces the limits the way each
+provider does (Gemini: clock-minute windows; OpenAI: per-minute limits quantized per second,
+rejections counted). ``batcher run`` is given the same limits and runs long enough for several
+windows. Figures are measured at the server: accepted requests (or input tokens) per minute
+between its first and last accepted request, over the ceiling.
+
+    python benchmarks/throughput.py [--minutes 2] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _common import mock_process
+
+ENGLISH = (
+    "Rate limits are enforced per model and per minute, so a batch runner has to pace its "
+    "requests evenly instead of sending them all at once and sleeping afterwards. "
+)
+CJK = "速率限制按模型和分钟执行，因此批处理程序必须均匀地安排请求，而不是一次全部发送。"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    provider: str
+    limit_flags: tuple[str, ...]
+    binding: str  # "rpm" or "tpm"
+    ceiling: int
+    mixed_text: bool = False
+
+
+CASES = [
+    Case("rpm-minute-windows", "gemini", ("--rpm", "1200"), "rpm", 1200),
+    Case("rpm-per-second", "openai", ("--rpm", "1200"), "rpm", 1200),
+    Case("tpm-english-cjk", "gemini", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
+]
+
+
+def write_jobs(path: Path, case: Case, minutes: float) -> int:
+    rng = random.Random(7)
+    n = int(case.ceiling * minutes) if case.binding == "rpm" else int(400 * minutes)
+    with path.open("w") as f:
+        for i in range(n):
+            if case.mixed_text:
+                prompt = ENGLISH * rng.randint(1, 4) + CJK * rng.randint(0, 4)
+            else:
+                prompt = f"Job {i}: one sentence on pacing."
+            f.write(json.dumps({"id": f"j{i}", "prompt": prompt, "model": "bench-model"}) + "\n")
+    return n
+
+
+def run_case(case: Case, minutes: float) -> dict[str, float]:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock_process("--latency-ms", "20-200", *case.limit_flags) as url,
+    ):
+        jobs = Path(tmp) / "jobs.jsonl"
+        n = write_jobs(jobs, case, minutes)
+        base = f"{url}/v1beta" if case.provider == "gemini" else f"{url}/v1"
+        env = {**os.environ, "BENCH_KEY": "k"}
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "batcher",
+                "run",
+                str(jobs),
+                "--out",
+                f"{tmp}/out",
+                "--provider",
+                case.provider,
+                "--base-url",
+                base,
+                "--api-key-env",
+                "BENCH_KEY",
+                "--no-progress",
+                "--max-concurrency",
+                "32",
+                *case.limit_flags,
+            ],
+            check=False,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        stats = httpx.get(f"{url}/admin/stats").json()
+    span_min = (stats["last_accepted"] - stats["first_accepted"]) / 60
+    accepted, rejected = stats["accepted"], stats["rejected"]
+    if case.binding == "rpm":
+        achieved = (accepted - 1) / span_min
+    else:
+        achieved = stats["input_tokens"] * (accepted - 1) / accepted / span_min
+    return {
+        "jobs": n,
+        "accepted": accepted,
+        "rejected": rejected,
+        "minutes": span_min,
+        "achieved": achieved,
+        "efficiency": achieved / case.ceiling,
+        "share_429": rejected / (accepted + rejected),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--only", choices=[c.name for c in CASES])
+    args = ap.parse_args()
+    print(
+        f"{'case':22} {'ceiling':>14} {'achieved':>10} {'efficiency':>10} {'429 share':>9}"
+        f" {'jobs':>6} {'minutes':>7}"
+    )
+    for case in CASES:
+        if args.only and case.name != args.only:
+            continue
+        r = run_case(case, args.minutes)
+        ceiling = f"{case.ceiling:,} {case.binding.upper()}"
+        print(
+            f"{case.name:22} {ceiling:>14} {r['achieved']:10,.0f} {r['efficiency']:10.3f}"
+            f" {r['share_429']:9.2%} {r['jobs']:6} {r['minutes']:7.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
