@@ -83,6 +83,47 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tiers", help="list the tier presets")
 
+    pl = sub.add_parser("plan", help="how long JOBS will take under a tier, before sending")
+    pl.add_argument("jobs", nargs="+", metavar="JOBS")
+    pl.add_argument(
+        "--provider",
+        choices=["openai", "gemini"],
+        default=None,
+        help="wire format (default: the tier's provider, else openai)",
+    )
+    pl.add_argument("--model", metavar="M", help="model for jobs that do not name their own")
+    cols = pl.add_mutually_exclusive_group()
+    cols.add_argument("--prompt-column", metavar="COL")
+    cols.add_argument("--prompt-template", metavar="TEMPLATE")
+    pl.add_argument("--id-column", metavar="COL")
+    _limit_flags(pl)
+    pl.add_argument("--limits", metavar="FILE", help="TOML file of limits per model")
+
+    b = sub.add_parser("bench", help="drive a synthetic load and measure what a tier gives")
+    b.add_argument("--tier", metavar="NAME", required=True, help="tier preset (batcher tiers)")
+    b.add_argument("--model", metavar="M", help="model (default: the tier's first)")
+    b.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long to drive the load (default 60)",
+    )
+    b.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="endpoint to measure (default: the mock provider enforcing the tier)",
+    )
+    b.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
+    b.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=32,
+        metavar="N",
+        help="requests in flight at most (default 32)",
+    )
+    b.add_argument("--plot", metavar="FILE.png", help="draw requests per second against the limit")
+
     s = sub.add_parser("status", help="how far the run in DIR has got")
     s.add_argument("dir", metavar="DIR")
 
@@ -105,8 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _limit_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tier", metavar="NAME", help="tier preset of limits per model (batcher tiers)")
+def _limit_flags(p: argparse.ArgumentParser, *, tier: bool = True) -> None:
+    if tier:
+        p.add_argument("--tier", metavar="NAME", help="tier preset of limits (batcher tiers)")
     p.add_argument("--rpm", type=int, metavar="N", help="requests per minute, for every model")
     p.add_argument("--tpm", type=int, metavar="N", help="tokens per minute, for every model")
     p.add_argument("--rpd", type=int, metavar="N", help="requests per quota day, for every model")
@@ -209,6 +251,95 @@ def _cmd_tiers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ._jobs import ColumnMapping, JobSource
+    from ._limits import LimitTable, load_tiers
+    from ._plan import make_plan
+
+    limits = LimitTable.build(
+        tier=args.tier, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd, limits_file=args.limits
+    )
+    provider = args.provider or (limits.tier.provider if limits.tier else "openai")
+    mapping = ColumnMapping(args.prompt_column, args.prompt_template, args.id_column)
+    plans = make_plan(
+        JobSource(args.jobs, mapping), provider=provider, default_model=args.model, limits=limits
+    )
+    total = sum(p.jobs for p in plans)
+    tokens = sum(p.input_tokens for p in plans)
+    tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
+    print(f"{total:,} jobs, about {tokens:,} input tokens{tier}")
+    for p in plans:
+        print(f"\n{p.model}: {p.jobs:,} jobs, about {p.input_tokens:,} input tokens")
+        print(f"  limits: {p.limits.describe()}")
+        for name, minutes in p.minutes_by.items():
+            print(f"  {name} alone: {_minutes(minutes)}")
+        if p.no_quota:
+            print("  RPD is 0: this tier gives the model no quota; nothing can be sent")
+        elif p.days and p.days > 1:
+            print(f"  RPD binds: {p.days} quota days ({p.limits.rpd:,} requests a day)")
+        elif p.minutes is not None:
+            print(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
+        else:
+            print("  no per-minute limit known: the time depends on the server")
+    return EXIT_OK
+
+
+def _minutes(m: float) -> str:
+    if m < 1:
+        return f"{m * 60:.0f} s"
+    if m < 120:
+        return f"{m:.1f} min"
+    return f"{m / 60:.1f} h"
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ._bench import plot, run_bench
+    from ._limits import LimitTable
+    from .mock import MockConfig, MockServer
+
+    limits = LimitTable.build(tier=args.tier)
+    assert limits.tier is not None
+    model = args.model or next(iter(limits.tier.models))
+    options: dict[str, object] = {
+        "provider": limits.tier.provider,
+        "tier": args.tier,
+        "api_key_env": args.api_key_env,
+        "max_concurrency": args.max_concurrency,
+    }
+    server = None
+    if args.base_url is None:
+        server = MockServer(MockConfig(latency_ms=(20.0, 200.0), limits=limits)).start()
+        options["base_url"] = server.base_url(limits.tier.provider)
+        options["api_key"] = "mock-key"
+    else:
+        options["base_url"] = args.base_url
+    try:
+        result = anyio.run(
+            lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
+            backend="asyncio",
+        )
+    finally:
+        if server is not None:
+            server.stop()
+    lim = result.limits
+    where = "the mock provider" if server else args.base_url
+    print(f"{model} on {where}, {result.seconds:.0f} s, limits {lim.describe()}")
+    rpm_share = f" ({result.rpm / lim.rpm:.1%} of the ceiling)" if lim.rpm else ""
+    tpm_share = f" ({result.tpm / lim.tpm:.1%} of the ceiling)" if lim.tpm else ""
+    print(f"  achieved: {result.rpm:,.0f} RPM{rpm_share}, {result.tpm:,.0f} input TPM{tpm_share}")
+    print(f"  answered 429: {result.share_429:.2%} of {len(result.samples):,} requests")
+    print(
+        f"  latency ms: p50 {result.latency_ms(0.5):.0f}, p90 {result.latency_ms(0.9):.0f},"
+        f" p99 {result.latency_ms(0.99):.0f}"
+    )
+    if args.plot:
+        plot(result, args.plot)
+        print(f"  plot: {args.plot}")
+    return EXIT_OK
+
+
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     from ._limits import LimitTable
     from .mock import MockConfig, MockServer
@@ -230,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "status": _cmd_status,
         "tiers": _cmd_tiers,
+        "plan": _cmd_plan,
+        "bench": _cmd_bench,
         "mock-server": _cmd_mock_server,
     }
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import UsageError
+from ._jobs import ProviderName
 
 __all__ = ["LimitTable", "Limits", "Tier", "load_tiers"]
 
@@ -56,7 +57,7 @@ class Tier:
     """A named preset: the provider it belongs to and each model's limits."""
 
     name: str
-    provider: str
+    provider: ProviderName
     models: dict[str, Limits]
 
 

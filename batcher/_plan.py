@@ -1,0 +1,77 @@
+"""``batcher plan``: how long a run will take under a tier, before anything is sent."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ._estimate import TokenEstimator, features
+from ._jobs import JobSource, ProviderName
+from ._limits import Limits, LimitTable
+
+__all__ = ["ModelPlan", "make_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlan:
+    """One model's share of the run and the time its limits give it."""
+
+    model: str
+    jobs: int
+    input_tokens: int
+    tpm_tokens: int
+    limits: Limits
+
+    @property
+    def minutes_by(self) -> dict[str, float]:
+        """Minutes each per-minute limit needs for this model's jobs."""
+        out = {}
+        if self.limits.rpm:
+            out["RPM"] = self.jobs / self.limits.rpm
+        if self.limits.tpm:
+            out["TPM"] = self.tpm_tokens / self.limits.tpm
+        return out
+
+    @property
+    def no_quota(self) -> bool:
+        """The tier gives this model no daily quota at all (RPD 0)."""
+        return self.limits.rpd == 0
+
+    @property
+    def days(self) -> int | None:
+        """Quota days the run spans (None: no daily limit, or none at all)."""
+        rpd = self.limits.rpd
+        return math.ceil(self.jobs / rpd) if rpd else None
+
+    @property
+    def binding(self) -> str:
+        if self.no_quota or (self.days or 0) > 1:
+            return "RPD"
+        by = self.minutes_by
+        return max(by, key=by.__getitem__) if by else "none"
+
+    @property
+    def minutes(self) -> float | None:
+        """Minutes of sending (None: no per-minute limit known), not counting days of waiting."""
+        by = self.minutes_by
+        return max(by.values()) if by else None
+
+
+def make_plan(
+    source: JobSource, *, provider: ProviderName, default_model: str | None, limits: LimitTable
+) -> list[ModelPlan]:
+    """Read every job (checking it, as a run would) and sum its work per model."""
+    source.scan(provider=provider, default_model=default_model)
+    estimator = TokenEstimator()
+    jobs: dict[str, int] = defaultdict(int)
+    tokens: dict[str, int] = defaultdict(int)
+    charged: dict[str, int] = defaultdict(int)
+    for job in source:
+        model = job.model or default_model
+        assert model is not None
+        est = estimator.estimate(features(job.text))
+        jobs[model] += 1
+        tokens[model] += est
+        charged[model] += est + ((job.max_tokens or 0) if provider == "openai" else 0)
+    return [ModelPlan(m, jobs[m], tokens[m], charged[m], limits.for_model(m)) for m in sorted(jobs)]
