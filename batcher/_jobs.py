@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -573,8 +573,17 @@ class JobSource:
             return rec
         return parse_record(rec, where=where, position_id=pos, mapping=self.mapping)
 
-    def scan(self, *, provider: ProviderName, default_model: str | None) -> Scan:
-        """Check every job before anything is sent; raise ``InputError`` naming every problem."""
+    def scan(
+        self,
+        *,
+        provider: ProviderName,
+        default_model: str | None,
+        visit: Callable[[Job], None] | None = None,
+    ) -> Scan:
+        """Check every job before anything is sent; raise ``InputError`` naming every problem.
+
+        ``visit`` is called with every good job, so a caller can look at each in the same pass.
+        """
         if self.paths:
             check_paths(self.paths)
         problems: list[InputProblem] = []
@@ -603,6 +612,8 @@ class JobSource:
             issue = job_problem(job, provider=provider, default_model=default_model)
             if issue:
                 problem(InputProblem(where, issue, job.id))
+            elif visit is not None and not problems:
+                visit(job)
         if problems:
             raise InputError(problems, more=more)
         return Scan(total=total)

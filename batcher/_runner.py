@@ -7,13 +7,15 @@ compacts the journal into Parquet. ``statistics()`` is a snapshot at any moment.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -33,12 +35,21 @@ from ._estimate import features
 from ._jobs import ColumnMapping, Job, JobSource, ProviderName
 from ._lane import Lane
 from ._limits import LimitTable
-from ._providers import Completion, Provider, RateHints, get_provider, rate_hints
+from ._providers import (
+    Completion,
+    Provider,
+    RateHints,
+    RequestSpec,
+    get_provider,
+    rate_hints,
+)
 from ._retry import RetryPolicy
 from ._stats import RateMeter, RunSummary, Statistics
 from ._store import Record, ResultStore, read_results
 
 __all__ = ["JobsInput", "RunOptions", "Runner"]
+
+log = logging.getLogger("batcher")
 
 JobsInput = (
     str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Job | Mapping[str, Any]]
@@ -67,6 +78,16 @@ class RunOptions:
     tpm: int | None = None
     rpd: int | None = None
     limits_file: str | None = None
+    retry_errors: bool = False
+    """Send jobs that ended in error again; their old rows are replaced."""
+    redo_changed: bool = False
+    """Send again finished jobs whose request changed since; otherwise their old results stay."""
+    on_daily_limit: Literal["wait", "exit"] = "wait"
+    """When a model's daily quota is spent: wait for the reset, or stop (exit 3)."""
+    quota_day: Literal["pacific", "rolling"] = "pacific"
+    """Count RPD per quota day ending at midnight America/Los_Angeles, or over a rolling 24 h."""
+    grace: float = 5.0
+    """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
 
     def __post_init__(self) -> None:
         if self.provider not in ("openai", "gemini"):
@@ -79,6 +100,10 @@ class RunOptions:
             raise UsageError("the request timeout must be positive")
         if self.mock is not None and self.base_url is not None:
             raise UsageError("--mock and --base-url cannot be used together")
+        if self.on_daily_limit not in ("wait", "exit"):
+            raise UsageError("--on-daily-limit takes wait or exit")
+        if self.quota_day not in ("pacific", "rolling"):
+            raise UsageError("--quota-day takes pacific or rolling")
 
 
 def resolve_key(options: RunOptions, provider: Provider) -> str:
@@ -117,6 +142,17 @@ async def send(
     if observe is not None:
         observe(rate_hints(response.headers))
     return provider.parse(response)
+
+
+def fingerprint(provider: Provider, model: str, spec: RequestSpec) -> str:
+    """A hash of what is sent for a job: provider, model, path and body (never the key)."""
+    data = json.dumps(
+        [provider.name, model, spec.path, spec.body],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 class Runner:
@@ -159,6 +195,7 @@ class Runner:
         self._tg: TaskGroup | None = None
         self._fatal: FatalProviderError | None = None
         self._done: set[str] = set()
+        self.changed: list[str] = []
         self._meter = RateMeter()
         self._started = 0.0
         self._total = 0
@@ -169,18 +206,14 @@ class Runner:
     async def __aenter__(self) -> Runner:
         opts = self.options
         key = resolve_key(opts, self.provider)
-        scan = await anyio.to_thread.run_sync(
-            lambda: self.source.scan(provider=opts.provider, default_model=opts.model)
-        )
-        self._total = scan.total
+        self._check_manifest()
+        await anyio.to_thread.run_sync(self._prepare)
         base_url = opts.base_url or self.provider.default_base_url
         if opts.mock is not None:
             from .mock import MockServer, preset
 
             self._mock = MockServer(preset(opts.mock)).start()
             base_url = self._mock.base_url(opts.provider)
-        await anyio.to_thread.run_sync(self.store.open)
-        self._done = await anyio.to_thread.run_sync(self.store.done_ids)
         self._write_manifest(base_url)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -208,6 +241,56 @@ class Runner:
             if self._mock is not None:
                 self._mock.stop()
 
+    def _prepare(self) -> None:
+        """Check every job, recover the journal, and decide what is done and what to send again."""
+        opts = self.options
+        self.store.open()
+        finished = self.store.finished()
+        changed: list[str] = []
+
+        def compare(job: Job) -> None:
+            old = finished.get(job.id)
+            if old is None:
+                return
+            model = job.model or opts.model or ""
+            if old[1] != fingerprint(self.provider, model, self.provider.build(job, model)):
+                changed.append(job.id)
+
+        scan = self.source.scan(
+            provider=opts.provider, default_model=opts.model, visit=compare if finished else None
+        )
+        self._total = scan.total
+        redo = set(changed) if opts.redo_changed else set()
+        if opts.retry_errors:
+            redo.update(i for i, (status, _) in finished.items() if status == "error")
+        if redo:
+            self.store.remove(redo)
+            log.info("sending %d finished job(s) again (%s)", len(redo), _flags(opts))
+        self._done = {i for i in finished if i not in redo}
+        self.changed = [] if opts.redo_changed else changed
+        if self.changed:
+            sample = ", ".join(self.changed[:5]) + (", ..." if len(self.changed) > 5 else "")
+            log.warning(
+                "%d finished job(s) have a different request now (%s); their old results are "
+                "kept: pass --redo-changed to send them again",
+                len(self.changed),
+                sample,
+            )
+
+    def _check_manifest(self) -> None:
+        """Refuse to mix results of another provider or default model into this directory."""
+        path = self.out / "run.json"
+        if not path.is_file():
+            return
+        old = json.loads(path.read_text())
+        for key, flag in (("provider", "--provider"), ("model", "--model")):
+            if old.get(key) != getattr(self.options, key):
+                raise UsageError(
+                    f"{self.out} holds a run with {flag} {old.get(key)}, and this one asks for "
+                    f"{getattr(self.options, key)}; their results would mix. Use another --out, "
+                    "or the same options."
+                )
+
     def _write_manifest(self, base_url: str) -> None:
         opts = self.options
         manifest = {
@@ -217,6 +300,7 @@ class Runner:
             "total": self._total,
             "inputs": [str(p) for p in self.source.paths],
         }
+        self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.out / "run.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, self.out / "run.json")
@@ -346,15 +430,16 @@ class Runner:
             self._deferred += 1
             return None
         except ProviderError as e:
-            return self._record(job, model, attempts, start, error=e)
+            return self._record(job, model, spec, attempts, start, error=e)
         finally:
             self._in_flight -= 1
-        return self._record(job, model, attempts, start, completion=done)
+        return self._record(job, model, spec, attempts, start, completion=done)
 
     def _record(
         self,
         job: Job,
         model: str,
+        spec: RequestSpec,
         attempts: int,
         start: float,
         *,
@@ -362,6 +447,8 @@ class Runner:
         error: ProviderError | None = None,
     ) -> Record:
         latency = (self.clock.monotonic() - start) * 1000
+        fp = fingerprint(self.provider, model, spec)
+        finished_at = self.clock.time()
         if completion is not None:
             return Record(
                 id=job.id,
@@ -377,6 +464,8 @@ class Runner:
                 latency_ms=latency,
                 response=completion.raw,
                 source=job.source,
+                fingerprint=fp,
+                finished_at=finished_at,
             )
         assert error is not None
         status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
@@ -394,6 +483,8 @@ class Runner:
             latency_ms=latency,
             response=error.body,
             source=job.source,
+            fingerprint=fp,
+            finished_at=finished_at,
         )
 
     def _finish(self, record: Record) -> None:
@@ -415,3 +506,14 @@ class Runner:
             self._fatal = error
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+
+def _flags(options: RunOptions) -> str:
+    return " and ".join(
+        f
+        for f, on in (
+            ("--retry-errors", options.retry_errors),
+            ("--redo-changed", options.redo_changed),
+        )
+        if on
+    )

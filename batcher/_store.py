@@ -44,6 +44,10 @@ class Record:
     latency_ms: float | None
     response: str | None
     source: str | None
+    fingerprint: str | None = None
+    """A hash of the request sent, to notice a job whose input changed since it finished."""
+    finished_at: float | None = None
+    """Wall-clock time the job finished, for the pace ``batcher status`` reports."""
 
 
 def _schema() -> Any:
@@ -64,6 +68,8 @@ def _schema() -> Any:
             ("latency_ms", pa.float64()),
             ("response", pa.string()),
             ("source", pa.string()),
+            ("fingerprint", pa.string()),
+            ("finished_at", pa.float64()),
         ]
     )
 
@@ -121,14 +127,55 @@ class ResultStore:
         numbers = self._numbers(self.results_dir, _PART) + self._numbers(self.journal_dir, _SEG)
         self._seq = max(numbers, default=0)
 
-    def done_ids(self) -> set[str]:
-        """Ids of every finished job."""
+    def finished(self) -> dict[str, tuple[str, str | None]]:
+        """Every finished job: id -> (status, request fingerprint)."""
         import pyarrow.parquet as pq
 
-        done: set[str] = set()
+        done: dict[str, tuple[str, str | None]] = {}
         for seq in self._numbers(self.results_dir, _PART):
-            done.update(pq.read_table(self._part(seq), columns=["id"]).column(0).to_pylist())
+            t = pq.read_table(self._part(seq), columns=["id", "status", "fingerprint"])
+            ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
+            done.update(zip(ids, zip(statuses, prints, strict=True), strict=True))
         return done
+
+    def remove(self, ids: set[str]) -> int:
+        """Drop the rows of ``ids`` from the parts (to send those jobs again); return how many.
+
+        Each part is rewritten without them under a temporary name and renamed over itself, so a
+        crash leaves every row either kept or dropped, never both nor half a part.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if not ids:
+            return 0
+        wanted = pa.array(sorted(ids), pa.string())
+        removed = 0
+        for seq in self._numbers(self.results_dir, _PART):
+            part = self._part(seq)
+            table = pq.read_table(part)
+            keep = pc.invert(pc.is_in(table.column("id"), value_set=wanted))
+            kept = table.filter(keep)
+            if kept.num_rows == table.num_rows:
+                continue
+            removed += table.num_rows - kept.num_rows
+            if kept.num_rows == 0:
+                part.unlink()
+            else:
+                self._write_part(part, kept)
+        _fsync_dir(self.results_dir)
+        return removed
+
+    def _write_part(self, part: Path, table: Any) -> None:
+        import pyarrow.parquet as pq
+
+        tmp = part.with_name(part.name + ".tmp")
+        with tmp.open("wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, part)
 
     def append(self, record: Record) -> int | None:
         """Write one finished job durably; return a segment number that is now ready to compact."""
@@ -154,19 +201,12 @@ class ResultStore:
     def compact(self, seq: int) -> None:
         """Write segment ``seq`` as part ``seq`` (temp name, fsync, rename), then delete it."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         segment, part = self._segment(seq), self._part(seq)
         if not part.exists():
             rows = _read_segment(segment)
             if rows:
-                tmp = part.with_name(part.name + ".tmp")
-                table = pa.Table.from_pylist(rows, schema=_schema())
-                with tmp.open("wb") as f:
-                    pq.write_table(table, f, compression="zstd")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, part)
+                self._write_part(part, pa.Table.from_pylist(rows, schema=_schema()))
                 _fsync_dir(self.results_dir)
         segment.unlink(missing_ok=True)
 

@@ -58,7 +58,8 @@ def test_journal_survives_a_crash_and_a_torn_line(tmp_path: Path) -> None:
 
     again = ResultStore(tmp_path)
     again.open()
-    assert again.done_ids() == {"j0", "j1", "j2", "j3"}
+    assert set(again.finished()) == {"j0", "j1", "j2", "j3"}
+    assert again.finished()["j3"] == ("error", None)
     again.append(_rec(9))
     again.close()
     ids = pq.read_table(tmp_path / "results").column("id").to_pylist()
