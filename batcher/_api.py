@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from typing import Any
 
 import anyio
@@ -14,31 +16,51 @@ from ._stats import RunSummary
 
 __all__ = ["run", "run_sync"]
 
+log = logging.getLogger("batcher")
+
 
 async def run(
     jobs: JobsInput,
     out: str | os.PathLike[str],
     *,
     progress: bool = False,
+    handle_signals: bool = False,
     clock: Clock | None = None,
     **options: Any,
 ) -> RunSummary:
     """Run ``jobs`` (file paths, or Job objects / dicts) into ``out``; return how it went.
 
     ``options`` are the fields of ``RunOptions`` (``provider``, ``model``, ``max_concurrency``...).
+    ``handle_signals`` makes SIGINT / SIGTERM stop the run gracefully (for command-line use).
     Raises ``InputError`` before sending anything if any job is bad, ``UsageError`` for options
     that cannot work, and ``FatalProviderError`` if the provider refuses the whole run.
     """
     async with Runner(jobs, out, RunOptions(**options), clock=clock) as runner:
-        if not progress:
-            return await runner.run()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(show_progress, runner.statistics)
+            if progress:
+                tg.start_soon(show_progress, runner.statistics)
+            if handle_signals:
+                tg.start_soon(_stop_on_signals, runner)
             try:
                 summary = await runner.run()
             finally:
                 tg.cancel_scope.cancel()
         return summary
+
+
+async def _stop_on_signals(runner: Runner) -> None:
+    """SIGINT or SIGTERM stops the run gracefully; a second one stops it at once."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if runner.stopping is None:
+                log.warning(
+                    "stopping: no new requests; waiting up to %.0f s for those in flight "
+                    "(again to stop now)",
+                    runner.options.grace,
+                )
+                runner.stop(signum)
+            else:
+                runner.stop_now()
 
 
 def run_sync(jobs: JobsInput, out: str | os.PathLike[str], **options: Any) -> RunSummary:

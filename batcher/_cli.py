@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,29 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
     _limit_flags(r)
     r.add_argument("--limits", metavar="FILE", help="TOML file of limits per model")
+    r.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="send jobs that ended in error again (their rows are replaced)",
+    )
+    r.add_argument(
+        "--redo-changed",
+        action="store_true",
+        help="send finished jobs whose request changed since again",
+    )
+    r.add_argument(
+        "--on-daily-limit",
+        choices=["wait", "exit"],
+        default="wait",
+        help="when a model's daily quota is spent: wait for the reset (default) or "
+        "stop with exit 3",
+    )
+    r.add_argument(
+        "--quota-day",
+        choices=["pacific", "rolling"],
+        default="pacific",
+        help="count RPD per day ending at midnight Pacific (default) or over 24 h",
+    )
 
     sub.add_parser("tiers", help="list the tier presets")
 
@@ -202,6 +226,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tpm=args.tpm,
         rpd=args.rpd,
         limits_file=args.limits,
+        retry_errors=args.retry_errors,
+        redo_changed=args.redo_changed,
+        on_daily_limit=args.on_daily_limit,
+        quota_day=args.quota_day,
+        handle_signals=True,
     )
     if summary.finished == 0 and summary.skipped:
         print(f"Nothing left to do: all {summary.skipped} jobs in {args.out} had finished.")
@@ -211,7 +240,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {summary.requests} requests in {summary.elapsed:.1f}s."
         f" Results: {Path(args.out) / 'results'}"
     )
-    if summary.deferred:
+    if summary.interrupted is not None:
+        print(
+            f"Interrupted: {summary.finished} jobs finished in this run are kept. Rerun the same "
+            "command to go on.",
+            file=sys.stderr,
+        )
+    elif summary.deferred:
         print(f"Stopped on the daily quota; {summary.deferred} jobs wait for it:", file=sys.stderr)
         for stop in summary.quota_stops:
             print(f"  {stop}", file=sys.stderr)
@@ -355,6 +390,7 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batcher`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="batcher: %(message)s", stream=sys.stderr)
     from ._errors import FatalProviderError, InputError, UsageError
 
     commands = {

@@ -24,13 +24,13 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from datetime import date
 
 import anyio
 
-from ._clock import Clock, next_reset, quota_day
+from ._clock import Clock
 from ._errors import PermanentJobError, QuotaExhausted, RateLimitError
 from ._estimate import TokenEstimator
+from ._ledger import DailyCount
 from ._limits import Limits
 from ._providers import RateHints
 
@@ -80,6 +80,7 @@ class Lane:
         per_second: bool = False,
         margin: float | None = None,
         rng: random.Random | None = None,
+        daily: DailyCount | None = None,
     ) -> None:
         self.model = model
         self.configured = limits
@@ -97,8 +98,7 @@ class Lane:
         self._window: deque[list[float]] = deque()  # [admitted at, tokens charged], last minute
         self._window_tokens = 0.0
         self._succeeded: deque[tuple[float, int]] = deque()  # answers of the last minute
-        self._day: date | None = None
-        self._today = 0
+        self.daily = daily or DailyCount()
         self._stopped: QuotaExhausted | None = None
         self._answered = anyio.Event()
         self._probing = False
@@ -183,7 +183,7 @@ class Lane:
             entry = [now, float(tokens)]
             self._window.append(entry)
             self._window_tokens += tokens
-            self._today += 1
+            self.daily.add(self.clock.time())
             self.admitted += 1
             return Ticket(entry)
 
@@ -216,7 +216,7 @@ class Lane:
             self._stopped = QuotaExhausted(
                 self.model,
                 f"the server says the daily quota is spent ({error.quota})",
-                next_reset(wall),
+                self.daily.resets_at(wall),
             )
             return
         if error.retry_after is not None:
@@ -260,21 +260,24 @@ class Lane:
     # --- the quota day ---------------------------------------------------------------------------
 
     def _check_day(self) -> None:
-        wall = self.clock.time()
-        day = quota_day(wall)
-        if day != self._day:
-            self._day, self._today, self._stopped = day, 0, None
+        self.blocked()
         if self._stopped is not None:
             raise self._stopped
+
+    def blocked(self) -> QuotaExhausted | None:
+        """Why the lane sends nothing until a quota reset, or None if it may send."""
+        wall = self.clock.time()
+        if self._stopped is not None and wall >= self._stopped.resets_at:
+            self._stopped = None
         rpd = self.limits.rpd
-        if rpd is not None and self._today >= rpd:
+        if self._stopped is None and rpd is not None and self.daily.spent(wall) >= rpd:
             why = (
                 "no daily quota on this tier (RPD 0)"
                 if rpd == 0
                 else f"the day's {rpd:,} requests are spent"
             )
-            self._stopped = QuotaExhausted(self.model, why, next_reset(wall))
-            raise self._stopped
+            self._stopped = QuotaExhausted(self.model, why, self.daily.resets_at(wall))
+        return self._stopped
 
     def statistics(self) -> LaneStats:
         return LaneStats(
@@ -282,7 +285,7 @@ class Lane:
             limits=self.limits,
             admitted=self.admitted,
             rate_limited=self.rate_limited,
-            today=self._today,
+            today=self.daily.spent(self.clock.time()),
             paused_for=max(0.0, self._paused_until - self.clock.monotonic()),
             stopped=str(self._stopped) if self._stopped else None,
         )

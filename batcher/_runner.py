@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from ._errors import (
 from ._estimate import features
 from ._jobs import ColumnMapping, Job, JobSource, ProviderName
 from ._lane import Lane
+from ._ledger import DailyCount, Ledger
 from ._limits import LimitTable
 from ._providers import (
     Completion,
@@ -196,6 +198,14 @@ class Runner:
         self._fatal: FatalProviderError | None = None
         self._done: set[str] = set()
         self.changed: list[str] = []
+        self.ledger = Ledger(self.out)
+        self._stopping: int | None = None
+        self._producer_scope = anyio.CancelScope()
+        self._active: dict[anyio.CancelScope, list[bool]] = {}
+        self._outstanding = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._waiting_until: float | None = None
         self._meter = RateMeter()
         self._started = 0.0
         self._total = 0
@@ -324,26 +334,58 @@ class Runner:
         )
 
     async def run(self) -> RunSummary:
-        """Send every job not yet finished; raise ``FatalProviderError`` if the run cannot go on."""
+        """Send every job not yet finished; raise ``FatalProviderError`` if the run cannot go on.
+
+        Jobs of a model whose daily quota is spent are passed over; with ``on_daily_limit="wait"``
+        the run sleeps until the earliest reset and reads the inputs again for them.
+        """
         if self._client is None:
             raise RuntimeError("use 'async with Runner(...) as runner' before run()")
         self._started = self.clock.monotonic()
         send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](
             self.options.max_concurrency
         )
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._produce, send_jobs)
-            async with receive_jobs:
-                for _ in range(self.options.max_concurrency):
-                    tg.start_soon(self._work, receive_jobs.clone())
+        async with anyio.create_task_group() as keeper:
+            keeper.start_soon(self._keep_ledger)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._produce, send_jobs)
+                async with receive_jobs:
+                    for _ in range(self.options.max_concurrency):
+                        tg.start_soon(self._work, receive_jobs.clone())
+            keeper.cancel_scope.cancel()
         if self._fatal is not None:
             raise self._fatal
         elapsed = self.clock.monotonic() - self._started
         return await anyio.to_thread.run_sync(self._summary, elapsed)
 
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop admitting; requests in flight get ``grace`` seconds, then are abandoned.
+
+        Jobs that finish are recorded as usual; the rest are left for a rerun.
+        """
+        if self._stopping is not None or self._tg is None:
+            return
+        self._stopping = signum
+        self._producer_scope.cancel()
+        for scope, sending in list(self._active.items()):
+            if not sending[0]:
+                scope.cancel()
+        self._tg.cancel_scope.deadline = anyio.current_time() + self.options.grace
+
+    @property
+    def stopping(self) -> int | None:
+        """The signal the run is stopping for, if it is."""
+        return self._stopping
+
+    def stop_now(self) -> None:
+        """Abandon the requests in flight too (a second SIGINT)."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
     def _summary(self, elapsed: float) -> RunSummary:
         self.store.close()
+        self._save_ledger()
         counts = read_results(self.out)
         return RunSummary(
             out=str(self.out),
@@ -356,34 +398,81 @@ class Runner:
             input_tokens=self._input_tokens,
             output_tokens=self._output_tokens,
             elapsed=elapsed,
-            deferred=self._deferred,
+            deferred=self._deferred if self._stopping is None else 0,
             quota_stops=tuple(str(e) for e in self.quota_stops.values()),
+            interrupted=self._stopping,
         )
 
     async def _produce(self, stream: MemoryObjectSendStream[Job]) -> None:
-        async with stream:
-            for job in self.source:
-                if job.id in self._done:
-                    self._skipped += 1
-                    continue
-                await stream.send(job)
+        with self._producer_scope:
+            async with stream:
+                first = True
+                while True:
+                    self._deferred = 0
+                    await self._one_pass(stream, count_skipped=first)
+                    first = False
+                    await self._idle.wait()  # every job of this pass finished or was deferred
+                    if not self._deferred or self.options.on_daily_limit == "exit":
+                        return
+                    await self._wait_for_reset()
+
+    async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
+        for job in self.source:
+            if job.id in self._done:
+                self._skipped += count_skipped
+                continue
+            lane = self.lane(job.model or self.options.model or "")
+            stopped = lane.blocked()
+            if stopped is not None:
+                self.quota_stops.setdefault(lane.model, stopped)
+                self._deferred += 1
+                continue
+            self._outstanding += 1
+            self._idle = anyio.Event()
+            await stream.send(job)
+
+    async def _wait_for_reset(self) -> None:
+        """Sleep until the earliest quota reset among the lanes that wait for one."""
+        resets = [e.resets_at for e in self.quota_stops.values()]
+        self._waiting_until = min(resets) if resets else None
+        for model, e in self.quota_stops.items():
+            log.info("%s waits for its quota: %s", model, e)
+        if self._waiting_until is not None:
+            await self.clock.sleep(max(0.0, self._waiting_until - self.clock.time()) + 1.0)
+        self._waiting_until = None
+        self.quota_stops.clear()
 
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
         async with stream:
             async for job in stream:
-                record = await self._process(job)
-                if record is not None:
-                    self._finish(record)
+                if self._stopping is None:
+                    record = await self._process(job)
+                    if record is not None:
+                        self._finish(record)
+                self._outstanding -= 1
+                if self._outstanding == 0:
+                    self._idle.set()
+
+    async def _keep_ledger(self) -> None:
+        """Save the RPD ledger every couple of seconds while the run goes on."""
+        while True:
+            await anyio.sleep(2.0)
+            await anyio.to_thread.run_sync(self._save_ledger)
+
+    def _save_ledger(self) -> None:
+        self.ledger.save({m: lane.daily for m, lane in self.lanes.items()})
 
     def lane(self, model: str) -> Lane:
-        """The lane of ``model``, made on first use with its configured limits."""
+        """The lane of ``model``, made on first use with its limits and today's spent quota."""
         lane = self.lanes.get(model)
         if lane is None:
+            limits = self.limits.for_model(model)
+            daily = DailyCount(
+                rolling=self.options.quota_day == "rolling", keep_times=limits.rpd is not None
+            )
+            self.ledger.restore(model, daily)
             lane = Lane(
-                model,
-                self.limits.for_model(model),
-                self.clock,
-                per_second=self.provider.per_second_limits,
+                model, limits, self.clock, per_second=self.provider.per_second_limits, daily=daily
             )
             self.lanes[model] = lane
         return lane
@@ -400,19 +489,25 @@ class Runner:
         attempts = 0
         start = self.clock.monotonic()
 
+        sending = [False]
+
         async def attempt() -> Completion:
             nonlocal attempts
+            if self._stopping is not None:
+                raise _Stopped
             cost = lane.estimator.estimate(x) + output_charge
             lane.check_size(cost)
             ticket = await lane.admit(cost)
             attempts += 1
             self._requests += 1
+            sending[0] = True
             try:
                 answer = await send(client, provider, spec.path, spec.body, lane.observe)
             except RateLimitError as e:
                 lane.on_rate_limited(e)
                 raise
             finally:
+                sending[0] = False
                 lane.answered()
             if answer.input_tokens is not None:
                 lane.estimator.learn(x, answer.input_tokens)
@@ -420,10 +515,17 @@ class Runner:
             return answer
 
         self._in_flight += 1
+        scope = anyio.CancelScope()
+        self._active[scope] = sending
         try:
-            done = await self.policy.call(attempt, clock=self.clock)
+            with scope:
+                done = await self.policy.call(attempt, clock=self.clock)
+            if scope.cancelled_caught:
+                return None  # stopped before it was sent: left for a rerun
+        except _Stopped:
+            return None
         except FatalProviderError as e:
-            self._stop(e)
+            self._fatal_stop(e)
             return None
         except QuotaExhausted as e:
             self.quota_stops.setdefault(model, e)
@@ -433,6 +535,7 @@ class Runner:
             return self._record(job, model, spec, attempts, start, error=e)
         finally:
             self._in_flight -= 1
+            del self._active[scope]
         return self._record(job, model, spec, attempts, start, completion=done)
 
     def _record(
@@ -496,16 +599,21 @@ class Runner:
         self._input_tokens += record.input_tokens or 0
         self._output_tokens += record.output_tokens or 0
         self._meter.add(self.clock.monotonic(), tokens)
+        self._done.add(record.id)
         seq = self.store.append(record)
         if seq is not None and self._tg is not None:
             self._tg.start_soon(anyio.to_thread.run_sync, self.store.compact, seq)
 
-    def _stop(self, error: FatalProviderError) -> None:
+    def _fatal_stop(self, error: FatalProviderError) -> None:
         """A fatal answer: stop sending; what finished is kept, the rest is left for a rerun."""
         if self._fatal is None:
             self._fatal = error
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+
+class _Stopped(Exception):
+    """The run is stopping: this job is not sent (again)."""
 
 
 def _flags(options: RunOptions) -> str:

@@ -42,7 +42,8 @@ class Statistics:
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """How a run ended. ``exit_code`` is the CLI's: 0 all ok, 1 some jobs ended in error, 3 some
-    jobs wait for a daily quota (``deferred``; ``quota_stops`` says which and until when)."""
+    jobs wait for a daily quota (``deferred``; ``quota_stops`` says which and until when), 130 or
+    143 stopped by SIGINT or SIGTERM."""
 
     out: str
     total: int
@@ -56,9 +57,13 @@ class RunSummary:
     elapsed: float
     deferred: int = 0
     quota_stops: tuple[str, ...] = ()
+    interrupted: int | None = None
+    """The signal that stopped the run (SIGINT, SIGTERM), if one did."""
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            return 128 + self.interrupted
         if self.deferred:
             return 3
         return 1 if self.errors else 0

@@ -48,7 +48,14 @@ def test_daily_budget_stops_with_exit_3_and_sends_nothing_over(
 ) -> None:
     server = start_mock(MockConfig(limits=LimitTable.build(rpd=5)))
     code = _run(
-        server, "gemini", _jobs(tmp_path, 8, "gemini-2.5-flash"), tmp_path / "out", "--rpd", "5"
+        server,
+        "gemini",
+        _jobs(tmp_path, 8, "gemini-2.5-flash"),
+        tmp_path / "out",
+        "--rpd",
+        "5",
+        "--on-daily-limit",
+        "exit",
     )
     assert code == 3
     assert len(read_results(tmp_path / "out")) == 5
@@ -70,6 +77,8 @@ def test_a_per_day_429_stops_the_lane_without_retrying(
         tmp_path / "out",
         "--max-concurrency",
         "3",
+        "--on-daily-limit",
+        "exit",
     )
     assert code == 3
     stats = mock_stats(server)

@@ -1,0 +1,111 @@
+"""The RPD ledger: requests sent per model per quota day, kept in the output directory.
+
+A run restarted the same day then knows what is already spent. A quota day ends at midnight
+America/Los_Angeles (Gemini's documented reset), or, with ``--quota-day rolling``, the count is of
+the last 24 hours (reports disagree on which one Google applies). The ledger is rewritten
+atomically every few seconds and at the end, so a kill -9 loses at most those seconds of counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ._clock import next_reset, quota_day
+
+__all__ = ["DailyCount", "Ledger"]
+
+DAY = 86_400.0
+
+
+class DailyCount:
+    """One model's requests in the current quota day (or the last 24 h, if ``rolling``).
+
+    Rolling counts keep each request's time, but only when a daily limit makes them matter
+    (``keep_times``); otherwise a count per Pacific day is enough for ``batcher status``.
+    """
+
+    def __init__(self, *, rolling: bool = False, keep_times: bool = False) -> None:
+        self.rolling = rolling
+        self.keep_times = rolling and keep_times
+        self.day: str | None = None
+        self.count = 0
+        self.times: deque[float] = deque()
+
+    def _roll(self, wall: float) -> None:
+        if self.keep_times:
+            while self.times and self.times[0] <= wall - DAY:
+                self.times.popleft()
+            self.count = len(self.times)
+            return
+        day = quota_day(wall).isoformat()
+        if day != self.day:
+            self.day, self.count = day, 0
+
+    def spent(self, wall: float) -> int:
+        self._roll(wall)
+        return self.count
+
+    def add(self, wall: float) -> None:
+        self._roll(wall)
+        self.count += 1
+        if self.keep_times:
+            self.times.append(wall)
+
+    def resets_at(self, wall: float) -> float:
+        """When the count next goes down: the Pacific midnight, or the oldest request + 24 h."""
+        if not self.rolling:
+            return next_reset(wall)
+        self._roll(wall)
+        return self.times[0] + DAY if self.times else wall + 3600.0
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"day": self.day, "count": self.count}
+        if self.keep_times:
+            out["times"] = list(self.times)
+        return out
+
+    def restore(self, data: dict[str, Any]) -> None:
+        if self.keep_times:
+            self.times = deque(float(t) for t in data.get("times", []))
+            self.count = len(self.times)
+        elif not self.rolling:
+            self.day, self.count = data.get("day"), int(data.get("count", 0))
+
+
+class Ledger:
+    """``DIR/ledger.json``: each model's ``DailyCount``, saved and restored."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "ledger.json"
+        self._saved: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                self._saved = json.loads(self.path.read_text()).get("models", {})
+            except (OSError, ValueError):
+                self._saved = {}
+
+    def restore(self, model: str, count: DailyCount) -> None:
+        if model in self._saved:
+            count.restore(self._saved[model])
+
+    def save(self, counts: dict[str, DailyCount]) -> None:
+        data = {**self._saved, **{m: c.snapshot() for m, c in counts.items()}}
+        if data == self._saved:
+            return
+        tmp = self.path.with_name("ledger.json.tmp")
+        tmp.write_text(json.dumps({"models": data}, indent=1) + "\n")
+        os.replace(tmp, self.path)
+        self._saved = data
+
+    def spent(self, wall: float, *, rolling: bool = False) -> dict[str, int]:
+        """Requests spent per model in the quota day of ``wall``, as saved."""
+        out = {}
+        for model, data in self._saved.items():
+            count = DailyCount(rolling=rolling, keep_times=rolling)
+            count.restore(data)
+            out[model] = count.spent(wall)
+        return out
