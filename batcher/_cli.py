@@ -387,10 +387,21 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _log_to_stderr() -> None:
+    """batcher's own messages go to stderr; other libraries' (httpx logs every request) do not."""
+    log = logging.getLogger("batcher")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("batcher: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batcher`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="batcher: %(message)s", stream=sys.stderr)
+    _log_to_stderr()
     from ._errors import FatalProviderError, InputError, UsageError
 
     commands = {
