@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -255,21 +254,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ._errors import UsageError
-    from ._store import read_results
+    import time
+    from datetime import datetime
 
-    out = Path(args.dir)
-    manifest = out / "run.json"
-    if not manifest.is_file():
-        raise UsageError(f"{out} holds no batcher run (no run.json)")
-    total = json.loads(manifest.read_text())["total"]
-    counts = read_results(out)
-    done = counts["ok"] + counts["error"]
-    kinds = ", ".join(f"{k[6:]} {v}" for k, v in sorted(counts.items()) if k.startswith("error:"))
-    print(f"done {done} / {total}")
-    print(f"ok {counts['ok']}")
-    print(f"error {counts['error']}" + (f" ({kinds})" if kinds else ""))
-    print(f"remaining {max(0, total - done)}")
+    from ._clock import QUOTA_TZ
+    from ._progress import duration
+    from ._status import read_status
+
+    st = read_status(Path(args.dir), time.time())
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(st.error_kinds.items()))
+    print(f"done {st.done} / {st.total}")
+    print(f"ok {st.ok}")
+    print(f"error {st.errors}" + (f" ({kinds})" if kinds else ""))
+    print(f"remaining {st.remaining}")
+    for model, spent in sorted(st.spent_today.items()):
+        rpd = st.limits[model].rpd
+        print(f"quota today {model}: {spent:,}" + (f" of {rpd:,} requests" if rpd else " requests"))
+    reset = datetime.fromtimestamp(st.next_reset, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
+    print(f"next quota reset {reset}")
+    if st.remaining:
+        if st.pace:
+            print(f"at the recent pace ({st.pace:,.0f} jobs/min): {duration(st.eta_at_pace)} left")
+        if st.eta_at_tier is not None:
+            print(f"at the tier's ceiling: {duration(st.eta_at_tier)} left")
     return EXIT_OK
 
 

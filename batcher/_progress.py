@@ -10,10 +10,11 @@ import anyio
 
 from ._stats import Statistics
 
-__all__ = ["format_line", "show_progress"]
+__all__ = ["duration", "format_line", "show_progress"]
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """``1h02m03s`` or ``2m05s``; ``?`` when unknown."""
     if seconds is None:
         return "?"
     s = int(seconds)
@@ -29,7 +30,8 @@ def format_line(st: Statistics) -> str:
         f"{done}/{st.total} done ({st.ok} ok, {st.errors} error"
         + (f", {st.skipped} already done" if st.skipped else "")
         + f") | {st.requests_per_minute:,.0f} req/min | {st.tokens_per_minute:,.0f} tok/min"
-        f" | in flight {st.in_flight} | ETA {_duration(st.eta)}"
+        f" | in flight {st.in_flight} | ETA {duration(st.eta)}"
+        + (f" | waiting for the quota reset: {duration(st.quota_wait)}" if st.quota_wait else "")
     )
 
 
@@ -72,6 +74,8 @@ async def _live(snapshot: Callable[[], Statistics], out: TextIO) -> None:
             f"ok {st.ok} err {st.errors} | {st.requests_per_minute:,.0f} rpm"
             f" | {st.tokens_per_minute:,.0f} tpm | in flight {st.in_flight}"
         )
+        if st.quota_wait:
+            detail += f" | quota resets in {duration(st.quota_wait)}"
         progress.update(task, total=st.total, completed=st.done + st.skipped, detail=detail)
 
     with progress:

@@ -309,6 +309,12 @@ class Runner:
             "base_url": "mock" if opts.mock is not None else base_url,
             "total": self._total,
             "inputs": [str(p) for p in self.source.paths],
+            "tier": opts.tier,
+            "rpm": opts.rpm,
+            "tpm": opts.tpm,
+            "rpd": opts.rpd,
+            "limits_file": opts.limits_file,
+            "quota_day": opts.quota_day,
         }
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.out / "run.json.tmp"
@@ -331,6 +337,11 @@ class Runner:
             requests_per_minute=rpm,
             tokens_per_minute=tpm,
             elapsed=now - self._started if self._started else 0.0,
+            quota_wait=(
+                max(0.0, self._waiting_until - self.clock.time())
+                if self._waiting_until is not None
+                else None
+            ),
         )
 
     async def run(self) -> RunSummary:

@@ -24,6 +24,8 @@ class Statistics:
     requests_per_minute: float
     tokens_per_minute: float
     elapsed: float
+    quota_wait: float | None = None
+    """Seconds until the quota reset the run is waiting for, if it waits for one."""
 
     @property
     def remaining(self) -> int:

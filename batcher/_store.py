@@ -217,8 +217,12 @@ class ResultStore:
             self.compact(seq)
 
 
-def iter_status(out: Path) -> Iterator[tuple[str, str, str | None]]:
-    """(id, status, error_kind) of every finished job in ``out``, from parts and journal alike."""
+_STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
+
+
+def iter_status(out: Path) -> Iterator[tuple[str, str, str | None, float | None]]:
+    """(id, status, error_kind, finished_at) of every finished job in ``out``, parts and journal
+    alike, as a reader that runs beside a run (``batcher status``) sees them."""
     import pyarrow.parquet as pq
 
     results, journal = out / "results", out / "journal"
@@ -226,20 +230,20 @@ def iter_status(out: Path) -> Iterator[tuple[str, str, str | None]]:
     if results.is_dir():
         for p in sorted(results.glob("part-*.parquet")):
             parts.add(p.stem.removeprefix("part-"))
-            t = pq.read_table(p, columns=["id", "status", "error_kind"])
-            yield from zip(*(t.column(i).to_pylist() for i in range(3)), strict=True)
+            t = pq.read_table(p, columns=list(_STATUS_COLUMNS))
+            yield from zip(*(t.column(i).to_pylist() for i in range(4)), strict=True)
     if journal.is_dir():
         for s in sorted(journal.glob("seg-*.jsonl")):
             if s.stem.removeprefix("seg-") in parts:
                 continue
             for r in _read_segment(s):
-                yield r["id"], r["status"], r.get("error_kind")
+                yield r["id"], r["status"], r.get("error_kind"), r.get("finished_at")
 
 
 def read_results(out: Path) -> Counter[str]:
     """Counts of finished jobs by status and error kind: ``ok``, ``error``, ``error:<kind>``."""
     counts: Counter[str] = Counter()
-    for _, status, kind in iter_status(out):
+    for _, status, kind, _ in iter_status(out):
         counts[status] += 1
         if status == "error":
             counts[f"error:{kind or 'unknown'}"] += 1

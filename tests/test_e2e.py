@@ -184,12 +184,15 @@ def test_status_and_rerun(
     assert _run(mock_server, "openai", str(jobs), "--out", out) == 0
     capsys.readouterr()
     assert main(["status", out]) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == [
         "done 30 / 30",
         "ok 30",
         "error 0",
         "remaining 0",
+        "quota today m: 30 requests",
     ]
+    assert lines[5].startswith("next quota reset ") and lines[5].endswith(("PST", "PDT"))
     assert _run(mock_server, "openai", str(jobs), "--out", out) == 0
     assert "Nothing left to do" in capsys.readouterr().out
     assert mock_stats(mock_server)["requests"] == 30

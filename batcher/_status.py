@@ -1,0 +1,97 @@
+"""``batcher status``: where a run stands, read from its directory while it runs or after."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import UsageError
+from ._ledger import DailyCount, Ledger
+from ._limits import Limits, LimitTable
+from ._store import iter_status
+
+__all__ = ["RunStatus", "read_status"]
+
+PACE_WINDOW = 600.0
+"""The pace is measured over the last ten minutes of finished jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """Totals, today's quota per model, and how long the rest will take."""
+
+    total: int
+    ok: int
+    errors: int
+    error_kinds: dict[str, int]
+    spent_today: dict[str, int]
+    limits: dict[str, Limits]
+    next_reset: float
+    pace: float | None
+    """Jobs finished per minute over the last ten minutes of the run, if any."""
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.errors
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.done)
+
+    @property
+    def eta_at_pace(self) -> float | None:
+        """Seconds left at the recent pace."""
+        return self.remaining / self.pace * 60 if self.pace else None
+
+    @property
+    def eta_at_tier(self) -> float | None:
+        """Seconds left at one model's per-minute ceiling, when one model has one."""
+        rpms = [lim.rpm for lim in self.limits.values() if lim.rpm]
+        return self.remaining / rpms[0] * 60 if len(rpms) == 1 else None
+
+
+def read_status(out: Path, now: float) -> RunStatus:
+    """Read the run in ``out`` as it stands at wall-clock ``now``."""
+    manifest_path = out / "run.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{out} holds no batcher run (no run.json)")
+    manifest = json.loads(manifest_path.read_text())
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    times: list[float] = []
+    for _, status, kind, finished_at in iter_status(out):
+        counts[status] += 1
+        if status == "error":
+            kinds[kind or "unknown"] += 1
+        if finished_at is not None:
+            times.append(finished_at)
+    rolling = manifest.get("quota_day") == "rolling"
+    spent = Ledger(out).spent(now, rolling=rolling)
+    table = LimitTable.build(
+        tier=manifest.get("tier"),
+        rpm=manifest.get("rpm"),
+        tpm=manifest.get("tpm"),
+        rpd=manifest.get("rpd"),
+        limits_file=manifest.get("limits_file"),
+    )
+    return RunStatus(
+        total=manifest["total"],
+        ok=counts["ok"],
+        errors=counts["error"],
+        error_kinds=dict(kinds),
+        spent_today=spent,
+        limits={m: table.for_model(m) for m in spent},
+        next_reset=DailyCount(rolling=False).resets_at(now),
+        pace=_pace(times),
+    )
+
+
+def _pace(times: list[float]) -> float | None:
+    if len(times) < 2:
+        return None
+    last = max(times)
+    recent = sorted(t for t in times if t >= last - PACE_WINDOW)
+    span = recent[-1] - recent[0]
+    return (len(recent) - 1) / span * 60 if span > 0 else None
