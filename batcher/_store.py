@@ -83,13 +83,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _read_segment(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a segment. A line is complete only with its newline: a process
+    killed mid-write leaves a torn last line without one, and that job had not finished."""
     rows = []
     with path.open("rb") as f:
         for line in f:
+            if not line.endswith(b"\n"):
+                continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a torn last line: that job had not finished
+                continue
+            if isinstance(row, dict) and "id" in row:
+                rows.append(row)
     return rows
 
 
