@@ -146,3 +146,30 @@ def test_the_ledger_carries_todays_spend_across_restarts(tmp_path: Path) -> None
     assert (first.ok, second.ok, second.deferred, second.exit_code) == (3, 5, 5, 3)
     assert "the day's 5 requests are spent" in second.quota_stops[0]
     assert len(server.sent) == 5
+
+
+def test_other_models_keep_going_while_one_waits_for_its_reset(tmp_path: Path) -> None:
+    clock = VirtualClock(start=EPOCH - 3600)  # 23:00 Pacific
+    server = Server()
+    server.clock = clock
+    limits = tmp_path / "limits.toml"
+    limits.write_text('["slow"]\nrpd = 2\n')
+    jobs = [{"id": f"s{i}", "prompt": f"slow {i}", "model": "slow"} for i in range(4)]
+    jobs += [{"id": f"f{i}", "prompt": f"fast {i}", "model": "fast"} for i in range(20)]
+
+    async def main() -> RunSummary:
+        opts = RunOptions(api_key="k", base_url="http://p.test/v1", limits_file=str(limits))
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.MockTransport(server)
+        ) as runner:
+            return await runner.run()
+
+    summary = run_virtual(main)
+    assert summary.ok == 24
+    before = [p for p, t in server.sent if t < EPOCH]
+    after = [p for p, t in server.sent if t >= EPOCH]
+    assert sorted(p for p in before if p.startswith("fast")) == sorted(
+        f"fast {i}" for i in range(20)
+    )
+    assert len([p for p in before if p.startswith("slow")]) == 2
+    assert sorted(after) == ["slow 2", "slow 3"]
