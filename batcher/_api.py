@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 
 from ._clock import Clock
+from ._errors import BatcherError
 from ._progress import show_progress
 from ._runner import JobsInput, Runner, RunOptions
 from ._stats import RunSummary
@@ -41,10 +42,15 @@ async def run(
                 tg.start_soon(show_progress, runner.statistics)
             if handle_signals:
                 tg.start_soon(_stop_on_signals, runner)
+            error: BatcherError | None = None
             try:
                 summary = await runner.run()
+            except BatcherError as e:
+                error = e  # raised below, outside the task group, so not as an exception group
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
         return summary
 
 

@@ -166,6 +166,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--seed", type=int, default=0, help="seed of the mock's randomness")
     _limit_flags(m)
+    for flag, what in (
+        ("--fail-500", "answer 500"),
+        ("--fail-503", "answer 503"),
+        ("--drop", "drop the connection mid-answer"),
+        ("--truncate", "cut a 200's body short"),
+        ("--slow", "answer after --slow-ms"),
+    ):
+        m.add_argument(
+            flag,
+            type=float,
+            default=0.0,
+            metavar="RATE",
+            help=f"share of requests to {what} (0 to 1)",
+        )
+    m.add_argument(
+        "--slow-ms",
+        type=float,
+        default=5000.0,
+        metavar="MS",
+        help="delay of a slow answer (default 5000)",
+    )
     return p
 
 
@@ -383,11 +404,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_server(args: argparse.Namespace) -> int:
+    from ._errors import UsageError
     from ._limits import LimitTable
-    from .mock import MockConfig, MockServer
+    from .mock import Faults, MockConfig, MockServer
 
     limits = LimitTable.build(tier=args.tier, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd)
-    config = MockConfig(latency_ms=_latency(args.latency_ms), seed=args.seed, limits=limits)
+    try:
+        faults = Faults(
+            args.fail_500, args.fail_503, args.drop, args.truncate, args.slow, args.slow_ms
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    config = MockConfig(
+        latency_ms=_latency(args.latency_ms), seed=args.seed, limits=limits, faults=faults
+    )
     server = MockServer(config, port=args.port)
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)
     server.serve_forever()

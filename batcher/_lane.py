@@ -105,6 +105,7 @@ class Lane:
         self._last = float("-inf")
         self.admitted = 0
         self.rate_limited = 0
+        self.succeeded = 0
 
     # --- pacing ----------------------------------------------------------------------------------
 

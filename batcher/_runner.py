@@ -108,16 +108,17 @@ class RunOptions:
             raise UsageError("--quota-day takes pacific or rolling")
 
 
-def resolve_key(options: RunOptions, provider: Provider) -> str:
-    """The API key from the options or the environment; never logged or written anywhere."""
+def resolve_key(options: RunOptions, provider: Provider) -> tuple[str, str]:
+    """The API key and where it came from (for messages); the key itself is never logged or
+    written anywhere."""
     if options.api_key:
-        return options.api_key
+        return options.api_key, "the api_key option"
     names = (options.api_key_env,) if options.api_key_env else provider.key_envs
     for name in names:
         if os.environ.get(name):
-            return os.environ[name]
+            return os.environ[name], f"${name}"
     if options.mock is not None:
-        return "mock-key"
+        return "mock-key", "the mock's key"
     raise UsageError(
         f"no API key: set {' or '.join(names)} in the environment"
         + ("" if options.api_key_env else " (or name another variable with --api-key-env)")
@@ -206,6 +207,8 @@ class Runner:
         self._idle = anyio.Event()
         self._idle.set()
         self._waiting_until: float | None = None
+        self._key_source = ""
+        self._base_url = ""
         self._meter = RateMeter()
         self._started = 0.0
         self._total = 0
@@ -215,7 +218,7 @@ class Runner:
 
     async def __aenter__(self) -> Runner:
         opts = self.options
-        key = resolve_key(opts, self.provider)
+        key, self._key_source = resolve_key(opts, self.provider)
         self._check_manifest()
         await anyio.to_thread.run_sync(self._prepare)
         base_url = opts.base_url or self.provider.default_base_url
@@ -224,6 +227,7 @@ class Runner:
 
             self._mock = MockServer(preset(opts.mock)).start()
             base_url = self._mock.base_url(opts.provider)
+        self._base_url = "the mock provider" if opts.mock is not None else base_url
         self._write_manifest(base_url)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -520,6 +524,7 @@ class Runner:
             finally:
                 sending[0] = False
                 lane.answered()
+            lane.succeeded += 1
             if answer.input_tokens is not None:
                 lane.estimator.learn(x, answer.input_tokens)
                 lane.settle(ticket, answer.input_tokens + output_charge)
@@ -536,7 +541,7 @@ class Runner:
         except _Stopped:
             return None
         except FatalProviderError as e:
-            self._fatal_stop(e)
+            self._fatal_stop(e, model)
             return None
         except QuotaExhausted as e:
             self.quota_stops.setdefault(model, e)
@@ -615,12 +620,29 @@ class Runner:
         if seq is not None and self._tg is not None:
             self._tg.start_soon(anyio.to_thread.run_sync, self.store.compact, seq)
 
-    def _fatal_stop(self, error: FatalProviderError) -> None:
+    def _fatal_stop(self, error: FatalProviderError, model: str) -> None:
         """A fatal answer: stop sending; what finished is kept, the rest is left for a rerun."""
         if self._fatal is None:
-            self._fatal = error
+            self._fatal = FatalProviderError(
+                self._explain(error, model), status=error.status, body=error.body
+            )
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    def _explain(self, error: FatalProviderError, model: str) -> str:
+        """Say what is wrong in words a user can act on: which key, which model, what worked."""
+        where = self._base_url
+        if error.status in (401, 403) or "API_KEY_INVALID" in (error.body or ""):
+            what = f"the API key from {self._key_source} was refused by {where}"
+        elif error.status == 404:
+            what = f"model {model!r} is not available at {where} (check --model or the job's model)"
+        elif "insufficient_quota" in error.message:
+            what = "the account has no quota left (insufficient_quota): add credit or change key"
+        else:
+            what = f"{model} cannot be used at {where}"
+        worked = sorted(m for m, lane in self.lanes.items() if lane.succeeded and m != model)
+        also = f"; models that worked: {', '.join(worked)}" if worked else ""
+        return f"{what}: {error.message}{also}"
 
 
 class _Stopped(Exception):

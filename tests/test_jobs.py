@@ -171,3 +171,71 @@ def test_native_bodies_are_sent_untouched() -> None:
     req = {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "safetySettings": []}
     job = _one({"key": "g", "request": json.dumps(req)})
     assert get_provider("gemini").build(job, "g1").body == req
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "prompt",
+                    "messages",
+                    "role",
+                    "content",
+                    "model",
+                    "custom_id",
+                    "body",
+                    "key",
+                    "request",
+                    "contents",
+                    "parts",
+                    "text",
+                    "max_tokens",
+                    "temperature",
+                    "system",
+                    "url",
+                    "method",
+                    "stop",
+                    "generationConfig",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=15,
+)
+
+
+def _scan_lines(lines: list[bytes]) -> None:
+    """Scanning never fails with anything but an InputError naming each bad line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fuzz.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        try:
+            scan = JobSource([path]).scan(provider="openai", default_model="m")
+        except InputError as e:
+            assert e.problems
+            for p in e.problems:
+                assert p.where.startswith(f"{path}:")
+            return
+        assert scan.total == len(list(JobSource([path])))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(
+        st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ")), min_size=1, max_size=8
+    )
+)
+def test_arbitrary_bytes_give_named_input_errors(lines: list[bytes]) -> None:
+    _scan_lines(lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_JSON_VALUES, min_size=1, max_size=8))
+def test_arbitrary_json_lines_give_jobs_or_named_input_errors(values: list[Any]) -> None:
+    _scan_lines([json.dumps(v).encode() for v in values])

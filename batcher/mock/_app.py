@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -49,6 +50,33 @@ def _truncate(text: str, max_tokens: int | None) -> tuple[str, bool]:
 
 
 @dataclass(frozen=True, slots=True)
+class Faults:
+    """Seeded fault rates (each a share of requests) to rehearse failure.
+
+    Besides these, a prompt (last user turn) containing ``[[fail:400]]`` always gets a 400, one
+    containing ``[[flaky:N]]`` gets a 503 for its first N requests, a key starting with ``bad``
+    is refused as invalid, and a model named ``no-such-...`` does not exist.
+    """
+
+    error_500: float = 0.0
+    error_503: float = 0.0
+    drop: float = 0.0
+    """The connection closes half-way through the answer."""
+    truncate: float = 0.0
+    """A 200 whose JSON body is cut short."""
+    slow: float = 0.0
+    slow_ms: float = 5000.0
+
+    def __post_init__(self) -> None:
+        rates = (self.error_500, self.error_503, self.drop, self.truncate, self.slow)
+        if any(r < 0 or r > 1 for r in rates) or sum(rates) > 1:
+            raise ValueError("fault rates are shares between 0 and 1, adding up to at most 1")
+
+
+_FLAKY = re.compile(r"\[\[flaky:(\d+)\]\]")
+
+
+@dataclass(frozen=True, slots=True)
 class MockConfig:
     """How the mock behaves: answer latency (a uniform range, ms), the seed of its randomness,
     and the rate limits it enforces per model (a tier preset and/or limits for every model)."""
@@ -56,6 +84,7 @@ class MockConfig:
     latency_ms: tuple[float, float] = (0.0, 0.0)
     seed: int = 0
     limits: LimitTable = field(default_factory=LimitTable)
+    faults: Faults = field(default_factory=Faults)
 
 
 @dataclass
@@ -69,6 +98,8 @@ class MockState:
     by_model: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
+    dropped: int = 0
+    truncated: int = 0
     timeline: dict[int, list[int]] = field(default_factory=dict)
     """Per wall-clock second: [accepted, rejected with 429]."""
     first_accepted: float | None = None
@@ -85,6 +116,8 @@ class MockState:
             "by_model": dict(self.by_model),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "dropped": self.dropped,
+            "truncated": self.truncated,
             "first_accepted": self.first_accepted,
             "last_accepted": self.last_accepted,
         }
@@ -93,6 +126,24 @@ class MockState:
 class _Reject(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+class _Dropped(Response):
+    """Starts an answer, then the connection goes away (the server raises mid-body)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", status_code=200, media_type="application/json")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id": "cut', "more_body": True})
+        raise ConnectionAbortedError("mock provider: dropped the connection on purpose")
 
 
 def _openai_error(status: int, message: str, type_: str, code: str | None) -> JSONResponse:
@@ -194,8 +245,50 @@ class _App:
         self.random = random.Random(config.seed)
         self.counter = 0
         self.enforcer = Enforcer(config.limits.for_model, clock)
+        self.fault_random = random.Random(config.seed + 1)
+        self.flaky_seen: dict[str, int] = {}
         tier = config.limits.tier
         self.free_tier = tier is not None and tier.name.endswith("-free")
+
+    async def _faults(
+        self,
+        prompt: str,
+        bad: Callable[[str], Response],
+        unavailable: Callable[[], Response],
+        internal: Callable[[], Response],
+    ) -> bool:
+        """Act out a marker in the prompt, or a seeded random fault; True: truncate the answer."""
+        if "[[fail:400]]" in prompt:
+            raise _Reject(bad("Invalid request: this prompt is marked to fail ([[fail:400]])."))
+        if m := _FLAKY.search(prompt):
+            seen = self.flaky_seen.get(prompt, 0)
+            self.flaky_seen[prompt] = seen + 1
+            if seen < int(m.group(1)):
+                raise _Reject(unavailable())
+        f = self.config.faults
+        r = self.fault_random.random()
+        act = None
+        for rate, name in (
+            (f.error_500, "500"),
+            (f.error_503, "503"),
+            (f.drop, "drop"),
+            (f.truncate, "truncate"),
+            (f.slow, "slow"),
+        ):
+            if r < rate:
+                act = name
+                break
+            r -= rate
+        if act == "500":
+            raise _Reject(internal())
+        if act == "503":
+            raise _Reject(unavailable())
+        if act == "drop":
+            self.state.dropped += 1
+            raise _Reject(_Dropped())
+        if act == "slow":
+            await anyio.sleep(f.slow_ms / 1000)
+        return act == "truncate"
 
     async def _latency(self) -> None:
         lo, hi = self.config.latency_ms
@@ -249,9 +342,9 @@ class _App:
 
     async def openai_chat(self, request: Request) -> Response:
         try:
-            return await self._openai_chat(request)
+            return self._deliver(request, await self._openai_chat(request))
         except _Reject as r:
-            self._count(r.response.status_code)
+            self._count(0 if isinstance(r.response, _Dropped) else r.response.status_code)
             return r.response
 
     async def _openai_chat(self, request: Request) -> Response:
@@ -270,10 +363,30 @@ class _App:
         def bad(message: str) -> JSONResponse:
             return _openai_error(400, message, "invalid_request_error", None)
 
+        key = auth[7:].strip()
+        if key.startswith("bad"):
+            raise _Reject(
+                _openai_error(
+                    401,
+                    f"Incorrect API key provided: {key[:3]}****. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                )
+            )
         body = await self._json(request, bad)
         model, messages = body.get("model"), body.get("messages")
         if not isinstance(model, str) or not model:
             raise _Reject(bad("you must provide a model parameter"))
+        if model.startswith("no-such-"):
+            raise _Reject(
+                _openai_error(
+                    404,
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                )
+            )
         if not isinstance(messages, list) or not messages:
             raise _Reject(bad("'messages' must be a non-empty array"))
         texts = [_openai_text(m.get("content")) for m in messages if isinstance(m, Mapping)]
@@ -284,6 +397,16 @@ class _App:
         ]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         prompt = "\n".join(texts)
+        request.state.truncate = await self._faults(
+            users[-1] if users else "",
+            bad,
+            lambda: _openai_error(
+                503, "The server is overloaded or not ready yet.", "server_error", None
+            ),
+            lambda: _openai_error(
+                500, "The server had an error while processing your request.", "server_error", None
+            ),
+        )
         if request.url.path.startswith("/v1beta/"):
             self._limit("gemini", model, count_tokens(prompt), wrap=True)
         else:
@@ -322,10 +445,19 @@ class _App:
 
     async def gemini_generate(self, request: Request) -> Response:
         try:
-            return await self._gemini_generate(request)
+            return self._deliver(request, await self._gemini_generate(request))
         except _Reject as r:
-            self._count(r.response.status_code)
+            self._count(0 if isinstance(r.response, _Dropped) else r.response.status_code)
             return r.response
+
+    def _deliver(self, request: Request, response: Response) -> Response:
+        """Cut the body short if a truncation fault was drawn for this request."""
+        if not getattr(request.state, "truncate", False):
+            return response
+        self.state.truncated += 1
+        body = bytes(response.body)
+        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        return Response(body[: len(body) // 2], status_code=200, headers=headers)
 
     async def _gemini_generate(self, request: Request) -> Response:
         model, _, method = request.path_params["model_method"].partition(":")
@@ -346,6 +478,32 @@ class _App:
         def bad(message: str) -> JSONResponse:
             return _gemini_error(400, "INVALID_ARGUMENT", message)
 
+        if key.startswith("bad"):
+            raise _Reject(
+                _gemini_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "API key not valid. Please pass a valid API key.",
+                    [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "API_KEY_INVALID",
+                            "domain": "googleapis.com",
+                            "metadata": {"service": "generativelanguage.googleapis.com"},
+                        }
+                    ],
+                )
+            )
+        if model.startswith("no-such-"):
+            raise _Reject(
+                _gemini_error(
+                    404,
+                    "NOT_FOUND",
+                    f"models/{model} is not found for API version v1beta, or is not supported for "
+                    "generateContent. Call ListModels to see the list of available models and "
+                    "their supported methods.",
+                )
+            )
         body = await self._json(request, bad)
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
@@ -362,6 +520,19 @@ class _App:
         config = body.get("generationConfig", body.get("generation_config")) or {}
         max_tokens = config.get("maxOutputTokens", config.get("max_output_tokens"))
         prompt = "\n".join(texts)
+        request.state.truncate = await self._faults(
+            users[-1] if users else "",
+            bad,
+            lambda: _gemini_error(
+                503, "UNAVAILABLE", "The model is overloaded. Please try again later."
+            ),
+            lambda: _gemini_error(
+                500,
+                "INTERNAL",
+                "An internal error has occurred. Please retry "
+                "or report in https://developers.generativeai.google/guide/troubleshooting",
+            ),
+        )
         self._limit("gemini", model, count_tokens(prompt))
         await self._latency()
         text, cut, tin, tout = self._answer(model, prompt, users[-1] if users else "", max_tokens)

@@ -11,7 +11,7 @@ import uvicorn
 
 from .._errors import UsageError
 from .._limits import LimitTable, load_tiers
-from ._app import MockConfig, create_app
+from ._app import Faults, MockConfig, create_app
 
 __all__ = ["PRESETS", "MockServer", "preset"]
 
@@ -19,6 +19,10 @@ PRESETS: dict[str, MockConfig] = {
     "instant": MockConfig(),
     "default": MockConfig(latency_ms=(5.0, 30.0)),
     "realistic": MockConfig(latency_ms=(20.0, 200.0)),
+    "faulty": MockConfig(
+        latency_ms=(5.0, 30.0),
+        faults=Faults(error_500=0.05, error_503=0.03, drop=0.02, truncate=0.01),
+    ),
 }
 """Named mock behaviours for ``--mock PRESET``."""
 
@@ -45,7 +49,8 @@ class MockServer:
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+            # critical: a deliberately dropped connection must not print a traceback
+            uvicorn.Config(self.app, log_level="critical", access_log=False, lifespan="off")
         )
         self._thread: threading.Thread | None = None
 
