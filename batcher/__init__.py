@@ -3,8 +3,11 @@
 The public API is what this module exports; everything in underscored modules is private.
 """
 
-from ._api import run, run_sync
-from ._clock import Clock, SystemClock
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     BatcherError,
     FatalProviderError,
@@ -18,8 +21,29 @@ from ._errors import (
     UsageError,
 )
 from ._jobs import Job, Message, Part
-from ._runner import Runner, RunOptions
 from ._stats import RunSummary, Statistics
+
+if TYPE_CHECKING:
+    from ._api import run, run_sync
+    from ._clock import Clock, SystemClock
+    from ._runner import Runner, RunOptions
+
+# Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
+_LAZY = {
+    "run": "._api",
+    "run_sync": "._api",
+    "Clock": "._clock",
+    "SystemClock": "._clock",
+    "Runner": "._runner",
+    "RunOptions": "._runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'batcher' has no attribute {name!r}")
+
 
 __all__ = [
     "BatcherError",

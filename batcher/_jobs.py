@@ -12,12 +12,14 @@ from __future__ import annotations
 import gzip
 import json
 import string
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 from ._errors import InputError, InputProblem, UsageError
+from ._idset import duplicates, id_hash
 
 __all__ = [
     "ColumnMapping",
@@ -588,7 +590,7 @@ class JobSource:
             check_paths(self.paths)
         problems: list[InputProblem] = []
         more = 0
-        seen: dict[str, str] = {}
+        seen = array("Q")  # id hashes: 8 bytes a job, however many jobs
         total = 0
 
         def problem(p: InputProblem) -> None:
@@ -605,18 +607,35 @@ class JobSource:
                 problem(InputProblem(where, e.message, e.job_id))
                 continue
             total += 1
-            if job.id in seen:
-                problem(InputProblem(where, f"duplicate id, first seen at {seen[job.id]}", job.id))
-            else:
-                seen[job.id] = where
+            seen.append(id_hash(job.id))
             issue = job_problem(job, provider=provider, default_model=default_model)
             if issue:
                 problem(InputProblem(where, issue, job.id))
             elif visit is not None and not problems:
                 visit(job)
+        repeated = duplicates(seen)
+        del seen
+        if repeated:
+            for p in self._duplicates(repeated):
+                problem(p)
         if problems:
             raise InputError(problems, more=more)
         return Scan(total=total)
+
+    def _duplicates(self, repeated: set[int]) -> Iterator[InputProblem]:
+        """A second pass, only when some id hashes repeat: name each duplicate's line."""
+        first: dict[str, str] = {}
+        for where, pos, rec in self._records():
+            try:
+                job = self._parse(where, pos, rec)
+            except _Bad:
+                continue
+            if id_hash(job.id) not in repeated:
+                continue
+            if job.id in first:
+                yield InputProblem(where, f"duplicate id, first seen at {first[job.id]}", job.id)
+            else:
+                first[job.id] = where
 
     def __iter__(self) -> Iterator[Job]:
         for where, pos, rec in self._records():

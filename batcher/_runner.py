@@ -33,6 +33,7 @@ from ._errors import (
     UsageError,
 )
 from ._estimate import features
+from ._idset import IdSet, id_hash
 from ._jobs import ColumnMapping, Job, JobSource, ProviderName
 from ._lane import Lane
 from ._ledger import DailyCount, Ledger
@@ -197,7 +198,7 @@ class Runner:
         self._mock: Any = None
         self._tg: TaskGroup | None = None
         self._fatal: FatalProviderError | None = None
-        self._done: set[str] = set()
+        self._done = IdSet()
         self.changed: list[str] = []
         self.ledger = Ledger(self.out)
         self._stopping: int | None = None
@@ -259,7 +260,7 @@ class Runner:
         """Check every job, recover the journal, and decide what is done and what to send again."""
         opts = self.options
         self.store.open()
-        finished = self.store.finished()
+        finished, errors = self.store.finished()
         changed: list[str] = []
 
         def compare(job: Job) -> None:
@@ -267,7 +268,7 @@ class Runner:
             if old is None:
                 return
             model = job.model or opts.model or ""
-            if old[1] != fingerprint(self.provider, model, self.provider.build(job, model)):
+            if old != int(fingerprint(self.provider, model, self.provider.build(job, model)), 16):
                 changed.append(job.id)
 
         scan = self.source.scan(
@@ -276,11 +277,12 @@ class Runner:
         self._total = scan.total
         redo = set(changed) if opts.redo_changed else set()
         if opts.retry_errors:
-            redo.update(i for i, (status, _) in finished.items() if status == "error")
+            redo.update(errors)
         if redo:
             self.store.remove(redo)
             log.info("sending %d finished job(s) again (%s)", len(redo), _flags(opts))
-        self._done = {i for i in finished if i not in redo}
+        again = {id_hash(i) for i in redo}
+        self._done = IdSet(k for k in finished.hashes() if k not in again)
         self.changed = [] if opts.redo_changed else changed
         if self.changed:
             sample = ", ".join(self.changed[:5]) + (", ..." if len(self.changed) > 5 else "")
@@ -290,6 +292,12 @@ class Runner:
                 len(self.changed),
                 sample,
             )
+
+    def _refresh_done(self) -> None:
+        """Compact the journal and re-read what is done, before another pass over the inputs."""
+        self.store.close()
+        finished, _ = self.store.finished()
+        self._done = IdSet(finished.hashes())
 
     def _check_manifest(self) -> None:
         """Refuse to mix results of another provider or default model into this directory."""
@@ -430,6 +438,7 @@ class Runner:
                     if not self._deferred or self.options.on_daily_limit == "exit":
                         return
                     await self._wait_for_reset()
+                    await anyio.to_thread.run_sync(self._refresh_done)
 
     async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
         for job in self.source:
@@ -615,7 +624,6 @@ class Runner:
         self._input_tokens += record.input_tokens or 0
         self._output_tokens += record.output_tokens or 0
         self._meter.add(self.clock.monotonic(), tokens)
-        self._done.add(record.id)
         seq = self.store.append(record)
         if seq is not None and self._tg is not None:
             self._tg.start_soon(anyio.to_thread.run_sync, self.store.compact, seq)

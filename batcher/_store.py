@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from ._idset import IdMap, id_hash
 
 __all__ = ["Record", "ResultStore", "read_results"]
 
@@ -108,6 +111,7 @@ class ResultStore:
         self.results_dir = out / "results"
         self.segment_size = segment_size
         self._file: IO[bytes] | None = None
+        self._compacting = threading.Lock()  # compactions run on worker threads
         self._seq = 0
         self._count = 0
 
@@ -133,16 +137,21 @@ class ResultStore:
         numbers = self._numbers(self.results_dir, _PART) + self._numbers(self.journal_dir, _SEG)
         self._seq = max(numbers, default=0)
 
-    def finished(self) -> dict[str, tuple[str, str | None]]:
-        """Every finished job: id -> (status, request fingerprint)."""
+    def finished(self) -> tuple[IdMap, list[str]]:
+        """Every finished job as a compact map id -> request fingerprint, and the ids of those
+        that ended in error. Read part by part, so memory stays small for millions of rows."""
         import pyarrow.parquet as pq
 
-        done: dict[str, tuple[str, str | None]] = {}
+        pairs: list[tuple[int, int]] = []
+        errors: list[str] = []
         for seq in self._numbers(self.results_dir, _PART):
             t = pq.read_table(self._part(seq), columns=["id", "status", "fingerprint"])
             ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
-            done.update(zip(ids, zip(statuses, prints, strict=True), strict=True))
-        return done
+            for job_id, status, fp in zip(ids, statuses, prints, strict=True):
+                pairs.append((id_hash(job_id), int(fp, 16) if fp else 0))
+                if status == "error":
+                    errors.append(job_id)
+        return IdMap(pairs), errors
 
     def remove(self, ids: set[str]) -> int:
         """Drop the rows of ``ids`` from the parts (to send those jobs again); return how many.
@@ -206,6 +215,10 @@ class ResultStore:
 
     def compact(self, seq: int) -> None:
         """Write segment ``seq`` as part ``seq`` (temp name, fsync, rename), then delete it."""
+        with self._compacting:
+            self._compact(seq)
+
+    def _compact(self, seq: int) -> None:
         import pyarrow as pa
 
         segment, part = self._segment(seq), self._part(seq)

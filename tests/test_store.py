@@ -58,8 +58,9 @@ def test_journal_survives_a_crash_and_a_torn_line(tmp_path: Path) -> None:
 
     again = ResultStore(tmp_path)
     again.open()
-    assert set(again.finished()) == {"j0", "j1", "j2", "j3"}
-    assert again.finished()["j3"] == ("error", None)
+    finished, errors = again.finished()
+    assert len(finished) == 4 and errors == ["j3"]
+    assert all(finished.get(f"j{i}") == 0 for i in range(4))  # no fingerprints in these rows
     again.append(_rec(9))
     again.close()
     ids = pq.read_table(tmp_path / "results").column("id").to_pylist()
@@ -83,3 +84,17 @@ def test_a_segment_already_compacted_is_not_counted_twice(tmp_path: Path) -> Non
     assert not segment.exists()
     assert not list((tmp_path / "results").glob("*.tmp"))
     assert pq.read_table(tmp_path / "results").num_rows == 1
+
+
+def test_id_sets_are_compact_and_exact_for_the_ids_they_hold() -> None:
+    from batcher._idset import IdMap, IdSet, duplicates, id_hash
+
+    ids = [f"job-{i}" for i in range(10_000)]
+    s = IdSet.of(ids[::2])
+    assert len(s) == 5_000
+    assert all(i in s for i in ids[::2]) and not any(i in s for i in ids[1::2])
+    m = IdMap((id_hash(i), n) for n, i in enumerate(ids))
+    assert m.get("job-77") == 77 and m.get("nope") is None
+    from array import array
+
+    assert duplicates(array("Q", [3, 1, 3, 2, 1])) == {1, 3}
