@@ -195,7 +195,7 @@ def _iter_parquet(path: Path, needed: tuple[str, ...]) -> _Records:
         return
     n = 0
     try:
-        for batch in pf.iter_batches(batch_size=2048):
+        for batch in pf.iter_batches(batch_size=2048, use_threads=False):
             for rec in batch.to_pylist():
                 n += 1
                 yield f"{path} row {n}", f"{path.name}:{n}", rec

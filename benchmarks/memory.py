@@ -1,0 +1,138 @@
+"""Peak RSS of ``batcher run`` over large inputs: it must not grow with the input.
+
+Cases, each at 100,000 and 1,000,000 jobs:
+  run-jsonl / run-parquet   read and check every job, then send for --seconds against the mock
+                            provider (its own process, no latency), then SIGINT;
+  resume                    every job already finished (results synthesised): the rerun loads
+                            the done-set, checks every job against it and has nothing to send;
+  quota-wait                --rpd 100 spent at once, the run waits for the reset with every
+                            other job queued, then SIGINT.
+
+    python benchmarks/memory.py [--seconds 20] [--sizes 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import mock_process
+
+_WRAPPER = (
+    "import resource, sys\n"
+    "from batcher._cli import main\n"
+    "code = main(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "sys.exit(code)\n"
+)
+
+
+def write_inputs(folder: Path, n: int) -> tuple[Path, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jsonl = folder / f"jobs-{n}.jsonl"
+    with jsonl.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"job-{i:07d}", "prompt": f"Summarise item {i} briefly.",
+                                "model": "bench-model"}) + "\n")
+    parquet = folder / f"jobs-{n}.parquet"
+    with pq.ParquetWriter(parquet, pa.schema([("id", pa.string()), ("prompt", pa.string()),
+                                              ("model", pa.string())])) as w:
+        for start in range(0, n, 50_000):
+            ids = [f"job-{i:07d}" for i in range(start, min(n, start + 50_000))]
+            w.write_table(pa.table({
+                "id": ids,
+                "prompt": [f"Summarise item {i[4:].lstrip('0') or '0'} briefly." for i in ids],
+                "model": ["bench-model"] * len(ids),
+            }))
+    return jsonl, parquet
+
+
+def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
+    """A finished run of every job in ``jsonl``, written as the store writes it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batcher._jobs import JobSource
+    from batcher._providers import get_provider
+    from batcher._runner import fingerprint
+    from batcher._store import _schema
+
+    provider = get_provider("openai")
+    (out / "results").mkdir(parents=True)
+    rows: list[dict[str, object]] = []
+    seq = 0
+
+    def flush() -> None:
+        nonlocal seq, rows
+        seq += 1
+        pq.write_table(pa.Table.from_pylist(rows, schema=_schema()),
+                       out / "results" / f"part-{seq:06d}.parquet")
+        rows = []
+
+    for job in JobSource([jsonl]):
+        spec = provider.build(job, "bench-model")
+        rows.append({"id": job.id, "status": "ok", "text": "done", "attempts": 1,
+                     "fingerprint": fingerprint(provider, "bench-model", spec)})
+        if len(rows) == 5000:
+            flush()
+    if rows:
+        flush()
+    (out / "run.json").write_text(json.dumps({"provider": "openai", "model": None,
+                                              "base_url": base_url, "total": 0}))
+
+
+def peak_rss_mib(args: list[str], seconds: float | None) -> float:
+    """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        env = {**os.environ, "BENCH_KEY": "k"}
+        proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, rss.name, *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if seconds is not None:
+            deadline = time.monotonic() + seconds
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        proc.wait(600)
+        return int(Path(rss.name).read_text() or 0) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--sizes", default="100000,1000000")
+    opts = ap.parse_args()
+    sizes = [int(s) for s in opts.sizes.split(",")]
+    print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
+        folder = Path(tmp)
+        base = f"{url}/v1"
+        common = ["--base-url", base, "--api-key-env", "BENCH_KEY", "--no-progress",
+                  "--max-concurrency", "32"]
+        for n in sizes:
+            jsonl, parquet = write_inputs(folder, n)
+            for name, path in (("run-jsonl", jsonl), ("run-parquet", parquet)):
+                out = folder / f"out-{name}-{n}"
+                rss = peak_rss_mib(["run", str(path), "--out", str(out), *common], opts.seconds)
+                print(f"{name:14} {n:9,} {rss:13.1f}", flush=True)
+            out = folder / f"out-resume-{n}"
+            synthesise_results(out, jsonl, base)
+            rss = peak_rss_mib(["run", str(jsonl), "--out", str(out), *common], None)
+            print(f"{'resume':14} {n:9,} {rss:13.1f}", flush=True)
+            out = folder / f"out-wait-{n}"
+            rss = peak_rss_mib(["run", str(jsonl), "--out", str(out), "--rpd", "100", *common],
+                               opts.seconds)
+            print(f"{'quota-wait':14} {n:9,} {rss:13.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
