@@ -62,14 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="timeout of one request (default 120)",
     )
-    cols = r.add_mutually_exclusive_group()
-    cols.add_argument("--prompt-column", metavar="COL", help="take the prompt from this column")
-    cols.add_argument(
-        "--prompt-template",
-        metavar="TEMPLATE",
-        help="build the prompt from columns, e.g. 'Summarize: {text}'",
-    )
-    r.add_argument("--id-column", metavar="COL", help="take the job id from this column")
+    _column_flags(r)
     r.add_argument(
         "--mock",
         nargs="?",
@@ -116,10 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         help="wire format (default: the tier's provider, else openai)",
     )
     pl.add_argument("--model", metavar="M", help="model for jobs that do not name their own")
-    cols = pl.add_mutually_exclusive_group()
-    cols.add_argument("--prompt-column", metavar="COL")
-    cols.add_argument("--prompt-template", metavar="TEMPLATE")
-    pl.add_argument("--id-column", metavar="COL")
+    _column_flags(pl)
     _limit_flags(pl)
     pl.add_argument("--limits", metavar="FILE", help="TOML file of limits per model")
 
@@ -189,6 +179,17 @@ def _parser() -> argparse.ArgumentParser:
         help="delay of a slow answer (default 5000)",
     )
     return p
+
+
+def _column_flags(p: argparse.ArgumentParser) -> None:
+    cols = p.add_mutually_exclusive_group()
+    cols.add_argument("--prompt-column", metavar="COL", help="take the prompt from this column")
+    cols.add_argument(
+        "--prompt-template",
+        metavar="TEMPLATE",
+        help="build the prompt from columns, e.g. 'Summarize: {text}'",
+    )
+    p.add_argument("--id-column", metavar="COL", help="take the job id from this column")
 
 
 def _limit_flags(p: argparse.ArgumentParser, *, tier: bool = True) -> None:

@@ -41,18 +41,33 @@ def write_inputs(folder: Path, n: int) -> tuple[Path, Path]:
     jsonl = folder / f"jobs-{n}.jsonl"
     with jsonl.open("w") as f:
         for i in range(n):
-            f.write(json.dumps({"id": f"job-{i:07d}", "prompt": f"Summarise item {i} briefly.",
-                                "model": "bench-model"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"job-{i:07d}",
+                        "prompt": f"Summarise item {i} briefly.",
+                        "model": "bench-model",
+                    }
+                )
+                + "\n"
+            )
     parquet = folder / f"jobs-{n}.parquet"
-    with pq.ParquetWriter(parquet, pa.schema([("id", pa.string()), ("prompt", pa.string()),
-                                              ("model", pa.string())])) as w:
+    with pq.ParquetWriter(
+        parquet, pa.schema([("id", pa.string()), ("prompt", pa.string()), ("model", pa.string())])
+    ) as w:
         for start in range(0, n, 50_000):
             ids = [f"job-{i:07d}" for i in range(start, min(n, start + 50_000))]
-            w.write_table(pa.table({
-                "id": ids,
-                "prompt": [f"Summarise item {i[4:].lstrip('0') or '0'} briefly." for i in ids],
-                "model": ["bench-model"] * len(ids),
-            }))
+            w.write_table(
+                pa.table(
+                    {
+                        "id": ids,
+                        "prompt": [
+                            f"Summarise item {i[4:].lstrip('0') or '0'} briefly." for i in ids
+                        ],
+                        "model": ["bench-model"] * len(ids),
+                    }
+                )
+            )
     return jsonl, parquet
 
 
@@ -74,28 +89,42 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
     def flush() -> None:
         nonlocal seq, rows
         seq += 1
-        pq.write_table(pa.Table.from_pylist(rows, schema=_schema()),
-                       out / "results" / f"part-{seq:06d}.parquet")
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=_schema()),
+            out / "results" / f"part-{seq:06d}.parquet",
+        )
         rows = []
 
     for job in JobSource([jsonl]):
         spec = provider.build(job, "bench-model")
-        rows.append({"id": job.id, "status": "ok", "text": "done", "attempts": 1,
-                     "fingerprint": fingerprint(provider, "bench-model", spec)})
+        rows.append(
+            {
+                "id": job.id,
+                "status": "ok",
+                "text": "done",
+                "attempts": 1,
+                "fingerprint": fingerprint(provider, "bench-model", spec),
+            }
+        )
         if len(rows) == 5000:
             flush()
     if rows:
         flush()
-    (out / "run.json").write_text(json.dumps({"provider": "openai", "model": None,
-                                              "base_url": base_url, "total": 0}))
+    (out / "run.json").write_text(
+        json.dumps({"provider": "openai", "model": None, "base_url": base_url, "total": 0})
+    )
 
 
 def peak_rss_mib(args: list[str], seconds: float | None) -> float:
     """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         env = {**os.environ, "BENCH_KEY": "k"}
-        proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, rss.name, *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRAPPER, rss.name, *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if seconds is not None:
             deadline = time.monotonic() + seconds
             while proc.poll() is None and time.monotonic() < deadline:
@@ -116,8 +145,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
         folder = Path(tmp)
         base = f"{url}/v1"
-        common = ["--base-url", base, "--api-key-env", "BENCH_KEY", "--no-progress",
-                  "--max-concurrency", "32"]
+        common = [
+            "--base-url",
+            base,
+            "--api-key-env",
+            "BENCH_KEY",
+            "--no-progress",
+            "--max-concurrency",
+            "32",
+        ]
         for n in sizes:
             jsonl, parquet = write_inputs(folder, n)
             for name, path in (("run-jsonl", jsonl), ("run-parquet", parquet)):
@@ -129,8 +165,9 @@ def main() -> None:
             rss = peak_rss_mib(["run", str(jsonl), "--out", str(out), *common], None)
             print(f"{'resume':14} {n:9,} {rss:13.1f}", flush=True)
             out = folder / f"out-wait-{n}"
-            rss = peak_rss_mib(["run", str(jsonl), "--out", str(out), "--rpd", "100", *common],
-                               opts.seconds)
+            rss = peak_rss_mib(
+                ["run", str(jsonl), "--out", str(out), "--rpd", "100", *common], opts.seconds
+            )
             print(f"{'quota-wait':14} {n:9,} {rss:13.1f}", flush=True)
 
 

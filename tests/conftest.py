@@ -35,3 +35,10 @@ def start_mock() -> Iterator[Callable[..., MockServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys for both providers in the environment, as a user would have them."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("GEMINI_API_KEY", "g-test")

@@ -64,3 +64,25 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
         await anyio.lowlevel.checkpoint()
+
+
+def run_cli(
+    server: MockServer, provider: str, jobs: Path | str, out: Path | str, *flags: str
+) -> int:
+    """``batcher run`` in-process against ``server``, as a user would type it."""
+    from batcher._cli import main
+
+    return main(
+        [
+            "run",
+            str(jobs),
+            "--out",
+            str(out),
+            "--provider",
+            provider,
+            "--base-url",
+            server.base_url(provider),
+            "--no-progress",
+            *flags,
+        ]
+    )

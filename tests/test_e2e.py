@@ -19,10 +19,7 @@ from tests.strategies import render
 PROMPTS = ["What is a tide?", "Explain 量子力学 in one line.", "Say hi", "¿Qué hora es?", "x " * 40]
 
 
-@pytest.fixture(autouse=True)
-def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-e2e")
-    monkeypatch.setenv("GEMINI_API_KEY", "g-e2e")
+pytestmark = pytest.mark.usefixtures("api_keys")
 
 
 def _specs(n: int, model: str) -> list[dict[str, Any]]:

@@ -7,18 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from batcher._cli import main
 from batcher._limits import LimitTable
 from batcher.mock import MockConfig, MockServer
-from tests.helpers import mock_stats, read_results, write_jsonl
+from tests.helpers import mock_stats, read_results, run_cli, write_jsonl
 
 StartMock = Callable[[MockConfig], MockServer]
 
 
-@pytest.fixture(autouse=True)
-def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-e2e")
-    monkeypatch.setenv("GEMINI_API_KEY", "g-e2e")
+pytestmark = pytest.mark.usefixtures("api_keys")
 
 
 def _jobs(tmp_path: Path, n: int, model: str) -> Path:
@@ -26,21 +22,7 @@ def _jobs(tmp_path: Path, n: int, model: str) -> Path:
     return write_jsonl(tmp_path / "jobs.jsonl", rows)
 
 
-def _run(server: MockServer, provider: str, jobs: Path, out: Path, *flags: str) -> int:
-    return main(
-        [
-            "run",
-            str(jobs),
-            "--out",
-            str(out),
-            "--provider",
-            provider,
-            "--base-url",
-            server.base_url(provider),
-            "--no-progress",
-            *flags,
-        ]
-    )
+_run = run_cli
 
 
 def test_daily_budget_stops_with_exit_3_and_sends_nothing_over(

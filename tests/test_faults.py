@@ -7,28 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batcher._cli import main
 from batcher.mock import Faults, MockConfig, MockServer, mock_reply
-from tests.helpers import mock_stats, read_results, write_jsonl
+from tests.helpers import mock_stats, read_results, run_cli, write_jsonl
 
 StartMock = Callable[[MockConfig], MockServer]
 
 
-def _run(server: MockServer, provider: str, jobs: Path, out: Path, *flags: str) -> int:
-    return main(
-        [
-            "run",
-            str(jobs),
-            "--out",
-            str(out),
-            "--provider",
-            provider,
-            "--base-url",
-            server.base_url(provider),
-            "--no-progress",
-            *flags,
-        ]
-    )
+_run = run_cli
 
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
