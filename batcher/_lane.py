@@ -14,9 +14,10 @@ sleep, so a 429 that pauses the lane holds back even a request that was already 
 starts with one request and admits more only once it is answered: a bad key or an unknown model
 then costs one request, and the first answer's rate-limit headers pace the ones after it.
 
-We pace ourselves instead of using aiolimiter: its buckets cannot take an injected clock (tests
-would sleep), raise on a cost larger than the bucket, and cannot be paused or re-rated by a 429 or
-by the server's headers, which is most of what a lane does.
+We pace ourselves instead of using aiolimiter (so it is not a dependency): its buckets read the
+event loop's clock directly (the tests could not inject one), raise on a cost larger than the
+bucket, and cannot be paused or re-rated by a 429 or by the server's headers, which is most of
+what a lane does.
 """
 
 from __future__ import annotations

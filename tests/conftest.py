@@ -18,7 +18,7 @@ def mock_server() -> Iterator[MockServer]:
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """batcher runs anyio on asyncio (aiolimiter needs it)."""
+    """batcher runs anyio on the asyncio backend."""
     return "asyncio"
 
 
