@@ -1,9 +1,10 @@
 """Compact sets of job ids, so that a million finished jobs fit in a few megabytes.
 
 An id is kept as its 64-bit hash in a sorted ``array('Q')`` (8 bytes an id, against about a
-hundred for a ``set`` of strings) and looked up by bisection. Two different ids share a hash with
-a probability of about n²/2⁶⁵ (3·10⁻⁸ for a million ids); the hash is Python's own, so the sets
-live only as long as the process.
+hundred for a ``set`` of strings) and looked up by bisection. numpy sorts the raw keys, so
+building a set of a million ids never holds a million Python ints. Two different ids
+share a hash with a probability of about n²/2⁶⁵ (3·10⁻⁸ for a million ids); the hash is Python's
+own, so the sets live only as long as the process.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
-from itertools import pairwise
+from typing import Any
 
 __all__ = ["IdMap", "IdSet", "duplicates", "id_hash"]
 
@@ -23,15 +24,35 @@ def id_hash(job_id: str) -> int:
     return hash(job_id) & _MASK
 
 
+def _raw(values: Any) -> memoryview:
+    """A numpy array's bytes, without a copy."""
+    return memoryview(values).cast("B")
+
+
+def _sorted_unique(values: array[int]) -> array[int]:
+    """``values`` sorted, each once: sorted in place by numpy, so the peak is a few copies of
+    the raw 8-byte keys, never a Python int per id."""
+    import numpy as np
+
+    out = array("Q")
+    if not values:
+        return out
+    keys = np.frombuffer(values, dtype=np.uint64).copy()
+    keys.sort()
+    out.frombytes(_raw(keys[np.concatenate(([True], keys[1:] != keys[:-1]))]))
+    return out
+
+
 class IdSet:
     """An immutable set of ids."""
 
-    def __init__(self, hashes: Iterable[int] = ()) -> None:
-        self._keys = array("Q", sorted(set(hashes)))
+    def __init__(self, hashes: Iterable[int] | array[int] = ()) -> None:
+        values = hashes if isinstance(hashes, array) else array("Q", hashes)
+        self._keys = _sorted_unique(values)
 
     @classmethod
     def of(cls, ids: Iterable[str]) -> IdSet:
-        return cls(id_hash(i) for i in ids)
+        return cls(array("Q", (id_hash(i) for i in ids)))
 
     def __contains__(self, job_id: object) -> bool:
         return isinstance(job_id, str) and self.has_hash(id_hash(job_id))
@@ -46,12 +67,18 @@ class IdSet:
 
 
 class IdMap:
-    """An immutable map from ids to 64-bit values (request fingerprints)."""
+    """An immutable map from ids (by hash) to 64-bit values (request fingerprints)."""
 
-    def __init__(self, items: Iterable[tuple[int, int]] = ()) -> None:
-        pairs = sorted(items)
-        self._keys = array("Q", (k for k, _ in pairs))
-        self._values = array("Q", (v for _, v in pairs))
+    def __init__(self, keys: array[int] | None = None, values: array[int] | None = None) -> None:
+        import numpy as np
+
+        self._keys, self._values = array("Q"), array("Q")
+        if not keys or values is None:
+            return
+        k = np.frombuffer(keys, dtype=np.uint64)
+        order = np.argsort(k, kind="stable")
+        self._keys.frombytes(_raw(k[order]))
+        self._values.frombytes(_raw(np.frombuffer(values, dtype=np.uint64)[order]))
 
     def get(self, job_id: str) -> int | None:
         key = id_hash(job_id)
@@ -69,5 +96,10 @@ class IdMap:
 
 def duplicates(hashes: array[int]) -> set[int]:
     """The hashes that occur more than once."""
-    ordered = sorted(hashes)
-    return {a for a, b in pairwise(ordered) if a == b}
+    import numpy as np
+
+    if len(hashes) < 2:
+        return set()
+    keys = np.frombuffer(hashes, dtype=np.uint64).copy()
+    keys.sort()
+    return {int(k) for k in keys[1:][keys[1:] == keys[:-1]]}

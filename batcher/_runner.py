@@ -282,7 +282,8 @@ class Runner:
             self.store.remove(redo)
             log.info("sending %d finished job(s) again (%s)", len(redo), _flags(opts))
         again = {id_hash(i) for i in redo}
-        self._done = IdSet(k for k in finished.hashes() if k not in again)
+        keys = finished.hashes()
+        self._done = IdSet(keys if not again else (k for k in keys if k not in again))
         self.changed = [] if opts.redo_changed else changed
         if self.changed:
             sample = ", ".join(self.changed[:5]) + (", ..." if len(self.changed) > 5 else "")

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -142,16 +143,17 @@ class ResultStore:
         that ended in error. Read part by part, so memory stays small for millions of rows."""
         import pyarrow.parquet as pq
 
-        pairs: list[tuple[int, int]] = []
+        keys, values = array("Q"), array("Q")
         errors: list[str] = []
         for seq in self._numbers(self.results_dir, _PART):
             t = pq.read_table(self._part(seq), columns=["id", "status", "fingerprint"])
             ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
             for job_id, status, fp in zip(ids, statuses, prints, strict=True):
-                pairs.append((id_hash(job_id), int(fp, 16) if fp else 0))
+                keys.append(id_hash(job_id))
+                values.append(int(fp, 16) if fp else 0)
                 if status == "error":
                     errors.append(job_id)
-        return IdMap(pairs), errors
+        return IdMap(keys, values), errors
 
     def remove(self, ids: set[str]) -> int:
         """Drop the rows of ``ids`` from the parts (to send those jobs again); return how many.

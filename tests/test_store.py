@@ -87,14 +87,14 @@ def test_a_segment_already_compacted_is_not_counted_twice(tmp_path: Path) -> Non
 
 
 def test_id_sets_are_compact_and_exact_for_the_ids_they_hold() -> None:
+    from array import array
+
     from batcher._idset import IdMap, IdSet, duplicates, id_hash
 
     ids = [f"job-{i}" for i in range(10_000)]
     s = IdSet.of(ids[::2])
     assert len(s) == 5_000
     assert all(i in s for i in ids[::2]) and not any(i in s for i in ids[1::2])
-    m = IdMap((id_hash(i), n) for n, i in enumerate(ids))
+    m = IdMap(array("Q", map(id_hash, ids)), array("Q", range(len(ids))))
     assert m.get("job-77") == 77 and m.get("nope") is None
-    from array import array
-
     assert duplicates(array("Q", [3, 1, 3, 2, 1])) == {1, 3}
