@@ -24,7 +24,13 @@ async def main(path: str, base_url: str, concurrency: int) -> None:
                         "model": job["model"],
                         "messages": [{"role": "user", "content": job["prompt"]}],
                     }
-                    r = await client.post("chat/completions", json=body)
+                    for attempt in range(3):  # a kept-alive connection may be closed
+                        try:
+                            r = await client.post("chat/completions", json=body)
+                            break
+                        except httpx.TransportError:
+                            if attempt == 2:
+                                raise
                     r.raise_for_status()
                     r.json()
 
