@@ -125,6 +125,7 @@ def plot(result: BenchResult, path: str) -> None:
             linestyle="--",
             label=f"limit {result.limits.rpm:,} RPM",
         )
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds")
     ax.set_ylabel("requests per second")
     ax.set_title(f"batcher bench: {result.model}")
