@@ -202,6 +202,7 @@ class Runner:
         self.changed: list[str] = []
         self.ledger = Ledger(self.out)
         self._stopping: int | None = None
+        self._halting = False
         self._producer_scope = anyio.CancelScope()
         self._active: dict[anyio.CancelScope, list[bool]] = {}
         self._outstanding = 0
@@ -388,9 +389,16 @@ class Runner:
 
         Jobs that finish are recorded as usual; the rest are left for a rerun.
         """
-        if self._stopping is not None or self._tg is None:
+        if self._stopping is not None:
             return
         self._stopping = signum
+        self._halt()
+
+    def _halt(self) -> None:
+        """Admit nothing more; what is in flight gets ``grace`` seconds to finish."""
+        if self._halting or self._tg is None:
+            return
+        self._halting = True
         self._producer_scope.cancel()
         for scope, sending in list(self._active.items()):
             if not sending[0]:
@@ -470,7 +478,7 @@ class Runner:
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
         async with stream:
             async for job in stream:
-                if self._stopping is None:
+                if not self._halting:
                     record = await self._process(job)
                     if record is not None:
                         self._finish(record)
@@ -518,7 +526,7 @@ class Runner:
 
         async def attempt() -> Completion:
             nonlocal attempts
-            if self._stopping is not None:
+            if self._halting:
                 raise _Stopped
             cost = lane.estimator.estimate(x) + output_charge
             lane.check_size(cost)
@@ -630,13 +638,13 @@ class Runner:
             self._tg.start_soon(anyio.to_thread.run_sync, self.store.compact, seq)
 
     def _fatal_stop(self, error: FatalProviderError, model: str) -> None:
-        """A fatal answer: stop sending; what finished is kept, the rest is left for a rerun."""
+        """A fatal answer: stop admitting, let what is in flight finish (within ``grace``); what
+        finished is kept, the rest is left for a rerun."""
         if self._fatal is None:
             self._fatal = FatalProviderError(
                 self._explain(error, model), status=error.status, body=error.body
             )
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._halt()
 
     def _explain(self, error: FatalProviderError, model: str) -> str:
         """Say what is wrong in words a user can act on: which key, which model, what worked."""

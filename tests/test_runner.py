@@ -179,3 +179,29 @@ async def test_a_second_run_sends_nothing_already_finished(tmp_path: Path) -> No
     assert sorted(sent) == sorted(f"p{i}" for i in range(10))
     assert (summary.skipped, summary.finished, summary.ok) == (6, 4, 10)
     assert len(read_results(tmp_path / "out")) == 10
+
+
+async def test_a_fatal_answer_lets_requests_in_flight_finish(tmp_path: Path) -> None:
+    import anyio
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["model"] == "gone":
+            return httpx.Response(
+                404, json={"error": {"message": "no such model", "code": "model_not_found"}}
+            )
+        await anyio.sleep(0.2)  # still in flight when the 404 arrives
+        return _ok(request)
+
+    jobs = [
+        {"id": "slow", "prompt": "slow one", "model": "here"},
+        {"id": "x", "prompt": "x", "model": "gone"},
+    ]
+    jobs += [{"id": f"later{i}", "prompt": "later", "model": "here"} for i in range(20)]
+    opts = RunOptions(api_key=SECRET, base_url="http://provider.test/v1", max_concurrency=4)
+    with pytest.raises(FatalProviderError, match="model 'gone' is not available"):
+        async with Runner(
+            jobs, tmp_path / "out", opts, transport=httpx.MockTransport(handler)
+        ) as runner:
+            await runner.run()
+    assert set(read_results(tmp_path / "out")) == {"slow"}
