@@ -46,6 +46,17 @@ def _command(jobs: Path, out: Path, server: MockServer, *flags: str) -> list[str
     ]
 
 
+def _wait_until_some_finished(out: Path, at_least: int = 20, timeout: float = 30.0) -> None:
+    """Poll the journal (as ``batcher status`` would) until some jobs have finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = sum(p.read_bytes().count(b"\n") for p in (out / "journal").glob("seg-*.jsonl"))
+        if lines >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run finished no job in time")
+
+
 def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OPENAI_API_KEY": "sk-crash", **extra}
 
@@ -53,8 +64,8 @@ def _env(**extra: str) -> dict[str, str]:
 def test_sigkill_at_random_moments_then_resume_gives_every_job_once(
     tmp_path: Path, start_mock: StartMock
 ) -> None:
-    server = start_mock(MockConfig(latency_ms=(5.0, 30.0)))
-    jobs, prompts = _jobs(tmp_path, 600)
+    server = start_mock(MockConfig(latency_ms=(10.0, 40.0)))
+    jobs, prompts = _jobs(tmp_path, 2000)
     out = tmp_path / "out"
     rng = random.Random(20261127)
     kills = 0
@@ -102,7 +113,7 @@ def test_sigint_stops_gracefully_with_exit_130_and_keeps_what_finished(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.5)
+    _wait_until_some_finished(out)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr

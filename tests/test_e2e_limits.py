@@ -83,7 +83,8 @@ def test_openai_limits_are_adopted_from_headers(tmp_path: Path, start_mock: Star
     assert len(read_results(tmp_path / "out")) == 120
     stats = mock_stats(server)
     assert stats["accepted"] == 120
-    assert stats["rejected"] <= 1
+    # without the headers' limit, 16 at a time with instant answers would be refused by dozens
+    assert stats["rejected"] <= 6
 
 
 def test_gemini_paced_at_the_given_rpm_gets_no_429(tmp_path: Path, start_mock: StartMock) -> None:
