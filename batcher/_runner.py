@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -450,8 +451,10 @@ class Runner:
                     await anyio.to_thread.run_sync(self._refresh_done)
 
     async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
-        for job in self.source:
-            if job.id in self._done:
+        for n, job in enumerate(self.source):
+            if n % 1024 == 0:
+                await anyio.lowlevel.checkpoint()  # long runs of skipped jobs must not starve
+            if job.id in self._done:  # the progress display or a SIGINT
                 self._skipped += count_skipped
                 continue
             lane = self.lane(job.model or self.options.model or "")
