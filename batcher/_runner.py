@@ -453,8 +453,9 @@ class Runner:
     async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
         for n, job in enumerate(self.source):
             if n % 1024 == 0:
-                await anyio.lowlevel.checkpoint()  # long runs of skipped jobs must not starve
-            if job.id in self._done:  # the progress display or a SIGINT
+                # a long run of finished jobs must not starve the progress display or a SIGINT
+                await anyio.lowlevel.checkpoint()
+            if job.id in self._done:
                 self._skipped += count_skipped
                 continue
             lane = self.lane(job.model or self.options.model or "")
