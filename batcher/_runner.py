@@ -254,6 +254,7 @@ class Runner:
                 await self._client.aclose()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.store.close)
+                await anyio.to_thread.run_sync(self._save_ledger)
         finally:
             if self._mock is not None:
                 self._mock.stop()
