@@ -105,7 +105,8 @@ class Ledger:
         """Requests spent per model in the quota day of ``wall``, as saved."""
         out = {}
         for model, data in self._saved.items():
-            count = DailyCount(rolling=rolling, keep_times=rolling)
+            timed = "times" in data  # saved by a run that counted a rolling 24 h
+            count = DailyCount(rolling=rolling or timed, keep_times=timed)
             count.restore(data)
             out[model] = count.spent(wall)
         return out
