@@ -426,11 +426,20 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now: the live display swaps it for one that prints
+    above the progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _log_to_stderr() -> None:
     """batcher's own messages go to stderr; other libraries' (httpx logs every request) do not."""
     log = logging.getLogger("batcher")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("batcher: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

@@ -473,8 +473,8 @@ class Runner:
         """Sleep until the earliest quota reset among the lanes that wait for one."""
         resets = [e.resets_at for e in self.quota_stops.values()]
         self._waiting_until = min(resets) if resets else None
-        for model, e in self.quota_stops.items():
-            log.info("%s waits for its quota: %s", model, e)
+        for e in self.quota_stops.values():
+            log.info("waiting for the daily quota: %s", e)
         if self._waiting_until is not None:
             await self.clock.sleep(max(0.0, self._waiting_until - self.clock.time()) + 1.0)
         self._waiting_until = None
