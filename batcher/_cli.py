@@ -11,7 +11,9 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_JOB_ERRORS, EXIT_USAGE, EXIT_QUOTA, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+# The codes a command chooses here; those of a finished run (0, 1, 3, 130, 143) are
+# RunSummary.exit_code.
+EXIT_OK, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 4, 130
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 

@@ -84,7 +84,6 @@ class Lane:
         daily: DailyCount | None = None,
     ) -> None:
         self.model = model
-        self.configured = limits
         self.limits = limits
         self.clock = clock
         self.margin = margin if margin is not None else (0.965 if per_second else 0.99)
