@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import anyio
 import anyio.lowlevel
@@ -211,6 +211,7 @@ class Runner:
         self._idle.set()
         self._waiting_until: float | None = None
         self._key_source = ""
+        self._key = ""
         self._base_url = ""
         self._meter = RateMeter()
         self._started = 0.0
@@ -222,6 +223,7 @@ class Runner:
     async def __aenter__(self) -> Runner:
         opts = self.options
         key, self._key_source = resolve_key(opts, self.provider)
+        self._key = key
         self._check_manifest()
         await anyio.to_thread.run_sync(self._prepare)
         base_url = opts.base_url or self.provider.default_base_url
@@ -618,12 +620,12 @@ class Runner:
             input_tokens=None,
             output_tokens=None,
             attempts=attempts,
-            error=f"{status}{error.message}",
+            error=self._redact(f"{status}{error.message}"),
             error_kind=error.kind,
             model=model,
             finish_reason=None,
             latency_ms=latency,
-            response=error.body,
+            response=self._redact(error.body),
             source=job.source,
             fingerprint=fp,
             finished_at=finished_at,
@@ -664,7 +666,17 @@ class Runner:
             what = f"{model} cannot be used at {where}"
         worked = sorted(m for m, lane in self.lanes.items() if lane.succeeded and m != model)
         also = f"; models that worked: {', '.join(worked)}" if worked else ""
-        return f"{what}: {error.message}{also}"
+        return self._redact(f"{what}: {error.message}{also}")
+
+    @overload
+    def _redact(self, text: str) -> str: ...
+    @overload
+    def _redact(self, text: None) -> None: ...
+    def _redact(self, text: str | None) -> str | None:
+        """The key, should a server echo it back, never reaches results, logs or errors."""
+        if text is None or not self._key:
+            return text
+        return text.replace(self._key, "[API key]")
 
 
 class _Stopped(Exception):

@@ -205,3 +205,15 @@ async def test_a_fatal_answer_lets_requests_in_flight_finish(tmp_path: Path) -> 
         ) as runner:
             await runner.run()
     assert set(read_results(tmp_path / "out")) == {"slow"}
+
+
+async def test_a_key_echoed_by_the_server_is_redacted(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": f"bad request with key {SECRET}"}})
+
+    await _run(tmp_path, [{"id": "a", "prompt": "x"}], handler)
+    row = read_results(tmp_path / "out")["a"]
+    assert row["error"] == "HTTP 400: bad request with key [API key]"
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
