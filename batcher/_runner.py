@@ -606,7 +606,7 @@ class Runner:
                 model=completion.model or model,
                 finish_reason=completion.finish_reason,
                 latency_ms=latency,
-                response=completion.raw,
+                response=self._redact(completion.raw),
                 source=job.source,
                 fingerprint=fp,
                 finished_at=finished_at,
