@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         const="default",
         metavar="PRESET",
         help="run against the embedded mock provider (presets: default, instant, "
-        "realistic); no key needed",
+        "realistic, faulty, or a tier name to enforce its limits); no key needed",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
     _limit_flags(r)
