@@ -467,8 +467,9 @@ class Runner:
                 self.quota_stops.setdefault(lane.model, stopped)
                 self._deferred += 1
                 continue
+            if self._outstanding == 0:
+                self._idle = anyio.Event()  # set again when the last job of this pass is done
             self._outstanding += 1
-            self._idle = anyio.Event()
             await stream.send(job)
 
     async def _wait_for_reset(self) -> None:
