@@ -10,15 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     BatcherError,
+    DamagedFile,
+    DirectoryLocked,
     FatalProviderError,
     InputError,
     InputProblem,
+    Outage,
     PermanentJobError,
     ProviderError,
     QuotaExhausted,
     RateLimitError,
     RetryableError,
     UsageError,
+    WriteFailed,
 )
 from ._jobs import Job, Message, Part
 from ._stats import RunSummary, Statistics
@@ -48,11 +52,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BatcherError",
     "Clock",
+    "DamagedFile",
+    "DirectoryLocked",
     "FatalProviderError",
     "InputError",
     "InputProblem",
     "Job",
     "Message",
+    "Outage",
     "Part",
     "PermanentJobError",
     "ProviderError",
@@ -65,6 +72,7 @@ __all__ = [
     "Statistics",
     "SystemClock",
     "UsageError",
+    "WriteFailed",
     "run",
     "run_sync",
 ]

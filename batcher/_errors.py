@@ -2,32 +2,43 @@
 
     BatcherError
     ├── UsageError            options that cannot work (exit 2)
+    │   ├── DirectoryLocked         another run works in the output directory: who, since when
+    │   └── DamagedFile             run.json or ledger.json cannot be read: fix or delete it
     ├── InputError            bad job files or lines, each problem named (exit 2)
+    ├── WriteFailed           a write under the output directory failed: no space... (exit 74)
+    ├── Outage                the endpoint stayed unreachable too long (exit 75)
+    ├── QuotaExhausted        a model's daily quota is spent: its jobs wait for the reset (exit 3)
     └── ProviderError         what a provider answered, classified once
         ├── FatalProviderError      wrong for the whole run: bad key, unknown model
         ├── PermanentJobError       wrong for one job: a 400, a blocked prompt
         └── RetryableError          may pass: 5xx, timeouts, dropped connections
             └── RateLimitError      a 429: the model's lane pauses (or stops for the day)
-    QuotaExhausted            a model's daily quota is spent: its jobs wait for the reset (exit 3)
 
 httpx exceptions are translated into ``RetryableError`` in ``_providers``, at the boundary.
 """
 
 from __future__ import annotations
 
+import errno as _errno
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 __all__ = [
     "BatcherError",
+    "DamagedFile",
+    "DirectoryLocked",
     "FatalProviderError",
     "InputError",
     "InputProblem",
+    "Outage",
     "PermanentJobError",
     "ProviderError",
     "QuotaExhausted",
     "RateLimitError",
     "RetryableError",
     "UsageError",
+    "WriteFailed",
 ]
 
 
@@ -37,6 +48,43 @@ class BatcherError(Exception):
 
 class UsageError(BatcherError):
     """Options that cannot work together or make no sense."""
+
+
+class DirectoryLocked(UsageError):
+    """Another process runs in the output directory ``out``: ``pid`` and ``since`` (a wall-clock
+    time) say who and since when, or are None if the holder had not written them yet."""
+
+    def __init__(self, out: Path, pid: int | None, since: float | None) -> None:
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        if since is not None:
+            who += f", since {datetime.fromtimestamp(since).strftime('%Y-%m-%d %H:%M:%S')}"
+        super().__init__(
+            f"{out} is in use by another batcher run ({who}); "
+            "wait for it to finish or use another --out"
+        )
+        self.out = out
+        self.pid = pid
+        self.since = since
+
+
+_IF_DELETED = {
+    "ledger.json": "deleting it loses only today's request count (so the run may overspend today)",
+    "run.json": "deleting it is safe: results are kept, and the next run writes it again",
+}
+
+
+class DamagedFile(UsageError):
+    """A file batcher keeps in the output directory (``run.json``, ``ledger.json``) cannot be
+    read; ``reason`` says why. Going on without it would be a guess, so the user decides."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        after = _IF_DELETED.get(path.name, "")
+        super().__init__(
+            f"{path} cannot be read ({reason}); fix it or delete it"
+            + (f": {after}" if after else "")
+        )
+        self.path = path
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +110,61 @@ class InputError(BatcherError):
         if more:
             lines.append(f"... and {more} more problem(s)")
         super().__init__("\n".join(lines))
+
+
+_WHAT_TO_DO = {
+    _errno.ENOSPC: "free some space",
+    _errno.EDQUOT: "free some space (the disk quota is full)",
+    _errno.EACCES: "fix its permissions",
+    _errno.EPERM: "fix its permissions",
+    _errno.EROFS: (
+        "make the file system writable (or copy the directory to one that is, as a new --out)"
+    ),
+    _errno.EIO: "check the disk",
+}
+
+
+class WriteFailed(BatcherError):
+    """A write under the output directory failed (no space, permission denied, read-only file
+    system, I/O error). ``path`` is the file or folder, ``reason`` the system's words for it.
+    Nothing written before is lost: once the cause is fixed, the same command goes on."""
+
+    def __init__(self, path: Path, reason: str, *, errno: int | None = None) -> None:
+        fix = _WHAT_TO_DO.get(errno or 0, "free space or fix permissions")
+        super().__init__(
+            f"could not write {path}: {reason}; {fix}, then rerun the same command: "
+            "finished jobs are kept"
+        )
+        self.path = path
+        self.reason = reason
+        self.errno = errno
+
+    @classmethod
+    def from_os_error(cls, error: OSError, path: Path) -> WriteFailed:
+        """The ``WriteFailed`` for ``error``, raised while writing ``path``."""
+        return cls(path, error.strerror or str(error) or type(error).__name__, errno=error.errno)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Outage(BatcherError):
+    """The endpoint stayed unreachable for ``lasted`` seconds, longer than the run waits for it;
+    ``last_error`` is the last failure seen (a refused connection, a timeout, a 503)."""
+
+    def __init__(self, endpoint: str, lasted: float, last_error: str) -> None:
+        super().__init__(
+            f"{endpoint} stayed unreachable for {_duration(lasted)} (last error: {last_error}); "
+            "finished jobs are kept: rerun the same command when it is back"
+        )
+        self.endpoint = endpoint
+        self.lasted = lasted
+        self.last_error = last_error
 
 
 class ProviderError(BatcherError):
