@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TypeAlias
 
-__all__ = ["TokenEstimator", "features"]
+__all__ = ["Features", "TokenEstimator", "features"]
+
+Features: TypeAlias = tuple[float, float, float]
+"""A text's features: (1, characters outside CJK, CJK characters)."""
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
-def features(text: str) -> tuple[float, float, float]:
+def features(text: str) -> Features:
     """(1, characters outside CJK, CJK characters) of ``text``."""
     cjk = len(_CJK.findall(text))
     return 1.0, float(len(text) - cjk), float(cjk)
@@ -32,12 +36,12 @@ class TokenEstimator:
         self._lam = forgetting
         self.samples = 0
 
-    def estimate(self, x: tuple[float, float, float]) -> int:
+    def estimate(self, x: Features) -> int:
         """Estimated tokens for features ``x`` (at least 1)."""
         w = self.weights
         return max(1, math.ceil(w[0] * x[0] + w[1] * x[1] + w[2] * x[2]))
 
-    def learn(self, x: tuple[float, float, float], reported: int) -> None:
+    def learn(self, x: Features, reported: int) -> None:
         """Fit the weights a step towards ``reported`` tokens for features ``x``."""
         p, w, lam = self._p, self.weights, self._lam
         px = [p[i][0] * x[0] + p[i][1] * x[1] + p[i][2] * x[2] for i in range(3)]

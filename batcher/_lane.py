@@ -14,47 +14,43 @@ sleep, so a 429 that pauses the lane holds back even a request that was already 
 starts with one request and admits more only once it is answered: a bad key or an unknown model
 then costs one request, and the first answer's rate-limit headers pace the ones after it.
 
-We pace ourselves instead of using aiolimiter (so it is not a dependency): its buckets read the
-event loop's clock directly (the tests could not inject one), raise on a cost larger than the
-bucket, and cannot be paused or re-rated by a 429 or by the server's headers, which is most of
-what a lane does.
+A job's attempt goes through one protocol, ``async with lane.request(x) as slot``: entering
+checks the job can ever fit and waits for admission; the block sends and calls ``slot.done`` with
+the tokens the answer reported; leaving settles the charge, teaches the estimator, and on a 429
+pauses the lane.
+
+We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
+lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
+``acquire`` raises when one request costs more than the bucket holds (a prompt larger than a
+second's tokens), and a limiter can be neither re-rated when headers reveal the real limit nor
+paused for a 429's delay, which is most of what a lane does.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from dataclasses import dataclass
+from types import TracebackType
 
 import anyio
 
 from ._clock import Clock
 from ._errors import PermanentJobError, QuotaExhausted, RateLimitError
-from ._estimate import TokenEstimator
+from ._estimate import Features, TokenEstimator
 from ._ledger import DailyCount
 from ._limits import Limits
 from ._providers import RateHints
+from ._window import SlidingWindow
 
-__all__ = ["Lane", "LaneStats", "Ticket"]
+__all__ = ["Lane", "LaneStats", "Slot"]
 
 WINDOW = 60.0
 """Requests and tokens per minute are per this many seconds."""
 
 
 @dataclass(frozen=True, slots=True)
-class Ticket:
-    """One admission: its entry in the lane's window, ``[admitted at, tokens charged]``."""
-
-    entry: list[float]
-
-    @property
-    def tokens(self) -> int:
-        return int(self.entry[1])
-
-
-@dataclass(frozen=True, slots=True)
 class LaneStats:
-    """A lane's counters and current limits, for progress, ``status`` and benchmarks."""
+    """A lane's counters and current limits: for ``bench``, the tests, and what a user inspects."""
 
     model: str
     limits: Limits
@@ -95,9 +91,8 @@ class Lane:
         self._paused_until = float("-inf")
         self._slow = 1.0
         self._strikes = 0
-        self._window: deque[list[float]] = deque()  # [admitted at, tokens charged], last minute
-        self._window_tokens = 0.0
-        self._succeeded: deque[tuple[float, int]] = deque()  # answers of the last minute
+        self._window = SlidingWindow(WINDOW)  # admissions: [admitted at, tokens charged]
+        self._answers = SlidingWindow(WINDOW)  # successful answers: [answered at, tokens]
         self.daily = daily or DailyCount()
         self._stopped: QuotaExhausted | None = None
         self._answered = anyio.Event()
@@ -107,6 +102,16 @@ class Lane:
         self.rate_limited = 0
         self.succeeded = 0
 
+    def request(self, x: Features | int, *, output: int = 0) -> Slot:
+        """One attempt's way through the lane: ``async with lane.request(x) as slot: ...``.
+
+        ``x`` is the prompt's features (estimated, then learned from the answer) or a known
+        token count; ``output`` is charged on top where the provider charges ``max_tokens`` at
+        admission. Entering raises ``PermanentJobError`` for a job that can never fit and
+        ``QuotaExhausted`` when the day's quota is spent.
+        """
+        return Slot(self, x, output)
+
     # --- pacing ----------------------------------------------------------------------------------
 
     def _interval(self, per_minute: int | None) -> float:
@@ -114,7 +119,7 @@ class Lane:
             return 0.0
         return WINDOW / (per_minute * self.margin * self._slow)
 
-    def check_size(self, tokens: int) -> None:
+    def _check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
         tpm = self.limits.tpm
         if tpm is not None and tokens > tpm * self.margin:
@@ -123,19 +128,16 @@ class Lane:
                 f"{tpm:,} tokens per minute; it can never be sent"
             )
 
-    def _expire(self, now: float) -> None:
-        while self._window and self._window[0][0] <= now - WINDOW:
-            self._window_tokens -= self._window.popleft()[1]
-
     def _cap_wait(self, now: float, tokens: int) -> float:
         """When the window's cap lets a request of ``tokens`` in (``now`` if it does already)."""
         rpm, tpm = self.limits.rpm, self.limits.tpm
+        window = self._window
         at = now
-        if rpm is not None and len(self._window) >= rpm:
-            at = max(at, self._window[len(self._window) - rpm][0] + WINDOW)
-        if tpm is not None and self._window_tokens + tokens > tpm:
-            excess = self._window_tokens + tokens - tpm
-            for t, cost in self._window:
+        if rpm is not None and len(window) >= rpm:
+            at = max(at, window[len(window) - rpm][0] + WINDOW)
+        if tpm is not None and window.total + tokens > tpm:
+            excess = window.total + tokens - tpm
+            for t, cost in window:
                 excess -= cost
                 if excess <= 0:
                     at = max(at, t + WINDOW)
@@ -147,7 +149,7 @@ class Lane:
         while True:
             now = self.clock.monotonic()
             self._check_day()
-            self._expire(now)
+            self._window.expire(now)
             t_tolerance = 1.0 if self.limits.tpm else 0.0
             start = max(
                 self._paused_until,
@@ -159,8 +161,8 @@ class Lane:
                 return now
             await self.clock.sleep(max(start - now, 1e-6))
 
-    async def admit(self, tokens: int) -> Ticket:
-        """Wait until a request of ``tokens`` may leave; raise ``QuotaExhausted`` if not today."""
+    async def _admit(self, tokens: int) -> list[float]:
+        """Wait until a request of ``tokens`` may leave; return its entry in the window."""
         async with self._lock:
             probe = False
             if not self._answered.is_set():
@@ -181,34 +183,23 @@ class Lane:
             self._r_next = (self._r_next if late <= interval / 2 else now) + interval
             self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
             self._last = now
-            entry = [now, float(tokens)]
-            self._window.append(entry)
-            self._window_tokens += tokens
             self.daily.add(self.clock.time())
             self.admitted += 1
-            return Ticket(entry)
+            return self._window.add(now, float(tokens))
 
-    def answered(self) -> None:
-        """An answer came back (of any kind): the lane opens up to full concurrency."""
-        self._answered.set()
-
-    def settle(self, ticket: Ticket, tokens: int) -> None:
+    def _settle(self, entry: list[float], tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""
         now = self.clock.monotonic()
-        delta = tokens - ticket.entry[1]
-        self._t_next += delta * self._interval(self.limits.tpm)
-        if ticket.entry[0] > now - WINDOW:
-            self._window_tokens += delta
-        ticket.entry[1] = float(tokens)
-        self._succeeded.append((now, tokens))
-        while self._succeeded and self._succeeded[0][0] <= now - WINDOW:
-            self._succeeded.popleft()
+        self._t_next += (tokens - entry[1]) * self._interval(self.limits.tpm)
+        self._window.adjust(entry, float(tokens), now)
+        self._answers.add(now, float(tokens))
+        self._answers.expire(now)
         self._strikes = 0
         self._slow = min(1.0, self._slow + 0.001)
 
     # --- what the server says --------------------------------------------------------------------
 
-    def on_rate_limited(self, error: RateLimitError) -> None:
+    def _on_rate_limited(self, error: RateLimitError) -> None:
         """A 429: pause the whole lane for the server's delay (or a jittered backoff); slow it."""
         now = self.clock.monotonic()
         self.rate_limited += 1
@@ -232,13 +223,13 @@ class Lane:
     def _learn_limit(self, scope: str | None) -> None:
         """With no limit known, take what got through in the last minute as the limit."""
         if scope in (None, "requests") and self.limits.rpm is None:
-            count = max(1, len(self._succeeded))
+            count = max(1, len(self._answers))
             self.limits = Limits(count, self.limits.tpm, self.limits.rpd)
         if scope == "tokens" and self.limits.tpm is None:
-            total = max(1, sum(t for _, t in self._succeeded))
+            total = max(1, int(self._answers.total))
             self.limits = Limits(self.limits.rpm, total, self.limits.rpd)
 
-    def observe(self, hints: RateHints) -> None:
+    def _observe(self, hints: RateHints) -> None:
         """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
         if hints.empty:
             return
@@ -290,3 +281,56 @@ class Lane:
             paused_for=max(0.0, self._paused_until - self.clock.monotonic()),
             stopped=str(self._stopped) if self._stopped else None,
         )
+
+
+class Slot:
+    """One attempt admitted by a lane (see ``Lane.request``); an async context manager.
+
+    Leaving the block opens the lane to full concurrency after its first answer, pauses it on a
+    429, and, after ``done``, settles the tokens charged and teaches the estimator.
+    """
+
+    __slots__ = ("_entry", "_features", "_known", "_lane", "_output", "_reported", "_succeeded")
+
+    def __init__(self, lane: Lane, x: Features | int, output: int) -> None:
+        self._lane = lane
+        self._features: Features | None = x if isinstance(x, tuple) else None
+        self._known = 0 if isinstance(x, tuple) else x
+        self._output = output
+        self._entry: list[float] = []
+        self._reported: int | None = None
+        self._succeeded = False
+
+    async def __aenter__(self) -> Slot:
+        lane = self._lane
+        x = self._features
+        tokens = (lane.estimator.estimate(x) if x is not None else self._known) + self._output
+        lane._check_size(tokens)
+        self._entry = await lane._admit(tokens)
+        return self
+
+    def observe(self, hints: RateHints) -> None:
+        """Adopt the limits an answer's ``x-ratelimit-*`` headers reveal (errors included)."""
+        self._lane._observe(hints)
+
+    def done(self, input_tokens: int | None) -> None:
+        """The request succeeded; the answer reported ``input_tokens`` (None if it did not say)."""
+        self._succeeded = True
+        self._reported = input_tokens
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lane = self._lane
+        lane._answered.set()
+        if isinstance(exc, RateLimitError):
+            lane._on_rate_limited(exc)
+        elif self._succeeded:
+            lane.succeeded += 1
+            if self._reported is not None:
+                if self._features is not None:
+                    lane.estimator.learn(self._features, self._reported)
+                lane._settle(self._entry, self._reported + self._output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from bisect import bisect_left, bisect_right
 from itertools import pairwise
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher import QuotaExhausted, RateLimitError
+from batcher import PermanentJobError, QuotaExhausted, RateLimitError
 from batcher._lane import Lane, LaneStats
 from batcher._limits import Limits
 from batcher._providers import RateHints
@@ -44,11 +45,10 @@ async def _drive(lane: Lane, jobs: list[tuple[float, float]], costs: list[int]) 
 
     async def one(i: int) -> None:
         await anyio.sleep(jobs[i][0])
-        ticket = await lane.admit(costs[i])
-        admitted[i] = anyio.current_time()
-        await anyio.sleep(jobs[i][1])
-        lane.answered()
-        lane.settle(ticket, costs[i])
+        async with lane.request(costs[i]) as slot:
+            admitted[i] = anyio.current_time()
+            await anyio.sleep(jobs[i][1])
+            slot.done(costs[i])
 
     async with anyio.create_task_group() as tg:
         for i in range(len(jobs)):
@@ -109,13 +109,13 @@ def test_no_request_leaves_before_a_429_delay_has_passed(
 
         async def one(i: int) -> None:
             await anyio.sleep(jobs[i][0])
-            await lane.admit(1)
-            admitted[i] = anyio.current_time()
-            await anyio.sleep(jobs[i][1])
-            lane.answered()
-            if i == which:
-                told.append(anyio.current_time())
-                lane.on_rate_limited(RateLimitError("429", retry_after=delay))
+            with contextlib.suppress(RateLimitError):
+                async with lane.request(1):
+                    admitted[i] = anyio.current_time()
+                    await anyio.sleep(jobs[i][1])
+                    if i == which:
+                        told.append(anyio.current_time())
+                        raise RateLimitError("429", retry_after=delay)
 
         async with anyio.create_task_group() as tg:
             for i in range(len(jobs)):
@@ -141,10 +141,11 @@ def test_pacing_is_even_not_a_burst() -> None:
 
 def test_a_job_larger_than_a_minute_of_tokens_is_refused_and_a_large_one_passes() -> None:
     lane = Lane("m", Limits(tpm=10_000), VirtualClock())
-    with pytest.raises(Exception, match="more than m's budget of 10,000 tokens per minute"):
-        lane.check_size(20_000)
 
     async def main() -> list[float]:
+        with pytest.raises(PermanentJobError, match="more than m's budget of 10,000 tokens per"):
+            async with lane.request(20_000):
+                pass
         return await _drive(lane, [(0.0, 0.0)] * 3, [9_000, 9_000, 9_000])
 
     times = sorted(run_virtual(main))
@@ -156,17 +157,19 @@ def test_unknown_limits_are_learned_from_a_429_and_from_headers() -> None:
         lane = Lane("m", Limits(), VirtualClock())
         assert lane.limits.rpm is None
         for _ in range(7):
-            ticket = await lane.admit(10)
-            lane.answered()
-            lane.settle(ticket, 10)
-        lane.on_rate_limited(RateLimitError("429", retry_after=1.0, scope="requests"))
+            async with lane.request(10) as slot:
+                slot.done(10)
+        with contextlib.suppress(RateLimitError):
+            async with lane.request(10):
+                raise RateLimitError("429", retry_after=1.0, scope="requests")
         assert lane.limits.rpm == 7
-        lane.observe(RateHints(limit_requests=5, limit_tokens=900))
-        assert (lane.limits.rpm, lane.limits.tpm) == (5, 900)
-        lane.observe(RateHints(limit_requests=50))  # a higher number does not raise a limit
-        assert lane.limits.rpm == 5
-        lane.observe(RateHints(remaining_requests=0, reset_requests=2.5, limit_requests=5))
-        return lane.statistics()
+        async with lane.request(10) as slot:
+            slot.observe(RateHints(limit_requests=5, limit_tokens=900))
+            assert (lane.limits.rpm, lane.limits.tpm) == (5, 900)
+            slot.observe(RateHints(limit_requests=50))  # a higher number does not raise a limit
+            assert lane.limits.rpm == 5
+            slot.observe(RateHints(remaining_requests=0, reset_requests=2.5, limit_requests=5))
+            return lane.statistics()
 
     assert run_virtual(main).paused_for == pytest.approx(2.5)
 
@@ -177,14 +180,16 @@ def test_daily_budget_stops_the_lane_until_the_pacific_midnight() -> None:
     async def main() -> tuple[int, float]:
         lane = Lane("m", Limits(rpd=3), clock)
         for _ in range(3):
-            await lane.admit(1)
-            lane.answered()
+            async with lane.request(1):
+                pass
         with pytest.raises(QuotaExhausted) as info:
-            await lane.admit(1)
+            async with lane.request(1):
+                pass
         assert "the day's 3 requests are spent" in str(info.value)
         assert "00:00 PST" in str(info.value)
         await anyio.sleep(info.value.resets_at - clock.time())
-        await lane.admit(1)  # a new quota day
+        async with lane.request(1):  # a new quota day
+            pass
         return lane.statistics().today, info.value.resets_at
 
     today, resets_at = run_virtual(main)
@@ -195,11 +200,12 @@ def test_daily_budget_stops_the_lane_until_the_pacific_midnight() -> None:
 def test_a_per_day_429_stops_the_lane() -> None:
     async def main() -> None:
         lane = Lane("m", Limits(), VirtualClock())
-        await lane.admit(1)
-        lane.answered()
-        lane.on_rate_limited(RateLimitError("429", per_day=True, quota="GenerateRequestsPerDay"))
+        with contextlib.suppress(RateLimitError):
+            async with lane.request(1):
+                raise RateLimitError("429", per_day=True, quota="GenerateRequestsPerDay")
         with pytest.raises(QuotaExhausted, match="GenerateRequestsPerDay"):
-            await lane.admit(1)
+            async with lane.request(1):
+                pass
 
     run_virtual(main)
 
@@ -210,10 +216,9 @@ def test_a_lane_sends_one_request_until_the_first_answer() -> None:
         admitted: list[float] = []
 
         async def one(latency: float) -> None:
-            await lane.admit(1)
-            admitted.append(anyio.current_time())
-            await anyio.sleep(latency)
-            lane.answered()
+            async with lane.request(1):
+                admitted.append(anyio.current_time())
+                await anyio.sleep(latency)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(one, 3.0)
