@@ -2,7 +2,8 @@
 
 Gemini: per model, per clock minute (requests and input tokens) and per Pacific quota day; only
 accepted requests count. OpenAI: per model, the per-minute limits quantized per second (60,000 RPM
-is 1,000 a second), and rejected requests count against the limit too.
+is 1,000 a second), a request charged its prompt tokens plus ``max_tokens``, and rejected requests
+count against the limit too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class Enforcer:
         self.limits_for = limits_for
         self.clock = clock
         self._usage: dict[tuple[str, str], _Usage] = defaultdict(_Usage)
+        self._limits: dict[str, Limits] = {}  # limits_for's answers: a model's limits never change
+
+    def _limits_of(self, model: str) -> Limits:
+        limits = self._limits.get(model)
+        if limits is None:
+            limits = self._limits[model] = self.limits_for(model)
+        return limits
 
     def _day(self, u: _Usage, now: float, rpd: int | None) -> Rejection | None:
         day = quota_day(now)
@@ -58,14 +66,19 @@ class Enforcer:
             return Rejection("day", rpd, u.today, 60 - now % 60)
         return None
 
-    def check(self, style: str, model: str, tokens: int) -> Rejection | None:
-        """Count a request of ``tokens`` for ``model``; say why it is refused, if it is."""
-        limits = self.limits_for(model)
+    def check(
+        self, style: str, model: str, tokens: int, max_tokens: int | None = None
+    ) -> Rejection | None:
+        """Count a request of ``tokens`` prompt tokens for ``model``; say why it is refused, if
+        it is. A model without limits is not counted: nothing would ever read its usage."""
+        limits = self._limits_of(model)
+        if limits.empty:
+            return None
         now = self.clock()
         u = self._usage[(style, model)]
         if style == "gemini":
             return self._gemini(u, limits, now, tokens)
-        return self._openai(u, limits, now, tokens)
+        return self._openai(u, limits, now, tokens + (max_tokens or 0))
 
     def _gemini(self, u: _Usage, limits: Limits, now: float, tokens: int) -> Rejection | None:
         minute = int(now // 60)
@@ -104,7 +117,9 @@ class Enforcer:
 
     def headers(self, model: str) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers for ``model`` as things stand."""
-        limits = self.limits_for(model)
+        limits = self._limits_of(model)
+        if limits.empty:
+            return {}
         u = self._usage[("openai", model)]
         now = self.clock()
         reset = f"{max(1, math.ceil((1 - now % 1) * 1000))}ms"

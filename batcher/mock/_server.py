@@ -11,7 +11,9 @@ import uvicorn
 
 from .._errors import UsageError
 from .._limits import LimitTable, load_tiers
-from ._app import Faults, MockConfig, create_app
+from ._asgi import create_app
+from ._config import MockConfig
+from ._faults import Faults
 
 __all__ = ["PRESETS", "MockServer", "preset"]
 

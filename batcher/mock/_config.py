@@ -1,0 +1,27 @@
+"""How the mock behaves: its latency, the seed of its randomness, its limits and its faults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._limits import LimitTable
+from ._faults import Faults
+
+__all__ = ["MockConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    """How the mock behaves: answer latency (a uniform range, ms), the seed of its randomness,
+    and the rate limits it enforces per model (a tier preset and/or limits for every model)."""
+
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    seed: int = 0
+    limits: LimitTable = field(default_factory=LimitTable)
+    faults: Faults = field(default_factory=Faults)
+
+    @property
+    def free_tier(self) -> bool:
+        """Whether the limits are a free tier's (Gemini names its quotas differently then)."""
+        tier = self.limits.tier
+        return tier is not None and tier.name.endswith("-free")

@@ -1,0 +1,123 @@
+"""The mock's one request pipeline, from a plain request to a plain response.
+
+Every wire format goes through the same steps: route, parse (the format's piece: key, body ->
+call), faults (prompt markers, then seeded random ones), limits, latency, answer (the format's
+piece again), count. Two admin routes read and reset the counters: ``GET /admin/stats``
+(``?timeline=1`` adds per-second counts) and ``POST /admin/reset``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import anyio
+
+from .._tokens import count_tokens
+from ._config import MockConfig
+from ._faults import Fault, FaultDealer
+from ._limits import Enforcer
+from ._reply import reply_to
+from ._routes import Routes
+from ._state import MockState
+from ._wire import Refusal, Request, Response, WireFormat, json_response, text_response
+
+__all__ = ["Pipeline"]
+
+_DROPPED = Response(
+    200,
+    b'{"id": "cut',
+    (("content-type", "application/json"), ("content-length", "4096")),
+    drop=True,
+)
+"""The start of an answer that never finishes: the ``drop`` fault."""
+
+
+class Pipeline:
+    """The mock provider, independent of any HTTP server: ``await handle(request)``.
+
+    ``clock`` is the wall clock its limits and counters go by (minutes, seconds, quota days).
+    """
+
+    def __init__(self, config: MockConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.state = MockState()
+        self.routes = Routes(config)
+        self.enforcer = Enforcer(config.limits.for_model, clock)
+        self._faults = FaultDealer(config.faults, config.seed + 1)
+        self._latency = random.Random(config.seed)
+        self._answered = 0  # numbers the answers' ids; /admin/reset does not restart it
+
+    async def handle(self, request: Request) -> Response:
+        """The answer to ``request``."""
+        wire = self.routes.match(request.path)
+        if wire is not None:
+            if request.method != "POST":
+                return _not_allowed("POST")
+            return await self._call(wire, request)
+        if request.path == "/admin/stats":
+            if request.method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            timeline = request.query.get("timeline") in ("1", "true")
+            return json_response(200, self.state.snapshot(timeline))
+        if request.path == "/admin/reset":
+            if request.method != "POST":
+                return _not_allowed("POST")
+            self.state = MockState()
+            return json_response(200, {"ok": True})
+        return text_response(404, "Not Found")
+
+    async def _call(self, wire: WireFormat, request: Request) -> Response:
+        try:
+            response = await self._serve(wire, request)
+        except Refusal as refusal:
+            response = refusal.response
+            self.state.record(0 if response.drop else response.status, self.clock())
+        return response
+
+    async def _serve(self, wire: WireFormat, request: Request) -> Response:
+        """Take one call through the steps; a refusal at any step is its answer."""
+        call = wire.parse(request)
+        fault = self._faults.deal(call.last_user)
+        if fault is not None:
+            await self._act_out(fault, wire)
+        prompt_tokens = count_tokens(call.prompt)
+        why = self.enforcer.check(wire.limit_style, call.model, prompt_tokens, call.max_tokens)
+        if why is not None:
+            headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
+            raise Refusal(wire.rate_limited(call, why, headers))
+        lo, hi = self.config.latency_ms
+        if hi > 0:
+            await anyio.sleep(self._latency.uniform(lo, hi) / 1000)
+        reply = reply_to(call, prompt_tokens)
+        self.state.input_tokens += reply.input_tokens
+        self.state.output_tokens += reply.output_tokens
+        self._answered += 1
+        self.state.record(200, self.clock(), call.model)
+        headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
+        response = wire.answer(call, reply, self._answered, headers)
+        if fault is Fault.TRUNCATE:
+            self.state.truncated += 1
+            response = Response(200, response.body[: len(response.body) // 2], response.headers)
+        return response
+
+    async def _act_out(self, fault: Fault, wire: WireFormat) -> None:
+        """Refuse as ``fault`` says, or wait for a slow one; a truncation happens at the end."""
+        if fault is Fault.INVALID:
+            message = "Invalid request: this prompt is marked to fail ([[fail:400]])."
+            raise Refusal(wire.invalid(message))
+        if fault is Fault.UNAVAILABLE:
+            raise Refusal(wire.unavailable())
+        if fault is Fault.INTERNAL:
+            raise Refusal(wire.internal())
+        if fault is Fault.DROP:
+            self.state.dropped += 1
+            raise Refusal(_DROPPED)
+        if fault is Fault.SLOW:
+            await anyio.sleep(self.config.faults.slow_ms / 1000)
+
+
+def _not_allowed(allow: str) -> Response:
+    return text_response(405, "Method Not Allowed", {"allow": allow})
