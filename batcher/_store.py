@@ -4,28 +4,43 @@ Layout under the output directory::
 
     journal/seg-000007.jsonl      finished results, one JSON line each, flushed per result
     results/part-000006.parquet   a compacted segment (same number), written to a temp name first
+    damaged/part-000003.parquet   a part that could not be read, set aside; its jobs are sent again
 
 A segment is compacted into the part of the same number and then deleted. On open, a segment whose
 part exists is a leftover of a crash between those two steps and is deleted; any other segment is
 compacted. A torn last line (killed mid-write) is dropped: that job was not finished.
+
+A part is only ever written whole, so one that cannot be read was damaged from outside (most often
+by an interrupted copy of the directory). A run sets it aside in ``damaged/``, with a warning, and
+its jobs count as not done; ``batcher status``, which runs beside a live run, only reports it.
+
+A failed write raises ``WriteFailed`` and loses nothing written before: a failed append is cut back
+off its segment (a line counts only with its newline) and that segment is closed, so the next
+append starts a new one; a segment is deleted only once its part is durable.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
+from io import FileIO
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from ._errors import WriteFailed
 from ._idset import IdMap, id_hash
 
-__all__ = ["Record", "ResultStore", "read_results"]
+__all__ = ["Record", "ResultStore", "damaged_files", "iter_status", "read_results"]
+
+log = logging.getLogger("batcher")
 
 _SEG = re.compile(r"seg-(\d{6})\.jsonl$")
 _PART = re.compile(r"part-(\d{6})\.parquet$")
@@ -86,9 +101,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Raise what the system says while writing ``path`` as ``WriteFailed``, naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteFailed.from_os_error(e, path) from e
+
+
+def _write_all(file: FileIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]  # a write to a filling disk may be short, then fail
+
+
 def _read_segment(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a segment. A line is complete only with its newline: a process
-    killed mid-write leaves a torn last line without one, and that job had not finished."""
+    """The complete records of a segment; any other line is skipped and the rest kept. A line is
+    complete only with its newline: a process killed mid-write leaves a torn last line without
+    one, and that job had not finished."""
     rows = []
     with path.open("rb") as f:
         for line in f:
@@ -98,9 +129,28 @@ def _read_segment(path: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if isinstance(row, dict) and "id" in row:
+            if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("id", "status")):
                 rows.append(row)
     return rows
+
+
+def _read_part(path: Path, columns: list[str] | None = None) -> tuple[Any, str | None]:
+    """The table in part ``path`` and None, or None and why its content cannot be read.
+
+    pyarrow tells the two kinds of failure apart: damaged content raises ``ArrowInvalid`` or an
+    ``OSError`` without an errno (a failed decompression); the system's own errors (a missing
+    file, permission denied, EIO) carry an errno, and are raised as they are.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns), None
+    except (pa.ArrowInvalid, OSError) as e:
+        if isinstance(e, OSError) and (type(e) is not OSError or e.errno is not None):
+            raise
+        why = str(e) or type(e).__name__
+        return None, why.rpartition(f"{path}': ")[2]  # without "Could not open ... '<path>': "
 
 
 class ResultStore:
@@ -110,11 +160,13 @@ class ResultStore:
         self.out = out
         self.journal_dir = out / "journal"
         self.results_dir = out / "results"
+        self.damaged_dir = out / "damaged"
         self.segment_size = segment_size
-        self._file: IO[bytes] | None = None
+        self._file: FileIO | None = None
         self._compacting = threading.Lock()  # compactions run on worker threads
         self._seq = 0
         self._count = 0
+        self._size = 0  # bytes in the open segment, all of them complete lines
 
     def _segment(self, seq: int) -> Path:
         return self.journal_dir / f"seg-{seq:06d}.jsonl"
@@ -128,25 +180,59 @@ class ResultStore:
         return sorted(int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name)))
 
     def open(self) -> None:
-        """Recover what a crash left: compact every segment that has no part yet."""
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        """Recover what a crash left: compact every segment that has no part yet.
+
+        A segment whose part exists is deleted only if that part reads whole; a damaged one is
+        set aside and the segment compacted again."""
+        for folder in (self.journal_dir, self.results_dir):
+            with _writing(folder):
+                folder.mkdir(parents=True, exist_ok=True)
         for tmp in self.results_dir.glob("*.tmp"):
-            tmp.unlink()
+            with _writing(tmp):
+                tmp.unlink()
         for seq in self._numbers(self.journal_dir, _SEG):
+            if self._part(seq).exists():
+                self._read(self._part(seq))
             self.compact(seq)
         numbers = self._numbers(self.results_dir, _PART) + self._numbers(self.journal_dir, _SEG)
         self._seq = max(numbers, default=0)
 
+    def _read(self, part: Path, columns: list[str] | None = None) -> Any:
+        """The table in ``part``, or None if it cannot be read, in which case it is set aside."""
+        table, why = _read_part(part, columns)
+        if table is None:
+            self._set_aside(part, why)
+        return table
+
+    def _set_aside(self, part: Path, why: str | None) -> None:
+        """Move a damaged part into ``damaged/`` under its own name (or a numbered one, if that
+        name is taken), so its rows no longer count and its bytes are still there to look at."""
+        target = self.damaged_dir / part.name
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.damaged_dir / f"{part.stem}-{n}{part.suffix}"
+        with _writing(target):
+            self.damaged_dir.mkdir(exist_ok=True)
+            os.rename(part, target)
+            _fsync_dir(self.damaged_dir)
+            _fsync_dir(part.parent)
+        log.warning(
+            "results part %s cannot be read (%s); moved it to %s: its jobs will be sent again",
+            part,
+            why,
+            target,
+        )
+
     def finished(self) -> tuple[IdMap, list[str]]:
         """Every finished job as a compact map id -> request fingerprint, and the ids of those
         that ended in error. Read part by part, so memory stays small for millions of rows."""
-        import pyarrow.parquet as pq
-
         keys, values = array("Q"), array("Q")
         errors: list[str] = []
         for seq in self._numbers(self.results_dir, _PART):
-            t = pq.read_table(self._part(seq), columns=["id", "status", "fingerprint"])
+            t = self._read(self._part(seq), ["id", "status", "fingerprint"])
+            if t is None:
+                continue
             ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
             for job_id, status, fp in zip(ids, statuses, prints, strict=True):
                 keys.append(id_hash(job_id))
@@ -163,7 +249,6 @@ class ResultStore:
         """
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         if not ids:
             return 0
@@ -171,48 +256,84 @@ class ResultStore:
         removed = 0
         for seq in self._numbers(self.results_dir, _PART):
             part = self._part(seq)
-            table = pq.read_table(part)
+            table = self._read(part)
+            if table is None:
+                continue
             keep = pc.invert(pc.is_in(table.column("id"), value_set=wanted))
             kept = table.filter(keep)
             if kept.num_rows == table.num_rows:
                 continue
             removed += table.num_rows - kept.num_rows
             if kept.num_rows == 0:
-                part.unlink()
+                with _writing(part):
+                    part.unlink()
             else:
                 self._write_part(part, kept)
-        _fsync_dir(self.results_dir)
+        with _writing(self.results_dir):
+            _fsync_dir(self.results_dir)
         return removed
 
     def _write_part(self, part: Path, table: Any) -> None:
+        """Write ``part`` whole or not at all: a temp name, fsync, then rename over ``part``."""
         import pyarrow.parquet as pq
 
         tmp = part.with_name(part.name + ".tmp")
-        with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, part)
+        try:
+            with tmp.open("wb") as f:
+                pq.write_table(table, f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, part)
+        except OSError as e:
+            with suppress(OSError):  # else open() deletes it
+                tmp.unlink(missing_ok=True)
+            raise WriteFailed.from_os_error(e, part) from e
 
     def append(self, record: Record) -> int | None:
-        """Write one finished job durably; return a segment number that is now ready to compact."""
+        """Write one finished job durably; return a segment number that is now ready to compact.
+
+        Raises ``WriteFailed`` if the line could not be written whole; the job then counts as not
+        finished, and every line appended before is kept."""
+        line = json.dumps(asdict(record), ensure_ascii=False).encode() + b"\n"
         if self._file is None:
             self._seq += 1
-            self._count = 0
-            self._file = self._segment(self._seq).open("ab")
-        self._file.write(json.dumps(asdict(record), ensure_ascii=False).encode() + b"\n")
-        self._file.flush()
+            self._count = self._size = 0
+            with _writing(self._segment(self._seq)):
+                self._file = self._open_segment(self._segment(self._seq))
+        try:
+            _write_all(self._file, line)
+        except OSError as e:
+            self._abandon()
+            raise WriteFailed.from_os_error(e, self._segment(self._seq)) from e
+        self._size += len(line)
         self._count += 1
         if self._count >= self.segment_size:
             return self.rotate()
         return None
 
+    def _open_segment(self, path: Path) -> FileIO:
+        """A new segment, unbuffered: once ``write`` returns, the kernel has the line."""
+        return FileIO(path, "ab")
+
+    def _abandon(self) -> None:
+        """After a failed append: cut the torn line off and close the segment, so that nothing is
+        ever written after a torn line. Should the cut fail too, the torn line is that segment's
+        last, and reading drops it."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        with suppress(OSError):
+            file.truncate(self._size)
+        with suppress(OSError):
+            file.close()
+
     def rotate(self) -> int | None:
         """Close the current segment; return its number, or None if none was open."""
-        if self._file is None:
+        file, self._file = self._file, None
+        if file is None:
             return None
-        self._file.close()
-        self._file = None
+        with _writing(self._segment(self._seq)):
+            file.close()
         return self._seq
 
     def compact(self, seq: int) -> None:
@@ -228,11 +349,14 @@ class ResultStore:
             rows = _read_segment(segment)
             if rows:
                 self._write_part(part, pa.Table.from_pylist(rows, schema=_schema()))
-                _fsync_dir(self.results_dir)
-        segment.unlink(missing_ok=True)
+                with _writing(self.results_dir):
+                    _fsync_dir(self.results_dir)
+        with _writing(segment):
+            segment.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Compact everything still in the journal."""
+        """Compact everything still in the journal. Raises ``WriteFailed`` if a compaction fails;
+        what is not compacted stays in the journal, for the next ``open``."""
         self.rotate()
         for seq in self._numbers(self.journal_dir, _SEG):
             self.compact(seq)
@@ -241,30 +365,75 @@ class ResultStore:
 _STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
 
 
-def iter_status(out: Path) -> Iterator[tuple[str, str, str | None, float | None]]:
-    """(id, status, error_kind, finished_at) of every finished job in ``out``, parts and journal
-    alike, as a reader that runs beside a run (``batcher status``) sees them."""
-    import pyarrow.parquet as pq
+StatusRow = tuple[str, str, str | None, float | None]
 
+
+def iter_status(out: Path, *, unreadable: list[Path] | None = None) -> Iterator[StatusRow]:
+    """(id, status, error_kind, finished_at) of every finished job in ``out``, parts and journal
+    alike, as a reader that runs beside a run (``batcher status``) sees them.
+
+    It moves nothing: a part that cannot be read is skipped (its jobs are not done), and appended
+    to ``unreadable`` if given. A segment compacted while this reads is read from its part."""
     results, journal = out / "results", out / "journal"
     parts = set()
     if results.is_dir():
         for p in sorted(results.glob("part-*.parquet")):
+            try:
+                t, _ = _read_part(p, list(_STATUS_COLUMNS))
+            except FileNotFoundError:
+                continue  # a run removed it (all its rows were to be sent again)
+            if t is None:
+                if unreadable is not None:
+                    unreadable.append(p)
+                continue
             parts.add(p.stem.removeprefix("part-"))
-            t = pq.read_table(p, columns=list(_STATUS_COLUMNS))
             yield from zip(*(t.column(i).to_pylist() for i in range(4)), strict=True)
     if journal.is_dir():
         for s in sorted(journal.glob("seg-*.jsonl")):
-            if s.stem.removeprefix("seg-") in parts:
+            number = s.stem.removeprefix("seg-")
+            if number in parts:
                 continue
-            for r in _read_segment(s):
+            try:
+                rows = _read_segment(s)
+            except FileNotFoundError:
+                yield from _compacted_meanwhile(results / f"part-{number}.parquet")
+                continue
+            for r in rows:
                 yield r["id"], r["status"], r.get("error_kind"), r.get("finished_at")
 
 
-def read_results(out: Path) -> Counter[str]:
-    """Counts of finished jobs by status and error kind: ``ok``, ``error``, ``error:<kind>``."""
+def _compacted_meanwhile(part: Path) -> Iterator[StatusRow]:
+    try:
+        t, _ = _read_part(part, list(_STATUS_COLUMNS))
+    except FileNotFoundError:
+        return
+    if t is not None:
+        yield from zip(*(t.column(i).to_pylist() for i in range(4)), strict=True)
+
+
+def damaged_files(out: Path, *, unreadable: Iterable[Path] | None = None) -> list[Path]:
+    """Files in ``out`` whose jobs count as not done: parts a run set aside in ``damaged/``, and
+    parts in ``results/`` that cannot be read now (the next run sets them aside). Reads every
+    part, unless ``unreadable`` gives those ``iter_status`` has just found."""
+    damaged = out / "damaged"
+    found = sorted(p for p in damaged.iterdir() if p.is_file()) if damaged.is_dir() else []
+    if unreadable is None:
+        unreadable = []
+        results = out / "results"
+        for p in sorted(results.glob("part-*.parquet")) if results.is_dir() else []:
+            try:
+                if _read_part(p, list(_STATUS_COLUMNS))[0] is None:
+                    unreadable.append(p)
+            except FileNotFoundError:
+                continue
+    return found + sorted(unreadable)
+
+
+def read_results(out: Path, *, unreadable: list[Path] | None = None) -> Counter[str]:
+    """Counts of finished jobs by status and error kind: ``ok``, ``error``, ``error:<kind>``.
+    Unreadable parts are skipped, and appended to ``unreadable`` if given."""
     counts: Counter[str] = Counter()
-    for _, status, kind, _ in iter_status(out):
+    for _, status, kind, _ in iter_status(out, unreadable=unreadable):
         counts[status] += 1
         if status == "error":
             counts[f"error:{kind or 'unknown'}"] += 1

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from io import FileIO
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import pyarrow.parquet as pq
+import pytest
 
+from batcher._errors import WriteFailed
 from batcher._store import Record, ResultStore, read_results
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def _rec(i: int, status: str = "ok") -> Record:
@@ -98,3 +111,186 @@ def test_id_sets_are_compact_and_exact_for_the_ids_they_hold() -> None:
     m = IdMap(array("Q", map(id_hash, ids)), array("Q", range(len(ids))))
     assert m.get("job-77") == 77 and m.get("nope") is None
     assert duplicates(array("Q", [3, 1, 3, 2, 1])) == {1, 3}
+
+
+ENOSPC = OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FillingFile(FileIO):
+    """A segment on a disk with ``space`` bytes left: writes go short, then fail with ENOSPC."""
+
+    space: int | None = None
+    truncate_fails = False
+
+    def write(self, data: ReadableBuffer) -> int:
+        view = memoryview(data)
+        if self.space is None:
+            return super().write(view)
+        if self.space == 0:
+            raise ENOSPC
+        n = super().write(view[: self.space])
+        type(self).space = self.space - n
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.truncate_fails:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().truncate(size)
+
+
+class _FillingStore(ResultStore):
+    def _open_segment(self, path: Path) -> FileIO:
+        return _FillingFile(path, "ab")
+
+
+def _recovered(out: Path) -> list[str]:
+    """The ids a fresh store on ``out`` holds once it has recovered, in a sorted list."""
+    store = ResultStore(out)
+    store.open()
+    store.close()
+    return sorted(pq.read_table(out / "results").column("id").to_pylist())
+
+
+@pytest.mark.parametrize("truncate_fails", [False, True])
+def test_an_append_on_a_full_disk_fails_and_loses_nothing_written_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, truncate_fails: bool
+) -> None:
+    monkeypatch.setattr(_FillingFile, "truncate_fails", truncate_fails)
+    store = _FillingStore(tmp_path)
+    store.open()
+    for i in range(3):
+        store.append(_rec(i))
+    segment = tmp_path / "journal" / "seg-000001.jsonl"
+    before = segment.read_bytes()
+    monkeypatch.setattr(_FillingFile, "space", 40)  # the next line is longer than that
+    with pytest.raises(WriteFailed) as caught:
+        store.append(_rec(3))
+    assert (caught.value.path, caught.value.reason) == (segment, "No space left on device")
+    assert "free some space, then rerun the same command" in str(caught.value)
+    torn = segment.read_bytes()  # the line cut back off, or else left torn at the end
+    assert torn.startswith(before)
+    assert len(torn) == len(before) + (40 if truncate_fails else 0)
+    assert read_results(tmp_path)["ok"] == 3
+    monkeypatch.setattr(_FillingFile, "space", None)  # space was freed
+    store.append(_rec(4))  # into a new segment: nothing is ever written after a torn line
+    assert (tmp_path / "journal" / "seg-000002.jsonl").exists()
+    assert _recovered(tmp_path) == ["j0", "j1", "j2", "j4"]
+
+
+@pytest.mark.parametrize("fails", ["write_table", "fsync", "replace"])
+def test_a_compaction_that_fails_leaves_its_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    store = ResultStore(tmp_path, segment_size=2)
+    store.open()
+    store.append(_rec(0))
+    seq = store.append(_rec(1))
+    assert seq == 1
+    segment = tmp_path / "journal" / "seg-000001.jsonl"
+    kept = segment.read_bytes()
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise ENOSPC
+
+    if fails == "write_table":
+        real = pq.write_table
+
+        def half_then_no_space(table: object, where: IO[bytes], **kwargs: object) -> None:
+            where.write(b"PAR1 half a part")
+            raise ENOSPC
+
+        monkeypatch.setattr(pq, "write_table", half_then_no_space)
+    else:
+        monkeypatch.setattr(os, fails, no_space)
+    with pytest.raises(WriteFailed) as caught:
+        store.compact(seq)
+    assert caught.value.path == tmp_path / "results" / "part-000001.parquet"
+    assert caught.value.reason == "No space left on device"
+    assert segment.read_bytes() == kept
+    assert list((tmp_path / "results").iterdir()) == []  # no part, no temp part
+    monkeypatch.undo()
+    if fails == "write_table":
+        assert pq.write_table is real
+    store.append(_rec(2))
+    assert _recovered(tmp_path) == ["j0", "j1", "j2"]
+
+
+def test_remove_that_fails_keeps_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ResultStore(tmp_path)
+    store.open()
+    for i in range(3):
+        store.append(_rec(i))
+    store.close()
+    part = tmp_path / "results" / "part-000001.parquet"
+    kept = part.read_bytes()
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise ENOSPC
+
+    monkeypatch.setattr(pq, "write_table", no_space)
+    with pytest.raises(WriteFailed, match=r"part-000001\.parquet: No space left on device"):
+        store.remove({"j1"})
+    assert part.read_bytes() == kept
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [part.name]
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a disk that really fills. Mounting needs root (CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and the mount command")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _remount(mnt: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("segment_size", "fails_in"), [(10, "results"), (1000, "journal")], ids=["compact", "append"]
+)
+def test_a_disk_that_really_fills_loses_nothing(
+    tiny_fs: Path, segment_size: int, fails_in: str
+) -> None:
+    out = tiny_fs / "out"
+    store = ResultStore(out, segment_size=segment_size)
+    store.open()
+    written: list[str] = []
+    failed: WriteFailed | None = None
+    for i in range(200):  # ~2 KiB a result: the disk is full long before the end
+        record = dataclasses.replace(_rec(i), text=os.urandom(1024).hex())
+        try:
+            ready = store.append(record)
+            written.append(record.id)
+            if ready is not None:
+                store.compact(ready)
+        except WriteFailed as e:
+            failed = e
+            break
+    assert failed is not None and failed.errno == errno.ENOSPC
+    assert failed.path.parent == out / fails_in and failed.reason == "No space left on device"
+    assert len(written) > 10
+    with pytest.raises(WriteFailed):
+        store.close()  # the run ends: compacting what is left fails too, and keeps it
+    _remount(tiny_fs, "size=4m")  # the user frees space, and runs the same command again
+    assert _recovered(out) == sorted(written)
+    _remount(tiny_fs, "ro")
+    store = ResultStore(out)
+    with pytest.raises(WriteFailed) as caught:
+        store.open()
+        store.append(_rec(999))
+    assert caught.value.errno == errno.EROFS
+    assert "make the file system writable" in str(caught.value)
