@@ -4,6 +4,9 @@ A run restarted the same day then knows what is already spent. A quota day ends 
 America/Los_Angeles (Gemini's documented reset), or, with ``--quota-day rolling``, the count is of
 the last 24 hours (reports disagree on which one Google applies). The ledger is rewritten
 atomically every few seconds and at the end, so a kill -9 loses at most those seconds of counts.
+
+A ledger that cannot be read stops the run (``DamagedFile``) rather than count from zero: a silent
+reset would let the run overspend the day's quota.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._clock import next_reset, quota_day
+from ._errors import DamagedFile, WriteFailed
 
 __all__ = ["DailyCount", "Ledger"]
 
@@ -83,10 +87,23 @@ class Ledger:
         self.path = out / "ledger.json"
         self._saved: dict[str, Any] = {}
         if self.path.is_file():
-            try:
-                self._saved = json.loads(self.path.read_text()).get("models", {})
-            except (OSError, ValueError):
-                self._saved = {}
+            self._saved = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        """The saved counts, or ``DamagedFile`` naming the ledger and what is wrong with it."""
+        try:
+            data = json.loads(self.path.read_bytes())
+        except OSError as e:
+            raise DamagedFile(self.path, e.strerror or str(e)) from e
+        except ValueError as e:
+            raise DamagedFile(self.path, f"not JSON: {e}") from None
+        models = data.get("models", {}) if isinstance(data, dict) else None
+        if not isinstance(models, dict):
+            raise DamagedFile(self.path, 'not a ledger: no "models" object')
+        for model, saved in models.items():
+            if not _valid(saved):
+                raise DamagedFile(self.path, f"the count of {model!r} makes no sense: {saved!r}")
+        return models
 
     def restore(self, model: str, count: DailyCount) -> None:
         if model in self._saved:
@@ -97,8 +114,14 @@ class Ledger:
         if data == self._saved:
             return
         tmp = self.path.with_name("ledger.json.tmp")
-        tmp.write_text(json.dumps({"models": data}, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            with tmp.open("w") as f:
+                f.write(json.dumps({"models": data}, indent=1) + "\n")
+                f.flush()
+                os.fsync(f.fileno())  # else a power cut may leave an empty ledger, read as damaged
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise WriteFailed.from_os_error(e, self.path) from e
         self._saved = data
 
     def spent(self, wall: float, *, rolling: bool = False) -> dict[str, int]:
@@ -110,3 +133,19 @@ class Ledger:
             count.restore(data)
             out[model] = count.spent(wall)
         return out
+
+
+def _valid(saved: Any) -> bool:
+    """Whether ``saved`` is what ``DailyCount.snapshot`` writes: a day and a count, and maybe the
+    times of a rolling count."""
+    if not isinstance(saved, dict):
+        return False
+    count, day, times = saved.get("count", 0), saved.get("day"), saved.get("times", [])
+    return (
+        isinstance(count, int)
+        and not isinstance(count, bool)
+        and count >= 0
+        and (day is None or isinstance(day, str))
+        and isinstance(times, list)
+        and all(isinstance(t, int | float) and not isinstance(t, bool) for t in times)
+    )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
+import pytest
+
+from batcher._errors import DamagedFile, WriteFailed
 from batcher._ledger import DailyCount, Ledger
 
 MIDNIGHT_PT = 1_800_000_000.0  # 2027-01-15 00:00 Pacific
@@ -45,3 +50,57 @@ def test_the_ledger_restores_todays_count_and_forgets_yesterdays(tmp_path: Path)
     assert again.spent(MIDNIGHT_PT + 86_400) == 0  # the next Pacific day
     assert again_rolling.spent(MIDNIGHT_PT + 86_400 + 90) == 1  # one of two rolled out
     assert ledger.spent(MIDNIGHT_PT + 3600) == {"a": 2, "b": 2}
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"models": {"a": {"day": "2027-01-15", "co', "not JSON"),
+        (b"", "not JSON"),
+        (b"\xff\xfe garbage", "not JSON"),
+        (b"[1, 2]", 'no "models" object'),
+        (b'{"models": [1]}', 'no "models" object'),
+        (b'{"models": {"a": {"day": "2027-01-15", "count": "many"}}}', "the count of 'a'"),
+        (b'{"models": {"a": {"day": 5, "count": 3}}}', "the count of 'a'"),
+        (b'{"models": {"a": {"count": 3, "times": ["noon"]}}}', "the count of 'a'"),
+        (b'{"models": {"a": 3}}', "the count of 'a'"),
+    ],
+)
+def test_a_ledger_that_cannot_be_read_stops_the_run_rather_than_count_from_zero(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "ledger.json"
+    path.write_bytes(content)
+    with pytest.raises(DamagedFile) as caught:
+        Ledger(tmp_path)
+    assert caught.value.path == path
+    assert why in caught.value.reason
+    assert f"{path} cannot be read (" in str(caught.value)
+    assert "fix it or delete it: deleting it loses only today's request count" in str(caught.value)
+    assert path.read_bytes() == content  # left for the user to look at
+
+
+def test_a_ledger_that_cannot_be_saved_raises_write_failed_and_keeps_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = DailyCount()
+    count.add(MIDNIGHT_PT + 60)
+    Ledger(tmp_path).save({"a": count})
+    saved = (tmp_path / "ledger.json").read_bytes()
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    count.add(MIDNIGHT_PT + 120)
+    ledger = Ledger(tmp_path)
+    with pytest.raises(WriteFailed) as caught:
+        ledger.save({"a": count})
+    assert (caught.value.path, caught.value.reason) == (
+        tmp_path / "ledger.json",
+        "No space left on device",
+    )
+    assert (tmp_path / "ledger.json").read_bytes() == saved
+    monkeypatch.undo()
+    ledger.save({"a": count})  # not taken as saved: the next save writes it
+    assert Ledger(tmp_path).spent(MIDNIGHT_PT + 3600) == {"a": 2}
