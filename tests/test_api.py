@@ -42,11 +42,11 @@ def test_error_tree() -> None:
         assert issubclass(cls, batcher.BatcherError)
     for cls in (batcher.FatalProviderError, batcher.PermanentJobError, batcher.RetryableError):
         assert issubclass(cls, batcher.ProviderError)
-    for cls in (batcher.DirectoryLocked, batcher.DamagedFile):
-        assert issubclass(cls, batcher.UsageError)  # the CLI's exit 2
-    for cls in (batcher.WriteFailed, batcher.Outage):
-        assert issubclass(cls, batcher.BatcherError)
-        assert not issubclass(cls, (batcher.UsageError, batcher.ProviderError))
+    for usage in (batcher.DirectoryLocked, batcher.DamagedFile):
+        assert issubclass(usage, batcher.UsageError)  # the CLI's exit 2
+    for own_exit in (batcher.WriteFailed, batcher.Outage):
+        assert issubclass(own_exit, batcher.BatcherError)
+        assert not issubclass(own_exit, (batcher.UsageError, batcher.ProviderError))
 
 
 def test_errors_say_what_happened_and_what_to_do() -> None:
