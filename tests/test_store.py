@@ -294,3 +294,28 @@ def test_a_disk_that_really_fills_loses_nothing(
         store.append(_rec(999))
     assert caught.value.errno == errno.EROFS
     assert "make the file system writable" in str(caught.value)
+
+
+def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batcher status`` lists the parts, then the run compacts a segment and deletes it."""
+    from batcher import _store
+
+    store = ResultStore(tmp_path)
+    store.open()
+    for i in range(3):
+        store.append(_rec(i))
+    store.rotate()
+    read_segment = _store._read_segment
+    compacted: list[Path] = []
+
+    def compacted_first(path: Path) -> list[dict[str, object]]:
+        if not compacted:
+            compacted.append(path)
+            store.compact(1)  # which reads the segment through here too
+        return read_segment(path)
+
+    monkeypatch.setattr(_store, "_read_segment", compacted_first)
+    assert read_results(tmp_path) == {"ok": 3}
+    assert not (tmp_path / "journal" / "seg-000001.jsonl").exists()
