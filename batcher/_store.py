@@ -376,39 +376,36 @@ def iter_status(out: Path, *, unreadable: list[Path] | None = None) -> Iterator[
     to ``unreadable`` if given. A segment compacted while this reads is read from its part."""
     results, journal = out / "results", out / "journal"
     parts = set()
-    if results.is_dir():
-        for p in sorted(results.glob("part-*.parquet")):
-            try:
-                t, _ = _read_part(p, list(_STATUS_COLUMNS))
-            except FileNotFoundError:
-                continue  # a run removed it (all its rows were to be sent again)
-            if t is None:
-                if unreadable is not None:
-                    unreadable.append(p)
-                continue
-            parts.add(p.stem.removeprefix("part-"))
-            yield from zip(*(t.column(i).to_pylist() for i in range(4)), strict=True)
-    if journal.is_dir():
-        for s in sorted(journal.glob("seg-*.jsonl")):
-            number = s.stem.removeprefix("seg-")
-            if number in parts:
-                continue
-            try:
-                rows = _read_segment(s)
-            except FileNotFoundError:
-                yield from _compacted_meanwhile(results / f"part-{number}.parquet")
-                continue
-            for r in rows:
-                yield r["id"], r["status"], r.get("error_kind"), r.get("finished_at")
+    for p in sorted(results.glob("part-*.parquet")) if results.is_dir() else []:
+        rows = _part_status(p)
+        if rows is None:
+            if unreadable is not None:
+                unreadable.append(p)
+            continue
+        parts.add(p.stem.removeprefix("part-"))
+        yield from rows
+    for s in sorted(journal.glob("seg-*.jsonl")) if journal.is_dir() else []:
+        number = s.stem.removeprefix("seg-")
+        if number in parts:
+            continue
+        try:
+            records = _read_segment(s)
+        except FileNotFoundError:  # compacted since the parts were listed
+            yield from _part_status(results / f"part-{number}.parquet") or []
+            continue
+        for r in records:
+            yield r["id"], r["status"], r.get("error_kind"), r.get("finished_at")
 
 
-def _compacted_meanwhile(part: Path) -> Iterator[StatusRow]:
+def _part_status(part: Path) -> list[StatusRow] | None:
+    """The status rows of ``part``: none if a run has just removed it, None if it is unreadable."""
     try:
         t, _ = _read_part(part, list(_STATUS_COLUMNS))
     except FileNotFoundError:
-        return
-    if t is not None:
-        yield from zip(*(t.column(i).to_pylist() for i in range(4)), strict=True)
+        return []
+    if t is None:
+        return None
+    return list(zip(*(t.column(i).to_pylist() for i in range(4)), strict=True))
 
 
 def damaged_files(out: Path, *, unreadable: Iterable[Path] | None = None) -> list[Path]:
@@ -418,14 +415,9 @@ def damaged_files(out: Path, *, unreadable: Iterable[Path] | None = None) -> lis
     damaged = out / "damaged"
     found = sorted(p for p in damaged.iterdir() if p.is_file()) if damaged.is_dir() else []
     if unreadable is None:
-        unreadable = []
         results = out / "results"
-        for p in sorted(results.glob("part-*.parquet")) if results.is_dir() else []:
-            try:
-                if _read_part(p, list(_STATUS_COLUMNS))[0] is None:
-                    unreadable.append(p)
-            except FileNotFoundError:
-                continue
+        parts = sorted(results.glob("part-*.parquet")) if results.is_dir() else []
+        unreadable = [p for p in parts if _part_status(p) is None]
     return found + sorted(unreadable)
 
 
