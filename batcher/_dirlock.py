@@ -67,6 +67,11 @@ class DirLock:
             if not _try_lock(fd, fcntl.LOCK_EX, patience=PATIENCE):
                 raise DirectoryLocked(self.out, *_read_holder(fd))
             _write_holder(fd, self.path)
+        except OSError as e:  # not "held": a file system without locks (ENOLCK, EOPNOTSUPP)
+            os.close(fd)
+            raise UsageError(
+                f"cannot lock {self.path}: {e.strerror or e}; use an --out on a local disk"
+            ) from e
         except BaseException:
             os.close(fd)  # drops the lock, if it was taken
             raise

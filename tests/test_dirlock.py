@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batcher._dirlock import DirLock, holder
-from batcher._errors import DirectoryLocked, UsageError
+from batcher._errors import DirectoryLocked, UsageError, WriteFailed
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -104,3 +105,30 @@ def test_a_lock_held_by_another_process_dies_with_it(tmp_path: Path) -> None:
     with DirLock(tmp_path):
         who = holder(tmp_path)
         assert who is not None and who.pid == os.getpid()
+
+
+def test_a_file_system_without_locks_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(UsageError, match=r"cannot lock .*: No locks available; use an --out on"):
+        DirLock(tmp_path).acquire()
+
+
+def test_a_holder_that_cannot_write_its_name_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(WriteFailed) as caught:
+        DirLock(tmp_path).acquire()
+    assert caught.value.path == tmp_path / ".lock"
+    monkeypatch.undo()
+    assert holder(tmp_path) is None
+    with DirLock(tmp_path):
+        pass
