@@ -58,8 +58,8 @@ class Pipeline:
                 return _not_allowed("POST")
             return await self._call(wire, request)
         if request.path == "/admin/stats":
-            if request.method not in ("GET", "HEAD"):
-                return _not_allowed("GET, HEAD")
+            if request.method != "GET":
+                return _not_allowed("GET")
             timeline = request.query.get("timeline") in ("1", "true")
             return json_response(200, self.state.snapshot(timeline))
         if request.path == "/admin/reset":

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import socket
 import threading
-import time
+from collections.abc import Callable
 from types import TracebackType
-
-import uvicorn
 
 from .._errors import UsageError
 from .._limits import LimitTable, load_tiers
-from ._asgi import create_app
+from ._asgi import MockApp
 from ._config import MockConfig
 from ._faults import Faults
+from ._http import HttpServer
+from ._pipeline import Pipeline
 
 __all__ = ["PRESETS", "MockServer", "preset"]
 
@@ -42,18 +45,19 @@ def preset(name: str) -> MockConfig:
 
 
 class MockServer:
-    """The mock provider on ``127.0.0.1``, on a background thread; use as a context manager."""
+    """The mock provider on ``127.0.0.1``: on a background thread (``start``, or as a context
+    manager) or in the foreground (``serve_forever``); its own event loop either way."""
 
     def __init__(self, config: MockConfig | None = None, *, port: int = 0) -> None:
-        self.app = create_app(config)
+        self._pipeline = Pipeline(config or MockConfig())
+        self.app = MockApp(self._pipeline)
+        """The same mock as an ASGI app: ``app.state`` is the counters this server keeps."""
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(
-            # critical: a deliberately dropped connection must not print a traceback
-            uvicorn.Config(self.app, log_level="critical", access_log=False, lifespan="off")
-        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -65,26 +69,46 @@ class MockServer:
         return f"{self.url}/v1beta" if provider == "gemini" else f"{self.url}/v1"
 
     def serve_forever(self) -> None:
-        """Serve in this thread until interrupted (``batcher mock-server``)."""
-        self._server.run(sockets=[self._sock])
+        """Serve in this thread until interrupted or terminated (``batcher mock-server``)."""
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self._serve(lambda: None, on_signals=True))
+        self._sock.close()
 
     def start(self) -> MockServer:
+        """Serve on a daemon thread; return once the server accepts connections."""
+        started = threading.Event()
         self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._sock]},
+            target=asyncio.run,
+            args=(self._serve(started.set),),
             daemon=True,
             name="batcher-mock",
         )
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+        while not started.wait(0.01):
+            if not self._thread.is_alive():
                 raise RuntimeError("the mock provider failed to start")
-            time.sleep(0.005)
         return self
 
+    async def _serve(self, started: Callable[[], None], *, on_signals: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        if on_signals and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(signum, self._stopping.set)
+        server = HttpServer(self._pipeline.handle)
+        await server.start(self._sock)
+        started()
+        try:
+            await self._stopping.wait()
+        finally:
+            await server.close()
+
     def stop(self) -> None:
-        self._server.should_exit = True
+        """Stop serving and close every connection; a stopped server cannot start again."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._sock.close()

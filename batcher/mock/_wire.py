@@ -122,9 +122,12 @@ class WireFormat(Protocol):
         ...
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def json_response(status: int, content: Any, headers: Mapping[str, str] | None = None) -> Response:
     """``content`` as compact UTF-8 JSON (the bytes Starlette's ``JSONResponse`` wrote)."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = _JSON.encode(content)
     extra = tuple(headers.items()) if headers else ()
     return Response(status, body.encode(), (("content-type", "application/json"), *extra))
 
