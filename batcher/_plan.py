@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ._estimate import TokenEstimator, features
-from ._jobs import JobSource, ProviderName
+from ._jobs import JobSource
 from ._limits import Limits, LimitTable
 
 __all__ = ["ModelPlan", "make_plan"]
@@ -58,18 +58,17 @@ class ModelPlan:
         return max(by.values()) if by else None
 
 
-def make_plan(
-    source: JobSource, *, provider: ProviderName, default_model: str | None, limits: LimitTable
-) -> list[ModelPlan]:
+def make_plan(source: JobSource, *, limits: LimitTable) -> list[ModelPlan]:
     """Read every job (checking it, as a run would) and sum its work per model."""
-    source.scan(provider=provider, default_model=default_model)
+    source.scan()
+    provider = source.provider
     estimator = TokenEstimator()
     jobs: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     charged: dict[str, int] = defaultdict(int)
     for job in source:
-        model = job.model or default_model
-        assert model is not None
+        model = job.model
+        assert model is not None  # the scan refused jobs without one
         est = estimator.estimate(features(job.text))
         jobs[model] += 1
         tokens[model] += est

@@ -1,4 +1,4 @@
-"""Job readers: the four shapes, column mappings, files, and errors that name the line."""
+"""Jobs: the four line shapes, column mappings, files, and errors that name the line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import batcher._jobs
 from batcher import InputError, Job, UsageError
 from batcher._jobs import ColumnMapping, JobSource
 from batcher._providers import get_provider
@@ -18,8 +19,8 @@ from tests.helpers import write_jsonl, write_parquet
 from tests.strategies import expected_gemini, expected_openai, job_specs, render
 
 
-def _one(rec: dict[str, Any], mapping: ColumnMapping | None = None) -> Job:
-    (job,) = list(JobSource([rec], mapping))
+def _one(row: dict[str, Any], columns: ColumnMapping | None = None) -> Job:
+    (job,) = list(JobSource([row], columns))
     return job
 
 
@@ -54,15 +55,15 @@ def test_every_shape_becomes_the_right_request_for_both_providers(
 )
 def test_parquet_column_mappings_round_trip(rows: list[dict[str, Any]], use_template: bool) -> None:
     template = "Summarize ({lang}): {text}"
-    mapping = ColumnMapping(
+    columns = ColumnMapping(
         prompt_template=template if use_template else None,
         prompt_column=None if use_template else "text",
         id_column="doc",
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = write_parquet(Path(tmp) / "data.parquet", rows)
-        source = JobSource([path], mapping)
-        assert source.scan(provider="openai", default_model="m").total == len(rows)
+        source = JobSource([path], columns, default_model="m")
+        assert source.scan() == len(rows)
         jobs = list(source)
     assert [j.id for j in jobs] == [str(r["doc"]) for r in rows]
     for job, row in zip(jobs, rows, strict=True):
@@ -101,7 +102,7 @@ def test_bad_lines_are_each_named_with_file_line_and_id(tmp_path: Path) -> None:
         + "\n"
     )
     with pytest.raises(InputError) as info:
-        JobSource([path]).scan(provider="openai", default_model=None)
+        JobSource([path]).scan()
     found = {(p.where, p.job_id) for p in info.value.problems}
     assert found == {
         (f"{path}:1", "ok"),  # no model: neither the job nor --model names one
@@ -116,21 +117,24 @@ def test_bad_lines_are_each_named_with_file_line_and_id(tmp_path: Path) -> None:
     assert "not valid JSON" in text and "duplicate id" in text and "unknown shape" in text
 
 
+def test_a_role_that_is_not_a_string_is_named_not_a_crash() -> None:
+    line = {"id": "r", "messages": [{"role": [], "content": "x"}]}
+    with pytest.raises(InputError, match=r"messages\[0\]\.role must be system, user or assistant"):
+        JobSource([line], default_model="m").scan()
+
+
 def test_unsupported_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "jobs.csv").write_text("id,prompt\n")
     with pytest.raises(InputError) as info:
-        JobSource([tmp_path / "jobs.csv", tmp_path / "nope.jsonl"]).scan(
-            provider="openai", default_model="m"
-        )
+        JobSource([tmp_path / "jobs.csv", tmp_path / "nope.jsonl"], default_model="m").scan()
     assert "unsupported file type" in str(info.value) and "no such file" in str(info.value)
 
 
 def test_parquet_missing_column_is_named(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "d.parquet", [{"doc": 1, "body_text": "x"}])
     with pytest.raises(InputError, match=r"no column\(s\) \['text'\]"):
-        JobSource([path], ColumnMapping(prompt_template="{text}", id_column="doc")).scan(
-            provider="openai", default_model="m"
-        )
+        columns = ColumnMapping(prompt_template="{text}", id_column="doc")
+        JobSource([path], columns, default_model="m").scan()
 
 
 def test_prompt_column_and_template_exclude_each_other() -> None:
@@ -149,10 +153,9 @@ def test_lossy_conversion_is_refused_before_sending() -> None:
             "tools": [{"type": "function"}],
         },
     }
-    source = JobSource([line])
-    source.scan(provider="openai", default_model=None)  # sent as it is: fine
+    JobSource([line], provider="openai").scan()  # sent as it is: fine
     with pytest.raises(InputError, match=r"without losing body\.tools; use --provider openai"):
-        source.scan(provider="gemini", default_model=None)
+        JobSource([line], provider="gemini").scan()
     gem = {
         "key": "g",
         "request": {
@@ -161,7 +164,39 @@ def test_lossy_conversion_is_refused_before_sending() -> None:
         },
     }
     with pytest.raises(InputError, match=r"request\.safetySettings"):
-        JobSource([gem]).scan(provider="openai", default_model="m")
+        JobSource([gem], provider="openai", default_model="m").scan()
+
+
+def test_the_default_model_fills_in_only_where_a_job_names_none(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [{"id": "own", "prompt": "x", "model": "m1"}])
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "row", "prompt": "y"}])
+    objects = [Job.from_prompt("obj", "z"), Job.from_prompt("objm", "z", model="m2")]
+    for source in (
+        JobSource([path, tmp_path / "b.jsonl"], default_model="d"),
+        JobSource(objects, default_model="d"),
+    ):
+        visited: list[Job] = []
+        assert source.scan(visited.append) == 2
+        assert visited == list(source)
+    assert [j.model for j in JobSource([path, tmp_path / "b.jsonl"], default_model="d")] == [
+        "m1",
+        "d",
+    ]
+    assert [j.model for j in JobSource(objects, default_model="d")] == ["d", "m2"]
+    with pytest.raises(InputError, match=r"jobs\[0\] \(job 'obj'\): no model"):
+        JobSource(objects).scan()
+
+
+def test_the_package_exports() -> None:
+    assert batcher._jobs.__all__ == [
+        "ColumnMapping",
+        "Job",
+        "JobSource",
+        "Message",
+        "NativeRequest",
+        "Part",
+        "ProviderName",
+    ]
 
 
 def test_native_bodies_are_sent_untouched() -> None:
@@ -216,13 +251,13 @@ def _scan_lines(lines: list[bytes]) -> None:
         path = Path(tmp) / "fuzz.jsonl"
         path.write_bytes(b"\n".join(lines) + b"\n")
         try:
-            scan = JobSource([path]).scan(provider="openai", default_model="m")
+            total = JobSource([path], default_model="m").scan()
         except InputError as e:
             assert e.problems
             for p in e.problems:
                 assert p.where.startswith(f"{path}:")
             return
-        assert scan.total == len(list(JobSource([path])))
+        assert total == len(list(JobSource([path], default_model="m")))
 
 
 @settings(max_examples=150, deadline=None)

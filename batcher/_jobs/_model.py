@@ -1,0 +1,69 @@
+"""The job model: what one request asks for, whatever line shape or Python object it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+__all__ = ["Job", "Message", "NativeRequest", "Part", "ProviderName", "Role"]
+
+ProviderName: TypeAlias = Literal["openai", "gemini"]
+Role: TypeAlias = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One piece of a message. Text today; the model is open to images later."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    parts: tuple[Part, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeRequest:
+    """A provider's own request body, from a batch API line, sent as it is to that provider."""
+
+    provider: ProviderName
+    body: Mapping[str, Any]
+    unconvertible: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request to make: its id, its conversation and its sampling parameters."""
+
+    id: str
+    messages: tuple[Message, ...]
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    native: NativeRequest | None = None
+    source: str = "<python>"
+
+    @classmethod
+    def from_prompt(cls, id: str, prompt: str, **kwargs: Any) -> Job:
+        """A single-turn job, the common case for Python callers."""
+        system = kwargs.pop("system", None)
+        messages = [Message("user", (Part(prompt),))]
+        if system is not None:
+            messages.insert(0, Message("system", (Part(system),)))
+        return cls(id=id, messages=tuple(messages), **kwargs)
+
+    @property
+    def text(self) -> str:
+        """All the text the job sends, for token estimates."""
+        return "\n".join(m.text for m in self.messages)

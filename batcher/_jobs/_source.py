@@ -1,0 +1,162 @@
+"""The job source: files or Python objects as a stream of jobs, checked in full before any is sent.
+
+``JobSource.scan`` is the first pass: it parses every row, checks each job against the provider and
+looks for duplicate ids, and raises one ``InputError`` naming every problem. Iterating is the
+second pass, which the run sends from. Neither pass holds all the jobs: files are streamed, and the
+duplicate check keeps 8 bytes a job (a 64-bit hash of its id), reading the inputs once more, to name
+the lines, only if two hashes repeat.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from .._errors import InputError, InputProblem, UsageError
+from .._idset import duplicates, id_hash
+from ._columns import ColumnMapping
+from ._formats import parse_row
+from ._model import Job, ProviderName
+from ._readers import BadRow, Row, check_paths, iter_rows
+
+__all__ = ["JobSource"]
+
+_MAX_PROBLEMS = 20
+"""How many input problems one error lists in full before it only counts the rest."""
+
+_Item: TypeAlias = Job | Row | BadRow
+"""A Python job, a row to parse, or a row's problem."""
+
+
+class JobSource:
+    """Jobs from files (streamed, read once to check and once to send) or from Python objects.
+
+    Every job it yields has its model: the row's own, else ``default_model``. A Python iterable is
+    read once into a list, since a generator cannot be read twice.
+    """
+
+    def __init__(
+        self,
+        jobs: str | Path | Iterable[str | Path] | Iterable[Job | Mapping[str, Any]],
+        columns: ColumnMapping | None = None,
+        *,
+        provider: ProviderName = "openai",
+        default_model: str | None = None,
+    ) -> None:
+        self.columns = columns or ColumnMapping()
+        self.provider = provider
+        self.default_model = default_model
+        self.paths: list[Path] = []
+        self._items: list[Job | Mapping[str, Any]] = []
+        if isinstance(jobs, str | Path):
+            self.paths = [Path(jobs)]
+        else:
+            items = list(jobs)
+            if items and all(isinstance(i, str | Path) for i in items):
+                self.paths = [Path(i) for i in items]  # type: ignore[arg-type]
+            else:
+                for i in items:
+                    if not isinstance(i, Job | Mapping):
+                        raise UsageError(
+                            f"jobs must be Job objects or mappings, got {type(i).__name__}"
+                        )
+                self._items = items  # type: ignore[assignment]
+
+    def scan(self, visit: Callable[[Job], None] | None = None) -> int:
+        """Check every job before anything is sent, and return how many there are.
+
+        Raises ``InputError`` naming every problem (the first 20 in full). ``visit``
+        is called with each good job until the first problem, so a caller can look at each job in
+        the same pass.
+        """
+        if self.paths:
+            check_paths(self.paths)
+        problems: list[InputProblem] = []
+        more = 0
+        seen = array("Q")  # id hashes: 8 bytes a job, however many jobs
+        total = 0
+
+        def problem(p: InputProblem) -> None:
+            nonlocal more
+            if len(problems) < _MAX_PROBLEMS:
+                problems.append(p)
+            else:
+                more += 1
+
+        for where, pos, item in self._located():
+            try:
+                job = self._job(where, pos, item)
+            except BadRow as e:
+                problem(InputProblem(where, e.message, e.job_id))
+                continue
+            total += 1
+            seen.append(id_hash(job.id))
+            issue = _job_problem(job, self.provider)
+            if issue:
+                problem(InputProblem(where, issue, job.id))
+            elif visit is not None and not problems:
+                visit(job)
+        repeated = duplicates(seen)
+        del seen
+        if repeated:
+            for p in self._duplicates(repeated):
+                problem(p)
+        if problems:
+            raise InputError(problems, more=more)
+        return total
+
+    def __iter__(self) -> Iterator[Job]:
+        """Every job, in input order; a bad row raises ``BadRow`` (``scan`` first to avoid that)."""
+        for where, pos, item in self._located():
+            yield self._job(where, pos, item)
+
+    def _located(self) -> Iterator[tuple[str, str, _Item]]:
+        """(where, position id, item) for every row or Python object."""
+        if self.paths:
+            yield from iter_rows(self.paths, self.columns.needed)
+        else:
+            for n, item in enumerate(self._items, start=1):
+                yield f"jobs[{n - 1}]", f"job-{n}", item
+
+    def _job(self, where: str, pos: str, item: _Item) -> Job:
+        if isinstance(item, BadRow):
+            raise item
+        if isinstance(item, Job):
+            if item.model or not self.default_model:
+                return item
+            return replace(item, model=self.default_model)
+        job_id, fields = parse_row(item, position_id=pos, columns=self.columns)
+        return fields.job(job_id, source=where, default_model=self.default_model)
+
+    def _duplicates(self, repeated: set[int]) -> Iterator[InputProblem]:
+        """A second pass, only when some id hashes repeat: name each duplicate's line."""
+        first: dict[str, str] = {}
+        for where, pos, item in self._located():
+            try:
+                job = self._job(where, pos, item)
+            except BadRow:
+                continue
+            if id_hash(job.id) not in repeated:
+                continue
+            if job.id in first:
+                yield InputProblem(where, f"duplicate id, first seen at {first[job.id]}", job.id)
+            else:
+                first[job.id] = where
+
+
+def _job_problem(job: Job, provider: ProviderName) -> str | None:
+    """Why this job (its model already resolved) cannot be sent to ``provider``, or None."""
+    if not job.model:
+        return "no model: give the job a 'model' or pass --model"
+    if not job.messages or not any(m.role != "system" for m in job.messages):
+        return "no user message to send"
+    native = job.native
+    if native is not None and native.provider != provider and native.unconvertible:
+        return (
+            f"this {native.provider} batch line cannot be sent to {provider} without losing "
+            f"{', '.join(native.unconvertible)}; use --provider {native.provider}"
+        )
+    return None
