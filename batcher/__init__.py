@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    BadOption,
     BatcherError,
     DamagedFile,
     DirectoryLocked,
@@ -50,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BadOption",
     "BatcherError",
     "Clock",
     "DamagedFile",

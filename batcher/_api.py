@@ -27,16 +27,21 @@ async def run(
     progress: bool = False,
     handle_signals: bool = False,
     clock: Clock | None = None,
-    **options: Any,
+    options: RunOptions | None = None,
+    **flat: Any,
 ) -> RunSummary:
     """Run ``jobs`` (file paths, or Job objects / dicts) into ``out``; return how it went.
 
-    ``options`` are the fields of ``RunOptions`` (``provider``, ``model``, ``max_concurrency``...).
+    Options come as ``RunOptions`` (``options=``) or as its keywords (``provider``, ``model``,
+    ``max_concurrency``...), not both.
     ``handle_signals`` makes SIGINT / SIGTERM stop the run gracefully (for command-line use).
     Raises ``InputError`` before sending anything if any job is bad, ``UsageError`` for options
     that cannot work, and ``FatalProviderError`` if the provider refuses the whole run.
     """
-    async with Runner(jobs, out, RunOptions(**options), clock=clock) as runner:
+    if options is not None and flat:
+        raise TypeError("give options= or option keywords, not both")
+    opts = options if options is not None else RunOptions(**flat)
+    async with Runner(jobs, out, opts, clock=clock) as runner:
         async with anyio.create_task_group() as tg:
             if progress:
                 tg.start_soon(show_progress, runner.statistics)
@@ -62,7 +67,7 @@ async def _stop_on_signals(runner: Runner) -> None:
                 log.warning(
                     "stopping: no new requests; waiting up to %.0f s for those in flight "
                     "(again to stop now)",
-                    runner.options.grace,
+                    runner.options.requests.grace,
                 )
                 runner.stop(signum)
             else:

@@ -12,112 +12,64 @@ from pathlib import Path
 __all__ = ["main"]
 
 # The codes a command chooses here; those of a finished run (0, 1, 3, 130, 143) are
-# RunSummary.exit_code.
+# RunSummary.exit_code. 70, 74 and 75 are sysexits.h's EX_SOFTWARE, EX_IOERR and EX_TEMPFAIL.
 EXIT_OK, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 4, 130
+EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_BROKEN_PIPE = 70, 74, 75, 141
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._options import add_flags
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, allow_abbrev=False)
+
     p = argparse.ArgumentParser(
         prog="batcher",
         description="Push large sets of LLM prompts through rate-limited APIs, never losing work.",
+        allow_abbrev=False,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run job files into an output directory")
+    r = command("run", "run job files into an output directory")
     r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
-    r.add_argument(
-        "--provider",
-        choices=["openai", "gemini"],
-        default="openai",
-        help="wire format: OpenAI chat/completions (default) or Gemini generateContent",
-    )
-    r.add_argument(
-        "--base-url", metavar="URL", help="API base URL (default: the provider's public URL)"
-    )
-    r.add_argument(
-        "--api-key-env",
-        metavar="VAR",
-        help="environment variable holding the key (default: OPENAI_API_KEY, or "
-        "GEMINI_API_KEY then GOOGLE_API_KEY)",
-    )
-    r.add_argument("--model", metavar="NAME", help="model for jobs that do not name their own")
-    r.add_argument(
-        "--max-concurrency",
-        type=int,
-        default=16,
-        metavar="N",
-        help="requests in flight at most (default 16)",
-    )
-    r.add_argument(
-        "--max-attempts",
-        type=int,
-        default=5,
-        metavar="N",
-        help="attempts per job for retryable errors (default 5)",
-    )
-    r.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="timeout of one request (default 120)",
-    )
-    _column_flags(r)
-    r.add_argument(
-        "--mock",
-        nargs="?",
-        const="default",
-        metavar="PRESET",
-        help="run against the embedded mock provider (presets: default, instant, "
-        "realistic, faulty, or a tier name to enforce its limits); no key needed",
-    )
+    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume"))
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
-    _limit_flags(r)
-    r.add_argument("--limits", metavar="FILE", help="TOML file of limits per model")
-    r.add_argument(
-        "--retry-errors",
-        action="store_true",
-        help="send jobs that ended in error again (their rows are replaced)",
-    )
-    r.add_argument(
-        "--redo-changed",
-        action="store_true",
-        help="send finished jobs whose request changed since again",
-    )
-    r.add_argument(
-        "--on-daily-limit",
-        choices=["wait", "exit"],
-        default="wait",
-        help="when a model's daily quota is spent: wait for the reset (default) or "
-        "stop with exit 3",
-    )
-    r.add_argument(
-        "--quota-day",
-        choices=["pacific", "rolling"],
-        default="pacific",
-        help="count RPD per day ending at midnight Pacific (default) or over 24 h",
-    )
 
-    sub.add_parser("tiers", help="list the tier presets")
+    command("tiers", "list the tier presets")
 
-    pl = sub.add_parser("plan", help="how long JOBS will take under a tier, before sending")
+    pl = command("plan", "how long JOBS will take under a tier, before sending")
     pl.add_argument("jobs", nargs="+", metavar="JOBS")
-    pl.add_argument(
-        "--provider",
-        choices=["openai", "gemini"],
-        default=None,
-        help="wire format (default: the tier's provider, else openai)",
+    add_flags(
+        pl,
+        ("endpoint", "requests", "columns", "limits"),
+        only=(
+            *("provider", "model", "prompt_column", "prompt_template", "id_column"),
+            *("tier", "rpm", "tpm", "rpd", "limits_file"),
+        ),
+        overrides={
+            "provider": {
+                "default": None,
+                "help": "wire format (default: the tier's provider, else openai)",
+            },
+        },
     )
-    pl.add_argument("--model", metavar="M", help="model for jobs that do not name their own")
-    _column_flags(pl)
-    _limit_flags(pl)
-    pl.add_argument("--limits", metavar="FILE", help="TOML file of limits per model")
 
-    b = sub.add_parser("bench", help="drive a synthetic load and measure what a tier gives")
-    b.add_argument("--tier", metavar="NAME", required=True, help="tier preset (batcher tiers)")
-    b.add_argument("--model", metavar="M", help="model (default: the tier's first)")
+    b = command("bench", "drive a synthetic load and measure what a tier gives")
+    add_flags(
+        b,
+        ("limits", "requests", "endpoint"),
+        only=("tier", "model", "base_url", "api_key_env", "max_concurrency"),
+        overrides={
+            "tier": {"required": True},
+            "model": {"help": "model (default: the tier's first)"},
+            "base_url": {
+                "help": "endpoint to measure (default: the mock provider enforcing the tier)"
+            },
+            "max_concurrency": {"default": 32, "help": "requests in flight at most (default 32)"},
+        },
+    )
     b.add_argument(
         "--seconds",
         type=float,
@@ -125,25 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how long to drive the load (default 60)",
     )
-    b.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="endpoint to measure (default: the mock provider enforcing the tier)",
-    )
-    b.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
-    b.add_argument(
-        "--max-concurrency",
-        type=int,
-        default=32,
-        metavar="N",
-        help="requests in flight at most (default 32)",
-    )
     b.add_argument("--plot", metavar="FILE.png", help="draw requests per second against the limit")
 
-    s = sub.add_parser("status", help="how far the run in DIR has got")
+    s = command("status", "how far the run in DIR has got")
     s.add_argument("dir", metavar="DIR")
 
-    m = sub.add_parser("mock-server", help="serve the mock provider on loopback")
+    m = command("mock-server", "serve the mock provider on loopback")
     m.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     m.add_argument(
         "--provider",
@@ -158,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         help="answer latency: MS, or MIN-MAX for a uniform range (default 0)",
     )
     m.add_argument("--seed", type=int, default=0, help="seed of the mock's randomness")
-    _limit_flags(m)
+    add_flags(m, ("limits",), only=("tier", "rpm", "tpm", "rpd"))
     for flag, what in (
         ("--fail-500", "answer 500"),
         ("--fail-503", "answer 503"),
@@ -183,25 +122,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _column_flags(p: argparse.ArgumentParser) -> None:
-    cols = p.add_mutually_exclusive_group()
-    cols.add_argument("--prompt-column", metavar="COL", help="take the prompt from this column")
-    cols.add_argument(
-        "--prompt-template",
-        metavar="TEMPLATE",
-        help="build the prompt from columns, e.g. 'Summarize: {text}'",
-    )
-    p.add_argument("--id-column", metavar="COL", help="take the job id from this column")
-
-
-def _limit_flags(p: argparse.ArgumentParser, *, tier: bool = True) -> None:
-    if tier:
-        p.add_argument("--tier", metavar="NAME", help="tier preset of limits (batcher tiers)")
-    p.add_argument("--rpm", type=int, metavar="N", help="requests per minute, for every model")
-    p.add_argument("--tpm", type=int, metavar="N", help="tokens per minute, for every model")
-    p.add_argument("--rpd", type=int, metavar="N", help="requests per quota day, for every model")
-
-
 def _latency(text: str) -> tuple[float, float]:
     from ._errors import UsageError
 
@@ -217,43 +137,16 @@ def _latency(text: str) -> tuple[float, float]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._api import run_sync
-    from ._errors import UsageError
+    from ._options import RunOptions
 
-    jobs = list(args.jobs)
     if args.mock is not None and args.mock.endswith(_SUFFIXES):
-        jobs.append(args.mock)  # `--mock jobs.jsonl`: the file was meant as a job file
+        args.jobs.append(args.mock)  # `--mock jobs.jsonl`: the file was meant as a job file
         args.mock = "default"
-    if args.mock is not None:
-        from .mock import PRESETS
-
-        if args.mock not in PRESETS:
-            raise UsageError(
-                f"unknown --mock preset {args.mock!r}; choose one of {sorted(PRESETS)}"
-            )
     summary = run_sync(
-        jobs,
+        list(args.jobs),
         args.out,
+        options=RunOptions.from_args(args),
         progress=not args.no_progress,
-        provider=args.provider,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        model=args.model,
-        max_concurrency=args.max_concurrency,
-        max_attempts=args.max_attempts,
-        timeout=args.timeout,
-        prompt_column=args.prompt_column,
-        prompt_template=args.prompt_template,
-        id_column=args.id_column,
-        mock=args.mock,
-        tier=args.tier,
-        rpm=args.rpm,
-        tpm=args.tpm,
-        rpd=args.rpd,
-        limits_file=args.limits,
-        retry_errors=args.retry_errors,
-        redo_changed=args.redo_changed,
-        on_daily_limit=args.on_daily_limit,
-        quota_day=args.quota_day,
         handle_signals=True,
     )
     if summary.finished == 0 and summary.skipped:
@@ -320,17 +213,15 @@ def _cmd_tiers(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from ._jobs import ColumnMapping, JobSource
-    from ._limits import LimitTable, load_tiers
+    from ._limits import load_tiers
+    from ._options import LimitOptions, group_from_args
     from ._plan import make_plan
 
-    limits = LimitTable.build(
-        tier=args.tier, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd, limits_file=args.limits
-    )
+    limits = group_from_args(LimitOptions, args).table()
     provider = args.provider or (limits.tier.provider if limits.tier else "openai")
-    mapping = ColumnMapping(args.prompt_column, args.prompt_template, args.id_column)
-    plans = make_plan(
-        JobSource(args.jobs, mapping), provider=provider, default_model=args.model, limits=limits
-    )
+    columns = group_from_args(ColumnMapping, args)
+    source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
+    plans = make_plan(source, limits=limits)
     total = sum(p.jobs for p in plans)
     tokens = sum(p.input_tokens for p in plans)
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
@@ -363,10 +254,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import anyio
 
     from ._bench import plot, run_bench
-    from ._limits import LimitTable
-    from .mock import MockConfig, MockServer
+    from ._options import LimitOptions, group_from_args
 
-    limits = LimitTable.build(tier=args.tier)
+    limits = group_from_args(LimitOptions, args).table()
     assert limits.tier is not None
     model = args.model or next(iter(limits.tier.models))
     options: dict[str, object] = {
@@ -374,24 +264,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "tier": args.tier,
         "api_key_env": args.api_key_env,
         "max_concurrency": args.max_concurrency,
+        "base_url": args.base_url,
     }
-    server = None
     if args.base_url is None:
-        server = MockServer(MockConfig(latency_ms=(20.0, 200.0), limits=limits)).start()
-        options["base_url"] = server.base_url(limits.tier.provider)
-        options["api_key"] = "mock-key"
-    else:
-        options["base_url"] = args.base_url
-    try:
-        result = anyio.run(
-            lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
-            backend="asyncio",
-        )
-    finally:
-        if server is not None:
-            server.stop()
+        from .mock import MockConfig
+
+        options["mock"] = MockConfig(latency_ms=(20.0, 200.0), limits=limits)
+    result = anyio.run(
+        lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
+        backend="asyncio",
+    )
     lim = result.limits
-    where = "the mock provider" if server else args.base_url
+    where = "the mock provider" if args.base_url is None else args.base_url
     print(f"{model} on {where}, {result.seconds:.0f} s, limits {lim.describe()}")
     rpm_share = f" ({result.rpm / lim.rpm:.1%} of the ceiling)" if lim.rpm else ""
     tpm_share = f" ({result.tpm / lim.tpm:.1%} of the ceiling)" if lim.tpm else ""
@@ -409,10 +293,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_mock_server(args: argparse.Namespace) -> int:
     from ._errors import UsageError
-    from ._limits import LimitTable
+    from ._options import LimitOptions, group_from_args
     from .mock import Faults, MockConfig, MockServer
 
-    limits = LimitTable.build(tier=args.tier, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd)
+    limits = group_from_args(LimitOptions, args).table()
     try:
         faults = Faults(
             args.fail_500, args.fail_503, args.drop, args.truncate, args.slow, args.slow_ms
@@ -449,13 +333,44 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``batcher`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``batcher`` console script; returns the exit code.
+
+    Nothing a user can cause ends in a traceback: expected failures print one line and exit
+    with their documented code; anything else writes its traceback to a log file (in the output
+    directory when there is one), names it in one line, and exits 70.
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     # Arrow's default allocator (mimalloc) keeps what it freed: reading a large Parquet file
     # then holds ~100 MiB more than the system allocator does. Set before pyarrow is imported.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     _log_to_stderr()
-    from ._errors import FatalProviderError, InputError, UsageError
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # the reader of our output went away (`batcher status DIR | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        _say("interrupted; rerun the same command to go on.")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # not one of ours: keep the traceback, say where it is
+        return _unexpected(e, args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from ._errors import (
+        BadOption,
+        FatalProviderError,
+        InputError,
+        Outage,
+        UsageError,
+        WriteFailed,
+    )
+    from ._options import option_flag
 
     commands = {
         "run": _cmd_run,
@@ -467,19 +382,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except BadOption as e:
+        _say(f"error: {option_flag(e.option)} {e.reason}")
+        return EXIT_USAGE
     except UsageError as e:
-        print(f"batcher: error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return EXIT_USAGE
     except InputError as e:
-        print(f"batcher: bad input, nothing was sent:\n{e}", file=sys.stderr)
+        _say(f"bad input, nothing was sent:\n{e}")
         return EXIT_USAGE
     except FatalProviderError as e:
-        print(f"batcher: the provider refused the run: {e.message}", file=sys.stderr)
+        _say(f"the provider refused the run: {e.message}")
         print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)
         return EXIT_FATAL
-    except KeyboardInterrupt:
-        print("batcher: interrupted; rerun the same command to go on.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except WriteFailed as e:
+        _say(str(e))
+        return EXIT_IO
+    except Outage as e:
+        _say(str(e))
+        return EXIT_OUTAGE
+
+
+def _say(message: str) -> None:
+    print(f"batcher: {message}", file=sys.stderr)
+
+
+def _unexpected(error: Exception, args: argparse.Namespace) -> int:
+    """Write the traceback of a bug to a log file and name it in one line."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(getattr(args, "out", None) or getattr(args, "dir", None) or tempfile.gettempdir())
+    if not folder.is_dir():
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"batcher-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path.write_text("".join(traceback.format_exception(error)))
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "the traceback could not be written"
+    _say(f"internal error ({type(error).__name__}: {error}); {where}. Please report it.")
+    return EXIT_SOFTWARE
 
 
 def console_main() -> None:

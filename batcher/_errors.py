@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 __all__ = [
+    "BadOption",
     "BatcherError",
     "DamagedFile",
     "DirectoryLocked",
@@ -48,6 +49,16 @@ class BatcherError(Exception):
 
 class UsageError(BatcherError):
     """Options that cannot work together or make no sense."""
+
+
+class BadOption(UsageError):
+    """A value an option cannot take. ``str()`` names the library's parameter (``option``); the
+    CLI names its flag instead."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option} {reason}")
+        self.option = option
+        self.reason = reason
 
 
 class DirectoryLocked(UsageError):
@@ -198,9 +209,12 @@ class PermanentJobError(ProviderError):
 
 
 class RetryableError(ProviderError):
-    """May pass on a later attempt; ``retry_after`` is the server's own delay in seconds."""
+    """May pass on a later attempt; ``retry_after`` is the server's own delay in seconds.
+    ``counted`` is False for a failure during an outage: the endpoint's, not the job's, so it
+    uses up none of the job's attempts."""
 
     kind = "retryable"
+    counted: bool = True
 
     def __init__(
         self,

@@ -35,10 +35,17 @@ from types import TracebackType
 import anyio
 
 from ._clock import Clock
-from ._errors import PermanentJobError, QuotaExhausted, RateLimitError
+from ._errors import (
+    PermanentJobError,
+    ProviderError,
+    QuotaExhausted,
+    RateLimitError,
+    RetryableError,
+)
 from ._estimate import Features, TokenEstimator
 from ._ledger import DailyCount
 from ._limits import Limits
+from ._outage import OutageWatch
 from ._providers import RateHints
 from ._window import SlidingWindow
 
@@ -78,6 +85,7 @@ class Lane:
         margin: float | None = None,
         rng: random.Random | None = None,
         daily: DailyCount | None = None,
+        outage: OutageWatch | None = None,
     ) -> None:
         self.model = model
         self.limits = limits
@@ -94,6 +102,7 @@ class Lane:
         self._window = SlidingWindow(WINDOW)  # admissions: [admitted at, tokens charged]
         self._answers = SlidingWindow(WINDOW)  # successful answers: [answered at, tokens]
         self.daily = daily or DailyCount()
+        self.outage = outage or OutageWatch(clock, where=model)
         self._stopped: QuotaExhausted | None = None
         self._answered = anyio.Event()
         self._probing = False
@@ -144,25 +153,34 @@ class Lane:
                     break
         return at
 
-    async def _wait_turn(self, tokens: int) -> float:
-        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time."""
+    async def _wait_turn(self, tokens: int) -> tuple[float, bool]:
+        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time, and
+        whether the last sleep was for the request's pacing slot (so any lateness is the loop's
+        wake-up lag, not time the lane stood idle or blocked)."""
+        paced = False
         while True:
+            probe_at = await self.outage.wait_for_probe()
             now = self.clock.monotonic()
             self._check_day()
             self._window.expire(now)
             t_tolerance = 1.0 if self.limits.tpm else 0.0
             start = max(
+                probe_at,
                 self._paused_until,
                 self._r_next,
                 self._t_next - t_tolerance,
                 self._cap_wait(now, tokens),
             )
             if start <= now:
-                return now
+                return now, paced
+            paced = start == self._r_next
             await self.clock.sleep(max(start - now, 1e-6))
 
     async def _admit(self, tokens: int) -> list[float]:
-        """Wait until a request of ``tokens`` may leave; return its entry in the window."""
+        """Wait until a request of ``tokens`` may leave; return its entry in the window.
+
+        Raises ``QuotaExhausted`` when the day's quota is spent, ``Outage`` when the endpoint has
+        been down for longer than the run waits."""
         async with self._lock:
             probe = False
             if not self._answered.is_set():
@@ -171,20 +189,23 @@ class Lane:
                 else:
                     self._probing = probe = True
             try:
-                now = await self._wait_turn(tokens)
+                now, paced = await self._wait_turn(tokens)
             except BaseException:
                 if probe:
                     self._probing = False  # the next request in line probes instead
                 raise
-            # A request that was woken late (by less than half an interval) does not push its
-            # successor back: the loop's wake-up lag would otherwise pile up into lost rate.
+            # A request woken late for its slot (by less than half an interval) does not push
+            # its successor back: the loop's wake-up lag would otherwise pile up into lost rate.
+            # One that was held by something else (the first answer, a pause) starts afresh.
             interval = self._interval(self.limits.rpm)
             late = now - self._r_next
-            self._r_next = (self._r_next if late <= interval / 2 else now) + interval
+            on_time = paced and late <= interval / 2
+            self._r_next = (self._r_next if on_time else now) + interval
             self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
             self._last = now
             self.daily.add(self.clock.time())
             self.admitted += 1
+            self.outage.admitted()
             return self._window.add(now, float(tokens))
 
     def _settle(self, entry: list[float], tokens: int) -> None:
@@ -287,7 +308,8 @@ class Slot:
     """One attempt admitted by a lane (see ``Lane.request``); an async context manager.
 
     Leaving the block opens the lane to full concurrency after its first answer, pauses it on a
-    429, and, after ``done``, settles the tokens charged and teaches the estimator.
+    429, tells the outage watch whether an answer came, and, after ``done``, settles the tokens
+    charged and teaches the estimator.
     """
 
     __slots__ = ("_entry", "_features", "_known", "_lane", "_output", "_reported", "_succeeded")
@@ -326,6 +348,14 @@ class Slot:
     ) -> None:
         lane = self._lane
         lane._answered.set()
+        if isinstance(exc, RetryableError) and not isinstance(exc, RateLimitError):
+            if lane.outage.failed(exc):
+                exc.counted = False  # the endpoint's outage, not this job's failure
+            return
+        if isinstance(exc, ProviderError) or self._succeeded:
+            lane.outage.answered()
+        else:
+            lane.outage.released()
         if isinstance(exc, RateLimitError):
             lane._on_rate_limited(exc)
         elif self._succeeded:

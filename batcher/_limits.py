@@ -52,6 +52,10 @@ class Limits:
         return ", ".join(parts) or "no limits"
 
 
+def _plain(limits: Limits) -> dict[str, int]:
+    return {f.name: getattr(limits, f.name) for f in fields(limits) if getattr(limits, f.name)}
+
+
 @dataclass(frozen=True, slots=True)
 class Tier:
     """A named preset: the provider it belongs to and each model's limits."""
@@ -135,6 +139,35 @@ class LimitTable:
                 raise UsageError(f"--{k} must be at least 1, got {v}")
         per_model = read_limits_file(Path(limits_file)) if limits_file is not None else None
         return cls(preset, Limits(**flags), per_model)
+
+    def to_json(self) -> dict[str, Any]:
+        """The table as resolved, for ``run.json``: the tier by name, the limits as numbers."""
+        return {
+            "tier": self.tier.name if self.tier else None,
+            "everywhere": _plain(self.everywhere),
+            "per_model": {m: _plain(v) for m, v in (self.per_model or {}).items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> LimitTable:
+        """Read ``to_json``'s form back; bad values are ``UsageError``s naming ``where``."""
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: expected a table of limits")
+        tier = None
+        if data.get("tier") is not None:
+            tiers = load_tiers()[2]
+            if data["tier"] not in tiers:
+                raise UsageError(f"{where}: unknown tier {data['tier']!r}")
+            tier = tiers[data["tier"]]
+        per_model = data.get("per_model") or {}
+        if not isinstance(per_model, dict):
+            raise UsageError(f"{where}: per_model must be a table")
+        return cls(
+            tier,
+            _limits(data.get("everywhere") or {}, where, allow_zero=False),
+            {m: _limits(v, f"{where} [{m}]", allow_zero=False) for m, v in per_model.items()}
+            or None,
+        )
 
     def for_model(self, model: str) -> Limits:
         base = self.tier.models.get(model, Limits()) if self.tier else Limits()

@@ -25,7 +25,9 @@ class RetryPolicy:
 
     Without a server hint, waits are random exponential (``initial`` doubling up to ``max_wait``);
     a server's ``retry_after`` wins, capped at ``max_server_wait``. A 429 waits in the lane, which
-    pauses every request of that model, so the policy adds no wait of its own for it.
+    pauses every request of that model, so the policy adds no wait of its own for it; nor for a
+    failure during an outage, which also costs no attempt (the lane probes, and bounds the
+    outage).
     """
 
     max_attempts: int = 5
@@ -39,8 +41,10 @@ class RetryPolicy:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, RateLimitError):
-                return 0.0  # the model's lane holds every request back for the server's delay
+            if isinstance(exc, RateLimitError) or (
+                isinstance(exc, RetryableError) and not exc.counted
+            ):
+                return 0.0  # the lane holds every request back: for a 429's delay, or an outage
             if isinstance(exc, RetryableError) and exc.retry_after is not None:
                 return min(exc.retry_after, self.max_server_wait)
             return float(backoff(state))
@@ -50,12 +54,15 @@ class RetryPolicy:
     async def call(self, fn: Callable[[], Awaitable[T]], *, clock: Clock) -> T:
         """Run ``fn`` until it succeeds, raises a non-retryable error, or the budget is spent."""
         start = clock.monotonic()
+        counted = 0
 
         def stop(state: RetryCallState) -> bool:
-            return (
-                state.attempt_number >= self.max_attempts
-                or clock.monotonic() - start >= self.max_time
-            )
+            nonlocal counted
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RetryableError) and not exc.counted:
+                return False  # an outage's failure: the lane paces the probes, and bounds them
+            counted += 1
+            return counted >= self.max_attempts or clock.monotonic() - start >= self.max_time
 
         retrying = AsyncRetrying(
             stop=stop,

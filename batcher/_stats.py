@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["RateMeter", "RunSummary", "Statistics"]
+__all__ = ["RunSummary", "Statistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +68,3 @@ class RunSummary:
         if self.deferred:
             return 3
         return 1 if self.errors else 0
-
-
-class RateMeter:
-    """Events and their token counts over a sliding window, for per-minute rates."""
-
-    def __init__(self, window: float = 60.0) -> None:
-        self.window = window
-        self._events: deque[tuple[float, int]] = deque()
-        self._tokens = 0
-
-    def add(self, now: float, tokens: int) -> None:
-        self._events.append((now, tokens))
-        self._tokens += tokens
-        self._trim(now)
-
-    def _trim(self, now: float) -> None:
-        while self._events and self._events[0][0] <= now - self.window:
-            self._tokens -= self._events.popleft()[1]
-
-    def per_minute(self, now: float, started: float) -> tuple[float, float]:
-        """(events, tokens) per minute over the window, or over the run if it is younger."""
-        self._trim(now)
-        span = min(self.window, max(now - started, 1e-9))
-        scale = 60.0 / span
-        return len(self._events) * scale, self._tokens * scale

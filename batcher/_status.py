@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import UsageError
 from ._ledger import DailyCount, Ledger
-from ._limits import Limits, LimitTable
+from ._limits import Limits
+from ._manifest import Manifest
 from ._store import iter_status
 
 __all__ = ["RunStatus", "read_status"]
@@ -54,10 +54,9 @@ class RunStatus:
 
 def read_status(out: Path, now: float) -> RunStatus:
     """Read the run in ``out`` as it stands at wall-clock ``now``."""
-    manifest_path = out / "run.json"
-    if not manifest_path.is_file():
+    manifest = Manifest.read(out)
+    if manifest is None:
         raise UsageError(f"{out} holds no batcher run (no run.json)")
-    manifest = json.loads(manifest_path.read_text())
     counts: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     times: list[float] = []
@@ -67,22 +66,14 @@ def read_status(out: Path, now: float) -> RunStatus:
             kinds[kind or "unknown"] += 1
         if finished_at is not None:
             times.append(finished_at)
-    rolling = manifest.get("quota_day") == "rolling"
-    spent = Ledger(out).spent(now, rolling=rolling)
-    table = LimitTable.build(
-        tier=manifest.get("tier"),
-        rpm=manifest.get("rpm"),
-        tpm=manifest.get("tpm"),
-        rpd=manifest.get("rpd"),
-        limits_file=manifest.get("limits_file"),
-    )
+    spent = Ledger(out).spent(now, rolling=manifest.quota_day == "rolling")
     return RunStatus(
-        total=manifest["total"],
+        total=manifest.total,
         ok=counts["ok"],
         errors=counts["error"],
         error_kinds=dict(kinds),
         spent_today=spent,
-        limits={m: table.for_model(m) for m in spent},
+        limits={m: manifest.limits_for(m) for m in spent},
         next_reset=DailyCount(rolling=False).resets_at(now),
         pace=_pace(times),
     )

@@ -77,8 +77,7 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
     import pyarrow.parquet as pq
 
     from batcher._jobs import JobSource
-    from batcher._providers import get_provider
-    from batcher._runner import fingerprint
+    from batcher._providers import fingerprint, get_provider
     from batcher._store import _schema
 
     provider = get_provider("openai")

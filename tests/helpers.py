@@ -45,27 +45,6 @@ def read_results(out: Path) -> dict[str, dict[str, Any]]:
     return by_id
 
 
-class FakeClock:
-    """A clock that only moves when something sleeps on it; records every sleep."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        import anyio.lowlevel
-
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
-
-
 def run_cli(
     server: MockServer, provider: str, jobs: Path | str, out: Path | str, *flags: str
 ) -> int:

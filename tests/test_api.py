@@ -6,6 +6,7 @@ import batcher
 def test_public_names_are_pinned() -> None:
     assert sorted(batcher.__all__) == sorted(
         [
+            "BadOption",
             "BatcherError",
             "Clock",
             "DamagedFile",

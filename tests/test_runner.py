@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from batcher import FatalProviderError, Job, Runner, RunOptions, RunSummary
-from tests.helpers import FakeClock, read_results
-
-pytestmark = pytest.mark.anyio
+from tests.helpers import read_results
+from tests.virtual import VirtualClock, run_virtual
 
 SECRET = "sk-test-SECRET-0123456789"
 
@@ -49,35 +48,40 @@ def _flaky(failures: dict[str, list[httpx.Response]]) -> Callable[[httpx.Request
     return handler
 
 
-async def _run(
+def _run(
     tmp_path: Path,
     jobs: list[Any],
     handler: Callable[[httpx.Request], httpx.Response],
-    clock: FakeClock | None = None,
+    clock: VirtualClock | None = None,
     **options: Any,
 ) -> RunSummary:
+    """A run in virtual time: retries' and the server's delays pass without real waiting."""
     opts = RunOptions(api_key=SECRET, model="m", base_url="http://provider.test/v1", **options)
-    async with Runner(
-        jobs,
-        tmp_path / "out",
-        opts,
-        clock=clock or FakeClock(),
-        transport=httpx.MockTransport(handler),
-    ) as runner:
-        return await runner.run()
+
+    async def main() -> RunSummary:
+        async with Runner(
+            jobs,
+            tmp_path / "out",
+            opts,
+            clock=clock or VirtualClock(),
+            transport=httpx.MockTransport(handler),
+        ) as runner:
+            return await runner.run()
+
+    return run_virtual(main)
 
 
-async def test_jobs_from_python_objects(tmp_path: Path) -> None:
+def test_jobs_from_python_objects(tmp_path: Path) -> None:
     jobs = [Job.from_prompt("a", "hello", system="be brief"), {"id": "b", "prompt": "world"}]
-    summary = await _run(tmp_path, jobs, _ok)
+    summary = _run(tmp_path, jobs, _ok)
     assert (summary.total, summary.ok, summary.errors, summary.exit_code) == (2, 2, 0, 0)
     results = read_results(tmp_path / "out")
     assert results["a"]["text"] == "HELLO" and results["b"]["text"] == "WORLD"
     assert results["a"]["input_tokens"] == 5 and results["a"]["attempts"] == 1
 
 
-async def test_retryable_errors_are_retried_and_every_attempt_counted(tmp_path: Path) -> None:
-    clock = FakeClock()
+def test_retryable_errors_are_retried_and_every_attempt_counted(tmp_path: Path) -> None:
+    clock = VirtualClock()
     failures = {
         "flaky": [
             httpx.Response(503, json={"error": {"message": "overloaded"}}),
@@ -93,10 +97,10 @@ async def test_retryable_errors_are_retried_and_every_attempt_counted(tmp_path: 
     answer = _flaky(failures)
 
     def handler(request: httpx.Request) -> httpx.Response:
-        sent.append((json.loads(request.content)["messages"][-1]["content"], clock.now))
+        sent.append((json.loads(request.content)["messages"][-1]["content"], clock.monotonic()))
         return answer(request)
 
-    summary = await _run(
+    summary = _run(
         tmp_path,
         [{"id": "f", "prompt": "flaky"}, {"id": "l", "prompt": "limited"}],
         handler,
@@ -110,7 +114,7 @@ async def test_retryable_errors_are_retried_and_every_attempt_counted(tmp_path: 
     assert limited[1] - limited[0] >= 7.0  # the server's delay, not a computed one
 
 
-async def test_permanent_error_is_recorded_once_and_not_retried(tmp_path: Path) -> None:
+def test_permanent_error_is_recorded_once_and_not_retried(tmp_path: Path) -> None:
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -120,9 +124,7 @@ async def test_permanent_error_is_recorded_once_and_not_retried(tmp_path: Path) 
             return httpx.Response(400, json={"error": {"message": "invalid 'temperature'"}})
         return _ok(request)
 
-    summary = await _run(
-        tmp_path, [{"id": "x", "prompt": "bad"}, {"id": "y", "prompt": "good"}], handler
-    )
+    summary = _run(tmp_path, [{"id": "x", "prompt": "bad"}, {"id": "y", "prompt": "good"}], handler)
     assert (summary.ok, summary.errors, summary.exit_code) == (1, 1, 1)
     assert seen.count("bad") == 1
     row = read_results(tmp_path / "out")["x"]
@@ -130,18 +132,18 @@ async def test_permanent_error_is_recorded_once_and_not_retried(tmp_path: Path) 
     assert row["error"] == "HTTP 400: invalid 'temperature'" and row["error_kind"] == "permanent"
 
 
-async def test_retries_stop_at_max_attempts_with_the_last_cause(tmp_path: Path) -> None:
+def test_retries_stop_at_max_attempts_with_the_last_cause(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    summary = await _run(tmp_path, [{"id": "x", "prompt": "p"}], handler, max_attempts=3)
+    summary = _run(tmp_path, [{"id": "x", "prompt": "p"}], handler, max_attempts=3)
     row = read_results(tmp_path / "out")["x"]
     assert summary.exit_code == 1
     assert row["attempts"] == 3 and row["error_kind"] == "retryable"
     assert "connection failed (ConnectError" in row["error"]
 
 
-async def test_fatal_error_stops_the_run_and_keeps_the_key_secret(tmp_path: Path) -> None:
+def test_fatal_error_stops_the_run_and_keeps_the_key_secret(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"] == f"Bearer {SECRET}"
         return httpx.Response(
@@ -151,22 +153,22 @@ async def test_fatal_error_stops_the_run_and_keeps_the_key_secret(tmp_path: Path
 
     jobs = [{"id": str(i), "prompt": f"p{i}"} for i in range(50)]
     with pytest.raises(FatalProviderError, match="invalid_api_key") as info:
-        await _run(tmp_path, jobs, handler, max_concurrency=4)
+        _run(tmp_path, jobs, handler, max_concurrency=4)
     assert SECRET not in str(info.value)
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
 
 
-async def test_key_is_never_written_to_results(tmp_path: Path) -> None:
-    await _run(tmp_path, [{"id": "a", "prompt": "x"}], _ok)
+def test_key_is_never_written_to_results(tmp_path: Path) -> None:
+    _run(tmp_path, [{"id": "a", "prompt": "x"}], _ok)
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert files
     for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
 
 
-async def test_a_second_run_sends_nothing_already_finished(tmp_path: Path) -> None:
+def test_a_second_run_sends_nothing_already_finished(tmp_path: Path) -> None:
     sent: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -174,14 +176,14 @@ async def test_a_second_run_sends_nothing_already_finished(tmp_path: Path) -> No
         return _ok(request)
 
     jobs = [{"id": str(i), "prompt": f"p{i}"} for i in range(10)]
-    await _run(tmp_path, jobs[:6], handler)
-    summary = await _run(tmp_path, jobs, handler)
+    _run(tmp_path, jobs[:6], handler)
+    summary = _run(tmp_path, jobs, handler)
     assert sorted(sent) == sorted(f"p{i}" for i in range(10))
     assert (summary.skipped, summary.finished, summary.ok) == (6, 4, 10)
     assert len(read_results(tmp_path / "out")) == 10
 
 
-async def test_a_fatal_answer_lets_requests_in_flight_finish(tmp_path: Path) -> None:
+def test_a_fatal_answer_lets_requests_in_flight_finish(tmp_path: Path) -> None:
     import anyio
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -199,19 +201,23 @@ async def test_a_fatal_answer_lets_requests_in_flight_finish(tmp_path: Path) -> 
     ]
     jobs += [{"id": f"later{i}", "prompt": "later", "model": "here"} for i in range(20)]
     opts = RunOptions(api_key=SECRET, base_url="http://provider.test/v1", max_concurrency=4)
-    with pytest.raises(FatalProviderError, match="model 'gone' is not available"):
+
+    async def main() -> None:
         async with Runner(
             jobs, tmp_path / "out", opts, transport=httpx.MockTransport(handler)
         ) as runner:
             await runner.run()
+
+    with pytest.raises(FatalProviderError, match="model 'gone' is not available"):
+        run_virtual(main)
     assert set(read_results(tmp_path / "out")) == {"slow"}
 
 
-async def test_a_key_echoed_by_the_server_is_redacted(tmp_path: Path) -> None:
+def test_a_key_echoed_by_the_server_is_redacted(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"error": {"message": f"bad request with key {SECRET}"}})
 
-    await _run(tmp_path, [{"id": "a", "prompt": "x"}], handler)
+    _run(tmp_path, [{"id": "a", "prompt": "x"}], handler)
     row = read_results(tmp_path / "out")["a"]
     assert row["error"] == "HTTP 400: bad request with key [API key]"
     for path in (tmp_path / "out").rglob("*"):

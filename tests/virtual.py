@@ -1,4 +1,5 @@
-"""Virtual time for tests: run a coroutine on looptime's event loop, which skips idle waits."""
+"""Virtual time for tests, their one clock: a coroutine on looptime's event loop, which skips idle
+waits, and batcher's ``Clock`` reading that loop."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ EPOCH = 1_800_000_000.0
 
 
 class VirtualClock:
-    """batcher's clock on the virtual loop: wall time is ``start`` plus loop time."""
+    """batcher's clock on the virtual loop: wall time is ``start`` plus loop time. ``sleeps``
+    records every sleep asked of it, for tests that check delays."""
 
     def __init__(self, start: float = EPOCH) -> None:
         self.start = start
+        self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
         return anyio.current_time()
@@ -27,6 +30,7 @@ class VirtualClock:
         return self.start + anyio.current_time()
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         await anyio.sleep(seconds)
 
 

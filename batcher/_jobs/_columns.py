@@ -10,7 +10,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 
-from .._errors import UsageError
+from .._errors import BadOption
+from .._flag import flag
 
 __all__ = ["ColumnMapping"]
 
@@ -19,24 +20,36 @@ __all__ = ["ColumnMapping"]
 class ColumnMapping:
     """How to read datasets whose columns are not one of the four shapes."""
 
-    prompt_column: str | None = None
-    prompt_template: str | None = None
-    id_column: str | None = None
+    prompt_column: str | None = field(
+        default=None,
+        metadata=flag("take the prompt from this column", metavar="COL", exclusive="prompt"),
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata=flag(
+            "build the prompt from columns, e.g. 'Summarize: {text}'",
+            metavar="TEMPLATE",
+            exclusive="prompt",
+        ),
+    )
+    id_column: str | None = field(
+        default=None, metadata=flag("take the job id from this column", metavar="COL")
+    )
     template_fields: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         if self.prompt_column is not None and self.prompt_template is not None:
-            raise UsageError("--prompt-column and --prompt-template cannot be used together")
+            raise BadOption("prompt_column", "and prompt_template cannot be used together")
         if self.prompt_template is not None:
             try:
                 names = [f for _, f, _, _ in string.Formatter().parse(self.prompt_template) if f]
             except ValueError as e:
-                raise UsageError(f"--prompt-template is not a valid template: {e}") from None
+                raise BadOption("prompt_template", f"is not a valid template: {e}") from None
             if not names:
-                raise UsageError("--prompt-template names no column, e.g. 'Summarize: {text}'")
+                raise BadOption("prompt_template", "names no column, e.g. 'Summarize: {text}'")
             bad = [n for n in names if not n.isidentifier() and not n.replace(" ", "_").isalnum()]
             if bad:
-                raise UsageError(f"--prompt-template: use plain column names in braces, not {bad}")
+                raise BadOption("prompt_template", f"takes plain column names in braces, not {bad}")
             object.__setattr__(self, "template_fields", tuple(dict.fromkeys(names)))
 
     @property

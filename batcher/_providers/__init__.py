@@ -5,9 +5,19 @@ from __future__ import annotations
 from .._errors import UsageError
 from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 from ._gemini import GeminiProvider
+from ._http import fingerprint, send
 from ._openai import OpenAIProvider
 
-__all__ = ["Completion", "Provider", "RateHints", "RequestSpec", "get_provider", "rate_hints"]
+__all__ = [
+    "Completion",
+    "Provider",
+    "RateHints",
+    "RequestSpec",
+    "fingerprint",
+    "get_provider",
+    "rate_hints",
+    "send",
+]
 
 _PROVIDERS: dict[str, type[Provider]] = {
     "openai": OpenAIProvider,

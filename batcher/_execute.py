@@ -1,0 +1,218 @@
+"""The online executor: send one job through its lane, with retries, and say how it ended.
+
+``execute`` returns an outcome value, ``Done(record) | Deferred(stop) | Fatal(error) |
+Halted(outage) | Abandoned``, and writes nothing back into the run's state: the scheduler decides
+what an outcome means (record it, wait for the reset, stop the run, leave it for a rerun). The
+batch-API executor plugs in beside this one with the same outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import anyio
+import httpx
+
+from ._clock import Clock
+from ._endpoint import Target
+from ._errors import FatalProviderError, Outage, ProviderError, QuotaExhausted
+from ._estimate import features
+from ._jobs import Job
+from ._lane import Lane
+from ._providers import Completion, RequestSpec, fingerprint, send
+from ._retry import RetryPolicy
+from ._store import Record
+from ._tally import Tally
+
+__all__ = ["Abandoned", "Deferred", "Done", "Executor", "Fatal", "Halted", "Outcome", "explain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The job finished, ok or with an error of its own: record it."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The model's daily quota is spent: the job waits for the reset."""
+
+    stop: QuotaExhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The provider refused the whole run (bad key, unknown model) on this job's model."""
+
+    error: FatalProviderError
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Halted:
+    """The endpoint has been down for longer than the run waits: the run stops."""
+
+    error: Outage
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """The run is stopping: the job was not sent (again), and is left for a rerun."""
+
+
+Outcome: TypeAlias = Done | Deferred | Fatal | Halted | Abandoned
+
+ABANDONED = Abandoned()
+
+
+class _Stopped(Exception):
+    """The run is stopping: this job is not sent (again)."""
+
+
+class Executor:
+    """Sends jobs online over one HTTP client; ``halt`` stops it sending more."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        target: Target,
+        policy: RetryPolicy,
+        clock: Clock,
+        tally: Tally,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.provider = target.provider
+        self.policy = policy
+        self.clock = clock
+        self.tally = tally
+        self._halting = False
+        self._waiting: dict[anyio.CancelScope, list[bool]] = {}  # scope -> [sending now]
+
+    def halt(self) -> None:
+        """Send nothing more: jobs waiting for admission or a retry are abandoned at once, those
+        whose request is out are left to finish (the scheduler bounds that by its grace)."""
+        self._halting = True
+        for scope, sending in list(self._waiting.items()):
+            if not sending[0]:
+                scope.cancel()
+
+    async def execute(self, job: Job, lane: Lane) -> Outcome:
+        """Send ``job`` (whose model is resolved) through ``lane`` until it finishes or stops."""
+        if self._halting:
+            return ABANDONED
+        model = job.model
+        assert model is not None  # the source resolves every job's model
+        spec = self.provider.build(job, model)
+        x = features(job.text)
+        output = (job.max_tokens or 0) if self.provider.charges_output else 0
+        attempts = 0
+        start = self.clock.monotonic()
+        sending = [False]
+
+        async def attempt() -> Completion:
+            nonlocal attempts
+            if self._halting:
+                raise _Stopped
+            async with lane.request(x, output=output) as slot:
+                attempts += 1
+                self.tally.requests += 1
+                sending[0] = True
+                try:
+                    answer = await send(self.client, self.provider, spec, slot.observe)
+                finally:
+                    sending[0] = False
+                slot.done(answer.input_tokens)
+            return answer
+
+        self.tally.in_flight += 1
+        scope = anyio.CancelScope()
+        self._waiting[scope] = sending
+        try:
+            with scope:
+                completion = await self.policy.call(attempt, clock=self.clock)
+            if scope.cancelled_caught:
+                return ABANDONED
+        except _Stopped:
+            return ABANDONED
+        except FatalProviderError as e:
+            return Fatal(e, model)
+        except QuotaExhausted as e:
+            return Deferred(e)
+        except Outage as e:
+            return Halted(e)
+        except ProviderError as e:
+            return Done(self._record(job, model, spec, attempts, start, error=e))
+        finally:
+            self.tally.in_flight -= 1
+            del self._waiting[scope]
+        return Done(self._record(job, model, spec, attempts, start, completion=completion))
+
+    def _record(
+        self,
+        job: Job,
+        model: str,
+        spec: RequestSpec,
+        attempts: int,
+        start: float,
+        *,
+        completion: Completion | None = None,
+        error: ProviderError | None = None,
+    ) -> Record:
+        redact = self.target.redact
+        latency = (self.clock.monotonic() - start) * 1000
+        fp = fingerprint(self.provider, model, spec)
+        if completion is not None:
+            return Record(
+                id=job.id,
+                status="ok",
+                text=completion.text,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                attempts=attempts,
+                error=None,
+                error_kind=None,
+                model=completion.model or model,
+                finish_reason=completion.finish_reason,
+                latency_ms=latency,
+                response=redact(completion.raw),
+                source=job.source,
+                fingerprint=fp,
+                finished_at=self.clock.time(),
+            )
+        assert error is not None
+        status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
+        return Record(
+            id=job.id,
+            status="error",
+            text=None,
+            input_tokens=None,
+            output_tokens=None,
+            attempts=attempts,
+            error=redact(f"{status}{error.message}"),
+            error_kind=error.kind,
+            model=model,
+            finish_reason=None,
+            latency_ms=latency,
+            response=redact(error.body),
+            source=job.source,
+            fingerprint=fp,
+            finished_at=self.clock.time(),
+        )
+
+
+def explain(error: FatalProviderError, model: str, target: Target, worked: list[str]) -> str:
+    """Say what is wrong in words a user can act on: which key, which model, what worked."""
+    where = target.where
+    if error.status in (401, 403) or "API_KEY_INVALID" in (error.body or ""):
+        what = f"the API key from {target.key_source} was refused by {where}"
+    elif error.status == 404:
+        what = f"model {model!r} is not available at {where} (check --model or the job's model)"
+    elif "insufficient_quota" in error.message:
+        what = "the account has no quota left (insufficient_quota): add credit or change key"
+    else:
+        what = f"{model} cannot be used at {where}"
+    also = f"; models that worked: {', '.join(worked)}" if worked else ""
+    return target.redact(f"{what}: {error.message}{also}")

@@ -1,0 +1,100 @@
+"""``DIR/run.json``: what a run directory holds, written by ``run`` and read by ``status``.
+
+It pins the provider and default model (a rerun with others would mix their results), records how
+many jobs the inputs hold, and stores the limits as they were resolved, so ``status`` reads them
+from here instead of re-reading a ``--limits`` file relative to wherever it is run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import DamagedFile, UsageError, WriteFailed
+from ._limits import Limits, LimitTable
+
+__all__ = ["Manifest"]
+
+NAME = "run.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The facts of one run directory."""
+
+    provider: str
+    model: str | None
+    base_url: str
+    """The endpoint's URL, or ``"mock"`` for the embedded mock provider."""
+    total: int
+    inputs: tuple[str, ...] = ()
+    quota_day: str = "pacific"
+    limits: LimitTable = field(default_factory=LimitTable)
+
+    @staticmethod
+    def path(out: Path) -> Path:
+        return out / NAME
+
+    @classmethod
+    def read(cls, out: Path) -> Manifest | None:
+        """The manifest in ``out``, None if there is none; ``DamagedFile`` if it is unreadable."""
+        path = cls.path(out)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return cls._parse(data, path)
+        except (OSError, ValueError, KeyError, TypeError, UsageError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise DamagedFile(path, reason or type(e).__name__) from None
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any], path: Path) -> Manifest:
+        if "limits" in data:
+            limits = LimitTable.from_json(data["limits"], str(path))
+        else:  # written before the limits were stored resolved: rebuild them, best effort
+            flags = {k: data.get(k) for k in ("rpm", "tpm", "rpd")}
+            limits = LimitTable.from_json(
+                {"tier": data.get("tier"), "everywhere": {k: v for k, v in flags.items() if v}},
+                str(path),
+            )
+        return cls(
+            provider=str(data["provider"]),
+            model=data.get("model"),
+            base_url=str(data.get("base_url", "")),
+            total=int(data["total"]),
+            inputs=tuple(str(p) for p in data.get("inputs", ())),
+            quota_day=str(data.get("quota_day", "pacific")),
+            limits=limits,
+        )
+
+    def check_same_run(self, provider: str, model: str | None, out: Path) -> None:
+        """Refuse another provider or default model: their results would mix in one directory."""
+        for name, mine, theirs in (
+            ("provider", self.provider, provider),
+            ("model", self.model, model),
+        ):
+            if mine != theirs:
+                raise UsageError(
+                    f"{out} holds a run with --{name} {mine}, and this one asks for {theirs}; "
+                    "their results would mix. Use another --out, or the same options."
+                )
+
+    def write(self, out: Path) -> None:
+        """Replace ``run.json`` atomically."""
+        data = {**asdict(self), "inputs": list(self.inputs), "limits": self.limits.to_json()}
+        tmp = out / (NAME + ".tmp")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(tmp, self.path(out))
+        except OSError as e:
+            raise WriteFailed.from_os_error(e, self.path(out)) from None
+
+    def limits_for(self, model: str) -> Limits:
+        return self.limits.for_model(model)

@@ -1,0 +1,351 @@
+"""Everything a run can be told: ``RunOptions``, composed of small groups, one definition each.
+
+Each option is a field of one group (where requests go, how they are sent, the limits, what to
+send again, how to read columns), and its field carries the CLI flag's metadata (``flag(...)``).
+The CLI builds its flags from these fields and the library takes the same names as keywords, so
+a new option is one field here (plus the code that uses it). A bad value raises ``BadOption``
+naming the parameter; the CLI rewrites that name as its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from ._errors import BadOption, UsageError
+from ._flag import flag
+from ._jobs import ColumnMapping, ProviderName
+from ._limits import LimitTable
+
+if TYPE_CHECKING:
+    from .mock import MockConfig
+
+__all__ = [
+    "BadOption",
+    "Endpoint",
+    "LimitOptions",
+    "Requests",
+    "Resume",
+    "RunOptions",
+    "add_flags",
+    "group_from_args",
+    "option_flag",
+]
+
+T = TypeVar("T")
+
+
+def option_flag(option: str) -> str:
+    """The CLI flag of a library parameter (``max_concurrency`` -> ``--max-concurrency``)."""
+    for group in _GROUPS.values():
+        for f in fields(group):
+            if f.name == option and f.metadata:
+                return str(f.metadata.get("name") or "--" + f.name.replace("_", "-"))
+    return option
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def duration(text: str) -> float:
+    """A duration flag's value in seconds: ``90`` (seconds), ``90s``, ``30m``, ``1h30m``."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
+        pos = m.end()
+    if pos == 0 or pos != len(text):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 1h30m)")
+    return total
+
+
+def _positive(option: str, value: float) -> None:
+    if value < 1:
+        raise BadOption(option, "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where requests go and with which key."""
+
+    provider: ProviderName = field(
+        default="openai",
+        metadata=flag(
+            "wire format: OpenAI chat/completions (default) or Gemini generateContent",
+            choices=("openai", "gemini"),
+        ),
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata=flag("API base URL (default: the provider's public URL)", metavar="URL"),
+    )
+    api_key: str | None = field(default=None, repr=False)
+    """The key itself, for library callers; the CLI reads keys from the environment only."""
+    api_key_env: str | None = field(
+        default=None,
+        metadata=flag(
+            "environment variable holding the key (default: OPENAI_API_KEY, or "
+            "GEMINI_API_KEY then GOOGLE_API_KEY)",
+            metavar="VAR",
+        ),
+    )
+    mock: str | MockConfig | None = field(
+        default=None,
+        metadata=flag(
+            "run against the embedded mock provider (presets: default, instant, realistic, "
+            "faulty, or a tier name to enforce its limits); no key needed",
+            metavar="PRESET",
+            const="default",
+        ),
+    )
+    """Run against the embedded mock provider with this preset (``"default"``, or a tier's name),
+    or a library caller's ``MockConfig``, instead of the network."""
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("openai", "gemini"):
+            raise BadOption("provider", f"{self.provider!r} is unknown; choose openai or gemini")
+        if self.mock is not None and self.base_url is not None:
+            raise UsageError(
+                f"{option_flag('mock')} and {option_flag('base_url')} cannot be used together"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requests:
+    """How each job is sent: its default model, concurrency, attempts and time limits."""
+
+    model: str | None = field(
+        default=None, metadata=flag("model for jobs that do not name their own", metavar="NAME")
+    )
+    max_concurrency: int = field(
+        default=16, metadata=flag("requests in flight at most (default 16)", metavar="N")
+    )
+    max_attempts: int = field(
+        default=5,
+        metadata=flag("attempts per job for retryable errors (default 5)", metavar="N"),
+    )
+    timeout: float = field(
+        default=120.0, metadata=flag("timeout of one request (default 120)", metavar="SECONDS")
+    )
+    max_outage: float = field(
+        default=1800.0,
+        metadata=flag(
+            "how long the endpoint may stay unreachable before the run stops with exit 75 "
+            "(default 30m); meanwhile it is probed and no job spends attempts",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """Seconds the endpoint may stay unreachable (an outage) before the run stops."""
+    grace: float = 5.0
+    """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
+
+    def __post_init__(self) -> None:
+        _positive("max_concurrency", self.max_concurrency)
+        _positive("max_attempts", self.max_attempts)
+        if self.timeout <= 0:
+            raise BadOption("timeout", "must be positive")
+        if self.grace < 0:
+            raise BadOption("grace", "must not be negative")
+        if self.max_outage <= 0:
+            raise BadOption("max_outage", "must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitOptions:
+    """The rate limits to pace by, and what to do when a daily quota is spent."""
+
+    tier: str | None = field(
+        default=None, metadata=flag("tier preset of limits (batcher tiers)", metavar="NAME")
+    )
+    rpm: int | None = field(
+        default=None, metadata=flag("requests per minute, for every model", metavar="N")
+    )
+    tpm: int | None = field(
+        default=None, metadata=flag("tokens per minute, for every model", metavar="N")
+    )
+    rpd: int | None = field(
+        default=None, metadata=flag("requests per quota day, for every model", metavar="N")
+    )
+    limits_file: str | None = field(
+        default=None,
+        metadata=flag("TOML file of limits per model", metavar="FILE", name="--limits"),
+    )
+    on_daily_limit: Literal["wait", "exit"] = field(
+        default="wait",
+        metadata=flag(
+            "when a model's daily quota is spent: wait for the reset (default) or stop with exit 3",
+            choices=("wait", "exit"),
+        ),
+    )
+    """When a model's daily quota is spent: wait for the reset, or stop (exit 3)."""
+    quota_day: Literal["pacific", "rolling"] = field(
+        default="pacific",
+        metadata=flag(
+            "count RPD per day ending at midnight Pacific (default) or over 24 h",
+            choices=("pacific", "rolling"),
+        ),
+    )
+    """Count RPD per quota day ending at midnight America/Los_Angeles, or over a rolling 24 h."""
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "rpd"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BadOption(name, f"must be at least 1, got {value}")
+        if self.on_daily_limit not in ("wait", "exit"):
+            raise BadOption("on_daily_limit", "takes wait or exit")
+        if self.quota_day not in ("pacific", "rolling"):
+            raise BadOption("quota_day", "takes pacific or rolling")
+
+    def table(self) -> LimitTable:
+        """Resolve the tier, the flags and the limits file into every model's limits."""
+        return LimitTable.build(
+            tier=self.tier,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            rpd=self.rpd,
+            limits_file=Path(self.limits_file) if self.limits_file is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume:
+    """Which finished jobs to send again."""
+
+    retry_errors: bool = field(
+        default=False,
+        metadata=flag("send jobs that ended in error again (their rows are replaced)"),
+    )
+    """Send jobs that ended in error again; their old rows are replaced."""
+    redo_changed: bool = field(
+        default=False, metadata=flag("send finished jobs whose request changed since again")
+    )
+    """Send again finished jobs whose request changed since; otherwise their old results stay."""
+
+    def flags(self) -> str:
+        """The flags in force, for messages."""
+        on = [option_flag(f.name) for f in fields(self) if getattr(self, f.name)]
+        return " and ".join(on)
+
+
+_GROUPS: dict[str, Any] = {
+    "endpoint": Endpoint,
+    "requests": Requests,
+    "limits": LimitOptions,
+    "resume": Resume,
+    "columns": ColumnMapping,
+}
+_GROUP_OF: dict[str, str] = {
+    f.name: group for group, cls in _GROUPS.items() for f in fields(cls) if f.init
+}
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RunOptions:
+    """Everything a run can be told, in groups. Build it from the groups or from flat keywords
+    (``RunOptions(model="m", rpm=60)``, the keywords ``batcher.run`` takes); both are checked."""
+
+    endpoint: Endpoint
+    requests: Requests
+    limits: LimitOptions
+    resume: Resume
+    columns: ColumnMapping
+
+    GROUPS: ClassVar[tuple[str, ...]] = tuple(_GROUPS)
+
+    def __init__(self, **options: Any) -> None:
+        by_group: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+        for name, value in options.items():
+            if name in _GROUPS:
+                continue
+            group = _GROUP_OF.get(name)
+            if group is None:
+                raise TypeError(f"unknown option {name!r}")
+            by_group[group][name] = value
+        for group, cls in _GROUPS.items():
+            given = options.get(group)
+            if given is not None and by_group[group]:
+                raise TypeError(f"give {group} as a group or as keywords, not both")
+            object.__setattr__(self, group, given or cls(**by_group[group]))
+
+    def flat(self) -> dict[str, Any]:
+        """The options as flat keywords (the inverse of the constructor)."""
+        return {
+            f.name: getattr(getattr(self, g), f.name)
+            for g in _GROUPS
+            for f in fields(getattr(self, g))
+            if f.init
+        }
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        """The options the CLI's flags gave (every option that has a flag)."""
+        return cls(**{name: getattr(args, name) for name in _flagged(_GROUPS)})
+
+
+def group_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """One option group from the flags a command has of it (the rest keep their defaults)."""
+    names = [f.name for f in fields(cls) if f.init and hasattr(args, f.name)]  # type: ignore[arg-type]
+    return cls(**{name: getattr(args, name) for name in names})
+
+
+def _flag_fields(groups: Mapping[str, Any]) -> Iterator[Field[Any]]:
+    for cls in groups.values():
+        for f in fields(cls):
+            if f.init and f.metadata:
+                yield f
+
+
+def _flagged(groups: Mapping[str, Any]) -> list[str]:
+    return [f.name for f in _flag_fields(groups)]
+
+
+def add_flags(
+    parser: argparse.ArgumentParser,
+    groups: tuple[str, ...],
+    *,
+    only: tuple[str, ...] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Add the flags of these option groups (or ``only`` these options) to ``parser``.
+
+    ``overrides`` changes argparse's keywords for an option in this command (e.g. ``plan``'s
+    provider default, ``bench``'s concurrency).
+    """
+    chosen = {g: _GROUPS[g] for g in groups}
+    exclusive: dict[str, Any] = {}
+    for f in _flag_fields(chosen):
+        if only is not None and f.name not in only:
+            continue
+        meta = f.metadata
+        default = f.default if f.default is not MISSING else None
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"], "default": default}
+        if f.type in ("bool", bool):
+            kwargs["action"] = "store_true"
+        elif meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        else:
+            kwargs["metavar"] = meta["metavar"]
+            if meta["const"] is not None:
+                kwargs.update(nargs="?", const=meta["const"])
+            kind = meta["parse"] or {"int | None": int, "int": int, "float": float}.get(str(f.type))
+            if kind is not None:
+                kwargs["type"] = kind
+        kwargs.update((overrides or {}).get(f.name, {}))
+        target: Any = parser
+        if meta["exclusive"]:
+            if meta["exclusive"] not in exclusive:
+                exclusive[meta["exclusive"]] = parser.add_mutually_exclusive_group()
+            target = exclusive[meta["exclusive"]]
+        target.add_argument(meta["name"] or "--" + f.name.replace("_", "-"), **kwargs)

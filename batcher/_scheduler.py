@@ -1,0 +1,271 @@
+"""The scheduler: passes over the inputs, skipping what is done, sending the rest through their
+models' lanes, deferring jobs whose daily quota is spent, and waiting for the reset.
+
+Workers take jobs from a bounded stream (``max_concurrency`` of them) and hand each to the
+executor; the scheduler acts on the outcome: records a finished job, counts a deferred one, stops
+the run on a fatal answer. A stop (signal or fatal answer) halts admission; requests in flight get
+``grace`` seconds, then are abandoned and left for a rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._clock import Clock
+from ._errors import FatalProviderError, Outage, QuotaExhausted, WriteFailed
+from ._execute import Deferred, Done, Executor, Fatal, Halted
+from ._idset import IdSet
+from ._jobs import Job, JobSource
+from ._lane import Lane
+from ._ledger import DailyCount, Ledger
+from ._limits import LimitTable
+from ._outage import OutageWatch
+from ._store import ResultStore
+from ._tally import Tally
+
+__all__ = ["Lanes", "Scheduler"]
+
+log = logging.getLogger("batcher")
+
+LEDGER_EVERY = 2.0
+"""Seconds between saves of the RPD ledger while a run goes on."""
+
+
+class Lanes:
+    """The lanes of a run's endpoint, one per model, made on first use with its limits and
+    today's quota."""
+
+    def __init__(
+        self,
+        limits: LimitTable,
+        ledger: Ledger,
+        clock: Clock,
+        *,
+        per_second: bool,
+        rolling: bool,
+        where: str = "",
+        max_outage: float = 1800.0,
+    ) -> None:
+        self.limits = limits
+        self.outage = OutageWatch(clock, max_outage=max_outage, where=where)
+        """One endpoint, one outage: every model's lane shares the watch."""
+        self.ledger = ledger
+        self.clock = clock
+        self.per_second = per_second
+        self.rolling = rolling
+        self.by_model: dict[str, Lane] = {}
+
+    def __getitem__(self, model: str) -> Lane:
+        lane = self.by_model.get(model)
+        if lane is None:
+            limits = self.limits.for_model(model)
+            daily = DailyCount(rolling=self.rolling, keep_times=limits.rpd is not None)
+            self.ledger.restore(model, daily)
+            lane = Lane(
+                model,
+                limits,
+                self.clock,
+                per_second=self.per_second,
+                daily=daily,
+                outage=self.outage,
+            )
+            self.by_model[model] = lane
+        return lane
+
+    def worked(self, besides: str) -> list[str]:
+        """Models that have had a successful answer, other than ``besides``."""
+        return sorted(m for m, lane in self.by_model.items() if lane.succeeded and m != besides)
+
+    def save(self) -> None:
+        """Write every lane's quota-day count to the ledger."""
+        self.ledger.save({m: lane.daily for m, lane in self.by_model.items()})
+
+
+class Scheduler:
+    """Runs the passes over ``source``; ``done`` holds the ids already finished."""
+
+    def __init__(
+        self,
+        source: JobSource,
+        lanes: Lanes,
+        executor: Executor,
+        store: ResultStore,
+        tally: Tally,
+        clock: Clock,
+        *,
+        done: IdSet,
+        refresh_done: Callable[[], IdSet],
+        max_concurrency: int,
+        wait_for_reset: bool,
+        grace: float,
+    ) -> None:
+        self.source = source
+        self.lanes = lanes
+        self.executor = executor
+        self.store = store
+        self.tally = tally
+        self.clock = clock
+        self.done = done
+        self.refresh_done = refresh_done
+        self.max_concurrency = max_concurrency
+        self.wait_for_reset = wait_for_reset
+        self.grace = grace
+        self.quota_stops: dict[str, QuotaExhausted] = {}
+        self.deferred = 0
+        self.fatal: tuple[FatalProviderError, str, list[str]] | None = None
+        """The first fatal answer: the error, its model, and the models that had worked."""
+        self.outage: Outage | None = None
+        """The outage that stopped the run, if one did."""
+        self.write_failed: WriteFailed | None = None
+        """The failed write (a full disk...) that stopped the run, if one did."""
+        self.stopping: int | None = None
+        self._halting = False
+        self._producer = anyio.CancelScope()
+        self._tg: TaskGroup | None = None
+        self._keeper: TaskGroup | None = None
+        self._outstanding = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def run(self) -> None:
+        """Send every job not yet done, pass after pass while jobs wait for a quota reset."""
+        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](self.max_concurrency)
+        async with anyio.create_task_group() as keeper:
+            self._keeper = keeper
+            keeper.start_soon(self._keep_ledger)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._produce, send_jobs)
+                async with receive_jobs:
+                    for _ in range(self.max_concurrency):
+                        tg.start_soon(self._work, receive_jobs.clone())
+            keeper.cancel_scope.cancel()
+
+    def stop(self, signum: int) -> None:
+        """Stop for a signal: admit nothing more; what is in flight gets ``grace`` seconds."""
+        if self.stopping is None:
+            self.stopping = signum
+            self._halt()
+
+    def stop_now(self) -> None:
+        """Abandon the requests in flight too (a second signal)."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _halt(self) -> None:
+        if self._halting or self._tg is None or self._keeper is None:
+            return
+        self._halting = True
+        self._producer.cancel()
+        self.executor.halt()
+        self._keeper.start_soon(self._end_grace)
+
+    async def _end_grace(self) -> None:
+        await self.clock.sleep(self.grace)
+        self.stop_now()
+
+    async def _produce(self, stream: MemoryObjectSendStream[Job]) -> None:
+        with self._producer:
+            async with stream:
+                first = True
+                while True:
+                    self.deferred = 0
+                    await self._one_pass(stream, count_skipped=first)
+                    first = False
+                    await self._idle.wait()  # every job of this pass finished or was deferred
+                    if not self.deferred or not self.wait_for_reset:
+                        return
+                    await self._wait_for_reset()
+                    self.done = await anyio.to_thread.run_sync(self.refresh_done)
+
+    async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
+        for n, job in enumerate(self.source):
+            if n % 1024 == 0:
+                # a long run of finished jobs must not starve the progress display or a SIGINT
+                await anyio.lowlevel.checkpoint()
+            if job.id in self.done:
+                self.tally.skipped += count_skipped
+                continue
+            assert job.model is not None  # the source resolves every job's model
+            lane = self.lanes[job.model]
+            stopped = lane.blocked()
+            if stopped is not None:
+                self.quota_stops.setdefault(lane.model, stopped)
+                self.deferred += 1
+                continue
+            if self._outstanding == 0:
+                self._idle = anyio.Event()  # set again when the last job of this pass is done
+            self._outstanding += 1
+            await stream.send(job)
+
+    async def _wait_for_reset(self) -> None:
+        """Sleep until the earliest quota reset among the lanes that wait for one."""
+        resets = [e.resets_at for e in self.quota_stops.values()]
+        self.tally.waiting_until = min(resets) if resets else None
+        for e in self.quota_stops.values():
+            log.info("waiting for the daily quota: %s", e)
+        if self.tally.waiting_until is not None:
+            await self.clock.sleep(max(0.0, self.tally.waiting_until - self.clock.time()) + 1.0)
+        self.tally.waiting_until = None
+        self.quota_stops.clear()
+
+    async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
+        async with stream:
+            async for job in stream:
+                if not self._halting:
+                    assert job.model is not None
+                    outcome = await self.executor.execute(job, self.lanes[job.model])
+                    if isinstance(outcome, Done):
+                        self._record(outcome)
+                    elif isinstance(outcome, Deferred):
+                        self.quota_stops.setdefault(outcome.stop.model, outcome.stop)
+                        self.deferred += 1
+                    elif isinstance(outcome, Fatal):
+                        if self.fatal is None:
+                            worked = self.lanes.worked(besides=outcome.model)
+                            self.fatal = (outcome.error, outcome.model, worked)
+                        self._halt()
+                    elif isinstance(outcome, Halted):
+                        self.outage = self.outage or outcome.error
+                        self._halt()
+                self._outstanding -= 1
+                if self._outstanding == 0:
+                    self._idle.set()
+
+    def _record(self, outcome: Done) -> None:
+        """Journal a finished job; it counts only once it is written. After a failed write
+        nothing more is written: the job is left for a rerun, and the run stops."""
+        if self.write_failed is not None:
+            return
+        try:
+            seq = self.store.append(outcome.record)
+        except WriteFailed as e:
+            self._write_failed(e)
+            return
+        self.tally.finished(outcome.record)
+        if seq is not None and self._tg is not None:
+            self._tg.start_soon(self._in_thread, self.store.compact, seq)
+
+    def _write_failed(self, error: WriteFailed) -> None:
+        if self.write_failed is None:
+            self.write_failed = error
+        self._halt()
+
+    async def _in_thread(self, fn: Callable[..., None], *args: object) -> None:
+        """Run a write on a worker thread; a failed write stops the run instead of crashing it."""
+        try:
+            await anyio.to_thread.run_sync(fn, *args)
+        except WriteFailed as e:
+            self._write_failed(e)
+
+    async def _keep_ledger(self) -> None:
+        """Save the RPD ledger every couple of seconds while the run goes on."""
+        while True:
+            await self.clock.sleep(LEDGER_EVERY)
+            await self._in_thread(self.lanes.save)
