@@ -45,6 +45,19 @@ class BenchResult:
     samples: tuple[Sample, ...]
     input_tokens: int
 
+    def lines(self, where: str) -> list[str]:
+        """The report ``batcher bench`` prints; ``where`` names the endpoint measured."""
+        lim = self.limits
+        rpm_share = f" ({self.rpm / lim.rpm:.1%} of the ceiling)" if lim.rpm else ""
+        tpm_share = f" ({self.tpm / lim.tpm:.1%} of the ceiling)" if lim.tpm else ""
+        return [
+            f"{self.model} on {where}, {self.seconds:.0f} s, limits {lim.describe()}",
+            f"  achieved: {self.rpm:,.0f} RPM{rpm_share}, {self.tpm:,.0f} input TPM{tpm_share}",
+            f"  answered 429: {self.share_429:.2%} of {len(self.samples):,} requests",
+            f"  latency ms: p50 {self.latency_ms(0.5):.0f}, p90 {self.latency_ms(0.9):.0f},"
+            f" p99 {self.latency_ms(0.99):.0f}",
+        ]
+
     @property
     def ok(self) -> int:
         return sum(1 for s in self.samples if s.status == 200)

@@ -173,41 +173,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     import time
-    from datetime import datetime
 
-    from ._clock import QUOTA_TZ
-    from ._progress import duration
     from ._status import read_status
 
-    st = read_status(Path(args.dir), time.time())
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(st.error_kinds.items()))
-    print(f"done {st.done} / {st.total}")
-    print(f"ok {st.ok}")
-    print(f"error {st.errors}" + (f" ({kinds})" if kinds else ""))
-    print(f"remaining {st.remaining}")
-    for model, spent in sorted(st.spent_today.items()):
-        rpd = st.limits[model].rpd
-        print(f"quota today {model}: {spent:,}" + (f" of {rpd:,} requests" if rpd else " requests"))
-    reset = datetime.fromtimestamp(st.next_reset, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
-    print(f"next quota reset {reset}")
-    if st.remaining:
-        if st.pace:
-            print(f"at the recent pace ({st.pace:,.0f} jobs/min): {duration(st.eta_at_pace)} left")
-        if st.eta_at_tier is not None:
-            print(f"at the tier's ceiling: {duration(st.eta_at_tier)} left")
+    print("\n".join(read_status(Path(args.dir), time.time()).lines()))
     return EXIT_OK
 
 
 def _cmd_tiers(args: argparse.Namespace) -> int:
-    from ._limits import load_tiers
+    from ._limits import describe_tiers
 
-    day, source, tiers = load_tiers()
-    print(f"Tier presets of {day} (source: {source}); RPM / TPM / RPD, '-' for none:")
-    for tier in tiers.values():
-        print(f"\n{tier.name} ({tier.provider})")
-        for model, lim in tier.models.items():
-            cells = [f"{v:,}" if v is not None else "-" for v in (lim.rpm, lim.tpm, lim.rpd)]
-            print(f"  {model:<24} {' / '.join(cells)}")
+    print("\n".join(describe_tiers()))
     return EXIT_OK
 
 
@@ -215,39 +191,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from ._jobs import ColumnMapping, JobSource
     from ._limits import load_tiers
     from ._options import LimitOptions, group_from_args
-    from ._plan import make_plan
+    from ._plan import describe_plan, make_plan
 
     limits = group_from_args(LimitOptions, args).table()
     provider = args.provider or (limits.tier.provider if limits.tier else "openai")
     columns = group_from_args(ColumnMapping, args)
     source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
     plans = make_plan(source, limits=limits)
-    total = sum(p.jobs for p in plans)
-    tokens = sum(p.input_tokens for p in plans)
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
-    print(f"{total:,} jobs, about {tokens:,} input tokens{tier}")
-    for p in plans:
-        print(f"\n{p.model}: {p.jobs:,} jobs, about {p.input_tokens:,} input tokens")
-        print(f"  limits: {p.limits.describe()}")
-        for name, minutes in p.minutes_by.items():
-            print(f"  {name} alone: {_minutes(minutes)}")
-        if p.no_quota:
-            print("  RPD is 0: this tier gives the model no quota; nothing can be sent")
-        elif p.days and p.days > 1:
-            print(f"  RPD binds: {p.days} quota days ({p.limits.rpd:,} requests a day)")
-        elif p.minutes is not None:
-            print(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
-        else:
-            print("  no per-minute limit known: the time depends on the server")
+    print("\n".join(describe_plan(plans, tier)))
     return EXIT_OK
-
-
-def _minutes(m: float) -> str:
-    if m < 1:
-        return f"{m * 60:.0f} s"
-    if m < 120:
-        return f"{m:.1f} min"
-    return f"{m / 60:.1f} h"
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -274,17 +227,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
         backend="asyncio",
     )
-    lim = result.limits
     where = "the mock provider" if args.base_url is None else args.base_url
-    print(f"{model} on {where}, {result.seconds:.0f} s, limits {lim.describe()}")
-    rpm_share = f" ({result.rpm / lim.rpm:.1%} of the ceiling)" if lim.rpm else ""
-    tpm_share = f" ({result.tpm / lim.tpm:.1%} of the ceiling)" if lim.tpm else ""
-    print(f"  achieved: {result.rpm:,.0f} RPM{rpm_share}, {result.tpm:,.0f} input TPM{tpm_share}")
-    print(f"  answered 429: {result.share_429:.2%} of {len(result.samples):,} requests")
-    print(
-        f"  latency ms: p50 {result.latency_ms(0.5):.0f}, p90 {result.latency_ms(0.9):.0f},"
-        f" p99 {result.latency_ms(0.99):.0f}"
-    )
+    print("\n".join(result.lines(where)))
     if args.plot:
         plot(result, args.plot)
         print(f"  plot: {args.plot}")

@@ -17,7 +17,7 @@ from typing import Any
 from ._errors import UsageError
 from ._jobs import ProviderName
 
-__all__ = ["LimitTable", "Limits", "Tier", "load_tiers"]
+__all__ = ["LimitTable", "Limits", "Tier", "describe_tiers", "load_tiers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,18 @@ def load_tiers() -> tuple[str, str, dict[str, Tier]]:
         for name, t in data["tiers"].items()
     }
     return data["date"], data["source"], tiers
+
+
+def describe_tiers() -> list[str]:
+    """The presets as ``batcher tiers`` prints them."""
+    day, source, tiers = load_tiers()
+    out = [f"Tier presets of {day} (source: {source}); RPM / TPM / RPD, '-' for none:"]
+    for tier in tiers.values():
+        out.append(f"\n{tier.name} ({tier.provider})")
+        for model, lim in tier.models.items():
+            cells = [f"{v:,}" if v is not None else "-" for v in (lim.rpm, lim.tpm, lim.rpd)]
+            out.append(f"  {model:<24} {' / '.join(cells)}")
+    return out
 
 
 def read_limits_file(path: Path) -> dict[str, Limits]:

@@ -10,7 +10,7 @@ from ._estimate import TokenEstimator, features
 from ._jobs import JobSource
 from ._limits import Limits, LimitTable
 
-__all__ = ["ModelPlan", "make_plan"]
+__all__ = ["ModelPlan", "describe_plan", "make_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +74,32 @@ def make_plan(source: JobSource, *, limits: LimitTable) -> list[ModelPlan]:
         tokens[model] += est
         charged[model] += est + ((job.max_tokens or 0) if provider == "openai" else 0)
     return [ModelPlan(m, jobs[m], tokens[m], charged[m], limits.for_model(m)) for m in sorted(jobs)]
+
+
+def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
+    """The plan as ``batcher plan`` prints it; ``tier`` says under which preset, if any."""
+    total = sum(p.jobs for p in plans)
+    tokens = sum(p.input_tokens for p in plans)
+    out = [f"{total:,} jobs, about {tokens:,} input tokens{tier}"]
+    for p in plans:
+        out.append(f"\n{p.model}: {p.jobs:,} jobs, about {p.input_tokens:,} input tokens")
+        out.append(f"  limits: {p.limits.describe()}")
+        for name, minutes in p.minutes_by.items():
+            out.append(f"  {name} alone: {_minutes(minutes)}")
+        if p.no_quota:
+            out.append("  RPD is 0: this tier gives the model no quota; nothing can be sent")
+        elif p.days and p.days > 1:
+            out.append(f"  RPD binds: {p.days} quota days ({p.limits.rpd:,} requests a day)")
+        elif p.minutes is not None:
+            out.append(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
+        else:
+            out.append("  no per-minute limit known: the time depends on the server")
+    return out
+
+
+def _minutes(m: float) -> str:
+    if m < 1:
+        return f"{m * 60:.0f} s"
+    if m < 120:
+        return f"{m:.1f} min"
+    return f"{m / 60:.1f} h"

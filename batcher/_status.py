@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from ._clock import QUOTA_TZ
+from ._dirlock import Holder, holder
 from ._errors import UsageError
 from ._ledger import DailyCount, Ledger
 from ._limits import Limits
 from ._manifest import Manifest
-from ._store import iter_status
+from ._progress import duration
+from ._store import damaged_files, iter_status
 
 __all__ = ["RunStatus", "read_status"]
 
@@ -31,6 +35,10 @@ class RunStatus:
     next_reset: float
     pace: float | None
     """Jobs finished per minute over the last ten minutes of the run, if any."""
+    running: Holder | None = None
+    """The run holding the directory now (pid, since), if one does."""
+    damaged: tuple[Path, ...] = ()
+    """Results parts that could not be read (set aside in ``DIR/damaged/`` or not yet)."""
 
     @property
     def done(self) -> int:
@@ -51,6 +59,40 @@ class RunStatus:
         rpms = [lim.rpm for lim in self.limits.values() if lim.rpm]
         return self.remaining / rpms[0] * 60 if len(rpms) == 1 else None
 
+    def lines(self) -> list[str]:
+        """The report ``batcher status`` prints."""
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.error_kinds.items()))
+        out = []
+        if self.running is not None:
+            pid, since = self.running
+            when = f" since {_local(since)}" if since is not None else ""
+            out.append(f"running now (pid {pid if pid is not None else '?'}{when})")
+        out += [
+            f"done {self.done} / {self.total}",
+            f"ok {self.ok}",
+            f"error {self.errors}" + (f" ({kinds})" if kinds else ""),
+            f"remaining {self.remaining}",
+        ]
+        for model, spent in sorted(self.spent_today.items()):
+            rpd = self.limits[model].rpd
+            of = f" of {rpd:,} requests" if rpd else " requests"
+            out.append(f"quota today {model}: {spent:,}{of}")
+        reset = datetime.fromtimestamp(self.next_reset, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
+        out.append(f"next quota reset {reset}")
+        if self.remaining:
+            if self.pace:
+                left = duration(self.eta_at_pace)
+                out.append(f"at the recent pace ({self.pace:,.0f} jobs/min): {left} left")
+            if self.eta_at_tier is not None:
+                out.append(f"at the tier's ceiling: {duration(self.eta_at_tier)} left")
+        for path in self.damaged:
+            out.append(f"damaged: {path} (its jobs are sent again by the next run)")
+        return out
+
+
+def _local(wall: float) -> str:
+    return datetime.fromtimestamp(wall).strftime("%Y-%m-%d %H:%M:%S")
+
 
 def read_status(out: Path, now: float) -> RunStatus:
     """Read the run in ``out`` as it stands at wall-clock ``now``."""
@@ -60,7 +102,8 @@ def read_status(out: Path, now: float) -> RunStatus:
     counts: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     times: list[float] = []
-    for _, status, kind, finished_at in iter_status(out):
+    unreadable: list[Path] = []
+    for _, status, kind, finished_at in iter_status(out, unreadable=unreadable):
         counts[status] += 1
         if status == "error":
             kinds[kind or "unknown"] += 1
@@ -76,6 +119,8 @@ def read_status(out: Path, now: float) -> RunStatus:
         limits={m: manifest.limits_for(m) for m in spent},
         next_reset=DailyCount(rolling=False).resets_at(now),
         pace=_pace(times),
+        running=holder(out),
+        damaged=tuple(damaged_files(out, unreadable=unreadable)),
     )
 
 
