@@ -30,11 +30,12 @@ from ._ledger import Ledger
 from ._manifest import Manifest
 from ._options import RunOptions
 from ._providers import get_provider
+from ._results import read_results
 from ._resume import done_now, plan_resume
 from ._retry import RetryPolicy
 from ._scheduler import Lanes, Scheduler
 from ._stats import RunSummary, Statistics
-from ._store import ResultStore, read_results
+from ._store import ResultStore
 from ._tally import Tally
 
 __all__ = ["JobsInput", "RunOptions", "Runner"]

@@ -14,7 +14,7 @@ from ._ledger import DailyCount, Ledger
 from ._limits import Limits
 from ._manifest import Manifest
 from ._progress import duration
-from ._store import damaged_files, iter_status
+from ._results import damaged_files, iter_status
 
 __all__ = ["RunStatus", "read_status"]
 

@@ -27,8 +27,7 @@ import os
 import re
 import threading
 from array import array
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from io import FileIO
@@ -38,7 +37,7 @@ from typing import Any
 from ._errors import WriteFailed
 from ._idset import IdMap, id_hash
 
-__all__ = ["Record", "ResultStore", "damaged_files", "iter_status", "read_results"]
+__all__ = ["Record", "ResultStore", "read_part", "read_segment"]
 
 log = logging.getLogger("batcher")
 
@@ -116,7 +115,7 @@ def _write_all(file: FileIO, data: bytes) -> None:
         view = view[file.write(view) :]  # a write to a filling disk may be short, then fail
 
 
-def _read_segment(path: Path) -> list[dict[str, Any]]:
+def read_segment(path: Path) -> list[dict[str, Any]]:
     """The complete records of a segment; any other line is skipped and the rest kept. A line is
     complete only with its newline: a process killed mid-write leaves a torn last line without
     one, and that job had not finished."""
@@ -134,7 +133,7 @@ def _read_segment(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_part(path: Path, columns: list[str] | None = None) -> tuple[Any, str | None]:
+def read_part(path: Path, columns: list[str] | None = None) -> tuple[Any, str | None]:
     """The table in part ``path`` and None, or None and why its content cannot be read.
 
     pyarrow tells the two kinds of failure apart: damaged content raises ``ArrowInvalid`` or an
@@ -199,7 +198,7 @@ class ResultStore:
 
     def _read(self, part: Path, columns: list[str] | None = None) -> Any:
         """The table in ``part``, or None if it cannot be read, in which case it is set aside."""
-        table, why = _read_part(part, columns)
+        table, why = read_part(part, columns)
         if table is None:
             self._set_aside(part, why)
         return table
@@ -346,7 +345,7 @@ class ResultStore:
 
         segment, part = self._segment(seq), self._part(seq)
         if not part.exists():
-            rows = _read_segment(segment)
+            rows = read_segment(segment)
             if rows:
                 self._write_part(part, pa.Table.from_pylist(rows, schema=_schema()))
                 with _writing(self.results_dir):
@@ -360,73 +359,3 @@ class ResultStore:
         self.rotate()
         for seq in self._numbers(self.journal_dir, _SEG):
             self.compact(seq)
-
-
-_STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
-
-
-StatusRow = tuple[str, str, str | None, float | None]
-
-
-def iter_status(out: Path, *, unreadable: list[Path] | None = None) -> Iterator[StatusRow]:
-    """(id, status, error_kind, finished_at) of every finished job in ``out``, parts and journal
-    alike, as a reader that runs beside a run (``batcher status``) sees them.
-
-    It moves nothing: a part that cannot be read is skipped (its jobs are not done), and appended
-    to ``unreadable`` if given. A segment compacted while this reads is read from its part."""
-    results, journal = out / "results", out / "journal"
-    parts = set()
-    for p in sorted(results.glob("part-*.parquet")) if results.is_dir() else []:
-        rows = _part_status(p)
-        if rows is None:
-            if unreadable is not None:
-                unreadable.append(p)
-            continue
-        parts.add(p.stem.removeprefix("part-"))
-        yield from rows
-    for s in sorted(journal.glob("seg-*.jsonl")) if journal.is_dir() else []:
-        number = s.stem.removeprefix("seg-")
-        if number in parts:
-            continue
-        try:
-            records = _read_segment(s)
-        except FileNotFoundError:  # compacted since the parts were listed
-            yield from _part_status(results / f"part-{number}.parquet") or []
-            continue
-        for r in records:
-            yield r["id"], r["status"], r.get("error_kind"), r.get("finished_at")
-
-
-def _part_status(part: Path) -> list[StatusRow] | None:
-    """The status rows of ``part``: none if a run has just removed it, None if it is unreadable."""
-    try:
-        t, _ = _read_part(part, list(_STATUS_COLUMNS))
-    except FileNotFoundError:
-        return []
-    if t is None:
-        return None
-    return list(zip(*(t.column(i).to_pylist() for i in range(4)), strict=True))
-
-
-def damaged_files(out: Path, *, unreadable: Iterable[Path] | None = None) -> list[Path]:
-    """Files in ``out`` whose jobs count as not done: parts a run set aside in ``damaged/``, and
-    parts in ``results/`` that cannot be read now (the next run sets them aside). Reads every
-    part, unless ``unreadable`` gives those ``iter_status`` has just found."""
-    damaged = out / "damaged"
-    found = sorted(p for p in damaged.iterdir() if p.is_file()) if damaged.is_dir() else []
-    if unreadable is None:
-        results = out / "results"
-        parts = sorted(results.glob("part-*.parquet")) if results.is_dir() else []
-        unreadable = [p for p in parts if _part_status(p) is None]
-    return found + sorted(unreadable)
-
-
-def read_results(out: Path, *, unreadable: list[Path] | None = None) -> Counter[str]:
-    """Counts of finished jobs by status and error kind: ``ok``, ``error``, ``error:<kind>``.
-    Unreadable parts are skipped, and appended to ``unreadable`` if given."""
-    counts: Counter[str] = Counter()
-    for _, status, kind, _ in iter_status(out, unreadable=unreadable):
-        counts[status] += 1
-        if status == "error":
-            counts[f"error:{kind or 'unknown'}"] += 1
-    return counts

@@ -15,7 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batcher._store import Record, ResultStore, damaged_files, iter_status, read_results
+from batcher._results import damaged_files, iter_status, read_results
+from batcher._store import Record, ResultStore
 
 
 def _rec(i: int) -> Record:

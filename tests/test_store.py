@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batcher._errors import WriteFailed
-from batcher._store import Record, ResultStore, read_results
+from batcher._results import read_results
+from batcher._store import Record, ResultStore
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -300,22 +301,22 @@ def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``batcher status`` lists the parts, then the run compacts a segment and deletes it."""
-    from batcher import _store
+    from batcher import _results
 
     store = ResultStore(tmp_path)
     store.open()
     for i in range(3):
         store.append(_rec(i))
     store.rotate()
-    read_segment = _store._read_segment
+    read_segment = _results.read_segment
     compacted: list[Path] = []
 
     def compacted_first(path: Path) -> list[dict[str, object]]:
         if not compacted:
             compacted.append(path)
-            store.compact(1)  # which reads the segment through here too
+            store.compact(1)
         return read_segment(path)
 
-    monkeypatch.setattr(_store, "_read_segment", compacted_first)
+    monkeypatch.setattr(_results, "read_segment", compacted_first)
     assert read_results(tmp_path) == {"ok": 3}
     assert not (tmp_path / "journal" / "seg-000001.jsonl").exists()

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from batcher._errors import WriteFailed
-from batcher._store import Record, ResultStore, read_results
+from batcher._results import read_results
+from batcher._store import Record, ResultStore
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
