@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from ._clock import next_reset, quota_day
 from ._errors import DamagedFile, WriteFailed
+from ._window import SlidingWindow
 
 __all__ = ["DailyCount", "Ledger"]
 
@@ -37,12 +37,11 @@ class DailyCount:
         self.keep_times = rolling and keep_times
         self.day: str | None = None
         self.count = 0
-        self.times: deque[float] = deque()
+        self.times = SlidingWindow(DAY)  # each request's wall time, when keep_times
 
     def _roll(self, wall: float) -> None:
         if self.keep_times:
-            while self.times and self.times[0] <= wall - DAY:
-                self.times.popleft()
+            self.times.expire(wall)
             self.count = len(self.times)
             return
         day = quota_day(wall).isoformat()
@@ -57,24 +56,26 @@ class DailyCount:
         self._roll(wall)
         self.count += 1
         if self.keep_times:
-            self.times.append(wall)
+            self.times.add(wall)
 
     def resets_at(self, wall: float) -> float:
         """When the count next goes down: the Pacific midnight, or the oldest request + 24 h."""
         if not self.rolling:
             return next_reset(wall)
         self._roll(wall)
-        return self.times[0] + DAY if self.times else wall + 3600.0
+        return self.times[0][0] + DAY if len(self.times) else wall + 3600.0
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {"day": self.day, "count": self.count}
         if self.keep_times:
-            out["times"] = list(self.times)
+            out["times"] = self.times.times()
         return out
 
     def restore(self, data: dict[str, Any]) -> None:
         if self.keep_times:
-            self.times = deque(float(t) for t in data.get("times", []))
+            self.times = SlidingWindow(DAY)
+            for t in data.get("times", []):
+                self.times.add(float(t))
             self.count = len(self.times)
         elif not self.rolling:
             self.day, self.count = data.get("day"), int(data.get("count", 0))
