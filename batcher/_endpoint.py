@@ -1,4 +1,4 @@
-"""Where a run's requests go: the base URL, the key and where it came from, the HTTP client, and
+"""Where a run's requests go: the base URL, the key and where it came from, the transport, and
 the embedded mock provider when the run asks for one (started here and nowhere else).
 
 The key is never logged or written: ``redact`` replaces it in anything a server echoes back.
@@ -14,6 +14,7 @@ import httpx
 from ._errors import UsageError
 from ._options import Endpoint, Requests, option_flag
 from ._providers import Provider
+from ._transport import AiohttpTransport, HttpxTransport, Transport
 
 if TYPE_CHECKING:
     from .mock import MockConfig, MockServer
@@ -73,18 +74,20 @@ class Target:
             self._mock.stop()
             self._mock = None
 
-    def client(
-        self, requests: Requests, transport: httpx.AsyncBaseTransport | None = None
-    ) -> httpx.AsyncClient:
-        """The HTTP client for this endpoint: its auth, timeouts and connection limits."""
-        n = requests.max_concurrency
-        return httpx.AsyncClient(
-            base_url=self.base_url + "/",
-            headers=self.provider.auth_headers(self.key),
-            timeout=httpx.Timeout(requests.timeout, connect=min(requests.timeout, 30.0)),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-            transport=transport,
-        )
+    def transport(
+        self, requests: Requests, httpx_transport: httpx.AsyncBaseTransport | None = None
+    ) -> Transport:
+        """How requests reach this endpoint, with its auth, timeouts and connection limits:
+        aiohttp, or httpx over a transport the caller gave (``httpx.MockTransport`` in tests)."""
+        options: dict[str, Any] = {
+            "max_connections": requests.max_concurrency,
+            "timeout": requests.timeout,
+            "connect_timeout": min(requests.timeout, 30.0),
+        }
+        headers = self.provider.auth_headers(self.key)
+        if httpx_transport is not None:
+            return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
+        return AiohttpTransport(self.base_url, headers, **options)
 
     @overload
     def redact(self, text: str) -> str: ...

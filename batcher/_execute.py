@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import anyio
-import httpx
 
 from ._clock import Clock
 from ._endpoint import Target
@@ -24,6 +23,7 @@ from ._providers import Completion, RequestSpec, fingerprint, send
 from ._retry import RetryPolicy
 from ._store import Record
 from ._tally import Tally
+from ._transport import Transport
 
 __all__ = ["Abandoned", "Deferred", "Done", "Executor", "Fatal", "Halted", "Outcome", "explain"]
 
@@ -72,17 +72,17 @@ class _Stopped(Exception):
 
 
 class Executor:
-    """Sends jobs online over one HTTP client; ``halt`` stops it sending more."""
+    """Sends jobs online over one transport; ``halt`` stops it sending more."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        transport: Transport,
         target: Target,
         policy: RetryPolicy,
         clock: Clock,
         tally: Tally,
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.target = target
         self.provider = target.provider
         self.policy = policy
@@ -121,7 +121,7 @@ class Executor:
                 self.tally.requests += 1
                 sending[0] = True
                 try:
-                    answer = await send(self.client, self.provider, spec, slot.observe)
+                    answer = await send(self.transport, self.provider, spec, slot.observe)
                 finally:
                     sending[0] = False
                 slot.done(answer.input_tokens)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import anyio
+import anyio.lowlevel
 
 from ._clock import Clock
 from ._errors import (
@@ -172,6 +173,9 @@ class Lane:
                 self._cap_wait(now, tokens),
             )
             if start <= now:
+                # a request whose job was cancelled while it waited (the run is halting) must
+                # not leave: some clients write the request before their first suspension
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 return now, paced
             paced = start == self._r_next
             await self.clock.sleep(max(start - now, 1e-6))

@@ -37,6 +37,7 @@ from ._scheduler import Lanes, Scheduler
 from ._stats import RunSummary, Statistics
 from ._store import ResultStore
 from ._tally import Tally
+from ._transport import Transport
 
 __all__ = ["JobsInput", "RunOptions", "Runner"]
 
@@ -72,10 +73,10 @@ class Runner:
         self.lanes: Lanes | None = None
         self.tally = Tally(self.clock)
         self.changed: list[str] = []
-        self._transport = transport
+        self._httpx_transport = transport
         self._target: Target | None = None
         self._lock = DirLock(self.out)
-        self._client: httpx.AsyncClient | None = None
+        self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
 
     async def __aenter__(self) -> Runner:
@@ -123,9 +124,10 @@ class Runner:
             quota_day=opts.limits.quota_day,
             limits=self.limits,
         ).write(self.out)
-        self._client = target.client(opts.requests, self._transport)
+        transport = target.transport(opts.requests, self._httpx_transport)
+        self._transport = transport
         executor = Executor(
-            self._client,
+            transport,
             target,
             RetryPolicy(max_attempts=opts.requests.max_attempts),
             self.clock,
@@ -152,8 +154,8 @@ class Runner:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._client is not None:
-                await self._client.aclose()
+            if self._transport is not None:
+                await self._transport.aclose()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.store.close)
                 if self.lanes is not None:

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-import httpx
-
 from .._errors import FatalProviderError, PermanentJobError, ProviderError, RetryableError
 from .._jobs import Job, ProviderName
 
 __all__ = [
+    "Answer",
     "Completion",
     "Provider",
     "RateHints",
@@ -48,6 +47,19 @@ class Completion:
     raw: str
 
 
+class Answer(Protocol):
+    """An HTTP answer as the parsers read it (batcher's ``Reply``, or an ``httpx.Response``)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+
+
 class Provider(Protocol):
     """One wire format. Implementations are stateless and cheap."""
 
@@ -63,7 +75,7 @@ class Provider(Protocol):
 
     def build(self, job: Job, model: str) -> RequestSpec: ...
 
-    def parse(self, response: httpx.Response) -> Completion:
+    def parse(self, response: Answer) -> Completion:
         """Read a completion, or raise a classified ``ProviderError``."""
         ...
 
@@ -87,7 +99,7 @@ def parse_duration(text: str) -> float | None:
     return total if pos == len(text) else None
 
 
-def retry_after(headers: httpx.Headers, message: str = "") -> float | None:
+def retry_after(headers: Mapping[str, str], message: str = "") -> float | None:
     """The server's delay: ``retry-after-ms``, ``retry-after`` (seconds or a date), or the text."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
@@ -123,7 +135,7 @@ def str_or_none(value: Any) -> str | None:
     raise TypeError("expected a string")
 
 
-def json_body(response: httpx.Response) -> Any:
+def json_body(response: Answer) -> Any:
     """The decoded body; one that is not JSON is a retryable fault (truncated, a proxy's page)."""
     try:
         return json.loads(response.content)
@@ -174,7 +186,7 @@ class RateHints:
 _NO_HINTS = RateHints()
 
 
-def _header_int(headers: httpx.Headers, name: str) -> int | None:
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     v = headers.get(name)
     if v is None:
         return None
@@ -184,7 +196,7 @@ def _header_int(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
-def _header_duration(headers: httpx.Headers, name: str) -> float | None:
+def _header_duration(headers: Mapping[str, str], name: str) -> float | None:
     v = headers.get(name)
     if v is None:
         return None
@@ -194,7 +206,7 @@ def _header_duration(headers: httpx.Headers, name: str) -> float | None:
         return parse_duration(v)
 
 
-def rate_hints(headers: httpx.Headers) -> RateHints:
+def rate_hints(headers: Mapping[str, str]) -> RateHints:
     """Read ``x-ratelimit-*`` headers (OpenAI and most compatible servers; Gemini sends none)."""
     if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
         return _NO_HINTS

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from .._errors import FatalProviderError, PermanentJobError, RateLimitError, RetryableError
 from .._jobs import Job, ProviderName
 from ._base import (
+    Answer,
     Completion,
     RequestSpec,
     classify_status,
@@ -116,7 +115,7 @@ class GeminiProvider:
             f"models/{model.removeprefix('models/')}:generateContent", build_body(job)
         )
 
-    def parse(self, response: httpx.Response) -> Completion:
+    def parse(self, response: Answer) -> Completion:
         body = json_body(response)
         if response.status_code != 200:
             raise self._error(response, body)
@@ -160,7 +159,7 @@ class GeminiProvider:
             )
         return completion
 
-    def _error(self, response: httpx.Response, body: Any) -> Exception:
+    def _error(self, response: Answer, body: Any) -> Exception:
         err = error_object(body)
         status = response.status_code
         message = str(err.get("message") or f"HTTP {status}")

@@ -1,8 +1,4 @@
-"""One HTTP attempt for a wire format, and the fingerprint of what a job sends.
-
-httpx's exceptions are translated into ours here and only here (``send``), so the rest of batcher
-sees ``RetryableError`` for timeouts and broken connections, never a transport's own classes.
-"""
+"""One HTTP attempt for a wire format, and the fingerprint of what a job sends."""
 
 from __future__ import annotations
 
@@ -11,30 +7,31 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from .._errors import RetryableError
+from .._transport import Transport
 from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 
-__all__ = ["fingerprint", "send"]
+__all__ = ["encode", "fingerprint", "send"]
+
+
+def encode(body: Any) -> bytes:
+    """A request body as compact UTF-8 JSON (what httpx's ``json=`` sends)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 async def send(
-    client: httpx.AsyncClient,
+    transport: Transport,
     provider: Provider,
     spec: RequestSpec,
     observe: Callable[[RateHints], None] | None = None,
 ) -> Completion:
-    """POST ``spec`` and read the answer; ``observe`` sees every answer's rate-limit headers."""
-    try:
-        response = await client.post(spec.path, json=spec.body)
-    except httpx.TimeoutException as e:
-        raise RetryableError(f"request timed out ({type(e).__name__})") from None
-    except httpx.TransportError as e:
-        raise RetryableError(f"connection failed ({type(e).__name__}: {e})") from None
+    """POST ``spec`` and read the answer; ``observe`` sees every answer's rate-limit headers.
+
+    The transport turns a missing answer into ``RetryableError``; ``provider.parse`` classifies
+    every answer."""
+    reply = await transport.post(spec.path, encode(spec.body))
     if observe is not None:
-        observe(rate_hints(response.headers))
-    return provider.parse(response)
+        observe(rate_hints(reply.headers))
+    return provider.parse(reply)
 
 
 def fingerprint(provider: Provider, model: str, spec: RequestSpec) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from .._errors import FatalProviderError, RateLimitError, RetryableError
 from .._jobs import Job, ProviderName
 from ._base import (
+    Answer,
     Completion,
     RequestSpec,
     classify_status,
@@ -59,7 +58,7 @@ class OpenAIProvider:
     def build(self, job: Job, model: str) -> RequestSpec:
         return RequestSpec("chat/completions", build_body(job, model))
 
-    def parse(self, response: httpx.Response) -> Completion:
+    def parse(self, response: Answer) -> Completion:
         body = json_body(response)
         if response.status_code != 200:
             raise self._error(response, body)
@@ -81,7 +80,7 @@ class OpenAIProvider:
                 body=response.text[:500],
             ) from None
 
-    def _error(self, response: httpx.Response, body: Any) -> Exception:
+    def _error(self, response: Answer, body: Any) -> Exception:
         err = error_object(body)
         message = str(err.get("message") or f"HTTP {response.status_code}")
         code = err.get("code")

@@ -1,0 +1,153 @@
+"""How requests travel: one small interface over two HTTP clients, errors translated here only.
+
+``AiohttpTransport`` is what a run uses: aiohttp's connection pool costs about a quarter of the
+CPU per request of httpx's default one (httpcore rescans every connection on every event; measured
+side by side in ``benchmarks/overhead.py``), which is what lets one process serve the highest
+tiers and self-hosted servers. ``HttpxTransport`` wraps an ``httpx.AsyncClient``: for an
+``httpx`` transport a caller passes in (``httpx.MockTransport`` in tests, a proxy's transport),
+and for ``bench``. Either way the rest of batcher sees a ``Reply`` or a ``RetryableError``, never
+a client's own exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from ._errors import RetryableError
+
+__all__ = ["AiohttpTransport", "HttpxTransport", "Reply", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer, whichever client fetched it: status, headers (case-insensitive), body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class Transport(Protocol):
+    """POSTs JSON bodies to paths under one base URL with the endpoint's auth headers."""
+
+    async def post(self, path: str, body: bytes) -> Reply:
+        """Send ``body`` (JSON) to ``path``; a failure to get an answer is ``RetryableError``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _timed_out(kind: str) -> RetryableError:
+    return RetryableError(f"request timed out ({kind})")
+
+
+def _no_answer(error: BaseException) -> RetryableError:
+    return RetryableError(f"connection failed ({type(error).__name__}: {error})")
+
+
+class AiohttpTransport:
+    """aiohttp's client session, made on first use (it must be made inside the running loop)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        max_connections: int,
+        timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self._base = base_url.rstrip("/") + "/"
+        self._headers = {**headers, "content-type": "application/json"}
+        self._limit = max_connections
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._session: Any = None
+        self._urls: dict[str, Any] = {}
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(
+            headers=self._headers,
+            connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit),
+            # sock_read bounds the wait for each piece of the answer, as httpx's read timeout
+            # does; total is unbounded so a long generation is not cut while it streams in.
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=self._timeout
+            ),
+            auto_decompress=True,
+        )
+        return self._session
+
+    def _url(self, path: str) -> Any:
+        url = self._urls.get(path)
+        if url is None:
+            from yarl import URL
+
+            url = self._urls[path] = URL(self._base + path, encoded=False)
+        return url
+
+    async def post(self, path: str, body: bytes) -> Reply:
+        import aiohttp
+
+        session = self._session or self._open()
+        try:
+            async with session.post(self._url(path), data=body) as response:
+                content = await response.read()
+                return Reply(response.status, response.headers, content)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise _timed_out(type(e).__name__) from None
+        except aiohttp.ClientError as e:
+            raise _no_answer(e) from None
+        except OSError as e:  # a socket error aiohttp did not wrap
+            raise _no_answer(e) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HttpxTransport:
+    """An ``httpx.AsyncClient``, for an httpx transport given by the caller."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        max_connections: int,
+        timeout: float,
+        connect_timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers={**headers, "content-type": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+
+    async def post(self, path: str, body: bytes) -> Reply:
+        try:
+            response = await self.client.post(path, content=body)
+        except httpx.TimeoutException as e:
+            raise _timed_out(type(e).__name__) from None
+        except httpx.TransportError as e:
+            raise _no_answer(e) from None
+        return Reply(response.status_code, response.headers, response.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,151 @@
+"""The transports over real loopback sockets: every way an answer can fail is a RetryableError."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from batcher import RetryableError
+from batcher._transport import AiohttpTransport, HttpxTransport, Transport
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _server(handler: Handler) -> AsyncIterator[str]:
+    """A raw HTTP server on loopback; every connection it took is closed when it stops."""
+    writers: list[asyncio.StreamWriter] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        await handler(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    await reader.readexactly(length)
+
+
+def _make(kind: str, url: str, timeout: float = 5.0) -> Transport:
+    options = {"max_connections": 2, "timeout": timeout, "connect_timeout": timeout}
+    if kind == "aiohttp":
+        return AiohttpTransport(url, {"authorization": "Bearer k"}, **options)  # type: ignore[arg-type]
+    return HttpxTransport(url, {"authorization": "Bearer k"}, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_an_answer_comes_back_with_its_status_headers_and_body(kind: str) -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        await reader.readexactly(7)
+        writer.write(
+            b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+            b"Retry-After: 3\r\ncontent-length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    async with _server(handler) as url:
+        transport = _make(kind, url)
+        try:
+            reply = await transport.post("chat/completions", b'{"a":1}')
+        finally:
+            await transport.aclose()
+    assert (reply.status_code, reply.content, reply.headers.get("retry-after")) == (429, b"{}", "3")
+    head = seen[0].lower()
+    assert head.startswith(b"post /v1/chat/completions http/1.1")
+    assert b"authorization: bearer k" in head and b"content-type: application/json" in head
+
+
+async def test_a_refused_connection_is_retryable(kind: str) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    transport = _make(kind, f"http://127.0.0.1:{port}/v1")
+    try:
+        with pytest.raises(RetryableError, match="connection failed"):
+            await transport.post("chat/completions", b"{}")
+    finally:
+        await transport.aclose()
+
+
+async def test_a_body_cut_short_is_retryable(kind: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"id": "cut')
+        await writer.drain()
+        writer.close()
+
+    async with _server(handler) as url:
+        transport = _make(kind, url)
+        try:
+            with pytest.raises(RetryableError, match="connection failed"):
+                await transport.post("chat/completions", b"{}")
+        finally:
+            await transport.aclose()
+
+
+async def test_a_malformed_answer_is_retryable(kind: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with _server(handler) as url:
+        transport = _make(kind, url)
+        try:
+            with pytest.raises(RetryableError, match="connection failed"):
+                await transport.post("chat/completions", b"{}")
+        finally:
+            await transport.aclose()
+
+
+async def test_a_server_that_never_answers_times_out(kind: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+        writer.close()
+
+    async with _server(handler) as url:
+        transport = _make(kind, url, timeout=0.2)
+        try:
+            with pytest.raises(RetryableError, match="timed out"):
+                await transport.post("chat/completions", b"{}")
+        finally:
+            await transport.aclose()
