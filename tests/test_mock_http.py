@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -154,8 +155,6 @@ def test_a_truncated_answer_is_a_200_with_half_its_json(start_mock: StartMock) -
 
 def test_aiohttp_gets_answers_and_sees_drops(start_mock: StartMock) -> None:
     aiohttp = pytest.importorskip("aiohttp")
-    import asyncio
-
     good = start_mock(MockConfig())
     dropping = start_mock(MockConfig(faults=Faults(drop=1.0)))
 
