@@ -27,6 +27,10 @@ def features(text: str) -> Features:
     return 1.0, float(len(text) - cjk), float(cjk)
 
 
+CALIBRATED = 20
+"""Answers after which the estimate is trusted as it is."""
+
+
 class TokenEstimator:
     """Online least squares (with slow forgetting) from text features to reported tokens."""
 
@@ -36,10 +40,15 @@ class TokenEstimator:
         self._lam = forgetting
         self.samples = 0
 
-    def estimate(self, x: Features) -> int:
-        """Estimated tokens for features ``x`` (at least 1)."""
+    def estimate(self, x: Features, *, cautious: bool = False) -> int:
+        """Estimated tokens for features ``x`` (at least 1). ``cautious`` adds a quarter until
+        the estimator has learned from ``CALIBRATED`` answers: before that, a tokenizer unlike
+        the starting rule (another language, another vocabulary) would overshoot the TPM."""
         w = self.weights
-        return max(1, math.ceil(w[0] * x[0] + w[1] * x[1] + w[2] * x[2]))
+        raw = w[0] * x[0] + w[1] * x[1] + w[2] * x[2]
+        if cautious and self.samples < CALIBRATED:
+            raw *= 1.25
+        return max(1, math.ceil(raw))
 
     def learn(self, x: Features, reported: int) -> None:
         """Fit the weights a step towards ``reported`` tokens for features ``x``."""

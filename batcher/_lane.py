@@ -54,6 +54,10 @@ __all__ = ["Lane", "LaneStats", "Slot"]
 
 WINDOW = 60.0
 """Requests and tokens per minute are per this many seconds."""
+MARGIN = 0.99
+"""The share of each limit a lane aims at, to absorb the clock's jitter."""
+PER_SECOND_MARGIN = 0.965
+"""The share once a 429 shows that a per-minute limit is enforced per second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,10 @@ class LaneStats:
 class Lane:
     """Admission control for one model.
 
-    ``per_second`` says the provider enforces its per-minute limits per second (OpenAI): the lane
-    then keeps a wider margin. ``margin`` is the share of each limit the lane aims at.
+    ``margin`` is the share of each limit the lane aims at: 0.99 unless given. ``per_second``
+    says the provider may enforce its per-minute limits per second (OpenAI's are quantized; a
+    compatible server's may not be): the lane still starts at 0.99, and narrows to 0.965 on the
+    first 429, the evidence that they are, since jitter then tips some seconds over.
     """
 
     def __init__(
@@ -91,7 +97,8 @@ class Lane:
         self.model = model
         self.limits = limits
         self.clock = clock
-        self.margin = margin if margin is not None else (0.965 if per_second else 0.99)
+        self.margin = margin if margin is not None else MARGIN
+        self._narrow_to = PER_SECOND_MARGIN if per_second and margin is None else None
         self.estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._lock = anyio.Lock()
@@ -243,6 +250,8 @@ class Lane:
         self._strikes += 1
         self._paused_until = max(self._paused_until, now + delay)
         self._slow = max(0.8, self._slow * 0.98)
+        if self._narrow_to is not None:
+            self.margin = min(self.margin, self._narrow_to)
         self._learn_limit(error.scope)
 
     def _learn_limit(self, scope: str | None) -> None:
@@ -330,7 +339,8 @@ class Slot:
     async def __aenter__(self) -> Slot:
         lane = self._lane
         x = self._features
-        tokens = (lane.estimator.estimate(x) if x is not None else self._known) + self._output
+        estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
+        tokens = estimate + self._output
         lane._check_size(tokens)
         self._entry = await lane._admit(tokens)
         return self
