@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
         help="answer latency: MS, or MIN-MAX for a uniform range (default 0)",
     )
     m.add_argument("--seed", type=int, default=0, help="seed of the mock's randomness")
+    m.add_argument(
+        "--openai-per-minute",
+        action="store_true",
+        help="enforce OpenAI-style limits over a sliding minute, not quantized per second",
+    )
     add_flags(m, ("limits",), only=("tier", "rpm", "tpm", "rpd"))
     for flag, what in (
         ("--fail-500", "answer 500"),
@@ -248,7 +253,11 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     config = MockConfig(
-        latency_ms=_latency(args.latency_ms), seed=args.seed, limits=limits, faults=faults
+        latency_ms=_latency(args.latency_ms),
+        seed=args.seed,
+        limits=limits,
+        faults=faults,
+        openai_per_second=not args.openai_per_minute,
     )
     server = MockServer(config, port=args.port)
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)

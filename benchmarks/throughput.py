@@ -1,10 +1,11 @@
 """Throughput against a rate-limited mock provider: achieved rate / ceiling, and the 429 share.
 
 The mock runs in its own process with 20-200 ms latency and enforces the limits the way each
-provider does (Gemini: clock-minute windows; OpenAI: per-minute limits quantized per second,
-rejections counted). ``batcher run`` is given the same limits and runs long enough for several
-windows. Figures are measured at the server: accepted requests (or input tokens) per minute
-between its first and last accepted request, over the ceiling.
+provider does: Gemini in clock-minute windows; OpenAI per-minute limits quantized per second,
+rejections counted; and an OpenAI-compatible server enforcing over a sliding minute instead.
+``batcher run`` is given the same limits and runs long enough for several windows. Figures are
+measured at the server: accepted requests (or input tokens) per minute between its first and last
+accepted request, over the ceiling.
 
     python benchmarks/throughput.py [--minutes 2] [--only NAME]
 """
@@ -39,10 +40,20 @@ class Case:
     binding: str  # "rpm" or "tpm"
     ceiling: int
     mixed_text: bool = False
+    mock_flags: tuple[str, ...] = ()
 
 
 CASES = [
     Case("rpm-minute-windows", "gemini", ("--rpm", "1200"), "rpm", 1200),
+    Case(
+        "openai-per-minute",
+        "openai",
+        ("--rpm", "1200"),
+        "rpm",
+        1200,
+        False,
+        ("--openai-per-minute",),
+    ),
     Case("rpm-per-second", "openai", ("--rpm", "1200"), "rpm", 1200),
     Case("tpm-english-cjk", "gemini", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
 ]
@@ -64,7 +75,7 @@ def write_jobs(path: Path, case: Case, minutes: float) -> int:
 def run_case(case: Case, minutes: float) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock_process("--latency-ms", "20-200", *case.limit_flags) as url,
+        mock_process("--latency-ms", "20-200", *case.limit_flags, *case.mock_flags) as url,
     ):
         jobs = Path(tmp) / "jobs.jsonl"
         n = write_jobs(jobs, case, minutes)

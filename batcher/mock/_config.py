@@ -19,6 +19,9 @@ class MockConfig:
     seed: int = 0
     limits: LimitTable = field(default_factory=LimitTable)
     faults: Faults = field(default_factory=Faults)
+    openai_per_second: bool = True
+    """OpenAI-style limits quantized per second (OpenAI's own), or over a sliding minute (a
+    compatible server that does not quantize)."""
 
     @property
     def free_tier(self) -> bool:

@@ -3,20 +3,22 @@
 Gemini: per model, per clock minute (requests and input tokens) and per Pacific quota day; only
 accepted requests count. OpenAI: per model, the per-minute limits quantized per second (60,000 RPM
 is 1,000 a second), a request charged its prompt tokens plus ``max_tokens``, and rejected requests
-count against the limit too.
+count against the limit too. With ``quantized=False`` the OpenAI style is enforced over a sliding
+minute instead, as an OpenAI-compatible server that does not quantize would.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
 from .._clock import quota_day
 from .._limits import Limits
+from .._window import SlidingWindow
 
 __all__ = ["Enforcer", "Rejection"]
 
@@ -38,17 +40,23 @@ class _Usage:
     tokens: int = 0
     day: date | None = None
     today: int = 0
-    minute: deque[tuple[float, int]] = field(default_factory=deque)  # openai: for the headers
+    minute: SlidingWindow = field(default_factory=lambda: SlidingWindow(60.0))
+    """OpenAI style: every request of the last minute and its tokens (headers; sliding limits)."""
 
 
 class Enforcer:
     """Counts each model's use and refuses what goes over ``limits_for(model)``."""
 
     def __init__(
-        self, limits_for: Callable[[str], Limits], clock: Callable[[], float] = time.time
+        self,
+        limits_for: Callable[[str], Limits],
+        clock: Callable[[], float] = time.time,
+        *,
+        quantized: bool = True,
     ) -> None:
         self.limits_for = limits_for
         self.clock = clock
+        self.quantized = quantized
         self._usage: dict[tuple[str, str], _Usage] = defaultdict(_Usage)
         self._limits: dict[str, Limits] = {}  # limits_for's answers: a model's limits never change
 
@@ -100,18 +108,31 @@ class Enforcer:
         second = int(now)
         if u.window != second:
             u.window, u.requests, u.tokens = second, 0, 0
-        u.minute.append((now, tokens))
-        while u.minute and u.minute[0][0] <= now - 60:
-            u.minute.popleft()
+        u.minute.add(now, tokens)
+        u.minute.expire(now)
         if rejected := self._day(u, now, limits.rpd):
             return rejected
+        if not self.quantized:
+            return self._sliding_minute(u, limits, now, tokens)
         retry = 1 - now % 1
         u.requests += 1  # rejected requests count too
         if limits.rpm is not None and u.requests > limits.rpm / 60:
             return Rejection("requests", limits.rpm, len(u.minute), retry)
         if limits.tpm is not None and u.tokens and u.tokens + tokens > limits.tpm / 60:
-            return Rejection("tokens", limits.tpm, sum(t for _, t in u.minute), retry)
+            return Rejection("tokens", limits.tpm, int(u.minute.total), retry)
         u.tokens += tokens
+        u.today += 1
+        return None
+
+    def _sliding_minute(
+        self, u: _Usage, limits: Limits, now: float, tokens: int
+    ) -> Rejection | None:
+        """Over the last 60 s, this request (counted even if refused) included."""
+        retry = max(0.001, u.minute[0][0] + 60 - now)
+        if limits.rpm is not None and len(u.minute) > limits.rpm:
+            return Rejection("requests", limits.rpm, len(u.minute), retry)
+        if limits.tpm is not None and u.minute.total > limits.tpm and len(u.minute) > 1:
+            return Rejection("tokens", limits.tpm, int(u.minute.total), retry)
         u.today += 1
         return None
 
@@ -129,7 +150,7 @@ class Enforcer:
             out["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - len(u.minute)))
             out["x-ratelimit-reset-requests"] = reset
         if limits.tpm is not None:
-            used = sum(t for _, t in u.minute)
+            used = int(u.minute.total)
             out["x-ratelimit-limit-tokens"] = str(limits.tpm)
             out["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - used))
             out["x-ratelimit-reset-tokens"] = reset

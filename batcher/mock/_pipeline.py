@@ -45,7 +45,7 @@ class Pipeline:
         self.clock = clock
         self.state = MockState()
         self.routes = Routes(config)
-        self.enforcer = Enforcer(config.limits.for_model, clock)
+        self.enforcer = Enforcer(config.limits.for_model, clock, quantized=config.openai_per_second)
         self._faults = FaultDealer(config.faults, config.seed + 1)
         self._latency = random.Random(config.seed)
         self._answered = 0  # numbers the answers' ids; /admin/reset does not restart it
