@@ -1,0 +1,117 @@
+"""The baselines of ``overhead.py``: a bare client loop sending a job file's prompts, nothing else.
+
+    python benchmarks/bare_clients.py {aiohttp,httpx,httpx-aiohttp} JOBS BASE_URL CONCURRENCY
+
+``CONCURRENCY`` workers on plain asyncio share the job file's lines; each builds the body batcher
+sends for a job (the same JSON chat body, compact UTF-8, ``content-type: application/json``, a
+Bearer key), POSTs it to ``BASE_URL/chat/completions``, reads the answer, checks it is a 200 and
+parses its JSON. Prints how many answers were 200. The clients:
+
+  aiohttp         one ``aiohttp.ClientSession`` over ``TCPConnector(limit=CONCURRENCY)``
+  httpx           ``httpx.AsyncClient`` with its default transport (httpcore), limits CONCURRENCY
+  httpx-aiohttp   ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport`` (the limits
+                  given to the transport)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+
+PATH = "chat/completions"
+HEADERS = {"authorization": "Bearer k", "content-type": "application/json"}
+ATTEMPTS = 3  # a kept-alive connection the server closed fails once; send again
+
+Send = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
+def body_of(line: str) -> bytes:
+    """The request body batcher builds for a job line (see ``batcher._providers._http.encode``)."""
+    job = json.loads(line)
+    body = {"model": job["model"], "messages": [{"role": "user", "content": job["prompt"]}]}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+async def aiohttp_client(stack: AsyncExitStack, base: str, concurrency: int) -> Send:
+    import aiohttp
+    from yarl import URL
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    session = await stack.enter_async_context(
+        aiohttp.ClientSession(headers=HEADERS, connector=connector)
+    )
+    url = URL(base + PATH)
+
+    async def send(body: bytes) -> tuple[int, bytes]:
+        for attempt in range(ATTEMPTS):
+            try:
+                async with session.post(url, data=body) as r:
+                    return r.status, await r.read()
+            except aiohttp.ClientConnectionError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError
+
+    return send
+
+
+async def httpx_client(
+    stack: AsyncExitStack, base: str, concurrency: int, *, over_aiohttp: bool
+) -> Send:
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    if over_aiohttp:
+        from httpx_aiohttp import AiohttpTransport
+
+        client = httpx.AsyncClient(
+            base_url=base, headers=HEADERS, transport=AiohttpTransport(limits=limits)
+        )
+    else:
+        client = httpx.AsyncClient(base_url=base, headers=HEADERS, limits=limits)
+    await stack.enter_async_context(client)
+
+    async def send(body: bytes) -> tuple[int, bytes]:
+        for attempt in range(ATTEMPTS):
+            try:
+                r = await client.post(PATH, content=body)
+                return r.status_code, r.content
+            except httpx.TransportError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError
+
+    return send
+
+
+async def main(kind: str, path: str, base: str, concurrency: int) -> int:
+    base = base.rstrip("/") + "/"
+    ok = 0
+    async with AsyncExitStack() as stack:
+        if kind == "aiohttp":
+            send = await aiohttp_client(stack, base, concurrency)
+        elif kind in ("httpx", "httpx-aiohttp"):
+            send = await httpx_client(stack, base, concurrency, over_aiohttp=kind != "httpx")
+        else:
+            raise SystemExit(f"unknown client {kind!r}")
+
+        async def worker(lines: Iterator[str]) -> None:
+            nonlocal ok
+            for line in lines:  # shared by the workers: each takes the next job
+                status, content = await send(body_of(line))
+                if status != 200:
+                    raise RuntimeError(f"HTTP {status}: {content[:200]!r}")
+                json.loads(content)
+                ok += 1
+
+        with open(path) as f:  # noqa: ASYNC230 (as batcher reads: in the loop)
+            lines = iter(f)
+            await asyncio.gather(*(worker(lines) for _ in range(concurrency)))
+    return ok
+
+
+if __name__ == "__main__":
+    print(asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
