@@ -99,6 +99,9 @@ class Lane:
         self.clock = clock
         self.margin = margin if margin is not None else MARGIN
         self._narrow_to = PER_SECOND_MARGIN if per_second and margin is None else None
+        self._per_second = False
+        """Evidence (a 429) that limits are enforced per second: tokens are then capped per
+        second too, and no longer borrow a second's budget ahead."""
         self.estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._lock = anyio.Lock()
@@ -159,7 +162,23 @@ class Lane:
                 if excess <= 0:
                     at = max(at, t + WINDOW)
                     break
+        if self._per_second and tpm is not None:
+            at = max(at, self._second_wait(now, tokens, tpm / 60))
         return at
+
+    def _second_wait(self, now: float, tokens: int, budget: float) -> float:
+        """When the tokens admitted in the last second leave room for ``tokens`` within a
+        second's ``budget`` (a request alone in its second always fits, as servers allow)."""
+        recent = self._window.newer_than(now - 1.0)
+        used = sum(e[1] for e in recent)
+        if not recent or used + tokens <= budget:
+            return now
+        excess = used + tokens - budget
+        for t, cost in recent:
+            excess -= cost
+            if excess <= 0:
+                return t + 1.0
+        return recent[-1][0] + 1.0
 
     async def _wait_turn(self, tokens: int) -> tuple[float, bool]:
         """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time, and
@@ -171,7 +190,7 @@ class Lane:
             now = self.clock.monotonic()
             self._check_day()
             self._window.expire(now)
-            t_tolerance = 1.0 if self.limits.tpm else 0.0
+            t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
             start = max(
                 probe_at,
                 self._paused_until,
@@ -252,6 +271,7 @@ class Lane:
         self._slow = max(0.8, self._slow * 0.98)
         if self._narrow_to is not None:
             self.margin = min(self.margin, self._narrow_to)
+            self._per_second = True
         self._learn_limit(error.scope)
 
     def _learn_limit(self, scope: str | None) -> None:

@@ -47,6 +47,16 @@ class SlidingWindow:
             self.total += weight - entry[1]
         entry[1] = weight
 
+    def newer_than(self, t: float) -> list[list[float]]:
+        """The events after ``t``, oldest first (read from the newest end: cheap for recent t)."""
+        out = []
+        for entry in reversed(self._events):
+            if entry[0] <= t:
+                break
+            out.append(entry)
+        out.reverse()
+        return out
+
     def times(self) -> list[float]:
         """The events' times, oldest first."""
         return [e[0] for e in self._events]

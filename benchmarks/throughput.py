@@ -56,6 +56,7 @@ CASES = [
     ),
     Case("rpm-per-second", "openai", ("--rpm", "1200"), "rpm", 1200),
     Case("tpm-english-cjk", "gemini", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
+    Case("tpm-per-second-cjk", "openai", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
 ]
 
 

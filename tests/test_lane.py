@@ -227,3 +227,31 @@ def test_a_lane_sends_one_request_until_the_first_answer() -> None:
         return admitted
 
     assert run_virtual(main) == [0.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    jobs=arrivals,
+    tpm=st.integers(6_000, 120_000),
+    sizes=st.lists(st.integers(1, 3_000), min_size=120, max_size=120),
+)
+def test_after_a_per_second_429_tokens_hold_a_seconds_budget_in_every_second(
+    jobs: list[tuple[float, float]], tpm: int, sizes: list[int]
+) -> None:
+    """Once a 429 shows per-second enforcement, no second holds more than tpm/60 tokens (a
+    request alone in its second excepted, as servers let it through)."""
+    costs = [min(s, int(tpm * 0.9)) for s in sizes[: len(jobs)]]
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(tpm=tpm), VirtualClock(), per_second=True)
+        with contextlib.suppress(RateLimitError):
+            async with lane.request(1):
+                raise RateLimitError("429", retry_after=0.5, scope="tokens")
+        return await _drive(lane, jobs, costs)
+
+    times = run_virtual(main)
+    order = sorted(range(len(times)), key=times.__getitem__)
+    for i in order:
+        window = [j for j in order if times[i] - 1.0 + 1e-6 < times[j] <= times[i]]
+        if len(window) > 1:
+            assert sum(costs[j] for j in window) <= tpm / 60 + 1e-6
