@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -142,8 +143,11 @@ def _latency(text: str) -> tuple[float, float]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ._api import run_sync
+    from ._errors import UsageError
     from ._options import RunOptions
 
+    if not args.out:
+        raise UsageError("--out needs a directory")
     if args.mock is not None and args.mock.endswith(_SUFFIXES):
         args.jobs.append(args.mock)  # `--mock jobs.jsonl`: the file was meant as a job file
         args.mock = "default"
@@ -212,8 +216,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import anyio
 
     from ._bench import plot, run_bench
+    from ._errors import UsageError, WriteFailed
     from ._options import LimitOptions, group_from_args
 
+    if not 0 < args.seconds < math.inf:
+        raise UsageError("--seconds must be a positive number")
     limits = group_from_args(LimitOptions, args).table()
     assert limits.tier is not None
     model = args.model or next(iter(limits.tier.models))
@@ -235,7 +242,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     where = "the mock provider" if args.base_url is None else args.base_url
     print("\n".join(result.lines(where)))
     if args.plot:
-        plot(result, args.plot)
+        try:
+            plot(result, args.plot)
+        except OSError as e:
+            raise WriteFailed.from_os_error(e, Path(args.plot)) from None
         print(f"  plot: {args.plot}")
     return EXIT_OK
 

@@ -96,7 +96,7 @@ class Ledger:
             data = json.loads(self.path.read_bytes())
         except OSError as e:
             raise DamagedFile(self.path, e.strerror or str(e)) from e
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise DamagedFile(self.path, f"not JSON: {e}") from None
         models = data.get("models", {}) if isinstance(data, dict) else None
         if not isinstance(models, dict):

@@ -114,9 +114,11 @@ def read_limits_file(path: Path) -> dict[str, Limits]:
         data = tomllib.loads(path.read_text())
     except OSError as e:
         raise UsageError(f"--limits {path}: cannot read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"--limits {path}: not valid TOML: {e}") from None
     models = data.get("models", data)
+    if not isinstance(models, dict):
+        raise UsageError(f"--limits {path}: 'models' must be a table of models")
     return {m: _limits(v, f"--limits {path} [{m}]", allow_zero=False) for m, v in models.items()}
 
 

@@ -49,7 +49,15 @@ class Manifest:
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             return cls._parse(data, path)
-        except (OSError, ValueError, KeyError, TypeError, UsageError) as e:
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            UsageError,
+            RecursionError,
+            ArithmeticError,
+        ) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise DamagedFile(path, reason or type(e).__name__) from None
 

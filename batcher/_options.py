@@ -10,6 +10,7 @@ naming the parameter; the CLI rewrites that name as its flag.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -48,6 +49,9 @@ def option_flag(option: str) -> str:
     return option
 
 
+MAX_CONCURRENCY = 10_000
+"""More requests in flight than this is a typo, not a plan (each is a task and a connection)."""
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
 
 
@@ -67,6 +71,20 @@ def duration(text: str) -> float:
     if pos == 0 or pos != len(text):
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 1h30m)")
     return total
+
+
+def _check_url(url: str) -> None:
+    """An http(s) URL with a host and a valid port, or ``BadOption`` saying what is wrong."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise BadOption("base_url", f"{url!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadOption("base_url", f"{url!r} is not an http(s) URL with a host")
+    del port
 
 
 def _positive(option: str, value: float) -> None:
@@ -114,6 +132,8 @@ class Endpoint:
     def __post_init__(self) -> None:
         if self.provider not in ("openai", "gemini"):
             raise BadOption("provider", f"{self.provider!r} is unknown; choose openai or gemini")
+        if self.base_url is not None:
+            _check_url(self.base_url)
         if self.mock is not None and self.base_url is not None:
             raise UsageError(
                 f"{option_flag('mock')} and {option_flag('base_url')} cannot be used together"
@@ -152,13 +172,15 @@ class Requests:
 
     def __post_init__(self) -> None:
         _positive("max_concurrency", self.max_concurrency)
+        if self.max_concurrency > MAX_CONCURRENCY:
+            raise BadOption("max_concurrency", f"must be at most {MAX_CONCURRENCY:,}")
         _positive("max_attempts", self.max_attempts)
-        if self.timeout <= 0:
-            raise BadOption("timeout", "must be positive")
-        if self.grace < 0:
-            raise BadOption("grace", "must not be negative")
-        if self.max_outage <= 0:
-            raise BadOption("max_outage", "must be positive")
+        if not 0 < self.timeout < math.inf:
+            raise BadOption("timeout", "must be a positive number of seconds")
+        if not 0 <= self.grace < math.inf:
+            raise BadOption("grace", "must be a number of seconds, not negative")
+        if not 0 < self.max_outage < math.inf:
+            raise BadOption("max_outage", "must be a positive duration")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

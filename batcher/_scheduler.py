@@ -143,7 +143,8 @@ class Scheduler:
                 self._tg = tg
                 tg.start_soon(self._produce, send_jobs)
                 async with receive_jobs:
-                    for _ in range(self.max_concurrency):
+                    # never more workers than jobs: each is a task waiting on the stream
+                    for _ in range(max(1, min(self.max_concurrency, self.tally.total))):
                         tg.start_soon(self._work, receive_jobs.clone())
             keeper.cancel_scope.cancel()
 

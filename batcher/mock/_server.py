@@ -54,7 +54,12 @@ class MockServer:
         """The same mock as an ASGI app: ``app.state`` is the counters this server keeps."""
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
+        try:
+            self._sock.bind(("127.0.0.1", port))
+        except (OverflowError, OSError) as e:
+            self._sock.close()
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise UsageError(f"cannot serve on 127.0.0.1 port {port}: {reason}") from None
         self.port: int = self._sock.getsockname()[1]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
