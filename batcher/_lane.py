@@ -180,6 +180,19 @@ class Lane:
                 return t + 1.0
         return recent[-1][0] + 1.0
 
+    def _start(self, now: float, tokens: int, probe_at: float) -> float:
+        """When pacing, the caps and any pause let a request of ``tokens`` leave."""
+        self._check_day()
+        self._window.expire(now)
+        t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
+        return max(
+            probe_at,
+            self._paused_until,
+            self._r_next,
+            self._t_next - t_tolerance,
+            self._cap_wait(now, tokens),
+        )
+
     async def _wait_turn(self, tokens: int) -> tuple[float, bool]:
         """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time, and
         whether the last sleep was for the request's pacing slot (so any lateness is the loop's
@@ -188,16 +201,7 @@ class Lane:
         while True:
             probe_at = await self.outage.wait_for_probe()
             now = self.clock.monotonic()
-            self._check_day()
-            self._window.expire(now)
-            t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
-            start = max(
-                probe_at,
-                self._paused_until,
-                self._r_next,
-                self._t_next - t_tolerance,
-                self._cap_wait(now, tokens),
-            )
+            start = self._start(now, tokens, probe_at)
             if start <= now:
                 # a request whose job was cancelled while it waited (the run is halting) must
                 # not leave: some clients write the request before their first suspension
@@ -210,7 +214,13 @@ class Lane:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
 
         Raises ``QuotaExhausted`` when the day's quota is spent, ``Outage`` when the endpoint has
-        been down for longer than the run waits."""
+        been down for longer than the run waits. A request that may leave at once, with nobody
+        queued before it, does so without the lock: handing a lock over costs a turn of the event
+        loop, and at high rates every request would queue behind one another for it."""
+        if not self._lock.locked() and self._answered.is_set() and not self.outage.down:
+            now = self.clock.monotonic()
+            if self._start(now, tokens, float("-inf")) <= now:
+                return self._commit(now, tokens, paced=False)
         async with self._lock:
             probe = False
             if not self._answered.is_set():
@@ -224,19 +234,23 @@ class Lane:
                 if probe:
                     self._probing = False  # the next request in line probes instead
                 raise
-            # A request woken late for its slot (by less than half an interval) does not push
-            # its successor back: the loop's wake-up lag would otherwise pile up into lost rate.
-            # One that was held by something else (the first answer, a pause) starts afresh.
-            interval = self._interval(self.limits.rpm)
-            late = now - self._r_next
-            on_time = paced and late <= interval / 2
-            self._r_next = (self._r_next if on_time else now) + interval
-            self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
-            self._last = now
-            self.daily.add(self.clock.time())
-            self.admitted += 1
-            self.outage.admitted()
-            return self._window.add(now, float(tokens))
+            return self._commit(now, tokens, paced=paced)
+
+    def _commit(self, now: float, tokens: int, *, paced: bool) -> list[float]:
+        """Record an admission at ``now`` and move the pacing on."""
+        # A request woken late for its slot (by less than half an interval) does not push
+        # its successor back: the loop's wake-up lag would otherwise pile up into lost rate.
+        # One that was held by something else (the first answer, a pause) starts afresh.
+        interval = self._interval(self.limits.rpm)
+        late = now - self._r_next
+        on_time = paced and late <= interval / 2
+        self._r_next = (self._r_next if on_time else now) + interval
+        self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
+        self._last = now
+        self.daily.add(self.clock.time())
+        self.admitted += 1
+        self.outage.admitted()
+        return self._window.add(now, float(tokens))
 
     def _settle(self, entry: list[float], tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""

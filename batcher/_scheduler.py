@@ -203,7 +203,10 @@ class Scheduler:
             if self._outstanding == 0:
                 self._idle = anyio.Event()  # set again when the last job of this pass is done
             self._outstanding += 1
-            await stream.send(job)
+            try:
+                stream.send_nowait(job)  # a worker is waiting: no forced turn of the loop
+            except anyio.WouldBlock:
+                await stream.send(job)
 
     async def _wait_for_reset(self) -> None:
         """Sleep until the earliest quota reset among the lanes that wait for one."""
@@ -218,7 +221,16 @@ class Scheduler:
 
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
         async with stream:
-            async for job in stream:
+            while True:
+                try:
+                    job = stream.receive_nowait()  # no forced turn of the loop when one is ready
+                except anyio.WouldBlock:
+                    try:
+                        job = await stream.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if not self._halting:
                     assert job.model is not None
                     outcome = await self.executor.execute(job, self.lanes[job.model])

@@ -73,6 +73,7 @@ class Record:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _schema() -> Any:
@@ -300,7 +301,7 @@ class ResultStore:
 
         Raises ``WriteFailed`` if the line could not be written whole; the job then counts as not
         finished, and every line appended before is kept."""
-        line = json.dumps(record.to_dict(), ensure_ascii=False).encode() + b"\n"
+        line = _LINE_ENCODER.encode(record.to_dict()).encode() + b"\n"
         if self._file is None:
             self._seq += 1
             self._count = self._size = 0

@@ -13,9 +13,12 @@ from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 __all__ = ["encode", "fingerprint", "send"]
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode(body: Any) -> bytes:
     """A request body as compact UTF-8 JSON (what httpx's ``json=`` sends)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(body).encode()
 
 
 async def send(
