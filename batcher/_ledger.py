@@ -38,13 +38,17 @@ class DailyCount:
         self.day: str | None = None
         self.count = 0
         self.times = SlidingWindow(DAY)  # each request's wall time, when keep_times
+        self._day_from = self._day_until = 0.0  # the wall-time span known to be ``day``
 
     def _roll(self, wall: float) -> None:
         if self.keep_times:
             self.times.expire(wall)
             self.count = len(self.times)
             return
+        if self._day_from <= wall < self._day_until:
+            return  # the same quota day as last time: no time-zone arithmetic
         day = quota_day(wall).isoformat()
+        self._day_from, self._day_until = wall, next_reset(wall)
         if day != self.day:
             self.day, self.count = day, 0
 
@@ -79,6 +83,7 @@ class DailyCount:
             self.count = len(self.times)
         elif not self.rolling:
             self.day, self.count = data.get("day"), int(data.get("count", 0))
+        self._day_from = self._day_until = 0.0
 
 
 class Ledger:
