@@ -174,6 +174,10 @@ class ResultStore:
         self._seq = 0
         self._count = 0
         self._size = 0  # bytes in the open segment, all of them complete lines
+        # The rows of the open segment, and of closed ones not yet compacted: compaction writes
+        # them from here instead of reading the journal back (recovery still reads it).
+        self._rows: list[dict[str, Any]] = []
+        self._closed: dict[int, list[dict[str, Any]]] = {}
 
     def _segment(self, seq: int) -> Path:
         return self.journal_dir / f"seg-{seq:06d}.jsonl"
@@ -301,10 +305,12 @@ class ResultStore:
 
         Raises ``WriteFailed`` if the line could not be written whole; the job then counts as not
         finished, and every line appended before is kept."""
-        line = _LINE_ENCODER.encode(record.to_dict()).encode() + b"\n"
+        row = record.to_dict()
+        line = _LINE_ENCODER.encode(row).encode() + b"\n"
         if self._file is None:
             self._seq += 1
             self._count = self._size = 0
+            self._rows = []
             with _writing(self._segment(self._seq)):
                 self._file = self._open_segment(self._segment(self._seq))
         try:
@@ -313,6 +319,7 @@ class ResultStore:
             self._abandon()
             raise WriteFailed.from_os_error(e, self._segment(self._seq)) from e
         self._size += len(line)
+        self._rows.append(row)
         self._count += 1
         if self._count >= self.segment_size:
             return self.rotate()
@@ -329,6 +336,7 @@ class ResultStore:
         file, self._file = self._file, None
         if file is None:
             return
+        self._closed[self._seq], self._rows = self._rows, []
         with suppress(OSError):
             file.truncate(self._size)
         with suppress(OSError):
@@ -339,6 +347,7 @@ class ResultStore:
         file, self._file = self._file, None
         if file is None:
             return None
+        self._closed[self._seq], self._rows = self._rows, []
         with _writing(self._segment(self._seq)):
             file.close()
         return self._seq
@@ -352,8 +361,9 @@ class ResultStore:
         import pyarrow as pa
 
         segment, part = self._segment(seq), self._part(seq)
+        kept = self._closed.pop(seq, None)
         if not part.exists():
-            rows = read_segment(segment)
+            rows = kept if kept is not None else read_segment(segment)
             if rows:
                 self._write_part(part, pa.Table.from_pylist(rows, schema=_schema()))
                 with _writing(self.results_dir):
