@@ -14,7 +14,8 @@
         └── RetryableError          may pass: 5xx, timeouts, dropped connections
             └── RateLimitError      a 429: the model's lane pauses (or stops for the day)
 
-httpx exceptions are translated into ``RetryableError`` in ``_providers``, at the boundary.
+The HTTP clients' exceptions (aiohttp's, httpx's) are translated into ``RetryableError`` in
+``_transport``, at the boundary; ``_providers`` classifies every answer.
 """
 
 from __future__ import annotations
