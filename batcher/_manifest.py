@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,15 @@ class Manifest:
 
     def write(self, out: Path) -> None:
         """Replace ``run.json`` atomically."""
-        data = {**asdict(self), "inputs": list(self.inputs), "limits": self.limits.to_json()}
+        data = {
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            "total": self.total,
+            "inputs": list(self.inputs),
+            "quota_day": self.quota_day,
+            "limits": self.limits.to_json(),
+        }
         tmp = out / (NAME + ".tmp")
         try:
             out.mkdir(parents=True, exist_ok=True)

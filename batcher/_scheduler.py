@@ -221,16 +221,7 @@ class Scheduler:
 
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
         async with stream:
-            while True:
-                try:
-                    job = stream.receive_nowait()  # no forced turn of the loop when one is ready
-                except anyio.WouldBlock:
-                    try:
-                        job = await stream.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
+            while (job := await _next(stream)) is not None:
                 if not self._halting:
                     assert job.model is not None
                     outcome = await self.executor.execute(job, self.lanes[job.model])
@@ -282,3 +273,16 @@ class Scheduler:
         while True:
             await self.clock.sleep(LEDGER_EVERY)
             await self._in_thread(self.lanes.save)
+
+
+async def _next(stream: MemoryObjectReceiveStream[Job]) -> Job | None:
+    """The next job, None at the end; without a forced turn of the loop when one is ready."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await stream.receive()
+        except anyio.EndOfStream:
+            return None
+    except anyio.EndOfStream:
+        return None

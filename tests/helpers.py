@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from batcher._store import Record
 from batcher.mock import MockServer
 
 
@@ -65,3 +67,39 @@ def run_cli(
             *flags,
         ]
     )
+
+
+def make_record(i: int, status: str = "ok") -> Record:
+    """A finished job for store tests: id ``j{i}``, ok unless ``status`` says otherwise."""
+    return Record(
+        id=f"j{i}",
+        status=status,
+        text=f"t{i}" if status == "ok" else None,
+        input_tokens=i,
+        output_tokens=1,
+        attempts=1,
+        error=None if status == "ok" else "boom",
+        error_kind=None if status == "ok" else "permanent",
+        model="m",
+        finish_reason="stop",
+        latency_ms=1.0,
+        response="{}",
+        source=f"f:{i}",
+    )
+
+
+def run_command(jobs: Path, out: Path, base_url: str, *flags: str) -> list[str]:
+    """``batcher run`` as a subprocess would be started by a user, against ``base_url``."""
+    return [
+        sys.executable,
+        "-m",
+        "batcher",
+        "run",
+        str(jobs),
+        "--out",
+        str(out),
+        "--base-url",
+        base_url,
+        "--no-progress",
+        *flags,
+    ]

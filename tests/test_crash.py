@@ -8,7 +8,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batcher.mock import MockConfig, MockServer, mock_reply
-from tests.helpers import mock_stats, read_results, write_jsonl
+from tests.helpers import mock_stats, read_results, run_command, write_jsonl
 
 StartMock = Callable[[MockConfig], MockServer]
 CONCURRENCY = 8
@@ -29,21 +28,8 @@ def _jobs(tmp_path: Path, n: int) -> tuple[Path, dict[str, str]]:
 
 
 def _command(jobs: Path, out: Path, server: MockServer, *flags: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "batcher",
-        "run",
-        str(jobs),
-        "--out",
-        str(out),
-        "--base-url",
-        server.base_url("openai"),
-        "--max-concurrency",
-        str(CONCURRENCY),
-        "--no-progress",
-        *flags,
-    ]
+    concurrency = ("--max-concurrency", str(CONCURRENCY))
+    return run_command(jobs, out, server.base_url("openai"), *concurrency, *flags)
 
 
 def _wait_until_some_finished(out: Path, at_least: int = 20, timeout: float = 30.0) -> None:

@@ -16,25 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batcher._results import damaged_files, iter_status, read_results
-from batcher._store import Record, ResultStore
-
-
-def _rec(i: int) -> Record:
-    return Record(
-        id=f"j{i}",
-        status="ok",
-        text=f"t{i}",
-        input_tokens=i,
-        output_tokens=1,
-        attempts=1,
-        error=None,
-        error_kind=None,
-        model="m",
-        finish_reason="stop",
-        latency_ms=1.0,
-        response="{}",
-        source=f"f:{i}",
-    )
+from batcher._store import ResultStore
+from tests.helpers import make_record
 
 
 def _three_parts(out: Path) -> ResultStore:
@@ -42,7 +25,7 @@ def _three_parts(out: Path) -> ResultStore:
     store = ResultStore(out, segment_size=3)
     store.open()
     for i in range(9):
-        store.append(_rec(i))
+        store.append(make_record(i))
     store.close()
     return store
 
@@ -117,7 +100,7 @@ def test_a_damaged_part_whose_segment_remains_is_rebuilt_from_the_segment(tmp_pa
     store = ResultStore(tmp_path)
     store.open()
     for i in range(3):
-        store.append(_rec(i))
+        store.append(make_record(i))
     store.rotate()
     segment = tmp_path / "journal" / "seg-000001.jsonl"
     kept = segment.read_bytes()
@@ -171,7 +154,7 @@ def test_status_counts_a_segment_whose_part_was_damaged(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     store.open()
     for i in range(3):
-        store.append(_rec(i))
+        store.append(make_record(i))
     store.rotate()
     segment = tmp_path / "journal" / "seg-000001.jsonl"
     kept = segment.read_bytes()

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from batcher._cli import main
 from batcher._results import iter_status
 from batcher.mock import MockConfig, MockServer
-from tests.helpers import mock_stats, read_results, run_cli, write_jsonl
+from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
 
 StartMock = Callable[[MockConfig], MockServer]
 
@@ -41,22 +40,6 @@ def _jobs(path: Path, n: int, *, start: int = 0, id_size: int = 0) -> tuple[Path
 def _write_jobs(path: Path, ids: set[str]) -> Path:
     rows = [{"id": k, "prompt": f"reliability prompt {k[:6]}", "model": "m"} for k in sorted(ids)]
     return write_jsonl(path, rows)
-
-
-def _command(jobs: Path, out: Path, base_url: str, *flags: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "batcher",
-        "run",
-        str(jobs),
-        "--out",
-        str(out),
-        "--base-url",
-        base_url,
-        "--no-progress",
-        *flags,
-    ]
 
 
 def _env() -> dict[str, str]:
@@ -94,7 +77,7 @@ def test_a_second_run_on_a_held_directory_exits_2_at_once_and_sends_and_writes_n
     jobs, ids = _jobs(tmp_path / "jobs.jsonl", 200)
     out = tmp_path / "out"
     first = subprocess.Popen(
-        _command(jobs, out, server.base_url("openai"), "--max-concurrency", "4"),
+        run_command(jobs, out, server.base_url("openai"), "--max-concurrency", "4"),
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -178,7 +161,7 @@ def test_a_full_disk_stops_the_run_with_exit_74_and_a_rerun_finishes_every_job_o
     # ids of 1 KiB make each result row about 2 KiB: 300 rows cannot fit in 256 KiB
     jobs, ids = _jobs(tmp_path / "jobs.jsonl", 300, id_size=1024)
     out = small_disk / "out"
-    command = _command(jobs, out, mock_server.base_url("openai"), "--max-concurrency", "4")
+    command = run_command(jobs, out, mock_server.base_url("openai"), "--max-concurrency", "4")
     full = subprocess.run(
         command, env=_env(), capture_output=True, text=True, timeout=60, check=False
     )
@@ -252,7 +235,7 @@ def test_garbage_in_the_middle_of_a_killed_runs_segment_is_skipped_and_every_lin
     jobs, ids = _jobs(tmp_path / "jobs.jsonl", 400)
     out = tmp_path / "out"
     killed = subprocess.Popen(
-        _command(jobs, out, server.base_url("openai"), "--max-concurrency", "4"),
+        run_command(jobs, out, server.base_url("openai"), "--max-concurrency", "4"),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -359,7 +342,7 @@ def test_a_run_started_while_the_endpoint_is_down_finishes_every_job_once_it_is_
     started = time.monotonic()
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            _command(jobs, out, url, *flags),
+            run_command(jobs, out, url, *flags),
             env=_env(),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -395,7 +378,7 @@ def test_an_outage_longer_than_max_outage_ends_with_exit_75_and_one_line(
     url = f"http://127.0.0.1:{free_port}/v1"
     started = time.monotonic()
     done = subprocess.run(
-        _command(jobs, out, url, "--max-outage", "3s", "--max-concurrency", "4"),
+        run_command(jobs, out, url, "--max-outage", "3s", "--max-concurrency", "4"),
         env=_env(),
         capture_output=True,
         text=True,

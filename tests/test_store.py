@@ -18,34 +18,17 @@ import pytest
 
 from batcher._errors import WriteFailed
 from batcher._results import read_results
-from batcher._store import Record, ResultStore
+from batcher._store import ResultStore
+from tests.helpers import make_record
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 
-def _rec(i: int, status: str = "ok") -> Record:
-    return Record(
-        id=f"j{i}",
-        status=status,
-        text=f"t{i}" if status == "ok" else None,
-        input_tokens=i,
-        output_tokens=1,
-        attempts=1,
-        error=None if status == "ok" else "boom",
-        error_kind=None if status == "ok" else "permanent",
-        model="m",
-        finish_reason="stop",
-        latency_ms=1.0,
-        response="{}",
-        source=f"f:{i}",
-    )
-
-
 def test_segments_rotate_and_compact_into_parts(tmp_path: Path) -> None:
     store = ResultStore(tmp_path, segment_size=3)
     store.open()
-    ready = [store.append(_rec(i)) for i in range(7)]
+    ready = [store.append(make_record(i)) for i in range(7)]
     assert ready == [None, None, 1, None, None, 2, None]
     store.compact(1)
     store.close()
@@ -64,7 +47,7 @@ def test_journal_survives_a_crash_and_a_torn_line(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     store.open()
     for i in range(4):
-        store.append(_rec(i, "error" if i == 3 else "ok"))
+        store.append(make_record(i, "error" if i == 3 else "ok"))
     store.rotate()  # the process dies here, before any compaction; the last line is torn
     with (tmp_path / "journal" / "seg-000001.jsonl").open("ab") as f:
         f.write(json.dumps({"id": "half"}).encode()[:7])
@@ -75,7 +58,7 @@ def test_journal_survives_a_crash_and_a_torn_line(tmp_path: Path) -> None:
     finished, errors = again.finished()
     assert len(finished) == 4 and errors == ["j3"]
     assert all(finished.get(f"j{i}") == 0 for i in range(4))  # no fingerprints in these rows
-    again.append(_rec(9))
+    again.append(make_record(9))
     again.close()
     ids = pq.read_table(tmp_path / "results").column("id").to_pylist()
     assert sorted(ids) == ["j0", "j1", "j2", "j3", "j9"]
@@ -84,7 +67,7 @@ def test_journal_survives_a_crash_and_a_torn_line(tmp_path: Path) -> None:
 def test_a_segment_already_compacted_is_not_counted_twice(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     store.open()
-    store.append(_rec(1))
+    store.append(make_record(1))
     seq = store.rotate()
     assert seq == 1
     segment = tmp_path / "journal" / "seg-000001.jsonl"
@@ -160,12 +143,12 @@ def test_an_append_on_a_full_disk_fails_and_loses_nothing_written_before(
     store = _FillingStore(tmp_path)
     store.open()
     for i in range(3):
-        store.append(_rec(i))
+        store.append(make_record(i))
     segment = tmp_path / "journal" / "seg-000001.jsonl"
     before = segment.read_bytes()
     monkeypatch.setattr(_FillingFile, "space", 40)  # the next line is longer than that
     with pytest.raises(WriteFailed) as caught:
-        store.append(_rec(3))
+        store.append(make_record(3))
     assert (caught.value.path, caught.value.reason) == (segment, "No space left on device")
     assert "free some space, then rerun the same command" in str(caught.value)
     torn = segment.read_bytes()  # the line cut back off, or else left torn at the end
@@ -173,7 +156,7 @@ def test_an_append_on_a_full_disk_fails_and_loses_nothing_written_before(
     assert len(torn) == len(before) + (40 if truncate_fails else 0)
     assert read_results(tmp_path)["ok"] == 3
     monkeypatch.setattr(_FillingFile, "space", None)  # space was freed
-    store.append(_rec(4))  # into a new segment: nothing is ever written after a torn line
+    store.append(make_record(4))  # into a new segment: nothing is ever written after a torn line
     assert (tmp_path / "journal" / "seg-000002.jsonl").exists()
     assert _recovered(tmp_path) == ["j0", "j1", "j2", "j4"]
 
@@ -184,8 +167,8 @@ def test_a_compaction_that_fails_leaves_its_segment(
 ) -> None:
     store = ResultStore(tmp_path, segment_size=2)
     store.open()
-    store.append(_rec(0))
-    seq = store.append(_rec(1))
+    store.append(make_record(0))
+    seq = store.append(make_record(1))
     assert seq == 1
     segment = tmp_path / "journal" / "seg-000001.jsonl"
     kept = segment.read_bytes()
@@ -212,7 +195,7 @@ def test_a_compaction_that_fails_leaves_its_segment(
     monkeypatch.undo()
     if fails == "write_table":
         assert pq.write_table is real
-    store.append(_rec(2))
+    store.append(make_record(2))
     assert _recovered(tmp_path) == ["j0", "j1", "j2"]
 
 
@@ -220,7 +203,7 @@ def test_remove_that_fails_keeps_every_row(tmp_path: Path, monkeypatch: pytest.M
     store = ResultStore(tmp_path)
     store.open()
     for i in range(3):
-        store.append(_rec(i))
+        store.append(make_record(i))
     store.close()
     part = tmp_path / "results" / "part-000001.parquet"
     kept = part.read_bytes()
@@ -272,7 +255,7 @@ def test_a_disk_that_really_fills_loses_nothing(
     written: list[str] = []
     failed: WriteFailed | None = None
     for i in range(200):  # ~2 KiB a result: the disk is full long before the end
-        record = dataclasses.replace(_rec(i), text=os.urandom(1024).hex())
+        record = dataclasses.replace(make_record(i), text=os.urandom(1024).hex())
         try:
             ready = store.append(record)
             written.append(record.id)
@@ -292,7 +275,7 @@ def test_a_disk_that_really_fills_loses_nothing(
     store = ResultStore(out)
     with pytest.raises(WriteFailed) as caught:
         store.open()
-        store.append(_rec(999))
+        store.append(make_record(999))
     assert caught.value.errno == errno.EROFS
     assert "make the file system writable" in str(caught.value)
 
@@ -306,7 +289,7 @@ def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
     store = ResultStore(tmp_path)
     store.open()
     for i in range(3):
-        store.append(_rec(i))
+        store.append(make_record(i))
     store.rotate()
     read_segment = _results.read_segment
     compacted: list[Path] = []
