@@ -26,6 +26,7 @@ from ._errors import (
     WriteFailed,
 )
 from ._jobs import Job, Message, Part
+from ._prices import Price, Prices, load_prices
 from ._stats import RunSummary, Statistics
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ __all__ = [
     "Outage",
     "Part",
     "PermanentJobError",
+    "Price",
+    "Prices",
     "ProviderError",
     "QuotaExhausted",
     "RateLimitError",
@@ -75,6 +78,7 @@ __all__ = [
     "SystemClock",
     "UsageError",
     "WriteFailed",
+    "load_prices",
     "run",
     "run_sync",
 ]

@@ -9,10 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._stats import RunSummary
 
 __all__ = ["main"]
 
-# The codes a command chooses here; those of a finished run (0, 1, 3, 130, 143) are
+# The codes a command chooses here; those of a finished run (0, 1, 3, 5, 130, 143) are
 # RunSummary.exit_code. 70, 74 and 75 are sysexits.h's EX_SOFTWARE, EX_IOERR and EX_TEMPFAIL.
 EXIT_OK, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 4, 130
 EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_BROKEN_PIPE = 70, 74, 75, 141
@@ -35,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     r = command("run", "run job files into an output directory")
     r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
-    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume"))
+    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume", "costs"))
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
 
     command("tiers", "list the tier presets")
@@ -44,10 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("jobs", nargs="+", metavar="JOBS")
     add_flags(
         pl,
-        ("endpoint", "requests", "columns", "limits"),
+        ("endpoint", "requests", "columns", "limits", "costs"),
         only=(
             *("provider", "model", "prompt_column", "prompt_template", "id_column"),
-            *("tier", "rpm", "tpm", "rpd", "limits_file"),
+            *("tier", "rpm", "tpm", "rpd", "limits_file", "prices_file"),
         ),
         overrides={
             "provider": {
@@ -166,6 +170,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f" {summary.requests} requests in {summary.elapsed:.1f}s."
         f" Results: {Path(args.out) / 'results'}"
     )
+    if summary.spent_usd or summary.cost_usd:
+        print(_cost_line(summary))
+    if summary.budget_stop is not None:
+        from ._prices import usd
+
+        spent = sum(summary.spent_usd.values())
+        print(
+            f"Stopped at the budget of {usd(args.budget)}: spent {usd(spent)}"
+            f" in {args.out}, {summary.remaining} jobs left ({summary.budget_stop}). Rerun with"
+            " a larger --budget to go on.",
+            file=sys.stderr,
+        )
     if summary.interrupted is not None:
         print(
             f"Interrupted: {summary.finished} jobs finished in this run are kept. Rerun the same "
@@ -178,6 +194,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"  {stop}", file=sys.stderr)
         print("Rerun the same command after the reset to go on.", file=sys.stderr)
     return summary.exit_code
+
+
+def _cost_line(summary: RunSummary) -> str:
+    from ._prices import usd
+
+    models = ", ".join(f"{m} {usd(c)}" for m, c in sorted(summary.spent_usd.items()))
+    total = sum(summary.spent_usd.values())
+    return f"Cost: {usd(summary.cost_usd)} this run; {usd(total)} in all ({models})."
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -199,14 +223,14 @@ def _cmd_tiers(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from ._jobs import ColumnMapping, JobSource
     from ._limits import load_tiers
-    from ._options import LimitOptions, group_from_args
+    from ._options import Costs, LimitOptions, group_from_args
     from ._plan import describe_plan, make_plan
 
     limits = group_from_args(LimitOptions, args).table()
     provider = args.provider or (limits.tier.provider if limits.tier else "openai")
     columns = group_from_args(ColumnMapping, args)
     source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
-    plans = make_plan(source, limits=limits)
+    plans = make_plan(source, limits=limits, prices=group_from_args(Costs, args).prices())
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
     print("\n".join(describe_plan(plans, tier)))
     return EXIT_OK

@@ -19,6 +19,7 @@ from ._errors import FatalProviderError, Outage, ProviderError, QuotaExhausted
 from ._estimate import features
 from ._jobs import Job
 from ._lane import Lane
+from ._prices import Prices, load_prices
 from ._providers import Completion, RequestSpec, fingerprint, send
 from ._retry import RetryPolicy
 from ._store import Record
@@ -81,8 +82,11 @@ class Executor:
         policy: RetryPolicy,
         clock: Clock,
         tally: Tally,
+        *,
+        prices: Prices | None = None,
     ) -> None:
         self.transport = transport
+        self.prices = prices or load_prices()
         self.target = target
         self.provider = target.provider
         self.policy = policy
@@ -165,6 +169,11 @@ class Executor:
         latency = (self.clock.monotonic() - start) * 1000
         fp = fingerprint(self.provider, model, spec)
         if completion is not None:
+            cost = self.prices.cost(model, completion.input_tokens, completion.output_tokens)
+            if cost is None and completion.model:
+                cost = self.prices.cost(
+                    completion.model, completion.input_tokens, completion.output_tokens
+                )
             return Record(
                 id=job.id,
                 status="ok",
@@ -181,6 +190,7 @@ class Executor:
                 source=job.source,
                 fingerprint=fp,
                 finished_at=self.clock.time(),
+                cost_usd=cost,
             )
         assert error is not None
         status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
@@ -200,6 +210,7 @@ class Executor:
             source=job.source,
             fingerprint=fp,
             finished_at=self.clock.time(),
+            cost_usd=0.0 if self.prices.price(model) is not None else None,
         )
 
 

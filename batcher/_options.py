@@ -21,12 +21,14 @@ from ._errors import BadOption, UsageError
 from ._flag import flag
 from ._jobs import ColumnMapping, ProviderName
 from ._limits import LimitTable
+from ._prices import Prices, load_prices
 
 if TYPE_CHECKING:
     from .mock import MockConfig
 
 __all__ = [
     "BadOption",
+    "Costs",
     "Endpoint",
     "LimitOptions",
     "Requests",
@@ -261,12 +263,52 @@ class Resume:
         return " and ".join(on)
 
 
+def _dollars(text: str) -> float:
+    """A ``--budget`` in US dollars: ``5``, ``2.50`` or ``$2.50``."""
+    try:
+        return float(text.strip().removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Costs:
+    """What tokens cost, and how much a run directory may spend."""
+
+    prices_file: str | None = field(
+        default=None,
+        metadata=flag(
+            "TOML file of prices per model (USD per million tokens), over the packaged ones",
+            metavar="FILE",
+            name="--prices",
+        ),
+    )
+    budget: float | None = field(
+        default=None,
+        metadata=flag(
+            "stop sending before the run directory's spend could pass USD (exit 5)",
+            metavar="USD",
+            parse=_dollars,
+        ),
+    )
+    """Dollars this run directory may spend, counting earlier runs into it; None: no limit."""
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not 0 <= self.budget < math.inf:
+            raise BadOption("budget", "must be a number of dollars, not negative")
+
+    def prices(self) -> Prices:
+        """The packaged prices with the ``prices_file``'s over them."""
+        return load_prices(self.prices_file)
+
+
 _GROUPS: dict[str, Any] = {
     "endpoint": Endpoint,
     "requests": Requests,
     "limits": LimitOptions,
     "resume": Resume,
     "columns": ColumnMapping,
+    "costs": Costs,
 }
 _GROUP_OF: dict[str, str] = {
     f.name: group for group, cls in _GROUPS.items() for f in fields(cls) if f.init
@@ -283,6 +325,7 @@ class RunOptions:
     limits: LimitOptions
     resume: Resume
     columns: ColumnMapping
+    costs: Costs
 
     GROUPS: ClassVar[tuple[str, ...]] = tuple(_GROUPS)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ._estimate import TokenEstimator, features
 from ._jobs import JobSource
 from ._limits import Limits, LimitTable
+from ._prices import Price, Prices, usd
 
 __all__ = ["ModelPlan", "describe_plan", "make_plan"]
 
@@ -22,6 +23,19 @@ class ModelPlan:
     input_tokens: int
     tpm_tokens: int
     limits: Limits
+    max_output_tokens: int | None = None
+    """The sum of the jobs' ``max_tokens``, None if some job sets none."""
+    price: Price | None = None
+
+    def cost(self, *, batch: bool = False) -> tuple[float, float | None] | None:
+        """(Dollars for the input alone, at most with every answer ``max_tokens`` long or None
+        if that is unbounded); None if the model has no known price."""
+        if self.price is None:
+            return None
+        low = self.price.cost(self.input_tokens, 0, batch=batch)
+        if self.max_output_tokens is None:
+            return low, None
+        return low, self.price.cost(self.input_tokens, self.max_output_tokens, batch=batch)
 
     @property
     def minutes_by(self) -> dict[str, float]:
@@ -58,7 +72,9 @@ class ModelPlan:
         return max(by.values()) if by else None
 
 
-def make_plan(source: JobSource, *, limits: LimitTable) -> list[ModelPlan]:
+def make_plan(
+    source: JobSource, *, limits: LimitTable, prices: Prices | None = None
+) -> list[ModelPlan]:
     """Read every job (checking it, as a run would) and sum its work per model."""
     source.scan()
     provider = source.provider
@@ -66,6 +82,7 @@ def make_plan(source: JobSource, *, limits: LimitTable) -> list[ModelPlan]:
     jobs: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     charged: dict[str, int] = defaultdict(int)
+    outputs: dict[str, int | None] = defaultdict(int)
     for job in source:
         model = job.model
         assert model is not None  # the scan refused jobs without one
@@ -73,7 +90,22 @@ def make_plan(source: JobSource, *, limits: LimitTable) -> list[ModelPlan]:
         jobs[model] += 1
         tokens[model] += est
         charged[model] += est + ((job.max_tokens or 0) if provider == "openai" else 0)
-    return [ModelPlan(m, jobs[m], tokens[m], charged[m], limits.for_model(m)) for m in sorted(jobs)]
+        so_far = outputs[model]
+        outputs[model] = (
+            None if so_far is None or job.max_tokens is None else so_far + job.max_tokens
+        )
+    return [
+        ModelPlan(
+            m,
+            jobs[m],
+            tokens[m],
+            charged[m],
+            limits.for_model(m),
+            outputs[m],
+            prices.price(m) if prices is not None else None,
+        )
+        for m in sorted(jobs)
+    ]
 
 
 def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
@@ -94,7 +126,21 @@ def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
             out.append(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
         else:
             out.append("  no per-minute limit known: the time depends on the server")
+        out.append("  " + _cost(p))
     return out
+
+
+def _cost(p: ModelPlan) -> str:
+    online, batch = p.cost(), p.cost(batch=True)
+    if online is None or batch is None:
+        return "cost: no price known for this model (give one with --prices FILE)"
+    (low, high), (blow, bhigh) = online, batch
+    if high is None or bhigh is None:
+        return (
+            f"cost: {usd(low)} for the input, plus the answers (no max_tokens bounds them);"
+            f" batch API {usd(blow)} plus answers"
+        )
+    return f"cost: {usd(low)} to {usd(high)} online; {usd(blow)} to {usd(bhigh)} by batch API"
 
 
 def _minutes(m: float) -> str:

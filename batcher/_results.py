@@ -10,10 +10,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ._store import read_part, read_segment
 
-__all__ = ["StatusRow", "damaged_files", "iter_status", "read_results"]
+__all__ = [
+    "StatusRow",
+    "damaged_files",
+    "iter_rows",
+    "iter_status",
+    "read_costs",
+    "read_results",
+]
 
 _STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
 
@@ -83,3 +91,81 @@ def read_results(out: Path, *, unreadable: list[Path] | None = None) -> Counter[
         if status == "error":
             counts[f"error:{kind or 'unknown'}"] += 1
     return counts
+
+
+def _part_rows(part: Path, columns: list[str]) -> list[dict[str, Any]] | None:
+    """``columns`` of every row of ``part`` (null where the part predates a column): none if a
+    run has just removed it, None if it cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(part).names)
+        t, _ = read_part(part, [c for c in columns if c in names])
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        if type(e) is not OSError or e.errno is not None:
+            raise
+        return None
+    except Exception as e:  # a footer too damaged to hold a schema
+        if type(e).__name__ != "ArrowInvalid":
+            raise
+        return None
+    if t is None:
+        return None
+    rows: list[dict[str, Any]] = t.to_pylist()
+    missing = [c for c in columns if c not in names]
+    for row in rows:
+        for c in missing:
+            row[c] = None
+    return rows
+
+
+def iter_rows(
+    out: Path,
+    columns: list[str],
+    *,
+    stream: str = "results",
+    unreadable: list[Path] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``columns`` of every row of a stream in ``out`` (``results``, or ``attempts``), parts and
+    journal alike, read beside a live run as ``iter_status`` reads (moving nothing)."""
+    parts_dir, journal = _stream_dirs(out, stream)
+    parts = set()
+    for p in sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []:
+        rows = _part_rows(p, columns)
+        if rows is None:
+            if unreadable is not None:
+                unreadable.append(p)
+            continue
+        parts.add(p.stem.removeprefix("part-"))
+        yield from rows
+    for s in sorted(journal.glob("seg-*.jsonl")) if journal.is_dir() else []:
+        number = s.stem.removeprefix("seg-")
+        if number in parts:
+            continue
+        try:
+            records = read_segment(s, required=())
+        except FileNotFoundError:  # compacted since the parts were listed
+            yield from _part_rows(parts_dir / f"part-{number}.parquet", columns) or []
+            continue
+        for r in records:
+            yield {c: r.get(c) for c in columns}
+
+
+def _stream_dirs(out: Path, stream: str) -> tuple[Path, Path]:
+    """(parts folder, journal folder) of a stream: results keep the original layout."""
+    if stream == "results":
+        return out / "results", out / "journal"
+    return out / stream, out / stream / "journal"
+
+
+def read_costs(out: Path) -> dict[str, float]:
+    """Dollars spent per model by the results in ``out``: rows without a known price add
+    nothing (``batcher status`` names those models with a cost of None elsewhere)."""
+    costs: dict[str, float] = {}
+    for row in iter_rows(out, ["model", "cost_usd"]):
+        if row["cost_usd"] is not None:
+            model = row["model"] or "?"
+            costs[model] = costs.get(model, 0.0) + row["cost_usd"]
+    return costs

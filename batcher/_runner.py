@@ -20,17 +20,18 @@ from typing import Any
 import anyio
 import httpx
 
+from ._budget import Budget
 from ._clock import Clock, SystemClock
 from ._dirlock import DirLock
 from ._endpoint import Target
-from ._errors import FatalProviderError
+from ._errors import FatalProviderError, UsageError
 from ._execute import Executor, explain
 from ._jobs import Job, JobSource
 from ._ledger import Ledger
 from ._manifest import Manifest
 from ._options import RunOptions
 from ._providers import get_provider
-from ._results import read_results
+from ._results import read_costs, read_results
 from ._resume import done_now, plan_resume
 from ._retry import RetryPolicy
 from ._scheduler import Lanes, Scheduler
@@ -70,6 +71,7 @@ class Runner:
         )
         self.store = ResultStore(self.out)
         self.limits = opts.limits.table()
+        self.prices = opts.costs.prices()
         self.lanes: Lanes | None = None
         self.tally = Tally(self.clock)
         self.changed: list[str] = []
@@ -104,6 +106,10 @@ class Runner:
             plan_resume, self.source, self.store, self.provider, opts.resume
         )
         self.tally.total, self.changed = plan.total, plan.changed
+        budget = None
+        if opts.costs.budget is not None:
+            spent = sum((await anyio.to_thread.run_sync(read_costs, self.out)).values())
+            budget = Budget(opts.costs.budget, spent, self.prices)
         target.start()
         self._target = target
         self.lanes = lanes = Lanes(
@@ -132,6 +138,7 @@ class Runner:
             RetryPolicy(max_attempts=opts.requests.max_attempts),
             self.clock,
             self.tally,
+            prices=self.prices,
         )
         self._scheduler = Scheduler(
             self.source,
@@ -145,6 +152,7 @@ class Runner:
             max_concurrency=opts.requests.max_concurrency,
             wait_for_reset=opts.limits.on_daily_limit == "wait",
             grace=opts.requests.grace,
+            budget=budget,
         )
 
     async def __aexit__(
@@ -181,6 +189,11 @@ class Runner:
             raise scheduler.write_failed
         if scheduler.outage is not None:
             raise scheduler.outage
+        if scheduler.unpriced is not None:
+            raise UsageError(
+                f"--budget: no price is known for model {scheduler.unpriced!r}, so nothing bounds "
+                "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
+            )
         if scheduler.fatal is not None:
             error, model, worked = scheduler.fatal
             message = explain(error, model, target, worked)
@@ -215,6 +228,8 @@ class Runner:
             str(self.out),
             read_results(self.out),
             elapsed=elapsed,
+            spent=read_costs(self.out),
+            budget_stop=scheduler.budget_stop,
             deferred=scheduler.deferred,
             quota_stops=tuple(str(e) for e in scheduler.quota_stops.values()),
             interrupted=scheduler.stopping,

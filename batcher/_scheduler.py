@@ -17,8 +17,10 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._budget import Budget, Reservation
 from ._clock import Clock
 from ._errors import FatalProviderError, Outage, QuotaExhausted, WriteFailed
+from ._estimate import features
 from ._execute import Deferred, Done, Executor, Fatal, Halted
 from ._idset import IdSet
 from ._jobs import Job, JobSource
@@ -104,6 +106,7 @@ class Scheduler:
         max_concurrency: int,
         wait_for_reset: bool,
         grace: float,
+        budget: Budget | None = None,
     ) -> None:
         self.source = source
         self.lanes = lanes
@@ -116,6 +119,11 @@ class Scheduler:
         self.max_concurrency = max_concurrency
         self.wait_for_reset = wait_for_reset
         self.grace = grace
+        self.budget = budget
+        self.budget_stop: str | None = None
+        """Why admission stopped at the budget, if it did."""
+        self.unpriced: str | None = None
+        """A model without a known price met under a budget: nothing bounds its cost."""
         self.quota_stops: dict[str, QuotaExhausted] = {}
         self.deferred = 0
         self.fatal: tuple[FatalProviderError, str, list[str]] | None = None
@@ -222,9 +230,16 @@ class Scheduler:
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
         async with stream:
             while (job := await _next(stream)) is not None:
-                if not self._halting:
+                reservation = None
+                if self.budget is not None and not self._halting:
+                    reservation = self._reserve(job)
+                    if reservation is None:
+                        job = None  # not sent: left for a rerun with a larger budget
+                if job is not None and not self._halting:
                     assert job.model is not None
                     outcome = await self.executor.execute(job, self.lanes[job.model])
+                    if reservation is not None:
+                        self._settle(reservation, outcome)
                     if isinstance(outcome, Done):
                         self._record(outcome)
                     elif isinstance(outcome, Deferred):
@@ -241,6 +256,35 @@ class Scheduler:
                 self._outstanding -= 1
                 if self._outstanding == 0:
                     self._idle.set()
+
+    def _reserve(self, job: Job) -> Reservation | None:
+        """Set aside the job's worst-case cost; on the first job that does not fit (or whose
+        model has no price), stop admitting: what is in flight finishes, the rest is left."""
+        assert self.budget is not None and job.model is not None
+        if self.budget_stop is not None or self.unpriced is not None:
+            return None
+        estimator = self.lanes[job.model].estimator
+        tokens = estimator.estimate(features(job.text), cautious=True)
+        try:
+            reservation = self.budget.reserve(job.model, tokens, job.max_tokens)
+        except KeyError:
+            self.unpriced = job.model
+            self._producer.cancel()
+            return None
+        if reservation is None:
+            self.budget_stop = (
+                f"the next job ({job.id}, {job.model}) could take the spend over the budget"
+            )
+            self._producer.cancel()
+        return reservation
+
+    def _settle(self, reservation: Reservation, outcome: object) -> None:
+        assert self.budget is not None
+        if isinstance(outcome, Done):
+            record = outcome.record
+            self.budget.settle(reservation, record.cost_usd, record.output_tokens)
+        else:
+            self.budget.settle(reservation, None)
 
     def _record(self, outcome: Done) -> None:
         """Journal a finished job; it counts only once it is written. After a failed write

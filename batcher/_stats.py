@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["RunSummary", "Statistics"]
 
@@ -25,6 +25,8 @@ class Statistics:
     elapsed: float
     quota_wait: float | None = None
     """Seconds until the quota reset the run is waiting for, if it waits for one."""
+    cost_usd: float = 0.0
+    """Dollars this run's answers cost so far (those whose model has a known price)."""
 
     @property
     def remaining(self) -> int:
@@ -43,8 +45,8 @@ class Statistics:
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """How a run ended. ``exit_code`` is the CLI's: 0 all ok, 1 some jobs ended in error, 3 some
-    jobs wait for a daily quota (``deferred``; ``quota_stops`` says which and until when), 130 or
-    143 stopped by SIGINT or SIGTERM."""
+    jobs wait for a daily quota (``deferred``; ``quota_stops`` says which and until when), 5 the
+    ``--budget`` stopped it (``budget_stop``), 130 or 143 stopped by SIGINT or SIGTERM."""
 
     out: str
     total: int
@@ -60,11 +62,24 @@ class RunSummary:
     quota_stops: tuple[str, ...] = ()
     interrupted: int | None = None
     """The signal that stopped the run (SIGINT, SIGTERM), if one did."""
+    cost_usd: float = 0.0
+    """Dollars this run's answers cost (those whose model has a known price)."""
+    spent_usd: dict[str, float] = field(default_factory=dict)
+    """Dollars per model of every result in the directory, earlier runs' included."""
+    budget_stop: str | None = None
+    """Why the run stopped at its ``--budget``, if it did (exit 5)."""
+
+    @property
+    def remaining(self) -> int:
+        """Jobs without a result in the directory."""
+        return max(0, self.total - self.ok - self.errors)
 
     @property
     def exit_code(self) -> int:
         if self.interrupted is not None:
             return 128 + self.interrupted
+        if self.budget_stop is not None:
+            return 5
         if self.deferred:
             return 3
         return 1 if self.errors else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -13,8 +13,9 @@ from ._errors import UsageError
 from ._ledger import DailyCount, Ledger
 from ._limits import Limits
 from ._manifest import Manifest
+from ._prices import usd
 from ._progress import duration
-from ._results import damaged_files, iter_status
+from ._results import damaged_files, iter_status, read_costs
 
 __all__ = ["RunStatus", "read_status"]
 
@@ -39,6 +40,8 @@ class RunStatus:
     """The run holding the directory now (pid, since), if one does."""
     damaged: tuple[Path, ...] = ()
     """Results parts that could not be read (set aside in ``DIR/damaged/`` or not yet)."""
+    spent_usd: dict[str, float] = field(default_factory=dict)
+    """Dollars per model of the results so far (those whose model has a known price)."""
 
     @property
     def done(self) -> int:
@@ -73,6 +76,9 @@ class RunStatus:
             f"error {self.errors}" + (f" ({kinds})" if kinds else ""),
             f"remaining {self.remaining}",
         ]
+        if self.spent_usd:
+            models = ", ".join(f"{m} {usd(c)}" for m, c in sorted(self.spent_usd.items()))
+            out.append(f"cost so far {usd(sum(self.spent_usd.values()))} ({models})")
         for model, spent in sorted(self.spent_today.items()):
             rpd = self.limits[model].rpd
             of = f" of {rpd:,} requests" if rpd else " requests"
@@ -121,6 +127,7 @@ def read_status(out: Path, now: float) -> RunStatus:
         pace=_pace(times),
         running=holder(out),
         damaged=tuple(damaged_files(out, unreadable=unreadable)),
+        spent_usd=read_costs(out),
     )
 
 

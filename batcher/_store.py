@@ -27,7 +27,7 @@ import os
 import re
 import threading
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from io import FileIO
@@ -37,7 +37,7 @@ from typing import Any
 from ._errors import WriteFailed
 from ._idset import IdMap, id_hash
 
-__all__ = ["Record", "ResultStore", "read_part", "read_segment"]
+__all__ = ["JournalStore", "Record", "ResultStore", "read_part", "read_segment"]
 
 log = logging.getLogger("batcher")
 
@@ -66,6 +66,9 @@ class Record:
     """A hash of the request sent, to notice a job whose input changed since it finished."""
     finished_at: float | None = None
     """Wall-clock time the job finished, for the pace ``batcher status`` reports."""
+    cost_usd: float | None = None
+    """What the answer's tokens cost in US dollars (``_prices``); None if the model has no known
+    price. An error row costs 0: a refused request is not billed."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""
@@ -96,6 +99,7 @@ def _schema() -> Any:
             ("source", pa.string()),
             ("fingerprint", pa.string()),
             ("finished_at", pa.float64()),
+            ("cost_usd", pa.float64()),
         ]
     )
 
@@ -123,10 +127,10 @@ def _write_all(file: FileIO, data: bytes) -> None:
         view = view[file.write(view) :]  # a write to a filling disk may be short, then fail
 
 
-def read_segment(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a segment; any other line is skipped and the rest kept. A line is
-    complete only with its newline: a process killed mid-write leaves a torn last line without
-    one, and that job had not finished."""
+def read_segment(path: Path, required: tuple[str, ...] = ("id", "status")) -> list[dict[str, Any]]:
+    """The complete records of a segment (objects with a string in each ``required`` field); any
+    other line is skipped and the rest kept. A line is complete only with its newline: a process
+    killed mid-write leaves a torn last line without one, and that job had not finished."""
     rows = []
     with path.open("rb") as f:
         for line in f:
@@ -136,7 +140,7 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("id", "status")):
+            if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in required):
                 rows.append(row)
     return rows
 
@@ -160,14 +164,28 @@ def read_part(path: Path, columns: list[str] | None = None) -> tuple[Any, str | 
         return None, why.rpartition(f"{path}': ")[2]  # without "Could not open ... '<path>': "
 
 
-class ResultStore:
-    """Durable results for one output directory."""
+class JournalStore:
+    """Durable rows of one stream (results, attempts): a journal compacted into Parquet parts.
 
-    def __init__(self, out: Path, *, segment_size: int = 5000) -> None:
-        self.out = out
-        self.journal_dir = out / "journal"
-        self.results_dir = out / "results"
-        self.damaged_dir = out / "damaged"
+    ``schema`` makes the stream's Arrow schema; ``required`` names the string fields without
+    which a journal line is not a row (a line torn or damaged)."""
+
+    def __init__(
+        self,
+        journal_dir: Path,
+        results_dir: Path,
+        damaged_dir: Path,
+        schema: Callable[[], Any],
+        *,
+        required: tuple[str, ...],
+        segment_size: int = 5000,
+    ) -> None:
+        self.journal_dir = journal_dir
+        self.results_dir = results_dir
+        """Where the stream's parts go (``results/`` for results)."""
+        self.damaged_dir = damaged_dir
+        self.schema = schema
+        self.required = required
         self.segment_size = segment_size
         self._file: FileIO | None = None
         self._compacting = threading.Lock()  # compactions run on worker threads
@@ -229,60 +247,11 @@ class ResultStore:
             _fsync_dir(self.damaged_dir)
             _fsync_dir(part.parent)
         log.warning(
-            "results part %s cannot be read (%s); moved it to %s: its jobs will be sent again",
+            "part %s cannot be read (%s); moved it to %s: its jobs will be sent again",
             part,
             why,
             target,
         )
-
-    def finished(self) -> tuple[IdMap, list[str]]:
-        """Every finished job as a compact map id -> request fingerprint, and the ids of those
-        that ended in error. Read part by part, so memory stays small for millions of rows."""
-        keys, values = array("Q"), array("Q")
-        errors: list[str] = []
-        for seq in self._numbers(self.results_dir, _PART):
-            t = self._read(self._part(seq), ["id", "status", "fingerprint"])
-            if t is None:
-                continue
-            ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
-            for job_id, status, fp in zip(ids, statuses, prints, strict=True):
-                keys.append(id_hash(job_id))
-                values.append(int(fp, 16) if fp else 0)
-                if status == "error":
-                    errors.append(job_id)
-        return IdMap(keys, values), errors
-
-    def remove(self, ids: set[str]) -> int:
-        """Drop the rows of ``ids`` from the parts (to send those jobs again); return how many.
-
-        Each part is rewritten without them under a temporary name and renamed over itself, so a
-        crash leaves every row either kept or dropped, never both nor half a part.
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if not ids:
-            return 0
-        wanted = pa.array(sorted(ids), pa.string())
-        removed = 0
-        for seq in self._numbers(self.results_dir, _PART):
-            part = self._part(seq)
-            table = self._read(part)
-            if table is None:
-                continue
-            keep = pc.invert(pc.is_in(table.column("id"), value_set=wanted))
-            kept = table.filter(keep)
-            if kept.num_rows == table.num_rows:
-                continue
-            removed += table.num_rows - kept.num_rows
-            if kept.num_rows == 0:
-                with _writing(part):
-                    part.unlink()
-            else:
-                self._write_part(part, kept)
-        with _writing(self.results_dir):
-            _fsync_dir(self.results_dir)
-        return removed
 
     def _write_part(self, part: Path, table: Any) -> None:
         """Write ``part`` whole or not at all: a temp name, fsync, then rename over ``part``."""
@@ -300,12 +269,11 @@ class ResultStore:
                 tmp.unlink(missing_ok=True)
             raise WriteFailed.from_os_error(e, part) from e
 
-    def append(self, record: Record) -> int | None:
-        """Write one finished job durably; return a segment number that is now ready to compact.
+    def append_row(self, row: dict[str, Any]) -> int | None:
+        """Write one row durably; return a segment number that is now ready to compact.
 
-        Raises ``WriteFailed`` if the line could not be written whole; the job then counts as not
-        finished, and every line appended before is kept."""
-        row = record.to_dict()
+        Raises ``WriteFailed`` if the line could not be written whole; the row then counts as not
+        written, and every line appended before is kept."""
         line = _LINE_ENCODER.encode(row).encode() + b"\n"
         if self._file is None:
             self._seq += 1
@@ -363,9 +331,9 @@ class ResultStore:
         segment, part = self._segment(seq), self._part(seq)
         kept = self._closed.pop(seq, None)
         if not part.exists():
-            rows = kept if kept is not None else read_segment(segment)
+            rows = kept if kept is not None else read_segment(segment, self.required)
             if rows:
-                self._write_part(part, pa.Table.from_pylist(rows, schema=_schema()))
+                self._write_part(part, pa.Table.from_pylist(rows, schema=self.schema()))
                 with _writing(self.results_dir):
                     _fsync_dir(self.results_dir)
         with _writing(segment):
@@ -377,3 +345,72 @@ class ResultStore:
         self.rotate()
         for seq in self._numbers(self.journal_dir, _SEG):
             self.compact(seq)
+
+
+class ResultStore(JournalStore):
+    """Durable results for one output directory: ``journal/`` compacted into ``results/``."""
+
+    def __init__(self, out: Path, *, segment_size: int = 5000) -> None:
+        super().__init__(
+            out / "journal",
+            out / "results",
+            out / "damaged",
+            _schema,
+            required=("id", "status"),
+            segment_size=segment_size,
+        )
+        self.out = out
+
+    def append(self, record: Record) -> int | None:
+        """Write one finished job durably (``append_row``); the job counts as finished only
+        once this returns."""
+        return self.append_row(record.to_dict())
+
+    def finished(self) -> tuple[IdMap, list[str]]:
+        """Every finished job as a compact map id -> request fingerprint, and the ids of those
+        that ended in error. Read part by part, so memory stays small for millions of rows."""
+        keys, values = array("Q"), array("Q")
+        errors: list[str] = []
+        for seq in self._numbers(self.results_dir, _PART):
+            t = self._read(self._part(seq), ["id", "status", "fingerprint"])
+            if t is None:
+                continue
+            ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
+            for job_id, status, fp in zip(ids, statuses, prints, strict=True):
+                keys.append(id_hash(job_id))
+                values.append(int(fp, 16) if fp else 0)
+                if status == "error":
+                    errors.append(job_id)
+        return IdMap(keys, values), errors
+
+    def remove(self, ids: set[str]) -> int:
+        """Drop the rows of ``ids`` from the parts (to send those jobs again); return how many.
+
+        Each part is rewritten without them under a temporary name and renamed over itself, so a
+        crash leaves every row either kept or dropped, never both nor half a part.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not ids:
+            return 0
+        wanted = pa.array(sorted(ids), pa.string())
+        removed = 0
+        for seq in self._numbers(self.results_dir, _PART):
+            part = self._part(seq)
+            table = self._read(part)
+            if table is None:
+                continue
+            keep = pc.invert(pc.is_in(table.column("id"), value_set=wanted))
+            kept = table.filter(keep)
+            if kept.num_rows == table.num_rows:
+                continue
+            removed += table.num_rows - kept.num_rows
+            if kept.num_rows == 0:
+                with _writing(part):
+                    part.unlink()
+            else:
+                self._write_part(part, kept)
+        with _writing(self.results_dir):
+            _fsync_dir(self.results_dir)
+        return removed

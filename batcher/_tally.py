@@ -24,6 +24,8 @@ class Tally:
         self.ok = self.errors = self.skipped = 0
         self.in_flight = self.requests = 0
         self.input_tokens = self.output_tokens = 0
+        self.cost_usd = 0.0
+        """Dollars the answers of this run cost (those with a known price)."""
         self.waiting_until: float | None = None
         """Wall-clock time of the quota reset the run waits for, while it waits."""
         self._recent = SlidingWindow(60.0)  # finished jobs: [finished at, tokens]
@@ -40,6 +42,7 @@ class Tally:
         tin, tout = record.input_tokens or 0, record.output_tokens or 0
         self.input_tokens += tin
         self.output_tokens += tout
+        self.cost_usd += record.cost_usd or 0.0
         self._recent.add(self.clock.monotonic(), tin + tout)
 
     def statistics(self) -> Statistics:
@@ -65,6 +68,7 @@ class Tally:
                 if self.waiting_until is not None
                 else None
             ),
+            cost_usd=self.cost_usd,
         )
 
     def summary(
@@ -76,8 +80,11 @@ class Tally:
         deferred: int,
         quota_stops: tuple[str, ...],
         interrupted: int | None,
+        spent: dict[str, float] | None = None,
+        budget_stop: str | None = None,
     ) -> RunSummary:
-        """How the run ended; ``counts`` are the results directory's (``ok``, ``error``)."""
+        """How the run ended; ``counts`` are the results directory's (``ok``, ``error``), and
+        ``spent`` its dollars per model."""
         return RunSummary(
             out=out,
             total=self.total,
@@ -92,4 +99,7 @@ class Tally:
             deferred=deferred if interrupted is None else 0,
             quota_stops=quota_stops,
             interrupted=interrupted,
+            cost_usd=self.cost_usd,
+            spent_usd=dict(spent or {}),
+            budget_stop=budget_stop if interrupted is None else None,
         )

@@ -32,6 +32,9 @@ def test_public_names_are_pinned() -> None:
             "WriteFailed",
             "run",
             "run_sync",
+            "Price",
+            "Prices",
+            "load_prices",
         ]
     )
     for name in batcher.__all__:
