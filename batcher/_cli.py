@@ -87,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     s = command("status", "how far the run in DIR has got")
     s.add_argument("dir", metavar="DIR")
 
+    sh = command("show", "a table of the results in DIR")
+    sh.add_argument("dir", metavar="DIR")
+    sh.add_argument("-n", type=int, default=20, metavar="N", help="rows to show (default 20)")
+    sh.add_argument("--errors", action="store_true", help="only jobs that ended in error")
+    sh.add_argument(
+        "--columns",
+        metavar="COL,...",
+        help="columns to show, comma-separated (default: id, status, model, tokens, cost, text)",
+    )
+
     m = command("mock-server", "serve the mock provider on loopback")
     m.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     m.add_argument(
@@ -210,6 +220,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from ._status import read_status
 
     print("\n".join(read_status(Path(args.dir), time.time()).lines()))
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ._errors import UsageError
+    from ._show import ShowRequest, show_table
+
+    if args.n < 0:
+        raise UsageError("-n must be 0 or more")
+    columns = (
+        tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    )
+    console = Console(soft_wrap=False)
+    request = ShowRequest(Path(args.dir), args.n, args.errors, columns)
+    table, note = show_table(request, console.width)
+    console.print(table)
+    console.print(note, highlight=False)
     return EXIT_OK
 
 
@@ -362,6 +391,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     commands = {
         "run": _cmd_run,
         "status": _cmd_status,
+        "show": _cmd_show,
         "tiers": _cmd_tiers,
         "plan": _cmd_plan,
         "bench": _cmd_bench,

@@ -1,0 +1,75 @@
+"""``batcher show``: the results of a run as a table in the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batcher._cli import main
+from batcher.mock import MockServer
+from tests.helpers import read_results, run_cli, write_jsonl
+
+pytestmark = pytest.mark.usefixtures("api_keys")
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, mock_server: MockServer) -> Path:
+    rows = [{"id": f"job-{i}", "prompt": f"say {i}", "model": "gpt-4o-mini"} for i in range(5)]
+    rows.append({"id": "bad-1", "prompt": "refuse me [[fail:400]]", "model": "gpt-4o-mini"})
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    assert run_cli(mock_server, "openai", jobs, out) == 1
+    return out
+
+
+def _show(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["show", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_show_prints_the_first_rows_with_their_cost(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    results = read_results(run_dir)
+    code, out, _ = _show(capsys, str(run_dir), "-n", "3")
+    assert code == 0
+    lines = out.splitlines()
+    header = next(line for line in lines if "status" in line)
+    assert header.split() == ["id", "status", "model", "in", "out", "cost", "text"]
+    body = [line for line in lines if line.strip().startswith(("job-", "bad-"))]
+    assert len(body) == 3
+    for line in body:
+        row = results[line.split()[0]]
+        assert str(row["input_tokens"]) in line.split() or row["status"] == "error"
+        assert row["text"] is None or row["text"][:20] in line
+    assert f"3 of 6 results in {run_dir} (-n 6 shows them all)" in out
+    assert all(len(line) <= 120 for line in lines)
+
+
+def test_show_errors_and_chosen_columns(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = _show(capsys, str(run_dir), "--errors")
+    assert code == 0
+    assert "bad-1" in out and "permanent" in out and "HTTP 400" in out
+    assert "job-0" not in out
+    assert "1 of 1 errors" in out
+
+    code, out, _ = _show(capsys, str(run_dir), "--columns", "id,latency_ms", "-n", "10")
+    assert code == 0
+    assert "ms" in out and "text" not in out and "6 of 6 results" in out
+
+
+def test_show_names_what_it_cannot_show(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _show(capsys, str(run_dir), "--columns", "id,colour")
+    assert code == 2 and "no column colour" in err and "cost_usd" in err
+    code, _, err = _show(capsys, str(tmp_path / "nothing"))
+    assert code == 2 and "holds no batcher run" in err
+    code, _, err = _show(capsys, str(run_dir), "-n", "-1")
+    assert code == 2
