@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     r = command("run", "run job files into an output directory")
     r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
-    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume", "costs"))
+    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume", "costs", "batch"))
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
 
     command("tiers", "list the tier presets")
@@ -190,6 +190,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"Stopped at the budget of {usd(args.budget)}: spent {usd(spent)}"
             f" in {args.out}, {summary.remaining} jobs left ({summary.budget_stop}). Rerun with"
             " a larger --budget to go on.",
+            file=sys.stderr,
+        )
+    if summary.batches_pending and summary.interrupted is None:
+        print(
+            f"{summary.batches_pending} batches pending: rerun the same command to collect.",
             file=sys.stderr,
         )
     if summary.interrupted is not None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadOption",
+    "BatchMode",
     "Costs",
     "Endpoint",
     "LimitOptions",
@@ -302,6 +303,68 @@ class Costs:
         return load_prices(self.prices_file)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchMode:
+    """Whether jobs go through the provider's batch API (half the price, within a day) and how."""
+
+    mode: Literal["online", "batch", "auto"] = field(
+        default="online",
+        metadata=flag(
+            "online requests (default); batch: the provider's batch API, half the price; auto: "
+            "batches, with what is late or failed finished online",
+            choices=("online", "batch", "auto"),
+        ),
+    )
+    batch_deadline: float = field(
+        default=6 * 3600.0,
+        metadata=flag(
+            "auto: jobs not answered this long after their batch was submitted are finished "
+            "online, and the batch cancelled (default 6h)",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """Seconds a batch may take in ``auto`` before its jobs are finished online."""
+    batch_min: int = field(
+        default=100,
+        metadata=flag(
+            "auto: fewer jobs left than this go online directly (default 100)", metavar="N"
+        ),
+    )
+    no_wait: bool = field(
+        default=False,
+        metadata=flag(
+            "submit the batches, record them and exit 6 without waiting; rerun the same command "
+            "to collect"
+        ),
+    )
+    cancel_batches: bool = field(
+        default=False,
+        metadata=flag(
+            "cancel this directory's batches still running, keep what they finished, and stop"
+        ),
+    )
+    poll_interval: float = field(
+        default=60.0,
+        metadata=flag(
+            "how often to ask for the state of running batches (default 60s)",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """Seconds between two looks at the batches still running."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("online", "batch", "auto"):
+            raise BadOption("mode", f"{self.mode!r} is unknown; choose online, batch or auto")
+        if not 0 < self.batch_deadline < math.inf:
+            raise BadOption("batch_deadline", "must be a positive duration")
+        if self.batch_min < 0:
+            raise BadOption("batch_min", "must be 0 or more")
+        if not 0 < self.poll_interval < math.inf:
+            raise BadOption("poll_interval", "must be a positive duration")
+
+
 _GROUPS: dict[str, Any] = {
     "endpoint": Endpoint,
     "requests": Requests,
@@ -309,6 +372,7 @@ _GROUPS: dict[str, Any] = {
     "resume": Resume,
     "columns": ColumnMapping,
     "costs": Costs,
+    "batch": BatchMode,
 }
 _GROUP_OF: dict[str, str] = {
     f.name: group for group, cls in _GROUPS.items() for f in fields(cls) if f.init
@@ -326,6 +390,7 @@ class RunOptions:
     resume: Resume
     columns: ColumnMapping
     costs: Costs
+    batch: BatchMode
 
     GROUPS: ClassVar[tuple[str, ...]] = tuple(_GROUPS)
 

@@ -10,6 +10,7 @@ the manifest (``_manifest``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
+from ._batchapi import BatchExecutor, batch_api
 from ._budget import Budget
 from ._clock import Clock, SystemClock
 from ._dirlock import DirLock
@@ -29,7 +31,7 @@ from ._execute import Executor, explain
 from ._jobs import Job, JobSource
 from ._ledger import Ledger
 from ._manifest import Manifest
-from ._options import RunOptions
+from ._options import RunOptions, option_flag
 from ._providers import get_provider
 from ._results import read_costs, read_results
 from ._resume import done_now, plan_resume
@@ -63,6 +65,11 @@ class Runner:
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
         self.provider = get_provider(opts.endpoint.provider)
+        if opts.costs.budget is not None and opts.batch.mode != "online":
+            raise UsageError(
+                f"{option_flag('budget')} bounds online requests one by one; it cannot bound "
+                f"{option_flag('mode')} {opts.batch.mode}, whose batches are submitted whole"
+            )
         self.source = JobSource(
             jobs,  # type: ignore[arg-type]
             opts.columns,
@@ -80,6 +87,8 @@ class Runner:
         self._lock = DirLock(self.out)
         self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
+        self._batch: BatchExecutor | None = None
+        self._stopped_by: int | None = None  # the signal that stopped a batch run
 
     async def __aenter__(self) -> Runner:
         self._lock.acquire()  # before anything in DIR is read or written
@@ -140,6 +149,20 @@ class Runner:
             self.tally,
             prices=self.prices,
         )
+        if opts.batch.mode != "online":
+            self._batch = BatchExecutor(
+                api=batch_api(self.provider),
+                transport=transport,
+                target=target,
+                source=self.source,
+                store=self.store,
+                tally=self.tally,
+                clock=self.clock,
+                options=opts.batch,
+                max_attempts=opts.requests.max_attempts,
+                done=plan.done,
+                prices=self.prices,
+            )
         self._scheduler = Scheduler(
             self.source,
             lanes,
@@ -184,7 +207,16 @@ class Runner:
         if scheduler is None or target is None:
             raise RuntimeError("use 'async with Runner(...) as runner' before run()")
         self.tally.start()
-        await scheduler.run()
+        pending = 0
+        if self._batch is None:
+            await scheduler.run()
+        else:
+            pending = await self._batch.run()
+            if self._goes_online(pending):
+                skipped = self.tally.skipped
+                scheduler.done = await anyio.to_thread.run_sync(done_now, self.store)
+                await scheduler.run()
+                self.tally.skipped = skipped
         if scheduler.write_failed is not None:
             raise scheduler.write_failed
         if scheduler.outage is not None:
@@ -199,13 +231,27 @@ class Runner:
             message = explain(error, model, target, worked)
             raise FatalProviderError(message, status=error.status, body=error.body)
         elapsed = self.clock.monotonic() - self.tally.started
-        return await anyio.to_thread.run_sync(self._summary, elapsed)
+        summary = await anyio.to_thread.run_sync(self._summary, elapsed)
+        return dataclasses.replace(summary, batches_pending=pending)
+
+    def _goes_online(self, pending: int) -> bool:
+        """In ``auto``, once every batch is collected, what they did not finish goes online."""
+        batch = self.options.batch
+        return (
+            batch.mode == "auto"
+            and not pending
+            and not batch.cancel_batches
+            and self._stopped_by is None
+        )
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Stop admitting; requests in flight get ``grace`` seconds, then are abandoned.
 
         Jobs that finish are recorded as usual; the rest are left for a rerun.
         """
+        if self._batch is not None and self._stopped_by is None:
+            self._stopped_by = signum
+            self._batch.stop()
         if self._scheduler is not None:
             self._scheduler.stop(signum)
 
@@ -217,7 +263,9 @@ class Runner:
     @property
     def stopping(self) -> int | None:
         """The signal the run is stopping for, if it is."""
-        return self._scheduler.stopping if self._scheduler is not None else None
+        if self._scheduler is not None and self._scheduler.stopping is not None:
+            return self._scheduler.stopping
+        return self._stopped_by
 
     def _summary(self, elapsed: float) -> RunSummary:
         assert self._scheduler is not None and self.lanes is not None
@@ -232,5 +280,5 @@ class Runner:
             budget_stop=scheduler.budget_stop,
             deferred=scheduler.deferred,
             quota_stops=tuple(str(e) for e in scheduler.quota_stops.values()),
-            interrupted=scheduler.stopping,
+            interrupted=self.stopping,
         )

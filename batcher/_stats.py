@@ -46,7 +46,8 @@ class Statistics:
 class RunSummary:
     """How a run ended. ``exit_code`` is the CLI's: 0 all ok, 1 some jobs ended in error, 3 some
     jobs wait for a daily quota (``deferred``; ``quota_stops`` says which and until when), 5 the
-    ``--budget`` stopped it (``budget_stop``), 130 or 143 stopped by SIGINT or SIGTERM."""
+    ``--budget`` stopped it (``budget_stop``), 6 batches still running at the provider
+    (``batches_pending``), 130 or 143 stopped by SIGINT or SIGTERM."""
 
     out: str
     total: int
@@ -74,12 +75,17 @@ class RunSummary:
         """Jobs without a result in the directory."""
         return max(0, self.total - self.ok - self.errors)
 
+    batches_pending: int = 0
+    """Provider batches still running when the run ended (``no_wait``): a rerun collects them."""
+
     @property
     def exit_code(self) -> int:
         if self.interrupted is not None:
             return 128 + self.interrupted
         if self.budget_stop is not None:
             return 5
+        if self.batches_pending:
+            return 6
         if self.deferred:
             return 3
         return 1 if self.errors else 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from ._batchlog import BatchLog, Chunk
 from ._clock import QUOTA_TZ
 from ._dirlock import Holder, holder
 from ._errors import UsageError
@@ -42,6 +43,10 @@ class RunStatus:
     """Results parts that could not be read (set aside in ``DIR/damaged/`` or not yet)."""
     spent_usd: dict[str, float] = field(default_factory=dict)
     """Dollars per model of the results so far (those whose model has a known price)."""
+    batches: tuple[Chunk, ...] = ()
+    """Provider batches not yet collected, as the run last saw them."""
+    now: float = 0.0
+    """When the status was read (for the batches' ages)."""
 
     @property
     def done(self) -> int:
@@ -93,6 +98,15 @@ class RunStatus:
                 out.append(f"at the tier's ceiling: {duration(self.eta_at_tier)} left")
         for path in self.damaged:
             out.append(f"damaged: {path} (its jobs are sent again by the next run)")
+        for chunk in self.batches:
+            age = duration(max(0.0, self.now - (chunk.submitted or chunk.created)))
+            total, succeeded, failed = chunk.counts
+            counts = f", {succeeded or 0} ok / {failed or 0} failed of {total}" if total else ""
+            state = chunk.state or ("submitted" if chunk.batch else "not yet submitted")
+            out.append(
+                f"batch {chunk.batch or chunk.tag}: {state}, age {age}, {len(chunk.ids)} jobs"
+                f" of {chunk.model}{counts}"
+            )
         return out
 
 
@@ -128,6 +142,8 @@ def read_status(out: Path, now: float) -> RunStatus:
         running=holder(out),
         damaged=tuple(damaged_files(out, unreadable=unreadable)),
         spent_usd=read_costs(out),
+        batches=tuple(BatchLog(out).open_chunks()),
+        now=now,
     )
 
 

@@ -69,6 +69,9 @@ class Record:
     cost_usd: float | None = None
     """What the answer's tokens cost in US dollars (``_prices``); None if the model has no known
     price. An error row costs 0: a refused request is not billed."""
+    via: str = "online"
+    """How the job was answered: ``online`` (a request of its own) or ``batch`` (a line of a
+    provider's batch)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""
@@ -100,6 +103,7 @@ def _schema() -> Any:
             ("fingerprint", pa.string()),
             ("finished_at", pa.float64()),
             ("cost_usd", pa.float64()),
+            ("via", pa.string()),
         ]
     )
 

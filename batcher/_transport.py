@@ -42,6 +42,13 @@ class Transport(Protocol):
         """Send ``body`` (JSON) to ``path``; a failure to get an answer is ``RetryableError``."""
         ...
 
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> Reply:
+        """Any other call under the base URL (the batch APIs' GETs, uploads and downloads):
+        ``body`` sent as ``content_type`` (JSON unless said); failures as for ``post``."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -111,6 +118,26 @@ class AiohttpTransport:
         except OSError as e:  # a socket error aiohttp did not wrap
             raise _no_answer(e) from None
 
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> Reply:
+        import aiohttp
+
+        session = self._session or self._open()
+        headers = {"content-type": content_type} if content_type else None
+        try:
+            async with session.request(
+                method, self._url(path), data=body, headers=headers
+            ) as response:
+                content = await response.read()
+                return Reply(response.status, response.headers, content)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise _timed_out(type(e).__name__) from None
+        except aiohttp.ClientError as e:
+            raise _no_answer(e) from None
+        except OSError as e:
+            raise _no_answer(e) from None
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -143,6 +170,18 @@ class HttpxTransport:
     async def post(self, path: str, body: bytes) -> Reply:
         try:
             response = await self.client.post(path, content=body)
+        except httpx.TimeoutException as e:
+            raise _timed_out(type(e).__name__) from None
+        except httpx.TransportError as e:
+            raise _no_answer(e) from None
+        return Reply(response.status_code, response.headers, response.content)
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> Reply:
+        headers = {"content-type": content_type} if content_type else None
+        try:
+            response = await self.client.request(method, path, content=body, headers=headers)
         except httpx.TimeoutException as e:
             raise _timed_out(type(e).__name__) from None
         except httpx.TransportError as e:

@@ -55,9 +55,9 @@ def test_abbreviated_flags_are_refused_not_guessed(
 ) -> None:
     jobs = write_jsonl(tmp_path / "j.jsonl", [{"id": "a", "prompt": "x"}])
     with pytest.raises(SystemExit) as info:
-        main(["run", str(jobs), "--out", str(tmp_path / "o"), "--mock", "--mode", "batch"])
+        main(["run", str(jobs), "--out", str(tmp_path / "o"), "--mock", "--retry-err"])
     assert info.value.code == 2
-    assert "unrecognized arguments: --mode batch" in capsys.readouterr().err
+    assert "unrecognized arguments: --retry-err" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

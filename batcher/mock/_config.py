@@ -19,6 +19,10 @@ class MockConfig:
     seed: int = 0
     limits: LimitTable = field(default_factory=LimitTable)
     faults: Faults = field(default_factory=Faults)
+    batch_delay: float = 0.0
+    """Seconds (of the mock's clock) a batch runs before its lines are answered."""
+    batch_omit_keys: bool = False
+    """Gemini inline batch responses without their ``metadata.key`` (seen from the service)."""
     openai_per_second: bool = True
     """OpenAI-style limits quantized per second (OpenAI's own), or over a sliding minute (a
     compatible server that does not quantize)."""

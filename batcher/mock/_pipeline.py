@@ -15,6 +15,7 @@ from collections.abc import Callable
 import anyio
 
 from .._tokens import count_tokens
+from ._batches import BatchService
 from ._config import MockConfig
 from ._faults import Fault, FaultDealer
 from ._limits import Enforcer
@@ -49,9 +50,19 @@ class Pipeline:
         self._faults = FaultDealer(config.faults, config.seed + 1)
         self._latency = random.Random(config.seed)
         self._answered = 0  # numbers the answers' ids; /admin/reset does not restart it
+        self.batches = BatchService(
+            self.answer_line,
+            clock,
+            delay=config.batch_delay,
+            omit_keys=config.batch_omit_keys,
+            creates=lambda tag: self.state.batch_creates.append(tag),
+        )
 
     async def handle(self, request: Request) -> Response:
         """The answer to ``request``."""
+        batch = await self.batches.handle(request)
+        if batch is not None:
+            return batch
         wire = self.routes.match(request.path)
         if wire is not None:
             if request.method != "POST":
@@ -77,25 +88,40 @@ class Pipeline:
             self.state.record(0 if response.drop else response.status, self.clock())
         return response
 
-    async def _serve(self, wire: WireFormat, request: Request) -> Response:
+    async def answer_line(self, request: Request) -> Response:
+        """A batch line's answer: the online route's, without its limits, latency or counters
+        (a batch does not count against the online limits); a dropped answer is a 500."""
+        wire = self.routes.match(request.path)
+        if wire is None:
+            return text_response(404, "Not Found")
+        self.state.batch_lines += 1
+        try:
+            response = await self._serve(wire, request, online=False)
+        except Refusal as refusal:
+            response = refusal.response
+        return wire.internal() if response.drop else response
+
+    async def _serve(self, wire: WireFormat, request: Request, *, online: bool = True) -> Response:
         """Take one call through the steps; a refusal at any step is its answer."""
         call = wire.parse(request)
         fault = self._faults.deal(call.last_user)
-        if fault is not None:
+        if fault is not None and (online or fault is not Fault.SLOW):
             await self._act_out(fault, wire)
         prompt_tokens = count_tokens(call.prompt)
-        why = self.enforcer.check(wire.limit_style, call.model, prompt_tokens, call.max_tokens)
-        if why is not None:
-            headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
-            raise Refusal(wire.rate_limited(call, why, headers))
-        lo, hi = self.config.latency_ms
-        if hi > 0:
-            await anyio.sleep(self._latency.uniform(lo, hi) / 1000)
+        if online:
+            why = self.enforcer.check(wire.limit_style, call.model, prompt_tokens, call.max_tokens)
+            if why is not None:
+                headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
+                raise Refusal(wire.rate_limited(call, why, headers))
+            lo, hi = self.config.latency_ms
+            if hi > 0:
+                await anyio.sleep(self._latency.uniform(lo, hi) / 1000)
         reply = reply_to(call, prompt_tokens)
         self.state.input_tokens += reply.input_tokens
         self.state.output_tokens += reply.output_tokens
         self._answered += 1
-        self.state.record(200, self.clock(), call.model)
+        if online:
+            self.state.record(200, self.clock(), call.model)
         headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
         response = wire.answer(call, reply, self._answered, headers)
         if fault is Fault.TRUNCATE:

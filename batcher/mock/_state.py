@@ -27,6 +27,10 @@ class MockState:
     """Per wall-clock second: [accepted, rejected with 429]."""
     first_accepted: float | None = None
     last_accepted: float | None = None
+    batch_creates: list[str] = field(default_factory=list)
+    """The tag of every batch created, in order (a tag twice is a chunk submitted twice)."""
+    batch_lines: int = 0
+    """Batch lines answered."""
 
     def record(self, status: int, now: float, model: str | None = None) -> None:
         """Count one answer of ``status`` given at wall-clock ``now`` (to ``model`` if a 200)."""
@@ -63,4 +67,6 @@ class MockState:
             "truncated": self.truncated,
             "first_accepted": self.first_accepted,
             "last_accepted": self.last_accepted,
+            "batch_creates": list(self.batch_creates),
+            "batch_lines": self.batch_lines,
         }

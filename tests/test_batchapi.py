@@ -1,0 +1,261 @@
+"""Batch mode end to end against the mock's batch APIs: the same rows as online, exactly once
+across crashes at every step, retries into later batches, ``--no-wait``, ``auto``, cancelling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from batcher import Runner, RunOptions, RunSummary
+from batcher._batchapi import STEPS
+from batcher._batchlog import BatchLog
+from batcher._providers._openai_batch import OpenAIBatch
+from batcher.mock import MockConfig, MockServer, create_app
+from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
+from tests.virtual import VirtualClock, run_virtual
+
+
+def _jobs(tmp_path: Path, n: int, extra: dict[int, str] | None = None) -> Path:
+    rows = [{"id": f"j{i}", "prompt": f"hello {i} {(extra or {}).get(i, '')}"} for i in range(n)]
+    return write_jsonl(tmp_path / "jobs.jsonl", rows)
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_batch_rows_equal_online_rows(
+    tmp_path: Path,
+    start_mock: Callable[[MockConfig], MockServer],
+    api_keys: None,
+    provider: str,
+) -> None:
+    jobs = _jobs(tmp_path, 6, {2: "[[fail:400]]"})
+    server = start_mock(MockConfig())
+    flags = ("--model", "gpt-4o-mini" if provider == "openai" else "gemini-2.5-flash")
+    assert run_cli(server, provider, jobs, tmp_path / "on", *flags) == 1
+    assert run_cli(server, provider, jobs, tmp_path / "b", *flags, "--mode", "batch") == 1
+    online, batch = read_results(tmp_path / "on"), read_results(tmp_path / "b")
+    assert set(online) == set(batch) == {f"j{i}" for i in range(6)}
+    for job_id, row in online.items():
+        other = batch[job_id]
+        for column in ("status", "text", "error", "error_kind", "input_tokens", "fingerprint"):
+            assert row[column] == other[column], (job_id, column)
+        assert (row["via"], other["via"]) == ("online", "batch")
+        assert other["attempts"] == 1
+        assert other["cost_usd"] == pytest.approx(row["cost_usd"] / 2)  # half the price
+    assert batch["j2"]["error_kind"] == "permanent" and batch["j0"]["cost_usd"] > 0
+    line = json.loads(batch["j0"]["response"])  # the raw batch line
+    assert line.get("custom_id") == "j0" or line.get("metadata") == {"key": "j0"}
+    assert len(mock_stats(server)["batch_creates"]) == 1
+
+
+def test_gemini_answers_without_keys_are_matched_by_order(
+    tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None
+) -> None:
+    jobs = _jobs(tmp_path, 5)
+    server = start_mock(MockConfig(batch_omit_keys=True))
+    assert run_cli(server, "gemini", jobs, tmp_path / "o", "--model", "m", "--mode", "batch") == 0
+    rows = read_results(tmp_path / "o")
+    for i in range(5):
+        assert rows[f"j{i}"]["text"].endswith(f"hello {i} ")
+
+
+class Crash(Exception):
+    """Raised at a named step, standing for the process dying there."""
+
+
+def _virtual_run(
+    tmp_path: Path,
+    jobs: Path,
+    app: Any,
+    clock: VirtualClock,
+    crash_at: str | None = None,
+    mode: str = "batch",
+    **options: Any,
+) -> RunSummary:
+    opts = RunOptions(api_key="k", model="m", base_url="http://mock.test/v1", mode=mode, **options)
+
+    def step(name: str) -> None:
+        if name == crash_at:
+            raise Crash(name)
+
+    async def main() -> RunSummary:
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.ASGITransport(app=app)
+        ) as runner:
+            assert runner._batch is not None
+            runner._batch.step = step
+            return await runner.run()
+
+    return run_virtual(main)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_every_step_loses_nothing_and_pays_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)  # 10 jobs: three chunks
+    jobs = _jobs(tmp_path, 10, {5: "[[fail:400]]"})
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, app, clock, crash_at=step, poll_interval=60.0)
+    summary = _virtual_run(tmp_path, jobs, app, clock, poll_interval=60.0)
+    rows = read_results(tmp_path / "out")
+    assert set(rows) == {f"j{i}" for i in range(10)}
+    assert summary.exit_code == 1 and rows["j5"]["status"] == "error"
+    assert all(r["via"] == "batch" for r in rows.values())
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3  # no chunk submitted twice
+    assert app.state.batch_lines == 10  # no job paid for twice
+    assert not BatchLog(tmp_path / "out").open_chunks()
+
+
+def test_polling_waits_on_the_clock_and_records_states(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=3 * 3600.0), clock=clock.time)
+    summary = _virtual_run(tmp_path, jobs, app, clock, poll_interval=600.0)
+    assert summary.exit_code == 0
+    assert clock.sleeps.count(600.0) == 18  # three hours of ten-minute looks, no real waiting
+    events = (tmp_path / "out" / "batches.jsonl").read_text().splitlines()
+    states = [json.loads(e)["state"] for e in events if '"state"' in e]
+    assert states == ["in_progress", "completed"]
+
+
+def test_retryable_lines_go_into_later_batches_until_max_attempts(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 4, {1: "[[flaky:1]]", 2: "[[batch:expire]]"})
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    summary = _virtual_run(tmp_path, jobs, app, clock, max_attempts=3, poll_interval=60.0)
+    rows = read_results(tmp_path / "out")
+    assert (rows["j0"]["status"], rows["j0"]["attempts"]) == ("ok", 1)
+    assert (rows["j1"]["status"], rows["j1"]["attempts"]) == ("ok", 2)  # a 503, then ok
+    assert (rows["j2"]["status"], rows["j2"]["attempts"]) == ("error", 3)
+    assert rows["j2"]["error_kind"] == "retryable" and "batch_expired" in rows["j2"]["error"]
+    assert summary.exit_code == 1
+    assert len(app.state.batch_creates) == 3
+
+
+def test_retry_errors_sends_failed_batch_jobs_again(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3, {0: "[[flaky:1]]"})
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    first = _virtual_run(tmp_path, jobs, app, clock, max_attempts=1)
+    assert first.exit_code == 1 and read_results(tmp_path / "out")["j0"]["status"] == "error"
+    again = _virtual_run(tmp_path, jobs, app, clock, max_attempts=1, retry_errors=True)
+    rows = read_results(tmp_path / "out")
+    assert again.exit_code == 0 and rows["j0"]["status"] == "ok" and len(rows) == 3
+    assert len(app.state.batch_creates) == 2
+
+
+def test_no_wait_exits_6_and_a_rerun_collects(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
+    summary = _virtual_run(tmp_path, jobs, app, clock, no_wait=True)
+    assert (summary.exit_code, summary.batches_pending, summary.ok) == (6, 1, 0)
+    from batcher._status import read_status
+
+    lines = read_status(tmp_path / "out", clock.start + 60).lines()
+    assert any(line.startswith("batch batch_mock") and "in_progress" in line for line in lines)
+    clock.start += 7200  # the next morning's rerun
+    summary = _virtual_run(tmp_path, jobs, app, clock, no_wait=True)
+    assert (summary.exit_code, summary.ok) == (0, 3)
+    assert len(app.state.batch_creates) == 1
+
+
+def test_cancel_batches_keeps_the_jobs_for_a_later_run(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
+    assert _virtual_run(tmp_path, jobs, app, clock, no_wait=True).exit_code == 6
+    summary = _virtual_run(tmp_path, jobs, app, clock, cancel_batches=True)
+    assert (summary.exit_code, summary.finished) == (0, 0)
+    assert [b.state for b in app.pipeline.batches.batches.values()] == ["cancelled"]
+    assert not BatchLog(tmp_path / "out").open_chunks()
+    summary = _virtual_run(tmp_path, jobs, app, clock, batch_min=0)
+    assert summary.ok == 3 and len(app.state.batch_creates) == 2
+
+
+def test_auto_finishes_late_batches_online(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 4)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=10 * 3600.0), clock=clock.time)
+    summary = _virtual_run(
+        tmp_path,
+        jobs,
+        app,
+        clock,
+        mode="auto",
+        batch_deadline=3600.0,
+        batch_min=1,
+        poll_interval=600.0,
+    )
+    rows = read_results(tmp_path / "out")
+    assert summary.exit_code == 0 and len(rows) == 4
+    assert {r["via"] for r in rows.values()} == {"online"}
+    assert [b.state for b in app.pipeline.batches.batches.values()] == ["cancelled"]
+    assert app.state.accepted == 4  # online requests
+    assert 3600 <= sum(clock.sleeps) < 2 * 3600  # cancelled just past the deadline
+
+
+def test_auto_batches_and_finishes_failed_lines_online(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 4, {1: "[[batch:expire]]"})
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    summary = _virtual_run(tmp_path, jobs, app, clock, mode="auto", batch_min=1)
+    rows = read_results(tmp_path / "out")
+    assert summary.exit_code == 0
+    assert {i: r["via"] for i, r in rows.items()} == {
+        "j0": "batch",
+        "j1": "online",
+        "j2": "batch",
+        "j3": "batch",
+    }
+
+
+def test_auto_sends_few_jobs_online_directly(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    summary = _virtual_run(tmp_path, jobs, app, clock, mode="auto")
+    assert summary.ok == 3 and not app.state.batch_creates
+    assert {r["via"] for r in read_results(tmp_path / "out").values()} == {"online"}
+
+
+def test_kill_9_while_waiting_then_rerun_collects(
+    tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None
+) -> None:
+    jobs = _jobs(tmp_path, 5)
+    server = start_mock(MockConfig(batch_delay=1.0))
+    out = tmp_path / "out"
+    flags = ("--model", "m", "--mode", "batch", "--poll-interval", "0.2")
+    command = run_command(jobs, out, server.base_url("openai"), *flags)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "batches.jsonl"
+    deadline = time.monotonic() + 60
+    while '"submitted"' not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert len(read_results(out)) == 5
+    stats = mock_stats(server)
+    assert len(stats["batch_creates"]) == 1 and stats["batch_lines"] == 5
+
+
+def test_a_budget_cannot_bound_batches(tmp_path: Path) -> None:
+    from batcher import UsageError
+
+    with pytest.raises(UsageError, match="--budget"):
+        Runner([], tmp_path, RunOptions(mode="batch", budget=1.0))
