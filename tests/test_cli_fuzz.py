@@ -401,8 +401,8 @@ def _run(place: Place, *flags: str) -> list[str]:
 @pytest.mark.parametrize(
     ("flags", "typed"),
     [
-        (["--mock", "instant", "--mode", "batch"], "--mode batch"),
-        (["--mock", "instant", "--mode=batch"], "--mode=batch"),
+        (["--mock", "instant", "--mod", "batch"], "--mod batch"),
+        (["--mock", "instant", "--mod=batch"], "--mod=batch"),
         (["--mock", "instant", "--max-con", "3"], "--max-con 3"),
         (["--mock", "instant", "--max-con=3"], "--max-con=3"),
         (["--mock", "instant", "--max-a", "1"], "--max-a 1"),
@@ -415,7 +415,8 @@ def _run(place: Place, *flags: str) -> list[str]:
 def test_an_abbreviated_run_flag_is_refused_and_nothing_is_written(
     in_place: Place, capsys: pytest.CaptureFixture[str], flags: list[str], typed: str
 ) -> None:
-    """``--mode batch`` is not ``--model batch``, nor ``--max-con`` ``--max-concurrency``."""
+    """``--mod batch`` is neither ``--mode`` nor ``--model``, nor ``--max-con``
+    ``--max-concurrency``."""
     argv = _run(in_place, *flags)
     code, err = _call(argv, capsys)
     assert code == 2, err
