@@ -35,7 +35,7 @@ from ._idset import IdSet
 from ._jobs import Job, JobSource
 from ._options import BatchMode
 from ._prices import Prices
-from ._providers import Completion, Provider, RequestSpec, fingerprint
+from ._providers import Completion, Provider, RequestSpec, job_fingerprint
 from ._providers._batch import BatchAPI, BatchInfo, BatchLine
 from ._retry import RetryPolicy
 from ._store import Record, ResultStore
@@ -313,7 +313,7 @@ class BatchExecutor:
         """The row of a job answered by a batch line: as online, with the line as response."""
         redact = self.target.redact
         model = chunk.model
-        fp = fingerprint(self.provider, model, self.provider.build(job, model))
+        fp = job_fingerprint(self.provider, job, model)
         submitted = chunk.submitted if chunk.submitted is not None else chunk.created
         latency = max(0.0, self.clock.time() - submitted) * 1000
         common = {

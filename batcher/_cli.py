@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     r = command("run", "run job files into an output directory")
     r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
-    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume", "costs", "batch"))
+    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume", "costs", "batch", "media"))
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
 
     command("tiers", "list the tier presets")

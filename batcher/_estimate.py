@@ -1,10 +1,11 @@
 """Token estimates that learn from the usage the provider reports.
 
 Tokenizers differ, and text that is not English (CJK: about a token a character) breaks any fixed
-characters-per-token rule. The estimate is linear in three features (a constant, the characters
-outside CJK scripts, the CJK characters) with weights fitted online by recursive least squares to
-the input tokens each answer reports; it starts from the common rule (4 characters a token, one a
-CJK character) and needs a handful of answers to fit a model's tokenizer.
+characters-per-token rule. The estimate is linear in four features (a constant, the characters
+outside CJK scripts, the CJK characters, the images' and files' tokens by the provider's own rule)
+with weights fitted online by recursive least squares to the input tokens each answer reports; it
+starts from the common rule (4 characters a token, one a CJK character, the provider's image rule
+as it is) and needs a handful of answers to fit a model's tokenizer.
 """
 
 from __future__ import annotations
@@ -15,16 +16,20 @@ from typing import TypeAlias
 
 __all__ = ["Features", "TokenEstimator", "features"]
 
-Features: TypeAlias = tuple[float, float, float]
-"""A text's features: (1, characters outside CJK, CJK characters)."""
+Features: TypeAlias = tuple[float, float, float, float]
+"""A prompt's features: (1, characters outside CJK, CJK characters, media tokens by rule)."""
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
-def features(text: str) -> Features:
-    """(1, characters outside CJK, CJK characters) of ``text``."""
+def features(text: str, media_tokens: int = 0) -> Features:
+    """(1, characters outside CJK, CJK characters, ``media_tokens``) of a prompt's ``text`` and the
+    tokens its images and files count by the provider's rule."""
     cjk = len(_CJK.findall(text))
-    return 1.0, float(len(text) - cjk), float(cjk)
+    return 1.0, float(len(text) - cjk), float(cjk), float(media_tokens)
+
+
+_N = 4
 
 
 CALIBRATED = 20
@@ -35,8 +40,11 @@ class TokenEstimator:
     """Online least squares (with slow forgetting) from text features to reported tokens."""
 
     def __init__(self, forgetting: float = 0.995) -> None:
-        self.weights = [0.0, 0.25, 1.0]
-        self._p = [[10.0, 0.0, 0.0], [0.0, 0.01, 0.0], [0.0, 0.0, 1.0]]
+        self.weights = [0.0, 0.25, 1.0, 1.0]
+        # The inverse-covariance estimate of RLS: how sure each starting weight is. Media tokens
+        # come from the provider's published rule, so their weight starts nearly certain.
+        prior = (10.0, 0.01, 1.0, 1e-4)
+        self._p = [[prior[i] if i == j else 0.0 for j in range(_N)] for i in range(_N)]
         self._lam = forgetting
         self.samples = 0
 
@@ -45,19 +53,19 @@ class TokenEstimator:
         the estimator has learned from ``CALIBRATED`` answers: before that, a tokenizer unlike
         the starting rule (another language, another vocabulary) would overshoot the TPM."""
         w = self.weights
-        raw = w[0] * x[0] + w[1] * x[1] + w[2] * x[2]
+        raw = w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3]
         if cautious and self.samples < CALIBRATED:
             raw *= 1.25
         return max(1, math.ceil(raw))
 
     def learn(self, x: Features, reported: int) -> None:
         """Fit the weights a step towards ``reported`` tokens for features ``x``."""
-        p, w, lam = self._p, self.weights, self._lam
-        px = [p[i][0] * x[0] + p[i][1] * x[1] + p[i][2] * x[2] for i in range(3)]
-        denom = lam + x[0] * px[0] + x[1] * px[1] + x[2] * px[2]
+        p, w, lam, r = self._p, self.weights, self._lam, range(_N)
+        px = [sum(p[i][k] * x[k] for k in r) for i in r]
+        denom = lam + sum(x[k] * px[k] for k in r)
         gain = [v / denom for v in px]
-        err = reported - (w[0] * x[0] + w[1] * x[1] + w[2] * x[2])
-        self.weights = [w[i] + gain[i] * err for i in range(3)]
-        xp = [x[0] * p[0][j] + x[1] * p[1][j] + x[2] * p[2][j] for j in range(3)]
-        self._p = [[(p[i][j] - gain[i] * xp[j]) / lam for j in range(3)] for i in range(3)]
+        err = reported - sum(w[k] * x[k] for k in r)
+        self.weights = [w[i] + gain[i] * err for i in r]
+        xp = [sum(x[k] * p[k][j] for k in r) for j in r]
+        self._p = [[(p[i][j] - gain[i] * xp[j]) / lam for j in r] for i in r]
         self.samples += 1

@@ -8,19 +8,29 @@ batch-API executor plugs in beside this one with the same outcomes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TypeAlias
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import anyio
 
 from ._clock import Clock
 from ._endpoint import Target
-from ._errors import FatalProviderError, Outage, ProviderError, QuotaExhausted
+from ._errors import (
+    FatalProviderError,
+    Outage,
+    PermanentJobError,
+    ProviderError,
+    QuotaExhausted,
+    RetryableError,
+)
 from ._estimate import features
+from ._image_files import download, save_images
 from ._jobs import Job
 from ._lane import Lane
+from ._media import job_media_tokens
 from ._prices import Prices, load_prices
-from ._providers import Completion, RequestSpec, fingerprint, send
+from ._providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
 from ._retry import RetryPolicy
 from ._store import Record
 from ._tally import Tally
@@ -84,7 +94,10 @@ class Executor:
         tally: Tally,
         *,
         prices: Prices | None = None,
+        out: Path | None = None,
     ) -> None:
+        self.out = out
+        """The output directory, where images answered are saved (under ``images/``)."""
         self.transport = transport
         self.prices = prices or load_prices()
         self.target = target
@@ -109,11 +122,22 @@ class Executor:
             return ABANDONED
         model = job.model
         assert model is not None  # the source resolves every job's model
-        spec = self.provider.build(job, model)
-        x = features(job.text)
+        start = self.clock.monotonic()
+        if job.media:
+            # files are read (and URLs fetched for Gemini) off the event loop, when sent
+            try:
+                spec, fp, media_tokens = await anyio.to_thread.run_sync(
+                    _build_with_media, self.provider, job, model
+                )
+            except (OSError, ValueError) as e:
+                error = PermanentJobError(f"cannot send its images or files: {e}")
+                return Done(self._record(job, model, None, 0, start, error=error))
+        else:
+            spec = self.provider.build(job, model)
+            fp, media_tokens = None, 0
+        x = features(job.text, media_tokens)
         output = (job.max_tokens or 0) if self.provider.charges_output else 0
         attempts = 0
-        start = self.clock.monotonic()
         sending = [False]
 
         async def attempt() -> Completion:
@@ -126,6 +150,8 @@ class Executor:
                 sending[0] = True
                 try:
                     answer = await send(self.transport, self.provider, spec, slot.observe)
+                    if any(i.data is None for i in answer.images):
+                        answer = replace(answer, images=await _download(answer))
                 finally:
                     sending[0] = False
                 slot.done(answer.input_tokens)
@@ -148,26 +174,39 @@ class Executor:
         except Outage as e:
             return Halted(e)
         except ProviderError as e:
-            return Done(self._record(job, model, spec, attempts, start, error=e))
+            return Done(self._record(job, model, fp or spec, attempts, start, error=e))
         finally:
             self.tally.in_flight -= 1
             del self._waiting[scope]
-        return Done(self._record(job, model, spec, attempts, start, completion=completion))
+        images: list[dict[str, Any]] = []
+        if completion.images:
+            if self.out is None:
+                raise RuntimeError("an answer with images needs the executor's output directory")
+            # durable on disk before the job's journal line (see _image_files)
+            images = await anyio.to_thread.run_sync(
+                save_images, self.out, job.id, completion.images
+            )
+        record = self._record(job, model, fp or spec, attempts, start, completion=completion)
+        return Done(replace(record, images=tuple(images)) if images else record)
 
     def _record(
         self,
         job: Job,
         model: str,
-        spec: RequestSpec,
+        sent: RequestSpec | str | None,
         attempts: int,
         start: float,
         *,
         completion: Completion | None = None,
         error: ProviderError | None = None,
     ) -> Record:
+        """The job's result; ``sent`` is its request, or that request's fingerprint already."""
         redact = self.target.redact
         latency = (self.clock.monotonic() - start) * 1000
-        fp = fingerprint(self.provider, model, spec)
+        if isinstance(sent, RequestSpec):
+            fp: str | None = fingerprint(self.provider, model, sent)
+        else:
+            fp = sent
         if completion is not None:
             cost = self.prices.cost(model, completion.input_tokens, completion.output_tokens)
             if cost is None and completion.model:
@@ -212,6 +251,21 @@ class Executor:
             finished_at=self.clock.time(),
             cost_usd=0.0 if self.prices.price(model) is not None else None,
         )
+
+
+async def _download(answer: Completion) -> tuple[Any, ...]:
+    """The answer's image URLs downloaded; a failure is retried as any failed request is."""
+    try:
+        return await anyio.to_thread.run_sync(download, answer.images)
+    except OSError as e:
+        raise RetryableError(f"cannot download an image answered: {e}") from None
+
+
+def _build_with_media(provider: Provider, job: Job, model: str) -> tuple[RequestSpec, str, int]:
+    """The request of a job with images or files (their bytes read now), its fingerprint (over
+    their hashes, as the resume check computes it) and their tokens by the provider's rule."""
+    spec = provider.build(job, model)
+    return spec, job_fingerprint(provider, job, model), job_media_tokens(job.media, provider.name)
 
 
 def explain(error: FatalProviderError, model: str, target: Target, worked: list[str]) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ._idset import IdSet, id_hash
 from ._jobs import Job, JobSource
 from ._options import Resume
-from ._providers import Provider, fingerprint
+from ._providers import Provider, job_fingerprint
 from ._store import ResultStore
 
 __all__ = ["ResumePlan", "done_now", "plan_resume"]
@@ -43,7 +43,8 @@ def plan_resume(
         if old is None:
             return
         model = job.model or ""
-        if old != int(fingerprint(provider, model, provider.build(job, model)), 16):
+        # images and files count by their hashes, streamed: a changed image is a changed job
+        if old != int(job_fingerprint(provider, job, model), 16):
             changed.append(job.id)
 
     total = source.scan(visit=compare if finished else None)

@@ -28,6 +28,7 @@ from ._dirlock import DirLock
 from ._endpoint import Target
 from ._errors import FatalProviderError, UsageError
 from ._execute import Executor, explain
+from ._image_files import clear_partial
 from ._jobs import Job, JobSource
 from ._ledger import Ledger
 from ._manifest import Manifest
@@ -64,17 +65,31 @@ class Runner:
         self.options = opts = options or RunOptions()
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
-        self.provider = get_provider(opts.endpoint.provider)
+        self.provider = get_provider(opts.endpoint.provider, opts.media.api)
         if opts.costs.budget is not None and opts.batch.mode != "online":
             raise UsageError(
                 f"{option_flag('budget')} bounds online requests one by one; it cannot bound "
                 f"{option_flag('mode')} {opts.batch.mode}, whose batches are submitted whole"
+            )
+        if opts.batch.mode != "online" and (
+            opts.media.api == "images" or "image" in opts.media.modalities
+        ):
+            raise UsageError(
+                f"images answered are saved by online requests only: {option_flag('mode')} "
+                f"{opts.batch.mode} cannot be used with --endpoint images or --modalities image"
+            )
+        if "image" in opts.media.modalities and opts.endpoint.provider != "gemini":
+            raise UsageError(
+                "--modalities text,image sets Gemini's responseModalities: use --provider gemini "
+                "(or --endpoint images for OpenAI's images API)"
             )
         self.source = JobSource(
             jobs,  # type: ignore[arg-type]
             opts.columns,
             provider=opts.endpoint.provider,
             default_model=opts.requests.model,
+            endpoint=opts.media.api,
+            defaults=opts.media.job_defaults(),
         )
         self.store = ResultStore(self.out)
         self.limits = opts.limits.table()
@@ -148,6 +163,7 @@ class Runner:
             self.clock,
             self.tally,
             prices=self.prices,
+            out=self.out,
         )
         if opts.batch.mode != "online":
             self._batch = BatchExecutor(
@@ -163,6 +179,7 @@ class Runner:
                 done=plan.done,
                 prices=self.prices,
             )
+        clear_partial(self.out)
         self._scheduler = Scheduler(
             self.source,
             lanes,

@@ -237,7 +237,11 @@ class Scheduler:
                         job = None  # not sent: left for a rerun with a larger budget
                 if job is not None and not self._halting:
                     assert job.model is not None
-                    outcome = await self.executor.execute(job, self.lanes[job.model])
+                    try:
+                        outcome = await self.executor.execute(job, self.lanes[job.model])
+                    except WriteFailed as e:  # saving the images it answered
+                        self._write_failed(e)
+                        outcome = None
                     if reservation is not None:
                         self._settle(reservation, outcome)
                     if isinstance(outcome, Done):

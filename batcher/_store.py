@@ -72,6 +72,9 @@ class Record:
     via: str = "online"
     """How the job was answered: ``online`` (a request of its own) or ``batch`` (a line of a
     provider's batch)."""
+    images: tuple[dict[str, Any], ...] = ()
+    """Images answered, saved under DIR/images/: ``{path (relative to DIR), mime_type, bytes,
+    sha256}`` each; empty for a text-only answer."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""
@@ -104,6 +107,20 @@ def _schema() -> Any:
             ("finished_at", pa.float64()),
             ("cost_usd", pa.float64()),
             ("via", pa.string()),
+            ("images", pa.list_(_image_type())),
+        ]
+    )
+
+
+def _image_type() -> Any:
+    import pyarrow as pa
+
+    return pa.struct(
+        [
+            ("path", pa.string()),
+            ("mime_type", pa.string()),
+            ("bytes", pa.int64()),
+            ("sha256", pa.string()),
         ]
     )
 

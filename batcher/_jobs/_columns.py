@@ -35,6 +35,14 @@ class ColumnMapping:
     id_column: str | None = field(
         default=None, metadata=flag("take the job id from this column", metavar="COL")
     )
+    image_column: str | None = field(
+        default=None,
+        metadata=flag(
+            "send the images in this column with each prompt: image bytes, a path (relative to "
+            "the file's folder) or URL, or a list of either",
+            metavar="COL",
+        ),
+    )
     template_fields: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -60,5 +68,5 @@ class ColumnMapping:
     @property
     def needed(self) -> tuple[str, ...]:
         """The columns this mapping needs in every row."""
-        cols = [c for c in (self.prompt_column, self.id_column) if c is not None]
+        cols = [c for c in (self.prompt_column, self.id_column, self.image_column) if c is not None]
         return (*cols, *self.template_fields)

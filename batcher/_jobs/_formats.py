@@ -10,10 +10,13 @@ Every check raises ``BadRow`` with the message a user sees.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from .._media import Media, MediaKind
 from ._columns import ColumnMapping
 from ._model import Job, Message, NativeRequest, Part, Role
 from ._readers import BadRow, Row
@@ -39,6 +42,15 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """What an image-generation job asks for beyond its prompt; None leaves the default."""
+
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobFields:
     """What one row asks for: a job without its id and without the place it was read from."""
 
@@ -46,6 +58,7 @@ class JobFields:
     model: str | None = None
     sampling: Sampling = Sampling()
     native: NativeRequest | None = None
+    image: ImageRequest = ImageRequest()
 
     def job(self, job_id: str, *, source: str, default_model: str | None) -> Job:
         """The job these fields make; a row that names no model gets ``default_model``."""
@@ -60,18 +73,28 @@ class JobFields:
             stop=s.stop,
             native=self.native,
             source=source,
+            n=self.image.n,
+            size=self.image.size,
+            quality=self.image.quality,
         )
 
 
-def parse_row(row: Row, *, position_id: str, columns: ColumnMapping) -> tuple[str, JobFields]:
-    """One row -> its job's id and fields; raises ``BadRow`` naming the problem and the id."""
+def parse_row(
+    row: Row, *, position_id: str, columns: ColumnMapping, base: Path | None = None
+) -> tuple[str, JobFields]:
+    """One row -> its job's id and fields; raises ``BadRow`` naming the problem and the id.
+
+    Relative paths of images and files are taken from ``base`` (the job file's folder; None: the
+    working directory)."""
     own_id: str | None = None
     try:
         if columns.id_column is not None:
             own_id = _row_id(row, columns.id_column)
             if own_id is None:
                 raise BadRow(f"id column {columns.id_column!r} is missing or null")
-        fields, shape_id = _parse_shape(row, columns)
+        fields, shape_id = _parse_shape(row, columns, base)
+        if columns.image_column is not None:
+            fields = _add_media(fields, _column_media(row, columns.image_column, base))
     except BadRow as e:
         if e.job_id is None:
             e.job_id = own_id or _any_id(row)
@@ -79,18 +102,20 @@ def parse_row(row: Row, *, position_id: str, columns: ColumnMapping) -> tuple[st
     return own_id or shape_id or position_id, fields
 
 
-def _parse_shape(row: Row, columns: ColumnMapping) -> tuple[JobFields, str | None]:
+def _parse_shape(
+    row: Row, columns: ColumnMapping, base: Path | None
+) -> tuple[JobFields, str | None]:
     """The row's fields and its own id (None: use the row's position), by its shape."""
     if columns.maps_prompt:
-        return _parse_columns(row, columns), _row_id(row, "id")
+        return _parse_columns(row, columns, base), _row_id(row, "id")
     if "custom_id" in row or "body" in row:
-        return _parse_openai_batch(row), _row_id(row, "custom_id")
+        return _parse_openai_batch(row, base), _row_id(row, "custom_id")
     if "request" in row:
         return _parse_gemini_batch(row), _row_id(row, "key")
     if "messages" in row:
-        return _parse_messages(row), _row_id(row, "id")
+        return _parse_messages(row, base), _row_id(row, "id")
     if "prompt" in row:
-        return _parse_prompt(row), _row_id(row, "id")
+        return _parse_prompt(row, base), _row_id(row, "id")
     keys = ", ".join(sorted(row)[:8]) or "none"
     raise BadRow(
         "unknown shape: expected 'prompt', 'messages', an OpenAI batch line ('custom_id', 'body') "
@@ -181,29 +206,90 @@ def _maybe_json(v: Any) -> Any:
 # --- prompt, messages and column mapping ----------------------------------------------------------
 
 
-def _user(prompt: str) -> Message:
-    return Message("user", (Part(prompt),))
+def _user(prompt: str, media: tuple[Media, ...] = ()) -> Message:
+    return Message("user", (Part(prompt), *(Part(media=m) for m in media)))
 
 
-def _parse_prompt(row: Row) -> JobFields:
+def _ref(value: Any, base: Path | None, kind: MediaKind, where: str) -> Media:
+    """One image or file reference: a path (relative to ``base``), an http(s) URL or a data: URI,
+    or an object ``{"url": REF, "detail": "low"|"high"|"auto"}``."""
+    detail = None
+    if isinstance(value, Mapping):
+        detail = value.get("detail")
+        if detail is not None and detail not in ("low", "high", "auto"):
+            raise BadRow(f"{where}.detail must be low, high or auto, got {detail!r}")
+        value = value.get("url", value.get("path"))
+    if isinstance(value, bytes | bytearray):
+        return Media("<bytes>", kind, detail, bytes(value))
+    if not isinstance(value, str) or not value:
+        raise BadRow(f"{where} must be a path, an http(s) URL or a data: URI")
+    if value.startswith(("http://", "https://", "data:")):
+        return Media(value, kind, detail)
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return Media(os.path.abspath(path), kind, detail)
+
+
+def _refs(row: Row, key: str, base: Path | None, kind: MediaKind) -> tuple[Media, ...]:
+    """The refs listed under ``key`` (one ref or a list of them); none if the key is absent."""
+    raw = _maybe_json(row.get(key))
+    if raw is None:
+        return ()
+    items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    return tuple(_ref(v, base, kind, f"{key}[{i}]") for i, v in enumerate(items))
+
+
+def _image_request(row: Row) -> ImageRequest:
+    return ImageRequest(n=_int(row, "n"), size=_str(row, "size"), quality=_str(row, "quality"))
+
+
+def _parse_prompt(row: Row, base: Path | None) -> JobFields:
     prompt = _str(row, "prompt")
     if prompt is None:
         raise BadRow("missing 'prompt'")
-    turns = [_user(prompt)]
+    media = _refs(row, "images", base, "image") + _refs(row, "files", base, "file")
+    turns = [_user(prompt, media)]
     system = _str(row, "system")
     if system is not None:
         turns.insert(0, Message("system", (Part(system),)))
-    return JobFields(tuple(turns), _str(row, "model"), _sampling(row))
+    return JobFields(tuple(turns), _str(row, "model"), _sampling(row), image=_image_request(row))
 
 
-def _parse_messages(row: Row) -> JobFields:
-    messages, lost = _openai_messages(row["messages"])
+def _parse_messages(row: Row, base: Path | None) -> JobFields:
+    messages, lost = _openai_messages(row["messages"], base)
     if lost:
         raise BadRow(f"'messages' holds what batcher cannot send yet: {', '.join(lost)}")
-    return JobFields(messages, _str(row, "model"), _sampling(row))
+    return JobFields(messages, _str(row, "model"), _sampling(row), image=_image_request(row))
 
 
-def _parse_columns(row: Row, columns: ColumnMapping) -> JobFields:
+def _column_media(row: Row, column: str, base: Path | None) -> tuple[Media, ...]:
+    """The images of ``--image-column``: bytes, a path or URL, or a list of either; null: none."""
+    if column not in row:
+        raise BadRow(f"no column {column!r}")
+    raw = row[column]
+    if raw is None:
+        return ()
+    items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    return tuple(_ref(v, base, "image", f"column {column!r}") for v in items if v is not None)
+
+
+def _add_media(fields: JobFields, media: tuple[Media, ...]) -> JobFields:
+    """``fields`` with ``media`` added to the last user turn (the column of ``--image-column``)."""
+    if not media:
+        return fields
+    if fields.native is not None:
+        raise BadRow("--image-column adds images to prompts, not to batch API lines")
+    turns = list(fields.messages)
+    users = [i for i, m in enumerate(turns) if m.role == "user"]
+    if not users:
+        raise BadRow("no user message to add the images of --image-column to")
+    last = users[-1]
+    turns[last] = Message("user", (*turns[last].parts, *(Part(media=m) for m in media)))
+    return replace(fields, messages=tuple(turns))
+
+
+def _parse_columns(row: Row, columns: ColumnMapping, base: Path | None) -> JobFields:
     if columns.prompt_column is not None:
         if columns.prompt_column not in row:
             raise BadRow(f"no column {columns.prompt_column!r}")
@@ -224,28 +310,58 @@ def _parse_columns(row: Row, columns: ColumnMapping) -> JobFields:
 # --- OpenAI: chat messages and Batch API lines ----------------------------------------------------
 
 
-def _openai_content(content: Any, where: str) -> tuple[tuple[Part, ...], list[str]]:
+def _openai_media(p: Mapping[str, Any], base: Path | None, where: str) -> Media | None:
+    """An ``image_url``, ``input_audio`` or ``file`` content part as a ref; None for another type.
+
+    https://platform.openai.com/docs/api-reference/chat/create (messages[].content parts)."""
+    kind = p.get("type")
+    if kind == "image_url":
+        image = p.get("image_url")
+        if isinstance(image, str):
+            image = {"url": image}
+        if not isinstance(image, Mapping):
+            raise BadRow(f"{where}.image_url must be an object with 'url'")
+        return _ref(image, base, "image", f"{where}.image_url")
+    if kind == "input_audio":
+        audio = p.get("input_audio")
+        if not isinstance(audio, Mapping) or not isinstance(audio.get("data"), str):
+            raise BadRow(f"{where}.input_audio must be an object with 'data' and 'format'")
+        fmt = audio.get("format")
+        if fmt not in ("wav", "mp3"):
+            raise BadRow(f"{where}.input_audio.format must be wav or mp3, got {fmt!r}")
+        mime = "audio/wav" if fmt == "wav" else "audio/mpeg"
+        return Media(f"data:{mime};base64,{audio['data']}", "file")
+    if kind == "file":
+        file = p.get("file")
+        data = file.get("file_data") if isinstance(file, Mapping) else None
+        if not isinstance(data, str):
+            raise BadRow(f"{where}.file must carry 'file_data' (a data: URI); file_id is not sent")
+        return _ref(data, base, "file", f"{where}.file.file_data")
+    return None
+
+
+def _openai_content(
+    content: Any, where: str, base: Path | None = None
+) -> tuple[tuple[Part, ...], list[str]]:
     """OpenAI message content (a string or a list of typed parts) -> our parts, and what is lost."""
     if isinstance(content, str):
         return (Part(content),), []
     if isinstance(content, list):
         parts, lost = [], []
-        for p in content:
-            if (
-                isinstance(p, Mapping)
-                and p.get("type") == "text"
-                and isinstance(p.get("text"), str)
-            ):
-                parts.append(Part(p["text"]))
-            elif isinstance(p, Mapping):
-                lost.append(f"{where} part of type {p.get('type')!r}")
-            else:
+        for j, p in enumerate(content):
+            if not isinstance(p, Mapping):
                 raise BadRow(f"{where}: each content part must be an object")
+            if p.get("type") == "text" and isinstance(p.get("text"), str):
+                parts.append(Part(p["text"]))
+            elif (media := _openai_media(p, base, f"{where}.content[{j}]")) is not None:
+                parts.append(Part(media=media))
+            else:
+                lost.append(f"{where} part of type {p.get('type')!r}")
         return tuple(parts), lost
     raise BadRow(f"{where}: 'content' must be a string or a list of parts")
 
 
-def _openai_messages(raw: Any) -> tuple[tuple[Message, ...], list[str]]:
+def _openai_messages(raw: Any, base: Path | None = None) -> tuple[tuple[Message, ...], list[str]]:
     raw = _maybe_json(raw)
     if not isinstance(raw, list) or not raw:
         raise BadRow("'messages' must be a non-empty list of {role, content}")
@@ -259,7 +375,7 @@ def _openai_messages(raw: Any) -> tuple[tuple[Message, ...], list[str]]:
             raise BadRow(f"messages[{i}].role must be system, user or assistant, got {given!r}")
         if "content" not in m or m["content"] is None:
             raise BadRow(f"messages[{i}] has no 'content'")
-        parts, l2 = _openai_content(m["content"], f"messages[{i}]")
+        parts, l2 = _openai_content(m["content"], f"messages[{i}]", base)
         lost += l2
         lost += [f"messages[{i}].{k}" for k in m if k not in ("role", "content")]
         out.append(Message(role, parts))
@@ -277,7 +393,7 @@ _OPENAI_BODY_KEYS = {
 }
 
 
-def _parse_openai_batch(row: Row) -> JobFields:
+def _parse_openai_batch(row: Row, base: Path | None) -> JobFields:
     url = row.get("url", "/v1/chat/completions")
     if url not in ("/v1/chat/completions", "/chat/completions"):
         raise BadRow(f"OpenAI batch line for {url!r}; only /v1/chat/completions is supported")
@@ -287,7 +403,14 @@ def _parse_openai_batch(row: Row) -> JobFields:
     body = _maybe_json(row.get("body"))
     if not isinstance(body, Mapping):
         raise BadRow("OpenAI batch line has no 'body' object")
-    messages, lost = _openai_messages(body.get("messages"))
+    messages, lost = _openai_messages(body.get("messages"), base)
+    for m in messages:
+        for p in m.parts:
+            if p.media is not None and not (p.media.is_url or p.media.is_data_uri):
+                raise BadRow(
+                    f"an OpenAI batch line is sent as it is: image {p.media.ref!r} must be a URL "
+                    "or a data: URI (or write the job as a 'messages' line)"
+                )
     sampling = _sampling(body)
     if body.get("max_completion_tokens") is not None:
         sampling = replace(sampling, max_tokens=_int(body, "max_completion_tokens"))
@@ -332,9 +455,29 @@ def _gemini_parts(raw: Any, where: str) -> tuple[tuple[Part, ...], list[str]]:
         if isinstance(p.get("text"), str):
             parts.append(Part(p["text"]))
             lost += [f"{where}.parts[{j}].{k}" for k in p if k != "text"]
+        elif (inline := _camel(p, "inlineData", "inline_data")) is not None:
+            parts.append(Part(media=_gemini_inline(inline, f"{where}.parts[{j}].inlineData")))
+        elif (file := _camel(p, "fileData", "file_data")) is not None:
+            # a Files API or Cloud Storage URI: sent to Gemini as it is, never converted
+            uri = _camel(file, "fileUri", "file_uri") if isinstance(file, Mapping) else None
+            if not isinstance(uri, str):
+                raise BadRow(f"{where}.parts[{j}].fileData must be an object with 'fileUri'")
+            parts.append(Part(media=Media(uri, "file")))
+            lost.append(f"{where}.parts[{j}].fileData")
         else:
             lost.append(f"{where}.parts[{j}] ({', '.join(p) or 'empty'})")
     return tuple(parts), lost
+
+
+def _gemini_inline(inline: Any, where: str) -> Media:
+    """An ``inlineData {mimeType, data}`` part as a data: URI ref.
+    https://ai.google.dev/api/caching#Blob"""
+    if not isinstance(inline, Mapping):
+        raise BadRow(f"{where} must be an object with 'mimeType' and 'data'")
+    mime, data = _camel(inline, "mimeType", "mime_type"), inline.get("data")
+    if not isinstance(mime, str) or not isinstance(data, str):
+        raise BadRow(f"{where} must have a string 'mimeType' and base64 'data'")
+    return Media(f"data:{mime};base64,{data}", "image" if mime.startswith("image/") else "file")
 
 
 def _gemini_messages(req: Mapping[str, Any]) -> tuple[tuple[Message, ...], list[str]]:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from .._media import Media
+
 __all__ = ["Job", "Message", "NativeRequest", "Part", "ProviderName", "Role"]
 
 ProviderName: TypeAlias = Literal["openai", "gemini"]
@@ -14,9 +16,11 @@ Role: TypeAlias = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True, slots=True)
 class Part:
-    """One piece of a message. Text today; the model is open to images later."""
+    """One piece of a message: text, or an image or file (``media``, a reference to its bytes,
+    read when the job is sent; its ``text`` is then empty)."""
 
-    text: str
+    text: str = ""
+    media: Media | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,14 @@ class Job:
     stop: tuple[str, ...] = ()
     native: NativeRequest | None = None
     source: str = "<python>"
+    modalities: tuple[str, ...] = ()
+    """What the answer may hold (``("text", "image")``): Gemini's ``responseModalities``."""
+    n: int | None = None
+    """Images to generate (the images endpoint)."""
+    size: str | None = None
+    """Size of generated images, e.g. ``1024x1024`` (the images endpoint)."""
+    quality: str | None = None
+    """Quality of generated images, e.g. ``high`` (the images endpoint)."""
 
     @classmethod
     def from_prompt(cls, id: str, prompt: str, **kwargs: Any) -> Job:
@@ -67,3 +79,8 @@ class Job:
     def text(self) -> str:
         """All the text the job sends, for token estimates."""
         return "\n".join(m.text for m in self.messages)
+
+    @property
+    def media(self) -> tuple[Media, ...]:
+        """Every image and file the job sends, in order."""
+        return tuple(p.media for m in self.messages for p in m.parts if p.media is not None)

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from .._errors import InputError, InputProblem, UsageError
 from .._idset import duplicates, id_hash
+from .._media import INLINE_LIMIT, media_problem
 from ._columns import ColumnMapping
 from ._formats import parse_row
 from ._model import Job, ProviderName
@@ -45,10 +46,15 @@ class JobSource:
         *,
         provider: ProviderName = "openai",
         default_model: str | None = None,
+        endpoint: str = "chat",
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.columns = columns or ColumnMapping()
         self.provider = provider
         self.default_model = default_model
+        self.endpoint = endpoint
+        # Job fields a job that leaves them unset takes (modalities, n, size, quality)
+        self.defaults = {k: v for k, v in (defaults or {}).items() if v not in (None, ())}
         self.paths: list[Path] = []
         self._items: list[Job | Mapping[str, Any]] = []
         if isinstance(jobs, str | Path):
@@ -86,15 +92,15 @@ class JobSource:
             else:
                 more += 1
 
-        for where, pos, item in self._located():
+        for where, pos, item, base in self._located():
             try:
-                job = self._job(where, pos, item)
+                job = self._job(where, pos, item, base)
             except BadRow as e:
                 problem(InputProblem(where, e.message, e.job_id))
                 continue
             total += 1
             seen.append(id_hash(job.id))
-            issue = _job_problem(job, self.provider)
+            issue = _job_problem(job, self.provider, self.endpoint)
             if issue:
                 problem(InputProblem(where, issue, job.id))
             elif visit is not None and not problems:
@@ -110,33 +116,39 @@ class JobSource:
 
     def __iter__(self) -> Iterator[Job]:
         """Every job, in input order; a bad row raises ``BadRow`` (``scan`` first to avoid that)."""
-        for where, pos, item in self._located():
-            yield self._job(where, pos, item)
+        for where, pos, item, base in self._located():
+            yield self._job(where, pos, item, base)
 
-    def _located(self) -> Iterator[tuple[str, str, _Item]]:
-        """(where, position id, item) for every row or Python object."""
+    def _located(self) -> Iterator[tuple[str, str, _Item, Path | None]]:
+        """(where, position id, item, folder its relative paths start from) for every row or
+        Python object."""
         if self.paths:
-            yield from iter_rows(self.paths, self.columns.needed)
+            for path in self.paths:
+                for where, pos, row in iter_rows([path], self.columns.needed):
+                    yield where, pos, row, path.parent
         else:
             for n, item in enumerate(self._items, start=1):
-                yield f"jobs[{n - 1}]", f"job-{n}", item
+                yield f"jobs[{n - 1}]", f"job-{n}", item, None
 
-    def _job(self, where: str, pos: str, item: _Item) -> Job:
+    def _job(self, where: str, pos: str, item: _Item, base: Path | None) -> Job:
         if isinstance(item, BadRow):
             raise item
         if isinstance(item, Job):
-            if item.model or not self.default_model:
-                return item
-            return replace(item, model=self.default_model)
-        job_id, fields = parse_row(item, position_id=pos, columns=self.columns)
-        return fields.job(job_id, source=where, default_model=self.default_model)
+            job = item
+        else:
+            job_id, fields = parse_row(item, position_id=pos, columns=self.columns, base=base)
+            job = fields.job(job_id, source=where, default_model=self.default_model)
+        if not job.model and self.default_model:
+            job = replace(job, model=self.default_model)
+        unset = {k: v for k, v in self.defaults.items() if getattr(job, k) in (None, ())}
+        return replace(job, **unset) if unset else job
 
     def _duplicates(self, repeated: set[int]) -> Iterator[InputProblem]:
         """A second pass, only when some id hashes repeat: name each duplicate's line."""
         first: dict[str, str] = {}
-        for where, pos, item in self._located():
+        for where, pos, item, base in self._located():
             try:
-                job = self._job(where, pos, item)
+                job = self._job(where, pos, item, base)
             except BadRow:
                 continue
             if id_hash(job.id) not in repeated:
@@ -147,7 +159,7 @@ class JobSource:
                 first[job.id] = where
 
 
-def _job_problem(job: Job, provider: ProviderName) -> str | None:
+def _job_problem(job: Job, provider: ProviderName, endpoint: str = "chat") -> str | None:
     """Why this job (its model already resolved) cannot be sent to ``provider``, or None."""
     if not job.model:
         return "no model: give the job a 'model' or pass --model"
@@ -158,5 +170,27 @@ def _job_problem(job: Job, provider: ProviderName) -> str | None:
         return (
             f"this {native.provider} batch line cannot be sent to {provider} without losing "
             f"{', '.join(native.unconvertible)}; use --provider {native.provider}"
+        )
+    media = job.media
+    if media and endpoint == "images":
+        return "the images endpoint takes a prompt only: this job sends images or files"
+    return _media_problem(job, provider) if media else None
+
+
+def _media_problem(job: Job, provider: ProviderName) -> str | None:
+    """Why an image or file of ``job`` cannot be sent, or why all of them together are too big to
+    send inline (their base64 is 4/3 of their size)."""
+    total = 0
+    for m in job.media:
+        why, size = media_problem(m, provider)
+        if why is not None:
+            return why
+        total += size
+    limit = INLINE_LIMIT[provider]
+    if total * 4 // 3 > limit:
+        return (
+            f"its images and files come to {total / 2**20:.1f} MiB, over {provider}'s inline "
+            f"request limit of {limit // 2**20} MB once base64-encoded (batcher does not upload "
+            "through a Files API yet): make them smaller or send fewer per job"
         )
     return None

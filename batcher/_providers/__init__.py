@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from .._errors import UsageError
-from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
+from ._base import Completion, ImageOut, Provider, RateHints, RequestSpec, rate_hints
 from ._gemini import GeminiProvider
-from ._http import fingerprint, send
+from ._http import fingerprint, job_fingerprint, send
+from ._images import OpenAIImagesProvider
 from ._openai import OpenAIProvider
 
 __all__ = [
     "Completion",
+    "ImageOut",
     "Provider",
     "RateHints",
     "RequestSpec",
     "fingerprint",
     "get_provider",
+    "job_fingerprint",
     "rate_hints",
     "send",
 ]
@@ -25,8 +28,15 @@ _PROVIDERS: dict[str, type[Provider]] = {
 }
 
 
-def get_provider(name: str) -> Provider:
-    """The provider for a ``--provider`` name."""
+def get_provider(name: str, endpoint: str = "chat") -> Provider:
+    """The provider for a ``--provider`` name, and ``--endpoint`` (chat, or images)."""
+    if endpoint == "images":
+        if name != "openai":
+            raise UsageError(
+                "--endpoint images speaks OpenAI's images API (OpenAI or a compatible proxy): "
+                "use --provider openai, or --modalities text,image with --provider gemini"
+            )
+        return OpenAIImagesProvider()
     try:
         return _PROVIDERS[name]()
     except KeyError:

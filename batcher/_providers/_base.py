@@ -11,10 +11,12 @@ from typing import Any, Protocol
 
 from .._errors import FatalProviderError, PermanentJobError, ProviderError, RetryableError
 from .._jobs import Job, ProviderName
+from .._media import Inline
 
 __all__ = [
     "Answer",
     "Completion",
+    "ImageOut",
     "Provider",
     "RateHints",
     "RequestSpec",
@@ -24,6 +26,7 @@ __all__ = [
     "rate_hints",
     "retry_after",
     "str_or_none",
+    "without_data",
 ]
 
 
@@ -36,6 +39,15 @@ class RequestSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageOut:
+    """An image an answer holds: its bytes, or a URL to download them from."""
+
+    mime_type: str | None
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """A usable answer, whatever the wire format."""
 
@@ -45,6 +57,27 @@ class Completion:
     output_tokens: int | None
     model: str | None
     raw: str
+    images: tuple[ImageOut, ...] = ()
+    """Images the answer holds (saved under DIR/images/ before the job is recorded)."""
+
+
+_BIG = 64
+"""Strings at least this long under a key that carries base64 are left out of the raw answer."""
+
+
+def without_data(body: Any, keys: frozenset[str] = frozenset({"data", "b64_json"})) -> Any:
+    """``body`` with long base64 strings (inline images) replaced by a note of their length: the
+    images are saved as files, and the ``response`` column stays small."""
+    if isinstance(body, Mapping):
+        return {
+            k: f"<{len(v)} base64 characters, saved>"
+            if k in keys and isinstance(v, str) and len(v) >= _BIG
+            else without_data(v, keys)
+            for k, v in body.items()
+        }
+    if isinstance(body, list):
+        return [without_data(v, keys) for v in body]
+    return body
 
 
 class Answer(Protocol):
@@ -73,7 +106,10 @@ class Provider(Protocol):
 
     def auth_headers(self, key: str) -> dict[str, str]: ...
 
-    def build(self, job: Job, model: str) -> RequestSpec: ...
+    def build(self, job: Job, model: str, inline: Inline = ...) -> RequestSpec:
+        """The request for ``job``; ``inline`` gives each image's or file's (MIME type, base64
+        data): by default read now, ``inline_digest`` for a fingerprint that never holds them."""
+        ...
 
     def parse(self, response: Answer) -> Completion:
         """Read a completion, or raise a classified ``ProviderError``."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from .._errors import FatalProviderError, PermanentJobError, RateLimitError, RetryableError
-from .._jobs import Job, ProviderName
+from .._jobs import Job, Part, ProviderName
+from .._media import Inline, inline_now
 from ._base import (
     Answer,
     Completion,
+    ImageOut,
     RequestSpec,
     classify_status,
     count,
@@ -18,6 +23,7 @@ from ._base import (
     parse_duration,
     retry_after,
     str_or_none,
+    without_data,
 )
 
 __all__ = ["GeminiProvider"]
@@ -27,13 +33,24 @@ _BLOCKED_FINISH = frozenset(
 )
 
 
-def build_body(job: Job) -> dict[str, Any]:
-    """The generateContent body for a job: its native request if it has one, else built from it."""
+def _part(p: Part, inline: Inline) -> dict[str, Any]:
+    """A text part, or an image or file as ``inlineData {mimeType, data}`` (a URL fetched first).
+    https://ai.google.dev/gemini-api/docs/image-understanding#inline-image"""
+    if p.media is None:
+        return {"text": p.text}
+    mime, data = inline(p.media)
+    return {"inlineData": {"mimeType": mime, "data": data}}
+
+
+def build_body(job: Job, inline: Inline = inline_now) -> dict[str, Any]:
+    """The generateContent body for a job: its native request if it has one, else built from it.
+    ``inline`` gives each image's or file's data (read now, unless fingerprinting)."""
     if job.native is not None and job.native.provider == "gemini":
         return {k: v for k, v in job.native.body.items() if k != "model"}
     body: dict[str, Any] = {"contents": []}
     for m in job.messages:
-        parts = [{"text": p.text} for p in m.parts]
+        parts = [_part(p, inline) for p in m.parts if p.text or p.media is not None]
+        parts = parts or [{"text": ""}]
         if m.role == "system":
             body.setdefault("systemInstruction", {"parts": []})["parts"].extend(parts)
         else:
@@ -48,9 +65,35 @@ def build_body(job: Job) -> dict[str, Any]:
         config["topP"] = job.top_p
     if job.stop:
         config["stopSequences"] = list(job.stop)
+    if job.modalities:
+        # https://ai.google.dev/gemini-api/docs/image-generation: ["TEXT", "IMAGE"]
+        config["responseModalities"] = [m.upper() for m in job.modalities]
     if config:
         body["generationConfig"] = config
     return body
+
+
+def _images(parts: list[Any]) -> tuple[ImageOut, ...]:
+    """Every ``inlineData`` image part of a candidate, decoded (``TypeError`` if malformed).
+    https://ai.google.dev/gemini-api/docs/image-generation"""
+    out = []
+    for p in parts:
+        inline = p.get("inlineData", p.get("inline_data"))
+        if inline is None or p.get("thought"):
+            continue
+        mime = str_or_none(inline.get("mimeType", inline.get("mime_type")))
+        if mime is None or not mime.startswith("image/"):
+            continue
+        try:
+            data = base64.b64decode(inline["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise TypeError("inlineData.data is not base64") from None
+        out.append(ImageOut(mime, data))
+    return tuple(out)
+
+
+def _json_text(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def _details(err: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
@@ -110,9 +153,9 @@ class GeminiProvider:
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}
 
-    def build(self, job: Job, model: str) -> RequestSpec:
+    def build(self, job: Job, model: str, inline: Inline = inline_now) -> RequestSpec:
         return RequestSpec(
-            f"models/{model.removeprefix('models/')}:generateContent", build_body(job)
+            f"models/{model.removeprefix('models/')}:generateContent", build_body(job, inline)
         )
 
     def parse(self, response: Answer) -> Completion:
@@ -138,6 +181,7 @@ class GeminiProvider:
             text = "".join(
                 str_or_none(p["text"]) or "" for p in parts if "text" in p and not p.get("thought")
             )
+            images = _images(parts)
             usage = body.get("usageMetadata") or {}
             output = count(usage.get("candidatesTokenCount"))
             thoughts = count(usage.get("thoughtsTokenCount"))
@@ -147,7 +191,8 @@ class GeminiProvider:
                 input_tokens=count(usage.get("promptTokenCount")),
                 output_tokens=output + thoughts if output is not None and thoughts else output,
                 model=str_or_none(body.get("modelVersion")),
-                raw=response.text,
+                raw=_json_text(without_data(body)) if images else response.text,
+                images=images,
             )
         except (KeyError, IndexError, TypeError, AttributeError):
             raise RetryableError(

@@ -7,10 +7,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from .._jobs import Job
+from .._media import inline_digest
 from .._transport import Transport
 from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 
-__all__ = ["encode", "fingerprint", "send"]
+__all__ = ["encode", "fingerprint", "job_fingerprint", "send"]
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -42,3 +44,9 @@ def fingerprint(provider: Provider, model: str, spec: RequestSpec) -> str:
     data: list[Any] = [provider.name, model, spec.path, spec.body]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def job_fingerprint(provider: Provider, job: Job, model: str) -> str:
+    """The fingerprint of what ``job`` sends, its images and files counted by their SHA-256
+    (streamed, never held): the one every path that records or compares a job uses."""
+    return fingerprint(provider, model, provider.build(job, model, inline_digest))

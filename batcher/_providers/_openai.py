@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import FatalProviderError, RateLimitError, RetryableError
-from .._jobs import Job, ProviderName
+from .._jobs import Job, Message, ProviderName
+from .._media import Inline, inline_now
 from ._base import (
     Answer,
     Completion,
@@ -24,13 +25,49 @@ __all__ = ["OpenAIProvider"]
 _FATAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "model_not_found"})
 
 
-def build_body(job: Job, model: str) -> dict[str, Any]:
-    """The chat/completions body for a job: its native body if it has one, else built from it."""
+def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or content parts when it carries images or files.
+
+    Images go as ``image_url`` (a URL as given, else a data: URI), audio as ``input_audio``,
+    other files (PDFs) as ``file`` with ``file_data``.
+    https://platform.openai.com/docs/guides/images-vision, .../guides/audio, .../guides/pdf-files
+    """
+    if all(p.media is None for p in m.parts):
+        return m.text
+    parts: list[dict[str, Any]] = []
+    for p in m.parts:
+        media = p.media
+        if media is None:
+            if p.text:
+                parts.append({"type": "text", "text": p.text})
+            continue
+        if media.kind == "image" and media.is_url:
+            image: dict[str, Any] = {"url": media.ref}
+        else:
+            mime, data = inline(media)
+            if mime.startswith("audio/"):
+                fmt = "mp3" if mime == "audio/mpeg" else mime.removeprefix("audio/")
+                parts.append({"type": "input_audio", "input_audio": {"data": data, "format": fmt}})
+                continue
+            if not mime.startswith("image/"):
+                file = {"filename": "file.pdf", "file_data": f"data:{mime};base64,{data}"}
+                parts.append({"type": "file", "file": file})
+                continue
+            image = {"url": f"data:{mime};base64,{data}"}
+        if media.detail is not None:
+            image["detail"] = media.detail
+        parts.append({"type": "image_url", "image_url": image})
+    return parts
+
+
+def build_body(job: Job, model: str, inline: Inline = inline_now) -> dict[str, Any]:
+    """The chat/completions body for a job: its native body if it has one, else built from it.
+    ``inline`` gives each local image's or file's data (read now, unless fingerprinting)."""
     if job.native is not None and job.native.provider == "openai":
         return {**job.native.body, "model": model}
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": m.role, "content": m.text} for m in job.messages],
+        "messages": [{"role": m.role, "content": _content(m, inline)} for m in job.messages],
     }
     if job.temperature is not None:
         body["temperature"] = job.temperature
@@ -55,8 +92,8 @@ class OpenAIProvider:
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"}
 
-    def build(self, job: Job, model: str) -> RequestSpec:
-        return RequestSpec("chat/completions", build_body(job, model))
+    def build(self, job: Job, model: str, inline: Inline = inline_now) -> RequestSpec:
+        return RequestSpec("chat/completions", build_body(job, model, inline))
 
     def parse(self, response: Answer) -> Completion:
         body = json_body(response)

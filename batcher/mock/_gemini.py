@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._limits import Rejection
+from ._media import BadMedia, Described, describe_b64, describe_url, make_png
 from ._wire import Call, LimitStyle, Refusal, Reply, Request, Response, json_object, json_response
 
 __all__ = ["PREFIX", "GeminiNative", "gemini_429_body"]
@@ -91,21 +93,47 @@ def gemini_429_body(model: str, why: Rejection, free_tier: bool) -> dict[str, An
     return gemini_error_body(429, "RESOURCE_EXHAUSTED", message, details)
 
 
-def _contents_text(body: dict[str, Any], invalid: Callable[[str], Response]) -> tuple[str, str]:
-    """(every turn's text, one per line; the last user turn's text) of a request body."""
+def _gemini_part(p: Mapping[str, Any]) -> Described:
+    """A text, ``inlineData`` or ``fileData`` part, checked; ``BadMedia`` if it is not valid.
+    https://ai.google.dev/api/caching#Part"""
+    if isinstance(p.get("text"), str):
+        return Described(p["text"], 0)
+    inline = p.get("inlineData", p.get("inline_data"))
+    if isinstance(inline, Mapping):
+        mime = inline.get("mimeType", inline.get("mime_type"))
+        if not isinstance(mime, str):
+            raise BadMedia(
+                "* GenerateContentRequest.contents.parts.inline_data.mime_type: required"
+            )
+        return describe_b64(str(inline.get("data", "")), "gemini", mime, None)
+    file = p.get("fileData", p.get("file_data"))
+    if isinstance(file, Mapping):
+        return describe_url(str(file.get("fileUri", file.get("file_uri", ""))), "gemini")
+    return Described("", 0)
+
+
+def _contents_text(
+    body: dict[str, Any], invalid: Callable[[str], Response]
+) -> tuple[str, str, int]:
+    """(every turn's text, one per line; the last user turn's text; media tokens) of a body."""
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         raise Refusal(invalid("* GenerateContentRequest.contents: contents is not specified"))
-    texts, users = [], []
+    texts, users, tokens = [], [], 0
     system = body.get("systemInstruction", body.get("system_instruction"))
     for c in ([system] if isinstance(system, Mapping) else []) + contents:
         if not isinstance(c, Mapping) or not isinstance(c.get("parts"), list):
             raise Refusal(invalid("* GenerateContentRequest.contents: parts is not specified"))
-        t = "".join(p.get("text", "") for p in c["parts"] if isinstance(p, Mapping))
+        try:
+            read = [_gemini_part(p) for p in c["parts"] if isinstance(p, Mapping)]
+        except BadMedia as e:
+            raise Refusal(invalid(str(e))) from None
+        t = " ".join(d.text for d in read if d.text)
+        tokens += sum(d.tokens for d in read)
         texts.append(t)
         if c is not system and c.get("role", "user") == "user":
             users.append(t)
-    return "\n".join(texts), users[-1] if users else ""
+    return "\n".join(texts), users[-1] if users else "", tokens
 
 
 class GeminiNative:
@@ -144,16 +172,26 @@ class GeminiNative:
                 )
             )
         body = json_object(request.body, self.invalid)
-        prompt, last_user = _contents_text(body, self.invalid)
+        prompt, last_user, media_tokens = _contents_text(body, self.invalid)
         config = body.get("generationConfig", body.get("generation_config"))
         config = config if isinstance(config, Mapping) else {}
         max_tokens = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        modalities = config.get("responseModalities", config.get("response_modalities")) or []
+        images = 0
+        if isinstance(modalities, list) and "IMAGE" in modalities:
+            if "image" not in model:
+                raise Refusal(
+                    self.invalid("Model does not support the requested response modalities: image")
+                )
+            images = 1
         return Call(
             model=model,
             key=key,
             prompt=prompt,
             last_user=last_user,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            media_tokens=media_tokens,
+            images=images,
         )
 
     def invalid(self, message: str) -> Response:
@@ -174,10 +212,15 @@ class GeminiNative:
         return json_response(429, gemini_429_body(call.model, why, self.free_tier))
 
     def answer(self, call: Call, reply: Reply, serial: int, headers: Mapping[str, str]) -> Response:
+        parts: list[dict[str, Any]] = [{"text": reply.text}]
+        for k in range(call.images):
+            png = make_png(f"{call.model}\n{call.last_user}\n{k}", *call.image_size)
+            b64 = base64.b64encode(png).decode("ascii")
+            parts.append({"inlineData": {"mimeType": "image/png", "data": b64}})
         body = {
             "candidates": [
                 {
-                    "content": {"parts": [{"text": reply.text}], "role": "model"},
+                    "content": {"parts": parts, "role": "model"},
                     "finishReason": "MAX_TOKENS" if reply.cut else "STOP",
                     "index": 0,
                 }

@@ -21,6 +21,7 @@ class GeminiOpenAIChat(OpenAIChat):
 
     limit_style: LimitStyle = "gemini"
     reports_limits = False
+    token_rule = "gemini"
 
     def __init__(self, *, free_tier: bool) -> None:
         self.free_tier = free_tier

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._limits import Rejection
+from ._media import BadMedia, Described, describe_b64, describe_data_uri, describe_url
 from ._wire import Call, LimitStyle, Refusal, Reply, Request, Response, json_object, json_response
 
 __all__ = ["OpenAIChat", "openai_error"]
@@ -23,13 +24,55 @@ def openai_error(status: int, message: str, type_: str, code: str | None) -> Res
     return json_response(status, body)
 
 
-def _text(content: Any) -> str:
-    """A message's text: a string, or the text parts of a list of content parts."""
+def _part(p: Mapping[str, Any], rule: str) -> Described:
+    """An ``image_url``, ``input_audio`` or ``file`` content part, checked; ``BadMedia`` if it is
+    not valid. https://platform.openai.com/docs/api-reference/chat/create"""
+    kind = p.get("type")
+    if kind == "image_url":
+        image = p.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else None
+        if not isinstance(url, str):
+            raise BadMedia("image_url.url is required")
+        detail = image.get("detail") if isinstance(image, Mapping) else None
+        if url.startswith("data:"):
+            return describe_data_uri(url, rule, detail if isinstance(detail, str) else None)
+        if url.startswith(("http://", "https://")):
+            return describe_url(url, rule)
+        raise BadMedia("image_url.url must be an http(s) URL or a data: URI")
+    if kind == "input_audio":
+        audio = p.get("input_audio")
+        if not isinstance(audio, Mapping) or audio.get("format") not in ("wav", "mp3"):
+            raise BadMedia("input_audio needs base64 'data' and a 'format' of wav or mp3")
+        declared = "audio/wav" if audio["format"] == "wav" else "audio/mpeg"
+        return describe_b64(str(audio.get("data", "")), rule, declared, None)
+    if kind == "file":
+        file = p.get("file")
+        data = file.get("file_data") if isinstance(file, Mapping) else None
+        if not isinstance(data, str):
+            raise BadMedia("file.file_data is required")
+        return describe_data_uri(data, rule, None)
+    raise BadMedia(f"unknown content part type {kind!r}")
+
+
+def _text(content: Any, rule: str = "openai") -> tuple[str, int]:
+    """A message's text and its media tokens: a string, or a list of content parts whose images
+    and files are checked and described (``Refusal``-free: raises ``BadMedia``)."""
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-    return ""
+        return content, 0
+    if not isinstance(content, list):
+        return "", 0
+    texts, tokens, media = [], 0, False
+    for p in content:
+        if not isinstance(p, Mapping):
+            continue
+        if p.get("type", "text") == "text":
+            texts.append(str(p.get("text", "")))
+            continue
+        described = _part(p, rule)
+        texts.append(described.text)
+        tokens += described.tokens
+        media = True
+    return (" ".join(t for t in texts if t) if media else "".join(texts)), tokens
 
 
 _NO_KEY = (
@@ -49,8 +92,11 @@ class OpenAIChat:
 
     limit_style: LimitStyle = "openai"
     reports_limits = True
+    token_rule = "openai"
+    """Whose rule counts image tokens: OpenAI's tiles, or Gemini's on its compatible route."""
 
-    def parse(self, request: Request) -> Call:
+    def check_key(self, request: Request) -> str:
+        """The Bearer key of ``request``; ``Refusal`` as OpenAI refuses a missing or bad one."""
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth.startswith("Bearer ") else ""
         if not key:
@@ -65,10 +111,10 @@ class OpenAIChat:
                     "invalid_api_key",
                 )
             )
-        body = json_object(request.body, self.invalid)
-        model, messages = body.get("model"), body.get("messages")
-        if not isinstance(model, str) or not model:
-            raise Refusal(self.invalid("you must provide a model parameter"))
+        return key
+
+    def check_model(self, model: str) -> None:
+        """``Refusal`` with OpenAI's 404 for a model the mock does not have (``no-such-*``)."""
         if model.startswith("no-such-"):
             raise Refusal(
                 openai_error(
@@ -78,17 +124,30 @@ class OpenAIChat:
                     "model_not_found",
                 )
             )
+
+    def parse(self, request: Request) -> Call:
+        key = self.check_key(request)
+        body = json_object(request.body, self.invalid)
+        model, messages = body.get("model"), body.get("messages")
+        if not isinstance(model, str) or not model:
+            raise Refusal(self.invalid("you must provide a model parameter"))
+        self.check_model(model)
         if not isinstance(messages, list) or not messages:
             raise Refusal(self.invalid("'messages' must be a non-empty array"))
         turns = [m for m in messages if isinstance(m, Mapping)]
-        users = [_text(m.get("content")) for m in turns if m.get("role") == "user"]
+        try:
+            read = [(m.get("role"), *_text(m.get("content"), self.token_rule)) for m in turns]
+        except BadMedia as e:
+            raise Refusal(self.invalid(str(e))) from None
+        users = [text for role, text, _ in read if role == "user"]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         return Call(
             model=model,
             key=key,
-            prompt="\n".join(_text(m.get("content")) for m in turns),
+            prompt="\n".join(text for _, text, _ in read),
             last_user=users[-1] if users else "",
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            media_tokens=sum(tokens for _, _, tokens in read),
         )
 
     def invalid(self, message: str) -> Response:

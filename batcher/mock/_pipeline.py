@@ -18,6 +18,7 @@ from .._tokens import count_tokens
 from ._batches import BatchService
 from ._config import MockConfig
 from ._faults import Fault, FaultDealer
+from ._images import FILES, serve_file
 from ._limits import Enforcer
 from ._reply import reply_to
 from ._routes import Routes
@@ -68,6 +69,10 @@ class Pipeline:
             if request.method != "POST":
                 return _not_allowed("POST")
             return await self._call(wire, request)
+        if request.path.startswith(FILES):
+            if request.method != "GET":
+                return _not_allowed("GET")
+            return serve_file(self.routes.files, request.path) or text_response(404, "Not Found")
         if request.path == "/admin/stats":
             if request.method != "GET":
                 return _not_allowed("GET")
@@ -107,7 +112,7 @@ class Pipeline:
         fault = self._faults.deal(call.last_user)
         if fault is not None and (online or fault is not Fault.SLOW):
             await self._act_out(fault, wire)
-        prompt_tokens = count_tokens(call.prompt)
+        prompt_tokens = count_tokens(call.prompt) + call.media_tokens
         if online:
             why = self.enforcer.check(wire.limit_style, call.model, prompt_tokens, call.max_tokens)
             if why is not None:

@@ -6,6 +6,7 @@ from ._config import MockConfig
 from ._gemini import PREFIX as GEMINI_PREFIX
 from ._gemini import GeminiNative
 from ._gemini_openai import GeminiOpenAIChat
+from ._images import MockFiles, OpenAIImages
 from ._openai import OpenAIChat
 from ._wire import WireFormat
 
@@ -21,9 +22,13 @@ class Routes:
 
     def __init__(self, config: MockConfig) -> None:
         openai = OpenAIChat()
+        self.files = MockFiles()
+        images = OpenAIImages(self.files)
         self.exact: dict[str, WireFormat] = {
             "/v1/chat/completions": openai,
             "/chat/completions": openai,
+            "/v1/images/generations": images,
+            "/images/generations": images,
             "/v1beta/openai/chat/completions": GeminiOpenAIChat(free_tier=config.free_tier),
         }
         self.prefixed: dict[str, WireFormat] = {

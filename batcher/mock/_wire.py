@@ -64,6 +64,13 @@ class Call:
     last_user: str
     """The last user turn: what the answer echoes and what fault markers are read from."""
     max_tokens: int | None = None
+    media_tokens: int = 0
+    """The tokens of the images and files sent, by the provider's rule (beside ``prompt``'s)."""
+    images: int = 0
+    """Images to answer (Gemini with an IMAGE response modality, or the images route)."""
+    image_size: tuple[int, int] = (64, 64)
+    image_base: str | None = None
+    """Where images answered as URLs are served; None: answer them inline (base64)."""
 
 
 @dataclass(frozen=True, slots=True)
