@@ -8,12 +8,15 @@ batch-API executor plugs in beside this one with the same outcomes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 import anyio
 
+from ._attempts import Attempt
 from ._clock import Clock
 from ._endpoint import Target
 from ._errors import (
@@ -100,6 +103,8 @@ class Executor:
         """The output directory, where images answered are saved (under ``images/``)."""
         self.transport = transport
         self.prices = prices or load_prices()
+        self.on_attempt: Callable[[Attempt], None] | None = None
+        """Told of every request sent, as it ends (the attempt log)."""
         self.target = target
         self.provider = target.provider
         self.policy = policy
@@ -144,16 +149,22 @@ class Executor:
             nonlocal attempts
             if self._halting:
                 raise _Stopped
+            asked = self.clock.monotonic()
             async with lane.request(x, output=output) as slot:
                 attempts += 1
                 self.tally.requests += 1
                 sending[0] = True
+                sent = self.clock.monotonic()
                 try:
                     answer = await send(self.transport, self.provider, spec, slot.observe)
                     if any(i.data is None for i in answer.images):
                         answer = replace(answer, images=await _download(answer))
+                except ProviderError as e:
+                    self._log(job.id, attempts, model, asked, sent, error=e)
+                    raise
                 finally:
                     sending[0] = False
+                self._log(job.id, attempts, model, asked, sent, answer=answer)
                 slot.done(answer.input_tokens)
             return answer
 
@@ -188,6 +199,44 @@ class Executor:
             )
         record = self._record(job, model, fp or spec, attempts, start, completion=completion)
         return Done(replace(record, images=tuple(images)) if images else record)
+
+    def _log(
+        self,
+        job_id: str,
+        n: int,
+        model: str,
+        asked: float,
+        sent: float,
+        *,
+        answer: Completion | None = None,
+        error: ProviderError | None = None,
+    ) -> None:
+        """Tell ``on_attempt`` how one request went."""
+        if self.on_attempt is None:
+            return
+        now = self.clock.monotonic()
+        self.on_attempt(
+            Attempt(
+                job_id=job_id,
+                attempt=n,
+                model=model,
+                endpoint=self._endpoint,
+                sent_at=self.clock.time() - (now - sent),
+                waited_ms=(sent - asked) * 1000,
+                latency_ms=(now - sent) * 1000,
+                outcome="ok" if error is None else error.kind,
+                http_status=200 if error is None else (error.status or None),
+                input_tokens=answer.input_tokens if answer is not None else None,
+                output_tokens=answer.output_tokens if answer is not None else None,
+                retry_after=getattr(error, "retry_after", None),
+                error=self.target.redact(error.message)[:500] if error is not None else None,
+            )
+        )
+
+    @property
+    def _endpoint(self) -> str:
+        """The endpoint as the attempt log names it: its host and port, never a key."""
+        return urlsplit(self.target.base_url).netloc.rpartition("@")[2]
 
     def _record(
         self,

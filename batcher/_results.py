@@ -157,7 +157,7 @@ def _stream_dirs(out: Path, stream: str) -> tuple[Path, Path]:
     """(parts folder, journal folder) of a stream: results keep the original layout."""
     if stream == "results":
         return out / "results", out / "journal"
-    return out / stream, out / stream / "journal"
+    return out / stream, out / stream / "_journal"
 
 
 def read_costs(out: Path) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
+from ._attempts import AttemptLog
 from ._batchapi import BatchExecutor, batch_api
 from ._budget import Budget
 from ._clock import Clock, SystemClock
@@ -92,6 +93,7 @@ class Runner:
             defaults=opts.media.job_defaults(),
         )
         self.store = ResultStore(self.out)
+        self.attempts = AttemptLog(self.out)
         self.limits = opts.limits.table()
         self.prices = opts.costs.prices()
         self.lanes: Lanes | None = None
@@ -104,6 +106,7 @@ class Runner:
         self._scheduler: Scheduler | None = None
         self._batch: BatchExecutor | None = None
         self._stopped_by: int | None = None  # the signal that stopped a batch run
+        self._attempts_open = False
 
     async def __aenter__(self) -> Runner:
         self._lock.acquire()  # before anything in DIR is read or written
@@ -130,6 +133,8 @@ class Runner:
             plan_resume, self.source, self.store, self.provider, opts.resume
         )
         self.tally.total, self.changed = plan.total, plan.changed
+        await anyio.to_thread.run_sync(self.attempts.open)  # recover what a crash left
+        self._attempts_open = True
         budget = None
         if opts.costs.budget is not None:
             spent = sum((await anyio.to_thread.run_sync(read_costs, self.out)).values())
@@ -193,7 +198,9 @@ class Runner:
             wait_for_reset=opts.limits.on_daily_limit == "wait",
             grace=opts.requests.grace,
             budget=budget,
+            attempts=self.attempts,
         )
+        executor.on_attempt = self._scheduler.log_attempt
 
     async def __aexit__(
         self,
@@ -206,6 +213,8 @@ class Runner:
                 await self._transport.aclose()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.store.close)
+                if self._attempts_open:
+                    await anyio.to_thread.run_sync(self.attempts.close)
                 if self.lanes is not None:
                     await anyio.to_thread.run_sync(self.lanes.save)
         finally:
@@ -287,6 +296,7 @@ class Runner:
     def _summary(self, elapsed: float) -> RunSummary:
         assert self._scheduler is not None and self.lanes is not None
         self.store.close()
+        self.attempts.close()
         self.lanes.save()
         scheduler = self._scheduler
         return self.tally.summary(

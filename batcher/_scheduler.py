@@ -17,6 +17,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._attempts import Attempt, AttemptLog
 from ._budget import Budget, Reservation
 from ._clock import Clock
 from ._errors import FatalProviderError, Outage, QuotaExhausted, WriteFailed
@@ -107,6 +108,7 @@ class Scheduler:
         wait_for_reset: bool,
         grace: float,
         budget: Budget | None = None,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self.source = source
         self.lanes = lanes
@@ -120,6 +122,7 @@ class Scheduler:
         self.wait_for_reset = wait_for_reset
         self.grace = grace
         self.budget = budget
+        self.attempts = attempts
         self.budget_stop: str | None = None
         """Why admission stopped at the budget, if it did."""
         self.unpriced: str | None = None
@@ -303,6 +306,19 @@ class Scheduler:
         self.tally.finished(outcome.record)
         if seq is not None and self._tg is not None:
             self._tg.start_soon(self._in_thread, self.store.compact, seq)
+
+    def log_attempt(self, attempt: Attempt) -> None:
+        """Journal one request in the attempt log; a failed write stops the run as a result's
+        does (the disk that refused it will refuse results next)."""
+        if self.attempts is None or self.write_failed is not None:
+            return
+        try:
+            seq = self.attempts.append(attempt)
+        except WriteFailed as e:
+            self._write_failed(e)
+            return
+        if seq is not None and self._tg is not None:
+            self._tg.start_soon(self._in_thread, self.attempts.compact, seq)
 
     def _write_failed(self, error: WriteFailed) -> None:
         if self.write_failed is None:
