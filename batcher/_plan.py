@@ -126,6 +126,10 @@ def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
             out.append(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
         else:
             out.append("  no per-minute limit known: the time depends on the server")
+        out.append(
+            "  by batch API (--mode batch): within 24 h (the completion window), most batches"
+            " sooner, outside these limits"
+        )
         out.append("  " + _cost(p))
     return out
 

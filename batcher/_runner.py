@@ -170,7 +170,7 @@ class Runner:
             prices=self.prices,
             out=self.out,
         )
-        if opts.batch.mode != "online":
+        if opts.batch.mode != "online" or opts.batch.cancel_batches:
             self._batch = BatchExecutor(
                 api=batch_api(self.provider),
                 transport=transport,

@@ -90,8 +90,8 @@ def _virtual_run(
         async with Runner(
             jobs, tmp_path / "out", opts, clock=clock, transport=httpx.ASGITransport(app=app)
         ) as runner:
-            assert runner._batch is not None
-            runner._batch.step = step
+            if runner._batch is not None:
+                runner._batch.step = step
             return await runner.run()
 
     return run_virtual(main)
@@ -259,3 +259,64 @@ def test_a_budget_cannot_bound_batches(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="--budget"):
         Runner([], tmp_path, RunOptions(mode="batch", budget=1.0))
+
+
+def test_a_stop_while_waiting_leaves_the_batches_running(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
+    opts = RunOptions(api_key="k", model="m", base_url="http://mock.test/v1", mode="batch")
+
+    async def main() -> RunSummary:
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.ASGITransport(app=app)
+        ) as runner:
+            assert runner._batch is not None
+
+            def step(name: str) -> None:
+                if name == "polled":
+                    runner.stop(signal.SIGINT)  # Ctrl-C while waiting
+
+            runner._batch.step = step
+            return await runner.run()
+
+    summary = run_virtual(main)
+    assert summary.exit_code == 130 and summary.finished == 0
+    assert [b.state for b in app.pipeline.batches.batches.values()] == ["in_progress"]
+    assert len(BatchLog(tmp_path / "out").open_chunks()) == 1
+    clock.start += 7200
+    assert _virtual_run(tmp_path, jobs, app, clock).ok == 3
+    assert len(app.state.batch_creates) == 1
+
+
+def test_lines_of_jobs_finished_online_meanwhile_are_ignored(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
+    assert _virtual_run(tmp_path, jobs, app, clock, no_wait=True).exit_code == 6
+    assert _virtual_run(tmp_path, jobs, app, clock, mode="online").ok == 3
+    clock.start += 7200
+    summary = _virtual_run(tmp_path, jobs, app, clock)  # collects the batch: every line late
+    rows = read_results(tmp_path / "out")
+    assert summary.exit_code == 0 and summary.finished == 0 and len(rows) == 3
+    assert {r["via"] for r in rows.values()} == {"online"}
+    assert not BatchLog(tmp_path / "out").open_chunks()
+
+
+def test_cancel_batches_works_whatever_the_mode(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 2)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
+    assert _virtual_run(tmp_path, jobs, app, clock, no_wait=True).exit_code == 6
+    summary = _virtual_run(tmp_path, jobs, app, clock, mode="online", cancel_batches=True)
+    assert summary.finished == 0 and app.state.accepted == 0  # nothing sent online either
+    assert [b.state for b in app.pipeline.batches.batches.values()] == ["cancelled"]
+
+
+def test_plan_shows_the_batch_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from batcher._cli import main
+
+    jobs = _jobs(tmp_path, 3)
+    assert main(["plan", str(jobs), "--tier", "openai-tier1", "--model", "gpt-4o-mini"]) == 0
+    out = capsys.readouterr().out
+    assert "by batch API (--mode batch): within 24 h" in out and "by batch API" in out
