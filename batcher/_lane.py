@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -50,7 +51,7 @@ from ._outage import OutageWatch
 from ._providers import RateHints
 from ._window import SlidingWindow
 
-__all__ = ["Lane", "LaneStats", "Slot"]
+__all__ = ["Gate", "Lane", "LaneStats", "Slot"]
 
 WINDOW = 60.0
 """Requests and tokens per minute are per this many seconds."""
@@ -73,6 +74,28 @@ class LaneStats:
     stopped: str | None
 
 
+class Gate(Protocol):
+    """Capacity granted from outside the process (a cluster's shared budget, ``_grants``).
+
+    A gated lane still paces itself; each admission also waits for ``admit``, and what the lane
+    learns (a 429's pause, the tokens an answer really cost) is passed on, so that every lane
+    drawing on the same budget hears of it.
+    """
+
+    async def admit(self, tokens: int, waiting: int) -> None:
+        """Wait for a granted slot for a request of ``tokens``; ``waiting`` requests queue here
+        (so a grant can cover them all). Raises ``QuotaExhausted`` when the day's are spent."""
+        ...
+
+    def paused(self, delay: float) -> None:
+        """A 429 paused this lane for ``delay`` seconds."""
+        ...
+
+    def settle(self, charged: float, actual: float) -> None:
+        """A request charged ``charged`` tokens at admission really cost ``actual``."""
+        ...
+
+
 class Lane:
     """Admission control for one model.
 
@@ -93,8 +116,10 @@ class Lane:
         rng: random.Random | None = None,
         daily: DailyCount | None = None,
         outage: OutageWatch | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.model = model
+        self.gate = gate
         self.limits = limits
         self.clock = clock
         self.margin = margin if margin is not None else MARGIN
@@ -217,7 +242,13 @@ class Lane:
         been down for longer than the run waits. A request that may leave at once, with nobody
         queued before it, does so without the lock: handing a lock over costs a turn of the event
         loop, and at high rates every request would queue behind one another for it."""
-        if not self._lock.locked() and self._answered.is_set() and not self.outage.down:
+        gate = self.gate
+        if (
+            gate is None
+            and not self._lock.locked()
+            and self._answered.is_set()
+            and not self.outage.down
+        ):
             now = self.clock.monotonic()
             if self._start(now, tokens, float("-inf")) <= now:
                 return self._commit(now, tokens, paced=False)
@@ -230,6 +261,9 @@ class Lane:
                     self._probing = probe = True
             try:
                 now, paced = await self._wait_turn(tokens)
+                if gate is not None:
+                    await gate.admit(tokens, self._lock.statistics().tasks_waiting + 1)
+                    now, paced = await self._wait_turn(tokens)  # a pause heard meanwhile holds
             except BaseException:
                 if probe:
                     self._probing = False  # the next request in line probes instead
@@ -255,6 +289,8 @@ class Lane:
     def _settle(self, entry: list[float], tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""
         now = self.clock.monotonic()
+        if self.gate is not None:
+            self.gate.settle(entry[1], float(tokens))
         self._t_next += (tokens - entry[1]) * self._interval(self.limits.tpm)
         self._window.adjust(entry, float(tokens), now)
         self._answers.add(now, float(tokens))
@@ -282,6 +318,8 @@ class Lane:
             delay = min(60.0, 2.0**self._strikes) * self._rng.uniform(0.5, 1.0)
         self._strikes += 1
         self._paused_until = max(self._paused_until, now + delay)
+        if self.gate is not None:
+            self.gate.paused(delay)
         self._slow = max(0.8, self._slow * 0.98)
         if self._narrow_to is not None:
             self.margin = min(self.margin, self._narrow_to)
