@@ -14,6 +14,7 @@ from ._errors import BatcherError
 from ._progress import show_progress
 from ._runner import JobsInput, Runner, RunOptions
 from ._stats import RunSummary
+from ._tally import Tally
 
 __all__ = ["run", "run_sync"]
 
@@ -41,6 +42,8 @@ async def run(
     if options is not None and flat:
         raise TypeError("give options= or option keywords, not both")
     opts = options if options is not None else RunOptions(**flat)
+    if opts.requests.ray is not None:
+        return await _run_on_ray(jobs, out, opts, progress=progress)
     async with Runner(jobs, out, opts, clock=clock) as runner:
         async with anyio.create_task_group() as tg:
             if progress:
@@ -57,6 +60,33 @@ async def run(
         if error is not None:
             raise error
         return summary
+
+
+async def _run_on_ray(
+    jobs: JobsInput, out: str | os.PathLike[str], opts: RunOptions, *, progress: bool
+) -> RunSummary:
+    """A run on a Ray cluster (``batcher.ray.run_files``), its progress shown from here."""
+    from .ray import ThreadClock, connect, run_files
+
+    connect(opts.requests.ray or "local")  # on the main thread, where Ray sets its handlers
+    tally = Tally(ThreadClock())
+    summary: RunSummary | None = None
+    error: BatcherError | None = None
+    async with anyio.create_task_group() as tg:
+        if progress:
+            tg.start_soon(show_progress, tally.statistics)
+        try:
+            summary = await anyio.to_thread.run_sync(
+                lambda: run_files(jobs, out, opts, tally=tally)
+            )
+        except BatcherError as e:
+            error = e  # raised below, outside the task group, so not as an exception group
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    assert summary is not None
+    return summary
 
 
 async def _stop_on_signals(runner: Runner) -> None:

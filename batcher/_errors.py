@@ -21,9 +21,11 @@ The HTTP clients' exceptions (aiohttp's, httpx's) are translated into ``Retryabl
 from __future__ import annotations
 
 import errno as _errno
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BadOption",
@@ -151,6 +153,10 @@ class WriteFailed(BatcherError):
         self.reason = reason
         self.errno = errno
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole (a cluster's worker hands it to its driver)."""
+        return (functools.partial(WriteFailed, errno=self.errno), (self.path, self.reason))
+
     @classmethod
     def from_os_error(cls, error: OSError, path: Path) -> WriteFailed:
         """The ``WriteFailed`` for ``error``, raised while writing ``path``."""
@@ -177,6 +183,10 @@ class Outage(BatcherError):
         self.endpoint = endpoint
         self.lasted = lasted
         self.last_error = last_error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole (a cluster's worker hands it to its driver)."""
+        return (Outage, (self.endpoint, self.lasted, self.last_error))
 
 
 class ProviderError(BatcherError):

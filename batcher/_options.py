@@ -173,6 +173,15 @@ class Requests:
     """Seconds the endpoint may stay unreachable (an outage) before the run stops."""
     grace: float = 5.0
     """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
+    ray: str | None = field(
+        default=None,
+        metadata=flag(
+            "run on a Ray cluster: 'local' starts one on this machine, else the ADDRESS of one "
+            "(needs batcher[ray]; --max-concurrency is then per worker)",
+            metavar="local|ADDRESS",
+        ),
+    )
+    """Run on a Ray cluster (``"local"``, or a cluster's address) instead of in this process."""
 
     def __post_init__(self) -> None:
         _positive("max_concurrency", self.max_concurrency)
@@ -185,6 +194,8 @@ class Requests:
             raise BadOption("grace", "must be a number of seconds, not negative")
         if not 0 < self.max_outage < math.inf:
             raise BadOption("max_outage", "must be a positive duration")
+        if self.ray is not None and not self.ray.strip():
+            raise BadOption("ray", "takes local or a cluster's address")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

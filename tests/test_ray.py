@@ -1,0 +1,259 @@
+"""batcher on a Ray cluster: one local cluster of two workers on loopback, shared by the module.
+
+The cluster stays on this machine: 127.0.0.1 only, no dashboard, no usage statistics, a HOME
+whose ``ray_bootstrap_config.yaml`` stops the dashboard agent probing cloud metadata (README,
+"Running on Ray"). Under CI a cluster that cannot start fails the tests; elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batcher._limits import Limits, LimitTable
+from batcher.mock import MockConfig, MockServer
+from tests.helpers import mock_stats, read_results, run_command, write_jsonl
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.timeout(240),
+]
+
+StartMock = Callable[[MockConfig], MockServer]
+RPM = 3000
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A local Ray cluster of two CPUs on 127.0.0.1; yields the environment it runs in and its
+    address. The environment is set before Ray is imported: Ray reads some of it on import."""
+    from batcher.ray import LOCAL_ENV
+
+    home = tmp_path_factory.mktemp("ray-home")
+    (home / "ray_bootstrap_config.yaml").write_text("{}\n")
+    env = {**LOCAL_ENV, "HOME": str(home)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import ray
+
+        from batcher.ray import connect
+
+        connect("local", num_cpus=WORKERS)
+    except Exception as e:  # ImportError without the extra, or a cluster that cannot start
+        _restore(saved)
+        if os.environ.get("CI"):
+            pytest.fail(f"no local Ray cluster ({type(e).__name__}: {e}); CI installs batcher[ray]")
+        pytest.skip(f"no local Ray cluster ({type(e).__name__}: {e})")
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:"), address  # the cluster stays on loopback
+        yield {**env, "address": address}
+    finally:
+        ray.shutdown()
+        _restore(saved)
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _mock(start_mock: StartMock, latency: tuple[float, float] = (5.0, 20.0)) -> MockServer:
+    """The mock enforcing RPM over a sliding minute, as a compatible server does."""
+    limits = LimitTable(everywhere=Limits(rpm=RPM))
+    return start_mock(MockConfig(latency_ms=latency, limits=limits, openai_per_second=False))
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"r{i:04d}", "prompt": f"ray prompt {i}"} for i in range(n)]
+
+
+def _options(server: MockServer) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "base_url": server.base_url("openai"),
+        "api_key": "sk-ray",
+        "rpm": RPM,
+        "max_concurrency": 8,
+    }
+
+
+def _per_second_bound() -> int:
+    """The most a second may hold under the budget's pacing: 0.99 of the limit, plus a slot's
+    lateness, plus one for the second's edges."""
+    from batcher._grants import LATE
+
+    return int((1 + LATE) * RPM * 0.99 / 60) + 2
+
+
+def test_two_workers_share_one_rpm_limit_and_finish_every_id_once(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    import ray.data
+
+    from batcher.ray import process
+
+    server = _mock(start_mock)
+    rows = _rows(400)
+    out = tmp_path / "out"
+    ds = ray.data.from_items(rows, override_num_blocks=8)
+    returned = process(ds, out, workers=WORKERS, batch_size=50, **_options(server)).take_all()
+
+    assert sorted(r["id"] for r in returned) == [r["id"] for r in rows]
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {r["id"] for r in rows}
+    assert all(r["status"] == "ok" and r["text"] for r in results.values())
+    stats = httpx_stats(server)
+    assert stats["by_status"] == {"200": len(rows)}  # no 429: the cluster stayed under the limit
+    per_second = [accepted for accepted, _ in stats["timeline"].values()]
+    assert max(per_second) <= _per_second_bound(), per_second
+    assert not list((out / "journal").glob("*.jsonl"))  # every block compacted into a part
+
+    # a second time: every id is done, nothing is sent, no row comes back
+    again = process(ds, out, workers=WORKERS, batch_size=50, **_options(server)).take_all()
+    assert again == []
+    assert httpx_stats(server)["requests"] == len(rows)
+
+
+def httpx_stats(server: MockServer) -> dict[str, Any]:
+    """The mock's counters with its per-second timeline."""
+    import httpx
+
+    stats: dict[str, Any] = httpx.get(f"{server.url}/admin/stats?timeline=1").json()
+    return stats
+
+
+def test_rows_that_cannot_be_sent_come_back_as_errors(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    import ray.data
+
+    from batcher.ray import process
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    rows = [*_rows(3), {"id": "empty", "messages": []}]
+    ds = ray.data.from_items(rows)
+    returned = {r["id"]: r for r in process(ds, tmp_path, **_options(server)).take_all()}
+    assert returned["empty"]["status"] == "error"
+    assert returned["empty"]["error_kind"] == "invalid"
+    assert all(returned[r["id"]]["status"] == "ok" for r in rows[:3])
+    assert set(read_results(tmp_path)) == set(returned)
+
+
+def _map_workers() -> list[int]:
+    """Process ids of the cluster's block workers (Ray names them by their actor class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"ray::MapWorker") and b"BlockWorker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _under_way(out: Path, lines: int = 40) -> bool:
+    """Whether workers have journaled ``lines`` results, or written a block's part."""
+    if list(out.glob("results/part-*.parquet")):
+        return True
+    return sum(p.read_bytes().count(b"\n") for p in out.glob("journal/seg-*.jsonl")) >= lines
+
+
+def test_a_worker_killed_mid_run_leaves_every_id_once(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    import ray.data
+
+    from batcher.ray import process
+
+    server = _mock(start_mock, latency=(20.0, 60.0))
+    rows = _rows(300)
+    out = tmp_path / "out"
+    ds = ray.data.from_items(rows, override_num_blocks=6)
+    dataset = process(ds, out, workers=WORKERS, batch_size=50, **_options(server))
+    returned: list[dict[str, Any]] = []
+    consumer = threading.Thread(target=lambda: returned.extend(dataset.take_all()))
+    consumer.start()
+    deadline = time.monotonic() + 120
+    while not _under_way(out):
+        assert time.monotonic() < deadline, "no block got going"
+        time.sleep(0.05)
+    victims = _map_workers()
+    assert victims, "no block worker found to kill"
+    os.kill(victims[0], signal.SIGKILL)
+    consumer.join(timeout=200)
+    assert not consumer.is_alive()
+
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {r["id"] for r in rows}
+    assert all(r["status"] == "ok" for r in results.values())
+    # the retried block skipped what the dead worker had journaled: at most its requests in
+    # flight were sent twice
+    assert mock_stats(server)["accepted"] <= len(rows) + 8
+
+
+def test_a_killed_driver_resumes_like_a_local_run(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    server = _mock(start_mock, latency=(20.0, 60.0))
+    rows = [{**r, "model": "m"} for r in _rows(300)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray"}
+    command = run_command(
+        jobs, out, server.base_url("openai"), "--rpm", str(RPM), "--ray", cluster["address"]
+    )
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _under_way(out):
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "the driver finished no job in time"
+        time.sleep(0.05)
+    driver.kill()
+    driver.communicate()
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {r["id"] for r in rows}
+    assert all(r["status"] == "ok" for r in results.values())
+    assert "already done" in rerun.stdout
+    status = subprocess.run(
+        [*command[:3], "status", str(out)], env=env, capture_output=True, text=True
+    )
+    assert "done 300 / 300" in status.stdout
+
+
+def test_a_fatal_answer_stops_the_cluster_run_with_exit_4(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(20))
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray"}
+    command = run_command(
+        jobs, tmp_path / "out", server.base_url("openai"), "--model", "no-such-model"
+    )
+    done = subprocess.run(
+        [*command, "--ray", cluster["address"]], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "model 'no-such-model' is not available" in done.stderr
+    # each worker stops on its first answer: a request or two, not one per job
+    assert mock_stats(server)["requests"] <= 2 * WORKERS
