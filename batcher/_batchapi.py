@@ -30,7 +30,7 @@ import anyio.lowlevel
 from ._batchlog import BatchLog, Chunk
 from ._clock import Clock
 from ._endpoint import Target
-from ._errors import ProviderError, RetryableError
+from ._errors import FatalProviderError, Outage, ProviderError, RetryableError
 from ._idset import IdSet
 from ._jobs import Job, JobSource
 from ._options import BatchMode
@@ -142,8 +142,19 @@ class BatchExecutor:
         return fresh
 
     async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
-        """A control call (upload, create, get, list, cancel, download), retried as online."""
-        return await self.policy.call(what, clock=self.clock)
+        """A control call (upload, create, get, list, cancel, download), retried as online.
+
+        Its failure stops the run, never a job: a refusal as the provider refusing the run (exit
+        4), retries used up as an outage (exit 75). What is recorded stays for a rerun."""
+        start = self.clock.monotonic()
+        try:
+            return await self.policy.call(what, clock=self.clock)
+        except FatalProviderError:
+            raise
+        except RetryableError as e:
+            raise Outage(self.target.where, self.clock.monotonic() - start, e.message) from e
+        except ProviderError as e:
+            raise FatalProviderError(e.message, status=e.status, body=e.body) from e
 
     async def _resolve(self) -> None:
         """Find the batch of every chunk recorded without one; submit those no batch has."""

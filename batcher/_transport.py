@@ -43,10 +43,16 @@ class Transport(Protocol):
         ...
 
     async def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
-        """Any other call under the base URL (the batch APIs' GETs, uploads and downloads):
-        ``body`` sent as ``content_type`` (JSON unless said); failures as for ``post``."""
+        """Any other call (the batch APIs' GETs, uploads and downloads): ``path`` under the base
+        URL, or under its host when it starts with ``/``; ``body`` sent as ``content_type`` (JSON
+        unless said), with ``headers`` besides the endpoint's; failures as for ``post``."""
         ...
 
     async def aclose(self) -> None: ...
@@ -119,16 +125,21 @@ class AiohttpTransport:
             raise _no_answer(e) from None
 
     async def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
         import aiohttp
+        from yarl import URL
 
         session = self._session or self._open()
-        headers = {"content-type": content_type} if content_type else None
+        extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
+        url = URL(self._base).join(URL(path)) if path.startswith("/") else self._url(path)
         try:
-            async with session.request(
-                method, self._url(path), data=body, headers=headers
-            ) as response:
+            async with session.request(method, url, data=body, headers=extra) as response:
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
@@ -177,11 +188,17 @@ class HttpxTransport:
         return Reply(response.status_code, response.headers, response.content)
 
     async def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
-        headers = {"content-type": content_type} if content_type else None
+        extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
+        url = self.client.base_url.join(path) if path.startswith("/") else path
         try:
-            response = await self.client.request(method, path, content=body, headers=headers)
+            response = await self.client.request(method, url, content=body, headers=extra)
         except httpx.TimeoutException as e:
             raise _timed_out(type(e).__name__) from None
         except httpx.TransportError as e:

@@ -18,6 +18,7 @@ import pytest
 from batcher import Runner, RunOptions, RunSummary
 from batcher._batchapi import STEPS
 from batcher._batchlog import BatchLog
+from batcher._providers._gemini_batch import GeminiBatch
 from batcher._providers._openai_batch import OpenAIBatch
 from batcher.mock import MockConfig, MockServer, create_app
 from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
@@ -56,6 +57,27 @@ def test_batch_rows_equal_online_rows(
     assert len(mock_stats(server)["batch_creates"]) == 1
 
 
+def test_gemini_batches_over_the_inline_limit_go_as_files(
+    tmp_path: Path,
+    start_mock: Callable[[MockConfig], MockServer],
+    api_keys: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(GeminiBatch, "inline_bytes", 0)
+    jobs = _jobs(tmp_path, 4, {1: "[[fail:400]]"})
+    server = start_mock(MockConfig())
+    flags = ("--model", "m")
+    assert run_cli(server, "gemini", jobs, tmp_path / "on", *flags) == 1
+    assert run_cli(server, "gemini", jobs, tmp_path / "b", *flags, "--mode", "batch") == 1
+    online, batch = read_results(tmp_path / "on"), read_results(tmp_path / "b")
+    for job_id, row in online.items():
+        for column in ("status", "text", "error", "error_kind", "input_tokens"):
+            assert row[column] == batch[job_id][column], (job_id, column)
+    assert json.loads(batch["j0"]["response"])["key"] == "j0"  # a line of the responses file
+    batches = server._pipeline.batches
+    assert [b.input_file_id for b in batches.batches.values()] == ["files/mock000001"]
+
+
 def test_gemini_answers_without_keys_are_matched_by_order(
     tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None
 ) -> None:
@@ -80,7 +102,8 @@ def _virtual_run(
     mode: str = "batch",
     **options: Any,
 ) -> RunSummary:
-    opts = RunOptions(api_key="k", model="m", base_url="http://mock.test/v1", mode=mode, **options)
+    options.setdefault("base_url", "http://mock.test/v1")
+    opts = RunOptions(api_key="k", model="m", mode=mode, **options)
 
     def step(name: str) -> None:
         if name == crash_at:
@@ -116,6 +139,22 @@ def test_a_crash_at_every_step_loses_nothing_and_pays_nothing_twice(
     assert len(creates) == len(set(creates)) == 3  # no chunk submitted twice
     assert app.state.batch_lines == 10  # no job paid for twice
     assert not BatchLog(tmp_path / "out").open_chunks()
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_gemini_batch_lost_in_the_create_call_is_found_by_its_display_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    if not inline:
+        monkeypatch.setattr(GeminiBatch, "inline_bytes", 0)
+    jobs = _jobs(tmp_path, 5)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    options = {"provider": "gemini", "base_url": "http://mock.test/v1beta"}
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, app, clock, crash_at="created", **options)
+    assert _virtual_run(tmp_path, jobs, app, clock, **options).ok == 5
+    assert len(app.state.batch_creates) == 1 and app.state.batch_lines == 5
 
 
 def test_polling_waits_on_the_clock_and_records_states(tmp_path: Path) -> None:
@@ -320,3 +359,17 @@ def test_plan_shows_the_batch_window(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["plan", str(jobs), "--tier", "openai-tier1", "--model", "gpt-4o-mini"]) == 0
     out = capsys.readouterr().out
     assert "by batch API (--mode batch): within 24 h" in out and "by batch API" in out
+
+
+def test_a_refused_control_call_stops_the_run_with_exit_4(
+    tmp_path: Path,
+    start_mock: Callable[[MockConfig], MockServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "bad-key")
+    server = start_mock(MockConfig())
+    jobs = _jobs(tmp_path, 2)
+    assert run_cli(server, "openai", jobs, tmp_path / "o", "--model", "m", "--mode", "batch") == 4
+    assert "invalid_api_key" in capsys.readouterr().err
+    assert not mock_stats(server)["batch_creates"]

@@ -18,15 +18,24 @@ As documented in https://ai.google.dev/api/batch-api and the Batch Mode guide
 - ``GET batches?pageSize=&pageToken=`` lists them (``operations``, ``nextPageToken``);
   ``POST batches/{id}:cancel`` cancels one.
 
-Batches larger than the inline limit are cut into several inline ones rather than sent as an
-uploaded file.
+A batch over the inline limit goes as a JSONL file instead (https://ai.google.dev/gemini-api/
+docs/batch-mode#input-file), one ``{"key", "request"}`` a line, uploaded through the Files API's
+resumable protocol (https://ai.google.dev/api/files: ``POST /upload/v1beta/files`` with
+``X-Goog-Upload-Protocol: resumable`` and ``X-Goog-Upload-Command: start`` answers the session's
+URL in ``X-Goog-Upload-URL``; the bytes go there with ``upload, finalize``; the answer names the
+file ``files/{id}``) and named in ``input_config.file_name``. Its answers come back as
+``response.responsesFile``, a JSONL file of ``{"key", "response"}`` or ``{"key", "error"}`` lines
+downloaded from ``GET /download/v1beta/files/{id}:download?alt=media``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+from .._errors import RetryableError
 from .._transport import Reply, Transport
 from ._base import RequestSpec
 from ._batch import BatchInfo, BatchLine, check
@@ -35,6 +44,9 @@ from ._http import encode
 
 __all__ = ["GeminiBatch"]
 
+UPLOAD = "/upload/v1beta/files"
+DOWNLOAD = "/download/v1beta/files"
+"""The Files API's upload and download paths, on the API's host beside ``/v1beta``."""
 _FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 
 _HTTP_OF_CODE = {
@@ -54,10 +66,12 @@ _HTTP_OF_CODE = {
 
 
 class GeminiBatch:
-    """Gemini's ``batchGenerateContent`` with inline requests and inline responses."""
+    """Gemini's ``batchGenerateContent``: inline requests and responses, or files for a batch
+    over the inline limit."""
 
     max_requests = 50_000
-    max_bytes = 19 * 1024 * 1024  # under the documented 20 MB, for the envelope
+    max_bytes = 1900 * 1024 * 1024  # a file: under the Files API's 2 GB
+    inline_bytes = 19 * 1024 * 1024  # under the documented 20 MB of an inline batch
 
     def __init__(self) -> None:
         self.provider = GeminiProvider()
@@ -72,22 +86,37 @@ class GeminiBatch:
         tag: str,
         requests: Sequence[tuple[str, RequestSpec]],
     ) -> BatchInfo:
-        body = {
-            "batch": {
-                "display_name": tag,
-                "input_config": {
-                    "requests": {
-                        "requests": [
-                            {"request": spec.body, "metadata": {"key": job_id}}
-                            for job_id, spec in requests
-                        ]
-                    }
-                },
-            }
-        }
+        size = sum(self.size(job_id, spec) for job_id, spec in requests)
+        if size <= self.inline_bytes:
+            inline = [{"request": s.body, "metadata": {"key": job_id}} for job_id, s in requests]
+            config: dict[str, Any] = {"requests": {"requests": inline}}
+        else:
+            lines = (encode({"key": job_id, "request": s.body}) + b"\n" for job_id, s in requests)
+            config = {"file_name": await self._upload(transport, tag, b"".join(lines))}
+        body = {"batch": {"display_name": tag, "input_config": config}}
         path = f"models/{model.removeprefix('models/')}:batchGenerateContent"
         reply = await transport.request("POST", path, encode(body))
         return _info(check(self.provider, reply, "creating the batch"))
+
+    async def _upload(self, transport: Transport, tag: str, data: bytes) -> str:
+        """Upload ``data`` as a JSONL file by the resumable protocol; return its name."""
+        start = {
+            "x-goog-upload-protocol": "resumable",
+            "x-goog-upload-command": "start",
+            "x-goog-upload-header-content-length": str(len(data)),
+            "x-goog-upload-header-content-type": "application/jsonl",
+        }
+        meta = encode({"file": {"display_name": tag}})
+        reply = await transport.request("POST", UPLOAD, meta, headers=start)
+        check(self.provider, reply, "starting the upload of the batch input file")
+        url = urlsplit(reply.headers.get("x-goog-upload-url", ""))
+        if not url.path:
+            raise RetryableError("the Files API answered no X-Goog-Upload-URL", status=200)
+        session = url.path + (f"?{url.query}" if url.query else "")  # on our own endpoint
+        finish = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
+        reply = await transport.request("POST", session, data, "application/jsonl", finish)
+        uploaded = check(self.provider, reply, "uploading the batch input file")
+        return str(uploaded["file"]["name"])
 
     async def get(self, transport: Transport, batch_id: str) -> BatchInfo:
         reply = await transport.request("GET", batch_id)
@@ -113,8 +142,10 @@ class GeminiBatch:
     async def lines(
         self, transport: Transport, info: BatchInfo, ids: Sequence[str]
     ) -> list[BatchLine]:
-        response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output")
-        inlined = ((response or {}).get("inlinedResponses") or {}).get("inlinedResponses") or []
+        response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output") or {}
+        if response.get("responsesFile"):
+            return await self._download(transport, str(response["responsesFile"]))
+        inlined = (response.get("inlinedResponses") or {}).get("inlinedResponses") or []
         out = []
         for n, item in enumerate(inlined):
             if not isinstance(item, Mapping):
@@ -125,6 +156,22 @@ class GeminiBatch:
                     continue
                 key = ids[n]  # no key: the responses keep the requests' order
             out.append(BatchLine(key, _reply(item), encode(item).decode()))
+        return out
+
+    async def _download(self, transport: Transport, name: str) -> list[BatchLine]:
+        """The lines of a responses file: ``{"key", "response"}`` or ``{"key", "error"}``."""
+        path = f"{DOWNLOAD}/{name.removeprefix('files/')}:download?alt=media"
+        reply = await transport.request("GET", path)
+        if not 200 <= reply.status_code < 300:
+            check(self.provider, reply, f"downloading the responses file {name}")
+        out = []
+        for raw in reply.content.decode("utf-8", "replace").splitlines():
+            try:
+                item = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                out.append(BatchLine(item["key"], _reply(item), raw))
         return out
 
 

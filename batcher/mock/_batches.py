@@ -4,8 +4,10 @@ OpenAI (https://platform.openai.com/docs/api-reference/batch): ``POST /v1/files`
 ``purpose=batch``), ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches``
 (``after``, ``limit``), ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``.
 Gemini (https://ai.google.dev/api/batch-api): ``POST /v1beta/models/{m}:batchGenerateContent``
-with inline requests, ``GET /v1beta/batches`` (``pageSize``, ``pageToken``), ``GET
-/v1beta/batches/{id}``, ``POST /v1beta/batches/{id}:cancel``.
+with inline requests or ``input_config.file_name`` (answered inline, or as a ``responsesFile``),
+``GET /v1beta/batches`` (``pageSize``, ``pageToken``), ``GET /v1beta/batches/{id}``, ``POST
+/v1beta/batches/{id}:cancel``; the Files API's resumable upload (``POST /upload/v1beta/files``)
+and ``GET /download/v1beta/files/{id}:download``.
 
 A batch moves on when it is looked at, by the mock's clock: validating (OpenAI) or pending at
 creation, running until ``batch_delay`` seconds have passed, then every line is answered at once
@@ -79,10 +81,19 @@ class BatchService:
         does: clients must match them by order."""
         self.creates = creates
         self.files: dict[str, bytes] = {}
+        self.uploads: dict[str, bytes] = {}  # resumable upload sessions not yet finalized
         self.batches: dict[str, _Batch] = {}
 
     async def handle(self, request: Request) -> Response | None:
         """The answer to a batch route, or None if ``request`` is for another route."""
+        if request.path == "/upload/v1beta/files" and request.method == "POST":
+            return self._gemini_upload(request)
+        if request.path.startswith("/download/v1beta/files/") and request.method == "GET":
+            name = request.path[len("/download/v1beta/") :].removesuffix(":download")
+            data = self.files.get(name)
+            if data is None:
+                return _gemini_error(404, "NOT_FOUND", f"File {name} not found.")
+            return Response(200, data, (("content-type", "application/jsonl"),))
         path = request.path.removeprefix("/v1")
         if path.startswith("beta/"):
             return await self._gemini(request, path[len("beta/") :])
@@ -112,8 +123,11 @@ class BatchService:
     # --- OpenAI ---------------------------------------------------------------------------
 
     def _upload(self, request: Request) -> Response:
-        if not request.headers.get("authorization", "").startswith("Bearer "):
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
             return _openai_error(401, "You didn't provide an API key.")
+        if auth[7:].startswith("bad"):
+            return _openai_error(401, "Incorrect API key provided.", "invalid_api_key")
         fields = _multipart(request)
         data = fields.get("file")
         if fields.get("purpose") != b"batch" or data is None:
@@ -264,15 +278,53 @@ class BatchService:
             return json_response(200, self._gemini_op(found))
         return None
 
+    def _gemini_upload(self, request: Request) -> Response:
+        """The Files API's resumable upload: ``start`` opens a session, ``upload, finalize``
+        sends the bytes to it (https://ai.google.dev/api/files)."""
+        if not request.headers.get("x-goog-api-key"):
+            return _gemini_error(
+                403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."
+            )
+        command = request.headers.get("x-goog-upload-command", "")
+        if command == "start":
+            session = f"upload-{len(self.uploads) + 1}"
+            self.uploads[session] = b""
+            host = request.headers.get("host", "mock")
+            url = f"http://{host}/upload/v1beta/files?upload_id={session}"
+            return json_response(
+                200, {}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"}
+            )
+        session = request.query.get("upload_id", "")
+        if session not in self.uploads or "finalize" not in command:
+            return _gemini_error(400, "INVALID_ARGUMENT", "no such upload session")
+        del self.uploads[session]
+        name = f"files/mock{len(self.files) + 1:06d}"
+        self.files[name] = request.body
+        file = {
+            "name": name,
+            "mimeType": "application/jsonl",
+            "sizeBytes": str(len(request.body)),
+            "createTime": _iso(self.clock()),
+            "state": "ACTIVE",
+        }
+        return json_response(200, {"file": file}, {"x-goog-upload-status": "final"})
+
     def _create_gemini(self, request: Request, model: str) -> Response:
         if not request.headers.get("x-goog-api-key"):
             return _gemini_error(
                 403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."
             )
+        file_name = None
         try:
             batch = json.loads(request.body)["batch"]
-            inline = batch["input_config"]["requests"]["requests"]
-            requests = [(str(r["metadata"]["key"]), dict(r["request"])) for r in inline]
+            config = batch["input_config"]
+            if "file_name" in config:
+                file_name = str(config["file_name"])
+                lines = [json.loads(x) for x in self.files[file_name].splitlines() if x.strip()]
+                requests = [(str(x["key"]), dict(x["request"])) for x in lines]
+            else:
+                inline = config["requests"]["requests"]
+                requests = [(str(r["metadata"]["key"]), dict(r["request"])) for r in inline]
         except (json.JSONDecodeError, KeyError, TypeError):
             return _gemini_error(400, "INVALID_ARGUMENT", "the batch request is malformed")
         tag = str(batch.get("display_name") or "")
@@ -285,6 +337,7 @@ class BatchService:
             lines=requests,
             headers={"x-goog-api-key": request.headers.get("x-goog-api-key", "")},
             state="BATCH_STATE_PENDING",
+            input_file_id=file_name,
         )
         self.batches[item.id] = item
         self.creates(tag)
@@ -309,24 +362,32 @@ class BatchService:
             },
         }
         op: dict[str, Any] = {"name": batch.id, "metadata": meta, "done": done}
-        if batch.state == "BATCH_STATE_SUCCEEDED":
+        if batch.state == "BATCH_STATE_SUCCEEDED" and batch.output_file_id is not None:
+            op["response"] = {"@type": _GEMINI_OUTPUT, "responsesFile": batch.output_file_id}
+        elif batch.state == "BATCH_STATE_SUCCEEDED":
             items = []
             for key, status, body in batch.answers:
-                item: dict[str, Any] = {} if self.omit_keys else {"metadata": {"key": key}}
-                if status == 200:
-                    item["response"] = body
-                else:
-                    error = (body or {}).get("error") or {}
-                    item["error"] = {
-                        "code": _GRPC.get(status, 2),
-                        "message": error.get("message", ""),
-                    }
+                item = self._gemini_item(status, body)
+                if not self.omit_keys:
+                    item["metadata"] = {"key": key}
                 items.append(item)
-            op["response"] = {
-                "@type": _GEMINI_OUTPUT,
-                "inlinedResponses": {"inlinedResponses": items},
-            }
+            inlined = {"inlinedResponses": items}
+            op["response"] = {"@type": _GEMINI_OUTPUT, "inlinedResponses": inlined}
         return op
+
+    def _gemini_item(self, status: int, body: Any) -> dict[str, Any]:
+        """One answer as a batch gives it: the response, or a google.rpc Status."""
+        if status == 200:
+            return {"response": body}
+        error = (body or {}).get("error") or {}
+        return {"error": {"code": _GRPC.get(status, 2), "message": error.get("message", "")}}
+
+    def _gemini_file(self, batch: _Batch) -> None:
+        """The responses file of a batch made from a file: one ``{"key", ...}`` a line."""
+        lines = [{"key": key, **self._gemini_item(s, b)} for key, s, b in batch.answers]
+        name = f"files/mock{len(self.files) + 1:06d}"
+        self.files[name] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        batch.output_file_id = name
 
     # --- both -----------------------------------------------------------------------------
 
@@ -374,6 +435,8 @@ class BatchService:
             batch.answers.append((key, response.status, answer))
         batch.ended = now
         if gemini:
+            if batch.input_file_id is not None:
+                self._gemini_file(batch)
             batch.state = "BATCH_STATE_SUCCEEDED"
         else:
             self._openai_files(batch)
@@ -404,9 +467,9 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _openai_error(status: int, message: str) -> Response:
+def _openai_error(status: int, message: str, code: str | None = None) -> Response:
     body = {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
     }
     return json_response(status, body)
 
