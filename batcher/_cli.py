@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     r = command("run", "run job files into an output directory")
     r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
-    add_flags(r, ("endpoint", "requests", "columns", "limits", "resume", "costs", "batch", "media"))
+    add_flags(
+        r,
+        ("endpoint", "requests", "columns", "limits", "resume", "costs", "batch", "media", "pool"),
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
 
     command("tiers", "list the tier presets")
@@ -86,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command("status", "how far the run in DIR has got")
     s.add_argument("dir", metavar="DIR")
+    add_flags(s, ("pool",), only=("quota_store",))
 
     sh = command("show", "a table of the results in DIR")
     sh.add_argument("dir", metavar="DIR")
@@ -220,11 +224,19 @@ def _cost_line(summary: RunSummary) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    import dataclasses
     import time
 
+    import anyio
+
+    from ._quota import spent_today
     from ._status import read_status
 
-    print("\n".join(read_status(Path(args.dir), time.time()).lines()))
+    now = time.time()
+    status = read_status(Path(args.dir), now)  # first: a DIR that holds no run is the error
+    shared = anyio.run(spent_today, args.quota_store, now, backend="asyncio")
+    status = dataclasses.replace(status, shared=tuple(shared))
+    print("\n".join(status.lines()))
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""A lane: admission for one model on one endpoint and key, paced to sit just under its limits.
+"""A lane: admission for one model of one account (a project, or a key), paced to sit just under
+its limits.
 
 Two mechanisms hold each limit. Pacing: requests and tokens are each paced by a theoretical
 arrival time (GCRA, the virtual-scheduling form of a leaky bucket): a request may leave once the
@@ -19,6 +20,11 @@ checks the job can ever fit and waits for admission; the block sends and calls `
 the tokens the answer reported; leaving settles the charge, teaches the estimator, and on a 429
 pauses the lane.
 
+Several processes may share the account's limits (``SharedQuota``, from ``_quota``): each lane then
+paces at its share of the per-minute limits (one over the processes sending), and counts the
+day's requests in blocks reserved from the shared store, so together they stay under the limits
+and count one RPD.
+
 We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
 lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
 ``acquire`` raises when one request costs more than the bucket holds (a prompt larger than a
@@ -36,7 +42,7 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
-from ._clock import Clock
+from ._clock import Clock, next_reset
 from ._errors import (
     PermanentJobError,
     ProviderError,
@@ -49,6 +55,7 @@ from ._ledger import DailyCount
 from ._limits import Limits
 from ._outage import OutageWatch
 from ._providers import RateHints
+from ._quota import SharedQuota
 from ._window import SlidingWindow
 
 __all__ = ["Gate", "Lane", "LaneStats", "Slot"]
@@ -117,6 +124,7 @@ class Lane:
         daily: DailyCount | None = None,
         outage: OutageWatch | None = None,
         gate: Gate | None = None,
+        quota: SharedQuota | None = None,
     ) -> None:
         self.model = model
         self.gate = gate
@@ -140,6 +148,10 @@ class Lane:
         self.daily = daily or DailyCount()
         self.outage = outage or OutageWatch(clock, where=model)
         self._stopped: QuotaExhausted | None = None
+        self.quota = quota
+        self._demand_mark = 0
+        self.waiting = 0
+        """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
         self._answered = anyio.Event()
         self._probing = False
         self._last = float("-inf")
@@ -159,10 +171,15 @@ class Lane:
 
     # --- pacing ----------------------------------------------------------------------------------
 
+    @property
+    def share(self) -> float:
+        """The part of the account's per-minute limits this lane may use."""
+        return self.quota.share if self.quota is not None else 1.0
+
     def _interval(self, per_minute: int | None) -> float:
         if not per_minute:
             return 0.0
-        return WINDOW / (per_minute * self.margin * self._slow)
+        return WINDOW / (per_minute * self.margin * self._slow * self.share)
 
     def _check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
@@ -175,7 +192,9 @@ class Lane:
 
     def _cap_wait(self, now: float, tokens: int) -> float:
         """When the window's cap lets a request of ``tokens`` in (``now`` if it does already)."""
-        rpm, tpm = self.limits.rpm, self.limits.tpm
+        share = self.share
+        rpm = max(1, int(self.limits.rpm * share)) if self.limits.rpm is not None else None
+        tpm = self.limits.tpm * share if self.limits.tpm is not None else None
         window = self._window
         at = now
         if rpm is not None and len(window) >= rpm:
@@ -224,6 +243,11 @@ class Lane:
         wake-up lag, not time the lane stood idle or blocked)."""
         paced = False
         while True:
+            self._check_day()  # this lane's own count first: its message says so plainly
+            if self.quota is not None and not await self.quota.ensure(
+                self.limits.rpm, self.limits.rpd
+            ):
+                self._stop_for_shared_day()
             probe_at = await self.outage.wait_for_probe()
             now = self.clock.monotonic()
             start = self._start(now, tokens, probe_at)
@@ -248,6 +272,7 @@ class Lane:
             and not self._lock.locked()
             and self._answered.is_set()
             and not self.outage.down
+            and (self.quota is None or self.quota.left > 0)
         ):
             now = self.clock.monotonic()
             if self._start(now, tokens, float("-inf")) <= now:
@@ -282,6 +307,8 @@ class Lane:
         self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
         self._last = now
         self.daily.add(self.clock.time())
+        if self.quota is not None:
+            self.quota.spend()
         self.admitted += 1
         self.outage.admitted()
         return self._window.add(now, float(tokens))
@@ -362,6 +389,24 @@ class Lane:
         if self._stopped is not None:
             raise self._stopped
 
+    def _stop_for_shared_day(self) -> None:
+        """The shared store granted no more of today's requests: stop until the reset."""
+        assert self.quota is not None
+        wall = self.clock.time()
+        self._stopped = QuotaExhausted(
+            self.model,
+            f"the day's {self.limits.rpd:,} requests are spent (counted across the runs "
+            f"sharing {self.quota.account.label} in {self.quota.store.where})",
+            next_reset(wall),
+        )
+        raise self._stopped
+
+    def has_demand(self) -> bool:
+        """Whether the lane admitted or had waiting requests since the last call."""
+        demand = self.waiting > 0 or self.admitted != self._demand_mark
+        self._demand_mark = self.admitted
+        return demand
+
     def blocked(self) -> QuotaExhausted | None:
         """Why the lane sends nothing until a quota reset, or None if it may send."""
         wall = self.clock.time()
@@ -414,7 +459,11 @@ class Slot:
         estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
         tokens = estimate + self._output
         lane._check_size(tokens)
-        self._entry = await lane._admit(tokens)
+        lane.waiting += 1
+        try:
+            self._entry = await lane._admit(tokens)
+        finally:
+            lane.waiting -= 1
         return self
 
     def observe(self, hints: RateHints) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "Endpoint",
     "LimitOptions",
     "MediaOptions",
+    "PoolOptions",
     "Requests",
     "Resume",
     "RunOptions",
@@ -257,6 +258,26 @@ class LimitOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PoolOptions:
+    """Where the run's quotas are counted, shared with the other runs on the same account."""
+
+    quota_store: str | None = field(
+        default=None,
+        metadata=flag(
+            "where quotas shared between runs are kept: local (default: SQLite in "
+            "$BATCHER_STATE_DIR, else ~/.cache/batcher), memory (this run only), or "
+            "redis://HOST:PORT/DB (runs on several machines)",
+            metavar="STORE",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        store = self.quota_store
+        if store is not None and store not in ("local", "memory") and "://" not in store:
+            raise BadOption("quota_store", f"{store!r}: use local, memory, or redis://HOST:PORT/DB")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resume:
     """Which finished jobs to send again."""
 
@@ -458,6 +479,7 @@ _GROUPS: dict[str, Any] = {
     "costs": Costs,
     "batch": BatchMode,
     "media": MediaOptions,
+    "pool": PoolOptions,
 }
 _GROUP_OF: dict[str, str] = {
     f.name: group for group, cls in _GROUPS.items() for f in fields(cls) if f.init
@@ -477,6 +499,7 @@ class RunOptions:
     costs: Costs
     batch: BatchMode
     media: MediaOptions
+    pool: PoolOptions
 
     GROUPS: ClassVar[tuple[str, ...]] = tuple(_GROUPS)
 

@@ -35,6 +35,7 @@ from ._ledger import Ledger
 from ._manifest import Manifest
 from ._options import RunOptions, option_flag
 from ._providers import get_provider
+from ._quota import Account, QuotaStore, open_store
 from ._results import read_costs, read_results
 from ._resume import done_now, plan_resume
 from ._retry import RetryPolicy
@@ -107,12 +108,16 @@ class Runner:
         self._batch: BatchExecutor | None = None
         self._stopped_by: int | None = None  # the signal that stopped a batch run
         self._attempts_open = False
+        self._store: QuotaStore | None = None
 
     async def __aenter__(self) -> Runner:
         self._lock.acquire()  # before anything in DIR is read or written
         try:
             await self._open()
         except BaseException:
+            if self._store is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._store.aclose()
             self._close_quietly()
             raise
         return self
@@ -141,6 +146,7 @@ class Runner:
             budget = Budget(opts.costs.budget, spent, self.prices)
         target.start()
         self._target = target
+        self._store = store = await open_store(opts.pool.quota_store)
         self.lanes = lanes = Lanes(
             self.limits,
             ledger,
@@ -149,6 +155,8 @@ class Runner:
             rolling=opts.limits.quota_day == "rolling",
             where=target.where,
             max_outage=opts.requests.max_outage,
+            store=store,
+            account=Account.of_key(target.base_url, target.key, target.key_source),
         )
         Manifest(
             provider=opts.endpoint.provider,
@@ -217,6 +225,9 @@ class Runner:
                     await anyio.to_thread.run_sync(self.attempts.close)
                 if self.lanes is not None:
                     await anyio.to_thread.run_sync(self.lanes.save)
+                    await self.lanes.close()
+                if self._store is not None:
+                    await self._store.aclose()
         finally:
             self._close_quietly()
 

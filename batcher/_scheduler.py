@@ -29,6 +29,7 @@ from ._lane import Lane
 from ._ledger import DailyCount, Ledger
 from ._limits import LimitTable
 from ._outage import OutageWatch
+from ._quota import Account, QuotaStore, SharedQuota, new_holder
 from ._store import ResultStore
 from ._tally import Tally
 
@@ -38,11 +39,13 @@ log = logging.getLogger("batcher")
 
 LEDGER_EVERY = 2.0
 """Seconds between saves of the RPD ledger while a run goes on."""
+BEAT_EVERY = 1.0
+"""Seconds between renewals of the lanes' leases in the quota store."""
 
 
 class Lanes:
     """The lanes of a run's endpoint, one per model, made on first use with its limits and
-    today's quota."""
+    today's quota; with a quota store, each shares its account's budget with other runs."""
 
     def __init__(
         self,
@@ -54,6 +57,8 @@ class Lanes:
         rolling: bool,
         where: str = "",
         max_outage: float = 1800.0,
+        store: QuotaStore | None = None,
+        account: Account | None = None,
     ) -> None:
         self.limits = limits
         self.outage = OutageWatch(clock, max_outage=max_outage, where=where)
@@ -63,6 +68,9 @@ class Lanes:
         self.per_second = per_second
         self.rolling = rolling
         self.by_model: dict[str, Lane] = {}
+        self.store = store
+        self.account = account
+        self.holder = new_holder()
 
     def __getitem__(self, model: str) -> Lane:
         lane = self.by_model.get(model)
@@ -70,6 +78,9 @@ class Lanes:
             limits = self.limits.for_model(model)
             daily = DailyCount(rolling=self.rolling, keep_times=limits.rpd is not None)
             self.ledger.restore(model, daily)
+            quota = None
+            if self.store is not None and self.account is not None:
+                quota = SharedQuota(self.store, self.account, model, self.clock, self.holder)
             lane = Lane(
                 model,
                 limits,
@@ -77,6 +88,7 @@ class Lanes:
                 per_second=self.per_second,
                 daily=daily,
                 outage=self.outage,
+                quota=quota,
             )
             self.by_model[model] = lane
         return lane
@@ -88,6 +100,22 @@ class Lanes:
     def save(self) -> None:
         """Write every lane's quota-day count to the ledger."""
         self.ledger.save({m: lane.daily for m, lane in self.by_model.items()})
+
+    async def beat(self) -> None:
+        """Renew the leases of the lanes with demand (and drop the idle ones'), so each lane's
+        share follows how many processes are sending."""
+        for lane in list(self.by_model.values()):
+            if lane.quota is not None:
+                await lane.quota.beat(active=lane.has_demand())
+
+    async def close(self) -> None:
+        """Give back the unspent blocks of today's requests and drop this run's leases."""
+        if self.store is None:
+            return
+        for lane in self.by_model.values():
+            if lane.quota is not None:
+                await lane.quota.close()
+        await self.store.leave(self.holder)
 
 
 class Scheduler:
@@ -150,6 +178,8 @@ class Scheduler:
         async with anyio.create_task_group() as keeper:
             self._keeper = keeper
             keeper.start_soon(self._keep_ledger)
+            if self.lanes.store is not None:
+                keeper.start_soon(self._keep_leases)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._produce, send_jobs)
@@ -331,6 +361,12 @@ class Scheduler:
             await anyio.to_thread.run_sync(fn, *args)
         except WriteFailed as e:
             self._write_failed(e)
+
+    async def _keep_leases(self) -> None:
+        """Renew the lanes' leases in the quota store every second while the run goes on."""
+        while True:
+            await self.clock.sleep(BEAT_EVERY)
+            await self.lanes.beat()
 
     async def _keep_ledger(self) -> None:
         """Save the RPD ledger every couple of seconds while the run goes on."""

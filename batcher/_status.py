@@ -16,6 +16,7 @@ from ._limits import Limits
 from ._manifest import Manifest
 from ._prices import usd
 from ._progress import duration
+from ._quota import Spent
 from ._results import damaged_files, iter_status, read_costs
 
 __all__ = ["RunStatus", "read_status"]
@@ -47,6 +48,8 @@ class RunStatus:
     """Provider batches not yet collected, as the run last saw them."""
     now: float = 0.0
     """When the status was read (for the batches' ages)."""
+    shared: tuple[Spent, ...] = ()
+    """What all runs counted today in the quota store, per account and model."""
 
     @property
     def done(self) -> int:
@@ -88,6 +91,8 @@ class RunStatus:
             rpd = self.limits[model].rpd
             of = f" of {rpd:,} requests" if rpd else " requests"
             out.append(f"quota today {model}: {spent:,}{of}")
+        for row in self.shared:
+            out.append(f"all runs today, {row.label}, {row.model}: {row.count:,} requests")
         reset = datetime.fromtimestamp(self.next_reset, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
         out.append(f"next quota reset {reset}")
         if self.remaining:

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from batcher.mock import MockConfig, MockServer
+from tests.redis_server import flush, redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_session: str) -> str:
+    """A running redis-server's URL, its database emptied for this test."""
+    flush(redis_session)
+    return redis_session
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own quota store (runs share budgets through it, across tests otherwise)."""
+    path = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("BATCHER_STATE_DIR", str(path))
+    return path
 
 
 @pytest.fixture

@@ -1,0 +1,92 @@
+"""What every quota store keeps, and the one interface they share.
+
+A budget belongs to an account: a provider project named in a pool file, or else an API key at
+one base URL. Stores know an account only by ``Account.id``, a hash (never the key), and show
+``Account.label`` in ``batcher status``. Per (account, model) a store keeps two things:
+
+- leases: which processes are sending now. A process renews its lease every second or so
+  (``join``); a lease not renewed within its ``ttl`` lapses, so a process that dies stops
+  holding a share of the per-minute limits a few seconds later. Each live holder with demand
+  paces at ``1 / holders`` of the limits, so together they stay under them.
+- the day's count: requests reserved per quota day (``reserve``), granted in small blocks that
+  the process spends locally, never beyond the daily limit; what is left of a block is given
+  back at the end (``give_back``). A process killed holding a block loses at most that block
+  (the count errs high, never low).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Account", "QuotaStore", "Spent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Whose budget: ``id`` is a hash of the project (or of the key and its base URL);
+    ``label`` names it for people, without the key."""
+
+    id: str
+    label: str
+
+    @classmethod
+    def of_project(cls, provider: str, project: str) -> Account:
+        return cls(_hash("project", provider, project), f"project {project}")
+
+    @classmethod
+    def of_key(cls, base_url: str, key: str, key_source: str) -> Account:
+        return cls(_hash("key", base_url, key), f"key {key_source} at {base_url}")
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """Requests counted for one account and model in one quota day."""
+
+    label: str
+    model: str
+    count: int
+
+
+class QuotaStore(Protocol):
+    """Shared budgets: leases on the per-minute limits and the day's count, per (account, model).
+
+    ``now`` is wall-clock time (leases are compared across processes and machines). Every
+    method is safe to call from several processes at once.
+    """
+
+    where: str
+    """The store in words, for messages."""
+
+    async def join(
+        self, account: Account, model: str, holder: str, *, active: bool, ttl: float, now: float
+    ) -> int:
+        """Renew (``active``) or drop ``holder``'s lease; return how many live leases there are
+        (``holder``'s included when ``active``)."""
+        ...
+
+    async def reserve(
+        self, account: Account, model: str, day: str, want: int, limit: int | None
+    ) -> int:
+        """Count up to ``want`` more requests in ``day``, never past ``limit``; return how many
+        were granted (0 when the day's quota is spent)."""
+        ...
+
+    async def give_back(self, account: Account, model: str, day: str, n: int) -> None:
+        """Uncount ``n`` requests reserved in ``day`` and not sent."""
+        ...
+
+    async def leave(self, holder: str) -> None:
+        """Drop every lease of ``holder`` (a clean end)."""
+        ...
+
+    async def spent(self, day: str) -> list[Spent]:
+        """What all runs counted in ``day``, per account and model."""
+        ...
+
+    async def aclose(self) -> None: ...
