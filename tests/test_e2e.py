@@ -189,7 +189,11 @@ def test_status_and_rerun(
         "remaining 0",
         "quota today m: 30 requests",
     ]
-    assert lines[5].startswith("next quota reset ") and lines[5].endswith(("PST", "PDT"))
+    # what every run on this key counted today, from the shared quota store
+    assert (
+        lines[5] == f"all runs today, key $OPENAI_API_KEY at {mock_server.url}/v1, m: 30 requests"
+    )
+    assert lines[6].startswith("next quota reset ") and lines[6].endswith(("PST", "PDT"))
     assert _run(mock_server, "openai", str(jobs), "--out", out) == 0
     assert "Nothing left to do" in capsys.readouterr().out
     assert mock_stats(mock_server)["requests"] == 30
