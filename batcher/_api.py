@@ -66,8 +66,9 @@ async def _run_on_ray(
     jobs: JobsInput, out: str | os.PathLike[str], opts: RunOptions, *, progress: bool
 ) -> RunSummary:
     """A run on a Ray cluster (``batcher.ray.run_files``), its progress shown from here."""
-    from .ray import ThreadClock, connect, run_files
+    from .ray import ThreadClock, check_options, connect, run_files
 
+    check_options(opts)
     connect(opts.requests.ray or "local")  # on the main thread, where Ray sets its handlers
     tally = Tally(ThreadClock())
     summary: RunSummary | None = None
@@ -77,7 +78,8 @@ async def _run_on_ray(
             tg.start_soon(show_progress, tally.statistics)
         try:
             summary = await anyio.to_thread.run_sync(
-                lambda: run_files(jobs, out, opts, tally=tally)
+                lambda: run_files(jobs, out, opts, tally=tally),
+                abandon_on_cancel=True,  # Ctrl-C ends the driver; blocks in flight are journaled
             )
         except BatcherError as e:
             error = e  # raised below, outside the task group, so not as an exception group

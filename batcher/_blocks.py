@@ -294,7 +294,11 @@ class BlockWorker:
     async def _executor(self) -> Executor:
         transport = self.target.transport(self.options.requests)
         policy = RetryPolicy(max_attempts=self.options.requests.max_attempts)
-        return Executor(transport, self.target, policy, self.clock, Tally(self.clock))
+        prices = self.options.costs.prices()
+        tally = Tally(self.clock)
+        return Executor(
+            transport, self.target, policy, self.clock, tally, prices=prices, out=self.out
+        )
 
     def _lane(self, model: str) -> Lane:
         lane = self.lanes.get(model)

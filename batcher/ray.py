@@ -154,6 +154,7 @@ def process(
     opts = options if options is not None else RunOptions(**flat)
     if workers < 1 or batch_size < 1:
         raise UsageError("workers and batch_size must be at least 1")
+    check_options(opts)
     _ray()
     path = Path(out)
     recover(path)
@@ -161,6 +162,19 @@ def process(
     target.start()
     _targets.append(target)
     return _map(ds, path, opts, target, done_hashes(path), workers, batch_size, num_cpus)
+
+
+def check_options(opts: RunOptions) -> None:
+    """Refuse what a cluster run does not do (yet): it sends online, with no spend limit."""
+    from ._options import option_flag
+
+    if opts.batch.mode != "online" or opts.batch.cancel_batches:
+        raise UsageError(f"{option_flag('ray')} sends online requests only; drop --mode batch|auto")
+    if opts.costs.budget is not None:
+        raise UsageError(
+            f"{option_flag('budget')} is not enforced across a cluster; run without "
+            f"{option_flag('ray')} to bound the spend"
+        )
 
 
 def _map(
@@ -208,6 +222,7 @@ def run_files(
 
     ray = _ray()
     opts = options
+    check_options(opts)
     address = opts.requests.ray or "local"
     path = Path(out)
     provider = get_provider(opts.endpoint.provider)

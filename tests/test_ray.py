@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -257,3 +258,24 @@ def test_a_fatal_answer_stops_the_cluster_run_with_exit_4(
     assert "model 'no-such-model' is not available" in done.stderr
     # each worker stops on its first answer: a request or two, not one per job
     assert mock_stats(server)["requests"] <= 2 * WORKERS
+
+
+def test_import_batcher_does_not_import_ray() -> None:
+    code = "import sys, batcher, batcher.ray; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "flags", [("--mode", "batch"), ("--budget", "5")], ids=["batch-mode", "budget"]
+)
+def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
+    tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(2))
+    command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
+    done = subprocess.run(
+        [*command, "--ray", "127.0.0.1:9", *flags], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--ray" in done.stderr

@@ -1,0 +1,110 @@
+"""A Ray cluster against one process at the same combined limits: achieved rate / ceiling.
+
+The mock runs in its own process (20-200 ms latency) enforcing one RPM limit, as in
+``throughput.py``; the same jobs are sent by ``batcher run`` in one process and by ``batcher run
+--ray local`` (a single-node cluster on 127.0.0.1, one worker per CPU, all drawing on one budget),
+side by side in one run. Figures are measured at the server: accepted requests per minute
+between its first and last accepted request, over the ceiling; the cluster's start-up (Ray's
+processes, the workers) is outside that span and reported apart, as the driver's wall time.
+
+    python benchmarks/ray_scale.py [--minutes 1] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _common import mock_process, write_jobs
+
+from batcher.ray import LOCAL_ENV
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    provider: str
+    rpm: int
+    mock_flags: tuple[str, ...] = ()
+
+
+CASES = [
+    Case("openai-per-minute", "openai", 1200, ("--openai-per-minute",)),
+    Case("rpm-minute-windows", "gemini", 1200),
+]
+
+
+def run_once(case: Case, minutes: float, ray: bool) -> dict[str, float]:
+    limit = ("--rpm", str(case.rpm))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock_process("--latency-ms", "20-200", *limit, *case.mock_flags) as url,
+    ):
+        jobs = write_jobs(Path(tmp) / "jobs.jsonl", int(case.rpm * minutes))
+        base = f"{url}/v1beta" if case.provider == "gemini" else f"{url}/v1"
+        home = Path(tmp) / "home"
+        home.mkdir()
+        (home / "ray_bootstrap_config.yaml").write_text("{}\n")
+        env = {**os.environ, **LOCAL_ENV, "HOME": str(home), "BENCH_KEY": "k"}
+        started = time.monotonic()
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "batcher", "run", str(jobs), "--out", f"{tmp}/out"),
+                *("--provider", case.provider, "--base-url", base, "--api-key-env", "BENCH_KEY"),
+                *("--no-progress", "--max-concurrency", "32", *limit),
+                *(("--ray", "local") if ray else ()),
+            ],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wall = time.monotonic() - started
+        stats = httpx.get(f"{url}/admin/stats").json()
+    span_min = (stats["last_accepted"] - stats["first_accepted"]) / 60
+    accepted, rejected = stats["accepted"], stats["rejected"]
+    achieved = (accepted - 1) / span_min
+    return {
+        "achieved": achieved,
+        "efficiency": achieved / case.rpm,
+        "share_429": rejected / (accepted + rejected),
+        "minutes": span_min,
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=1.0)
+    ap.add_argument("--only", choices=[c.name for c in CASES])
+    args = ap.parse_args()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs")
+    print(
+        f"{'case':20} {'how':8} {'ceiling':>10} {'achieved':>9} {'efficiency':>10}"
+        f" {'429 share':>9} {'minutes':>7} {'wall s':>7}"
+    )
+    for case in CASES:
+        if args.only and case.name != args.only:
+            continue
+        results = {}
+        for how in ("process", "ray"):
+            r = results[how] = run_once(case, args.minutes, ray=how == "ray")
+            print(
+                f"{case.name:20} {how:8} {case.rpm:>6,} RPM {r['achieved']:9,.0f}"
+                f" {r['efficiency']:10.3f} {r['share_429']:9.2%} {r['minutes']:7.2f}"
+                f" {r['wall']:7.1f}",
+                flush=True,
+            )
+        ratio = results["ray"]["achieved"] / results["process"]["achieved"]
+        print(f"{case.name:20} ratio (ray / process) of the rate achieved: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
