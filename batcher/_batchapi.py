@@ -243,6 +243,7 @@ class BatchExecutor:
                     log.info("batch %s is past --batch-deadline: cancelling it", info.id)
                     await self._call(partial(self.api.cancel, self.transport, info.id))
                     cancelled.add(chunk.tag)
+            self._show()
             self.step("polled")
             if self.retry and not self.options.cancel_batches:
                 again, self.retry = self.retry, []
@@ -255,6 +256,14 @@ class BatchExecutor:
                 if not self.stopping:
                     await self.clock.sleep(self.options.poll_interval)
         return len(self.log.open_chunks())
+
+    def _show(self) -> None:
+        """Put the open batches, by state, where the progress display reads them."""
+        states: dict[str, int] = {}
+        for chunk in self.log.open_chunks():
+            state = chunk.state or "submitted"
+            states[state] = states.get(state, 0) + 1
+        self.tally.batches = ", ".join(f"{n} {s}" for s, n in states.items()) or None
 
     def _late(self, chunk: Chunk) -> bool:
         if self.options.mode != "auto" or chunk.submitted is None:

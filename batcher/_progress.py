@@ -32,6 +32,7 @@ def format_line(st: Statistics) -> str:
         + f") | {st.requests_per_minute:,.0f} req/min | {st.tokens_per_minute:,.0f} tok/min"
         f" | in flight {st.in_flight} | ETA {duration(st.eta)}"
         + (f" | waiting for the quota reset: {duration(st.quota_wait)}" if st.quota_wait else "")
+        + (f" | batches: {st.batches}" if st.batches else "")
     )
 
 
@@ -76,6 +77,8 @@ async def _live(snapshot: Callable[[], Statistics], out: TextIO) -> None:
         )
         if st.quota_wait:
             detail += f" | quota resets in {duration(st.quota_wait)}"
+        if st.batches:
+            detail += f" | batches: {st.batches}"
         progress.update(task, total=st.total, completed=st.done + st.skipped, detail=detail)
 
     with progress:

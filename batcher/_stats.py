@@ -25,6 +25,8 @@ class Statistics:
     elapsed: float
     quota_wait: float | None = None
     """Seconds until the quota reset the run is waiting for, if it waits for one."""
+    batches: str | None = None
+    """The provider batches the run waits for, by state (``2 in_progress, 1 completed``)."""
     cost_usd: float = 0.0
     """Dollars this run's answers cost so far (those whose model has a known price)."""
 

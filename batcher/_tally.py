@@ -27,6 +27,8 @@ class Tally:
         self.cost_usd = 0.0
         """Dollars the answers of this run cost (those with a known price)."""
         self.waiting_until: float | None = None
+        self.batches: str | None = None
+        """The provider batches being waited for, by state, while a batch run waits."""
         """Wall-clock time of the quota reset the run waits for, while it waits."""
         self._recent = SlidingWindow(60.0)  # finished jobs: [finished at, tokens]
 
@@ -68,6 +70,7 @@ class Tally:
                 if self.waiting_until is not None
                 else None
             ),
+            batches=self.batches,
             cost_usd=self.cost_usd,
         )
 

@@ -3,10 +3,12 @@ across crashes at every step, retries into later batches, ``--no-wait``, ``auto`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batcher import Runner, RunOptions, RunSummary
 from batcher._batchapi import STEPS
 from batcher._batchlog import BatchLog
+from batcher._progress import format_line
 from batcher._providers._gemini_batch import GeminiBatch
 from batcher._providers._openai_batch import OpenAIBatch
 from batcher.mock import MockConfig, MockServer, create_app
@@ -100,6 +105,7 @@ def _virtual_run(
     clock: VirtualClock,
     crash_at: str | None = None,
     mode: str = "batch",
+    hook: Callable[[str], None] | None = None,
     **options: Any,
 ) -> RunSummary:
     options.setdefault("base_url", "http://mock.test/v1")
@@ -108,6 +114,8 @@ def _virtual_run(
     def step(name: str) -> None:
         if name == crash_at:
             raise Crash(name)
+        if hook is not None:
+            hook(name)
 
     async def main() -> RunSummary:
         async with Runner(
@@ -314,13 +322,16 @@ def test_a_stop_while_waiting_leaves_the_batches_running(tmp_path: Path) -> None
 
             def step(name: str) -> None:
                 if name == "polled":
+                    seen.append(format_line(runner.statistics()))
                     runner.stop(signal.SIGINT)  # Ctrl-C while waiting
 
             runner._batch.step = step
             return await runner.run()
 
+    seen: list[str] = []
     summary = run_virtual(main)
     assert summary.exit_code == 130 and summary.finished == 0
+    assert seen[0].endswith("| batches: 1 in_progress")  # what the progress display shows
     assert [b.state for b in app.pipeline.batches.batches.values()] == ["in_progress"]
     assert len(BatchLog(tmp_path / "out").open_chunks()) == 1
     clock.start += 7200
@@ -373,3 +384,61 @@ def test_a_refused_control_call_stops_the_run_with_exit_4(
     assert run_cli(server, "openai", jobs, tmp_path / "o", "--model", "m", "--mode", "batch") == 4
     assert "invalid_api_key" in capsys.readouterr().err
     assert not mock_stats(server)["batch_creates"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    per_batch=st.integers(1, 4),
+    failing=st.sets(st.integers(0, 8)),
+    crashes=st.lists(st.tuples(st.sampled_from(STEPS), st.integers(1, 3)), max_size=3),
+    delay=st.sampled_from([0.0, 600.0]),
+    provider=st.sampled_from(["openai", "gemini"]),
+)
+def test_exactly_once_whatever_the_crashes(
+    n: int,
+    per_batch: int,
+    failing: set[int],
+    crashes: list[tuple[str, int]],
+    delay: float,
+    provider: str,
+) -> None:
+    """Crash at any step, at its first, second or third passage, several runs in a row: every job
+    ends with one row, no chunk is created twice, and no job is in two batches."""
+    api = OpenAIBatch if provider == "openai" else GeminiBatch
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "max_requests", per_batch)
+        tmp = Path(folder)
+        jobs = _jobs(tmp, n, {i: "[[fail:400]]" for i in failing})
+        clock = VirtualClock()
+        app = create_app(MockConfig(batch_delay=delay), clock=clock.time)
+        base = "http://mock.test/v1beta" if provider == "gemini" else "http://mock.test/v1"
+        options = {"provider": provider, "base_url": base, "poll_interval": 300.0}
+        for step, nth in crashes:
+            with contextlib.suppress(Crash):
+                _virtual_run(tmp, jobs, app, clock, hook=_crash_at(step, nth), **options)
+            clock.start += 3600
+        summary = _virtual_run(tmp, jobs, app, clock, **options)
+        rows = read_results(tmp / "out")
+        assert set(rows) == {f"j{i}" for i in range(n)}
+        assert {i for i in range(n) if rows[f"j{i}"]["status"] == "error"} == failing & set(
+            range(n)
+        )
+        assert summary.exit_code == (1 if failing & set(range(n)) else 0)
+        creates = app.state.batch_creates
+        assert len(creates) == len(set(creates))
+        assert app.state.batch_lines == n  # each job answered by one batch line, once
+
+
+def _crash_at(step: str, nth: int) -> Callable[[str], None]:
+    """A hook that crashes the ``nth`` time the run passes ``step``."""
+    passed = 0
+
+    def hook(name: str) -> None:
+        nonlocal passed
+        if name == step:
+            passed += 1
+            if passed == nth:
+                raise Crash(name)
+
+    return hook
