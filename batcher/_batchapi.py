@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
@@ -30,7 +31,7 @@ import anyio.lowlevel
 from ._batchlog import BatchLog, Chunk
 from ._clock import Clock
 from ._endpoint import Target
-from ._errors import FatalProviderError, Outage, ProviderError, RetryableError
+from ._errors import FatalProviderError, InvalidOutput, Outage, ProviderError, RetryableError
 from ._idset import IdSet
 from ._jobs import Job, JobSource
 from ._options import BatchMode
@@ -364,9 +365,14 @@ class BatchExecutor:
                 error_kind=None,
                 model=completion.model or model,
                 finish_reason=completion.finish_reason,
+                parsed=completion.parsed,
                 **common,  # type: ignore[arg-type]
             )
         assert error is not None
+        if isinstance(error, InvalidOutput) and error.answer is not None:
+            # the answer that did not fit the schema is kept (and was billed) as an error row
+            row = self._record(job, chunk, raw, completion=error.answer)
+            return replace(row, status="error", error=redact(error.message), error_kind=error.kind)
         status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
         return Record(
             status="error",

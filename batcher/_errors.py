@@ -2,6 +2,7 @@
 
     BatcherError
     ├── UsageError            options that cannot work (exit 2)
+    │   ├── SchemaError             an output schema that cannot be used: where and why
     │   ├── DirectoryLocked         another run works in the output directory: who, since when
     │   └── DamagedFile             run.json or ledger.json cannot be read: fix or delete it
     ├── InputError            bad job files or lines, each problem named (exit 2)
@@ -12,7 +13,8 @@
         ├── FatalProviderError      wrong for the whole run: bad key, unknown model
         ├── PermanentJobError       wrong for one job: a 400, a blocked prompt
         └── RetryableError          may pass: 5xx, timeouts, dropped connections
-            └── RateLimitError      a 429: the model's lane pauses (or stops for the day)
+            ├── RateLimitError      a 429: the model's lane pauses (or stops for the day)
+            └── InvalidOutput       an answer that does not fit the run's output schema
 
 The HTTP clients' exceptions (aiohttp's, httpx's) are translated into ``RetryableError`` in
 ``_transport``, at the boundary; ``_providers`` classifies every answer.
@@ -25,7 +27,10 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._providers import Completion
 
 __all__ = [
     "BadOption",
@@ -35,12 +40,14 @@ __all__ = [
     "FatalProviderError",
     "InputError",
     "InputProblem",
+    "InvalidOutput",
     "Outage",
     "PermanentJobError",
     "ProviderError",
     "QuotaExhausted",
     "RateLimitError",
     "RetryableError",
+    "SchemaError",
     "UsageError",
     "WriteFailed",
 ]
@@ -61,6 +68,18 @@ class BadOption(UsageError):
     def __init__(self, option: str, reason: str) -> None:
         super().__init__(f"{option} {reason}")
         self.option = option
+        self.reason = reason
+
+
+class SchemaError(UsageError):
+    """An output schema that cannot be used: ``source`` is its file (or ``module:Model``),
+    ``path`` the JSON path in it (empty for the whole), ``reason`` what is wrong."""
+
+    def __init__(self, source: str, path: str, reason: str) -> None:
+        where = f"{source} at {path}" if path else source
+        super().__init__(f"schema {where}: {reason}")
+        self.source = source
+        self.path = path
         self.reason = reason
 
 
@@ -260,6 +279,18 @@ class RateLimitError(RetryableError):
         self.scope = scope
         self.quota = quota
         self.per_day = per_day
+
+
+class InvalidOutput(RetryableError):
+    """An answer that is cut off, not JSON, or does not fit the run's output schema; the message
+    names the field path and the reason. Retried at once (another answer may fit); ``answer`` is
+    the completion, whose raw text and token counts the row keeps when attempts run out."""
+
+    kind = "invalid_output"
+
+    def __init__(self, message: str, *, answer: Completion | None = None) -> None:
+        super().__init__(message, status=200, retry_after=0.0)
+        self.answer = answer
 
 
 class QuotaExhausted(BatcherError):

@@ -21,6 +21,7 @@ from ._clock import Clock
 from ._endpoint import Target
 from ._errors import (
     FatalProviderError,
+    InvalidOutput,
     Outage,
     PermanentJobError,
     ProviderError,
@@ -35,6 +36,7 @@ from ._media import job_media_tokens
 from ._prices import Prices, load_prices
 from ._providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
 from ._retry import RetryPolicy
+from ._schema import OutputSchema
 from ._store import Record
 from ._tally import Tally
 from ._transport import Transport
@@ -98,8 +100,12 @@ class Executor:
         *,
         prices: Prices | None = None,
         out: Path | None = None,
+        schema: OutputSchema | None = None,
     ) -> None:
         self.out = out
+        self.schema = schema
+        """The run's output schema (the provider asks for it and checks answers): its tokens
+        are billed as input, so they count in each job's estimate."""
         """The output directory, where images answered are saved (under ``images/``)."""
         self.transport = transport
         self.prices = prices or load_prices()
@@ -140,7 +146,8 @@ class Executor:
         else:
             spec = self.provider.build(job, model)
             fp, media_tokens = None, 0
-        x = features(job.text, media_tokens)
+        text = job.text if self.schema is None else f"{job.text}\n{self.schema.text}"
+        x = features(text, media_tokens)
         output = (job.max_tokens or 0) if self.provider.charges_output else 0
         attempts = 0
         sending = [False]
@@ -279,8 +286,13 @@ class Executor:
                 fingerprint=fp,
                 finished_at=self.clock.time(),
                 cost_usd=cost,
+                parsed=completion.parsed,
             )
         assert error is not None
+        if isinstance(error, InvalidOutput) and error.answer is not None:
+            # the answer that did not fit the schema is kept (and was billed) as an error row
+            row = self._record(job, model, fp, attempts, start, completion=error.answer)
+            return replace(row, status="error", error=redact(error.message), error_kind=error.kind)
         status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
         return Record(
             id=job.id,

@@ -33,6 +33,8 @@ class Manifest:
     inputs: tuple[str, ...] = ()
     quota_day: str = "pacific"
     limits: LimitTable = field(default_factory=LimitTable)
+    schema: dict[str, Any] | None = None
+    """The output schema (``OutputSchema.to_json``), so a rerun stores ``parsed`` in one type."""
 
     @staticmethod
     def path(out: Path) -> Path:
@@ -79,6 +81,7 @@ class Manifest:
             inputs=tuple(str(p) for p in data.get("inputs", ())),
             quota_day=str(data.get("quota_day", "pacific")),
             limits=limits,
+            schema=dict(data["schema"]) if data.get("schema") is not None else None,
         )
 
     def check_same_run(self, provider: str, model: str | None, out: Path) -> None:
@@ -93,6 +96,22 @@ class Manifest:
                     "their results would mix. Use another --out, or the same options."
                 )
 
+    def check_same_schema(self, schema: dict[str, Any] | None, out: Path, redo: bool) -> None:
+        """Refuse another output schema (or none) over results of this one: the ``parsed``
+        column would take two types. With ``redo`` (``--redo-changed``) every job is sent again
+        with the new one, its request having changed."""
+        mine = self.schema["schema"] if self.schema else None
+        theirs = schema["schema"] if schema else None
+        if mine == theirs or redo:
+            return
+        had = f"--schema {self.schema['source']}" if self.schema else "no --schema"
+        asks = f"--schema {schema['source']}" if schema else "none"
+        raise UsageError(
+            f"{out} holds a run with {had}, and this one asks for {asks}; the 'parsed' column "
+            "cannot take both. Pass the same schema, or --redo-changed to send every job again "
+            "with this one, or use another --out."
+        )
+
     def write(self, out: Path) -> None:
         """Replace ``run.json`` atomically."""
         data = {
@@ -104,6 +123,8 @@ class Manifest:
             "quota_day": self.quota_day,
             "limits": self.limits.to_json(),
         }
+        if self.schema is not None:
+            data["schema"] = self.schema
         tmp = out / (NAME + ".tmp")
         try:
             out.mkdir(parents=True, exist_ok=True)

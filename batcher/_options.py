@@ -183,6 +183,17 @@ class Requests:
         ),
     )
     """Run on a Ray cluster (``"local"``, or a cluster's address) instead of in this process."""
+    schema: Any = field(
+        default=None,
+        metadata=flag(
+            "answer in JSON fitting this schema: a JSON Schema file, or a pydantic model as "
+            "package.module:Model; answers are validated (invalid ones retried) and stored typed "
+            "in the column 'parsed'",
+            metavar="SCHEMA",
+        ),
+    )
+    """The output schema: a JSON Schema file's path or dict, a pydantic model class, or
+    ``"package.module:Model"`` (see ``_schema.load_schema``)."""
 
     def __post_init__(self) -> None:
         _positive("max_concurrency", self.max_concurrency)

@@ -40,6 +40,7 @@ from ._results import read_costs, read_results
 from ._resume import done_now, plan_resume
 from ._retry import RetryPolicy
 from ._scheduler import Lanes, Scheduler
+from ._schema import OutputSchema, SchemaProvider, load_schema
 from ._stats import RunSummary, Statistics
 from ._store import ResultStore
 from ._tally import Tally
@@ -68,6 +69,13 @@ class Runner:
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
         self.provider = get_provider(opts.endpoint.provider, opts.media.api)
+        self.schema = _load_schema(opts.requests.schema, opts.endpoint.provider)
+        if self.schema is not None:
+            if opts.media.api == "images":
+                raise UsageError(
+                    f"{option_flag('schema')} asks for JSON answers: the images API has none"
+                )
+            self.provider = SchemaProvider(self.provider, self.schema)
         if opts.costs.budget is not None and opts.batch.mode != "online":
             raise UsageError(
                 f"{option_flag('budget')} bounds online requests one by one; it cannot bound "
@@ -93,7 +101,8 @@ class Runner:
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
         )
-        self.store = ResultStore(self.out)
+        parsed = self.schema.arrow_type() if self.schema is not None else None
+        self.store = ResultStore(self.out, parsed=parsed)
         self.attempts = AttemptLog(self.out)
         self.limits = opts.limits.table()
         self.prices = opts.costs.prices()
@@ -131,9 +140,11 @@ class Runner:
         opts = self.options
         target = Target(opts.endpoint, self.provider)
         ledger = Ledger(self.out)
+        schema_json = self.schema.to_json() if self.schema is not None else None
         old = Manifest.read(self.out)
         if old is not None:
             old.check_same_run(opts.endpoint.provider, opts.requests.model, self.out)
+            old.check_same_schema(schema_json, self.out, opts.resume.redo_changed)
         plan = await anyio.to_thread.run_sync(
             plan_resume, self.source, self.store, self.provider, opts.resume
         )
@@ -166,6 +177,7 @@ class Runner:
             inputs=tuple(str(p) for p in self.source.paths),
             quota_day=opts.limits.quota_day,
             limits=self.limits,
+            schema=schema_json,
         ).write(self.out)
         transport = target.transport(opts.requests, self._httpx_transport)
         self._transport = transport
@@ -177,6 +189,7 @@ class Runner:
             self.tally,
             prices=self.prices,
             out=self.out,
+            schema=self.schema,
         )
         if opts.batch.mode != "online" or opts.batch.cancel_batches:
             self._batch = BatchExecutor(
@@ -320,3 +333,13 @@ class Runner:
             quota_stops=tuple(str(e) for e in scheduler.quota_stops.values()),
             interrupted=self.stopping,
         )
+
+
+def _load_schema(spec: Any, provider: str) -> OutputSchema | None:
+    """The run's output schema, checked for ``provider``'s wire; None without one (pydantic is
+    imported only when there is one)."""
+    if spec is None:
+        return None
+    schema = load_schema(spec)
+    schema.check_wire(provider)
+    return schema

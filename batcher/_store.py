@@ -75,6 +75,9 @@ class Record:
     images: tuple[dict[str, Any], ...] = ()
     """Images answered, saved under DIR/images/: ``{path (relative to DIR), mime_type, bytes,
     sha256}`` each; empty for a text-only answer."""
+    parsed: Any = None
+    """The answer validated against the run's output schema, as its ``parsed`` column holds it
+    (only runs with a schema have that column)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""
@@ -85,31 +88,32 @@ _RECORD_FIELDS = tuple(f.name for f in fields(Record))
 _LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
-def _schema() -> Any:
+def _schema(parsed: Any = None) -> Any:
+    """The Arrow schema of the results; ``parsed`` is the Arrow type of the ``parsed`` column,
+    for a run with an output schema (``OutputSchema.arrow_type``)."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("status", pa.string()),
-            ("text", pa.string()),
-            ("input_tokens", pa.int64()),
-            ("output_tokens", pa.int64()),
-            ("attempts", pa.int32()),
-            ("error", pa.string()),
-            ("error_kind", pa.string()),
-            ("model", pa.string()),
-            ("finish_reason", pa.string()),
-            ("latency_ms", pa.float64()),
-            ("response", pa.string()),
-            ("source", pa.string()),
-            ("fingerprint", pa.string()),
-            ("finished_at", pa.float64()),
-            ("cost_usd", pa.float64()),
-            ("via", pa.string()),
-            ("images", pa.list_(_image_type())),
-        ]
-    )
+    columns = [
+        ("id", pa.string()),
+        ("status", pa.string()),
+        ("text", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("attempts", pa.int32()),
+        ("error", pa.string()),
+        ("error_kind", pa.string()),
+        ("model", pa.string()),
+        ("finish_reason", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("response", pa.string()),
+        ("source", pa.string()),
+        ("fingerprint", pa.string()),
+        ("finished_at", pa.float64()),
+        ("cost_usd", pa.float64()),
+        ("via", pa.string()),
+        ("images", pa.list_(_image_type())),
+    ]
+    return pa.schema(columns if parsed is None else [*columns, ("parsed", parsed)])
 
 
 def _image_type() -> Any:
@@ -371,12 +375,13 @@ class JournalStore:
 class ResultStore(JournalStore):
     """Durable results for one output directory: ``journal/`` compacted into ``results/``."""
 
-    def __init__(self, out: Path, *, segment_size: int = 5000) -> None:
+    def __init__(self, out: Path, *, segment_size: int = 5000, parsed: Any = None) -> None:
+        """``parsed`` is the Arrow type of the run's ``parsed`` column, if it has a schema."""
         super().__init__(
             out / "journal",
             out / "results",
             out / "damaged",
-            _schema,
+            lambda: _schema(parsed),
             required=("id", "status"),
             segment_size=segment_size,
         )

@@ -69,3 +69,63 @@ def expected_openai(spec: dict[str, Any]) -> dict[str, Any]:
 def expected_gemini(spec: dict[str, Any]) -> dict[str, Any]:
     """The generateContent body the spec must become."""
     return render(spec, 4)["request"]
+
+
+names = st.text(alphabet=string.ascii_lowercase + "_-", min_size=1, max_size=8)
+
+
+def _leaf_schemas() -> st.SearchStrategy[dict[str, Any]]:
+    ints = st.integers(-1000, 1000)
+    bounded_int = st.tuples(ints, st.integers(0, 500)).map(
+        lambda t: {"type": "integer", "minimum": t[0], "maximum": t[0] + t[1]}
+    )
+    bounded_number = st.tuples(ints, st.integers(0, 500)).map(
+        lambda t: {"type": "number", "minimum": t[0], "maximum": t[0] + t[1]}
+    )
+    enum_values = st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=4, unique=True)
+    return st.one_of(
+        st.just({"type": "string"}),
+        st.integers(1, 12).map(lambda n: {"type": "string", "maxLength": n}),
+        st.just({"type": "integer"}),
+        bounded_int,
+        st.just({"type": "number"}),
+        bounded_number,
+        st.just({"type": "boolean"}),
+        enum_values.map(lambda v: {"type": "string", "enum": v}),
+        st.just({"enum": [1, 2.5, 3]}),
+        st.just({"enum": ["a", 1, True]}),  # mixed: stored as JSON
+        st.just({"type": ["string", "null"]}),
+        st.just({"anyOf": [{"type": "string"}, {"type": "integer"}]}),  # stored as JSON
+    )
+
+
+def _object(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        props = draw(st.dictionaries(names, children, min_size=1, max_size=4))
+        required = [n for n in props if draw(st.booleans())]
+        return {"type": "object", "properties": props, "required": required}
+
+    return build()
+
+
+def json_schemas() -> st.SearchStrategy[dict[str, Any]]:
+    """JSON Schemas that OpenAI's strict mode and Gemini both take (an object at the root):
+    nested objects and arrays, enums, optional and nullable fields, unions."""
+    nested = st.recursive(
+        _leaf_schemas(),
+        lambda children: st.one_of(
+            _object(children),
+            st.tuples(children, st.integers(0, 2), st.integers(0, 3)).map(
+                lambda t: {
+                    "type": "array",
+                    "items": t[0],
+                    "minItems": t[1],
+                    "maxItems": t[1] + t[2],
+                }
+            ),
+            children.map(lambda c: {"anyOf": [c, {"type": "null"}]}),
+        ),
+        max_leaves=8,
+    )
+    return _object(nested)

@@ -14,6 +14,7 @@ def test_public_names_are_pinned() -> None:
             "FatalProviderError",
             "InputError",
             "InputProblem",
+            "InvalidOutput",
             "Job",
             "Message",
             "Outage",
@@ -26,6 +27,7 @@ def test_public_names_are_pinned() -> None:
             "RunOptions",
             "RunSummary",
             "Runner",
+            "SchemaError",
             "Statistics",
             "SystemClock",
             "UsageError",
@@ -46,7 +48,8 @@ def test_error_tree() -> None:
         assert issubclass(cls, batcher.BatcherError)
     for cls in (batcher.FatalProviderError, batcher.PermanentJobError, batcher.RetryableError):
         assert issubclass(cls, batcher.ProviderError)
-    for usage in (batcher.DirectoryLocked, batcher.DamagedFile):
+    assert issubclass(batcher.InvalidOutput, batcher.RetryableError)  # retried, counts
+    for usage in (batcher.DirectoryLocked, batcher.DamagedFile, batcher.SchemaError):
         assert issubclass(usage, batcher.UsageError)  # the CLI's exit 2
     for own_exit in (batcher.WriteFailed, batcher.Outage):
         assert issubclass(own_exit, batcher.BatcherError)

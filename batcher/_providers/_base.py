@@ -59,6 +59,9 @@ class Completion:
     raw: str
     images: tuple[ImageOut, ...] = ()
     """Images the answer holds (saved under DIR/images/ before the job is recorded)."""
+    parsed: Any = None
+    """The answer checked against the run's output schema (``_schema.SchemaProvider``), as the
+    ``parsed`` column holds it."""
 
 
 _BIG = 64

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._limits import Rejection
 from ._media import BadMedia, Described, describe_b64, describe_url, make_png
+from ._structured import schema_of_request, with_schema
 from ._wire import Call, LimitStyle, Refusal, Reply, Request, Response, json_object, json_response
 
 __all__ = ["PREFIX", "GeminiNative", "gemini_429_body"]
@@ -184,14 +185,16 @@ class GeminiNative:
                     self.invalid("Model does not support the requested response modalities: image")
                 )
             images = 1
+        schema = schema_of_request(body)
         return Call(
             model=model,
             key=key,
-            prompt=prompt,
+            prompt=with_schema(prompt, schema),
             last_user=last_user,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             media_tokens=media_tokens,
             images=images,
+            schema=schema,
         )
 
     def invalid(self, message: str) -> Response:

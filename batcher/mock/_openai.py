@@ -13,6 +13,7 @@ from typing import Any
 
 from ._limits import Rejection
 from ._media import BadMedia, Described, describe_b64, describe_data_uri, describe_url
+from ._structured import schema_of_request, with_schema
 from ._wire import Call, LimitStyle, Refusal, Reply, Request, Response, json_object, json_response
 
 __all__ = ["OpenAIChat", "openai_error"]
@@ -141,13 +142,15 @@ class OpenAIChat:
             raise Refusal(self.invalid(str(e))) from None
         users = [text for role, text, _ in read if role == "user"]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        schema = schema_of_request(body)
         return Call(
             model=model,
             key=key,
-            prompt="\n".join(text for _, text, _ in read),
+            prompt=with_schema("\n".join(text for _, text, _ in read), schema),
             last_user=users[-1] if users else "",
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             media_tokens=sum(tokens for _, _, tokens in read),
+            schema=schema,
         )
 
     def invalid(self, message: str) -> Response:

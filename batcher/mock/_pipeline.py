@@ -23,6 +23,7 @@ from ._limits import Enforcer
 from ._reply import reply_to
 from ._routes import Routes
 from ._state import MockState
+from ._structured import StructuredAnswers
 from ._wire import Refusal, Request, Response, WireFormat, json_response, text_response
 
 __all__ = ["Pipeline"]
@@ -50,6 +51,7 @@ class Pipeline:
         self.enforcer = Enforcer(config.limits.for_model, clock, quantized=config.openai_per_second)
         self._faults = FaultDealer(config.faults, config.seed + 1)
         self._latency = random.Random(config.seed)
+        self._structured = StructuredAnswers()
         self._answered = 0  # numbers the answers' ids; /admin/reset does not restart it
         self.batches = BatchService(
             self.answer_line,
@@ -121,7 +123,10 @@ class Pipeline:
             lo, hi = self.config.latency_ms
             if hi > 0:
                 await anyio.sleep(self._latency.uniform(lo, hi) / 1000)
-        reply = reply_to(call, prompt_tokens)
+        structured = None
+        if call.schema is not None:
+            structured = self._structured.text(call.schema, call.model, call.last_user)
+        reply = reply_to(call, prompt_tokens, structured)
         self.state.input_tokens += reply.input_tokens
         self.state.output_tokens += reply.output_tokens
         self._answered += 1

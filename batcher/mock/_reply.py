@@ -32,7 +32,10 @@ def _cut(text: str, max_tokens: int | None) -> tuple[str, bool]:
     return " ".join(out), True
 
 
-def reply_to(call: Call, input_tokens: int) -> Reply:
-    """The answer to ``call``, whose prompt counts ``input_tokens``."""
-    text, cut = _cut(mock_reply(call.model, call.last_user), call.max_tokens)
+def reply_to(call: Call, input_tokens: int, text: str | None = None) -> Reply:
+    """The answer to ``call``, whose prompt counts ``input_tokens``: ``text`` if given (a
+    structured answer), else the echo of ``mock_reply``."""
+    if text is None:
+        text = mock_reply(call.model, call.last_user)
+    text, cut = _cut(text, call.max_tokens)
     return Reply(text, cut, input_tokens, count_tokens(text))

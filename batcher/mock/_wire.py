@@ -71,6 +71,8 @@ class Call:
     image_size: tuple[int, int] = (64, 64)
     image_base: str | None = None
     """Where images answered as URLs are served; None: answer them inline (base64)."""
+    schema: Mapping[str, Any] | None = None
+    """The JSON Schema the answer must fit, if the request asked for one."""
 
 
 @dataclass(frozen=True, slots=True)
