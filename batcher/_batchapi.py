@@ -32,6 +32,7 @@ from ._batchlog import BatchLog, Chunk
 from ._clock import Clock
 from ._endpoint import Target
 from ._errors import FatalProviderError, InvalidOutput, Outage, ProviderError, RetryableError
+from ._estimate import TokenEstimator, features
 from ._idset import IdSet
 from ._jobs import Job, JobSource
 from ._options import BatchMode
@@ -103,6 +104,10 @@ class BatchExecutor:
         """Jobs journaled by this run."""
         self.retry: list[tuple[Job, int]] = []
         """Jobs whose line failed retryably, with the attempts they have had."""
+        self.waiting: list[tuple[int, list[tuple[str, RequestSpec]], int]] = []
+        """Chunks not yet recorded nor submitted, for room in the model's batch queue:
+        (attempt, requests, their input tokens)."""
+        self.estimator = TokenEstimator()
         self.stopping = False
         self._sleep = anyio.CancelScope()
 
@@ -177,35 +182,58 @@ class BatchExecutor:
             out.append((job.id, self.provider.build(job, job.model)))
         return out
 
-    def _chunks(self, jobs: Sequence[Job]) -> Iterator[list[tuple[str, RequestSpec]]]:
-        """Jobs grouped by model, cut at the batch API's requests and bytes per batch."""
+    def _tokens(self, job: Job) -> int:
+        """A job's input tokens as estimated before sending (what a batch queue counts)."""
+        return self.estimator.estimate(features(job.text), cautious=True)
+
+    def _chunks(self, jobs: Sequence[Job]) -> Iterator[tuple[list[tuple[str, RequestSpec]], int]]:
+        """Jobs grouped by model, cut at the batch API's requests and bytes per batch and at the
+        batch queue's tokens; each chunk with its input tokens."""
+        cap = self.options.batch_queue_tokens
         by_model: dict[str, list[Job]] = {}
         for job in jobs:
             assert job.model is not None
             by_model.setdefault(job.model, []).append(job)
         for group in by_model.values():
             chunk: list[tuple[str, RequestSpec]] = []
-            size = 0
-            for job_id, spec in self._requests(group):
-                n = self.api.size(job_id, spec)
-                if chunk and (len(chunk) >= self.api.max_requests or size + n > self.api.max_bytes):
-                    yield chunk
-                    chunk, size = [], 0
+            size = tokens = 0
+            for job, (job_id, spec) in zip(group, self._requests(group), strict=True):
+                n, t = self.api.size(job_id, spec), self._tokens(job)
+                full = len(chunk) >= self.api.max_requests or size + n > self.api.max_bytes
+                if chunk and (full or (cap is not None and tokens + t > cap)):
+                    yield chunk, tokens
+                    chunk, size, tokens = [], 0, 0
                 chunk.append((job_id, spec))
-                size += n
+                size, tokens = size + n, tokens + t
             if chunk:
-                yield chunk
+                yield chunk, tokens
 
     async def _submit_jobs(self, jobs: Sequence[Job], *, attempt: int) -> None:
         for job in jobs:
             self.jobs[job.id] = job
-        for requests in self._chunks(jobs):
+        self.waiting.extend((attempt, requests, t) for requests, t in self._chunks(jobs))
+        await self._submit_waiting()
+
+    async def _submit_waiting(self) -> None:
+        """Record and submit the waiting chunks that fit in their model's batch queue (all of
+        them without ``batch_queue_tokens``; one at least, when its model has none queued)."""
+        cap = self.options.batch_queue_tokens
+        queued: dict[str, int] = {}
+        for chunk in self.log.open_chunks():
+            queued[chunk.model] = queued.get(chunk.model, 0) + chunk.tokens
+        still = []
+        for attempt, requests, tokens in self.waiting:
             model = self.jobs[requests[0][0]].model
             assert model is not None
+            if cap is not None and queued.get(model, 0) and queued[model] + tokens > cap:
+                still.append((attempt, requests, tokens))
+                continue
+            queued[model] = queued.get(model, 0) + tokens
             ids = [job_id for job_id, _ in requests]
-            chunk = self.log.new_chunk(model, ids, attempt, self.clock.time())
+            chunk = self.log.new_chunk(model, ids, attempt, self.clock.time(), tokens)
             self.step("recorded")
             await self._create(chunk, requests)
+        self.waiting = still
 
     async def _create(self, chunk: Chunk, requests: list[tuple[str, RequestSpec]]) -> None:
         if not requests:  # its jobs left the inputs since: nothing to send
@@ -251,6 +279,8 @@ class BatchExecutor:
                 for attempt in sorted({a for _, a in again}):
                     jobs = [job for job, a in again if a == attempt]
                     await self._submit_jobs(jobs, attempt=attempt + 1)
+            if self.waiting and not self.options.cancel_batches:
+                await self._submit_waiting()
             if not self.log.open_chunks() or self.options.no_wait:
                 break
             with anyio.CancelScope() as self._sleep:

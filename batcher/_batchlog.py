@@ -3,7 +3,7 @@
 An append-only log, one JSON event a line, each flushed and fsynced before the step it guards
 goes on (batches are few, so the fsyncs cost nothing that matters):
 
-    {"event": "chunk", "tag", "model", "ids", "attempt", "at"}    before the create call
+    {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "at"}   before the create call
     {"event": "submitted", "tag", "batch", "at"}                   after it answered
     {"event": "state", "tag", "state", "total", "succeeded", "failed", "at"}   when it changes
     {"event": "closed", "tag", "at"}                               its lines are all journaled
@@ -41,6 +41,8 @@ class Chunk:
     """The jobs in request order (Gemini's answers may come back matched only by order)."""
     attempt: int
     created: float
+    tokens: int = 0
+    """The jobs' input tokens as estimated (what the model's batch queue counts)."""
     batch: str | None = None
     submitted: float | None = None
     state: str | None = None
@@ -77,7 +79,12 @@ class BatchLog:
             self.run_id = str(e["id"])
         elif kind == "chunk":
             self.chunks[e["tag"]] = Chunk(
-                e["tag"], e["model"], list(e["ids"]), int(e["attempt"]), float(e["at"])
+                e["tag"],
+                e["model"],
+                list(e["ids"]),
+                int(e["attempt"]),
+                float(e["at"]),
+                int(e.get("tokens") or 0),
             )
         elif (chunk := self.chunks.get(e["tag"])) is not None:
             if kind == "submitted":
@@ -107,7 +114,9 @@ class BatchLog:
         """Chunks whose batch has not been collected yet, oldest first."""
         return [c for c in self.chunks.values() if not c.closed]
 
-    def new_chunk(self, model: str, ids: list[str], attempt: int, now: float) -> Chunk:
+    def new_chunk(
+        self, model: str, ids: list[str], attempt: int, now: float, tokens: int = 0
+    ) -> Chunk:
         """Record a chunk before its create call; its tag is this directory's next one."""
         tag = f"batcher-{self.run_id}-{len(self.chunks) + 1:05d}"
         self._append(
@@ -117,6 +126,7 @@ class BatchLog:
                 "model": model,
                 "ids": ids,
                 "attempt": attempt,
+                "tokens": tokens,
                 "at": now,
             }
         )

@@ -388,6 +388,14 @@ class BatchMode:
             "cancel this directory's batches still running, keep what they finished, and stop"
         ),
     )
+    batch_queue_tokens: int | None = field(
+        default=None,
+        metadata=flag(
+            "input tokens enqueued in batches at once per model, at most (the tier's batch "
+            "queue limit); further batches wait for earlier ones",
+            metavar="N",
+        ),
+    )
     poll_interval: float = field(
         default=60.0,
         metadata=flag(
@@ -407,6 +415,8 @@ class BatchMode:
             raise BadOption("batch_min", "must be 0 or more")
         if not 0 < self.poll_interval < math.inf:
             raise BadOption("poll_interval", "must be a positive duration")
+        if self.batch_queue_tokens is not None and self.batch_queue_tokens < 1:
+            raise BadOption("batch_queue_tokens", "must be at least 1")
 
 
 _MODALITIES = ("text", "image")

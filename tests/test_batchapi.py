@@ -442,3 +442,19 @@ def _crash_at(step: str, nth: int) -> Callable[[str], None]:
                 raise Crash(name)
 
     return hook
+
+
+def test_batch_queue_tokens_holds_batches_back_until_earlier_ones_finish(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 6)  # about 3 input tokens a job, as estimated
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    summary = _virtual_run(tmp_path, jobs, app, clock, batch_queue_tokens=6, poll_interval=60.0)
+    assert summary.ok == 6 and len(app.state.batch_creates) == 3
+    events = [json.loads(e) for e in (tmp_path / "out" / "batches.jsonl").read_text().splitlines()]
+    chunks = [e for e in events if e["event"] == "chunk"]
+    assert [len(c["ids"]) for c in chunks] == [2, 2, 2] and all(c["tokens"] <= 6 for c in chunks)
+    order = [(e["event"], e.get("tag")) for e in events if e["event"] in ("submitted", "closed")]
+    tags = [c["tag"] for c in chunks]
+    for first, second in zip(tags, tags[1:], strict=False):
+        # each batch is submitted only once the one before it is collected: the queue holds one
+        assert order.index(("closed", first)) < order.index(("submitted", second))
