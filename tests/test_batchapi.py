@@ -4,6 +4,7 @@ across crashes at every step, retries into later batches, ``--no-wait``, ``auto`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -455,6 +456,6 @@ def test_batch_queue_tokens_holds_batches_back_until_earlier_ones_finish(tmp_pat
     assert [len(c["ids"]) for c in chunks] == [2, 2, 2] and all(c["tokens"] <= 6 for c in chunks)
     order = [(e["event"], e.get("tag")) for e in events if e["event"] in ("submitted", "closed")]
     tags = [c["tag"] for c in chunks]
-    for first, second in zip(tags, tags[1:], strict=False):
+    for first, second in itertools.pairwise(tags):
         # each batch is submitted only once the one before it is collected: the queue holds one
         assert order.index(("closed", first)) < order.index(("submitted", second))
