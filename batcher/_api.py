@@ -43,7 +43,7 @@ async def run(
         raise TypeError("give options= or option keywords, not both")
     opts = options if options is not None else RunOptions(**flat)
     if opts.requests.ray is not None:
-        return await _run_on_ray(jobs, out, opts, progress=progress)
+        return await _run_on_ray(jobs, out, opts, progress=progress, handle_signals=handle_signals)
     async with Runner(jobs, out, opts, clock=clock) as runner:
         async with anyio.create_task_group() as tg:
             if progress:
@@ -63,10 +63,24 @@ async def run(
 
 
 async def _run_on_ray(
-    jobs: JobsInput, out: str | os.PathLike[str], opts: RunOptions, *, progress: bool
+    jobs: JobsInput,
+    out: str | os.PathLike[str],
+    opts: RunOptions,
+    *,
+    progress: bool,
+    handle_signals: bool,
 ) -> RunSummary:
-    """A run on a Ray cluster (``batcher.ray.run_files``), its progress shown from here."""
-    from .ray import ThreadClock, check_options, connect, run_files
+    """A run on a Ray cluster (``batcher.ray.run_files``), its progress shown from here. A
+    signal ends the cluster's work at once: what workers finished is journaled already."""
+    from .ray import Interrupt, ThreadClock, check_options, connect, run_files
+
+    interrupt = Interrupt()
+
+    async def stop_on_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.warning("stopping: ending the cluster's work (finished jobs are kept)")
+                await anyio.to_thread.run_sync(interrupt.stop, signum)
 
     check_options(opts)
     connect(opts.requests.ray or "local")  # on the main thread, where Ray sets its handlers
@@ -76,10 +90,11 @@ async def _run_on_ray(
     async with anyio.create_task_group() as tg:
         if progress:
             tg.start_soon(show_progress, tally.statistics)
+        if handle_signals:
+            tg.start_soon(stop_on_signals)
         try:
             summary = await anyio.to_thread.run_sync(
-                lambda: run_files(jobs, out, opts, tally=tally),
-                abandon_on_cancel=True,  # Ctrl-C ends the driver; blocks in flight are journaled
+                lambda: run_files(jobs, out, opts, tally=tally, interrupt=interrupt)
             )
         except BatcherError as e:
             error = e  # raised below, outside the task group, so not as an exception group

@@ -20,6 +20,8 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from ._stats import RunSummary
 from ._store import Record
 from ._tally import Tally
 
-__all__ = ["LOCAL_ENV", "ThreadClock", "budget", "connect", "process", "run_files"]
+__all__ = ["LOCAL_ENV", "Interrupt", "ThreadClock", "budget", "connect", "process", "run_files"]
 
 log = logging.getLogger("batcher")
 
@@ -215,9 +217,11 @@ def run_files(
     options: RunOptions,
     *,
     tally: Tally | None = None,
+    interrupt: Interrupt | None = None,
 ) -> RunSummary:
     """``batcher run --ray``: a run of job files (or Python jobs) on a cluster, reading and
-    writing ``out`` as a local run does (the lock, ``run.json``, resuming, the ledger)."""
+    writing ``out`` as a local run does (the lock, ``run.json``, resuming, the ledger).
+    ``interrupt`` lets another thread stop it (a signal)."""
     from ._results import read_results
 
     ray = _ray()
@@ -267,6 +271,8 @@ def run_files(
             ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // size)))
             run = os.urandom(8).hex()
             actor = budget(target, opts, path)
+            if interrupt is not None:
+                interrupt.before_stop = lambda: _save_ledger(path, target, opts)
             results = _map(
                 ds, path, opts, target, IdSet(), workers, size, 1.0, run=run, actor=actor
             )
@@ -277,6 +283,8 @@ def run_files(
                         tally.finished(record)
                         tally.requests += record.attempts
             except Exception:
+                if interrupt is not None and interrupt.signum is not None:
+                    return _interrupted(tally, path, interrupt.signum, started)
                 failed = ray.get(actor.failure.remote(run))
                 if failed is None:
                     raise
@@ -301,6 +309,36 @@ def run_files(
     finally:
         target.stop()
         lock.release()
+
+
+class Interrupt:
+    """A signal for a cluster run: ``stop`` keeps the day's counts, then disconnects from the
+    cluster, which ends this run's workers (what they finished is journaled; a rerun goes on)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.before_stop: Callable[[], None] | None = None
+
+    def stop(self, signum: int) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if self.before_stop is not None:
+            self.before_stop()
+        _ray().shutdown()
+
+
+def _interrupted(tally: Tally, out: Path, signum: int, started: float) -> RunSummary:
+    from ._results import read_results
+
+    elapsed = time.monotonic() - started
+    counts = read_results(out)
+    summary = tally.summary(
+        str(out), counts, elapsed=elapsed, deferred=0, quota_stops=(), interrupted=signum
+    )
+    # blocks whose rows never reached the driver are in the results all the same
+    finished = counts["ok"] + counts["error"] - tally.skipped
+    return replace(summary, finished=max(summary.finished, finished))
 
 
 class ThreadClock:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from batcher._blocks import recover, wait_for_writers
 from batcher._limits import Limits, LimitTable
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import mock_stats, read_results, run_command, write_jsonl
@@ -279,3 +280,30 @@ def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
     )
     assert done.returncode == 2, done.stderr
     assert "--ray" in done.stderr
+
+
+def test_sigint_ends_a_cluster_run_at_once_keeping_what_finished(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    server = _mock(start_mock, latency=(20.0, 60.0))
+    rows = [{**r, "model": "m"} for r in _rows(1000)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray"}
+    command = run_command(
+        jobs, out, server.base_url("openai"), "--rpm", "1200", "--ray", cluster["address"]
+    )
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not _under_way(out):
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "the driver finished no job in time"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)  # 1000 jobs at 1200 RPM would take 50 s
+    assert driver.returncode == 130, stderr[-3000:]
+    assert b"Interrupted" in stderr
+    wait_for_writers(out)  # the workers are gone or finish their block
+    recover(out)  # what a rerun does first
+    finished = read_results(out)  # fails if an id appears twice
+    assert 0 < len(finished) < len(rows)
