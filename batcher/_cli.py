@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     add_flags(s, ("pool",), only=("quota_store",))
 
+    rp = command("report", "write an HTML report of the run in DIR (charts, cost, errors)")
+    rp.add_argument("dir", metavar="DIR")
+    rp.add_argument(
+        "-o", "--output", metavar="FILE.html", help="where to write it (default DIR/report.html)"
+    )
+
     sh = command("show", "a table of the results in DIR")
     sh.add_argument("dir", metavar="DIR")
     sh.add_argument("-n", type=int, default=20, metavar="N", help="rows to show (default 20)")
@@ -259,6 +265,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ._report import write_report
+
+    path = write_report(Path(args.dir), Path(args.output) if args.output else None)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
 def _cmd_tiers(args: argparse.Namespace) -> int:
     from ._limits import describe_tiers
 
@@ -409,6 +423,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "run": _cmd_run,
         "status": _cmd_status,
         "show": _cmd_show,
+        "report": _cmd_report,
         "tiers": _cmd_tiers,
         "plan": _cmd_plan,
         "bench": _cmd_bench,
