@@ -34,6 +34,7 @@ from ._stats import RunSummary, Statistics
 if TYPE_CHECKING:
     from ._api import run, run_sync
     from ._clock import Clock, SystemClock
+    from ._results import results
     from ._runner import Runner, RunOptions
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
@@ -44,6 +45,7 @@ _LAZY = {
     "SystemClock": "._clock",
     "Runner": "._runner",
     "RunOptions": "._runner",
+    "results": "._results",
 }
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "UsageError",
     "WriteFailed",
     "load_prices",
+    "results",
     "run",
     "run_sync",
 ]

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         ("endpoint", "requests", "columns", "limits", "costs"),
         only=(
             *("provider", "model", "prompt_column", "prompt_template", "id_column"),
-            *("tier", "rpm", "tpm", "rpd", "limits_file", "prices_file"),
+            *("tier", "rpm", "tpm", "rpd", "limits_file", "prices_file", "schema"),
         ),
         overrides={
             "provider": {
@@ -290,9 +290,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     provider = args.provider or (limits.tier.provider if limits.tier else "openai")
     columns = group_from_args(ColumnMapping, args)
     source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
-    plans = make_plan(source, limits=limits, prices=group_from_args(Costs, args).prices())
+    schema = None
+    if args.schema is not None:
+        from ._schema import load_schema
+
+        schema = load_schema(args.schema)
+        schema.check_wire(provider)
+    prices = group_from_args(Costs, args).prices()
+    plans = make_plan(source, limits=limits, prices=prices, schema=schema)
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
     print("\n".join(describe_plan(plans, tier)))
+    if schema is not None:
+        from ._estimate import TokenEstimator, features
+
+        each = TokenEstimator().estimate(features(schema.text))
+        print(f"\n(input tokens include the schema's, about {each:,} a request: it is billed)")
     return EXIT_OK
 
 

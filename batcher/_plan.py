@@ -10,6 +10,7 @@ from ._estimate import TokenEstimator, features
 from ._jobs import JobSource
 from ._limits import Limits, LimitTable
 from ._prices import Price, Prices, usd
+from ._schema import OutputSchema
 
 __all__ = ["ModelPlan", "describe_plan", "make_plan"]
 
@@ -73,9 +74,16 @@ class ModelPlan:
 
 
 def make_plan(
-    source: JobSource, *, limits: LimitTable, prices: Prices | None = None
+    source: JobSource,
+    *,
+    limits: LimitTable,
+    prices: Prices | None = None,
+    schema: OutputSchema | None = None,
 ) -> list[ModelPlan]:
-    """Read every job (checking it, as a run would) and sum its work per model."""
+    """Read every job (checking it, as a run would) and sum its work per model. A ``schema``
+    counts in every request's input tokens: both providers bill it as input (OpenAI turns it
+    into part of the prompt; Gemini: "the size of the response schema counts towards the input
+    token limit", https://ai.google.dev/gemini-api/docs/structured-output)."""
     source.scan()
     provider = source.provider
     estimator = TokenEstimator()
@@ -86,7 +94,8 @@ def make_plan(
     for job in source:
         model = job.model
         assert model is not None  # the scan refused jobs without one
-        est = estimator.estimate(features(job.text))
+        text = job.text if schema is None else f"{job.text}\n{schema.text}"
+        est = estimator.estimate(features(text))
         jobs[model] += 1
         tokens[model] += est
         charged[model] += est + ((job.max_tokens or 0) if provider == "openai" else 0)

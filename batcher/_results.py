@@ -7,12 +7,15 @@ while they read it into its part.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ._store import read_part, read_segment
+
+M = TypeVar("M")
 
 __all__ = [
     "StatusRow",
@@ -21,6 +24,7 @@ __all__ = [
     "iter_status",
     "read_costs",
     "read_results",
+    "results",
 ]
 
 _STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
@@ -169,3 +173,39 @@ def read_costs(out: Path) -> dict[str, float]:
             model = row["model"] or "?"
             costs[model] = costs.get(model, 0.0) + row["cost_usd"]
     return costs
+
+
+@overload
+def results(out: str | os.PathLike[str], *, schema: type[M]) -> Iterator[tuple[str, M]]: ...
+@overload
+def results(
+    out: str | os.PathLike[str], *, schema: Mapping[str, Any] | str | None = None
+) -> Iterator[tuple[str, Any]]: ...
+def results(out: str | os.PathLike[str], *, schema: Any = None) -> Iterator[tuple[str, Any]]:
+    """``(job id, answer)`` of every job of a run with ``--schema`` that ended ok, read from its
+    ``parsed`` column (beside a live run too): instances of ``schema`` if it is a pydantic model,
+    else the answers as JSON data. ``schema`` must store as the run's own schema does (the one
+    ``run.json`` records); without it, that one is used. Raises ``UsageError`` for a run without
+    a schema, ``SchemaError`` for a schema that does not fit."""
+    from ._errors import SchemaError, UsageError
+    from ._manifest import Manifest
+    from ._schema import OutputSchema, load_schema
+
+    path = Path(out)
+    manifest = Manifest.read(path)
+    if manifest is None or manifest.schema is None:
+        raise UsageError(f"{path} holds no run with a --schema: it has no parsed answers")
+    recorded = OutputSchema.from_json(manifest.schema)
+    wanted = load_schema(schema) if schema is not None else recorded
+    if wanted.arrow_type() != recorded.arrow_type():
+        raise SchemaError(
+            wanted.source,
+            "",
+            f"does not store as the schema {path} was run with "
+            f"({recorded.source}): read it with that one",
+        )
+    reader = OutputSchema(recorded.json_schema, source=recorded.source, name=recorded.name,
+                          model=wanted.model)  # fmt: skip
+    for row in iter_rows(path, ["id", "status", "parsed"]):
+        if row["status"] == "ok" and row["parsed"] is not None:
+            yield row["id"], reader.instance(row["parsed"])

@@ -177,6 +177,11 @@ def check_options(opts: RunOptions) -> None:
             f"{option_flag('budget')} is not enforced across a cluster; run without "
             f"{option_flag('ray')} to bound the spend"
         )
+    if opts.requests.schema is not None:
+        raise UsageError(
+            f"{option_flag('schema')} is not carried to a cluster's workers yet; run without "
+            f"{option_flag('ray')} for typed outputs"
+        )
 
 
 def _map(

@@ -32,6 +32,7 @@ def test_public_names_are_pinned() -> None:
             "SystemClock",
             "UsageError",
             "WriteFailed",
+            "results",
             "run",
             "run_sync",
             "Price",

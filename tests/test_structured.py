@@ -350,3 +350,61 @@ def test_batch_mode_asks_for_the_schema_and_checks_each_line(
     assert row["status"] == "ok" and row["attempts"] == 2  # its second batch
     _parsed_matches_text(row)
     assert len(mock_stats(mock_server)["batch_creates"]) == 3
+
+
+def test_results_yields_model_instances_of_the_ok_rows(
+    tmp_path: Path, mock_server: MockServer
+) -> None:
+    from tests.schema_models import Invoice
+
+    rows = [
+        {"id": f"j{i}", "prompt": f"Invoice {i} from Acme", "model": "gpt-4o-mini"}
+        for i in range(5)
+    ]
+    rows.append({"id": "bad", "prompt": "Acme [[invalid:9]]", "model": "gpt-4o-mini"})
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    flags = ("--schema", "tests.schema_models:Invoice", "--max-attempts", "2")
+    assert run_cli(mock_server, "openai", jobs, out, *flags) == 1
+    table = {r["id"]: r for r in read_results(out).values()}
+    got = dict(batcher.results(out, schema=Invoice))
+    assert set(got) == {f"j{i}" for i in range(5)}  # not the error row
+    for job_id, invoice in got.items():
+        assert isinstance(invoice, Invoice)
+        assert invoice.model_dump(mode="json") == table[job_id]["parsed"]
+    plain = dict(batcher.results(out))  # the schema run.json records: JSON data
+    assert plain == {job_id: table[job_id]["parsed"] for job_id in got}
+    with pytest.raises(batcher.SchemaError, match="does not store as the schema"):
+        next(batcher.results(out, schema=TICKETS))
+    assert run_cli(mock_server, "openai", jobs, tmp_path / "plain") == 0
+    with pytest.raises(batcher.UsageError, match="holds no run with a --schema"):
+        next(batcher.results(tmp_path / "plain"))
+
+
+def test_plan_counts_the_schema_in_the_input_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batcher._cli import main
+
+    jobs = _jobs(tmp_path, 10)
+    assert main(["plan", str(jobs), "--tier", "openai-tier1"]) == 0
+    bare = capsys.readouterr().out
+    assert main(["plan", str(jobs), "--tier", "openai-tier1", "--schema", str(TICKETS)]) == 0
+    typed = capsys.readouterr().out
+
+    def tokens(text: str) -> int:
+        return int(text.split("about ")[1].split(" input")[0].replace(",", ""))
+
+    each = len(json.dumps(json.loads(TICKETS.read_text()), separators=(",", ":"))) // 4
+    assert tokens(typed) - tokens(bare) >= 10 * (each - 2)
+    assert "input tokens include the schema's" in typed
+    loose = tmp_path / "loose.json"
+    loose.write_text('{"type": "object"}')
+    assert main(["plan", str(jobs), "--provider", "openai", "--schema", str(loose)]) == 2
+
+
+def test_a_cluster_run_refuses_a_schema() -> None:
+    from batcher.ray import check_options
+
+    with pytest.raises(batcher.UsageError, match="--schema is not carried to a cluster"):
+        check_options(batcher.RunOptions(ray="local", schema=str(TICKETS)))
