@@ -101,7 +101,10 @@ class Executor:
         prices: Prices | None = None,
         out: Path | None = None,
         schema: OutputSchema | None = None,
+        endpoint: str = "default",
     ) -> None:
+        self.endpoint = endpoint
+        """The endpoint's name, in each result's ``endpoint`` column."""
         self.out = out
         self.schema = schema
         """The run's output schema (the provider asks for it and checks answers): its tokens
@@ -287,6 +290,7 @@ class Executor:
                 finished_at=self.clock.time(),
                 cost_usd=cost,
                 parsed=completion.parsed,
+                endpoint=self.endpoint,
             )
         assert error is not None
         if isinstance(error, InvalidOutput) and error.answer is not None:
@@ -311,6 +315,7 @@ class Executor:
             fingerprint=fp,
             finished_at=self.clock.time(),
             cost_usd=0.0 if self.prices.price(model) is not None else None,
+            endpoint=self.endpoint,
         )
 
 

@@ -401,6 +401,19 @@ class Lane:
         )
         raise self._stopped
 
+    def pace(self) -> float:
+        """Seconds between two requests at the lane's pace (0 without an RPM)."""
+        return self._interval(self.limits.rpm)
+
+    def eta(self) -> float:
+        """About when a request joining the lane now would leave (monotonic time): for choosing
+        between lanes that serve one model. Down endpoints are probed, so they come last."""
+        now = self.clock.monotonic()
+        start = max(now, self._paused_until, self._r_next)
+        if self.outage.down:
+            start = max(start, now + 60.0)
+        return start + self.waiting * max(self._interval(self.limits.rpm), 1e-3)
+
     def has_demand(self) -> bool:
         """Whether the lane admitted or had waiting requests since the last call."""
         demand = self.waiting > 0 or self.admitted != self._demand_mark

@@ -270,8 +270,18 @@ class LimitOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolOptions:
-    """Where the run's quotas are counted, shared with the other runs on the same account."""
+    """The run's endpoints (a pool file), and where its quotas are counted, shared with the other
+    runs on the same account."""
 
+    pool_file: str | None = field(
+        default=None,
+        metadata=flag(
+            "TOML file of endpoints to send through at once (keys, projects, providers; "
+            "see README); replaces --provider/--base-url/--api-key-env/--mock and the limits flags",
+            metavar="FILE",
+            name="--pool",
+        ),
+    )
     quota_store: str | None = field(
         default=None,
         metadata=flag(

@@ -34,6 +34,7 @@ from ._jobs import Job, JobSource
 from ._ledger import Ledger
 from ._manifest import Manifest
 from ._options import RunOptions, option_flag
+from ._pool import Pool, PoolExecutor, read_pool, spec_account, spec_endpoint
 from ._providers import get_provider
 from ._quota import Account, QuotaStore, open_store
 from ._results import read_costs, read_results
@@ -68,8 +69,15 @@ class Runner:
         self.options = opts = options or RunOptions()
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
-        self.provider = get_provider(opts.endpoint.provider, opts.media.api)
-        self.schema = _load_schema(opts.requests.schema, opts.endpoint.provider)
+        self.pool_specs = read_pool(Path(opts.pool.pool_file)) if opts.pool.pool_file else None
+        """The endpoints of a ``--pool`` file; None for a run of one endpoint."""
+        if self.pool_specs is not None and opts.batch.mode != "online":
+            raise UsageError(f"{option_flag('pool_file')} sends online only, not in batch mode")
+        self.provider_name = (
+            self.pool_specs[0].provider if self.pool_specs else opts.endpoint.provider
+        )
+        self.provider = get_provider(self.provider_name, opts.media.api)
+        self.schema = _load_schema(opts.requests.schema, self.provider_name)
         if self.schema is not None:
             if opts.media.api == "images":
                 raise UsageError(
@@ -96,7 +104,7 @@ class Runner:
         self.source = JobSource(
             jobs,  # type: ignore[arg-type]
             opts.columns,
-            provider=opts.endpoint.provider,
+            provider=self.provider_name,
             default_model=opts.requests.model,
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
@@ -104,9 +112,9 @@ class Runner:
         parsed = self.schema.arrow_type() if self.schema is not None else None
         self.store = ResultStore(self.out, parsed=parsed)
         self.attempts = AttemptLog(self.out)
-        self.limits = opts.limits.table()
+        self.limits = self.pool_specs[0].limits if self.pool_specs else opts.limits.table()
         self.prices = opts.costs.prices()
-        self.lanes: Lanes | None = None
+        self.lanes: Lanes | Pool | None = None
         self.tally = Tally(self.clock)
         self.changed: list[str] = []
         self._httpx_transport = transport
@@ -118,6 +126,7 @@ class Runner:
         self._stopped_by: int | None = None  # the signal that stopped a batch run
         self._attempts_open = False
         self._store: QuotaStore | None = None
+        self._pool: Pool | None = None
 
     async def __aenter__(self) -> Runner:
         self._lock.acquire()  # before anything in DIR is read or written
@@ -134,16 +143,19 @@ class Runner:
     def _close_quietly(self) -> None:
         if self._target is not None:
             self._target.stop()
+        if self._pool is not None:
+            self._pool.stop()
         self._lock.release()
 
     async def _open(self) -> None:
         opts = self.options
-        target = Target(opts.endpoint, self.provider)
+        specs = self.pool_specs
+        target = Target(spec_endpoint(specs[0]) if specs else opts.endpoint, self.provider)
         ledger = Ledger(self.out)
         schema_json = self.schema.to_json() if self.schema is not None else None
         old = Manifest.read(self.out)
         if old is not None:
-            old.check_same_run(opts.endpoint.provider, opts.requests.model, self.out)
+            old.check_same_run(self.provider_name, opts.requests.model, self.out)
             old.check_same_schema(schema_json, self.out, opts.resume.redo_changed)
         plan = await anyio.to_thread.run_sync(
             plan_resume, self.source, self.store, self.provider, opts.resume
@@ -158,7 +170,7 @@ class Runner:
         target.start()
         self._target = target
         self._store = store = await open_store(opts.pool.quota_store)
-        self.lanes = lanes = Lanes(
+        lanes: Lanes | Pool = Lanes(
             self.limits,
             ledger,
             self.clock,
@@ -169,8 +181,9 @@ class Runner:
             store=store,
             account=Account.of_key(target.base_url, target.key, target.key_source),
         )
+        self.lanes = lanes
         Manifest(
-            provider=opts.endpoint.provider,
+            provider=self.provider_name,
             model=opts.requests.model,
             base_url="mock" if target.is_mock else target.base_url,
             total=plan.total,
@@ -181,7 +194,7 @@ class Runner:
         ).write(self.out)
         transport = target.transport(opts.requests, self._httpx_transport)
         self._transport = transport
-        executor = Executor(
+        executor: Executor | PoolExecutor = Executor(
             transport,
             target,
             RetryPolicy(max_attempts=opts.requests.max_attempts),
@@ -191,6 +204,47 @@ class Runner:
             out=self.out,
             schema=self.schema,
         )
+        if specs is not None:
+            self.lanes = lanes = self._pool = pool = Pool(store)
+            for i, spec in enumerate(specs):
+                provider = get_provider(spec.provider, opts.media.api)
+                if self.schema is not None:
+                    if spec.provider != self.provider_name:
+                        raise UsageError(
+                            f"{option_flag('schema')} with {option_flag('pool_file')}: every "
+                            f"endpoint must use one provider (endpoint {spec.name} does not)"
+                        )
+                    provider = SchemaProvider(provider, self.schema)
+                t = target if i == 0 else Target(spec_endpoint(spec), provider)
+                t.start()
+                pool.add(
+                    spec,
+                    provider,
+                    Executor(
+                        transport if i == 0 else t.transport(opts.requests, self._httpx_transport),
+                        t,
+                        RetryPolicy(max_attempts=opts.requests.max_attempts),
+                        self.clock,
+                        self.tally,
+                        prices=self.prices,
+                        out=self.out,
+                        endpoint=spec.name,
+                    ),
+                    Lanes(
+                        spec.limits,
+                        ledger,
+                        self.clock,
+                        per_second=provider.per_second_limits,
+                        rolling=opts.limits.quota_day == "rolling",
+                        where=f"endpoint {spec.name} ({t.where})",
+                        max_outage=opts.requests.max_outage,
+                        store=store,
+                        account=spec_account(spec, t),
+                        ledger_prefix=f"{spec.name}/",
+                    ),
+                    owned=i > 0,
+                )
+            executor = PoolExecutor(pool, self.provider)
         if opts.batch.mode != "online" or opts.batch.cancel_batches:
             self._batch = BatchExecutor(
                 api=batch_api(self.provider),
@@ -232,6 +286,8 @@ class Runner:
         try:
             if self._transport is not None:
                 await self._transport.aclose()
+            if self._pool is not None:
+                await self._pool.aclose()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.store.close)
                 if self._attempts_open:
@@ -278,7 +334,10 @@ class Runner:
             )
         if scheduler.fatal is not None:
             error, model, worked = scheduler.fatal
-            message = explain(error, model, target, worked)
+            if self._pool is not None:  # the pool's executor has said which endpoints refused
+                message = f"{model}: {error.message}"
+            else:
+                message = explain(error, model, target, worked)
             raise FatalProviderError(message, status=error.status, body=error.body)
         elapsed = self.clock.monotonic() - self.tally.started
         summary = await anyio.to_thread.run_sync(self._summary, elapsed)

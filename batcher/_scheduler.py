@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -32,6 +33,9 @@ from ._outage import OutageWatch
 from ._quota import Account, QuotaStore, SharedQuota, new_holder
 from ._store import ResultStore
 from ._tally import Tally
+
+if TYPE_CHECKING:
+    from ._pool import Pool, PoolExecutor
 
 __all__ = ["Lanes", "Scheduler"]
 
@@ -59,8 +63,11 @@ class Lanes:
         max_outage: float = 1800.0,
         store: QuotaStore | None = None,
         account: Account | None = None,
+        ledger_prefix: str = "",
     ) -> None:
         self.limits = limits
+        self.ledger_prefix = ledger_prefix
+        """Put before each model's name in the ledger: a pool's endpoint name and a slash."""
         self.outage = OutageWatch(clock, max_outage=max_outage, where=where)
         """One endpoint, one outage: every model's lane shares the watch."""
         self.ledger = ledger
@@ -77,7 +84,7 @@ class Lanes:
         if lane is None:
             limits = self.limits.for_model(model)
             daily = DailyCount(rolling=self.rolling, keep_times=limits.rpd is not None)
-            self.ledger.restore(model, daily)
+            self.ledger.restore(self.ledger_prefix + model, daily)
             quota = None
             if self.store is not None and self.account is not None:
                 quota = SharedQuota(self.store, self.account, model, self.clock, self.holder)
@@ -99,7 +106,8 @@ class Lanes:
 
     def save(self) -> None:
         """Write every lane's quota-day count to the ledger."""
-        self.ledger.save({m: lane.daily for m, lane in self.by_model.items()})
+        prefix = self.ledger_prefix
+        self.ledger.save({prefix + m: lane.daily for m, lane in self.by_model.items()})
 
     async def beat(self) -> None:
         """Renew the leases of the lanes with demand (and drop the idle ones'), so each lane's
@@ -124,8 +132,8 @@ class Scheduler:
     def __init__(
         self,
         source: JobSource,
-        lanes: Lanes,
-        executor: Executor,
+        lanes: Lanes | Pool,
+        executor: Executor | PoolExecutor,
         store: ResultStore,
         tally: Tally,
         clock: Clock,

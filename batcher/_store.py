@@ -78,6 +78,8 @@ class Record:
     parsed: Any = None
     """The answer validated against the run's output schema, as its ``parsed`` column holds it
     (only runs with a schema have that column)."""
+    endpoint: str | None = None
+    """The name of the endpoint that answered: a pool's endpoint, or ``default``."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""
@@ -112,6 +114,7 @@ def _schema(parsed: Any = None) -> Any:
         ("cost_usd", pa.float64()),
         ("via", pa.string()),
         ("images", pa.list_(_image_type())),
+        ("endpoint", pa.string()),
     ]
     return pa.schema(columns if parsed is None else [*columns, ("parsed", parsed)])
 

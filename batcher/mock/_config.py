@@ -26,6 +26,13 @@ class MockConfig:
     openai_per_second: bool = True
     """OpenAI-style limits quantized per second (OpenAI's own), or over a sliding minute (a
     compatible server that does not quantize)."""
+    projects: dict[str, str] = field(default_factory=dict)
+    """Key -> project: keys of one project share its limits, a project of one key has its own;
+    keys not named here share one project."""
+
+    def project_of(self, key: str) -> str:
+        """The project whose limits ``key`` spends."""
+        return self.projects.get(key, "")
 
     @property
     def free_tier(self) -> bool:

@@ -1,5 +1,8 @@
 """The mock provider's rate limits, enforced the way each provider does.
 
+Limits apply per project: the keys a ``MockConfig`` groups into one project share its limits,
+and each key it names alone is a project of its own; keys it does not name share one project.
+
 Gemini: per model, per clock minute (requests and input tokens) and per Pacific quota day; only
 accepted requests count. OpenAI: per model, the per-minute limits quantized per second (60,000 RPM
 is 1,000 a second), a request charged its prompt tokens plus ``max_tokens``, and rejected requests
@@ -57,7 +60,9 @@ class Enforcer:
         self.limits_for = limits_for
         self.clock = clock
         self.quantized = quantized
-        self._usage: dict[tuple[str, str], _Usage] = defaultdict(_Usage)
+        self._usage: dict[tuple[str, str, str], _Usage] = defaultdict(
+            _Usage
+        )  # style, project, model
         self._limits: dict[str, Limits] = {}  # limits_for's answers: a model's limits never change
 
     def _limits_of(self, model: str) -> Limits:
@@ -75,15 +80,22 @@ class Enforcer:
         return None
 
     def check(
-        self, style: str, model: str, tokens: int, max_tokens: int | None = None
+        self,
+        style: str,
+        model: str,
+        tokens: int,
+        max_tokens: int | None = None,
+        *,
+        project: str = "",
     ) -> Rejection | None:
-        """Count a request of ``tokens`` prompt tokens for ``model``; say why it is refused, if
-        it is. A model without limits is not counted: nothing would ever read its usage."""
+        """Count a request of ``tokens`` prompt tokens for ``model`` in ``project``; say why it
+        is refused, if it is. A model without limits is not counted: nothing would ever read its
+        usage."""
         limits = self._limits_of(model)
         if limits.empty:
             return None
         now = self.clock()
-        u = self._usage[(style, model)]
+        u = self._usage[(style, project, model)]
         if style == "gemini":
             return self._gemini(u, limits, now, tokens)
         return self._openai(u, limits, now, tokens + (max_tokens or 0))
@@ -136,12 +148,12 @@ class Enforcer:
         u.today += 1
         return None
 
-    def headers(self, model: str) -> dict[str, str]:
-        """OpenAI's ``x-ratelimit-*`` headers for ``model`` as things stand."""
+    def headers(self, model: str, project: str = "") -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers for ``model`` in ``project`` as things stand."""
         limits = self._limits_of(model)
         if limits.empty:
             return {}
-        u = self._usage[("openai", model)]
+        u = self._usage[("openai", project, model)]
         now = self.clock()
         reset = f"{max(1, math.ceil((1 - now % 1) * 1000))}ms"
         out = {}

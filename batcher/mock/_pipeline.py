@@ -116,9 +116,12 @@ class Pipeline:
             await self._act_out(fault, wire)
         prompt_tokens = count_tokens(call.prompt) + call.media_tokens
         if online:
-            why = self.enforcer.check(wire.limit_style, call.model, prompt_tokens, call.max_tokens)
+            project = self.config.project_of(call.key)
+            why = self.enforcer.check(
+                wire.limit_style, call.model, prompt_tokens, call.max_tokens, project=project
+            )
             if why is not None:
-                headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
+                headers = self.enforcer.headers(call.model, project) if wire.reports_limits else {}
                 raise Refusal(wire.rate_limited(call, why, headers))
             lo, hi = self.config.latency_ms
             if hi > 0:
@@ -132,7 +135,8 @@ class Pipeline:
         self._answered += 1
         if online:
             self.state.record(200, self.clock(), call.model)
-        headers = self.enforcer.headers(call.model) if wire.reports_limits else {}
+        project = self.config.project_of(call.key)
+        headers = self.enforcer.headers(call.model, project) if wire.reports_limits else {}
         response = wire.answer(call, reply, self._answered, headers)
         if fault is Fault.TRUNCATE:
             self.state.truncated += 1

@@ -1,0 +1,194 @@
+"""Pools: a pool file validated when read, jobs spread over the endpoints serving their model,
+an endpoint that refuses a model disabled for it while the others go on, a spent day moving work
+to the others, priority, the ``endpoint`` column, and the mock's projects sharing limits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from batcher._cli import main
+from batcher._limits import Limits, LimitTable
+from batcher.mock import MockConfig, MockServer
+from tests.helpers import read_results, write_jsonl
+
+
+def _jobs(tmp_path: Path, n: int, model: str = "m") -> Path:
+    rows = [{"id": f"j{i}", "prompt": f"say {i}", "model": model} for i in range(n)]
+    return write_jsonl(tmp_path / "jobs.jsonl", rows)
+
+
+def _pool(tmp_path: Path, text: str, name: str = "pool.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _run(jobs: Path, out: Path, pool: Path, *flags: str) -> int:
+    return main(["run", str(jobs), "--out", str(out), "--pool", str(pool), "--no-progress", *flags])
+
+
+TWO = """
+[[endpoint]]
+name = "one"
+provider = "openai"
+mock = "instant"
+rpm = 6000
+models = ["m"]
+
+[[endpoint]]
+name = "two"
+provider = "openai"
+mock = "instant"
+rpm = 6000
+models = ["m"]
+"""
+
+
+def test_jobs_spread_over_the_endpoints_and_the_endpoint_column_names_each(
+    tmp_path: Path,
+) -> None:
+    jobs = _jobs(tmp_path, 60)
+    assert _run(jobs, tmp_path / "out", _pool(tmp_path, TWO), "--max-concurrency", "8") == 0
+    rows = read_results(tmp_path / "out")
+    assert len(rows) == 60 and all(r["status"] == "ok" for r in rows.values())
+    by = {name: sum(r["endpoint"] == name for r in rows.values()) for name in ("one", "two")}
+    assert by["one"] + by["two"] == 60 and min(by.values()) >= 10, by
+
+
+def test_a_job_answered_by_another_endpoint_is_not_a_changed_job(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 10)
+    out = tmp_path / "out"
+    # endpoints calling the model by their own names first...
+    renamed = TWO.replace('models = ["m"]', 'models = { "m" = "their-m" }')
+    assert _run(jobs, out, _pool(tmp_path, renamed)) == 0
+    before = read_results(out)
+    assert {r["model"] for r in before.values()} == {"their-m"}
+    # ...then other endpoints by our name: what is asked is the same, so nothing is sent again
+    other = TWO.replace('"one"', '"three"').replace('"two"', '"four"')
+    assert _run(jobs, out, _pool(tmp_path, other, "other.toml"), "--redo-changed") == 0
+    assert read_results(out) == before
+
+
+def test_a_run_without_a_pool_names_its_endpoint_default(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 3)
+    assert main(["run", str(jobs), "--out", str(tmp_path / "o"), "--mock", "instant"]) == 0
+    assert {r["endpoint"] for r in read_results(tmp_path / "o").values()} == {"default"}
+
+
+def test_a_bad_key_disables_that_endpoint_and_the_other_does_every_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BAD_KEY", "bad-key-123")
+    pool = TWO.replace(
+        'name = "one"\nprovider = "openai"',
+        'name = "one"\nprovider = "openai"\nkey_env = "BAD_KEY"',
+    )
+    jobs = _jobs(tmp_path, 30)
+    with caplog.at_level(logging.WARNING, logger="batcher"):
+        assert _run(jobs, tmp_path / "out", _pool(tmp_path, pool)) == 0
+    rows = read_results(tmp_path / "out")
+    assert len(rows) == 30 and {r["endpoint"] for r in rows.values()} == {"two"}
+    assert all(r["status"] == "ok" for r in rows.values())
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "endpoint one no longer serves m" in warning and "$BAD_KEY" in warning
+    assert "bad-key-123" not in warning
+
+
+def test_when_no_endpoint_can_serve_a_model_the_run_exits_4_naming_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BAD_KEY", "bad-key-123")
+    pool = TWO.replace('provider = "openai"', 'provider = "openai"\nkey_env = "BAD_KEY"')
+    assert _run(_jobs(tmp_path, 5), tmp_path / "out", _pool(tmp_path, pool)) == 4
+    err = capsys.readouterr().err
+    assert "endpoint one" in err and "endpoint two" in err and "bad-key-123" not in err
+
+
+def test_an_endpoint_serves_a_model_under_its_own_name(tmp_path: Path) -> None:
+    pool = TWO.replace('models = ["m"]', 'models = { "m" = "their-m" }', 1)
+    pool = pool.replace('name = "two"', 'name = "two"\npriority = -1')
+    jobs = _jobs(tmp_path, 4)
+    assert _run(jobs, tmp_path / "out", _pool(tmp_path, pool), "--max-concurrency", "1") == 0
+    rows = read_results(tmp_path / "out")
+    assert {r["endpoint"] for r in rows.values()} == {"one"}  # preferred, and never busy
+    assert {r["model"] for r in rows.values()} == {"their-m"}  # as the endpoint answered
+
+
+def test_priority_fills_the_preferred_endpoint_first(tmp_path: Path) -> None:
+    pool = TWO.replace('name = "two"', 'name = "two"\npriority = 5')
+    jobs = _jobs(tmp_path, 12)
+    assert _run(jobs, tmp_path / "out", _pool(tmp_path, pool), "--max-concurrency", "1") == 0
+    assert {r["endpoint"] for r in read_results(tmp_path / "out").values()} == {"two"}
+
+
+def test_one_endpoints_spent_day_moves_its_work_to_the_other(tmp_path: Path) -> None:
+    pool = TWO.replace("rpm = 6000", "rpm = 6000\nrpd = 5", 1)
+    pool = pool.replace('name = "one"', 'name = "one"\npriority = 9')
+    jobs = _jobs(tmp_path, 20)
+    assert _run(jobs, tmp_path / "out", _pool(tmp_path, pool), "--on-daily-limit", "exit") == 0
+    rows = read_results(tmp_path / "out")
+    by = {name: sum(r["endpoint"] == name for r in rows.values()) for name in ("one", "two")}
+    assert by == {"one": 5, "two": 15}, by
+
+
+def test_both_spent_then_the_run_stops_for_the_day(tmp_path: Path) -> None:
+    pool = TWO.replace("rpm = 6000", "rpm = 6000\nrpd = 3")
+    jobs = _jobs(tmp_path, 10)
+    assert _run(jobs, tmp_path / "out", _pool(tmp_path, pool), "--on-daily-limit", "exit") == 3
+    assert len(read_results(tmp_path / "out")) == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[[endpoint]]\nname = "a"\nmock = "instant"\nmodels = ["m"]\ncolour = 1\n', "colour"),
+        ('[[endpoint]]\nname = "a"\nmock = "instant"\nmodels = "m"\n', "models"),
+        ('[[endpoint]]\nname = "a"\nkey_env = "NOT_SET_ANYWHERE"\nmodels = ["m"]\n', "key_env"),
+        ('[[endpoint]]\nname = "a"\nmock = "instant"\nmodels = ["m"]\nrpm = "fast"\n', "rpm"),
+        ('[[endpoint]]\nname = "a"\nmock = "instant"\nmodels = ["m"]\ntier = "nope"\n', "tier"),
+        (
+            '[[endpoint]]\nname = "a"\nmock = "instant"\nmodels = ["m"]\npriority = 1.5\n',
+            "priority",
+        ),
+        ('[[endpoint]]\nmock = "instant"\nmodels = ["m"]\n', "name"),
+        (
+            '[[endpoint]]\nname = "a"\nprovider = "x"\nmock = "instant"\nmodels = ["m"]\n',
+            "provider",
+        ),
+        (
+            '[[endpoint]]\nname = "a"\nmock = "instant"\nmodels = ["m"]\n[limits.m]\nrpm = 0\n',
+            "limits",
+        ),
+        ('[[endpoints]]\nname = "a"\n', "endpoints"),
+    ],
+)
+def test_a_bad_pool_file_exits_2_naming_the_file_and_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str
+) -> None:
+    pool = _pool(tmp_path, text)
+    assert _run(_jobs(tmp_path, 1), tmp_path / "out", pool) == 2
+    err = capsys.readouterr().err
+    assert str(pool) in err and field in err, err
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_the_mocks_keys_of_one_project_share_its_limits_and_two_projects_do_not() -> None:
+    config = MockConfig(
+        limits=LimitTable(everywhere=Limits(rpd=2)),
+        projects={"k1": "p", "k2": "p", "k3": "q"},
+    )
+    with MockServer(config) as server:
+        url = server.base_url("openai") + "/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+        def status(key: str) -> int:
+            headers = {"authorization": f"Bearer {key}"}
+            return httpx.post(url, json=body, headers=headers).status_code
+
+        assert [status("k1"), status("k2")] == [200, 200]
+        assert [status("k1"), status("k2")] == [429, 429]  # one budget: spent
+        assert [status("k3"), status("k3"), status("k3")] == [200, 200, 429]  # its own
