@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -279,25 +277,43 @@ def test_auto_sends_few_jobs_online_directly(tmp_path: Path) -> None:
     assert {r["via"] for r in read_results(tmp_path / "out").values()} == {"online"}
 
 
-def test_kill_9_while_waiting_then_rerun_collects(
-    tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None
+_KILL_AT = """
+import os, signal, sys
+from batcher import _batchapi
+from batcher._cli import main
+
+step = sys.argv[1]
+made = _batchapi.BatchExecutor.__init__
+
+def init(self, *args, **kwargs):
+    made(self, *args, **kwargs)
+    def kill(name):
+        if name == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    self.step = kill
+
+_batchapi.BatchExecutor.__init__ = init
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_kill_9_at_every_step_then_a_rerun_finishes_exactly_once(
+    tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None, step: str
 ) -> None:
-    jobs = _jobs(tmp_path, 5)
-    server = start_mock(MockConfig(batch_delay=1.0))
+    jobs = _jobs(tmp_path, 5, {3: "[[fail:400]]"})
+    server = start_mock(MockConfig(batch_delay=0.3))
     out = tmp_path / "out"
-    flags = ("--model", "m", "--mode", "batch", "--poll-interval", "0.2")
+    flags = ("--model", "m", "--mode", "batch", "--poll-interval", "0.1")
     command = run_command(jobs, out, server.base_url("openai"), *flags)
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "batches.jsonl"
-    deadline = time.monotonic() + 60
-    while '"submitted"' not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline and child.poll() is None
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    killed = subprocess.run(
+        [command[0], "-c", _KILL_AT, step, *command[3:]], capture_output=True, timeout=100
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     done = subprocess.run(command, capture_output=True, text=True, timeout=100)
-    assert done.returncode == 0, done.stderr
-    assert len(read_results(out)) == 5
+    assert done.returncode == 1, done.stderr
+    rows = read_results(out)
+    assert len(rows) == 5 and rows["j3"]["error_kind"] == "permanent"
     stats = mock_stats(server)
     assert len(stats["batch_creates"]) == 1 and stats["batch_lines"] == 5
 
