@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._estimate import features
 from ._image_files import download, save_images
+from ._ipm import ImageGate
 from ._jobs import Job
 from ._lane import Lane
 from ._media import job_media_tokens
@@ -102,6 +103,7 @@ class Executor:
         out: Path | None = None,
         schema: OutputSchema | None = None,
         endpoint: str = "default",
+        ipm: int | None = None,
     ) -> None:
         self.endpoint = endpoint
         """The endpoint's name, in each result's ``endpoint`` column."""
@@ -110,6 +112,9 @@ class Executor:
         """The run's output schema (the provider asks for it and checks answers): its tokens
         are billed as input, so they count in each job's estimate."""
         """The output directory, where images answered are saved (under ``images/``)."""
+        self.ipm = ipm
+        """Images per minute each model may be asked for (``--ipm``); None: no such limit."""
+        self._gates: dict[str, ImageGate] = {}
         self.transport = transport
         self.prices = prices or load_prices()
         self.on_attempt: Callable[[Attempt], None] | None = None
@@ -160,6 +165,8 @@ class Executor:
             if self._halting:
                 raise _Stopped
             asked = self.clock.monotonic()
+            if self.ipm is not None:
+                await self._gate(model).admit(job.n or 1)
             async with lane.request(x, output=output) as slot:
                 attempts += 1
                 self.tally.requests += 1
@@ -247,6 +254,13 @@ class Executor:
     def _endpoint(self) -> str:
         """The endpoint as the attempt log names it: its host and port, never a key."""
         return urlsplit(self.target.base_url).netloc.rpartition("@")[2]
+
+    def _gate(self, model: str) -> ImageGate:
+        gate = self._gates.get(model)
+        if gate is None:
+            assert self.ipm is not None
+            gate = self._gates[model] = ImageGate(self.ipm, self.clock)
+        return gate
 
     def _record(
         self,

@@ -286,18 +286,19 @@ def _inline(media: Media) -> bytes | None:
     return None
 
 
-def probe(media: Media) -> Probe:
-    """Type, size and dimensions of a local or inline ref; ``OSError``/``ValueError`` if it cannot
-    be read. URLs are not fetched in the scan: their probe knows nothing."""
+def probe(media: Media, *, dims: bool = True) -> Probe:
+    """Type, size and (with ``dims``) dimensions of a local or inline ref; ``OSError`` or
+    ``ValueError`` if it cannot be read. URLs are not fetched: their probe knows nothing. Without
+    ``dims`` a file's first 64 bytes are read, which is all the scan needs."""
     if media.is_url:
         return Probe(None, 0, None)
     data = _inline(media)
     if data is not None:
-        return Probe(sniff(data[:64]), len(data), dimensions(data[:_HEAD]))
+        return Probe(sniff(data[:64]), len(data), dimensions(data[:_HEAD]) if dims else None)
     with open(media.ref, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        head = f.read(_HEAD)
-    return Probe(sniff(head[:64]), size, dimensions(head))
+        head = f.read(_HEAD if dims else 64)
+    return Probe(sniff(head[:64]), size, dimensions(head) if dims else None)
 
 
 def load(media: Media) -> Loaded:
@@ -332,7 +333,7 @@ def media_problem(media: Media, provider: str) -> tuple[str | None, int]:
     if media.is_url:
         return None, 0
     try:
-        p = probe(media)
+        p = probe(media, dims=False)
     except FileNotFoundError:
         return f"{media.kind} {media.label}: no such file", 0
     except OSError as e:
@@ -388,7 +389,7 @@ def inline_now(media: Media) -> tuple[str, str]:
 def inline_digest(media: Media) -> tuple[str, str]:
     """A stand-in for the data: its SHA-256, streamed, so a fingerprint covers the bytes without
     holding them (a changed image is a changed job)."""
-    mime = "" if media.is_url else (probe(media).mime or "")
+    mime = "" if media.is_url else (probe(media, dims=False).mime or "")
     return mime, "sha256:" + sha256_of(media)
 
 

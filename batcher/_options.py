@@ -479,6 +479,13 @@ class MediaOptions:
         default=None,
         metadata=flag("images per job for jobs that set none (default 1)", metavar="N"),
     )
+    ipm: int | None = field(
+        default=None,
+        metadata=flag(
+            "images per minute each model may be asked for (a request counts its n, or 1)",
+            metavar="N",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.modalities, str):
@@ -490,6 +497,8 @@ class MediaOptions:
             raise BadOption("api", f"takes chat or images, not {self.api!r}")
         if self.n is not None and not 1 <= self.n <= 10:
             raise BadOption("n", "must be from 1 to 10")
+        if self.ipm is not None and self.ipm < 1:
+            raise BadOption("ipm", f"must be at least 1, got {self.ipm}")
 
     def job_defaults(self) -> dict[str, Any]:
         """The job fields these options fill in where a job sets none."""

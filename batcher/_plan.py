@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ._estimate import TokenEstimator, features
 from ._jobs import JobSource
 from ._limits import Limits, LimitTable
+from ._media import job_media_tokens
 from ._prices import Price, Prices, usd
 from ._schema import OutputSchema
 
@@ -95,7 +96,9 @@ def make_plan(
         model = job.model
         assert model is not None  # the scan refused jobs without one
         text = job.text if schema is None else f"{job.text}\n{schema.text}"
-        est = estimator.estimate(features(text))
+        # images and files by the provider's rule (their headers read, as a run would)
+        media = job_media_tokens(job.media, provider) if job.media else 0
+        est = estimator.estimate(features(text, media))
         jobs[model] += 1
         tokens[model] += est
         charged[model] += est + ((job.max_tokens or 0) if provider == "openai" else 0)

@@ -203,6 +203,7 @@ class Runner:
             prices=self.prices,
             out=self.out,
             schema=self.schema,
+            ipm=opts.media.ipm,
         )
         if specs is not None:
             self.lanes = lanes = self._pool = pool = Pool(store)

@@ -6,9 +6,14 @@ Cases, each at 100,000 and 1,000,000 jobs:
   resume                    every job already finished (results synthesised): the rerun loads
                             the done-set, checks every job against it and has nothing to send;
   quota-wait                --rpd 100 spent at once, the run waits for the reset with every
-                            other job queued, then SIGINT.
+                            other job queued, then SIGINT;
+  run-images                every job sends an image (one of 100 files of about 200 KB each, by
+                            path): the scan checks every ref, each job reads its image when it is
+                            sent; for --seconds, then SIGINT;
+  gen-images                --endpoint images: every job answers an image saved under DIR/images/;
+                            for --seconds, then SIGINT.
 
-    python benchmarks/memory.py [--seconds 20] [--sizes 100000,1000000]
+    python benchmarks/memory.py [--seconds 20] [--sizes 100000,1000000] [--cases run-images,...]
 """
 
 from __future__ import annotations
@@ -71,6 +76,41 @@ def write_inputs(folder: Path, n: int) -> tuple[Path, Path]:
     return jsonl, parquet
 
 
+def noisy_png(seed: int, width: int = 256, height: int = 256) -> bytes:
+    """A PNG of random pixels (it does not compress: about 3 bytes a pixel)."""
+    import random
+    import struct
+    import zlib
+
+    rng = random.Random(seed)
+    rows = b"".join(b"\x00" + rng.randbytes(3 * width) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def write_image_inputs(folder: Path, n: int) -> tuple[Path, Path]:
+    """``n`` jobs each sending one of 100 image files by relative path; ``n`` prompts to draw."""
+    pics = folder / "pics"
+    if not pics.is_dir():
+        pics.mkdir()
+        for k in range(100):
+            (pics / f"p{k:03d}.png").write_bytes(noisy_png(k))
+    jobs = folder / f"image-jobs-{n}.jsonl"
+    draw = folder / f"draw-jobs-{n}.jsonl"
+    with jobs.open("w") as f, draw.open("w") as g:
+        for i in range(n):
+            job = {"id": f"job-{i:07d}", "prompt": "Caption this.", "model": "bench-model"}
+            f.write(json.dumps({**job, "images": [f"pics/p{i % 100:03d}.png"]}) + "\n")
+            g.write(json.dumps({**job, "prompt": f"Draw item {i}."}) + "\n")
+    return jobs, draw
+
+
 def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
     """A finished run of every job in ``jsonl``, written as the store writes it."""
     import pyarrow as pa
@@ -114,6 +154,15 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
     )
 
 
+def report(case: str, n: int, rss: float, out: Path) -> None:
+    """One line of the table: the case, its jobs, its peak RSS and how many jobs it finished
+    (so a case cut off before it sent anything shows as such)."""
+    from batcher._results import read_results
+
+    done = sum(read_results(out).get(k, 0) for k in ("ok", "error"))
+    print(f"{case:14} {n:9,} {rss:13.1f} {done:9,}", flush=True)
+
+
 def peak_rss_mib(args: list[str], seconds: float | None) -> float:
     """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
@@ -138,9 +187,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument(
+        "--cases", default="run-jsonl,run-parquet,resume,quota-wait,run-images,gen-images"
+    )
     opts = ap.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",")]
-    print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13}", flush=True)
+    cases = set(opts.cases.split(","))
+    print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'finished':>9}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
         folder = Path(tmp)
         base = f"{url}/v1"
@@ -156,18 +209,31 @@ def main() -> None:
         for n in sizes:
             jsonl, parquet = write_inputs(folder, n)
             for name, path in (("run-jsonl", jsonl), ("run-parquet", parquet)):
-                out = folder / f"out-{name}-{n}"
-                rss = peak_rss_mib(["run", str(path), "--out", str(out), *common], opts.seconds)
-                print(f"{name:14} {n:9,} {rss:13.1f}", flush=True)
-            out = folder / f"out-resume-{n}"
-            synthesise_results(out, jsonl, base)
-            rss = peak_rss_mib(["run", str(jsonl), "--out", str(out), *common], None)
-            print(f"{'resume':14} {n:9,} {rss:13.1f}", flush=True)
-            out = folder / f"out-wait-{n}"
-            rss = peak_rss_mib(
-                ["run", str(jsonl), "--out", str(out), "--rpd", "100", *common], opts.seconds
-            )
-            print(f"{'quota-wait':14} {n:9,} {rss:13.1f}", flush=True)
+                if name in cases:
+                    out = folder / f"out-{name}-{n}"
+                    rss = peak_rss_mib(["run", str(path), "--out", str(out), *common], opts.seconds)
+                    report(name, n, rss, out)
+            if "resume" in cases:
+                out = folder / f"out-resume-{n}"
+                synthesise_results(out, jsonl, base)
+                rss = peak_rss_mib(["run", str(jsonl), "--out", str(out), *common], None)
+                report("resume", n, rss, out)
+            if "quota-wait" in cases:
+                out = folder / f"out-wait-{n}"
+                rss = peak_rss_mib(
+                    ["run", str(jsonl), "--out", str(out), "--rpd", "100", *common], opts.seconds
+                )
+                report("quota-wait", n, rss, out)
+            images, draw = write_image_inputs(folder, n)
+            if "run-images" in cases:
+                out = folder / f"out-images-{n}"
+                rss = peak_rss_mib(["run", str(images), "--out", str(out), *common], opts.seconds)
+                report("run-images", n, rss, out)
+            if "gen-images" in cases:
+                out = folder / f"out-gen-{n}"
+                args = ["run", str(draw), "--out", str(out), "--endpoint", "images", *common]
+                rss = peak_rss_mib(args, opts.seconds)
+                report("gen-images", n, rss, out)
 
 
 if __name__ == "__main__":

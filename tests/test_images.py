@@ -193,7 +193,7 @@ def test_images_endpoint_saves_every_image_answered(
 ) -> None:
     jobs = write_jsonl(tmp_path / "jobs.jsonl", GENERATE)
     out = tmp_path / "out"
-    flags = ("--model", model, "--endpoint", "images", "--size", "16x16")
+    flags = ("--model", model, "--endpoint", "images", "--size", "16x16", "--ipm", "100")
     assert run_cli(mock_server, "openai", jobs, out, *flags) == 0
     results = read_results(out)
     _check_saved(out, results["one"], 1, (16, 16))
