@@ -230,6 +230,7 @@ class Runner:
                         prices=self.prices,
                         out=self.out,
                         endpoint=spec.name,
+                        ipm=opts.media.ipm,
                     ),
                     Lanes(
                         spec.limits,
