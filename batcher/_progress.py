@@ -8,6 +8,7 @@ from typing import TextIO
 
 import anyio
 
+from ._prices import usd
 from ._stats import Statistics
 
 __all__ = ["duration", "format_line", "show_progress"]
@@ -30,7 +31,8 @@ def format_line(st: Statistics) -> str:
         f"{done}/{st.total} done ({st.ok} ok, {st.errors} error"
         + (f", {st.skipped} already done" if st.skipped else "")
         + f") | {st.requests_per_minute:,.0f} req/min | {st.tokens_per_minute:,.0f} tok/min"
-        f" | in flight {st.in_flight} | ETA {duration(st.eta)}"
+        + (f" | {usd(st.cost_usd)}" if st.cost_usd else "")
+        + f" | in flight {st.in_flight} | ETA {duration(st.eta)}"
         + (f" | waiting for the quota reset: {duration(st.quota_wait)}" if st.quota_wait else "")
         + (f" | batches: {st.batches}" if st.batches else "")
     )
@@ -73,7 +75,9 @@ async def _live(snapshot: Callable[[], Statistics], out: TextIO) -> None:
         st = snapshot()
         detail = (
             f"ok {st.ok} err {st.errors} | {st.requests_per_minute:,.0f} rpm"
-            f" | {st.tokens_per_minute:,.0f} tpm | in flight {st.in_flight}"
+            f" | {st.tokens_per_minute:,.0f} tpm"
+            + (f" | {usd(st.cost_usd)}" if st.cost_usd else "")
+            + f" | in flight {st.in_flight}"
         )
         if st.quota_wait:
             detail += f" | quota resets in {duration(st.quota_wait)}"

@@ -203,3 +203,46 @@ def test_a_budget_needs_a_price_for_every_model(
     err = capsys.readouterr().err
     assert "no price is known for model 'no-such-price'" in err and "--prices FILE" in err
     assert mock_stats(mock_server)["requests"] == 0
+
+
+@given(
+    limit=st.floats(0.0, 10.0),
+    already=st.floats(0.0, 5.0),
+    jobs=st.lists(
+        st.tuples(
+            st.integers(1, 5000),  # estimated input tokens
+            st.integers(1, 4000),  # max_tokens
+            st.floats(0.0, 1.25),  # real input / estimate (within the reservation's margin)
+            st.floats(0.0, 1.0),  # real output / max_tokens
+            st.booleans(),  # settle this one now (else it stays in flight a while)
+        ),
+        max_size=40,
+    ),
+)
+def test_with_max_tokens_the_spend_never_passes_the_budget(
+    limit: float, already: float, jobs: list[tuple[int, int, float, float, bool]]
+) -> None:
+    price = Price(input=3.0, output=15.0)
+    budget = Budget(limit, min(already, limit), Prices({"m": price}, {}))
+    in_flight = []
+    for tokens, max_tokens, real_in, real_out, now in jobs:
+        reservation = budget.reserve("m", tokens, max_tokens)
+        if reservation is not None:
+            cost = price.cost(int(tokens * real_in), int(max_tokens * real_out))
+            in_flight.append((reservation, cost))
+        if now and in_flight:
+            r, cost = in_flight.pop(0)
+            budget.settle(r, cost)
+        assert budget.spent + budget.reserved <= limit + 1e-9
+    for r, cost in in_flight:
+        budget.settle(r, cost)
+    assert budget.spent <= limit + 1e-9 and budget.reserved == pytest.approx(0, abs=1e-9)
+
+
+def test_the_progress_line_shows_what_the_run_has_cost() -> None:
+    from batcher._progress import format_line
+    from batcher._stats import Statistics
+
+    st_ = Statistics(10, 4, 4, 0, 0, 1, 5, 100, 50, 60.0, 900.0, 4.0, cost_usd=0.0123)
+    assert " | $0.0123 | " in format_line(st_)
+    assert "$" not in format_line(Statistics(10, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0))
