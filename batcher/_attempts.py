@@ -28,7 +28,7 @@ class Attempt:
     """1 for a job's first request in this run, 2 for its first retry, ..."""
     model: str
     endpoint: str
-    """The endpoint's host and port (never the key)."""
+    """The endpoint's name, as in the results' ``endpoint`` column (``default`` outside a pool)."""
     sent_at: float
     """Wall-clock time the request left."""
     waited_ms: float
@@ -43,6 +43,8 @@ class Attempt:
     retry_after: float | None = None
     """The delay the server asked for, in seconds (429s)."""
     error: str | None = None
+    host: str | None = None
+    """The endpoint's host and port (never a key)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELDS}
@@ -69,6 +71,7 @@ def attempt_schema() -> Any:
             ("output_tokens", pa.int64()),
             ("retry_after", pa.float64()),
             ("error", pa.string()),
+            ("host", pa.string()),
         ]
     )
 

@@ -237,7 +237,7 @@ class Executor:
                 job_id=job_id,
                 attempt=n,
                 model=model,
-                endpoint=self._endpoint,
+                endpoint=self.endpoint,
                 sent_at=self.clock.time() - (now - sent),
                 waited_ms=(sent - asked) * 1000,
                 latency_ms=(now - sent) * 1000,
@@ -247,12 +247,13 @@ class Executor:
                 output_tokens=answer.output_tokens if answer is not None else None,
                 retry_after=getattr(error, "retry_after", None),
                 error=self.target.redact(error.message)[:500] if error is not None else None,
+                host=self._host,
             )
         )
 
     @property
-    def _endpoint(self) -> str:
-        """The endpoint as the attempt log names it: its host and port, never a key."""
+    def _host(self) -> str:
+        """The endpoint's host and port, never a key."""
         return urlsplit(self.target.base_url).netloc.rpartition("@")[2]
 
     def _gate(self, model: str) -> ImageGate:

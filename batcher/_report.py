@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ._clock import QUOTA_TZ
 from ._errors import UsageError
+from ._limits import Limits
 from ._manifest import Manifest
 from ._prices import usd
 from ._progress import duration
@@ -57,6 +58,7 @@ ATTEMPT_COLUMNS = [
     "output_tokens",
     "retry_after",
     "error",
+    "host",
 ]
 EXAMPLES = 3
 """Examples shown per error kind."""
@@ -182,14 +184,17 @@ class _Report:
         )
 
     def lanes(self) -> str:
-        by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # one lane per endpoint and model (one endpoint, "default", outside a pool)
+        by_model: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for a in self.data.attempts:
-            by_model[a["model"]].append(a)
+            by_model[(a["endpoint"] or "default", a["model"])].append(a)
         span = max(self.t1 - self.t0, 1.0)
         width = max(1.0, span / 48)  # seconds per bucket: about 48 points across the run
         parts = []
-        for i, (model, attempts) in enumerate(sorted(by_model.items())):
-            limits = self.data.manifest.limits_for(model)
+        for i, ((endpoint, model), attempts) in enumerate(sorted(by_model.items())):
+            # run.json holds the run's own limits; a pool's endpoints keep theirs in the pool file
+            limits = self.data.manifest.limits_for(model) if endpoint == "default" else Limits()
+            lane = model if endpoint == "default" else f"{model} at {endpoint}"
             buckets = math.floor(span / width) + 1
             reqs, toks = [0] * buckets, [0] * buckets
             for a in attempts:
@@ -211,7 +216,7 @@ class _Report:
             ]
             slug = f"{i}"
             r_svg = line_chart(
-                f"Requests per minute, {model}",
+                f"Requests per minute, {lane}",
                 [Series("requests/min", [(x, n * scale) for x, n in zip(xs, reqs, strict=True)])],
                 x_label="minutes since the first request",
                 y_label="requests per minute",
@@ -220,7 +225,7 @@ class _Report:
                 marks=marks,
             )
             t_svg = line_chart(
-                f"Input tokens per minute, {model}",
+                f"Input tokens per minute, {lane}",
                 [
                     Series(
                         "input tokens/min",
@@ -234,7 +239,7 @@ class _Report:
                 limit_label="TPM limit",
             )
             limit_text = limits.describe()
-            parts.append(f"<h3>{escape(model)} <small>({escape(limit_text)})</small></h3>")
+            parts.append(f"<h3>{escape(lane)} <small>({escape(limit_text)})</small></h3>")
             parts.append(
                 _figure(
                     f"requests-{slug}",
