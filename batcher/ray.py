@@ -167,11 +167,19 @@ def process(
 
 
 def check_options(opts: RunOptions) -> None:
-    """Refuse what a cluster run does not do (yet): it sends online, with no spend limit."""
+    """Refuse what a cluster run does not do (yet): it sends online chat requests, without an
+    output schema or a spend limit."""
     from ._options import option_flag
 
     if opts.batch.mode != "online" or opts.batch.cancel_batches:
         raise UsageError(f"{option_flag('ray')} sends online requests only; drop --mode batch|auto")
+    if opts.requests.schema is not None:
+        raise UsageError(f"{option_flag('schema')} cannot be used with {option_flag('ray')} yet")
+    if opts.media != type(opts.media)():
+        raise UsageError(
+            f"{option_flag('ray')} sends chat requests with text answers only; drop --endpoint, "
+            "--modalities, --size, --quality and --n"
+        )
     if opts.costs.budget is not None:
         raise UsageError(
             f"{option_flag('budget')} is not enforced across a cluster; run without "

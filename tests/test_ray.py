@@ -267,7 +267,9 @@ def test_import_batcher_does_not_import_ray() -> None:
 
 
 @pytest.mark.parametrize(
-    "flags", [("--mode", "batch"), ("--budget", "5")], ids=["batch-mode", "budget"]
+    "flags",
+    [("--mode", "batch"), ("--budget", "5"), ("--endpoint", "images")],
+    ids=["batch-mode", "budget", "images"],
 )
 def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
     tmp_path: Path, flags: tuple[str, ...]
