@@ -173,8 +173,6 @@ def check_options(opts: RunOptions) -> None:
 
     if opts.batch.mode != "online" or opts.batch.cancel_batches:
         raise UsageError(f"{option_flag('ray')} sends online requests only; drop --mode batch|auto")
-    if opts.requests.schema is not None:
-        raise UsageError(f"{option_flag('schema')} cannot be used with {option_flag('ray')} yet")
     if opts.media != type(opts.media)():
         raise UsageError(
             f"{option_flag('ray')} sends chat requests with text answers only; drop --endpoint, "
