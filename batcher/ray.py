@@ -282,8 +282,15 @@ def run_files(
             ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // size)))
             run = os.urandom(8).hex()
             actor = budget(target, opts, path)
+            before = _granted(actor)
+
+            def keep_counts() -> None:
+                _save_ledger(path, target, opts)
+                now = _granted(actor)
+                _count_in_store(opts, target, {m: n - before.get(m, 0) for m, n in now.items()})
+
             if interrupt is not None:
-                interrupt.before_stop = lambda: _save_ledger(path, target, opts)
+                interrupt.before_stop = keep_counts
             results = _map(
                 ds, path, opts, target, IdSet(), workers, size, 1.0, run=run, actor=actor
             )
@@ -297,13 +304,14 @@ def run_files(
                 if interrupt is not None and interrupt.signum is not None:
                     return _interrupted(tally, path, interrupt.signum, started)
                 failed = ray.get(actor.failure.remote(run))
+                keep_counts()
                 if failed is None:
                     raise
                 error, model = failed
                 raise _explained(error, model, target) from None
+            keep_counts()
         elapsed = time.monotonic() - started
         recover(path).close()
-        _save_ledger(path, target, opts)
         counts = read_results(path)
         finished = tally.ok + tally.errors
         deferred = max(0, plan.total - tally.skipped - finished)
@@ -365,6 +373,37 @@ class ThreadClock:
         import anyio
 
         await anyio.sleep(seconds)
+
+
+def _count_in_store(opts: RunOptions, target: Target, requests: dict[str, int]) -> None:
+    """Count the cluster's requests of this run in the quota store runs on this key share
+    (``--quota-store``), so that ``batcher status`` and runs on the key see them."""
+    import anyio
+
+    from ._clock import quota_day
+    from ._quota import Account, open_store
+
+    if not any(n > 0 for n in requests.values()):
+        return
+
+    async def count() -> None:
+        store = await open_store(opts.pool.quota_store)
+        try:
+            account = Account.of_key(target.base_url, target.key, target.key_source)
+            day = quota_day(time.time()).isoformat()
+            for model, n in requests.items():
+                if n > 0:
+                    await store.reserve(account, model, day, n, None)
+        finally:
+            await store.aclose()
+
+    anyio.run(count, backend="asyncio")
+
+
+def _granted(actor: Any) -> dict[str, int]:
+    """Requests the budget has granted so far, per model."""
+    counters: dict[str, tuple[int, int]] = _ray().get(actor.counters.remote())
+    return {model: granted for model, (granted, _) in counters.items()}
 
 
 def _save_ledger(out: Path, target: Target, opts: RunOptions) -> None:

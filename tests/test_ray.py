@@ -241,6 +241,8 @@ def test_a_killed_driver_resumes_like_a_local_run(
         [*command[:3], "status", str(out)], env=env, capture_output=True, text=True
     )
     assert "done 300 / 300" in status.stdout
+    # the cluster counted its requests in the quota store runs on this key share
+    assert "all runs today, key $OPENAI_API_KEY" in status.stdout, status.stdout
 
 
 def test_a_fatal_answer_stops_the_cluster_run_with_exit_4(
