@@ -44,6 +44,7 @@ import anyio.lowlevel
 
 from ._clock import Clock, next_reset
 from ._errors import (
+    FatalProviderError,
     PermanentJobError,
     ProviderError,
     QuotaExhausted,
@@ -149,6 +150,9 @@ class Lane:
         self.outage = outage or OutageWatch(clock, where=model)
         self._stopped: QuotaExhausted | None = None
         self.quota = quota
+        self.refused: FatalProviderError | None = None
+        """The provider refused this lane's key or model: every later attempt fails the same way
+        without being sent (a pool then moves the job to another endpoint)."""
         self._demand_mark = 0
         self.waiting = 0
         """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
@@ -243,6 +247,8 @@ class Lane:
         wake-up lag, not time the lane stood idle or blocked)."""
         paced = False
         while True:
+            if self.refused is not None:
+                raise self.refused
             self._check_day()  # this lane's own count first: its message says so plainly
             if self.quota is not None and not await self.quota.ensure(
                 self.limits.rpm, self.limits.rpd
@@ -273,6 +279,7 @@ class Lane:
             and self._answered.is_set()
             and not self.outage.down
             and (self.quota is None or self.quota.left > 0)
+            and self.refused is None
         ):
             now = self.clock.monotonic()
             if self._start(now, tokens, float("-inf")) <= now:
@@ -496,6 +503,8 @@ class Slot:
     ) -> None:
         lane = self._lane
         lane._answered.set()
+        if isinstance(exc, FatalProviderError):
+            lane.refused = exc
         if isinstance(exc, RetryableError) and not isinstance(exc, RateLimitError):
             if lane.outage.failed(exc):
                 exc.counted = False  # the endpoint's outage, not this job's failure

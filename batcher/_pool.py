@@ -364,10 +364,11 @@ class PoolExecutor:
     ) -> None:
         from ._execute import explain
 
-        route.disabled.add(model)
         why = explain(error, model, route.executor.target, [])
         refusals.append(f"endpoint {route.spec.name}: {why}")
-        log.warning("endpoint %s no longer serves %s: %s", route.spec.name, model, why)
+        if model not in route.disabled:  # jobs that were waiting on it say nothing new
+            route.disabled.add(model)
+            log.warning("endpoint %s no longer serves %s: %s", route.spec.name, model, why)
 
     def _as_asked(self, record: Record, job: Job, model: str, route: Route) -> Record:
         """The record as the run's first endpoint would have fingerprinted it (the job and our

@@ -255,3 +255,29 @@ def test_after_a_per_second_429_tokens_hold_a_seconds_budget_in_every_second(
         window = [j for j in order if times[i] - 1.0 + 1e-6 < times[j] <= times[i]]
         if len(window) > 1:
             assert sum(costs[j] for j in window) <= tpm / 60 + 1e-6
+
+
+def test_a_refused_lane_fails_the_attempts_waiting_on_it_without_sending_them() -> None:
+    """A bad key costs one request, not one per job in flight: the others fail unsent (and a
+    pool then moves them to another endpoint)."""
+    from batcher import FatalProviderError
+
+    async def main() -> tuple[int, int]:
+        lane = Lane("m", Limits(rpm=600), VirtualClock())
+        sent = refused = 0
+
+        async def one() -> None:
+            nonlocal sent, refused
+            try:
+                async with lane.request(1):
+                    sent += 1
+                    raise FatalProviderError("the key was refused", status=401)
+            except FatalProviderError:
+                refused += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(one)
+        return sent, refused
+
+    assert run_virtual(main) == (1, 10)

@@ -192,3 +192,25 @@ def test_the_mocks_keys_of_one_project_share_its_limits_and_two_projects_do_not(
         assert [status("k1"), status("k2")] == [200, 200]
         assert [status("k1"), status("k2")] == [429, 429]  # one budget: spent
         assert [status("k3"), status("k3"), status("k3")] == [200, 200, 429]  # its own
+
+
+def test_an_endpoint_that_is_down_gets_no_new_jobs_and_is_dropped_after_max_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("DEAD_KEY", "k")
+    pool = TWO.replace(
+        'name = "one"\nprovider = "openai"\nmock = "instant"',
+        f'name = "one"\nprovider = "openai"\nbase_url = "http://127.0.0.1:{dead}/v1"\n'
+        'key_env = "DEAD_KEY"\npriority = 9',
+    )
+    jobs = _jobs(tmp_path, 40)
+    flags = ("--max-outage", "2s", "--max-concurrency", "4")
+    assert _run(jobs, tmp_path / "out", _pool(tmp_path, pool), *flags) == 0
+    rows = read_results(tmp_path / "out")
+    assert len(rows) == 40 and {r["endpoint"] for r in rows.values()} == {"two"}
+    assert all(r["status"] == "ok" for r in rows.values())
