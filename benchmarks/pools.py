@@ -221,10 +221,27 @@ def main() -> None:
     }
     if args.only is None or args.only == "two-runs-redis":
         cases["two-runs-redis"] = lambda: _with_redis(args.minutes)
+    print(
+        f"{'case':21} {'ceiling':>9} {'achieved':>9} {'efficiency':>10} {'429 share':>9}  what else"
+    )
     for name, case in cases.items():
         if args.only and name != args.only:
             continue
-        print(name, json.dumps(case(), default=float), flush=True)
+        r = case()
+        if name == "store-admissions":
+            rates = ", ".join(f"{k} {v:,.0f}" for k, v in r.items())
+            print(f"{name:21} admissions/s through a lane: {rates}", flush=True)
+            continue
+        if "by_endpoint" in r:
+            extra = f"jobs by endpoint {r['by_endpoint']} ({r['ok']} ok of {r['jobs']})"
+        else:
+            extra = f"{r['counted_rpd']:,} counted for the day, {r['accepted']:,} accepted"
+        ceiling = RPM if name == "pool-bad-key" else 2 * RPM
+        print(
+            f"{name:21} {ceiling:>9,} {r['achieved']:9,.0f} {r['efficiency']:10.3f}"
+            f" {r['share_429']:9.2%}  {extra}",
+            flush=True,
+        )
 
 
 def _with_redis(minutes: float) -> dict[str, Any]:
