@@ -167,8 +167,8 @@ def process(
 
 
 def check_options(opts: RunOptions) -> None:
-    """Refuse what a cluster run does not do (yet): it sends online chat requests, without an
-    output schema or a spend limit."""
+    """Refuse what a cluster run does not do (yet): it sends online chat requests to one endpoint,
+    without an output schema or a spend limit."""
     from ._options import option_flag
 
     if opts.batch.mode != "online" or opts.batch.cancel_batches:
@@ -182,6 +182,11 @@ def check_options(opts: RunOptions) -> None:
         raise UsageError(
             f"{option_flag('budget')} is not enforced across a cluster; run without "
             f"{option_flag('ray')} to bound the spend"
+        )
+    if opts.pool.pool_file is not None:
+        raise UsageError(
+            f"{option_flag('pool_file')} is not carried to a cluster's workers yet; run without "
+            f"{option_flag('ray')} to send through a pool"
         )
     if opts.requests.schema is not None:
         raise UsageError(

@@ -270,8 +270,13 @@ def test_import_batcher_does_not_import_ray() -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [("--mode", "batch"), ("--budget", "5"), ("--endpoint", "images")],
-    ids=["batch-mode", "budget", "images"],
+    [
+        ("--mode", "batch"),
+        ("--budget", "5"),
+        ("--endpoint", "images"),
+        ("--pool", str(Path(__file__).parents[1] / "jobs" / "pool.toml")),
+    ],
+    ids=["batch-mode", "budget", "images", "pool"],
 )
 def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
     tmp_path: Path, flags: tuple[str, ...]
