@@ -69,7 +69,9 @@ def test_two_runs_on_one_key_count_one_rpd_between_them(
     # together they sent the day's 20 requests and no more: the mock refused none
     assert stats["accepted"] == 20 and stats["rejected"] == 0, stats
     done = [len(read_results(tmp_path / f"out-{w}")) for w in "ab"]
-    assert sum(done) == 20 and all(d >= 1 for d in done), done
+    # which run sends first, and how much, is up to the scheduler of a loaded machine; that they
+    # sent 20 between them, and both stopped for the day, is the shared count
+    assert sum(done) == 20, done
     assert codes == [3, 3], errs  # each stopped with jobs left for tomorrow
     assert any("counted across the runs sharing key $SHARED_KEY" in e for e in errs), errs
     status_flags = ["--quota-store", flags[-1]] if store == "redis" else []
