@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from ._store import read_part, read_segment
 
 M = TypeVar("M")
+R = TypeVar("R")
 
 __all__ = [
     "StatusRow",
@@ -39,10 +40,30 @@ def iter_status(out: Path, *, unreadable: list[Path] | None = None) -> Iterator[
 
     It moves nothing: a part that cannot be read is skipped (its jobs are not done), and appended
     to ``unreadable`` if given. A segment compacted while this reads is read from its part."""
-    results, journal = out / "results", out / "journal"
+    yield from _walk(
+        out / "results",
+        out / "journal",
+        _part_status,
+        lambda r: (r["id"], r["status"], r.get("error_kind"), r.get("finished_at")),
+        unreadable=unreadable,
+    )
+
+
+def _walk(
+    parts_dir: Path,
+    journal: Path,
+    part_rows: Callable[[Path], list[R] | None],
+    row: Callable[[dict[str, Any]], R],
+    *,
+    required: tuple[str, ...] = ("id", "status"),
+    unreadable: list[Path] | None = None,
+) -> Iterator[R]:
+    """The rows of a stream's parts, then of its segments not yet compacted, as ``part_rows`` and
+    ``row`` make them. It moves nothing: a part that cannot be read is skipped (and appended to
+    ``unreadable``), and a segment compacted while this reads is read from its part."""
     parts = set()
-    for p in sorted(results.glob("part-*.parquet")) if results.is_dir() else []:
-        rows = _part_status(p)
+    for p in sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []:
+        rows = part_rows(p)
         if rows is None:
             if unreadable is not None:
                 unreadable.append(p)
@@ -54,12 +75,12 @@ def iter_status(out: Path, *, unreadable: list[Path] | None = None) -> Iterator[
         if number in parts:
             continue
         try:
-            records = read_segment(s)
+            records = read_segment(s, required=required)
         except FileNotFoundError:  # compacted since the parts were listed
-            yield from _part_status(results / f"part-{number}.parquet") or []
+            yield from part_rows(parts_dir / f"part-{number}.parquet") or []
             continue
         for r in records:
-            yield r["id"], r["status"], r.get("error_kind"), r.get("finished_at")
+            yield row(r)
 
 
 def _part_status(part: Path) -> list[StatusRow] | None:
@@ -135,26 +156,14 @@ def iter_rows(
     """``columns`` of every row of a stream in ``out`` (``results``, or ``attempts``), parts and
     journal alike, read beside a live run as ``iter_status`` reads (moving nothing)."""
     parts_dir, journal = _stream_dirs(out, stream)
-    parts = set()
-    for p in sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []:
-        rows = _part_rows(p, columns)
-        if rows is None:
-            if unreadable is not None:
-                unreadable.append(p)
-            continue
-        parts.add(p.stem.removeprefix("part-"))
-        yield from rows
-    for s in sorted(journal.glob("seg-*.jsonl")) if journal.is_dir() else []:
-        number = s.stem.removeprefix("seg-")
-        if number in parts:
-            continue
-        try:
-            records = read_segment(s, required=())
-        except FileNotFoundError:  # compacted since the parts were listed
-            yield from _part_rows(parts_dir / f"part-{number}.parquet", columns) or []
-            continue
-        for r in records:
-            yield {c: r.get(c) for c in columns}
+    yield from _walk(
+        parts_dir,
+        journal,
+        lambda p: _part_rows(p, columns),
+        lambda r: {c: r.get(c) for c in columns},
+        required=(),
+        unreadable=unreadable,
+    )
 
 
 def _stream_dirs(out: Path, stream: str) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from io import FileIO
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -294,11 +294,11 @@ def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
     read_segment = _results.read_segment
     compacted: list[Path] = []
 
-    def compacted_first(path: Path) -> list[dict[str, object]]:
+    def compacted_first(path: Path, **kwargs: Any) -> list[dict[str, object]]:
         if not compacted:
             compacted.append(path)
             store.compact(1)
-        return read_segment(path)
+        return read_segment(path, **kwargs)
 
     monkeypatch.setattr(_results, "read_segment", compacted_first)
     assert read_results(tmp_path) == {"ok": 3}
