@@ -7,9 +7,10 @@ fonts or images to fetch, so the report renders offline and prints as it shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
+from typing import TypeAlias
 
 __all__ = ["Series", "bar_chart", "hbar_chart", "line_chart"]
 
@@ -66,15 +67,26 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
+Scale: TypeAlias = Callable[[float], float]
+
+
 def _frame(
-    title: str,
-    ticks_x: list[float],
-    ticks_y: list[float],
-    sx: object,
-    sy: object,
-    labels: tuple[str, str],
-) -> list[str]:
-    assert callable(sx) and callable(sy)
+    title: str, x_lo: float, x_hi: float, y_hi: float, labels: tuple[str, str]
+) -> tuple[list[str], Scale, Scale]:
+    """A chart's frame (title, grid, ticks, axes and their labels) over x in ``[x_lo, x_hi]`` and
+    y in ``[0, y_hi]`` (raised to the top tick), with the scales that place data inside it."""
+    if x_hi <= x_lo:
+        x_hi = x_lo + 1
+    tx, ticks_y = nice_ticks(x_lo, x_hi), nice_ticks(0, y_hi)
+    ticks_x = [t for t in tx if x_lo <= t <= x_hi]
+    y_top = max(y_hi, ticks_y[-1])
+
+    def sx(x: float) -> float:
+        return LEFT + (x - x_lo) / (x_hi - x_lo) * (WIDTH - LEFT - RIGHT)
+
+    def sy(y: float) -> float:
+        return HEIGHT - BOTTOM - y / y_top * (HEIGHT - BOTTOM - TOP)
+
     out = [
         f'<svg class="chart" role="img" aria-label="{escape(title)}" width="{WIDTH}" '
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}">',
@@ -98,7 +110,7 @@ def _frame(
         f'<text x="12" y="{(y0 + y1) / 2}" text-anchor="middle" '
         f'transform="rotate(-90 12 {(y0 + y1) / 2})">{escape(labels[1])}</text>'
     )
-    return out
+    return out, sx, sy
 
 
 def line_chart(
@@ -115,19 +127,8 @@ def line_chart(
     xs = [x for s in series for x, _ in s.points] + [x for m in marks for x in m.xs]
     ys = [y for s in series for _, y in s.points] + ([limit] if limit else [])
     x_lo, x_hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
-    if x_hi <= x_lo:
-        x_hi = x_lo + 1
     y_hi = max(ys, default=1.0) * 1.08 or 1.0
-    tx, ty = nice_ticks(x_lo, x_hi), nice_ticks(0, y_hi)
-    y_hi = max(y_hi, ty[-1])
-
-    def sx(x: float) -> float:
-        return LEFT + (x - x_lo) / (x_hi - x_lo) * (WIDTH - LEFT - RIGHT)
-
-    def sy(y: float) -> float:
-        return HEIGHT - BOTTOM - y / y_hi * (HEIGHT - BOTTOM - TOP)
-
-    out = _frame(title, [t for t in tx if x_lo <= t <= x_hi], ty, sx, sy, (x_label, y_label))
+    out, sx, sy = _frame(title, x_lo, x_hi, y_hi, (x_label, y_label))
     if limit:
         y = sy(limit)
         out.append(
@@ -169,20 +170,8 @@ def bar_chart(
     """A histogram: (low, high, count) per bin."""
     if not bins:
         bins = [(0.0, 1.0, 0)]
-    x_lo, x_hi = bins[0][0], bins[-1][1]
-    if x_hi <= x_lo:
-        x_hi = x_lo + 1
     y_hi = max(c for _, _, c in bins) * 1.08 or 1.0
-    tx, ty = nice_ticks(x_lo, x_hi), nice_ticks(0, y_hi)
-    y_hi = max(y_hi, ty[-1])
-
-    def sx(x: float) -> float:
-        return LEFT + (x - x_lo) / (x_hi - x_lo) * (WIDTH - LEFT - RIGHT)
-
-    def sy(y: float) -> float:
-        return HEIGHT - BOTTOM - y / y_hi * (HEIGHT - BOTTOM - TOP)
-
-    out = _frame(title, [t for t in tx if x_lo <= t <= x_hi], ty, sx, sy, (x_label, y_label))
+    out, sx, sy = _frame(title, bins[0][0], bins[-1][1], y_hi, (x_label, y_label))
     for lo, hi, count in bins:
         x, w = sx(lo), max(1.0, sx(hi) - sx(lo) - 1)
         y = sy(count)
