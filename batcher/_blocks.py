@@ -45,13 +45,13 @@ from ._jobs import Job
 from ._jobs._formats import parse_row
 from ._jobs._readers import BadRow
 from ._jobs._source import _job_problem
+from ._json import dumps
 from ._lane import Lane
 from ._ledger import DailyCount
 from ._options import RunOptions
 from ._providers import get_provider
 from ._retry import RetryPolicy
 from ._store import (
-    _LINE_ENCODER,
     _PART,
     Record,
     ResultStore,
@@ -217,7 +217,7 @@ class BlockJournal:
         assert self._file is not None
         row = record.to_dict()
         try:
-            _write_all(self._file, _LINE_ENCODER.encode(row).encode() + b"\n")
+            _write_all(self._file, dumps(row) + b"\n")
         except OSError as e:
             raise WriteFailed.from_os_error(e, self.store._segment(self.seq)) from e
         self.rows.append(row)

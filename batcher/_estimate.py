@@ -44,7 +44,8 @@ class TokenEstimator:
         # The inverse-covariance estimate of RLS: how sure each starting weight is. Media tokens
         # come from the provider's published rule, so their weight starts nearly certain.
         prior = (10.0, 0.01, 1.0, 1e-4)
-        self._p = [[prior[i] if i == j else 0.0 for j in range(_N)] for i in range(_N)]
+        # row-major 4x4, flat: ``learn`` runs once per answer, written out for speed
+        self._p = [prior[i] if i == j else 0.0 for i in range(_N) for j in range(_N)]
         self._lam = forgetting
         self.samples = 0
 
@@ -60,12 +61,28 @@ class TokenEstimator:
 
     def learn(self, x: Features, reported: int) -> None:
         """Fit the weights a step towards ``reported`` tokens for features ``x``."""
-        p, w, lam, r = self._p, self.weights, self._lam, range(_N)
-        px = [sum(p[i][k] * x[k] for k in r) for i in r]
-        denom = lam + sum(x[k] * px[k] for k in r)
+        p, w, lam = self._p, self.weights, self._lam
+        x0, x1, x2, x3 = x
+        px = (
+            p[0] * x0 + p[1] * x1 + p[2] * x2 + p[3] * x3,
+            p[4] * x0 + p[5] * x1 + p[6] * x2 + p[7] * x3,
+            p[8] * x0 + p[9] * x1 + p[10] * x2 + p[11] * x3,
+            p[12] * x0 + p[13] * x1 + p[14] * x2 + p[15] * x3,
+        )
+        xp = (
+            x0 * p[0] + x1 * p[4] + x2 * p[8] + x3 * p[12],
+            x0 * p[1] + x1 * p[5] + x2 * p[9] + x3 * p[13],
+            x0 * p[2] + x1 * p[6] + x2 * p[10] + x3 * p[14],
+            x0 * p[3] + x1 * p[7] + x2 * p[11] + x3 * p[15],
+        )
+        denom = lam + x0 * px[0] + x1 * px[1] + x2 * px[2] + x3 * px[3]
         gain = [v / denom for v in px]
-        err = reported - sum(w[k] * x[k] for k in r)
-        self.weights = [w[i] + gain[i] * err for i in r]
-        xp = [sum(x[k] * p[k][j] for k in r) for j in r]
-        self._p = [[(p[i][j] - gain[i] * xp[j]) / lam for j in r] for i in r]
+        err = reported - (w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3)
+        self.weights = [
+            w[0] + gain[0] * err,
+            w[1] + gain[1] * err,
+            w[2] + gain[2] * err,
+            w[3] + gain[3] * err,
+        ]
+        self._p = [(p[k] - gain[k >> 2] * xp[k & 3]) / lam for k in range(16)]
         self.samples += 1

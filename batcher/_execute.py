@@ -108,10 +108,10 @@ class Executor:
         self.endpoint = endpoint
         """The endpoint's name, in each result's ``endpoint`` column."""
         self.out = out
+        """The output directory, where images answered are saved (under ``images/``)."""
         self.schema = schema
         """The run's output schema (the provider asks for it and checks answers): its tokens
         are billed as input, so they count in each job's estimate."""
-        """The output directory, where images answered are saved (under ``images/``)."""
         self.ipm = ipm
         """Images per minute each model may be asked for (``--ipm``); None: no such limit."""
         self._gates: dict[str, ImageGate] = {}
@@ -120,6 +120,8 @@ class Executor:
         self.on_attempt: Callable[[Attempt], None] | None = None
         """Told of every request sent, as it ends (the attempt log)."""
         self.target = target
+        self._host = urlsplit(target.base_url).netloc.rpartition("@")[2]
+        """The endpoint's host and port for the attempt log, never a key."""
         self.provider = target.provider
         self.policy = policy
         self.clock = clock
@@ -250,11 +252,6 @@ class Executor:
                 host=self._host,
             )
         )
-
-    @property
-    def _host(self) -> str:
-        """The endpoint's host and port, never a key."""
-        return urlsplit(self.target.base_url).netloc.rpartition("@")[2]
 
     def _gate(self, model: str) -> ImageGate:
         gate = self._gates.get(model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -73,17 +73,20 @@ class Prices:
     models: dict[str, Price]
     sources: dict[str, tuple[str, str]]
     """Provider -> (date read, source URL)."""
+    _found: dict[str, Price | None] = field(default_factory=dict, compare=False, repr=False)
+    """``price`` answers already given (it runs twice for every answer)."""
 
     def price(self, model: str | None) -> Price | None:
         """The price of ``model``, or of the longest known name it extends with a version suffix
         (``gpt-4o-mini-2024-07-18`` is ``gpt-4o-mini``); None if unknown."""
         if model is None:
             return None
-        if model in self.models:
-            return self.models[model]
-        model = model.removeprefix("models/")
-        known = [m for m in self.models if model.startswith(m + "-") or model == m]
-        return self.models[max(known, key=len)] if known else None
+        if model in self._found:
+            return self._found[model]
+        name = model.removeprefix("models/")
+        known = [m for m in self.models if name.startswith(m + "-") or name == m]
+        found = self._found[model] = self.models[max(known, key=len)] if known else None
+        return found
 
     def cost(
         self,

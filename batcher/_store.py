@@ -21,7 +21,6 @@ append starts a new one; a segment is deleted only once its part is durable.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -36,6 +35,7 @@ from typing import Any
 
 from ._errors import WriteFailed
 from ._idset import IdMap, id_hash
+from ._json import dumps, loads
 
 __all__ = ["JournalStore", "Record", "ResultStore", "read_part", "read_segment"]
 
@@ -87,7 +87,6 @@ class Record:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
-_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _schema(parsed: Any = None) -> Any:
@@ -165,8 +164,8 @@ def read_segment(path: Path, required: tuple[str, ...] = ("id", "status")) -> li
             if not line.endswith(b"\n"):
                 continue
             try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                row = loads(line)
+            except ValueError:
                 continue
             if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in required):
                 rows.append(row)
@@ -302,7 +301,7 @@ class JournalStore:
 
         Raises ``WriteFailed`` if the line could not be written whole; the row then counts as not
         written, and every line appended before is kept."""
-        line = _LINE_ENCODER.encode(row).encode() + b"\n"
+        line = dumps(row) + b"\n"
         if self._file is None:
             self._seq += 1
             self._count = self._size = 0

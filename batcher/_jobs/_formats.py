@@ -10,6 +10,7 @@ Every check raises ``BadRow`` with the message a user sees.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -141,6 +142,8 @@ def _number(obj: Mapping[str, Any], key: str) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise BadRow(f"{key!r} must be a number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise BadRow(f"{key!r} must be a finite number, got {v}")
     return float(v)
 
 

@@ -8,12 +8,12 @@ name every problem instead of stopping at the first.
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from .._errors import InputError, InputProblem
+from .._json import loads
 
 __all__ = ["BadRow", "Row", "Rows", "check_paths", "iter_rows"]
 
@@ -68,8 +68,8 @@ def _jsonl_rows(path: Path) -> Rows:
                 if not raw.strip():
                     continue
                 try:
-                    row = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    row = loads(raw)
+                except ValueError as e:
                     yield where, pos, BadRow(f"not valid JSON ({e})")
                     continue
                 if not isinstance(row, dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 
 from .._errors import FatalProviderError, PermanentJobError, ProviderError, RetryableError
 from .._jobs import Job, ProviderName
+from .._json import loads
 from .._media import Inline
 
 __all__ = [
@@ -177,8 +177,8 @@ def str_or_none(value: Any) -> str | None:
 def json_body(response: Answer) -> Any:
     """The decoded body; one that is not JSON is a retryable fault (truncated, a proxy's page)."""
     try:
-        return json.loads(response.content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return loads(response.content)
+    except ValueError:
         snippet = response.content[:200].decode("utf-8", "replace")
         raise RetryableError(
             f"HTTP {response.status_code} with a body that is not JSON: {snippet!r}",

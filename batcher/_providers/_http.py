@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._jobs import Job
+from .._json import dumps
 from .._media import inline_digest
 from .._transport import Transport
 from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
@@ -15,12 +16,9 @@ from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 __all__ = ["encode", "fingerprint", "job_fingerprint", "send"]
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 def encode(body: Any) -> bytes:
-    """A request body as compact UTF-8 JSON (what httpx's ``json=`` sends)."""
-    return _ENCODER.encode(body).encode()
+    """A request body as compact UTF-8 JSON."""
+    return dumps(body)
 
 
 async def send(

@@ -4,7 +4,7 @@ once a request."""
 
 from __future__ import annotations
 
-from .._clock import Clock, quota_day
+from .._clock import Clock, next_reset, quota_day
 from ._base import Account, QuotaStore
 
 __all__ = ["LEASE_TTL", "SharedQuota"]
@@ -38,6 +38,7 @@ class SharedQuota:
         self.share = 1.0
         self.left = 0
         self._day: str | None = None
+        self._day_ends = float("-inf")  # when ``_day`` ends (the next reset), wall clock
         self._joined = False
 
     async def beat(self, *, active: bool) -> None:
@@ -55,9 +56,14 @@ class SharedQuota:
 
     async def ensure(self, rpm: int | None, rpd: int | None) -> bool:
         """Whether one more request may be counted today (reserving a block if need be)."""
-        day = quota_day(self.clock.time()).isoformat()
-        if day != self._day:
-            self._day, self.left = day, 0  # a block of yesterday's requests is no use today
+        wall = self.clock.time()
+        if wall >= self._day_ends:
+            today = quota_day(wall).isoformat()
+            if today != self._day:
+                self._day, self.left = today, 0  # a block of yesterday's requests is no use today
+            self._day_ends = next_reset(wall)
+        day = self._day
+        assert day is not None
         if self.left > 0:
             return True
         if not self._joined:
