@@ -274,3 +274,32 @@ def test_arbitrary_bytes_give_named_input_errors(lines: list[bytes]) -> None:
 @given(values=st.lists(_JSON_VALUES, min_size=1, max_size=8))
 def test_arbitrary_json_lines_give_jobs_or_named_input_errors(values: list[Any]) -> None:
     _scan_lines([json.dumps(v).encode() for v in values])
+
+
+_plain_values = st.none() | st.text(max_size=5) | st.integers() | st.booleans() | st.floats()
+
+
+@given(
+    st.fixed_dictionaries(
+        {"prompt": _plain_values}, optional={"id": _plain_values, "model": _plain_values}
+    ),
+)
+def test_the_fast_path_for_plain_prompt_lines_parses_as_the_general_one(
+    row: dict[str, Any],
+) -> None:
+    """``{id, prompt, model}`` lines skip the general path's lookups: same job, same errors."""
+    from batcher._jobs._formats import BadRow, _parse_prompt, _row_id, parse_row
+
+    def general() -> tuple[str, Any]:
+        fields, own = _parse_prompt(row, None), _row_id(row, "id")
+        return own or "pos", fields
+
+    try:
+        expected: object = general()
+    except BadRow as e:
+        expected = ("error", e.message)
+    try:
+        got: object = parse_row(row, position_id="pos", columns=ColumnMapping())
+    except BadRow as e:
+        got = ("error", e.message)
+    assert got == expected

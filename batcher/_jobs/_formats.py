@@ -103,10 +103,18 @@ def parse_row(
     return own_id or shape_id or position_id, fields
 
 
+_PLAIN_PROMPT = frozenset({"id", "prompt", "model"})
+
+
 def _parse_shape(
     row: Row, columns: ColumnMapping, base: Path | None
 ) -> tuple[JobFields, str | None]:
     """The row's fields and its own id (None: use the row's position), by its shape."""
+    if row.keys() <= _PLAIN_PROMPT and not columns.maps_prompt:
+        prompt, model = row.get("prompt"), row.get("model")
+        if type(prompt) is str and (model is None or type(model) is str):
+            # the commonest line, {id, prompt, model}, without the general path's lookups
+            return JobFields((Message("user", (Part(prompt),)),), model), _row_id(row, "id")
     if columns.maps_prompt:
         return _parse_columns(row, columns, base), _row_id(row, "id")
     if "custom_id" in row or "body" in row:
