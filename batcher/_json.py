@@ -41,11 +41,14 @@ def dumps(value: Any) -> bytes:
 _LONG_NUMBER = re.compile(rb"\d{20}")
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, *, exact: bool = True) -> Any:
     """The value of a JSON document (``JSONDecodeError`` if it is not one, bad UTF-8 included).
-    orjson reads an integer beyond 64 bits as a float; a document with a run of 20 digits (rare:
-    such an integer, or a long number in a text) is read again by the standard library, exactly."""
+    orjson reads an integer beyond 64 bits as a float; unless ``exact`` is off (an answer, of
+    which only small counts are read), a document with a run of 20 digits (rare: such an
+    integer, or a long number in a text) is read again by the standard library, exactly."""
     value = orjson.loads(data)
+    if not exact:
+        return value
     raw = data.encode() if isinstance(data, str) else data
     if _LONG_NUMBER.search(raw) is not None:
         return json.loads(raw)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batcher import PermanentJobError, QuotaExhausted, RateLimitError
-from batcher._lane import Lane, LaneStats
+from batcher._lane import EARLY, Lane, LaneStats
 from batcher._limits import Limits
 from batcher._providers import RateHints
 from tests.virtual import VirtualClock, run_virtual
@@ -127,6 +127,44 @@ def test_no_request_leaves_before_a_429_delay_has_passed(
     # nothing admitted strictly after the 429 arrived and before its delay ran out
     lo, hi = bisect_right(times, t429), bisect_left(times, t429 + delay - 1e-6)
     assert times[lo:hi] == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    jobs=st.lists(
+        st.tuples(st.floats(0, 2, allow_nan=False), st.floats(0, 0.05, allow_nan=False)),
+        min_size=1,
+        max_size=300,
+    ),
+    rpm=st.integers(60_000, 1_200_000),
+)
+def test_at_thousands_a_second_the_budgets_hold_in_every_second_and_minute(
+    jobs: list[tuple[float, float]], rpm: int
+) -> None:
+    """Requests within ``EARLY`` of their pace leave without a sleep: no second gets more."""
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(rpm=rpm), VirtualClock(), per_second=True)
+        return await _drive(lane, jobs, [1] * len(jobs))
+
+    times = run_virtual(main)
+    assert _max_in_window(times, 1.0) <= math.ceil(rpm / 60)
+    assert _max_in_window(times, 0.1) <= math.ceil(rpm / 600 + EARLY * rpm / 60) + 1
+
+
+def test_at_high_rates_requests_go_in_bursts_of_at_most_early_s_worth_at_the_pace() -> None:
+    interval = 0.0001  # 600,000 a minute
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(rpm=600_000), VirtualClock(), margin=1.0)
+        return await _drive(lane, [(0.0, 0.0)] * 200, [1] * 200)
+
+    times = sorted(run_virtual(main))
+    burst = EARLY / interval
+    assert _max_in_window(times, EARLY) <= burst + 2
+    assert sum(1 for t in times if t == times[0]) >= burst  # not a sleep for each one
+    # on average at the pace: the last leaves no sooner than its slot less one burst
+    assert times[-1] >= (len(times) - 1) * interval - EARLY - 1e-9
 
 
 def test_pacing_is_even_not_a_burst() -> None:

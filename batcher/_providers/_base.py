@@ -177,7 +177,7 @@ def str_or_none(value: Any) -> str | None:
 def json_body(response: Answer) -> Any:
     """The decoded body; one that is not JSON is a retryable fault (truncated, a proxy's page)."""
     try:
-        return loads(response.content)
+        return loads(response.content, exact=False)  # its text is kept as it came
     except ValueError:
         snippet = response.content[:200].decode("utf-8", "replace")
         raise RetryableError(
