@@ -145,6 +145,8 @@ class Lane:
         self.estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._lock = anyio.Lock()
+        self._held = False
+        """A request holds the lock and is inside it: every other one then queues behind it."""
         self._r_next = float("-inf")
         self._t_next = float("-inf")
         self._paused_until = float("-inf")
@@ -273,13 +275,15 @@ class Lane:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
 
         Raises ``QuotaExhausted`` when the day's quota is spent, ``Outage`` when the endpoint has
-        been down for longer than the run waits. A request that may leave at once, with nobody
-        queued before it, does so without the lock: handing a lock over costs a turn of the event
-        loop, and at high rates every request would queue behind one another for it."""
+        been down for longer than the run waits. A request that may leave at once, while nobody
+        is held back inside the lock (sleeping for its turn, waiting for the first answer), does
+        so without the lock: each handover of a lock costs a turn of the event loop, and at high
+        rates requests queued only for handovers would keep every later one queuing behind them.
+        Those queued still go in order; one that gets the lock and finds its turn taken sleeps."""
         gate = self.gate
         if (
             gate is None
-            and not self._lock.locked()
+            and not self._held
             and self._answered.is_set()
             and not self.outage.down
             and (self.quota is None or self.quota.left > 0)
@@ -289,13 +293,14 @@ class Lane:
             if self._start(now, tokens, float("-inf")) <= now:
                 return self._commit(now, tokens, paced=False)
         async with self._lock:
+            self._held = True
             probe = False
-            if not self._answered.is_set():
-                if self._probing:
-                    await self._answered.wait()
-                else:
-                    self._probing = probe = True
             try:
+                if not self._answered.is_set():
+                    if self._probing:
+                        await self._answered.wait()
+                    else:
+                        self._probing = probe = True
                 now, paced = await self._wait_turn(tokens)
                 if gate is not None:
                     await gate.admit(tokens, self._lock.statistics().tasks_waiting + 1)
@@ -304,6 +309,8 @@ class Lane:
                 if probe:
                     self._probing = False  # the next request in line probes instead
                 raise
+            finally:
+                self._held = False
             return self._commit(now, tokens, paced=paced)
 
     def _commit(self, now: float, tokens: int, *, paced: bool) -> list[float]:
