@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher._json import dumps, loads
+from batcher._json import canonical, dumps, loads
 from batcher.mock import MockServer
 
 from .helpers import mock_stats, run_cli, write_parquet
@@ -70,3 +70,20 @@ def test_jobs_with_numbers_that_are_not_finite_are_refused_naming_their_lines(
     assert run_cli(mock_server, "openai", table, tmp_path / "out2") == 2
     assert "'top_p' must be a finite number, got inf" in capsys.readouterr().err
     assert mock_stats(mock_server)["requests"] == 0
+
+
+_any_float = st.floats(allow_nan=False, allow_infinity=False) | st.builds(
+    lambda m, e: m * 10.0**e, st.floats(-10, 10, allow_nan=False), st.integers(-30, 30)
+)
+_request_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | _any_float | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=24,
+)
+
+
+@given(_request_like)
+def test_canonical_text_is_the_standard_library_s_byte_for_byte(value: object) -> None:
+    """Every stored fingerprint hashes the standard library's text: the fast path must agree."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical(value) == expected.encode()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
 from .._jobs import Job
-from .._json import dumps
+from .._json import canonical, dumps
 from .._media import inline_digest
 from .._transport import Transport
 from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
@@ -40,8 +39,7 @@ async def send(
 def fingerprint(provider: Provider, model: str, spec: RequestSpec) -> str:
     """A hash of what is sent for a job: provider, model, path and body (never the key)."""
     data: list[Any] = [provider.name, model, spec.path, spec.body]
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical(data)).hexdigest()[:16]
 
 
 def job_fingerprint(provider: Provider, job: Job, model: str) -> str:
