@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, overload
 import httpx
 
 from ._errors import UsageError
+from ._http1 import Http1Transport
 from ._options import Endpoint, Requests, option_flag
 from ._providers import Provider
-from ._transport import AiohttpTransport, HttpxTransport, Transport
+from ._transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
     from .mock import MockConfig, MockServer
@@ -78,7 +79,8 @@ class Target:
         self, requests: Requests, httpx_transport: httpx.AsyncBaseTransport | None = None
     ) -> Transport:
         """How requests reach this endpoint, with its auth, timeouts and connection limits:
-        aiohttp, or httpx over a transport the caller gave (``httpx.MockTransport`` in tests)."""
+        the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a
+        transport the caller gave (``httpx.MockTransport`` in tests)."""
         options: dict[str, Any] = {
             "max_connections": requests.max_concurrency,
             "timeout": requests.timeout,
@@ -87,7 +89,7 @@ class Target:
         headers = self.provider.auth_headers(self.key)
         if httpx_transport is not None:
             return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
-        return AiohttpTransport(self.base_url, headers, **options)
+        return Http1Transport(self.base_url, headers, **options)
 
     @overload
     def redact(self, text: str) -> str: ...

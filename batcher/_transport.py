@@ -1,12 +1,14 @@
-"""How requests travel: one small interface over two HTTP clients, errors translated here only.
+"""How requests travel: one small interface over the HTTP clients, errors translated there only.
 
-``AiohttpTransport`` is what a run uses: aiohttp's connection pool costs about a quarter of the
-CPU per request of httpx's default one (httpcore rescans every connection on every event; measured
-side by side in ``benchmarks/overhead.py``), which is what lets one process serve the highest
-tiers and self-hosted servers. ``HttpxTransport`` wraps an ``httpx.AsyncClient``: for an
-``httpx`` transport a caller passes in (``httpx.MockTransport`` in tests, a proxy's transport),
-and for ``bench``. Either way the rest of batcher sees a ``Reply`` or a ``RetryableError``, never
-a client's own exceptions.
+A run's POSTs go over ``_http1.Http1Transport``, batcher's own lean HTTP/1.1 client: about a
+third of aiohttp's CPU per request here (``benchmarks/http_clients.py``), itself about a quarter
+of httpx's default pool's (httpcore rescans every connection on every event;
+``benchmarks/overhead.py``), which is what lets one process serve the highest tiers and
+self-hosted servers. ``AiohttpTransport`` carries everything else (the batch APIs' GETs, uploads,
+downloads, with redirects and large bodies). ``HttpxTransport`` wraps an ``httpx.AsyncClient``:
+for an ``httpx`` transport a caller passes in (``httpx.MockTransport`` in tests, a proxy's
+transport), and for ``bench``. Either way the rest of batcher sees a ``Reply`` or a
+``RetryableError``, never a client's own exceptions.
 """
 
 from __future__ import annotations

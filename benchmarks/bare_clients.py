@@ -1,6 +1,8 @@
 """The baselines of ``overhead.py``: a bare client loop sending a job file's prompts, nothing else.
 
-    python benchmarks/bare_clients.py {aiohttp,httpx,httpx-aiohttp} JOBS BASE_URL CONCURRENCY
+    python benchmarks/bare_clients.py KIND JOBS BASE_URL CONCURRENCY [--uvloop]
+
+with ``KIND`` one of aiohttp, httpx, httpx-aiohttp, http1.
 
 ``CONCURRENCY`` workers on plain asyncio share the job file's lines; each builds the body batcher
 sends for a job (the same JSON chat body, compact UTF-8, ``content-type: application/json``, a
@@ -11,6 +13,10 @@ parses its JSON. Prints how many answers were 200. The clients:
   httpx           ``httpx.AsyncClient`` with its default transport (httpcore), limits CONCURRENCY
   httpx-aiohttp   ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport`` (the limits
                   given to the transport)
+  http1           batcher's own ``Http1Transport`` (``batcher/_http1.py``), ``max_connections``
+                  CONCURRENCY: what a run sends over
+
+``--uvloop`` runs the loop on uvloop (installed separately: it is not a dependency).
 """
 
 from __future__ import annotations
@@ -87,6 +93,32 @@ async def httpx_client(
     return send
 
 
+async def http1_client(stack: AsyncExitStack, base: str, concurrency: int) -> Send:
+    from batcher._errors import RetryableError
+    from batcher._http1 import Http1Transport
+
+    transport = Http1Transport(
+        base,
+        {"authorization": HEADERS["authorization"]},
+        max_connections=concurrency,
+        timeout=60.0,
+        connect_timeout=30.0,
+    )
+    stack.push_async_callback(transport.aclose)
+
+    async def send(body: bytes) -> tuple[int, bytes]:
+        for attempt in range(ATTEMPTS):
+            try:
+                reply = await transport.post(PATH, body)
+                return reply.status_code, reply.content
+            except RetryableError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError
+
+    return send
+
+
 async def main(kind: str, path: str, base: str, concurrency: int) -> int:
     base = base.rstrip("/") + "/"
     ok = 0
@@ -95,6 +127,8 @@ async def main(kind: str, path: str, base: str, concurrency: int) -> int:
             send = await aiohttp_client(stack, base, concurrency)
         elif kind in ("httpx", "httpx-aiohttp"):
             send = await httpx_client(stack, base, concurrency, over_aiohttp=kind != "httpx")
+        elif kind == "http1":
+            send = await http1_client(stack, base, concurrency)
         else:
             raise SystemExit(f"unknown client {kind!r}")
 
@@ -114,4 +148,11 @@ async def main(kind: str, path: str, base: str, concurrency: int) -> int:
 
 
 if __name__ == "__main__":
-    print(asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+    args = [a for a in sys.argv[1:] if a != "--uvloop"]
+    coroutine = main(args[0], args[1], args[2], int(args[3]))
+    if "--uvloop" in sys.argv:
+        import uvloop
+
+        print(uvloop.run(coroutine))
+    else:
+        print(asyncio.run(coroutine))

@@ -1,4 +1,5 @@
-"""The transports over real loopback sockets: every way an answer can fail is a RetryableError."""
+"""The transports (aiohttp, httpx, the lean HTTP/1.1 client) over real loopback sockets: every
+way an answer can fail is a RetryableError."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from batcher import RetryableError
+from batcher._http1 import Http1Transport
 from batcher._transport import AiohttpTransport, HttpxTransport, Transport
 
 pytestmark = pytest.mark.anyio
@@ -58,10 +60,12 @@ def _make(kind: str, url: str, timeout: float = 5.0) -> Transport:
     options = {"max_connections": 2, "timeout": timeout, "connect_timeout": timeout}
     if kind == "aiohttp":
         return AiohttpTransport(url, {"authorization": "Bearer k"}, **options)  # type: ignore[arg-type]
+    if kind == "http1":
+        return Http1Transport(url, {"authorization": "Bearer k"}, **options)  # type: ignore[arg-type]
     return HttpxTransport(url, {"authorization": "Bearer k"}, **options)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["aiohttp", "httpx", "http1"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
