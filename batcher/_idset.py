@@ -32,11 +32,11 @@ def _raw(values: Any) -> memoryview:
 def _sorted_unique(values: array[int]) -> array[int]:
     """``values`` sorted, each once: sorted in place by numpy, so the peak is a few copies of
     the raw 8-byte keys, never a Python int per id."""
-    import numpy as np
-
     out = array("Q")
     if not values:
         return out
+    import numpy as np
+
     keys = np.frombuffer(values, dtype=np.uint64).copy()
     keys.sort()
     out.frombytes(_raw(keys[np.concatenate(([True], keys[1:] != keys[:-1]))]))
@@ -70,11 +70,11 @@ class IdMap:
     """An immutable map from ids (by hash) to 64-bit values (request fingerprints)."""
 
     def __init__(self, keys: array[int] | None = None, values: array[int] | None = None) -> None:
-        import numpy as np
-
         self._keys, self._values = array("Q"), array("Q")
         if not keys or values is None:
-            return
+            return  # a first run: no numpy to import (a tenth of a second of start-up)
+        import numpy as np
+
         k = np.frombuffer(keys, dtype=np.uint64)
         order = np.argsort(k, kind="stable")
         self._keys.frombytes(_raw(k[order]))

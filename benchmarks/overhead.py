@@ -15,7 +15,8 @@ the journal and the Parquet output. ``--repeat R`` runs the clients R times, int
 reports the median [min-max]; the ratios are of runs side by side.
 
 Before that, each client runs once with a single job: its start-up cost (interpreter, imports,
-for batcher the run's setup and its Parquet output), and a warm-up. The mock's CPU per request
+for batcher the run's setup and its Parquet output), and a warm-up. ``sustained`` is the rate
+once started: N requests over the wall time less that single job's (start-up and finish). The mock's CPU per request
 and the share of a CPU it was busy show whether it, not the client, was the bottleneck; its
 counters confirm each client had exactly N answers of 200.
 
@@ -147,13 +148,15 @@ def main() -> None:
     started = datetime.datetime.now(datetime.UTC)
     host = machine()
     start_cpu: dict[str, float] = {}
+    start_wall: dict[str, float] = {}
     samples: dict[str, list[Sample]] = {cl.label: [] for cl in clients}
     with tempfile.TemporaryDirectory() as name, mock_server() as mock:
         tmp = Path(name)
         one = write_jobs(tmp / "one.jsonl", 1)
         jobs = write_jobs(tmp / "jobs.jsonl", n)
         for cl in clients:  # start-up cost, and a warm-up
-            start_cpu[cl.label] = measure(cl, mock, one, 1, c, tmp).cpu
+            first = measure(cl, mock, one, 1, c, tmp)
+            start_cpu[cl.label], start_wall[cl.label] = first.cpu, first.wall
         for r in range(args.repeat):
             for cl in clients if r % 2 == 0 else clients[::-1]:
                 samples[cl.label].append(measure(cl, mock, jobs, n, c, tmp))
@@ -168,7 +171,7 @@ def main() -> None:
     print(f"{started:%Y-%m-%d %H:%M} UTC, {host}")
     spread_note = " (median [min-max])" if args.repeat > 1 else ""
     print(f"jobs={n} concurrency={c} repeat={args.repeat}{spread_note}")
-    head = ["", "CPU us/req", "sys", "wall s", "req/s", "start CPU s"]
+    head = ["", "CPU us/req", "sys", "wall s", "req/s", "sustained", "start CPU s"]
     head += ["mock CPU us/req", "mock busy"]
     rows = [head]
     for cl in clients:
@@ -180,6 +183,7 @@ def main() -> None:
                 f"{statistics.median(s.system / s.cpu for s in ss):.0%}",
                 spread([s.wall for s in ss], ".2f"),
                 spread([n / s.wall for s in ss], ".0f"),
+                spread([n / max(1e-9, s.wall - start_wall[cl.label]) for s in ss], ".0f"),
                 f"{start_cpu[cl.label]:.2f}",
                 spread([s.mock_cpu / n * 1e6 for s in ss], ".0f"),
                 spread([s.mock_cpu / s.wall * 100 for s in ss], ".0f") + "%",
