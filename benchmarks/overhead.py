@@ -16,9 +16,9 @@ reports the median [min-max]; the ratios are of runs side by side.
 
 Before that, each client runs once with a single job: its start-up cost (interpreter, imports,
 for batcher the run's setup and its Parquet output), and a warm-up. ``sustained`` is the rate
-once started: N requests over the wall time less that single job's (start-up and finish). The mock's CPU per request
-and the share of a CPU it was busy show whether it, not the client, was the bottleneck; its
-counters confirm each client had exactly N answers of 200.
+once started: N requests over the wall time less that single job's (start-up and finish). The
+mock's CPU per request and the share of a CPU it was busy show whether it, not the client, was
+the bottleneck; its counters confirm each client had exactly N answers of 200.
 
     python benchmarks/overhead.py [--jobs 20000] [--concurrency 32] [--repeat 1]
 """
