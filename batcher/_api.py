@@ -127,18 +127,4 @@ def run_sync(jobs: JobsInput, out: str | os.PathLike[str], **options: Any) -> Ru
     async def main() -> RunSummary:
         return await run(jobs, out, **options)
 
-    return anyio.run(main, backend="asyncio", backend_options=loop_options())
-
-
-def loop_options() -> dict[str, Any]:
-    """uvloop where it is installed (everywhere but Windows): its event loop and sockets cost
-    about a third less CPU per request than asyncio's (``benchmarks/overhead.py``); the loop's
-    clock is then millisecond-grained and read at each turn, never ahead of real time, so pacing
-    errs on the safe side. ``BATCHER_LOOP=asyncio`` keeps asyncio's own loop."""
-    if os.environ.get("BATCHER_LOOP") == "asyncio":
-        return {}
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
+    return anyio.run(main, backend="asyncio")

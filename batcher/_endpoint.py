@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, overload
 
-import httpx
-
 from ._errors import UsageError
 from ._http1 import Http1Transport
 from ._options import Endpoint, Requests, option_flag
@@ -18,6 +16,8 @@ from ._providers import Provider
 from ._transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
+    import httpx
+
     from .mock import MockConfig, MockServer
 
 __all__ = ["Target", "resolve_key"]

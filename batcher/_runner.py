@@ -16,10 +16,9 @@ import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from ._attempts import AttemptLog
 from ._batchapi import BatchExecutor, batch_api
@@ -46,6 +45,9 @@ from ._stats import RunSummary, Statistics
 from ._store import ResultStore
 from ._tally import Tally
 from ._transport import Transport
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["JobsInput", "RunOptions", "Runner"]
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import RetryableError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["AiohttpTransport", "HttpxTransport", "Reply", "Transport"]
 
@@ -170,6 +171,8 @@ class HttpxTransport:
         connect_timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx  # not imported by runs that do not use it (a seventh of a second)
+
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers={**headers, "content-type": "application/json"},
@@ -181,6 +184,8 @@ class HttpxTransport:
         )
 
     async def post(self, path: str, body: bytes) -> Reply:
+        import httpx
+
         try:
             response = await self.client.post(path, content=body)
         except httpx.TimeoutException as e:
@@ -197,6 +202,8 @@ class HttpxTransport:
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
+        import httpx
+
         extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
         url = self.client.base_url.join(path) if path.startswith("/") else path
         try:
