@@ -6,6 +6,7 @@ provider, ``batcher mock-server`` in its own process on a loopback port (no limi
   bare aiohttp    one ``aiohttp.ClientSession``, ``TCPConnector(limit=C)``
   bare httpx      ``httpx.AsyncClient``, its default transport, limits C/C
   httpx+aiohttp   ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport`` (limits C/C)
+  bare http1      batcher's own HTTP/1.1 client (``batcher/_http1.py``), what a run sends over
   batcher         ``batcher run JOBS --max-concurrency C --no-progress`` into a fresh ``--out``
 
 The bare loops are ``bare_clients.py``. Each client runs in its own process and is measured by
@@ -21,6 +22,7 @@ mock's CPU per request and the share of a CPU it was busy show whether it, not t
 the bottleneck; its counters confirm each client had exactly N answers of 200.
 
     python benchmarks/overhead.py [--jobs 20000] [--concurrency 32] [--repeat 1]
+                                  [--clients aiohttp,httpx,httpx-aiohttp,http1,batcher]
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ CLIENTS = [
     Client("bare aiohttp", "aiohttp"),
     Client("bare httpx", "httpx"),
     Client("httpx+aiohttp", "httpx-aiohttp"),
+    Client("bare http1", "http1"),
     Client("batcher", "batcher"),
 ]
 BASELINE = "bare aiohttp"
@@ -142,9 +145,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=1, help="runs of each client, interleaved")
+    ap.add_argument(
+        "--clients",
+        default=",".join(cl.kind for cl in CLIENTS),
+        help="which clients, by kind (aiohttp, the baseline, always runs)",
+    )
     args = ap.parse_args()
     n, c = args.jobs, args.concurrency
-    clients = [cl for cl in CLIENTS if available(cl)]
+    kinds = {*args.clients.split(","), "aiohttp"}
+    clients = [cl for cl in CLIENTS if cl.kind in kinds and available(cl)]
     started = datetime.datetime.now(datetime.UTC)
     host = machine()
     start_cpu: dict[str, float] = {}
