@@ -61,28 +61,25 @@ class TokenEstimator:
 
     def learn(self, x: Features, reported: int) -> None:
         """Fit the weights a step towards ``reported`` tokens for features ``x``."""
+        # P stays symmetric (it starts diagonal; each step subtracts P x x' P / d), so x' P is
+        # (P x)' and only P's upper triangle needs computing.
         p, w, lam = self._p, self.weights, self._lam
         x0, x1, x2, x3 = x
-        px = (
-            p[0] * x0 + p[1] * x1 + p[2] * x2 + p[3] * x3,
-            p[4] * x0 + p[5] * x1 + p[6] * x2 + p[7] * x3,
-            p[8] * x0 + p[9] * x1 + p[10] * x2 + p[11] * x3,
-            p[12] * x0 + p[13] * x1 + p[14] * x2 + p[15] * x3,
-        )
-        xp = (
-            x0 * p[0] + x1 * p[4] + x2 * p[8] + x3 * p[12],
-            x0 * p[1] + x1 * p[5] + x2 * p[9] + x3 * p[13],
-            x0 * p[2] + x1 * p[6] + x2 * p[10] + x3 * p[14],
-            x0 * p[3] + x1 * p[7] + x2 * p[11] + x3 * p[15],
-        )
-        denom = lam + x0 * px[0] + x1 * px[1] + x2 * px[2] + x3 * px[3]
-        gain = [v / denom for v in px]
-        err = reported - (w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3)
-        self.weights = [
-            w[0] + gain[0] * err,
-            w[1] + gain[1] * err,
-            w[2] + gain[2] * err,
-            w[3] + gain[3] * err,
-        ]
-        self._p = [(p[k] - gain[k >> 2] * xp[k & 3]) / lam for k in range(16)]
+        a = p[0] * x0 + p[1] * x1 + p[2] * x2 + p[3] * x3
+        b = p[4] * x0 + p[5] * x1 + p[6] * x2 + p[7] * x3
+        c = p[8] * x0 + p[9] * x1 + p[10] * x2 + p[11] * x3
+        d = p[12] * x0 + p[13] * x1 + p[14] * x2 + p[15] * x3
+        denom = lam + x0 * a + x1 * b + x2 * c + x3 * d
+        err = (reported - (w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3)) / denom
+        self.weights = [w[0] + a * err, w[1] + b * err, w[2] + c * err, w[3] + d * err]
+        f, inv = 1.0 / denom, 1.0 / lam
+        ga, gb, gc = a * f, b * f, c * f
+        p01, p02, p03 = (p[1] - ga * b) * inv, (p[2] - ga * c) * inv, (p[3] - ga * d) * inv
+        p12, p13, p23 = (p[6] - gb * c) * inv, (p[7] - gb * d) * inv, (p[11] - gc * d) * inv
+        self._p = [
+            (p[0] - ga * a) * inv, p01, p02, p03,
+            p01, (p[5] - gb * b) * inv, p12, p13,
+            p02, p12, (p[10] - gc * c) * inv, p23,
+            p03, p13, p23, (p[15] - d * d * f) * inv,
+        ]  # fmt: skip
         self.samples += 1
