@@ -301,7 +301,7 @@ class _Stale(Exception):
 
 
 class _Silence(Exception):
-    """No byte of the answer for longer than the read timeout."""
+    """No progress (a byte of the answer, or of the request leaving) for the read timeout."""
 
 
 class _Connection(asyncio.Protocol):
@@ -316,7 +316,8 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[ResponseParser] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timeout = 0.0
-        self.last = 0.0  # loop time of the latest piece of the answer
+        self.last = 0.0  # loop time of the latest progress: a piece of the answer came
+        self.unsent = 0  # bytes of the request still in the write buffer at the last check
         self.closed = False
         self.holds_slot = True
         self.lost: asyncio.Future[None] = loop.create_future()
@@ -375,6 +376,7 @@ class _Connection(asyncio.Protocol):
         self.last = self.loop.time()
         self.timer = self.loop.call_at(self.last + silence, self._check)
         self.transport.write(data)
+        self.unsent = self.transport.get_write_buffer_size()  # 0 unless the body is large
         try:
             return await waiter
         except BaseException:
@@ -388,9 +390,16 @@ class _Connection(asyncio.Protocol):
                 self.abort()
 
     def _check(self) -> None:
-        """The read timeout's timer: fail after ``timeout`` of silence, else wait the rest."""
+        """The read timeout's timer: fail after ``timeout`` of silence, else wait the rest. A
+        large body still leaving (less of it buffered than at the last check) is progress too."""
+        now = self.loop.time()
+        if self.unsent and self.transport is not None:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent < self.unsent:
+                self.last = max(self.last, now)
+            self.unsent = unsent
         deadline = self.last + self.timeout
-        if self.loop.time() >= deadline - 0.001:  # timers may fire a hair early
+        if now >= deadline - 0.001:  # timers may fire a hair early
             self._fail(_Silence())
         else:
             self.timer = self.loop.call_at(deadline, self._check)

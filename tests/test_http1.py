@@ -409,6 +409,82 @@ async def test_the_timeout_is_silence_not_the_whole_answer() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_large_body_still_leaving_is_not_silence() -> None:
+    body = b"x" * (24 << 20)
+
+    async def slow_reader(state: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")
+        state.requests.append(head)
+        got = 0
+        for _ in range(8):  # 1 MiB each 0.1 s: 0.8 s, longer than the 0.3 s timeout
+            got += len(await r.readexactly(1 << 20))
+            await asyncio.sleep(0.1)
+        await r.readexactly(len(body) - got)
+        w.write(OK)
+        await w.drain()
+
+    async with _serve(slow_reader) as server:
+        client = _client(server.url, timeout=0.3)
+        try:
+            assert (await client.post("x", body)).status_code == 200
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_stalled_tls_handshake_is_a_connect_timeout() -> None:
+    async def mute(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)  # takes the TCP connection, never answers the TLS hello
+
+    async with _serve(mute) as server:
+        client = _client(server.url.replace("http://", "https://"), timeout=0.2)
+        try:
+            with pytest.raises(RetryableError, match="timed out"):
+                await client.post("x", b"{}")
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_waiters_are_served_in_order_and_a_cancelled_one_passes_its_turn() -> None:
+    release = asyncio.Event()
+
+    async def handler(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await _request(state, reader):
+            if len(state.requests) == 1:
+                await release.wait()
+            w.write(OK)
+            await w.drain()
+
+    done: list[str] = []
+    async with _serve(handler) as server:
+        client = _client(server.url, connections=1)
+
+        async def post(name: str) -> None:
+            await client.post(name, b"{}")
+            done.append(name)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(post, "a")
+                await anyio.sleep(0.05)
+                with anyio.CancelScope() as b_scope:
+                    async with anyio.create_task_group() as b_group:
+                        b_group.start_soon(post, "b")
+                        await anyio.sleep(0.05)
+                        for name in ("c", "d", "e"):
+                            tg.start_soon(post, name)
+                            await anyio.sleep(0.02)
+                        b_scope.cancel()  # b gives up while waiting for the one connection
+                release.set()
+        finally:
+            await client.aclose()
+    assert done == ["a", "c", "d", "e"]
+    assert server.connections == 1
+    assert [h.split(b" ")[1] for h in server.requests] == [b"/v1/a", b"/v1/c", b"/v1/d", b"/v1/e"]
+
+
+@pytest.mark.anyio
 async def test_a_cancelled_post_closes_its_socket_and_frees_its_slot() -> None:
     asked = asyncio.Event()
     closed = asyncio.Event()
