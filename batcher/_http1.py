@@ -19,6 +19,7 @@ import asyncio
 import functools
 import re
 import ssl
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -320,6 +321,7 @@ class _Connection(asyncio.Protocol):
         self.unsent = 0  # bytes of the request still in the write buffer at the last check
         self.closed = False
         self.holds_slot = True
+        self.idle_since = 0.0  # time.monotonic() when it last went back to the pool idle
         self.lost: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -415,6 +417,10 @@ class _Connection(asyncio.Protocol):
 
 class Http1Transport:
     """POSTs over the lean HTTP/1.1 client; ``request`` (rare: the batch APIs) over aiohttp."""
+
+    # An idle connection older than this is closed rather than reused (aiohttp's default too):
+    # servers close theirs after 5-75 s, and a request sent as they do must be sent again.
+    keepalive_expiry = 15.0
 
     def __init__(
         self,
@@ -516,10 +522,22 @@ class Http1Transport:
     async def _take(self) -> _Connection | None:
         """An idle connection to reuse, or None with a slot to open one (waiting for either)."""
         idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if conn.closed:
+                    continue
+                if now - conn.idle_since < self.keepalive_expiry:
+                    return conn
+                # The freshest idle connection is too old to trust, so are the rest: close
+                # them (their slots come back as they close) and open a new one in its slot.
+                conn.holds_slot = False
+                conn.abort()
+                for old in idle:
+                    old.abort()
+                idle.clear()
+                return None
         if self._open < self._limit:
             self._open += 1
             return None
@@ -545,6 +563,7 @@ class Http1Transport:
         if conn is None:
             self._open -= 1
         else:
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
 
     def _lost(self, conn: _Connection) -> None:

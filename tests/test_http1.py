@@ -302,6 +302,22 @@ async def test_sequential_posts_share_one_kept_alive_connection() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_idle_connection_past_its_expiry_is_closed_not_reused() -> None:
+    async with _serve(_keep_alive) as server:
+        client = _client(server.url)
+        client.keepalive_expiry = 0.2
+        try:
+            await client.post("x", b"{}")
+            await client.post("x", b"{}")  # reused: fresh enough
+            await anyio.sleep(0.3)
+            await client.post("x", b"{}")  # the idle one expired: a new connection
+            assert server.open == 1  # the expired one was closed
+        finally:
+            await client.aclose()
+    assert (server.connections, len(server.requests)) == (2, 3)
+
+
+@pytest.mark.anyio
 async def test_connection_close_is_honoured() -> None:
     async def handler(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while await _request(state, reader):  # would take a second request if sent one
