@@ -33,6 +33,7 @@ __all__ = ["Headers", "Http1Transport", "ProtocolError", "ResponseParser"]
 
 MAX_HEAD = 64 * 1024  # the largest answer head (status line, headers; or a trailer section)
 _MAX_CHUNK_LINE = 4096  # the longest chunk-size line (size and extensions)
+_JOINED = 64 * 1024  # a body up to this size goes out joined to its head, in one write
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 _DIGITS = re.compile(r"[0-9]+")
 _T = TypeVar("_T")
@@ -368,8 +369,8 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def exchange(self, data: bytes, silence: float) -> ResponseParser:
-        """Write one request, wait for its whole answer."""
+    async def exchange(self, data: tuple[bytes, ...], silence: float) -> ResponseParser:
+        """Write one request (its pieces in order), wait for its whole answer."""
         assert self.transport is not None
         parser = self.parser = ResponseParser()
         waiter: asyncio.Future[ResponseParser] = self.loop.create_future()
@@ -377,7 +378,8 @@ class _Connection(asyncio.Protocol):
         self.timeout = silence
         self.last = self.loop.time()
         self.timer = self.loop.call_at(self.last + silence, self._check)
-        self.transport.write(data)
+        for piece in data:
+            self.transport.write(piece)
         self.unsent = self.transport.get_write_buffer_size()  # 0 unless the body is large
         try:
             return await waiter
@@ -486,7 +488,10 @@ class Http1Transport:
 
     async def post(self, path: str, body: bytes) -> Reply:
         head = self._heads.get(path) or self._head(path)
-        data = b"%b%d\r\n\r\n%b" % (head, len(body), body)
+        if len(body) <= _JOINED:
+            data: tuple[bytes, ...] = (b"%b%d\r\n\r\n%b" % (head, len(body), body),)
+        else:  # a large body (images) is not copied to join it: 32 in flight add up
+            data = (b"%b%d\r\n\r\n" % (head, len(body)), body)
         resent = False
         while True:
             conn = await self._take()

@@ -448,6 +448,31 @@ async def test_a_large_body_still_leaving_is_not_silence() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024, 64 * 1024 + 1, 3 << 20])
+async def test_a_body_of_any_size_arrives_byte_for_byte(size: int) -> None:
+    """Small bodies leave joined to their head, large ones after it (not copied): both whole."""
+    body = bytes(i * 7 % 251 for i in range(size))
+    bodies: list[bytes] = []
+
+    async def echo_length(state: Server, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            bodies.append(await r.readexactly(length))
+            w.write(OK)
+            await w.drain()
+
+    async with _serve(echo_length) as server:
+        client = _client(server.url)
+        try:
+            for _ in range(2):  # and the connection is fit for the next request
+                assert (await client.post("x", body)).status_code == 200
+        finally:
+            await client.aclose()
+    assert bodies == [body, body]
+
+
+@pytest.mark.anyio
 async def test_a_stalled_tls_handshake_is_a_connect_timeout() -> None:
     async def mute(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)  # takes the TCP connection, never answers the TLS hello
