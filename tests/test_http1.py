@@ -272,10 +272,16 @@ async def _keep_alive(state: Server, reader: asyncio.StreamReader, w: asyncio.St
         await w.drain()
 
 
-def _client(
-    url: str, *, connections: int = 2, timeout: float = 5.0, **kw: object
-) -> Http1Transport:
-    return Http1Transport(
+@contextlib.asynccontextmanager
+async def _client(
+    url: str,
+    *,
+    connections: int = 2,
+    timeout: float = 5.0,  # noqa: ASYNC109 (the client's read timeout, not this call's)
+    **kw: object,
+) -> AsyncIterator[Http1Transport]:
+    """A client of ``url``, closed (every socket) at the end of the block."""
+    client = Http1Transport(
         url,
         {"authorization": "Bearer k"},
         max_connections=connections,
@@ -283,16 +289,16 @@ def _client(
         connect_timeout=timeout,
         **kw,  # type: ignore[arg-type]
     )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.anyio
 async def test_sequential_posts_share_one_kept_alive_connection() -> None:
-    async with _serve(_keep_alive) as server:
-        client = _client(server.url)
-        try:
-            replies = [await client.post("chat/completions", b"{}") for _ in range(5)]
-        finally:
-            await client.aclose()
+    async with _serve(_keep_alive) as server, _client(server.url) as client:
+        replies = [await client.post("chat/completions", b"{}") for _ in range(5)]
     assert [r.content for r in replies] == [b"{}"] * 5
     assert (server.connections, len(server.requests)) == (1, 5)
     head = server.requests[0].lower()
@@ -303,17 +309,13 @@ async def test_sequential_posts_share_one_kept_alive_connection() -> None:
 
 @pytest.mark.anyio
 async def test_an_idle_connection_past_its_expiry_is_closed_not_reused() -> None:
-    async with _serve(_keep_alive) as server:
-        client = _client(server.url)
+    async with _serve(_keep_alive) as server, _client(server.url) as client:
         client.keepalive_expiry = 0.2
-        try:
-            await client.post("x", b"{}")
-            await client.post("x", b"{}")  # reused: fresh enough
-            await anyio.sleep(0.3)
-            await client.post("x", b"{}")  # the idle one expired: a new connection
-            assert server.open == 1  # the expired one was closed
-        finally:
-            await client.aclose()
+        await client.post("x", b"{}")
+        await client.post("x", b"{}")  # reused: fresh enough
+        await anyio.sleep(0.3)
+        await client.post("x", b"{}")  # the idle one expired: a new connection
+        assert server.open == 1  # the expired one was closed
     assert (server.connections, len(server.requests)) == (2, 3)
 
 
@@ -324,31 +326,26 @@ async def test_connection_close_is_honoured() -> None:
             w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}")
             await w.drain()
 
-    async with _serve(handler) as server:
-        client = _client(server.url)
-        try:
-            for _ in range(3):
-                assert (await client.post("x", b"{}")).status_code == 200
-        finally:
-            await client.aclose()
+    async with _serve(handler) as server, _client(server.url) as client:
+        for _ in range(3):
+            assert (await client.post("x", b"{}")).status_code == 200
     assert (server.connections, len(server.requests)) == (3, 3)
 
 
 @pytest.mark.anyio
 async def test_never_more_connections_than_the_limit() -> None:
-    async with _serve(_keep_alive) as server:
-        client = _client(server.url, connections=3)
-        try:
-            async with anyio.create_task_group() as tg:
-                replies: list[int] = []
+    replies: list[int] = []
+    async with (
+        _serve(_keep_alive) as server,
+        _client(server.url, connections=3) as client,
+        anyio.create_task_group() as tg,
+    ):
 
-                async def one() -> None:
-                    replies.append((await client.post("x", b"{}")).status_code)
+        async def one() -> None:
+            replies.append((await client.post("x", b"{}")).status_code)
 
-                for _ in range(20):
-                    tg.start_soon(one)
-        finally:
-            await client.aclose()
+        for _ in range(20):
+            tg.start_soon(one)
     assert replies == [200] * 20
     assert server.most_open <= 3 and server.connections <= 3 and len(server.requests) == 20
 
@@ -364,13 +361,9 @@ async def test_a_reused_connection_closed_unanswered_is_resent_once_on_a_new_one
             w.write(OK)
             await w.drain()
 
-    async with _serve(handler) as server:
-        client = _client(server.url)
-        try:
-            assert (await client.post("x", b"{}")).status_code == 200
-            assert (await client.post("x", b"{}")).status_code == 200
-        finally:
-            await client.aclose()
+    async with _serve(handler) as server, _client(server.url) as client:
+        assert (await client.post("x", b"{}")).status_code == 200
+        assert (await client.post("x", b"{}")).status_code == 200
     assert (server.connections, len(server.requests)) == (2, 3)
 
 
@@ -380,13 +373,9 @@ async def test_a_fresh_connection_closed_unanswered_is_not_resent() -> None:
         await _request(state, reader)
         w.close()
 
-    async with _serve(handler) as server:
-        client = _client(server.url)
-        try:
-            with pytest.raises(RetryableError, match="connection failed"):
-                await client.post("x", b"{}")
-        finally:
-            await client.aclose()
+    async with _serve(handler) as server, _client(server.url) as client:
+        with pytest.raises(RetryableError, match="connection failed"):
+            await client.post("x", b"{}")
     assert (server.connections, len(server.requests)) == (1, 1)
 
 
@@ -409,19 +398,11 @@ async def test_the_timeout_is_silence_not_the_whole_answer() -> None:
         w.write(wire[:60])
         await asyncio.sleep(5)
 
-    async with _serve(trickle) as server:
-        client = _client(server.url, timeout=0.3)
-        try:
-            assert (await client.post("x", b"{}")).content == b"x" * 6
-        finally:
-            await client.aclose()
-    async with _serve(stall) as server:
-        client = _client(server.url, timeout=0.2)
-        try:
-            with pytest.raises(RetryableError, match="timed out"):
-                await client.post("x", b"{}")
-        finally:
-            await client.aclose()
+    async with _serve(trickle) as server, _client(server.url, timeout=0.3) as client:
+        assert (await client.post("x", b"{}")).content == b"x" * 6
+    async with _serve(stall) as server, _client(server.url, timeout=0.2) as client:
+        with pytest.raises(RetryableError, match="timed out"):
+            await client.post("x", b"{}")
 
 
 @pytest.mark.anyio
@@ -439,12 +420,8 @@ async def test_a_large_body_still_leaving_is_not_silence() -> None:
         w.write(OK)
         await w.drain()
 
-    async with _serve(slow_reader) as server:
-        client = _client(server.url, timeout=0.3)
-        try:
-            assert (await client.post("x", body)).status_code == 200
-        finally:
-            await client.aclose()
+    async with _serve(slow_reader) as server, _client(server.url, timeout=0.3) as client:
+        assert (await client.post("x", body)).status_code == 200
 
 
 @pytest.mark.anyio
@@ -462,13 +439,9 @@ async def test_a_body_of_any_size_arrives_byte_for_byte(size: int) -> None:
             w.write(OK)
             await w.drain()
 
-    async with _serve(echo_length) as server:
-        client = _client(server.url)
-        try:
-            for _ in range(2):  # and the connection is fit for the next request
-                assert (await client.post("x", body)).status_code == 200
-        finally:
-            await client.aclose()
+    async with _serve(echo_length) as server, _client(server.url) as client:
+        for _ in range(2):  # and the connection is fit for the next request
+            assert (await client.post("x", body)).status_code == 200
     assert bodies == [body, body]
 
 
@@ -477,13 +450,12 @@ async def test_a_stalled_tls_handshake_is_a_connect_timeout() -> None:
     async def mute(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)  # takes the TCP connection, never answers the TLS hello
 
-    async with _serve(mute) as server:
-        client = _client(server.url.replace("http://", "https://"), timeout=0.2)
-        try:
-            with pytest.raises(RetryableError, match="timed out"):
-                await client.post("x", b"{}")
-        finally:
-            await client.aclose()
+    async with (
+        _serve(mute) as server,
+        _client(server.url.replace("http://", "https://"), timeout=0.2) as client,
+    ):
+        with pytest.raises(RetryableError, match="timed out"):
+            await client.post("x", b"{}")
 
 
 @pytest.mark.anyio
@@ -498,28 +470,24 @@ async def test_waiters_are_served_in_order_and_a_cancelled_one_passes_its_turn()
             await w.drain()
 
     done: list[str] = []
-    async with _serve(handler) as server:
-        client = _client(server.url, connections=1)
+    async with _serve(handler) as server, _client(server.url, connections=1) as client:
 
         async def post(name: str) -> None:
             await client.post(name, b"{}")
             done.append(name)
 
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(post, "a")
-                await anyio.sleep(0.05)
-                with anyio.CancelScope() as b_scope:
-                    async with anyio.create_task_group() as b_group:
-                        b_group.start_soon(post, "b")
-                        await anyio.sleep(0.05)
-                        for name in ("c", "d", "e"):
-                            tg.start_soon(post, name)
-                            await anyio.sleep(0.02)
-                        b_scope.cancel()  # b gives up while waiting for the one connection
-                release.set()
-        finally:
-            await client.aclose()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, "a")
+            await anyio.sleep(0.05)
+            with anyio.CancelScope() as b_scope:
+                async with anyio.create_task_group() as b_group:
+                    b_group.start_soon(post, "b")
+                    await anyio.sleep(0.05)
+                    for name in ("c", "d", "e"):
+                        tg.start_soon(post, name)
+                        await anyio.sleep(0.02)
+                    b_scope.cancel()  # b gives up while waiting for the one connection
+            release.set()
     assert done == ["a", "c", "d", "e"]
     assert server.connections == 1
     assert [h.split(b" ")[1] for h in server.requests] == [b"/v1/a", b"/v1/c", b"/v1/d", b"/v1/e"]
@@ -539,19 +507,15 @@ async def test_a_cancelled_post_closes_its_socket_and_frees_its_slot() -> None:
         assert await reader.read() == b""  # EOF: the client closed this connection
         closed.set()
 
-    async with _serve(handler) as server:
-        client = _client(server.url, connections=1)
-        try:
-            with anyio.move_on_after(5) as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(client.post, "x", b"{}")
-                    await asyncio.wait_for(asked.wait(), 5)
-                    tg.cancel_scope.cancel()
-                await asyncio.wait_for(closed.wait(), 5)
-            assert not scope.cancelled_caught
-            assert (await client.post("x", b"{}")).status_code == 200  # the one slot is free
-        finally:
-            await client.aclose()
+    async with _serve(handler) as server, _client(server.url, connections=1) as client:
+        with anyio.move_on_after(5) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.post, "x", b"{}")
+                await asyncio.wait_for(asked.wait(), 5)
+                tg.cancel_scope.cancel()
+            await asyncio.wait_for(closed.wait(), 5)
+        assert not scope.cancelled_caught
+        assert (await client.post("x", b"{}")).status_code == 200  # the one slot is free
     assert server.connections == 2
 
 
@@ -573,12 +537,8 @@ async def test_chunked_gzip_and_interim_answers_over_the_wire() -> None:
                 w.write(wire[i : i + 37])
                 await w.drain()
 
-    async with _serve(handler) as server:
-        client = _client(server.url)
-        try:
-            replies = [await client.post("x", b"{}") for _ in range(2)]
-        finally:
-            await client.aclose()
+    async with _serve(handler) as server, _client(server.url) as client:
+        replies = [await client.post("x", b"{}") for _ in range(2)]
     assert [r.content for r in replies] == [body, body]
     assert replies[0].headers["x-twice"] == "a, b"
     assert server.connections == 1
@@ -593,12 +553,8 @@ async def test_an_answer_read_until_the_server_closes() -> None:
         await w.drain()
         w.close()
 
-    async with _serve(handler) as server:
-        client = _client(server.url)
-        try:
-            assert (await client.post("x", b"{}")).content == b'{"until": "close"}'
-        finally:
-            await client.aclose()
+    async with _serve(handler) as server, _client(server.url) as client:
+        assert (await client.post("x", b"{}")).content == b'{"until": "close"}'
 
 
 @pytest.mark.anyio
@@ -608,12 +564,8 @@ async def test_an_ipv6_literal_base_url() -> None:
             s.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    async with _serve(_keep_alive, host="::1", name="[::1]") as server:
-        client = _client(server.url)
-        try:
-            assert (await client.post("x", b"{}")).status_code == 200
-        finally:
-            await client.aclose()
+    async with _serve(_keep_alive, host="::1", name="[::1]") as server, _client(server.url) as c:
+        assert (await c.post("x", b"{}")).status_code == 200
     assert b"host: [::1]:" in server.requests[0]
 
 
@@ -657,17 +609,12 @@ async def test_https_on_loopback_verified_against_a_trusted_certificate(
     server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_side.load_cert_chain(cert, key)
     async with _serve(_keep_alive, tls=server_side, name="localhost") as server:
-        client = _client(server.url, ssl_context=ssl.create_default_context(cafile=str(cert)))
-        try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with _client(server.url, ssl_context=trusting) as client:
             replies = [await client.post("x", b"{}") for _ in range(3)]
-        finally:
-            await client.aclose()
-        untrusting = _client(server.url)  # the default context does not trust it
-        try:
+        async with _client(server.url) as untrusting:  # the default context does not trust it
             with pytest.raises(RetryableError, match="connection failed"):
                 await untrusting.post("x", b"{}")
-        finally:
-            await untrusting.aclose()
     assert [r.content for r in replies] == [b"{}"] * 3
     # one connection handshaken (the refused one never reached the handler), reused three times
     assert (server.connections, len(server.requests)) == (1, 3)
