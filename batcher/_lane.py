@@ -165,6 +165,8 @@ class Lane:
         self.waiting = 0
         """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
         self._answered = anyio.Event()
+        self._answered_at = float("inf")
+        """When the first answer came (``_answered`` was set)."""
         self._probing = False
         self._last = float("-inf")
         self.admitted = 0
@@ -247,11 +249,8 @@ class Lane:
             return now  # at most EARLY before its pace: not worth a sleep
         return max(held, paced)
 
-    async def _wait_turn(self, tokens: int) -> tuple[float, bool]:
-        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time, and
-        whether the last sleep was for the request's pacing slot (so any lateness is the loop's
-        wake-up lag, not time the lane stood idle or blocked)."""
-        paced = False
+    async def _wait_turn(self, tokens: int) -> float:
+        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time."""
         while True:
             if self.refused is not None:
                 raise self.refused
@@ -267,8 +266,7 @@ class Lane:
                 # a request whose job was cancelled while it waited (the run is halting) must
                 # not leave: some clients write the request before their first suspension
                 await anyio.lowlevel.checkpoint_if_cancelled()
-                return now, paced
-            paced = start == self._r_next
+                return now
             await self.clock.sleep(max(start - now, 1e-6))
 
     async def _admit(self, tokens: int) -> list[float]:
@@ -291,7 +289,8 @@ class Lane:
         ):
             now = self.clock.monotonic()
             if self._start(now, tokens, float("-inf")) <= now:
-                return self._commit(now, tokens, paced=False)
+                return self._commit(now, tokens, arrived=now)
+        arrived = self.clock.monotonic()
         async with self._lock:
             self._held = True
             probe = False
@@ -301,28 +300,35 @@ class Lane:
                         await self._answered.wait()
                     else:
                         self._probing = probe = True
-                now, paced = await self._wait_turn(tokens)
+                now = await self._wait_turn(tokens)
                 if gate is not None:
                     await gate.admit(tokens, self._lock.statistics().tasks_waiting + 1)
-                    now, paced = await self._wait_turn(tokens)  # a pause heard meanwhile holds
+                    now = await self._wait_turn(tokens)  # a pause heard meanwhile holds
             except BaseException:
                 if probe:
                     self._probing = False  # the next request in line probes instead
                 raise
             finally:
                 self._held = False
-            return self._commit(now, tokens, paced=paced)
+            return self._commit(now, tokens, arrived=arrived)
 
-    def _commit(self, now: float, tokens: int, *, paced: bool) -> list[float]:
-        """Record an admission at ``now`` and move the pacing on."""
-        # A request woken late for its slot (by less than half an interval) does not push
-        # its successor back: the loop's wake-up lag would otherwise pile up into lost rate.
-        # One that was held by something else (the first answer, a pause) starts afresh.
-        # One let through early (``EARLY``) moves the pace on from its slot, not from now.
+    def _commit(self, now: float, tokens: int, *, arrived: float) -> list[float]:
+        """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on."""
+        # A request that was already waiting when its slot came (asleep for it, or queued for
+        # the lock) and leaves late keeps up to half an interval (at least EARLY) of that
+        # lateness as credit: the loop's wake-up and handover lag, paid on every request at
+        # hundreds a second, would otherwise pile up into lost rate. One that arrived after its
+        # slot (the lane stood idle), or was held past it by something else (the first answer,
+        # a pause), starts afresh. One let through early (``EARLY``) moves the pace on from
+        # its slot, not from now.
         interval = self._interval(self.limits.rpm)
-        late = now - self._r_next
-        on_time = late < 0 or (paced and late <= interval / 2)
-        self._r_next = (self._r_next if on_time else now) + interval
+        slot = self._r_next
+        held = max(self._answered_at, self._paused_until)
+        if now < slot or (arrived <= slot and held <= slot):
+            base = max(slot, now - max(interval / 2, EARLY))
+        else:
+            base = now
+        self._r_next = base + interval
         self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
         self._last = now
         self.daily.add(self.clock.time())
@@ -514,7 +520,9 @@ class Slot:
         tb: TracebackType | None,
     ) -> None:
         lane = self._lane
-        lane._answered.set()
+        if not lane._answered.is_set():
+            lane._answered_at = lane.clock.monotonic()
+            lane._answered.set()
         if isinstance(exc, FatalProviderError):
             lane.refused = exc
         if isinstance(exc, RetryableError) and not isinstance(exc, RateLimitError):
