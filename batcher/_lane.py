@@ -6,7 +6,9 @@ arrival time (GCRA, the virtual-scheduling form of a leaky bucket): a request ma
 clock reaches ``_r_next``, which then moves on by one request's share of the minute; tokens work
 the same way with a tolerance of one second's budget, so a job larger than a second's tokens still
 passes (and one larger than a minute's is an error, never a deadlock). Admissions are spread
-evenly, never burst, so a provider that enforces a per-minute limit per second is not tripped.
+evenly, never burst beyond a few milliseconds' worth (``EARLY``, and the lateness a waiting
+request keeps as credit), so a provider that enforces a per-minute limit per second is not
+tripped, and at hundreds of requests a second the event loop's lag is not lost rate.
 The cap: the admissions of the last minute are kept (``_window``), and a request never makes them
 exceed the limit, whatever pacing allowed; this makes "at most N in any minute" exact.
 
