@@ -40,9 +40,6 @@ def dumps(value: Any) -> bytes:
 
 
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-# orjson spells a float as the standard library does except below 1e-4, where it writes either
-# a negative exponent its own way (1e-7 for 1e-07) or the number out (0.00001 for 1e-05). Either
-# spelling, found anywhere (even inside a string), sends the text to the standard library.
 
 
 def canonical(value: Any) -> bytes:
@@ -54,6 +51,10 @@ def canonical(value: Any) -> bytes:
         fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         fast = None
+    # orjson spells a float as the standard library does except below 1e-4, where it writes
+    # either a negative exponent its own way (1e-7 for 1e-07) or the number out (0.00001 for
+    # 1e-05). Either spelling, found anywhere (even inside a string), sends the text to the
+    # standard library.
     if fast is None or b"e-" in fast or b"0.0000" in fast:
         return _CANONICAL.encode(value).encode()
     return fast
