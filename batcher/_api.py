@@ -74,6 +74,10 @@ async def _run_on_ray(
     signal ends the cluster's work at once: what workers finished is journaled already."""
     from .ray import Interrupt, ThreadClock, check_options, connect, run_files
 
+    # Read when ray is imported (by connect, below). Once a signal has disconnected this
+    # driver, a Ray call still under way on another thread (Ray Data's iterator) must fail,
+    # not start a local Ray instance of its own, which took the driver past the grace it has.
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     interrupt = Interrupt()
 
     async def stop_on_signals() -> None:
