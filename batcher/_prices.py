@@ -73,7 +73,9 @@ class Prices:
     models: dict[str, Price]
     sources: dict[str, tuple[str, str]]
     """Provider -> (date read, source URL)."""
-    _found: dict[str, Price | None] = field(default_factory=dict, compare=False, repr=False)
+    _found: dict[str, Price | None] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
     """``price`` answers already given (it runs twice for every answer)."""
 
     def price(self, model: str | None) -> Price | None:
