@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +107,36 @@ def run_command(jobs: Path, out: Path, base_url: str, *flags: str) -> list[str]:
         "--no-progress",
         *flags,
     ]
+
+
+def kept_ids(out: Path) -> set[str]:
+    """The ids a run directory has kept (parts and journal), read as ``batcher status`` reads
+    them, safely beside a run that is writing."""
+    from batcher._results import iter_status
+
+    return {row[0] for row in iter_status(out)} if out.exists() else set()
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``ready`` until it holds; fail naming ``what`` after ``timeout`` seconds (a bound
+    on a hang, never the thing a test measures)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def kill_once_kept(proc: subprocess.Popen[Any], out: Path, at_least: int) -> bool:
+    """SIGKILL ``proc`` once ``out`` has kept ``at_least`` jobs: a moment in the middle of its
+    work that does not depend on how fast the machine is. False if it ended first."""
+
+    def reached() -> bool:
+        return proc.poll() is not None or len(kept_ids(out)) >= at_least
+
+    wait_for(f"the run to keep {at_least} jobs", reached)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    return killed

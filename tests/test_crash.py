@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batcher.mock import MockConfig, MockServer, mock_reply
-from tests.helpers import mock_stats, read_results, run_command, write_jsonl
+from tests.helpers import kill_once_kept, mock_stats, read_results, run_command, write_jsonl
 
 StartMock = Callable[[MockConfig], MockServer]
 CONCURRENCY = 8
@@ -55,18 +55,16 @@ def test_sigkill_at_random_moments_then_resume_gives_every_job_once(
     out = tmp_path / "out"
     rng = random.Random(20261127)
     kills = 0
-    for _ in range(4):
+    # four kills at seeded moments through the run, each once it has kept a given number of
+    # jobs (a wall-clock moment is one a fast machine outruns)
+    for low, high in ((50, 400), (500, 900), (1000, 1400), (1500, 1900)):
         proc = subprocess.Popen(
             _command(jobs, out, server),
             env=_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.8, 2.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(30)
+        kills += kill_once_kept(proc, out, rng.randint(low, high))
     done = subprocess.run(
         _command(jobs, out, server),
         env=_env(),
@@ -83,7 +81,7 @@ def test_sigkill_at_random_moments_then_resume_gives_every_job_once(
     sent = mock_stats(server)["requests"]
     # the only requests sent twice are those in flight at each kill
     assert len(prompts) <= sent <= len(prompts) + kills * CONCURRENCY
-    assert kills >= 1
+    assert kills == 4
 
 
 def test_sigint_stops_gracefully_with_exit_130_and_keeps_what_finished(

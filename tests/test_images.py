@@ -6,9 +6,7 @@ import base64
 import hashlib
 import os
 import random
-import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,15 @@ from batcher._media import dimensions, gemini_image_tokens, openai_image_tokens
 from batcher._tokens import count_tokens
 from batcher.mock import MockConfig, MockServer
 from batcher.mock._media import make_png
-from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl, write_parquet
+from tests.helpers import (
+    kill_once_kept,
+    mock_stats,
+    read_results,
+    run_cli,
+    run_command,
+    write_jsonl,
+    write_parquet,
+)
 from tests.test_media import PDF, WAV, data_uri
 
 pytestmark = pytest.mark.usefixtures("api_keys")
@@ -285,20 +291,18 @@ def test_kill_9_while_saving_images_then_resume_leaves_every_image_once(
     env = {**os.environ, "OPENAI_API_KEY": "sk-crash"}
     rng = random.Random(12)
     kills = 0
-    for _ in range(3):
+    # three kills at seeded moments in the middle of the work, each once the run has kept a
+    # given number of jobs (not after a wall-clock time, which a fast machine outruns)
+    for low, high in ((40, 160), (220, 340), (400, 520)):
         proc = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.8, 2.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(30)
+        kills += kill_once_kept(proc, out, rng.randint(low, high))
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert kills >= 1
+    assert kills == 3
     results = read_results(out)  # fails if an id appears twice
     assert set(results) == {r["id"] for r in rows}
     named: set[str] = set()

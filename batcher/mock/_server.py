@@ -64,6 +64,7 @@ class MockServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._http: HttpServer | None = None
 
     @property
     def url(self) -> str:
@@ -100,13 +101,35 @@ class MockServer:
         if on_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(signum, self._stopping.set)
-        server = HttpServer(self._pipeline.handle)
+        server = self._http = HttpServer(self._pipeline.handle)
         await server.start(self._sock)
         started()
         try:
             await self._stopping.wait()
         finally:
             await server.close()
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait (from another thread) until no connection is open and no answer is being made.
+
+        After a client process has died, every request it sent is then counted: the kernel
+        already holds what it wrote, and a few turns of the server's loop take in whatever
+        connections and bytes were waiting, so an idle server has seen them all. Tests wait for
+        this before reading the counters that a killed run's last requests could still move.
+        """
+        loop, http = self._loop, self._http
+        if loop is None or http is None:
+            raise RuntimeError("the mock provider is not serving")
+
+        async def idle() -> None:
+            while True:
+                for _ in range(5):  # each turn polls the sockets: pending accepts and reads
+                    await asyncio.sleep(0)
+                if not http.connections and not http.tasks:
+                    return
+                await asyncio.sleep(0.01)
+
+        asyncio.run_coroutine_threadsafe(idle(), loop).result(timeout)
 
     def stop(self) -> None:
         """Stop serving and close every connection; a stopped server cannot start again."""
