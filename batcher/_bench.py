@@ -44,6 +44,8 @@ class BenchResult:
     seconds: float
     samples: tuple[Sample, ...]
     input_tokens: int
+    peak_in_flight: int = 0
+    """The most requests that were in flight at once."""
 
     def lines(self, where: str) -> list[str]:
         """The report ``batcher bench`` prints; ``where`` names the endpoint measured."""
@@ -56,7 +58,16 @@ class BenchResult:
             f"  answered 429: {self.share_429:.2%} of {len(self.samples):,} requests",
             f"  latency ms: p50 {self.latency_ms(0.5):.0f}, p90 {self.latency_ms(0.9):.0f},"
             f" p99 {self.latency_ms(0.99):.0f}",
+            f"  in flight: up to {self.peak_in_flight:,} at once{self._needed()}",
         ]
+
+    def _needed(self) -> str:
+        """How many in flight the ceiling needs with these answer times (Little's law)."""
+        lat = [s.done - s.sent for s in self.samples if s.status == 200]
+        if not self.limits.rpm or not lat:
+            return ""
+        needed = self.limits.rpm / 60 * statistics.fmean(lat)
+        return f"; the ceiling needs about {needed:,.0f} with these answer times"
 
     @property
     def ok(self) -> int:
@@ -164,4 +175,5 @@ async def run_bench(
                 await runner.run()
             elapsed = anyio.current_time() - start
             tokens = runner.statistics().input_tokens
-    return BenchResult(model, model_limits, elapsed, tuple(recorder.samples), tokens)
+            peak = runner.peak_in_flight()
+    return BenchResult(model, model_limits, elapsed, tuple(recorder.samples), tokens, peak)

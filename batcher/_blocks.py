@@ -48,7 +48,7 @@ from ._jobs._source import _job_problem
 from ._json import dumps
 from ._lane import Lane
 from ._ledger import DailyCount
-from ._options import RunOptions
+from ._options import UNPACED, RunOptions
 from ._providers import get_provider
 from ._retry import RetryPolicy
 from ._store import (
@@ -380,7 +380,7 @@ class BlockWorker:
             if record.id not in finished:
                 journal.append(record)
         failure: list[tuple[BatcherError, str | None]] = []
-        limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency)
+        limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
 
         async def one(job: Job) -> None:
             async with limiter:

@@ -75,7 +75,10 @@ def _parser() -> argparse.ArgumentParser:
             "base_url": {
                 "help": "endpoint to measure (default: the mock provider enforcing the tier)"
             },
-            "max_concurrency": {"default": 32, "help": "requests in flight at most (default 32)"},
+            "max_concurrency": {
+                "help": "requests in flight at most (default: as many as the tier's rate times "
+                "the answers' times needs)"
+            },
         },
     )
     b.add_argument(

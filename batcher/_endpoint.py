@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ._errors import UsageError
 from ._http1 import Http1Transport
-from ._options import Endpoint, Requests, option_flag
+from ._options import Endpoint, Requests, concurrency_ceiling, option_flag
 from ._providers import Provider
 from ._transport import HttpxTransport, Transport
 
@@ -82,7 +82,7 @@ class Target:
         the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a
         transport the caller gave (``httpx.MockTransport`` in tests)."""
         options: dict[str, Any] = {
-            "max_connections": requests.max_concurrency,
+            "max_connections": concurrency_ceiling(requests.max_concurrency),
             "timeout": requests.timeout,
             "connect_timeout": min(requests.timeout, 30.0),
         }

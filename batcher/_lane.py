@@ -14,8 +14,14 @@ exceed the limit, whatever pacing allowed; this makes "at most N in any minute" 
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
 sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
-starts with one request and admits more only once it is answered: a bad key or an unknown model
-then costs one request, and the first answer's rate-limit headers pace the ones after it.
+starts with one request and admits more once it is answered or ``OPEN_AFTER`` seconds after it
+left, whichever comes first: a bad key or an unknown model (refused in milliseconds) then costs
+one request, the first answer's rate-limit headers pace the ones after it, and a model that takes
+half a minute to answer does not hold the run back for that long.
+
+A lane also says how many requests it needs in flight to hold its pace (``wanted``): its rate
+times how long answers take (Little's law), from the answers' recent times and, until enough
+have come back, the age of the oldest request still out. The scheduler keeps that many workers.
 
 A job's attempt goes through one protocol, ``async with lane.request(x) as slot``: entering
 checks the job can ever fit and waits for admission; the block sends and calls ``slot.done`` with
@@ -36,7 +42,9 @@ paused for a 429's delay, which is most of what a lane does.
 
 from __future__ import annotations
 
+import math
 import random
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -75,6 +83,19 @@ requests a second the pace is finer than a turn of the event loop, and holding e
 it costs a sleep (a timer, a wake-up, a handover of the lock) for nearly every one; the pace
 still moves on by a whole interval per request, so the rate holds, a burst is at most this long's
 worth of requests (0.2% of a second's), and the caps and pauses stay exact."""
+
+
+OPEN_AFTER = 2.0
+"""Seconds after the first request left when the lane opens even without its answer."""
+LATENCIES = 256
+"""Answer times kept per lane, for how many requests it needs in flight."""
+CALIBRATED_LATENCY = 32
+"""Answers after which their times alone say how long answers take; before, the oldest request
+still out counts too (answers that take longer than any seen yet)."""
+HEADROOM = 1.2
+"""Requests wanted in flight beyond rate x answer time: the tail of answer times, and requests
+ready the moment a paced slot comes."""
+SPARE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +189,19 @@ class Lane:
         """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
         self._answered = anyio.Event()
         self._answered_at = float("inf")
-        """When the first answer came (``_answered`` was set)."""
+        """When the lane opened (``_answered`` was set): the first answer, or ``OPEN_AFTER``
+        seconds after the first request left without one."""
         self._probing = False
+        self._open_by = float("inf")
+        """When the lane opens without the first answer (``OPEN_AFTER`` after it left)."""
+        self.in_flight = 0
+        """Requests admitted and not yet answered (or given up)."""
+        self._out: dict[Slot, float] = {}
+        """The requests in flight and when each left, oldest first."""
+        self._latencies: deque[float] = deque(maxlen=LATENCIES)
+        self.answers = 0
+        """Requests that came back (answered, failed, timed out) since the lane started."""
+        self.peak_in_flight = 0
         self._last = float("-inf")
         self.admitted = 0
         self.rate_limited = 0
@@ -299,7 +331,7 @@ class Lane:
             try:
                 if not self._answered.is_set():
                     if self._probing:
-                        await self._answered.wait()
+                        await self._wait_open()
                     else:
                         self._probing = probe = True
                 now = await self._wait_turn(tokens)
@@ -312,7 +344,72 @@ class Lane:
                 raise
             finally:
                 self._held = False
+            if probe:
+                self._open_by = now + OPEN_AFTER
             return self._commit(now, tokens, arrived=arrived)
+
+    async def _wait_open(self) -> None:
+        """Wait for the first answer, or until ``OPEN_AFTER`` seconds after the first request
+        left; then the lane is open. (Called holding the lock, after the probe has left: it
+        held the lock until it did.)"""
+        delay = self._open_by - self.clock.monotonic()
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await self._answered.wait()
+        self._open()
+
+    def _open(self) -> None:
+        if not self._answered.is_set():
+            self._answered_at = self.clock.monotonic()
+            self._answered.set()
+
+    # --- how many in flight ----------------------------------------------------------------------
+
+    def rate(self) -> float | None:
+        """Requests a second the lane's limits let through (None: no limit is known)."""
+        limits, scale = self.limits, self.margin * self._slow * self.share
+        rate = math.inf
+        if limits.rpm:
+            rate = limits.rpm * scale / WINDOW
+        if limits.tpm and len(self._window):
+            per_request = self._window.total / len(self._window)
+            if per_request > 0:
+                rate = min(rate, limits.tpm * scale / WINDOW / per_request)
+        return None if rate == math.inf else rate
+
+    def answer_time(self) -> float:
+        """How long answers take, by a high quantile (p90) of the recent ones; until
+        ``CALIBRATED_LATENCY`` have come back, at least the age of the oldest request out."""
+        seen = 0.0
+        if self._latencies:
+            ordered = sorted(self._latencies)
+            seen = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+        if self.answers < CALIBRATED_LATENCY and self._out:
+            seen = max(seen, self.clock.monotonic() - next(iter(self._out.values())))
+        return seen
+
+    def wanted(self, unpaced: int) -> int:
+        """Requests this lane needs in flight (or ready) to hold its pace: rate x answer time
+        with ``HEADROOM`` (Little's law); ``unpaced`` where no limit paces the lane."""
+        if self.refused is not None or self._stopped is not None:
+            return 0
+        rate = self.rate()
+        if rate is None:
+            return unpaced
+        return math.ceil(rate * max(self.answer_time(), 1.0) * HEADROOM) + SPARE
+
+    def _sent(self, slot: Slot) -> None:
+        self._out[slot] = self.clock.monotonic()
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+
+    def _back(self, slot: Slot) -> None:
+        sent = self._out.pop(slot, None)
+        if sent is not None:
+            self.in_flight -= 1
+            self.answers += 1
+            self._latencies.append(self.clock.monotonic() - sent)
 
     def _commit(self, now: float, tokens: int, *, arrived: float) -> list[float]:
         """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on."""
@@ -504,6 +601,7 @@ class Slot:
             self._entry = await lane._admit(tokens)
         finally:
             lane.waiting -= 1
+        lane._sent(self)
         return self
 
     def observe(self, hints: RateHints) -> None:
@@ -522,9 +620,8 @@ class Slot:
         tb: TracebackType | None,
     ) -> None:
         lane = self._lane
-        if not lane._answered.is_set():
-            lane._answered_at = lane.clock.monotonic()
-            lane._answered.set()
+        lane._back(self)
+        lane._open()
         if isinstance(exc, FatalProviderError):
             lane.refused = exc
         if isinstance(exc, RetryableError) and not isinstance(exc, RateLimitError):

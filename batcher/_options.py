@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import resource
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
@@ -56,6 +57,35 @@ def option_flag(option: str) -> str:
 
 MAX_CONCURRENCY = 10_000
 """More requests in flight than this is a typo, not a plan (each is a task and a connection)."""
+
+UNPACED = 16
+"""Requests in flight for a lane that no known limit paces, unless ``--max-concurrency`` says."""
+MAX_IN_FLIGHT = MAX_CONCURRENCY
+"""The most requests in flight without ``--max-concurrency`` (each is a socket and a task)."""
+_FDS_KEPT = 256
+"""File descriptors left for everything but the requests' sockets (files, the journal...)."""
+
+
+def concurrency_ceiling(explicit: int | None) -> int:
+    """The most requests in flight: ``explicit`` (``--max-concurrency``) if given, else
+    ``MAX_IN_FLIGHT`` within the process's file descriptors. The soft limit on those is raised
+    to the hard one where that is needed (1,024 is a common soft limit; a socket each)."""
+    if explicit is not None:
+        return explicit
+    want = MAX_IN_FLIGHT + _FDS_KEPT
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            raised = want if hard == resource.RLIM_INFINITY else min(hard, want)
+            if raised > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+    except (OSError, ValueError):  # not permitted here: keep within what we have
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_IN_FLIGHT
+    return max(UNPACED, min(MAX_IN_FLIGHT, soft - _FDS_KEPT))
+
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
 
@@ -152,8 +182,14 @@ class Requests:
     model: str | None = field(
         default=None, metadata=flag("model for jobs that do not name their own", metavar="NAME")
     )
-    max_concurrency: int = field(
-        default=16, metadata=flag("requests in flight at most (default 16)", metavar="N")
+    max_concurrency: int | None = field(
+        default=None,
+        metadata=flag(
+            "requests in flight at most (default: as many as the limits' rate times the "
+            "answers' times needs, up to 10,000 and the open-file limit; 16 where no limit is "
+            "known)",
+            metavar="N",
+        ),
     )
     max_attempts: int = field(
         default=5,
@@ -196,8 +232,9 @@ class Requests:
     ``"package.module:Model"`` (see ``_schema.load_schema``)."""
 
     def __post_init__(self) -> None:
-        _positive("max_concurrency", self.max_concurrency)
-        if self.max_concurrency > MAX_CONCURRENCY:
+        if self.max_concurrency is not None:
+            _positive("max_concurrency", self.max_concurrency)
+        if self.max_concurrency is not None and self.max_concurrency > MAX_CONCURRENCY:
             raise BadOption("max_concurrency", f"must be at most {MAX_CONCURRENCY:,}")
         _positive("max_attempts", self.max_attempts)
         if not 0 < self.timeout < math.inf:

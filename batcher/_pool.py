@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,10 @@ class Pool:
             if best is None or key < best:
                 best, chosen = key, route
         return chosen
+
+    def every_lane(self) -> Iterator[Lane]:
+        """Every endpoint's lanes made so far."""
+        return iter([lane for r in self.routes for lane in r.lanes.by_model.values()])
 
     def worked(self, besides: str) -> list[str]:
         return sorted({m for r in self.routes for m in r.lanes.worked(besides)})

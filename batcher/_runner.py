@@ -304,6 +304,12 @@ class Runner:
         finally:
             self._close_quietly()
 
+    def peak_in_flight(self) -> int:
+        """The most requests in flight at once so far (summed over the lanes' peaks)."""
+        if self.lanes is None:
+            return 0
+        return sum(lane.peak_in_flight for lane in self.lanes.every_lane())
+
     def statistics(self) -> Statistics:
         return self.tally.statistics()
 

@@ -1,16 +1,23 @@
 """The scheduler: passes over the inputs, skipping what is done, sending the rest through their
 models' lanes, deferring jobs whose daily quota is spent, and waiting for the reset.
 
-Workers take jobs from a bounded stream (``max_concurrency`` of them) and hand each to the
-executor; the scheduler acts on the outcome: records a finished job, counts a deferred one, stops
-the run on a fatal answer. A stop (signal or fatal answer) halts admission; requests in flight get
-``grace`` seconds, then are abandoned and left for a rerun.
+Workers take jobs from a bounded stream and hand each to the executor; the scheduler acts on the
+outcome: records a finished job, counts a deferred one, stops the run on a fatal answer. A stop
+(signal or fatal answer) halts admission; requests in flight get ``grace`` seconds, then are
+abandoned and left for a rerun.
+
+How many workers: as many as the lanes need in flight to hold their pace (each lane's rate times
+how long its answers take, ``Lane.wanted``), re-counted every ``CONTROL_EVERY`` seconds while jobs
+are out, within ``ceiling`` (``--max-concurrency`` if given, else what the process's file
+descriptors allow up to ``MAX_IN_FLIGHT``). A lane no limit paces wants ``unpaced`` (the explicit
+``--max-concurrency``, else ``UNPACED``). A fixed number would cap the rate at number / answer
+time: 16 in flight with answers of 3 s is 320 RPM, whatever the tier allows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import anyio
@@ -29,6 +36,7 @@ from ._jobs import Job, JobSource
 from ._lane import Lane
 from ._ledger import DailyCount, Ledger
 from ._limits import LimitTable
+from ._options import UNPACED, concurrency_ceiling
 from ._outage import OutageWatch
 from ._quota import Account, QuotaStore, SharedQuota, new_holder
 from ._store import ResultStore
@@ -45,6 +53,8 @@ LEDGER_EVERY = 2.0
 """Seconds between saves of the RPD ledger while a run goes on."""
 BEAT_EVERY = 1.0
 """Seconds between renewals of the lanes' leases in the quota store."""
+CONTROL_EVERY = 0.25
+"""Seconds between counts of the workers the lanes need, while jobs are out."""
 
 
 class Lanes:
@@ -100,6 +110,10 @@ class Lanes:
             self.by_model[model] = lane
         return lane
 
+    def every_lane(self) -> Iterator[Lane]:
+        """The lanes made so far."""
+        return iter(list(self.by_model.values()))
+
     def worked(self, besides: str) -> list[str]:
         """Models that have had a successful answer, other than ``besides``."""
         return sorted(m for m, lane in self.by_model.items() if lane.succeeded and m != besides)
@@ -140,7 +154,7 @@ class Scheduler:
         *,
         done: IdSet,
         refresh_done: Callable[[], IdSet],
-        max_concurrency: int,
+        max_concurrency: int | None,
         wait_for_reset: bool,
         grace: float,
         budget: Budget | None = None,
@@ -154,7 +168,15 @@ class Scheduler:
         self.clock = clock
         self.done = done
         self.refresh_done = refresh_done
-        self.max_concurrency = max_concurrency
+        self.ceiling = concurrency_ceiling(max_concurrency)
+        """The most workers (requests in flight), whatever the lanes want."""
+        self.unpaced = max_concurrency if max_concurrency is not None else UNPACED
+        """Workers a lane wants when no known limit paces it."""
+        self.workers = 0
+        """Workers running now."""
+        self.target = 0
+        """Workers wanted now (``_count_workers``)."""
+        self.peak_workers = 0
         self.wait_for_reset = wait_for_reset
         self.grace = grace
         self.budget = budget
@@ -179,23 +201,53 @@ class Scheduler:
         self._outstanding = 0
         self._idle = anyio.Event()
         self._idle.set()
+        self._busy = anyio.Event()
+        """Set while jobs are out (the worker count is kept only then)."""
+        self._jobs: MemoryObjectReceiveStream[Job] | None = None
 
     async def run(self) -> None:
         """Send every job not yet done, pass after pass while jobs wait for a quota reset."""
-        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](self.max_concurrency)
+        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](min(self.ceiling, 1024))
         async with anyio.create_task_group() as keeper:
             self._keeper = keeper
             keeper.start_soon(self._keep_ledger)
             if self.lanes.store is not None:
                 keeper.start_soon(self._keep_leases)
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+            async with receive_jobs, anyio.create_task_group() as tg:
+                self._tg, self._jobs = tg, receive_jobs
                 tg.start_soon(self._produce, send_jobs)
-                async with receive_jobs:
-                    # never more workers than jobs: each is a task waiting on the stream
-                    for _ in range(max(1, min(self.max_concurrency, self.tally.total))):
-                        tg.start_soon(self._work, receive_jobs.clone())
+                self.target = min(self.unpaced, self.ceiling)
+                self._start_workers()
+                keeper.start_soon(self._keep_workers)
+            self._jobs = None
             keeper.cancel_scope.cancel()
+
+    def _start_workers(self) -> None:
+        """Start workers up to ``target``, never more than the jobs left (each is a task
+        waiting on the stream)."""
+        jobs, tg = self._jobs, self._tg
+        if jobs is None or tg is None:
+            return
+        tally = self.tally
+        left = max(1, tally.total - tally.skipped - tally.ok - tally.errors)
+        while self.workers < min(self.target, left):
+            self.workers += 1
+            tg.start_soon(self._work, jobs.clone())
+        self.peak_workers = max(self.peak_workers, self.workers)
+
+    def wanted(self) -> int:
+        """Workers the lanes need now to hold their pace, within ``ceiling``."""
+        wanted = sum(lane.wanted(self.unpaced) for lane in self.lanes.every_lane())
+        return max(1, min(self.ceiling, wanted))
+
+    async def _keep_workers(self) -> None:
+        """Re-count the workers the lanes need every ``CONTROL_EVERY`` seconds while jobs are
+        out; start more at once, and let those beyond the count end after their job."""
+        while True:
+            await self._busy.wait()
+            self.target = self.wanted()
+            self._start_workers()
+            await self.clock.sleep(CONTROL_EVERY)
 
     def stop(self, signum: int) -> None:
         """Stop for a signal: admit nothing more; what is in flight gets ``grace`` seconds."""
@@ -251,6 +303,7 @@ class Scheduler:
                 continue
             if self._outstanding == 0:
                 self._idle = anyio.Event()  # set again when the last job of this pass is done
+                self._busy.set()
             self._outstanding += 1
             try:
                 stream.send_nowait(job)  # a worker is waiting: no forced turn of the loop
@@ -269,38 +322,49 @@ class Scheduler:
         self.quota_stops.clear()
 
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
-        async with stream:
-            while (job := await _next(stream)) is not None:
-                reservation = None
-                if self.budget is not None and not self._halting:
-                    reservation = self._reserve(job)
-                    if reservation is None:
-                        job = None  # not sent: left for a rerun with a larger budget
-                if job is not None and not self._halting:
-                    assert job.model is not None
-                    try:
-                        outcome = await self.executor.execute(job, self.lanes[job.model])
-                    except WriteFailed as e:  # saving the images it answered
-                        self._write_failed(e)
-                        outcome = None
-                    if reservation is not None:
-                        self._settle(reservation, outcome)
-                    if isinstance(outcome, Done):
-                        self._record(outcome)
-                    elif isinstance(outcome, Deferred):
-                        self.quota_stops.setdefault(outcome.stop.model, outcome.stop)
-                        self.deferred += 1
-                    elif isinstance(outcome, Fatal):
-                        if self.fatal is None:
-                            worked = self.lanes.worked(besides=outcome.model)
-                            self.fatal = (outcome.error, outcome.model, worked)
-                        self._halt()
-                    elif isinstance(outcome, Halted):
-                        self.outage = self.outage or outcome.error
-                        self._halt()
-                self._outstanding -= 1
-                if self._outstanding == 0:
-                    self._idle.set()
+        try:
+            async with stream:
+                while self.workers <= max(1, self.target):  # else this one ends here
+                    job = await _next(stream)
+                    if job is None:
+                        return
+                    await self._one(job)
+        finally:
+            self.workers -= 1
+
+    async def _one(self, job: Job) -> None:
+        """Take one job through the executor and act on its outcome."""
+        reservation = None
+        send = not self._halting
+        if self.budget is not None and send:
+            reservation = self._reserve(job)
+            send = reservation is not None  # if not, left for a rerun with a larger budget
+        if send and not self._halting:
+            assert job.model is not None
+            try:
+                outcome = await self.executor.execute(job, self.lanes[job.model])
+            except WriteFailed as e:  # saving the images it answered
+                self._write_failed(e)
+                outcome = None
+            if reservation is not None:
+                self._settle(reservation, outcome)
+            if isinstance(outcome, Done):
+                self._record(outcome)
+            elif isinstance(outcome, Deferred):
+                self.quota_stops.setdefault(outcome.stop.model, outcome.stop)
+                self.deferred += 1
+            elif isinstance(outcome, Fatal):
+                if self.fatal is None:
+                    worked = self.lanes.worked(besides=outcome.model)
+                    self.fatal = (outcome.error, outcome.model, worked)
+                self._halt()
+            elif isinstance(outcome, Halted):
+                self.outage = self.outage or outcome.error
+                self._halt()
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+            self._busy = anyio.Event()
 
     def _reserve(self, job: Job) -> Reservation | None:
         """Set aside the job's worst-case cost; on the first job that does not fit (or whose

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher import PermanentJobError, QuotaExhausted, RateLimitError
-from batcher._lane import EARLY, Lane, LaneStats
+from batcher import FatalProviderError, PermanentJobError, QuotaExhausted, RateLimitError
+from batcher._lane import EARLY, OPEN_AFTER, Lane, LaneStats
 from batcher._limits import Limits
 from batcher._providers import RateHints
 from tests.virtual import VirtualClock, run_virtual
@@ -273,7 +273,16 @@ def test_a_per_day_429_stops_the_lane() -> None:
     run_virtual(main)
 
 
-def test_a_lane_sends_one_request_until_the_first_answer() -> None:
+@pytest.mark.parametrize(
+    ("first", "opens_at"),
+    [(0.5, 0.5), (1.9, 1.9), (3.0, OPEN_AFTER), (30.0, OPEN_AFTER)],
+)
+def test_a_lane_sends_one_request_until_the_first_answer_or_open_after(
+    first: float, opens_at: float
+) -> None:
+    """A refusal comes back in milliseconds, so one request is all a bad key costs; a model that
+    takes half a minute to answer holds the lane back only ``OPEN_AFTER`` seconds."""
+
     async def main() -> list[float]:
         lane = Lane("m", Limits(), VirtualClock())
         admitted: list[float] = []
@@ -284,12 +293,33 @@ def test_a_lane_sends_one_request_until_the_first_answer() -> None:
                 await anyio.sleep(latency)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(one, 3.0)
+            tg.start_soon(one, first)
             for _ in range(5):
                 tg.start_soon(one, 1.0)
         return admitted
 
-    assert run_virtual(main) == [0.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    assert run_virtual(main) == [0.0] + [opens_at] * 5
+
+
+def test_a_refused_first_request_stops_the_lane_before_it_opens() -> None:
+    async def main() -> int:
+        lane = Lane("m", Limits(), VirtualClock())
+        sent = 0
+
+        async def one() -> None:
+            nonlocal sent
+            with contextlib.suppress(FatalProviderError):
+                async with lane.request(1):
+                    sent += 1
+                    await anyio.sleep(0.05)
+                    raise FatalProviderError("the API key was refused")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+        return sent
+
+    assert run_virtual(main) == 1
 
 
 @settings(max_examples=40, deadline=None)
