@@ -136,6 +136,13 @@ def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
             out.append(f"  RPD binds: {p.days} quota days ({p.limits.rpd:,} requests a day)")
         elif p.minutes is not None:
             out.append(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
+            if p.minutes > 0:
+                per_second = p.jobs / (p.minutes * 60)
+                short, long = (math.ceil(per_second * s) for s in (3, 20))
+                out.append(
+                    f"  in flight at that pace: about {short:,} with answers of 3 s, {long:,} of"
+                    " 20 s (rate x answer time; a run keeps as many as its answers' times need)"
+                )
         else:
             out.append("  no per-minute limit known: the time depends on the server")
         out.append(

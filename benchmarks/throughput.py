@@ -1,9 +1,10 @@
 """Throughput against a rate-limited mock provider: achieved rate / ceiling, and the 429 share.
 
-The mock runs in its own process with 20-200 ms latency and enforces the limits the way each
-provider does: Gemini in clock-minute windows; OpenAI per-minute limits quantized per second,
+The mock runs in its own process with 20-200 ms latency (the ``slow-*`` cases: 2-4 s and 10-30 s,
+a real model's answer times) and enforces the limits the way each provider does: Gemini in clock-minute windows; OpenAI per-minute limits quantized per second,
 rejections counted; and an OpenAI-compatible server enforcing over a sliding minute instead.
-``batcher run`` is given the same limits and runs long enough for several windows. Figures are
+``batcher run`` is given the same limits and runs long enough for several windows, with no
+``--max-concurrency`` (what a user's run does) unless a case says. Figures are
 measured at the server: accepted requests (or input tokens) per minute between its first and last
 accepted request, over the ceiling.
 
@@ -41,7 +42,8 @@ class Case:
     ceiling: int
     mixed_text: bool = False
     mock_flags: tuple[str, ...] = ()
-    concurrency: int = 32
+    concurrency: int | None = None
+    latency: str = "20-200"
 
 
 CASES = [
@@ -58,9 +60,24 @@ CASES = [
     Case("rpm-per-second", "openai", ("--rpm", "1200"), "rpm", 1200),
     # the highest presets' rate (openai-tier5 small models): 500 a second, the per-second
     # quantum 500, up to 0.2 s latency, so about 100 in flight
-    Case("rpm-per-second-30k", "openai", ("--rpm", "30000"), "rpm", 30000, concurrency=160),
+    Case("rpm-per-second-30k", "openai", ("--rpm", "30000"), "rpm", 30000),
     Case("tpm-english-cjk", "gemini", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
     Case("tpm-per-second-cjk", "openai", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
+    # real answer times: a few hundred tokens (2-4 s), long generations (10-30 s)
+    Case("slow-2-4s-1200", "openai", ("--rpm", "1200"), "rpm", 1200, latency="2000-4000"),
+    Case("slow-10-30s-600", "openai", ("--rpm", "600"), "rpm", 600, latency="10000-30000"),
+    Case("slow-10-30s-500", "gemini", ("--rpm", "500"), "rpm", 500, latency="10000-30000"),
+    Case("slow-2-4s-30k", "openai", ("--rpm", "30000"), "rpm", 30000, latency="2000-4000"),
+    # the same as a fixed 16 in flight (the old default) would run it
+    Case(
+        "slow-2-4s-1200-fixed16",
+        "openai",
+        ("--rpm", "1200"),
+        "rpm",
+        1200,
+        latency="2000-4000",
+        concurrency=16,
+    ),
 ]
 
 
@@ -80,7 +97,7 @@ def write_jobs(path: Path, case: Case, minutes: float) -> int:
 def run_case(case: Case, minutes: float) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock_process("--latency-ms", "20-200", *case.limit_flags, *case.mock_flags) as url,
+        mock_process("--latency-ms", case.latency, *case.limit_flags, *case.mock_flags) as url,
     ):
         jobs = Path(tmp) / "jobs.jsonl"
         n = write_jobs(jobs, case, minutes)
@@ -102,8 +119,7 @@ def run_case(case: Case, minutes: float) -> dict[str, float]:
                 "--api-key-env",
                 "BENCH_KEY",
                 "--no-progress",
-                "--max-concurrency",
-                str(case.concurrency),
+                *(("--max-concurrency", str(case.concurrency)) if case.concurrency else ()),
                 *case.limit_flags,
             ],
             check=False,
@@ -131,14 +147,14 @@ def run_case(case: Case, minutes: float) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=2.0)
-    ap.add_argument("--only", choices=[c.name for c in CASES])
+    ap.add_argument("--only", choices=[c.name for c in CASES], action="append")
     args = ap.parse_args()
     print(
         f"{'case':22} {'ceiling':>14} {'achieved':>10} {'efficiency':>10} {'429 share':>9}"
         f" {'jobs':>6} {'minutes':>7}"
     )
     for case in CASES:
-        if args.only and case.name != args.only:
+        if args.only and case.name not in args.only:
             continue
         r = run_case(case, args.minutes)
         ceiling = f"{case.ceiling:,} {case.binding.upper()}"
