@@ -24,9 +24,9 @@ from typing import Any, TypeAlias
 
 from ._clock import Clock
 from ._errors import QuotaExhausted
-from ._lane import MARGIN, PER_SECOND_MARGIN, WINDOW
 from ._ledger import DailyCount
 from ._limits import Limits, LimitTable
+from ._pace import WINDOW, Pace
 
 __all__ = ["LATE", "Ask", "Budget", "Gate", "Grant", "Pacer"]
 
@@ -48,24 +48,28 @@ class Grant:
 
 
 class Pacer:
-    """One model's pacing for a whole cluster: what ``Lane`` does, but granting slots in runs."""
+    """One model's pacing for a whole cluster: a lane's ``Pace``, granting slots in runs, and
+    the quota day's count."""
 
     def __init__(
         self, limits: Limits, daily: DailyCount | None = None, *, per_second: bool = False
     ) -> None:
-        self.limits = limits
+        self.pace = Pace(limits, per_second=per_second)
         self.daily = daily or DailyCount()
-        self.margin = MARGIN
-        self._narrow_to = PER_SECOND_MARGIN if per_second else None
-        self._slow = 1.0
-        self._r_next = float("-inf")
-        self._t_next = float("-inf")
-        self._paused_until = float("-inf")
         self.granted = 0
         self.pauses = 0
 
-    def _per(self, per_minute: int | None) -> float:
-        return WINDOW / (per_minute * self.margin * self._slow) if per_minute else 0.0
+    @property
+    def limits(self) -> Limits:
+        return self.pace.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.pace.limits = limits
+
+    @property
+    def margin(self) -> float:
+        return self.pace.margin
 
     def chunk(self) -> int:
         """The most slots one grant holds: ``CHUNK_SECONDS`` of the paced rate, at least one."""
@@ -88,30 +92,20 @@ class Pacer:
                 )
                 return Grant(now, 0.0, 0, (why, self.daily.resets_at(now)))
             want = min(want, left)
-        t_per = self._per(self.limits.tpm)
-        tolerance = 1.0 if t_per else 0.0
-        start = max(now, self._r_next, self._paused_until, self._t_next - tolerance)
-        interval = max(self._per(self.limits.rpm), tokens * t_per)
-        self._r_next = start + want * interval
-        self._t_next = max(self._t_next, start) + want * tokens * t_per
+        start, interval = self.pace.grant(now, want, tokens)
         for _ in range(want):
             self.daily.add(now)
         self.granted += want
-        self._slow = min(1.0, self._slow + 0.001)
         return Grant(start, interval, want)
 
     def settle(self, tokens: float) -> None:
         """Answers said their requests cost ``tokens`` more (or fewer) than was charged."""
-        self._t_next += tokens * self._per(self.limits.tpm)
+        self.pace.settle(tokens)
 
     def pause(self, now: float, delay: float) -> None:
         """A 429 with this delay: no slot before it, and the pacing a little slower."""
         self.pauses += 1
-        self._paused_until = max(self._paused_until, now + delay)
-        self._r_next = max(self._r_next, self._paused_until)
-        self._slow = max(0.8, self._slow * 0.98)
-        if self._narrow_to is not None:
-            self.margin = min(self.margin, self._narrow_to)
+        self.pace.pause(now + delay)
 
 
 class Budget:

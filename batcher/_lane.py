@@ -1,10 +1,11 @@
 """A lane: admission for one model of one account (a project, or a key), paced to sit just under
 its limits.
 
-Two mechanisms hold each limit. Pacing: requests and tokens are each paced by a theoretical
-arrival time (GCRA, the virtual-scheduling form of a leaky bucket): a request may leave once the
-clock reaches ``_r_next``, which then moves on by one request's share of the minute; tokens work
-the same way with a tolerance of one second's budget, so a job larger than a second's tokens still
+Two mechanisms hold each limit. Pacing (``Pace``, the arithmetic shared with a cluster's budget):
+requests and tokens are each paced by a theoretical arrival time (GCRA, the virtual-scheduling
+form of a leaky bucket): a request may leave once the clock reaches ``pace.r_next``, which then
+moves on by one request's share of the minute; tokens work the same way with a tolerance of one
+second's budget, so a job larger than a second's tokens still
 passes (and one larger than a minute's is an error, never a deadlock). Admissions are spread
 evenly, never burst beyond a few milliseconds' worth (``EARLY``, and the lateness a waiting
 request keeps as credit), so a provider that enforces a per-minute limit per second is not
@@ -65,18 +66,13 @@ from ._estimate import Features, TokenEstimator
 from ._ledger import DailyCount
 from ._limits import Limits
 from ._outage import OutageWatch
+from ._pace import WINDOW, Pace
 from ._providers import RateHints
 from ._quota import SharedQuota
 from ._window import SlidingWindow
 
 __all__ = ["Gate", "Lane", "LaneStats", "Slot"]
 
-WINDOW = 60.0
-"""Requests and tokens per minute are per this many seconds."""
-MARGIN = 0.99
-"""The share of each limit a lane aims at, to absorb the clock's jitter."""
-PER_SECOND_MARGIN = 0.965
-"""The share once a 429 shows that a per-minute limit is enforced per second."""
 EARLY = 0.002
 """How long before its paced time a request may leave rather than sleep. At thousands of
 requests a second the pace is finer than a turn of the event loop, and holding each request to
@@ -158,10 +154,8 @@ class Lane:
     ) -> None:
         self.model = model
         self.gate = gate
-        self.limits = limits
+        self.pace = Pace(limits, per_second=per_second, margin=margin)
         self.clock = clock
-        self.margin = margin if margin is not None else MARGIN
-        self._narrow_to = PER_SECOND_MARGIN if per_second and margin is None else None
         self._per_second = False
         """Evidence (a 429) that limits are enforced per second: tokens are then capped per
         second too, and no longer borrow a second's budget ahead."""
@@ -170,10 +164,6 @@ class Lane:
         self._lock = anyio.Lock()
         self._held = False
         """A request holds the lock and is inside it: every other one then queues behind it."""
-        self._r_next = float("-inf")
-        self._t_next = float("-inf")
-        self._paused_until = float("-inf")
-        self._slow = 1.0
         self._strikes = 0
         self._window = SlidingWindow(WINDOW)  # admissions: [admitted at, tokens charged]
         self._answers = SlidingWindow(WINDOW)  # successful answers: [answered at, tokens]
@@ -220,6 +210,20 @@ class Lane:
     # --- pacing ----------------------------------------------------------------------------------
 
     @property
+    def limits(self) -> Limits:
+        """The limits the lane paces by: as given, or as headers and 429s revealed them."""
+        return self.pace.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.pace.limits = limits
+
+    @property
+    def margin(self) -> float:
+        """The share of each limit the lane aims at."""
+        return self.pace.margin
+
+    @property
     def share(self) -> float:
         """The part of the account's per-minute limits this lane may use."""
         return self.quota.share if self.quota is not None else 1.0
@@ -227,7 +231,7 @@ class Lane:
     def _interval(self, per_minute: int | None) -> float:
         if not per_minute:
             return 0.0
-        return WINDOW / (per_minute * self.margin * self._slow * self.share)
+        return self.pace.interval(per_minute, self.share)
 
     def _check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
@@ -277,8 +281,8 @@ class Lane:
         self._check_day()
         self._window.expire(now)
         t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
-        held = max(probe_at, self._paused_until, self._cap_wait(now, tokens))
-        paced = max(self._r_next, self._t_next - t_tolerance)
+        held = max(probe_at, self.pace.paused_until, self._cap_wait(now, tokens))
+        paced = self.pace.paced(t_tolerance)
         if held <= now and paced <= now + EARLY:
             return now  # at most EARLY before its pace: not worth a sleep
         return max(held, paced)
@@ -367,7 +371,7 @@ class Lane:
 
     def rate(self) -> float | None:
         """Requests a second the lane's limits let through (None: no limit is known)."""
-        limits, scale = self.limits, self.margin * self._slow * self.share
+        limits, scale = self.limits, self.margin * self.pace.slow * self.share
         rate = math.inf
         if limits.rpm:
             rate = limits.rpm * scale / WINDOW
@@ -420,15 +424,14 @@ class Lane:
         # slot (the lane stood idle), or was held past it by something else (the first answer,
         # a pause), starts afresh. One let through early (``EARLY``) moves the pace on from
         # its slot, not from now.
-        interval = self._interval(self.limits.rpm)
-        slot = self._r_next
-        held = max(self._answered_at, self._paused_until)
+        pace = self.pace
+        slot = pace.r_next
+        held = max(self._answered_at, pace.paused_until)
         if now < slot or (arrived <= slot and held <= slot):
-            base = max(slot, now - max(interval / 2, EARLY))
+            base = max(slot, now - max(self._interval(self.limits.rpm) / 2, EARLY))
         else:
             base = now
-        self._r_next = base + interval
-        self._t_next = max(self._t_next, now) + tokens * self._interval(self.limits.tpm)
+        pace.advance(base, now, tokens, self.share)
         self._last = now
         self.daily.add(self.clock.time())
         if self.quota is not None:
@@ -442,12 +445,12 @@ class Lane:
         now = self.clock.monotonic()
         if self.gate is not None:
             self.gate.settle(entry[1], float(tokens))
-        self._t_next += (tokens - entry[1]) * self._interval(self.limits.tpm)
+        self.pace.settle(tokens - entry[1], self.share)
+        self.pace.recover()
         self._window.adjust(entry, float(tokens), now)
         self._answers.add(now, float(tokens))
         self._answers.expire(now)
         self._strikes = 0
-        self._slow = min(1.0, self._slow + 0.001)
 
     # --- what the server says --------------------------------------------------------------------
 
@@ -468,13 +471,10 @@ class Lane:
         else:
             delay = min(60.0, 2.0**self._strikes) * self._rng.uniform(0.5, 1.0)
         self._strikes += 1
-        self._paused_until = max(self._paused_until, now + delay)
+        if self.pace.pause(now + delay):
+            self._per_second = True
         if self.gate is not None:
             self.gate.paused(delay)
-        self._slow = max(0.8, self._slow * 0.98)
-        if self._narrow_to is not None:
-            self.margin = min(self.margin, self._narrow_to)
-            self._per_second = True
         self._learn_limit(error.scope)
 
     def _learn_limit(self, scope: str | None) -> None:
@@ -497,14 +497,14 @@ class Lane:
             tpm = hints.limit_tokens
         if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
             self.limits = Limits(rpm, tpm, self.limits.rpd)
-            self._r_next = max(self._r_next, self._last + self._interval(rpm))
+            self.pace.r_next = max(self.pace.r_next, self._last + self._interval(rpm))
         now = self.clock.monotonic()
         for remaining, reset in (
             (hints.remaining_requests, hints.reset_requests),
             (hints.remaining_tokens, hints.reset_tokens),
         ):
             if remaining == 0 and reset:
-                self._paused_until = max(self._paused_until, now + reset)
+                self.pace.paused_until = max(self.pace.paused_until, now + reset)
 
     # --- the quota day ---------------------------------------------------------------------------
 
@@ -525,7 +525,7 @@ class Lane:
         )
         raise self._stopped
 
-    def pace(self) -> float:
+    def spacing(self) -> float:
         """Seconds between two requests at the lane's pace (0 without an RPM)."""
         return self._interval(self.limits.rpm)
 
@@ -533,7 +533,7 @@ class Lane:
         """About when a request joining the lane now would leave (monotonic time): for choosing
         between lanes that serve one model. Down endpoints are probed, so they come last."""
         now = self.clock.monotonic()
-        start = max(now, self._paused_until, self._r_next)
+        start = max(now, self.pace.paused_until, self.pace.r_next)
         if self.outage.down:
             start = max(start, now + 60.0)
         return start + self.waiting * max(self._interval(self.limits.rpm), 1e-3)
@@ -566,7 +566,7 @@ class Lane:
             admitted=self.admitted,
             rate_limited=self.rate_limited,
             today=self.daily.spent(self.clock.time()),
-            paused_for=max(0.0, self._paused_until - self.clock.monotonic()),
+            paused_for=max(0.0, self.pace.paused_until - self.clock.monotonic()),
             stopped=str(self._stopped) if self._stopped else None,
         )
 

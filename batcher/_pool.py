@@ -278,7 +278,7 @@ class Pool:
             if lane.blocked() is not None:
                 continue
             now = lane.clock.monotonic()
-            wait = max(0.0, lane.eta() - now - lane.pace())
+            wait = max(0.0, lane.eta() - now - lane.spacing())
             key = (wait, -route.spec.priority, lane.waiting)
             if best is None or key < best:
                 best, chosen = key, route

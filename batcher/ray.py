@@ -15,7 +15,6 @@ even when Ray retries a block whose worker died (see ``_blocks``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -37,6 +36,7 @@ from ._ledger import DailyCount, Ledger
 from ._manifest import Manifest
 from ._options import RunOptions
 from ._providers import get_provider
+from ._quota import Account
 from ._resume import plan_resume
 from ._stats import RunSummary
 from ._store import Record
@@ -103,9 +103,7 @@ def budget(target: Target, options: RunOptions, out: Path | None = None) -> Any:
     replace the budget's; the day's counts in ``out``'s ledger are taken for models it has not
     counted yet."""
     ray = _ray()
-    project = hashlib.blake2b(
-        f"{target.base_url}\0{target.key}".encode(), digest_size=8
-    ).hexdigest()
+    project = Account.of_key(target.base_url, target.key, target.key_source).id[:16]
     limits = options.limits.table()
     actor = (
         ray.remote(Budget)
