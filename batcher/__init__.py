@@ -34,48 +34,82 @@ from ._stats import RunSummary, Statistics
 if TYPE_CHECKING:
     from ._api import run, run_sync
     from ._clock import Clock, SystemClock
+    from ._jobs import ColumnMapping as ColumnOptions
+    from ._options import BatchMode as BatchOptions
+    from ._options import Costs as CostOptions
+    from ._options import Endpoint as EndpointOptions
+    from ._options import LimitOptions, MediaOptions, PoolOptions, RunKeywords
+    from ._options import Requests as RequestOptions
+    from ._options import Resume as ResumeOptions
     from ._results import results
     from ._runner import Runner, RunOptions
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
+# The option groups, one per section of RunOptions: (module, name there).
 _LAZY = {
-    "run": "._api",
-    "run_sync": "._api",
-    "Clock": "._clock",
-    "SystemClock": "._clock",
-    "Runner": "._runner",
-    "RunOptions": "._runner",
-    "results": "._results",
+    "run": ("._api", "run"),
+    "run_sync": ("._api", "run_sync"),
+    "Clock": ("._clock", "Clock"),
+    "SystemClock": ("._clock", "SystemClock"),
+    "Runner": ("._runner", "Runner"),
+    "RunOptions": ("._runner", "RunOptions"),
+    "RunKeywords": ("._options", "RunKeywords"),
+    "EndpointOptions": ("._options", "Endpoint"),
+    "RequestOptions": ("._options", "Requests"),
+    "LimitOptions": ("._options", "LimitOptions"),
+    "ResumeOptions": ("._options", "Resume"),
+    "ColumnOptions": ("._jobs", "ColumnMapping"),
+    "CostOptions": ("._options", "Costs"),
+    "BatchOptions": ("._options", "BatchMode"),
+    "MediaOptions": ("._options", "MediaOptions"),
+    "PoolOptions": ("._options", "PoolOptions"),
+    "results": ("._results", "results"),
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module, __name__), attribute)
     raise AttributeError(f"module 'batcher' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names, the lazily loaded ones too."""
+    return sorted(__all__)
 
 
 __all__ = [
     "BadOption",
+    "BatchOptions",
     "BatcherError",
     "Clock",
+    "ColumnOptions",
+    "CostOptions",
     "DamagedFile",
     "DirectoryLocked",
+    "EndpointOptions",
     "FatalProviderError",
     "InputError",
     "InputProblem",
     "InvalidOutput",
     "Job",
+    "LimitOptions",
+    "MediaOptions",
     "Message",
     "Outage",
     "Part",
     "PermanentJobError",
+    "PoolOptions",
     "Price",
     "Prices",
     "ProviderError",
     "QuotaExhausted",
     "RateLimitError",
+    "RequestOptions",
+    "ResumeOptions",
     "RetryableError",
+    "RunKeywords",
     "RunOptions",
     "RunSummary",
     "Runner",

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 
 from ._clock import Clock
-from ._errors import BatcherError
+from ._errors import BatcherError, UsageError
+from ._options import RunKeywords
 from ._progress import show_progress
 from ._runner import JobsInput, Runner, RunOptions
 from ._stats import RunSummary
 from ._tally import Tally
+
+if TYPE_CHECKING:
+    import httpx  # imported only by callers that pass a transport
 
 __all__ = ["run", "run_sync"]
 
@@ -29,7 +33,8 @@ async def run(
     handle_signals: bool = False,
     clock: Clock | None = None,
     options: RunOptions | None = None,
-    **flat: Any,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **flat: Unpack[RunKeywords],
 ) -> RunSummary:
     """Run ``jobs`` (file paths, or Job objects / dicts) into ``out``; return how it went.
 
@@ -43,8 +48,10 @@ async def run(
         raise TypeError("give options= or option keywords, not both")
     opts = options if options is not None else RunOptions(**flat)
     if opts.requests.ray is not None:
+        if transport is not None or clock is not None:
+            raise UsageError("a run on Ray takes no transport= or clock= (each worker has its own)")
         return await _run_on_ray(jobs, out, opts, progress=progress, handle_signals=handle_signals)
-    async with Runner(jobs, out, opts, clock=clock) as runner:
+    async with Runner(jobs, out, opts, clock=clock, transport=transport) as runner:
         async with anyio.create_task_group() as tg:
             if progress:
                 tg.start_soon(show_progress, runner.statistics)
@@ -125,10 +132,29 @@ async def _stop_on_signals(runner: Runner) -> None:
                 runner.stop_now()
 
 
-def run_sync(jobs: JobsInput, out: str | os.PathLike[str], **options: Any) -> RunSummary:
+def run_sync(
+    jobs: JobsInput,
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+    handle_signals: bool = False,
+    clock: Clock | None = None,
+    options: RunOptions | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **flat: Unpack[RunKeywords],
+) -> RunSummary:
     """``run`` for code that is not async; same arguments."""
 
     async def main() -> RunSummary:
-        return await run(jobs, out, **options)
+        return await run(
+            jobs,
+            out,
+            progress=progress,
+            handle_signals=handle_signals,
+            clock=clock,
+            options=options,
+            transport=transport,
+            **flat,
+        )
 
     return anyio.run(main, backend="asyncio")

@@ -10,13 +10,14 @@ naming the parameter; the CLI rewrites that name as its flag.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import re
 import resource
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict, TypeVar, Unpack
 
 from ._errors import BadOption, UsageError
 from ._flag import flag
@@ -37,6 +38,7 @@ __all__ = [
     "PoolOptions",
     "Requests",
     "Resume",
+    "RunKeywords",
     "RunOptions",
     "add_flags",
     "group_from_args",
@@ -563,6 +565,66 @@ _GROUP_OF: dict[str, str] = {
 }
 
 
+class RunKeywords(TypedDict, total=False):
+    """The keywords ``RunOptions``, ``batcher.run`` and ``batcher.run_sync`` take: each option
+    group whole, or any option by its own name (each the CLI flag of the same name). Type
+    checkers hold a call to these names and types; ``tests/test_api.py`` holds this list to the
+    groups' fields."""
+
+    endpoint: Endpoint
+    requests: Requests
+    limits: LimitOptions
+    resume: Resume
+    columns: ColumnMapping
+    costs: Costs
+    batch: BatchMode
+    media: MediaOptions
+    pool: PoolOptions
+    provider: ProviderName
+    base_url: str | None
+    api_key: str | None
+    api_key_env: str | None
+    mock: str | MockConfig | None
+    model: str | None
+    max_concurrency: int | None
+    max_attempts: int
+    timeout: float
+    max_outage: float
+    grace: float
+    ray: str | None
+    schema: Any
+    tier: str | None
+    rpm: int | None
+    tpm: int | None
+    rpd: int | None
+    limits_file: str | None
+    on_daily_limit: Literal["wait", "exit"]
+    quota_day: Literal["pacific", "rolling"]
+    retry_errors: bool
+    redo_changed: bool
+    prompt_column: str | None
+    prompt_template: str | None
+    id_column: str | None
+    image_column: str | None
+    prices_file: str | None
+    budget: float | None
+    mode: Literal["online", "batch", "auto"]
+    batch_deadline: float
+    batch_min: int
+    no_wait: bool
+    cancel_batches: bool
+    batch_queue_tokens: int | None
+    poll_interval: float
+    modalities: tuple[str, ...]
+    api: Literal["chat", "images"]
+    size: str | None
+    quality: str | None
+    n: int | None
+    ipm: int | None
+    pool_file: str | None
+    quota_store: str | None
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class RunOptions:
     """Everything a run can be told, in groups. Build it from the groups or from flat keywords
@@ -580,17 +642,25 @@ class RunOptions:
 
     GROUPS: ClassVar[tuple[str, ...]] = tuple(_GROUPS)
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[RunKeywords]) -> None:
         by_group: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
         for name, value in options.items():
             if name in _GROUPS:
                 continue
             group = _GROUP_OF.get(name)
             if group is None:
-                raise TypeError(f"unknown option {name!r}")
+                close = difflib.get_close_matches(name, _GROUP_OF, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"unknown option {name!r}{hint}")
             by_group[group][name] = value
         for group, cls in _GROUPS.items():
-            given = options.get(group)
+            given: Any = options.get(group)
+            if given is not None and not isinstance(given, cls):
+                names = ", ".join(f.name for f in fields(cls) if f.init)
+                raise TypeError(
+                    f"{group}= takes a batcher.{cls.__name__}, not {type(given).__name__}; "
+                    f"or give its options as keywords: {names}"
+                )
             if given is not None and by_group[group]:
                 raise TypeError(f"give {group} as a group or as keywords, not both")
             object.__setattr__(self, group, given or cls(**by_group[group]))

@@ -1,5 +1,10 @@
 """The public API is what ``batcher/__init__.py`` exports; this pins it."""
 
+from pathlib import Path
+
+import httpx
+import pytest
+
 import batcher
 
 
@@ -7,8 +12,18 @@ def test_public_names_are_pinned() -> None:
     assert sorted(batcher.__all__) == sorted(
         [
             "BadOption",
+            "BatchOptions",
             "BatcherError",
             "Clock",
+            "ColumnOptions",
+            "CostOptions",
+            "EndpointOptions",
+            "LimitOptions",
+            "MediaOptions",
+            "PoolOptions",
+            "RequestOptions",
+            "ResumeOptions",
+            "RunKeywords",
             "DamagedFile",
             "DirectoryLocked",
             "FatalProviderError",
@@ -87,3 +102,55 @@ def test_errors_say_what_happened_and_what_to_do() -> None:
     damaged = batcher.DamagedFile(Path("out/ledger.json"), "not JSON")
     assert "out/ledger.json cannot be read (not JSON); fix it or delete it" in str(damaged)
     assert "today's request count" in str(damaged)
+
+
+def test_every_public_name_resolves_and_dir_lists_the_lazy_ones() -> None:
+    for name in batcher.__all__:
+        assert getattr(batcher, name) is not None, name
+    assert set(batcher.__all__) <= set(dir(batcher))
+    assert {"run", "RunOptions", "PoolOptions", "results"} <= set(dir(batcher))
+
+
+def test_the_run_keywords_are_exactly_the_option_groups_and_their_options() -> None:
+    """``RunKeywords`` (what type checkers hold ``batcher.run(...)`` to) names every group and
+    every option of every group, with the type the group's field has."""
+    from dataclasses import fields
+
+    from batcher._options import _GROUPS
+
+    hints = batcher.RunKeywords.__annotations__
+
+    def text(hint: object) -> str:
+        return str(getattr(hint, "__forward_arg__", hint))
+
+    expected = {group: cls.__name__ for group, cls in _GROUPS.items()}
+    for cls in _GROUPS.values():
+        expected |= {f.name: str(f.type) for f in fields(cls) if f.init}
+    assert {name: text(hint) for name, hint in hints.items()} == expected
+
+
+def test_a_group_given_as_something_else_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"pool= takes a batcher\.PoolOptions.*pool_file"):
+        batcher.run_sync("jobs/example.jsonl", tmp_path, pool="jobs/pool.toml")  # type: ignore[typeddict-item]
+    with pytest.raises(TypeError, match=r"unknown option 'max_concurency' \(did you mean"):
+        batcher.RunOptions(max_concurency=3)  # type: ignore[typeddict-unknown-key]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_run_takes_what_runner_takes(tmp_path: Path) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]},
+        )
+
+    summary = batcher.run_sync(
+        [{"id": "a", "prompt": "x"}],
+        tmp_path,
+        transport=httpx.MockTransport(answer),
+        options=batcher.RunOptions(
+            endpoint=batcher.EndpointOptions(api_key="k", base_url="http://p.test/v1"),
+            requests=batcher.RequestOptions(model="m"),
+        ),
+    )
+    assert (summary.ok, summary.exit_code) == (1, 0)
