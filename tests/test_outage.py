@@ -12,8 +12,12 @@ import httpx
 import pytest
 
 from batcher import Outage, Runner, RunOptions, RunSummary
-from tests.helpers import read_results
+from batcher._outage import FAILURES_IN_A_ROW
+from batcher.mock import MockConfig, MockState, create_app
+from tests.helpers import read_results, write_jsonl
 from tests.virtual import VirtualClock, run_virtual
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Downtime:
@@ -98,3 +102,67 @@ def test_a_single_jobs_own_failures_still_use_up_its_attempts(tmp_path: Path) ->
     row = read_results(tmp_path / "out")["0"]
     assert (summary.ok, summary.errors) == (19, 1)
     assert row["attempts"] == 3 and row["error_kind"] == "retryable"
+
+
+def _on_the_mock(
+    tmp_path: Path, jobs: Path, provider: str = "openai", **options: Any
+) -> tuple[RunSummary, MockState]:
+    """A run against the mock provider, in process and in virtual time."""
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    base = "http://mock.test/v1beta" if provider == "gemini" else "http://mock.test/v1"
+    opts = RunOptions(api_key="k", provider=provider, base_url=base, **options)
+
+    async def main() -> RunSummary:
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.ASGITransport(app=app)
+        ) as runner:
+            return await runner.run()
+
+    return run_virtual(main), app.state
+
+
+def test_answers_that_never_fit_the_schema_are_the_jobs_errors_not_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 23: the tickets with ``max_tokens`` too small for their JSON, every answer cut off.
+    Each answer shows the endpoint is up: every job ends as an ``invalid_output`` row after its
+    attempts (exit 1), with no pause and no probe, never as an outage (exit 75, no rows)."""
+    tickets = (ROOT / "jobs" / "tickets.jsonl").read_text().splitlines()
+    jobs = write_jsonl(
+        tmp_path / "tickets.jsonl", [json.loads(line) | {"max_tokens": 5} for line in tickets]
+    )
+    schema = str(ROOT / "jobs" / "tickets.schema.json")
+    summary, state = _on_the_mock(
+        tmp_path, jobs, model="gpt-4o-mini", schema=schema, max_outage=10.0
+    )
+    assert (summary.ok, summary.errors, summary.exit_code) == (0, 5, 1)
+    rows = read_results(tmp_path / "out")
+    assert len(rows) == 5
+    assert {r["error_kind"] for r in rows.values()} == {"invalid_output"}
+    assert all(r["attempts"] == 5 for r in rows.values())
+    assert state.requests == 25
+    assert not [r for r in caplog.records if "not answering" in r.getMessage()]
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_a_job_invalid_on_every_attempt_gets_exactly_max_attempts(
+    tmp_path: Path, provider: str
+) -> None:
+    """More invalid answers in a row than make an outage, all of them the job's attempts."""
+    attempts = FAILURES_IN_A_ROW + 3
+    model = "gemini-2.5-flash" if provider == "gemini" else "gpt-4o-mini"
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"id": "bad", "prompt": "Acme [[invalid:99]]"}])
+    summary, state = _on_the_mock(
+        tmp_path,
+        jobs,
+        provider,
+        model=model,
+        schema=str(ROOT / "jobs" / "tickets.schema.json"),
+        max_attempts=attempts,
+    )
+    assert (summary.ok, summary.errors, summary.exit_code) == (0, 1, 1)
+    row = read_results(tmp_path / "out")["bad"]
+    assert row["status"] == "error" and row["error_kind"] == "invalid_output"
+    assert row["attempts"] == attempts
+    assert state.requests == attempts

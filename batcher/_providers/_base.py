@@ -184,6 +184,7 @@ def json_body(response: Answer) -> Any:
             f"HTTP {response.status_code} with a body that is not JSON: {snippet!r}",
             status=response.status_code,
             body=snippet,
+            unanswered=True,
         ) from None
 
 
