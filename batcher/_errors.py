@@ -240,6 +240,11 @@ class PermanentJobError(ProviderError):
 
 class RetryableError(ProviderError):
     """May pass on a later attempt; ``retry_after`` is the server's own delay in seconds.
+
+    ``unanswered`` says that no answer came (a refused or dropped connection, a timeout, a 5xx,
+    a gateway's page in place of one): only such failures, several in a row, make an outage. By
+    default it follows the status; an answer that came and would not do (a 429, an output that
+    does not fit the schema) is evidence that the endpoint is up, whatever it says.
     ``counted`` is False for a failure during an outage: the endpoint's, not the job's, so it
     uses up none of the job's attempts."""
 
@@ -253,9 +258,11 @@ class RetryableError(ProviderError):
         status: int | None = None,
         body: str | None = None,
         retry_after: float | None = None,
+        unanswered: bool | None = None,
     ) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
+        self.unanswered = (status is None or status >= 500) if unanswered is None else unanswered
 
 
 class RateLimitError(RetryableError):
@@ -275,7 +282,9 @@ class RateLimitError(RetryableError):
         quota: str | None = None,
         per_day: bool = False,
     ) -> None:
-        super().__init__(message, status=status, body=body, retry_after=retry_after)
+        super().__init__(
+            message, status=status, body=body, retry_after=retry_after, unanswered=False
+        )
         self.scope = scope
         self.quota = quota
         self.per_day = per_day
@@ -283,13 +292,15 @@ class RateLimitError(RetryableError):
 
 class InvalidOutput(RetryableError):
     """An answer that is cut off, not JSON, or does not fit the run's output schema; the message
-    names the field path and the reason. Retried at once (another answer may fit); ``answer`` is
-    the completion, whose raw text and token counts the row keeps when attempts run out."""
+    names the field path and the reason. Retried at once (another answer may fit), within the
+    job's attempts: an answer came, so it never counts toward an outage however many fail in a
+    row. ``answer`` is the completion, whose raw text and token counts the row keeps when
+    attempts run out."""
 
     kind = "invalid_output"
 
     def __init__(self, message: str, *, answer: Completion | None = None) -> None:
-        super().__init__(message, status=200, retry_after=0.0)
+        super().__init__(message, status=200, retry_after=0.0, unanswered=False)
         self.answer = answer
 
 

@@ -332,11 +332,12 @@ class Executor:
 
 
 async def _download(answer: Completion) -> tuple[Any, ...]:
-    """The answer's image URLs downloaded; a failure is retried as any failed request is."""
+    """The answer's image URLs downloaded; a failure is retried as any failed request is, but
+    says nothing of the endpoint, which answered."""
     try:
         return await anyio.to_thread.run_sync(download, answer.images)
     except OSError as e:
-        raise RetryableError(f"cannot download an image answered: {e}") from None
+        raise RetryableError(f"cannot download an image answered: {e}", unanswered=False) from None
 
 
 def _build_with_media(provider: Provider, job: Job, model: str) -> tuple[RequestSpec, str, int]:

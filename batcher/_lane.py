@@ -575,8 +575,9 @@ class Slot:
     """One attempt admitted by a lane (see ``Lane.request``); an async context manager.
 
     Leaving the block opens the lane to full concurrency after its first answer, pauses it on a
-    429, tells the outage watch whether an answer came, and, after ``done``, settles the tokens
-    charged and teaches the estimator.
+    429, tells the outage watch whether an answer came (any answer the endpoint sent, an error or
+    an output that would not do included, says it is up), and, after ``done``, settles the
+    tokens charged and teaches the estimator.
     """
 
     __slots__ = ("_entry", "_features", "_known", "_lane", "_output", "_reported", "_succeeded")
@@ -624,7 +625,7 @@ class Slot:
         lane._open()
         if isinstance(exc, FatalProviderError):
             lane.refused = exc
-        if isinstance(exc, RetryableError) and not isinstance(exc, RateLimitError):
+        if isinstance(exc, RetryableError) and exc.unanswered:
             if lane.outage.failed(exc):
                 exc.counted = False  # the endpoint's outage, not this job's failure
             return

@@ -1,8 +1,11 @@
 """Telling an outage from bad luck: when answers stop coming, probe instead of burning jobs.
 
 A lane reports every attempt's fate here. Failures that say nothing came back (a refused or reset
-connection, a timeout, a 5xx) from several requests in a row mean the endpoint is down: the lane
-then admits one probe at a time, at growing intervals, and opens up again on the first answer.
+connection, a timeout, a 5xx, a gateway's page) from several requests in a row mean the endpoint
+is down: the lane then admits one probe at a time, at growing intervals, and opens up again on
+the first answer. Any answer, whatever it says (a 400, a 429, an output that does not fit the
+schema), shows the endpoint is up: such failures are the job's, within its attempts, however many
+come in a row.
 Failures during an outage are the endpoint's, not the job's, so they use up none of its attempts.
 An outage longer than ``max_outage`` ends the run (``Outage``): finished jobs are kept.
 """
@@ -81,7 +84,7 @@ class OutageWatch:
         self._probe_wait = FIRST_PROBE
 
     def failed(self, error: RetryableError) -> bool:
-        """An attempt got no answer (connection, timeout, 5xx). True if the lane is in an outage
+        """An attempt got no answer (``error.unanswered``). True if the lane is in an outage
         (now or from this failure on): then the failure is not the job's and costs no attempt."""
         now = self.clock.monotonic()
         self.last_error = error.message

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher import FatalProviderError, PermanentJobError, ProviderError, RetryableError
+from batcher import (
+    FatalProviderError,
+    PermanentJobError,
+    ProviderError,
+    RateLimitError,
+    RetryableError,
+)
 from batcher._providers import get_provider
 from batcher._providers._base import parse_duration, retry_after
 
@@ -189,12 +195,95 @@ def test_openai_retry_after_ms_wins() -> None:
         ("gemini", 200, {"candidates": [{"finishReason": "SAFETY"}]}, PermanentJobError),
         ("gemini", 200, {"unexpected": 1}, RetryableError),
         ("openai", 200, {"unexpected": 1}, RetryableError),
+        ("openai", 400, {"error": {"message": "bad", "code": [1]}}, PermanentJobError),
         ("openai", 200, b'{"choices": [{"mess', RetryableError),
     ],
 )
 def test_errors_are_classified(provider: str, status: int, body: Any, cls: type) -> None:
     with pytest.raises(cls):
         get_provider(provider).parse(_response(status, body))
+
+
+@pytest.mark.parametrize(
+    ("provider", "error", "cls", "unanswered"),
+    [
+        (
+            "openai",
+            {"message": "upstream model busy, please retry", "type": "server_error"},
+            RetryableError,
+            True,
+        ),
+        ("openai", {"message": "Provider returned error", "code": 502}, RetryableError, True),
+        ("openai", {"message": "something went wrong"}, RetryableError, True),
+        (
+            "openai",
+            {"message": "Rate limit reached", "type": "rate_limit_error"},
+            RateLimitError,
+            False,
+        ),
+        (
+            "openai",
+            {"message": "temperature must be at most 2", "type": "invalid_request_error"},
+            PermanentJobError,
+            None,
+        ),
+        (
+            "openai",
+            {"message": "Incorrect API key", "code": "invalid_api_key"},
+            FatalProviderError,
+            None,
+        ),
+        (
+            "gemini",
+            {"code": 503, "status": "UNAVAILABLE", "message": "The model is overloaded."},
+            RetryableError,
+            True,
+        ),
+        (
+            "gemini",
+            {"status": "INVALID_ARGUMENT", "message": "temperature must be at most 2"},
+            PermanentJobError,
+            None,
+        ),
+    ],
+)
+def test_an_error_under_http_200_is_read_for_what_it_says(
+    provider: str, error: dict[str, Any], cls: type, unanswered: bool | None
+) -> None:
+    """Some OpenAI-compatible proxies send errors with HTTP 200: each is classified as the status
+    it stands for, keeps the 200 it came with, and carries the provider's own message."""
+    with pytest.raises(ProviderError) as info:
+        get_provider(provider).parse(_response(200, {"error": error}))
+    assert type(info.value) is cls
+    assert info.value.status == 200
+    assert error["message"] in info.value.message
+    if unanswered is not None:
+        assert isinstance(info.value, RetryableError) and info.value.unanswered is unanswered
+
+
+def test_an_error_under_http_200_from_an_images_proxy() -> None:
+    provider = get_provider("openai", "images")
+    with pytest.raises(RetryableError, match="upstream model busy") as info:
+        provider.parse(_response(200, {"error": {"message": "upstream model busy"}}))
+    assert info.value.unanswered
+
+
+def test_only_no_answer_counts_toward_an_outage() -> None:
+    """A 5xx, a gateway's page, a reply that is not a completion: what says the endpoint is up
+    (any JSON answer, a 408 or 409 included) does not count toward an outage."""
+    parse = get_provider("openai").parse
+    cases = [
+        (_response(503, {"error": {"message": "overloaded"}}), True),
+        (_response(502, b"<html>Bad Gateway</html>"), True),
+        (_response(200, b'{"choices": [{"mess'), True),
+        (_response(200, {"unexpected": 1}), False),
+        (_response(408, {"error": {"message": "request timeout"}}), False),
+        (_response(409, {"error": {"message": "conflict"}}), False),
+    ]
+    for response, unanswered in cases:
+        with pytest.raises(RetryableError) as info:
+            parse(response)
+        assert info.value.unanswered is unanswered, response.content
 
 
 _KEYS = st.sampled_from(

@@ -25,6 +25,7 @@ __all__ = [
     "json_body",
     "rate_hints",
     "retry_after",
+    "status_said",
     "str_or_none",
     "without_data",
 ]
@@ -184,6 +185,7 @@ def json_body(response: Answer) -> Any:
             f"HTTP {response.status_code} with a body that is not JSON: {snippet!r}",
             status=response.status_code,
             body=snippet,
+            unanswered=True,
         ) from None
 
 
@@ -197,13 +199,43 @@ def error_object(body: Any) -> Mapping[str, Any]:
     return {}
 
 
-def classify_status(status: int, message: str, body: str, delay: float | None) -> ProviderError:
-    """The common mapping from an HTTP error status to our error classes."""
+_SAID = (
+    ("rate_limit", 429),
+    ("resource_exhausted", 429),
+    ("invalid_request", 400),
+    ("invalid_argument", 400),
+    ("auth", 401),
+    ("permission", 403),
+    ("not_found", 404),
+)
+
+
+def status_said(err: Mapping[str, Any]) -> int:
+    """The HTTP status an error object sent under HTTP 200 stands for (some OpenAI-compatible
+    proxies send errors so): its numeric ``code``, else what its ``type``, ``code`` or ``status``
+    names (``rate_limit_error``, ``invalid_request_error``, Gemini's ``INVALID_ARGUMENT``...).
+    A server's or an upstream's error, or one that says nothing more, is a 500."""
+    code = err.get("code")
+    if isinstance(code, int) and 400 <= code < 600:
+        return code
+    said = " ".join(str(err.get(k) or "") for k in ("type", "code", "status")).lower()
+    return next((status for words, status in _SAID if words in said), 500)
+
+
+def classify_status(
+    status: int, message: str, body: str, delay: float | None, *, came_as: int | None = None
+) -> ProviderError:
+    """The common mapping from an HTTP error status to our error classes. ``came_as`` is the
+    status the answer really came with when its body stands for ``status`` (an error under
+    HTTP 200): the error keeps it, and a server error still counts as no answer."""
+    real = status if came_as is None else came_as
     if status in (408, 409, 429) or status >= 500:
-        return RetryableError(message, status=status, body=body, retry_after=delay)
+        return RetryableError(
+            message, status=real, body=body, retry_after=delay, unanswered=status >= 500
+        )
     if status in (401, 403, 404):
-        return FatalProviderError(message, status=status, body=body)
-    return PermanentJobError(message, status=status, body=body)
+        return FatalProviderError(message, status=real, body=body)
+    return PermanentJobError(message, status=real, body=body)
 
 
 @dataclass(frozen=True, slots=True)

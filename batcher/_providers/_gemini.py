@@ -22,6 +22,7 @@ from ._base import (
     json_body,
     parse_duration,
     retry_after,
+    status_said,
     str_or_none,
     without_data,
 )
@@ -112,7 +113,7 @@ def retry_delay(err: Mapping[str, Any]) -> float | None:
 
 
 def _rate_limit(
-    err: Mapping[str, Any], message: str, body: str, delay: float | None
+    err: Mapping[str, Any], message: str, body: str, delay: float | None, came: int = 429
 ) -> FatalProviderError | RateLimitError:
     """Read a Gemini 429: which quota (``QuotaFailure``), per day or per minute, or none at all."""
     quotas = [
@@ -124,7 +125,7 @@ def _rate_limit(
     if "limit: 0" in message:
         return FatalProviderError(
             f"this model has no quota on your tier ({', '.join(quotas) or 'limit: 0'}): {message}",
-            status=429,
+            status=came,
             body=body,
         )
     per_day = any("PerDay" in q for q in quotas)
@@ -133,6 +134,7 @@ def _rate_limit(
         scope = "tokens" if all("Token" in q for q in quotas) else "requests"
     return RateLimitError(
         message,
+        status=came,
         body=body,
         retry_after=delay,
         scope=scope,
@@ -161,11 +163,13 @@ class GeminiProvider:
     def parse(self, response: Answer) -> Completion:
         body = json_body(response)
         if response.status_code != 200:
-            raise self._error(response, body)
+            raise self._error(response, body, response.status_code)
         if not isinstance(body, Mapping):
             raise RetryableError("HTTP 200 whose body is not a JSON object", status=200)
         candidates = body.get("candidates")
         if not candidates:
+            if err := error_object(body):
+                raise self._error(response, body, status_said(err))
             feedback = body.get("promptFeedback")
             if isinstance(feedback, Mapping) and feedback.get("blockReason"):
                 raise PermanentJobError(
@@ -204,18 +208,22 @@ class GeminiProvider:
             )
         return completion
 
-    def _error(self, response: Answer, body: Any) -> Exception:
+    def _error(self, response: Answer, body: Any, status: int) -> Exception:
+        """The error an answer's body says, as an answer of ``status`` would be (an error under
+        HTTP 200 stands for the status it names): it keeps the status it came with."""
         err = error_object(body)
-        status = response.status_code
+        came = response.status_code
         message = str(err.get("message") or f"HTTP {status}")
         label = f"{status} {err.get('status') or ''}".strip()
+        if came != status:
+            label = f"an error under HTTP {came} ({err.get('status') or status})"
         text = response.text[:2000]
         reasons = {d.get("reason") for d in _details(err, "ErrorInfo")}
         if "API_KEY_INVALID" in reasons or status in (401, 403):
-            return FatalProviderError(f"{label}: {message}", status=status, body=text)
+            return FatalProviderError(f"{label}: {message}", status=came, body=text)
         delay = retry_delay(err)
         if delay is None:
             delay = retry_after(response.headers, message)
         if status == 429:
-            return _rate_limit(err, f"{label}: {message}", text, delay)
-        return classify_status(status, f"{label}: {message}", text, delay)
+            return _rate_limit(err, f"{label}: {message}", text, delay, came)
+        return classify_status(status, f"{label}: {message}", text, delay, came_as=came)

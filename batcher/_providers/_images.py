@@ -16,7 +16,17 @@ from typing import Any
 from .._errors import RetryableError
 from .._jobs import Job, ProviderName
 from .._media import Inline, inline_now, sniff
-from ._base import Answer, Completion, ImageOut, RequestSpec, count, json_body, without_data
+from ._base import (
+    Answer,
+    Completion,
+    ImageOut,
+    RequestSpec,
+    count,
+    error_object,
+    json_body,
+    status_said,
+    without_data,
+)
 from ._openai import OpenAIProvider
 
 __all__ = ["OpenAIImagesProvider"]
@@ -48,12 +58,14 @@ class OpenAIImagesProvider(OpenAIProvider):
     def parse(self, response: Answer) -> Completion:
         body = json_body(response)
         if response.status_code != 200:
-            raise self._error(response, body)
+            raise self._error(response, body, response.status_code)
         try:
             images = tuple(_image(d) for d in body["data"])
             usage: Mapping[str, Any] = body.get("usage") or {}
             revised = [d["revised_prompt"] for d in body["data"] if d.get("revised_prompt")]
         except (KeyError, TypeError, AttributeError, ValueError):
+            if err := error_object(body):
+                raise self._error(response, body, status_said(err)) from None
             raise RetryableError(
                 "HTTP 200 without data[].b64_json or data[].url: not an images answer",
                 status=200,

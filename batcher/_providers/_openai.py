@@ -17,6 +17,7 @@ from ._base import (
     error_object,
     json_body,
     retry_after,
+    status_said,
     str_or_none,
 )
 
@@ -98,7 +99,7 @@ class OpenAIProvider:
     def parse(self, response: Answer) -> Completion:
         body = json_body(response)
         if response.status_code != 200:
-            raise self._error(response, body)
+            raise self._error(response, body, response.status_code)
         try:
             choice = body["choices"][0]
             usage: Mapping[str, Any] = body.get("usage") or {}
@@ -111,29 +112,36 @@ class OpenAIProvider:
                 raw=response.text,
             )
         except (KeyError, IndexError, TypeError, AttributeError):
+            if err := error_object(body):
+                raise self._error(response, body, status_said(err)) from None
             raise RetryableError(
                 "HTTP 200 without choices[0].message: not a chat completion",
                 status=200,
                 body=response.text[:500],
             ) from None
 
-    def _error(self, response: Answer, body: Any) -> Exception:
+    def _error(self, response: Answer, body: Any, status: int) -> Exception:
+        """The error an answer's body says, as an answer of ``status`` would be (an error under
+        HTTP 200 stands for the status it names): it keeps the status it came with, and its
+        message is the provider's own."""
         err = error_object(body)
-        message = str(err.get("message") or f"HTTP {response.status_code}")
+        came = response.status_code
+        message = str(err.get("message") or f"HTTP {status}")
+        if came != status:
+            message = f"an error under HTTP {came} ({err.get('type') or status}): {message}"
         code = err.get("code")
         text = response.text[:2000]
-        if code in _FATAL_CODES or response.status_code == 401:
-            return FatalProviderError(
-                f"{code or response.status_code}: {message}", status=response.status_code, body=text
-            )
+        if (isinstance(code, str) and code in _FATAL_CODES) or status == 401:
+            return FatalProviderError(f"{code or status}: {message}", status=came, body=text)
         delay = retry_after(response.headers, message)
-        if response.status_code == 429:
+        if status == 429:
             kind = err.get("type")
             return RateLimitError(
                 message,
+                status=came,
                 body=text,
                 retry_after=delay,
                 scope=kind if kind in ("requests", "tokens") else None,
                 quota=str(code) if code else None,
             )
-        return classify_status(response.status_code, message, text, delay)
+        return classify_status(status, message, text, delay, came_as=came)
