@@ -1,14 +1,14 @@
 """Throughput against a rate-limited mock provider: achieved rate / ceiling, and the 429 share.
 
 The mock runs in its own process with 20-200 ms latency (the ``slow-*`` cases: 2-4 s and 10-30 s,
-a real model's answer times) and enforces the limits the way each provider does: Gemini in clock-minute windows; OpenAI per-minute limits quantized per second,
-rejections counted; and an OpenAI-compatible server enforcing over a sliding minute instead.
-``batcher run`` is given the same limits and runs long enough for several windows, with no
-``--max-concurrency`` (what a user's run does) unless a case says. Figures are
-measured at the server: accepted requests (or input tokens) per minute between its first and last
-accepted request, over the ceiling.
+a real model's answer times) and enforces the limits the way each provider does: Gemini in
+clock-minute windows; OpenAI per-minute limits quantized per second, rejections counted; and an
+OpenAI-compatible server enforcing over a sliding minute instead. ``batcher run`` is given the
+same limits and runs long enough for several windows, with no ``--max-concurrency`` (what a
+user's run does) unless a case says. Figures are measured at the server: accepted requests (or
+input tokens) per minute between its first and last accepted request, over the ceiling.
 
-    python benchmarks/throughput.py [--minutes 2] [--only NAME]
+    python benchmarks/throughput.py [--minutes 2] [--only NAME]...
 """
 
 from __future__ import annotations
