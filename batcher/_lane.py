@@ -400,7 +400,10 @@ class Lane:
         rate = self.rate()
         if rate is None:
             return unpaced
-        return math.ceil(rate * max(self.answer_time(), 1.0) * HEADROOM) + SPARE
+        took = self.answer_time()
+        if self.answers < CALIBRATED_LATENCY:
+            took = max(took, 1.0)  # little seen yet: at least a second's requests
+        return math.ceil(rate * took * HEADROOM) + SPARE
 
     def _sent(self, slot: Slot) -> None:
         self._out[slot] = self.clock.monotonic()
