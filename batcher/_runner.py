@@ -131,9 +131,13 @@ class Runner:
         self._pool: Pool | None = None
 
     async def __aenter__(self) -> Runner:
+        # Into a directory no run has written to, the inputs are checked before the lock and the
+        # store write there, so that bad input leaves nothing in it; else plan_resume checks them.
+        fresh = not (self.store.journal_dir.exists() or self.store.results_dir.exists())
+        scanned = await anyio.to_thread.run_sync(self.source.scan) if fresh else None
         self._lock.acquire()  # before anything in DIR is read or written
         try:
-            await self._open()
+            await self._open(scanned)
         except BaseException:
             if self._store is not None:
                 with anyio.CancelScope(shield=True):
@@ -149,7 +153,7 @@ class Runner:
             self._pool.stop()
         self._lock.release()
 
-    async def _open(self) -> None:
+    async def _open(self, scanned: int | None) -> None:
         opts = self.options
         specs = self.pool_specs
         target = Target(spec_endpoint(specs[0]) if specs else opts.endpoint, self.provider)
@@ -160,7 +164,7 @@ class Runner:
             old.check_same_run(self.provider_name, opts.requests.model, self.out)
             old.check_same_schema(schema_json, self.out, opts.resume.redo_changed)
         plan = await anyio.to_thread.run_sync(
-            plan_resume, self.source, self.store, self.provider, opts.resume
+            plan_resume, self.source, self.store, self.provider, opts.resume, scanned
         )
         self.tally.total, self.changed = plan.total, plan.changed
         await anyio.to_thread.run_sync(self.attempts.open)  # recover what a crash left
