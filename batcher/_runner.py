@@ -103,6 +103,7 @@ class Runner:
                 "--modalities text,image sets Gemini's responseModalities: use --provider gemini "
                 "(or --endpoint images for OpenAI's images API)"
             )
+        served = {m for spec in self.pool_specs for m in spec.models} if self.pool_specs else None
         self.source = JobSource(
             jobs,  # type: ignore[arg-type]
             opts.columns,
@@ -110,6 +111,7 @@ class Runner:
             default_model=opts.requests.model,
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
+            served=served,
         )
         parsed = self.schema.arrow_type() if self.schema is not None else None
         self.store = ResultStore(self.out, parsed=parsed)
