@@ -33,7 +33,7 @@ from ._jobs import Job, JobSource
 from ._ledger import Ledger
 from ._manifest import Manifest
 from ._options import RunOptions, option_flag
-from ._pool import Pool, PoolExecutor, read_pool, spec_account, spec_endpoint
+from ._pool import Pool, PoolExecutor, pool_specs, spec_account, spec_endpoint
 from ._providers import get_provider
 from ._quota import Account, QuotaStore, open_store
 from ._results import read_costs, read_results
@@ -71,7 +71,9 @@ class Runner:
         self.options = opts = options or RunOptions()
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
-        self.pool_specs = read_pool(Path(opts.pool.pool_file)) if opts.pool.pool_file else None
+        self.pool_specs = (
+            pool_specs(Path(opts.pool.pool_file), opts) if opts.pool.pool_file else None
+        )
         """The endpoints of a ``--pool`` file; None for a run of one endpoint."""
         if self.pool_specs is not None and opts.batch.mode != "online":
             raise UsageError(f"{option_flag('pool_file')} sends online only, not in batch mode")
