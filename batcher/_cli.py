@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(
         r,
         ("endpoint", "requests", "columns", "limits", "resume", "costs", "batch", "media", "pool"),
+        overrides={"provider": {"default": None}},  # so that --pool can refuse it when given
     )
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
 
@@ -172,9 +173,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._api import run_sync
     from ._errors import UsageError
     from ._options import RunOptions
+    from ._pool import PER_ENDPOINT, refuse_per_endpoint
 
     if not args.out:
         raise UsageError("--out needs a directory")
+    if args.pool_file is not None:  # the library cannot tell --provider openai from the default
+        refuse_per_endpoint(n for n in PER_ENDPOINT if getattr(args, n, None) is not None)
     if args.mock is not None and args.mock.endswith(_SUFFIXES):
         args.jobs.append(args.mock)  # `--mock jobs.jsonl`: the file was meant as a job file
         args.mock = "default"

@@ -183,6 +183,17 @@ class LimitTable:
             or None,
         )
 
+    def under(self, base: Limits) -> LimitTable:
+        """This table with ``base`` beneath it: a limit a model gets from none of the tier, the
+        limits for every model and its own is ``base``'s (a pool's ``--rpm/--tpm/--rpd`` beneath
+        an endpoint's own). The tier's models and the per-model entries are stored resolved, so
+        that ``base`` stays beneath the tier, which the limits for every model are over."""
+        if base.empty:
+            return self
+        models = set(self.per_model or ()) | set(self.tier.models if self.tier else ())
+        per_model = {m: self.for_model(m).over(base) for m in sorted(models)}
+        return LimitTable(self.tier, self.everywhere.over(base), per_model or None)
+
     def for_model(self, model: str) -> Limits:
         base = self.tier.models.get(model, Limits()) if self.tier else Limits()
         limits = self.everywhere.over(base)

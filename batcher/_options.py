@@ -316,7 +316,8 @@ class PoolOptions:
         default=None,
         metadata=flag(
             "TOML file of endpoints to send through at once (keys, projects, providers; "
-            "see README); replaces --provider/--base-url/--api-key-env/--mock and the limits flags",
+            "see README); each sets its own provider, URL, key, mock, tier and limits (those flags "
+            "are refused with it); --rpm/--tpm/--rpd apply beneath each endpoint's own",
             metavar="FILE",
             name="--pool",
         ),
@@ -676,8 +677,10 @@ class RunOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
-        """The options the CLI's flags gave (every option that has a flag)."""
-        return cls(**{name: getattr(args, name) for name in _flagged(_GROUPS)})
+        """The options the CLI's flags gave (every option that has a flag); a flag left at None
+        (not given) leaves its option's default."""
+        given = {name: getattr(args, name) for name in _flagged(_GROUPS)}
+        return cls(**{name: value for name, value in given.items() if value is not None})
 
 
 def group_from_args(cls: type[T], args: argparse.Namespace) -> T:

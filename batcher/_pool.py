@@ -10,6 +10,10 @@ run's rate is the sum of its endpoints' ceilings.
 An endpoint that refuses the key or the model is disabled for that model, with a warning naming
 it, and the job goes to another; one whose daily quota is spent, or that is down, is passed over
 while another can send; the run stops (exit 4, 3, 75) only when no endpoint can serve the model.
+
+Nothing given for the run is ignored: its ``--rpm/--tpm/--rpd`` apply beneath each endpoint's own
+limits, and the options each endpoint sets for itself (provider, URL, key, mock, tier, limits file)
+are refused with a pool.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,18 +32,21 @@ from ._execute import Deferred, Done, Executor, Fatal, Halted, Outcome
 from ._jobs import Job, ProviderName
 from ._lane import Lane
 from ._limits import Limits, LimitTable, load_tiers
-from ._options import Endpoint
+from ._options import Endpoint, RunOptions, option_flag
 from ._providers import Provider, job_fingerprint
 from ._quota import Account, QuotaStore
 from ._scheduler import Lanes
 from ._store import Record
 
 __all__ = [
+    "PER_ENDPOINT",
     "EndpointSpec",
     "Pool",
     "PoolExecutor",
     "Route",
+    "pool_specs",
     "read_pool",
+    "refuse_per_endpoint",
     "spec_account",
     "spec_endpoint",
 ]
@@ -77,6 +84,45 @@ class EndpointSpec:
     project: str | None = None
     limits: LimitTable = field(default_factory=LimitTable)
     priority: int = 0
+
+
+PER_ENDPOINT = {
+    "provider": "provider",
+    "base_url": "base_url",
+    "api_key": "key_env",
+    "api_key_env": "key_env",
+    "mock": "mock",
+    "tier": "tier",
+    "limits_file": "limits",
+}
+"""The run's options each endpoint of a pool file sets for itself (option -> its key there): given
+with a pool, they would be ignored, so they are refused. ``rpm``, ``tpm`` and ``rpd`` are not: they
+apply beneath every endpoint's own limits."""
+
+
+def refuse_per_endpoint(given: Iterable[str]) -> None:
+    """``UsageError`` naming each of ``given`` (``PER_ENDPOINT``'s options) and the pool file's
+    keys to use instead, if there are any."""
+    names = list(given)
+    if names:
+        flags = ", ".join(option_flag(name) for name in names)
+        keys = ", ".join(dict.fromkeys(PER_ENDPOINT[name] for name in names))
+        raise UsageError(
+            f"{flags} cannot be used with {option_flag('pool_file')}: each [[endpoint]] of the "
+            f"pool file sets its own ({keys})"
+        )
+
+
+def pool_specs(path: Path, options: RunOptions) -> list[EndpointSpec]:
+    """The endpoints of the pool file ``path``, with the run's ``rpm``, ``tpm`` and ``rpd``
+    beneath each endpoint's own limits (a limit an endpoint sets, by its tier, for every model or
+    for one, wins); ``UsageError`` first for an option of ``options`` (not its default) that the
+    endpoints set for themselves."""
+    flat, default = options.flat(), RunOptions().flat()
+    refuse_per_endpoint(name for name in PER_ENDPOINT if flat[name] != default[name])
+    lim = options.limits
+    base = Limits(rpm=lim.rpm, tpm=lim.tpm, rpd=lim.rpd)
+    return [replace(spec, limits=spec.limits.under(base)) for spec in read_pool(path)]
 
 
 def read_pool(path: Path) -> list[EndpointSpec]:

@@ -31,9 +31,18 @@ class ResumePlan:
 
 
 def plan_resume(
-    source: JobSource, store: ResultStore, provider: Provider, resume: Resume
+    source: JobSource,
+    store: ResultStore,
+    provider: Provider,
+    resume: Resume,
+    scanned: int | None = None,
 ) -> ResumePlan:
-    """Check every job, recover the store, and decide what is done and what to send again."""
+    """Check every job, recover the store, and decide what is done and what to send again.
+
+    ``scanned`` is the count of a scan made already (a new directory's inputs are checked before
+    anything is written there); the inputs are read again only if the store holds finished jobs
+    after all (another run wrote there meanwhile), whose requests must be compared.
+    """
     store.open()
     finished, errors = store.finished()
     changed: list[str] = []
@@ -47,7 +56,10 @@ def plan_resume(
         if old != int(job_fingerprint(provider, job, model), 16):
             changed.append(job.id)
 
-    total = source.scan(visit=compare if finished else None)
+    if scanned is None or finished:
+        total = source.scan(visit=compare if finished else None)
+    else:
+        total = scanned
     redo = set(changed) if resume.redo_changed else set()
     if resume.retry_errors:
         redo.update(errors)

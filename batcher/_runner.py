@@ -33,7 +33,7 @@ from ._jobs import Job, JobSource
 from ._ledger import Ledger
 from ._manifest import Manifest
 from ._options import RunOptions, option_flag
-from ._pool import Pool, PoolExecutor, read_pool, spec_account, spec_endpoint
+from ._pool import Pool, PoolExecutor, pool_specs, spec_account, spec_endpoint
 from ._providers import get_provider
 from ._quota import Account, QuotaStore, open_store
 from ._results import read_costs, read_results
@@ -71,7 +71,9 @@ class Runner:
         self.options = opts = options or RunOptions()
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
-        self.pool_specs = read_pool(Path(opts.pool.pool_file)) if opts.pool.pool_file else None
+        self.pool_specs = (
+            pool_specs(Path(opts.pool.pool_file), opts) if opts.pool.pool_file else None
+        )
         """The endpoints of a ``--pool`` file; None for a run of one endpoint."""
         if self.pool_specs is not None and opts.batch.mode != "online":
             raise UsageError(f"{option_flag('pool_file')} sends online only, not in batch mode")
@@ -103,6 +105,7 @@ class Runner:
                 "--modalities text,image sets Gemini's responseModalities: use --provider gemini "
                 "(or --endpoint images for OpenAI's images API)"
             )
+        served = {m for spec in self.pool_specs for m in spec.models} if self.pool_specs else None
         self.source = JobSource(
             jobs,  # type: ignore[arg-type]
             opts.columns,
@@ -110,6 +113,7 @@ class Runner:
             default_model=opts.requests.model,
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
+            served=served,
         )
         parsed = self.schema.arrow_type() if self.schema is not None else None
         self.store = ResultStore(self.out, parsed=parsed)
@@ -131,9 +135,13 @@ class Runner:
         self._pool: Pool | None = None
 
     async def __aenter__(self) -> Runner:
+        # Into a directory no run has written to, the inputs are checked before the lock and the
+        # store write there, so that bad input leaves nothing in it; else plan_resume checks them.
+        fresh = not (self.store.journal_dir.exists() or self.store.results_dir.exists())
+        scanned = await anyio.to_thread.run_sync(self.source.scan) if fresh else None
         self._lock.acquire()  # before anything in DIR is read or written
         try:
-            await self._open()
+            await self._open(scanned)
         except BaseException:
             if self._store is not None:
                 with anyio.CancelScope(shield=True):
@@ -149,7 +157,7 @@ class Runner:
             self._pool.stop()
         self._lock.release()
 
-    async def _open(self) -> None:
+    async def _open(self, scanned: int | None) -> None:
         opts = self.options
         specs = self.pool_specs
         target = Target(spec_endpoint(specs[0]) if specs else opts.endpoint, self.provider)
@@ -160,7 +168,7 @@ class Runner:
             old.check_same_run(self.provider_name, opts.requests.model, self.out)
             old.check_same_schema(schema_json, self.out, opts.resume.redo_changed)
         plan = await anyio.to_thread.run_sync(
-            plan_resume, self.source, self.store, self.provider, opts.resume
+            plan_resume, self.source, self.store, self.provider, opts.resume, scanned
         )
         self.tally.total, self.changed = plan.total, plan.changed
         await anyio.to_thread.run_sync(self.attempts.open)  # recover what a crash left

@@ -10,7 +10,7 @@ the lines, only if two hashes repeat.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -36,7 +36,8 @@ class JobSource:
     """Jobs from files (streamed, read once to check and once to send) or from Python objects.
 
     Every job it yields has its model: the row's own, else ``default_model``. A Python iterable is
-    read once into a list, since a generator cannot be read twice.
+    read once into a list, since a generator cannot be read twice. ``served`` is every model the
+    run's endpoints serve (a pool's), if they do not serve any: a job of another is a problem.
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class JobSource:
         default_model: str | None = None,
         endpoint: str = "chat",
         defaults: Mapping[str, Any] | None = None,
+        served: Collection[str] | None = None,
     ) -> None:
         self.columns = columns or ColumnMapping()
+        self.served = served
         self.provider = provider
         self.default_model = default_model
         self.endpoint = endpoint
@@ -100,7 +103,7 @@ class JobSource:
                 continue
             total += 1
             seen.append(id_hash(job.id))
-            issue = _job_problem(job, self.provider, self.endpoint)
+            issue = _job_problem(job, self.provider, self.endpoint, self.served)
             if issue:
                 problem(InputProblem(where, issue, job.id))
             elif visit is not None and not problems:
@@ -159,10 +162,21 @@ class JobSource:
                 first[job.id] = where
 
 
-def _job_problem(job: Job, provider: ProviderName, endpoint: str = "chat") -> str | None:
-    """Why this job (its model already resolved) cannot be sent to ``provider``, or None."""
+def _job_problem(
+    job: Job,
+    provider: ProviderName,
+    endpoint: str = "chat",
+    served: Collection[str] | None = None,
+) -> str | None:
+    """Why this job (its model already resolved) cannot be sent to ``provider``, or to the
+    endpoints serving the models ``served``, or None."""
     if not job.model:
         return "no model: give the job a 'model' or pass --model"
+    if served is not None and job.model not in served:
+        return (
+            f"no endpoint of the pool (--pool) serves model {job.model!r}; its endpoints serve "
+            f"{', '.join(sorted(served))}"
+        )
     if not job.messages or not any(m.role != "system" for m in job.messages):
         return "no user message to send"
     native = job.native
