@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._errors import (
+from ._config.prices import Price, Prices, load_prices
+from ._core.errors import (
     BadOption,
     BatcherError,
     DamagedFile,
@@ -27,43 +28,42 @@ from ._errors import (
     UsageError,
     WriteFailed,
 )
+from ._core.stats import RunSummary, Statistics
 from ._jobs import Job, Message, Part
-from ._prices import Price, Prices, load_prices
-from ._stats import RunSummary, Statistics
 
 if TYPE_CHECKING:
     from ._api import run, run_sync
-    from ._clock import Clock, SystemClock
+    from ._config.options import BatchMode as BatchOptions
+    from ._config.options import Costs as CostOptions
+    from ._config.options import Endpoint as EndpointOptions
+    from ._config.options import LimitOptions, MediaOptions, PoolOptions, RunKeywords
+    from ._config.options import Requests as RequestOptions
+    from ._config.options import Resume as ResumeOptions
+    from ._core.clock import Clock, SystemClock
+    from ._engine.runner import Runner, RunOptions
     from ._jobs import ColumnMapping as ColumnOptions
-    from ._options import BatchMode as BatchOptions
-    from ._options import Costs as CostOptions
-    from ._options import Endpoint as EndpointOptions
-    from ._options import LimitOptions, MediaOptions, PoolOptions, RunKeywords
-    from ._options import Requests as RequestOptions
-    from ._options import Resume as ResumeOptions
-    from ._results import results
-    from ._runner import Runner, RunOptions
+    from ._rundir.results import results
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
 # The option groups, one per section of RunOptions: (module, name there).
 _LAZY = {
     "run": ("._api", "run"),
     "run_sync": ("._api", "run_sync"),
-    "Clock": ("._clock", "Clock"),
-    "SystemClock": ("._clock", "SystemClock"),
-    "Runner": ("._runner", "Runner"),
-    "RunOptions": ("._runner", "RunOptions"),
-    "RunKeywords": ("._options", "RunKeywords"),
-    "EndpointOptions": ("._options", "Endpoint"),
-    "RequestOptions": ("._options", "Requests"),
-    "LimitOptions": ("._options", "LimitOptions"),
-    "ResumeOptions": ("._options", "Resume"),
+    "Clock": ("._core.clock", "Clock"),
+    "SystemClock": ("._core.clock", "SystemClock"),
+    "Runner": ("._engine.runner", "Runner"),
+    "RunOptions": ("._engine.runner", "RunOptions"),
+    "RunKeywords": ("._config.options", "RunKeywords"),
+    "EndpointOptions": ("._config.options", "Endpoint"),
+    "RequestOptions": ("._config.options", "Requests"),
+    "LimitOptions": ("._config.options", "LimitOptions"),
+    "ResumeOptions": ("._config.options", "Resume"),
     "ColumnOptions": ("._jobs", "ColumnMapping"),
-    "CostOptions": ("._options", "Costs"),
-    "BatchOptions": ("._options", "BatchMode"),
-    "MediaOptions": ("._options", "MediaOptions"),
-    "PoolOptions": ("._options", "PoolOptions"),
-    "results": ("._results", "results"),
+    "CostOptions": ("._config.options", "Costs"),
+    "BatchOptions": ("._config.options", "BatchMode"),
+    "MediaOptions": ("._config.options", "MediaOptions"),
+    "PoolOptions": ("._config.options", "PoolOptions"),
+    "results": ("._rundir.results", "results"),
 }
 
 

@@ -1,5 +1,5 @@
 """``python -m batcher``."""
 
-from ._cli import console_main
+from ._cli.main import console_main
 
 console_main()

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Unpack
 
 import anyio
 
-from ._clock import Clock
-from ._errors import BatcherError, UsageError
-from ._options import RunKeywords
+from ._config.options import RunKeywords
+from ._core.clock import Clock
+from ._core.errors import BatcherError, UsageError
+from ._core.stats import RunSummary
+from ._engine.runner import JobsInput, Runner, RunOptions
+from ._engine.tally import Tally
 from ._progress import show_progress
-from ._runner import JobsInput, Runner, RunOptions
-from ._stats import RunSummary
-from ._tally import Tally
 
 if TYPE_CHECKING:
     import httpx  # imported only by callers that pass a transport

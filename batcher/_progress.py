@@ -8,8 +8,8 @@ from typing import TextIO
 
 import anyio
 
-from ._prices import usd
-from ._stats import Statistics
+from ._config.prices import usd
+from ._core.stats import Statistics
 
 __all__ = ["duration", "format_line", "show_progress"]
 

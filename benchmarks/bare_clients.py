@@ -35,7 +35,8 @@ Send = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 
 
 def body_of(line: str) -> bytes:
-    """The request body batcher builds for a job line (see ``batcher._providers._http.encode``)."""
+    """The request body batcher builds for a job line (see
+    ``batcher._wire.providers._http.encode``)."""
     job = json.loads(line)
     body = {"model": job["model"], "messages": [{"role": "user", "content": job["prompt"]}]}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -94,8 +95,8 @@ async def httpx_client(
 
 
 async def http1_client(stack: AsyncExitStack, base: str, concurrency: int) -> Send:
-    from batcher._errors import RetryableError
-    from batcher._http1 import Http1Transport
+    from batcher._core.errors import RetryableError
+    from batcher._wire.http1 import Http1Transport
 
     transport = Http1Transport(
         base,

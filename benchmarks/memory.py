@@ -32,7 +32,7 @@ from _common import mock_process
 
 _WRAPPER = (
     "import resource, sys\n"
-    "from batcher._cli import main\n"
+    "from batcher._cli.main import main\n"
     "code = main(sys.argv[2:])\n"
     "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
     "sys.exit(code)\n"
@@ -117,8 +117,8 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
     import pyarrow.parquet as pq
 
     from batcher._jobs import JobSource
-    from batcher._providers import fingerprint, get_provider
-    from batcher._store import _schema
+    from batcher._rundir.store import _schema
+    from batcher._wire.providers import fingerprint, get_provider
 
     provider = get_provider("openai")
     (out / "results").mkdir(parents=True)
@@ -157,7 +157,7 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
 def report(case: str, n: int, rss: float, out: Path) -> None:
     """One line of the table: the case, its jobs, its peak RSS and how many jobs it finished
     (so a case cut off before it sent anything shows as such)."""
-    from batcher._results import read_results
+    from batcher._rundir.results import read_results
 
     done = sum(read_results(out).get(k, 0) for k in ("ok", "error"))
     print(f"{case:14} {n:9,} {rss:13.1f} {done:9,}", flush=True)

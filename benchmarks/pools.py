@@ -35,10 +35,8 @@ from _common import free_port, mock_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batcher._clock import SystemClock
-from batcher._lane import Lane
-from batcher._limits import Limits
-from batcher._quota import (
+from batcher._admission.lane import Lane
+from batcher._admission.quota import (
     Account,
     MemoryStore,
     QuotaStore,
@@ -46,7 +44,9 @@ from batcher._quota import (
     SqliteStore,
     spent_today,
 )
-from batcher._quota._redis import RedisStore
+from batcher._admission.quota._redis import RedisStore
+from batcher._config.limits import Limits
+from batcher._core.clock import SystemClock
 
 RPM = 600
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from batcher._store import Record
+from batcher._rundir.store import Record
 from batcher.mock import MockServer
 
 
@@ -55,7 +55,7 @@ def run_cli(
     server: MockServer, provider: str, jobs: Path | str, out: Path | str, *flags: str
 ) -> int:
     """``batcher run`` in-process against ``server``, as a user would type it."""
-    from batcher._cli import main
+    from batcher._cli.main import main
 
     return main(
         [
@@ -112,7 +112,7 @@ def run_command(jobs: Path, out: Path, base_url: str, *flags: str) -> list[str]:
 def kept_ids(out: Path) -> set[str]:
     """The ids a run directory has kept (parts and journal), read as ``batcher status`` reads
     them, safely beside a run that is writing."""
-    from batcher._results import iter_status
+    from batcher._rundir.results import iter_status
 
     return {row[0] for row in iter_status(out)} if out.exists() else set()
 

@@ -116,7 +116,7 @@ def test_the_run_keywords_are_exactly_the_option_groups_and_their_options() -> N
     every option of every group, with the type the group's field has."""
     from dataclasses import fields
 
-    from batcher._options import _GROUPS
+    from batcher._config.options import _GROUPS
 
     hints = batcher.RunKeywords.__annotations__
 

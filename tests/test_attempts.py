@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batcher._attempts import Attempt, AttemptLog
-from batcher._limits import Limits, LimitTable
-from batcher._results import iter_rows
+from batcher._config.limits import Limits, LimitTable
+from batcher._rundir.attempts import Attempt, AttemptLog
+from batcher._rundir.results import iter_rows
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import mock_stats, read_results, run_cli, write_jsonl
 

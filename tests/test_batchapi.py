@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batcher import Runner, RunOptions, RunSummary
-from batcher._batchapi import STEPS
-from batcher._batchlog import BatchLog
+from batcher._engine.batchapi import STEPS
 from batcher._progress import format_line
-from batcher._providers._gemini_batch import GeminiBatch
-from batcher._providers._openai_batch import OpenAIBatch
+from batcher._rundir.batchlog import BatchLog
+from batcher._wire.providers._gemini_batch import GeminiBatch
+from batcher._wire.providers._openai_batch import OpenAIBatch
 from batcher.mock import MockConfig, MockServer, create_app
 from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
 from tests.virtual import VirtualClock, run_virtual
@@ -208,7 +208,7 @@ def test_no_wait_exits_6_and_a_rerun_collects(tmp_path: Path) -> None:
     app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
     summary = _virtual_run(tmp_path, jobs, app, clock, no_wait=True)
     assert (summary.exit_code, summary.batches_pending, summary.ok) == (6, 1, 0)
-    from batcher._status import read_status
+    from batcher._cli.status import read_status
 
     lines = read_status(tmp_path / "out", clock.start + 60).lines()
     assert any(line.startswith("batch batch_mock") and "in_progress" in line for line in lines)
@@ -279,8 +279,8 @@ def test_auto_sends_few_jobs_online_directly(tmp_path: Path) -> None:
 
 _KILL_AT = """
 import os, signal, sys
-from batcher import _batchapi
-from batcher._cli import main
+from batcher._engine import batchapi as _batchapi
+from batcher._cli.main import main
 
 step = sys.argv[1]
 made = _batchapi.BatchExecutor.__init__
@@ -381,7 +381,7 @@ def test_cancel_batches_works_whatever_the_mode(tmp_path: Path) -> None:
 
 
 def test_plan_shows_the_batch_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from batcher._cli import main
+    from batcher._cli.main import main
 
     jobs = _jobs(tmp_path, 3)
     assert main(["plan", str(jobs), "--tier", "openai-tier1", "--model", "gpt-4o-mini"]) == 0

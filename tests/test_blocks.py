@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batcher._blocks import BlockJournal, block_key, done_hashes, recover, stable_hash
+from batcher.ray.blocks import BlockJournal, block_key, done_hashes, recover, stable_hash
 from tests.helpers import make_record, read_results
 
 

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batcher._cli import main
+from batcher._cli.main import main
 from tests.helpers import write_jsonl, write_parquet
 
 T = TypeVar("T")

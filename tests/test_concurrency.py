@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from batcher import Runner, RunOptions
-from batcher._options import UNPACED
+from batcher._config.options import UNPACED
 from tests.helpers import read_results
 from tests.virtual import VirtualClock, run_virtual
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batcher._results import damaged_files, iter_status, read_results
-from batcher._store import ResultStore
+from batcher._rundir.results import damaged_files, iter_status, read_results
+from batcher._rundir.store import ResultStore
 from tests.helpers import make_record
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from batcher._dirlock import DirLock, holder
-from batcher._errors import DirectoryLocked, UsageError, WriteFailed
+from batcher._core.errors import DirectoryLocked, UsageError, WriteFailed
+from batcher._rundir.dirlock import DirLock, holder
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -82,7 +82,7 @@ def test_a_status_probe_does_not_turn_a_starting_run_away(
 HOLD = """
 import sys, time
 from pathlib import Path
-from batcher._dirlock import DirLock
+from batcher._rundir.dirlock import DirLock
 DirLock(Path(sys.argv[1])).acquire()
 time.sleep(60)
 """

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from batcher._cli import main
-from batcher._tokens import count_tokens
+from batcher._cli.main import main
+from batcher._core.tokens import count_tokens
 from batcher.mock import MockServer, mock_reply
 from tests.helpers import mock_stats, read_results, write_jsonl, write_parquet
 from tests.strategies import render

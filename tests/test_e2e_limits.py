@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batcher._limits import LimitTable
+from batcher._config.limits import LimitTable
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import mock_stats, read_results, run_cli, write_jsonl
 

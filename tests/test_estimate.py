@@ -9,7 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher._estimate import TokenEstimator, features
+from batcher._admission.estimate import TokenEstimator, features
 
 PRIOR = (10.0, 0.01, 1.0, 1e-4)
 

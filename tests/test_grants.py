@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher._errors import QuotaExhausted, RateLimitError
-from batcher._grants import LATE, Budget, Gate, Grant, Pacer
-from batcher._lane import Lane
-from batcher._limits import Limits, LimitTable
+from batcher._admission.grants import LATE, Budget, Gate, Grant, Pacer
+from batcher._admission.lane import Lane
+from batcher._config.limits import Limits, LimitTable
+from batcher._core.errors import QuotaExhausted, RateLimitError
 from tests.virtual import EPOCH, VirtualClock, run_virtual
 
 

@@ -23,8 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batcher import RetryableError, UsageError
-from batcher._http1 import Http1Transport, ProtocolError, ResponseParser
-from batcher._providers._base import rate_hints
+from batcher._wire.http1 import Http1Transport, ProtocolError, ResponseParser
+from batcher._wire.providers._base import rate_hints
 
 try:
     import uvloop  # noqa: F401  (not a dependency: the loop tests run on it when installed)

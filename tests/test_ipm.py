@@ -6,7 +6,7 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher._ipm import ImageGate
+from batcher._admission.ipm import ImageGate
 from tests.virtual import VirtualClock, run_virtual
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import batcher._jobs
 from batcher import InputError, Job, UsageError
 from batcher._jobs import ColumnMapping, JobSource
-from batcher._providers import get_provider
+from batcher._wire.providers import get_provider
 from tests.helpers import write_jsonl, write_parquet
 from tests.strategies import expected_gemini, expected_openai, job_specs, render
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher._json import canonical, dumps, loads
+from batcher._core.codec import canonical, dumps, loads
 from batcher.mock import MockServer
 
 from .helpers import mock_stats, run_cli, write_parquet

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batcher import FatalProviderError, PermanentJobError, QuotaExhausted, RateLimitError
-from batcher._lane import EARLY, OPEN_AFTER, Lane, LaneStats
-from batcher._limits import Limits
-from batcher._providers import RateHints
+from batcher._admission.lane import EARLY, OPEN_AFTER, Lane, LaneStats
+from batcher._config.limits import Limits
+from batcher._wire.providers import RateHints
 from tests.virtual import VirtualClock, run_virtual
 
 arrivals = st.lists(

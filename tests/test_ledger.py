@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batcher._errors import DamagedFile, WriteFailed
-from batcher._ledger import DailyCount, Ledger
+from batcher._admission.ledger import DailyCount, Ledger
+from batcher._core.errors import DamagedFile, WriteFailed
 
 MIDNIGHT_PT = 1_800_000_000.0  # 2027-01-15 00:00 Pacific
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batcher import UsageError
-from batcher._limits import Limits, LimitTable, load_tiers
+from batcher._config.limits import Limits, LimitTable, load_tiers
 
 
 def test_presets_are_data_with_a_date_and_a_source() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from batcher import DamagedFile, UsageError
-from batcher._limits import LimitTable
-from batcher._manifest import Manifest
-from batcher._status import read_status
+from batcher._cli.status import read_status
+from batcher._config.limits import LimitTable
+from batcher._rundir.manifest import Manifest
 
 
 def test_the_manifest_round_trips_with_its_resolved_limits(tmp_path: Path) -> None:

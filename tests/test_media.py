@@ -13,9 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batcher import InputError
-from batcher._estimate import TokenEstimator, features
-from batcher._jobs import ColumnMapping, Job, JobSource
-from batcher._media import (
+from batcher._admission.estimate import TokenEstimator, features
+from batcher._core.media import (
     Media,
     dimensions,
     gemini_image_tokens,
@@ -24,9 +23,10 @@ from batcher._media import (
     openai_image_tokens,
     sniff,
 )
-from batcher._providers import get_provider
-from batcher._providers._gemini import build_body as gemini_body
-from batcher._providers._openai import build_body as openai_body
+from batcher._jobs import ColumnMapping, Job, JobSource
+from batcher._wire.providers import get_provider
+from batcher._wire.providers._gemini import build_body as gemini_body
+from batcher._wire.providers._openai import build_body as openai_body
 from batcher.mock._media import make_png
 from tests.helpers import write_jsonl, write_parquet
 
@@ -253,7 +253,7 @@ def test_bad_refs_are_named_by_file_and_line_before_anything_is_sent(tmp_path: P
 def test_a_job_over_the_inline_limit_is_refused_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batcher._media as media
+    import batcher._core.media as media
 
     monkeypatch.setitem(media.INLINE_LIMIT, "gemini", 1000)
     (tmp_path / "a.png").write_bytes(make_png("big", 200, 200) + b"\x00" * 800)
@@ -291,7 +291,7 @@ def test_each_provider_encodes_media_its_own_way(tmp_path: Path) -> None:
 
 
 def test_the_fingerprint_follows_the_image_bytes(tmp_path: Path) -> None:
-    from batcher._providers import fingerprint
+    from batcher._wire.providers import fingerprint
 
     image = tmp_path / "a.png"
     image.write_bytes(PNG)

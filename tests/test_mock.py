@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from batcher._tokens import count_tokens
+from batcher._core.tokens import count_tokens
 from batcher.mock import MockServer, mock_reply
 from tests.helpers import mock_stats
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from batcher import RateLimitError
-from batcher._limits import LimitTable
-from batcher._providers import get_provider, rate_hints
+from batcher._config.limits import LimitTable
+from batcher._wire.providers import get_provider, rate_hints
 from batcher.mock import MockConfig, create_app
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from batcher._limits import LimitTable
+from batcher._config.limits import LimitTable
 from batcher.mock import Faults, MockConfig, mock_reply
 from batcher.mock._pipeline import Pipeline
 from batcher.mock._wire import Request, Response

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from batcher import BadOption, RunOptions, UsageError
-from batcher._cli import _parser, main
-from batcher._options import Endpoint, LimitOptions, Requests, duration
+from batcher._cli.main import _parser, main
+from batcher._config.options import Endpoint, LimitOptions, Requests, duration
 from tests.helpers import read_results, write_jsonl
 
 

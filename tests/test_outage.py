@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batcher import Outage, Runner, RunOptions, RunSummary
-from batcher._outage import FAILURES_IN_A_ROW
+from batcher._admission.outage import FAILURES_IN_A_ROW
 from batcher.mock import MockConfig, MockState, create_app
 from tests.helpers import read_results, write_jsonl
 from tests.virtual import VirtualClock, run_virtual

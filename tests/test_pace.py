@@ -8,9 +8,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher._grants import Pacer
-from batcher._limits import Limits
-from batcher._pace import MARGIN, PER_SECOND_MARGIN, Pace
+from batcher._admission.grants import Pacer
+from batcher._admission.pace import MARGIN, PER_SECOND_MARGIN, Pace
+from batcher._config.limits import Limits
 
 
 def test_requests_are_an_interval_apart_at_the_margin() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batcher._cli import main
+from batcher._cli.main import main
 from tests.helpers import write_jsonl
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batcher._cli import main
-from batcher._limits import Limits, LimitTable
+from batcher._cli.main import main
+from batcher._config.limits import Limits, LimitTable
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import read_results, write_jsonl
 

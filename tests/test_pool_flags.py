@@ -13,9 +13,9 @@ import anyio
 import pytest
 
 from batcher import InputError, UsageError
-from batcher._cli import main
-from batcher._limits import Limits
-from batcher._runner import Runner, RunOptions
+from batcher._cli.main import main
+from batcher._config.limits import Limits
+from batcher._engine.runner import Runner, RunOptions
 from tests.helpers import read_results, write_jsonl
 
 POOL = """

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher._budget import Budget
-from batcher._cli import main
-from batcher._prices import Price, Prices, load_prices, usd
+from batcher._cli.main import main
+from batcher._config.prices import Price, Prices, load_prices, usd
+from batcher._engine.budget import Budget
 from batcher.mock import MockServer
 from tests.helpers import mock_stats, read_results, run_cli, write_jsonl
 
@@ -240,8 +240,8 @@ def test_with_max_tokens_the_spend_never_passes_the_budget(
 
 
 def test_the_progress_line_shows_what_the_run_has_cost() -> None:
+    from batcher._core.stats import Statistics
     from batcher._progress import format_line
-    from batcher._stats import Statistics
 
     st_ = Statistics(10, 4, 4, 0, 0, 1, 5, 100, 50, 60.0, 900.0, 4.0, cost_usd=0.0123)
     assert " | $0.0123 | " in format_line(st_)

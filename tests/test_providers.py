@@ -17,8 +17,8 @@ from batcher import (
     RateLimitError,
     RetryableError,
 )
-from batcher._providers import get_provider
-from batcher._providers._base import parse_duration, retry_after
+from batcher._wire.providers import get_provider
+from batcher._wire.providers._base import parse_duration, retry_after
 
 
 def _response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:

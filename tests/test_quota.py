@@ -13,9 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batcher import QuotaExhausted
-from batcher._lane import Lane
-from batcher._limits import Limits
-from batcher._quota import LEASE_TTL, Account, MemoryStore, QuotaStore, SharedQuota, SqliteStore
+from batcher._admission.lane import Lane
+from batcher._admission.quota import (
+    LEASE_TTL,
+    Account,
+    MemoryStore,
+    QuotaStore,
+    SharedQuota,
+    SqliteStore,
+)
+from batcher._config.limits import Limits
 from tests.virtual import EPOCH, VirtualClock, run_virtual
 
 ACCOUNT = Account.of_key("https://api.example/v1", "sk-secret-key", "$KEY")
@@ -29,7 +36,7 @@ def _opener(kind: str, tmp_path: Path, redis_url: str | None) -> Callable[[], Qu
         return lambda: store
     if kind == "sqlite":
         return lambda: SqliteStore(tmp_path / "state" / "quota.sqlite3")
-    from batcher._quota._redis import RedisStore
+    from batcher._admission.quota._redis import RedisStore
 
     assert redis_url is not None
     return lambda: RedisStore(redis_url)

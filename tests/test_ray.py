@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from batcher._blocks import recover, wait_for_writers
-from batcher._limits import Limits, LimitTable
+from batcher._config.limits import Limits, LimitTable
 from batcher.mock import MockConfig, MockServer
+from batcher.ray.blocks import recover, wait_for_writers
 from tests.helpers import mock_stats, read_results, run_command, write_jsonl
 
 pytestmark = [
@@ -97,7 +97,7 @@ def _options(server: MockServer) -> dict[str, Any]:
 def _per_second_bound() -> int:
     """The most a second may hold under the budget's pacing: 0.99 of the limit, plus a slot's
     lateness, plus one for the second's edges."""
-    from batcher._grants import LATE
+    from batcher._admission.grants import LATE
 
     return int((1 + LATE) * RPM * 0.99 / 60) + 2
 
@@ -283,6 +283,9 @@ def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
 ) -> None:
     jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(2))
     command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
+    if "--pool" in flags:  # each endpoint of a pool sets its own URL (--base-url is refused)
+        at = command.index("--base-url")
+        del command[at : at + 2]
     env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
     done = subprocess.run(
         [*command, "--ray", "127.0.0.1:9", *flags], env=env, capture_output=True, text=True

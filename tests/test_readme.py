@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from batcher._cli import _parser
+from batcher._cli.main import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

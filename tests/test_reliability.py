@@ -1,6 +1,6 @@
 """Nothing lost, nothing raw: the promises of the README's section of that name, end to end.
 
-Each test drives the CLI as a user would (in-process through ``batcher._cli.main``, or as
+Each test drives the CLI as a user would (in-process through ``batcher._cli.main.main``, or as
 ``python -m batcher`` where a second process, a kill or a full disk is needed) against the mock
 provider over loopback: one run per directory, a disk that fills mid-run, a damaged results part
 or journal segment, an unreadable ``run.json`` / ``ledger.json``, and an endpoint that is down.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from batcher._cli import main
-from batcher._results import iter_status
+from batcher._cli.main import main
+from batcher._rundir.results import iter_status
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
 

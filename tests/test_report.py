@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from batcher._cli import main
-from batcher._limits import Limits, LimitTable
-from batcher._prices import usd
+from batcher._cli.main import main
+from batcher._config.limits import Limits, LimitTable
+from batcher._config.prices import usd
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import read_results, run_cli, write_jsonl
 

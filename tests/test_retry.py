@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from batcher import PermanentJobError, RetryableError
-from batcher._retry import RetryPolicy
+from batcher._admission.retry import RetryPolicy
 from tests.virtual import VirtualClock, run_virtual
 
 

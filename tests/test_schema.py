@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from batcher import InvalidOutput, SchemaError
-from batcher._providers import Completion
-from batcher._schema import OutputSchema, load_schema
-from batcher._store import ResultStore
+from batcher._config.schema import OutputSchema, load_schema
+from batcher._rundir.store import ResultStore
+from batcher._wire.providers import Completion
 from batcher.mock._structured import value_for
 from tests.helpers import make_record
 from tests.schema_models import Invoice

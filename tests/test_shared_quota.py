@@ -14,9 +14,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batcher._limits import Limits, LimitTable
-from batcher._quota import LEASE_TTL, Account
-from batcher._quota._redis import RedisStore
+from batcher._admission.quota import LEASE_TTL, Account
+from batcher._admission.quota._redis import RedisStore
+from batcher._config.limits import Limits, LimitTable
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import mock_stats, read_results, run_command, write_jsonl
 
@@ -137,6 +137,6 @@ def test_a_run_killed_holding_a_lease_and_a_block_does_not_keep_them(
 
 
 def _today() -> str:
-    from batcher._clock import quota_day
+    from batcher._core.clock import quota_day
 
     return quota_day(time.time()).isoformat()

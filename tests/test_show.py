@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batcher._cli import main
+from batcher._cli.main import main
 from batcher.mock import MockServer
 from tests.helpers import read_results, run_cli, write_jsonl
 

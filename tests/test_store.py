@@ -16,9 +16,9 @@ from typing import IO, TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 import pytest
 
-from batcher._errors import WriteFailed
-from batcher._results import read_results
-from batcher._store import ResultStore
+from batcher._core.errors import WriteFailed
+from batcher._rundir.results import read_results
+from batcher._rundir.store import ResultStore
 from tests.helpers import make_record
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def test_a_segment_already_compacted_is_not_counted_twice(tmp_path: Path) -> Non
 def test_id_sets_are_compact_and_exact_for_the_ids_they_hold() -> None:
     from array import array
 
-    from batcher._idset import IdMap, IdSet, duplicates, id_hash
+    from batcher._core.idset import IdMap, IdSet, duplicates, id_hash
 
     ids = [f"job-{i}" for i in range(10_000)]
     s = IdSet.of(ids[::2])
@@ -284,7 +284,7 @@ def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``batcher status`` lists the parts, then the run compacts a segment and deletes it."""
-    from batcher import _results
+    from batcher._rundir import results as _results
 
     store = ResultStore(tmp_path)
     store.open()

@@ -23,9 +23,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from batcher._errors import WriteFailed
-from batcher._results import read_results
-from batcher._store import Record, ResultStore
+from batcher._core.errors import WriteFailed
+from batcher._rundir.results import read_results
+from batcher._rundir.store import Record, ResultStore
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -290,7 +290,7 @@ def test_pydantic_stays_out_of_help_and_of_runs_without_a_schema(tmp_path: Path)
     jobs = _jobs(tmp_path, 2)
     script = (
         "import sys\n"
-        "from batcher._cli import main\n"
+        "from batcher._cli.main import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit:\n"
@@ -384,7 +384,7 @@ def test_results_yields_model_instances_of_the_ok_rows(
 def test_plan_counts_the_schema_in_the_input_tokens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from batcher._cli import main
+    from batcher._cli.main import main
 
     jobs = _jobs(tmp_path, 10)
     assert main(["plan", str(jobs), "--tier", "openai-tier1"]) == 0

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 import pytest
 
 from batcher import RetryableError
-from batcher._http1 import Http1Transport
-from batcher._transport import AiohttpTransport, HttpxTransport, Transport
+from batcher._wire.http1 import Http1Transport
+from batcher._wire.transport import AiohttpTransport, HttpxTransport, Transport
 
 pytestmark = pytest.mark.anyio
 

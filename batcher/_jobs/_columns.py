@@ -10,8 +10,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 
-from .._errors import BadOption
-from .._flag import flag
+from .._core.errors import BadOption
+from .._core.flag import flag
 
 __all__ = ["ColumnMapping"]
 

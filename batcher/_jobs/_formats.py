@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .._media import Media, MediaKind
+from .._core.media import Media, MediaKind
 from ._columns import ColumnMapping
 from ._model import Job, Message, NativeRequest, Part, Role
 from ._readers import BadRow, Row

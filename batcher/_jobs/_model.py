@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from .._media import Media
+from .._core.media import Media
 
 __all__ = ["Job", "Message", "NativeRequest", "Part", "ProviderName", "Role"]
 

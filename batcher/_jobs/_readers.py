@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from .._errors import InputError, InputProblem
-from .._json import loads
+from .._core.codec import loads
+from .._core.errors import InputError, InputProblem
 
 __all__ = ["BadRow", "Row", "Rows", "check_paths", "iter_rows"]
 

@@ -15,9 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from .._errors import InputError, InputProblem, UsageError
-from .._idset import duplicates, id_hash
-from .._media import INLINE_LIMIT, media_problem
+from .._core.errors import InputError, InputProblem, UsageError
+from .._core.idset import duplicates, id_hash
+from .._core.media import INLINE_LIMIT, media_problem
 from ._columns import ColumnMapping
 from ._formats import parse_row
 from ._model import Job, ProviderName

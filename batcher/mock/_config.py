@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._limits import LimitTable
+from .._config.limits import LimitTable
 from ._faults import Faults
 
 __all__ = ["MockConfig"]

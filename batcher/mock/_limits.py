@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
-from .._clock import quota_day
-from .._limits import Limits
-from .._window import SlidingWindow
+from .._config.limits import Limits
+from .._core.clock import quota_day
+from .._core.window import SlidingWindow
 
 __all__ = ["Enforcer", "Rejection"]
 

@@ -16,7 +16,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .._media import decode_data_uri, dimensions, media_tokens, sniff
+from .._core.media import decode_data_uri, dimensions, media_tokens, sniff
 
 __all__ = [
     "BadMedia",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import anyio
 
-from .._tokens import count_tokens
+from .._core.tokens import count_tokens
 from ._batches import BatchService
 from ._config import MockConfig
 from ._faults import Fault, FaultDealer

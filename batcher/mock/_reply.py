@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .._tokens import count_tokens
+from .._core.tokens import count_tokens
 from ._wire import Call, Reply
 
 __all__ = ["mock_reply", "reply_to"]

@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from .._errors import UsageError
-from .._limits import LimitTable, load_tiers
+from .._config.limits import LimitTable, load_tiers
+from .._core.errors import UsageError
 from ._asgi import MockApp
 from ._config import MockConfig
 from ._faults import Faults

@@ -1,0 +1,646 @@
+"""A lane: admission for one model of one account (a project, or a key), paced to sit just under
+its limits.
+
+Two mechanisms hold each limit. Pacing (``Pace``, the arithmetic shared with a cluster's budget):
+requests and tokens are each paced by a theoretical arrival time (GCRA, the virtual-scheduling form
+of a leaky bucket): a request may leave once the clock reaches ``pace.r_next``, which then moves on
+by one request's share of the minute; tokens work the same way with a tolerance of one second's
+budget, so a job larger than a second's tokens still passes (and one larger than a minute's is an
+error, never a deadlock). Admissions are spread evenly, never burst beyond a few milliseconds' worth
+(``EARLY``, and the lateness a waiting request keeps as credit), so a provider that enforces a
+per-minute limit per second is not tripped, and at hundreds of requests a second the event loop's
+lag is not lost rate. The cap: the admissions of the last minute are kept (``_core.window``), and a
+request never makes them exceed the limit, whatever pacing allowed; this makes "at most N in any
+minute" exact.
+
+Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
+sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
+starts with one request and admits more once it is answered or ``OPEN_AFTER`` seconds after it
+left, whichever comes first: a bad key or an unknown model (refused in milliseconds) then costs
+one request, the first answer's rate-limit headers pace the ones after it, and a model that takes
+half a minute to answer does not hold the run back for that long.
+
+A lane also says how many requests it needs in flight to hold its pace (``wanted``): its rate
+times how long answers take (Little's law), from the answers' recent times and, until enough
+have come back, the age of the oldest request still out. The scheduler keeps that many workers.
+
+A job's attempt goes through one protocol, ``async with lane.request(x) as slot``: entering
+checks the job can ever fit and waits for admission; the block sends and calls ``slot.done`` with
+the tokens the answer reported; leaving settles the charge, teaches the estimator, and on a 429
+pauses the lane.
+
+Several processes may share the account's limits (``SharedQuota``, from ``_admission.quota``): each
+lane then paces at its share of the per-minute limits (one over the processes sending), and counts
+the day's requests in blocks reserved from the shared store, so together they stay under the limits
+and count one RPD.
+
+We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
+lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
+``acquire`` raises when one request costs more than the bucket holds (a prompt larger than a
+second's tokens), and a limiter can be neither re-rated when headers reveal the real limit nor
+paused for a 429's delay, which is most of what a lane does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+from .._config.limits import Limits
+from .._core.clock import Clock, next_reset
+from .._core.errors import (
+    FatalProviderError,
+    PermanentJobError,
+    ProviderError,
+    QuotaExhausted,
+    RateLimitError,
+    RetryableError,
+)
+from .._core.window import SlidingWindow
+from .._wire.providers import RateHints
+from .estimate import Features, TokenEstimator
+from .ledger import DailyCount
+from .outage import OutageWatch
+from .pace import WINDOW, Pace
+from .quota import SharedQuota
+
+__all__ = ["Gate", "Lane", "LaneStats", "Slot"]
+
+EARLY = 0.002
+"""How long before its paced time a request may leave rather than sleep. At thousands of
+requests a second the pace is finer than a turn of the event loop, and holding each request to
+it costs a sleep (a timer, a wake-up, a handover of the lock) for nearly every one; the pace
+still moves on by a whole interval per request, so the rate holds, a burst is at most this long's
+worth of requests (0.2% of a second's), and the caps and pauses stay exact."""
+
+
+OPEN_AFTER = 2.0
+"""Seconds after the first request left when the lane opens even without its answer."""
+LATENCIES = 256
+"""Answer times kept per lane, for how many requests it needs in flight."""
+CALIBRATED_LATENCY = 32
+"""Answers after which their times alone say how long answers take; before, the oldest request
+still out counts too (answers that take longer than any seen yet)."""
+HEADROOM = 1.2
+"""Requests wanted in flight beyond rate x answer time: the tail of answer times, and requests
+ready the moment a paced slot comes."""
+SPARE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    """A lane's counters and current limits: for ``bench``, the tests, and what a user inspects."""
+
+    model: str
+    limits: Limits
+    admitted: int
+    rate_limited: int
+    today: int
+    paused_for: float
+    stopped: str | None
+
+
+class Gate(Protocol):
+    """Capacity granted from outside the process (a cluster's shared budget, ``_admission.grants``).
+
+    A gated lane still paces itself; each admission also waits for ``admit``, and what the lane
+    learns (a 429's pause, the tokens an answer really cost) is passed on, so that every lane
+    drawing on the same budget hears of it.
+    """
+
+    async def admit(self, tokens: int, waiting: int) -> None:
+        """Wait for a granted slot for a request of ``tokens``; ``waiting`` requests queue here
+        (so a grant can cover them all). Raises ``QuotaExhausted`` when the day's are spent."""
+        ...
+
+    def paused(self, delay: float) -> None:
+        """A 429 paused this lane for ``delay`` seconds."""
+        ...
+
+    def settle(self, charged: float, actual: float) -> None:
+        """A request charged ``charged`` tokens at admission really cost ``actual``."""
+        ...
+
+
+class Lane:
+    """Admission control for one model.
+
+    ``margin`` is the share of each limit the lane aims at: 0.99 unless given. ``per_second``
+    says the provider may enforce its per-minute limits per second (OpenAI's are quantized; a
+    compatible server's may not be): the lane still starts at 0.99, and narrows to 0.965 on the
+    first 429, the evidence that they are, since jitter then tips some seconds over.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        limits: Limits,
+        clock: Clock,
+        *,
+        per_second: bool = False,
+        margin: float | None = None,
+        rng: random.Random | None = None,
+        daily: DailyCount | None = None,
+        outage: OutageWatch | None = None,
+        gate: Gate | None = None,
+        quota: SharedQuota | None = None,
+    ) -> None:
+        self.model = model
+        self.gate = gate
+        self.pace = Pace(limits, per_second=per_second, margin=margin)
+        self.clock = clock
+        self._per_second = False
+        """Evidence (a 429) that limits are enforced per second: tokens are then capped per
+        second too, and no longer borrow a second's budget ahead."""
+        self.estimator = TokenEstimator()
+        self._rng = rng or random.Random()
+        self._lock = anyio.Lock()
+        self._held = False
+        """A request holds the lock and is inside it: every other one then queues behind it."""
+        self._strikes = 0
+        self._window = SlidingWindow(WINDOW)  # admissions: [admitted at, tokens charged]
+        self._answers = SlidingWindow(WINDOW)  # successful answers: [answered at, tokens]
+        self.daily = daily or DailyCount()
+        self.outage = outage or OutageWatch(clock, where=model)
+        self._stopped: QuotaExhausted | None = None
+        self.quota = quota
+        self.refused: FatalProviderError | None = None
+        """The provider refused this lane's key or model: every later attempt fails the same way
+        without being sent (a pool then moves the job to another endpoint)."""
+        self._demand_mark = 0
+        self.waiting = 0
+        """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
+        self._answered = anyio.Event()
+        self._answered_at = float("inf")
+        """When the lane opened (``_answered`` was set): the first answer, or ``OPEN_AFTER``
+        seconds after the first request left without one."""
+        self._probing = False
+        self._open_by = float("inf")
+        """When the lane opens without the first answer (``OPEN_AFTER`` after it left)."""
+        self.in_flight = 0
+        """Requests admitted and not yet answered (or given up)."""
+        self._out: dict[Slot, float] = {}
+        """The requests in flight and when each left, oldest first."""
+        self._latencies: deque[float] = deque(maxlen=LATENCIES)
+        self.answers = 0
+        """Requests that came back (answered, failed, timed out) since the lane started."""
+        self.peak_in_flight = 0
+        self._last = float("-inf")
+        self.admitted = 0
+        self.rate_limited = 0
+        self.succeeded = 0
+
+    def request(self, x: Features | int, *, output: int = 0) -> Slot:
+        """One attempt's way through the lane: ``async with lane.request(x) as slot: ...``.
+
+        ``x`` is the prompt's features (estimated, then learned from the answer) or a known
+        token count; ``output`` is charged on top where the provider charges ``max_tokens`` at
+        admission. Entering raises ``PermanentJobError`` for a job that can never fit and
+        ``QuotaExhausted`` when the day's quota is spent.
+        """
+        return Slot(self, x, output)
+
+    # --- pacing ----------------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the lane paces by: as given, or as headers and 429s revealed them."""
+        return self.pace.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.pace.limits = limits
+
+    @property
+    def margin(self) -> float:
+        """The share of each limit the lane aims at."""
+        return self.pace.margin
+
+    @property
+    def share(self) -> float:
+        """The part of the account's per-minute limits this lane may use."""
+        return self.quota.share if self.quota is not None else 1.0
+
+    def _interval(self, per_minute: int | None) -> float:
+        if not per_minute:
+            return 0.0
+        return self.pace.interval(per_minute, self.share)
+
+    def _check_size(self, tokens: int) -> None:
+        """A job that can never fit in a minute's token budget is an error for that job."""
+        tpm = self.limits.tpm
+        if tpm is not None and tokens > tpm * self.margin:
+            raise PermanentJobError(
+                f"this job needs about {tokens:,} tokens, more than {self.model}'s budget of "
+                f"{tpm:,} tokens per minute; it can never be sent"
+            )
+
+    def _cap_wait(self, now: float, tokens: int) -> float:
+        """When the window's cap lets a request of ``tokens`` in (``now`` if it does already)."""
+        share = self.share
+        rpm = max(1, int(self.limits.rpm * share)) if self.limits.rpm is not None else None
+        tpm = self.limits.tpm * share if self.limits.tpm is not None else None
+        window = self._window
+        at = now
+        if rpm is not None and len(window) >= rpm:
+            at = max(at, window[len(window) - rpm][0] + WINDOW)
+        if tpm is not None and window.total + tokens > tpm:
+            excess = window.total + tokens - tpm
+            for t, cost in window:
+                excess -= cost
+                if excess <= 0:
+                    at = max(at, t + WINDOW)
+                    break
+        if self._per_second and tpm is not None:
+            at = max(at, self._second_wait(now, tokens, tpm / 60))
+        return at
+
+    def _second_wait(self, now: float, tokens: int, budget: float) -> float:
+        """When the tokens admitted in the last second leave room for ``tokens`` within a
+        second's ``budget`` (a request alone in its second always fits, as servers allow)."""
+        recent = self._window.newer_than(now - 1.0)
+        used = sum(e[1] for e in recent)
+        if not recent or used + tokens <= budget:
+            return now
+        excess = used + tokens - budget
+        for t, cost in recent:
+            excess -= cost
+            if excess <= 0:
+                return t + 1.0
+        return recent[-1][0] + 1.0
+
+    def _start(self, now: float, tokens: int, probe_at: float) -> float:
+        """When pacing, the caps and any pause let a request of ``tokens`` leave."""
+        self._check_day()
+        self._window.expire(now)
+        t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
+        held = max(probe_at, self.pace.paused_until, self._cap_wait(now, tokens))
+        paced = self.pace.paced(t_tolerance)
+        if held <= now and paced <= now + EARLY:
+            return now  # at most EARLY before its pace: not worth a sleep
+        return max(held, paced)
+
+    async def _wait_turn(self, tokens: int) -> float:
+        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time."""
+        while True:
+            if self.refused is not None:
+                raise self.refused
+            self._check_day()  # this lane's own count first: its message says so plainly
+            if self.quota is not None and not await self.quota.ensure(
+                self.limits.rpm, self.limits.rpd
+            ):
+                self._stop_for_shared_day()
+            probe_at = await self.outage.wait_for_probe()
+            now = self.clock.monotonic()
+            start = self._start(now, tokens, probe_at)
+            if start <= now:
+                # a request whose job was cancelled while it waited (the run is halting) must
+                # not leave: some clients write the request before their first suspension
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                return now
+            await self.clock.sleep(max(start - now, 1e-6))
+
+    async def _admit(self, tokens: int) -> list[float]:
+        """Wait until a request of ``tokens`` may leave; return its entry in the window.
+
+        Raises ``QuotaExhausted`` when the day's quota is spent, ``Outage`` when the endpoint has
+        been down for longer than the run waits. A request that may leave at once, while nobody
+        is held back inside the lock (sleeping for its turn, waiting for the first answer), does
+        so without the lock: each handover of a lock costs a turn of the event loop, and at high
+        rates requests queued only for handovers would keep every later one queuing behind them.
+        Those queued still go in order; one that gets the lock and finds its turn taken sleeps."""
+        gate = self.gate
+        if (
+            gate is None
+            and not self._held
+            and self._answered.is_set()
+            and not self.outage.down
+            and (self.quota is None or self.quota.left > 0)
+            and self.refused is None
+        ):
+            now = self.clock.monotonic()
+            if self._start(now, tokens, float("-inf")) <= now:
+                return self._commit(now, tokens, arrived=now)
+        arrived = self.clock.monotonic()
+        async with self._lock:
+            self._held = True
+            probe = False
+            try:
+                if not self._answered.is_set():
+                    if self._probing:
+                        await self._wait_open()
+                    else:
+                        self._probing = probe = True
+                now = await self._wait_turn(tokens)
+                if gate is not None:
+                    await gate.admit(tokens, self._lock.statistics().tasks_waiting + 1)
+                    now = await self._wait_turn(tokens)  # a pause heard meanwhile holds
+            except BaseException:
+                if probe:
+                    self._probing = False  # the next request in line probes instead
+                raise
+            finally:
+                self._held = False
+            if probe:
+                self._open_by = now + OPEN_AFTER
+            return self._commit(now, tokens, arrived=arrived)
+
+    async def _wait_open(self) -> None:
+        """Wait for the first answer, or until ``OPEN_AFTER`` seconds after the first request
+        left; then the lane is open. (Called holding the lock, after the probe has left: it
+        held the lock until it did.)"""
+        delay = self._open_by - self.clock.monotonic()
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await self._answered.wait()
+        self._open()
+
+    def _open(self) -> None:
+        if not self._answered.is_set():
+            self._answered_at = self.clock.monotonic()
+            self._answered.set()
+
+    # --- how many in flight ----------------------------------------------------------------------
+
+    def rate(self) -> float | None:
+        """Requests a second the lane's limits let through (None: no limit is known)."""
+        limits, scale = self.limits, self.margin * self.pace.slow * self.share
+        rate = math.inf
+        if limits.rpm:
+            rate = limits.rpm * scale / WINDOW
+        if limits.tpm and len(self._window):
+            per_request = self._window.total / len(self._window)
+            if per_request > 0:
+                rate = min(rate, limits.tpm * scale / WINDOW / per_request)
+        return None if rate == math.inf else rate
+
+    def answer_time(self) -> float:
+        """How long answers take, by a high quantile (p90) of the recent ones; until
+        ``CALIBRATED_LATENCY`` have come back, at least the age of the oldest request out."""
+        seen = 0.0
+        if self._latencies:
+            ordered = sorted(self._latencies)
+            seen = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+        if self.answers < CALIBRATED_LATENCY and self._out:
+            seen = max(seen, self.clock.monotonic() - next(iter(self._out.values())))
+        return seen
+
+    def wanted(self, unpaced: int) -> int:
+        """Requests this lane needs in flight (or ready) to hold its pace: rate x answer time
+        with ``HEADROOM`` (Little's law); ``unpaced`` where no limit paces the lane."""
+        if self.refused is not None or self._stopped is not None:
+            return 0
+        rate = self.rate()
+        if rate is None:
+            return unpaced
+        took = self.answer_time()
+        if self.answers < CALIBRATED_LATENCY:
+            took = max(took, 1.0)  # little seen yet: at least a second's requests
+        return math.ceil(rate * took * HEADROOM) + SPARE
+
+    def _sent(self, slot: Slot) -> None:
+        self._out[slot] = self.clock.monotonic()
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+
+    def _back(self, slot: Slot) -> None:
+        sent = self._out.pop(slot, None)
+        if sent is not None:
+            self.in_flight -= 1
+            self.answers += 1
+            self._latencies.append(self.clock.monotonic() - sent)
+
+    def _commit(self, now: float, tokens: int, *, arrived: float) -> list[float]:
+        """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on."""
+        # A request that was already waiting when its slot came (asleep for it, or queued for
+        # the lock) and leaves late keeps up to half an interval (at least EARLY) of that
+        # lateness as credit: the loop's wake-up and handover lag, paid on every request at
+        # hundreds a second, would otherwise pile up into lost rate. One that arrived after its
+        # slot (the lane stood idle), or was held past it by something else (the first answer,
+        # a pause), starts afresh. One let through early (``EARLY``) moves the pace on from
+        # its slot, not from now.
+        pace = self.pace
+        slot = pace.r_next
+        held = max(self._answered_at, pace.paused_until)
+        if now < slot or (arrived <= slot and held <= slot):
+            base = max(slot, now - max(self._interval(self.limits.rpm) / 2, EARLY))
+        else:
+            base = now
+        pace.advance(base, now, tokens, self.share)
+        self._last = now
+        self.daily.add(self.clock.time())
+        if self.quota is not None:
+            self.quota.spend()
+        self.admitted += 1
+        self.outage.admitted()
+        return self._window.add(now, float(tokens))
+
+    def _settle(self, entry: list[float], tokens: int) -> None:
+        """The answer said the request cost ``tokens``: correct the charge made at admission."""
+        now = self.clock.monotonic()
+        if self.gate is not None:
+            self.gate.settle(entry[1], float(tokens))
+        self.pace.settle(tokens - entry[1], self.share)
+        self.pace.recover()
+        self._window.adjust(entry, float(tokens), now)
+        self._answers.add(now, float(tokens))
+        self._answers.expire(now)
+        self._strikes = 0
+
+    # --- what the server says --------------------------------------------------------------------
+
+    def _on_rate_limited(self, error: RateLimitError) -> None:
+        """A 429: pause the whole lane for the server's delay (or a jittered backoff); slow it."""
+        now = self.clock.monotonic()
+        self.rate_limited += 1
+        if error.per_day:
+            wall = self.clock.time()
+            self._stopped = QuotaExhausted(
+                self.model,
+                f"the server says the daily quota is spent ({error.quota})",
+                self.daily.resets_at(wall),
+            )
+            return
+        if error.retry_after is not None:
+            delay = error.retry_after
+        else:
+            delay = min(60.0, 2.0**self._strikes) * self._rng.uniform(0.5, 1.0)
+        self._strikes += 1
+        if self.pace.pause(now + delay):
+            self._per_second = True
+        if self.gate is not None:
+            self.gate.paused(delay)
+        self._learn_limit(error.scope)
+
+    def _learn_limit(self, scope: str | None) -> None:
+        """With no limit known, take what got through in the last minute as the limit."""
+        if scope in (None, "requests") and self.limits.rpm is None:
+            count = max(1, len(self._answers))
+            self.limits = Limits(count, self.limits.tpm, self.limits.rpd)
+        if scope == "tokens" and self.limits.tpm is None:
+            total = max(1, int(self._answers.total))
+            self.limits = Limits(self.limits.rpm, total, self.limits.rpd)
+
+    def _observe(self, hints: RateHints) -> None:
+        """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
+        if hints.empty:
+            return
+        rpm, tpm = self.limits.rpm, self.limits.tpm
+        if hints.limit_requests and (rpm is None or hints.limit_requests < rpm):
+            rpm = hints.limit_requests
+        if hints.limit_tokens and (tpm is None or hints.limit_tokens < tpm):
+            tpm = hints.limit_tokens
+        if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
+            self.limits = Limits(rpm, tpm, self.limits.rpd)
+            self.pace.r_next = max(self.pace.r_next, self._last + self._interval(rpm))
+        now = self.clock.monotonic()
+        for remaining, reset in (
+            (hints.remaining_requests, hints.reset_requests),
+            (hints.remaining_tokens, hints.reset_tokens),
+        ):
+            if remaining == 0 and reset:
+                self.pace.paused_until = max(self.pace.paused_until, now + reset)
+
+    # --- the quota day ---------------------------------------------------------------------------
+
+    def _check_day(self) -> None:
+        self.blocked()
+        if self._stopped is not None:
+            raise self._stopped
+
+    def _stop_for_shared_day(self) -> None:
+        """The shared store granted no more of today's requests: stop until the reset."""
+        assert self.quota is not None
+        wall = self.clock.time()
+        self._stopped = QuotaExhausted(
+            self.model,
+            f"the day's {self.limits.rpd:,} requests are spent (counted across the runs "
+            f"sharing {self.quota.account.label} in {self.quota.store.where})",
+            next_reset(wall),
+        )
+        raise self._stopped
+
+    def spacing(self) -> float:
+        """Seconds between two requests at the lane's pace (0 without an RPM)."""
+        return self._interval(self.limits.rpm)
+
+    def eta(self) -> float:
+        """About when a request joining the lane now would leave (monotonic time): for choosing
+        between lanes that serve one model. Down endpoints are probed, so they come last."""
+        now = self.clock.monotonic()
+        start = max(now, self.pace.paused_until, self.pace.r_next)
+        if self.outage.down:
+            start = max(start, now + 60.0)
+        return start + self.waiting * max(self._interval(self.limits.rpm), 1e-3)
+
+    def has_demand(self) -> bool:
+        """Whether the lane admitted or had waiting requests since the last call."""
+        demand = self.waiting > 0 or self.admitted != self._demand_mark
+        self._demand_mark = self.admitted
+        return demand
+
+    def blocked(self) -> QuotaExhausted | None:
+        """Why the lane sends nothing until a quota reset, or None if it may send."""
+        wall = self.clock.time()
+        if self._stopped is not None and wall >= self._stopped.resets_at:
+            self._stopped = None
+        rpd = self.limits.rpd
+        if self._stopped is None and rpd is not None and self.daily.spent(wall) >= rpd:
+            why = (
+                "no daily quota on this tier (RPD 0)"
+                if rpd == 0
+                else f"the day's {rpd:,} requests are spent"
+            )
+            self._stopped = QuotaExhausted(self.model, why, self.daily.resets_at(wall))
+        return self._stopped
+
+    def statistics(self) -> LaneStats:
+        return LaneStats(
+            model=self.model,
+            limits=self.limits,
+            admitted=self.admitted,
+            rate_limited=self.rate_limited,
+            today=self.daily.spent(self.clock.time()),
+            paused_for=max(0.0, self.pace.paused_until - self.clock.monotonic()),
+            stopped=str(self._stopped) if self._stopped else None,
+        )
+
+
+class Slot:
+    """One attempt admitted by a lane (see ``Lane.request``); an async context manager.
+
+    Leaving the block opens the lane to full concurrency after its first answer, pauses it on a
+    429, tells the outage watch whether an answer came (any answer the endpoint sent, an error or
+    an output that would not do included, says it is up), and, after ``done``, settles the
+    tokens charged and teaches the estimator.
+    """
+
+    __slots__ = ("_entry", "_features", "_known", "_lane", "_output", "_reported", "_succeeded")
+
+    def __init__(self, lane: Lane, x: Features | int, output: int) -> None:
+        self._lane = lane
+        self._features: Features | None = x if isinstance(x, tuple) else None
+        self._known = 0 if isinstance(x, tuple) else x
+        self._output = output
+        self._entry: list[float] = []
+        self._reported: int | None = None
+        self._succeeded = False
+
+    async def __aenter__(self) -> Slot:
+        lane = self._lane
+        x = self._features
+        estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
+        tokens = estimate + self._output
+        lane._check_size(tokens)
+        lane.waiting += 1
+        try:
+            self._entry = await lane._admit(tokens)
+        finally:
+            lane.waiting -= 1
+        lane._sent(self)
+        return self
+
+    def observe(self, hints: RateHints) -> None:
+        """Adopt the limits an answer's ``x-ratelimit-*`` headers reveal (errors included)."""
+        self._lane._observe(hints)
+
+    def done(self, input_tokens: int | None) -> None:
+        """The request succeeded; the answer reported ``input_tokens`` (None if it did not say)."""
+        self._succeeded = True
+        self._reported = input_tokens
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lane = self._lane
+        lane._back(self)
+        lane._open()
+        if isinstance(exc, FatalProviderError):
+            lane.refused = exc
+        if isinstance(exc, RetryableError) and exc.unanswered:
+            if lane.outage.failed(exc):
+                exc.counted = False  # the endpoint's outage, not this job's failure
+            return
+        if isinstance(exc, ProviderError) or self._succeeded:
+            lane.outage.answered()
+        else:
+            lane.outage.released()
+        if isinstance(exc, RateLimitError):
+            lane._on_rate_limited(exc)
+        elif self._succeeded:
+            lane.succeeded += 1
+            if self._reported is not None:
+                if self._features is not None:
+                    lane.estimator.learn(self._features, self._reported)
+                lane._settle(self._entry, self._reported + self._output)

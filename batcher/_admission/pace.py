@@ -1,0 +1,91 @@
+"""The pacing arithmetic of one model's requests and tokens, pure and clock-free.
+
+Requests and tokens are each paced by a theoretical arrival time (GCRA, the virtual-scheduling form
+of a leaky bucket): a request may leave once time reaches ``r_next``, which then moves on by one
+request's share of the minute; tokens work the same way on ``t_next``. A 429 pauses the pace
+(``paused_until``), slows it a little (``slow``, recovering by a thousandth an answer) and, where a
+per-minute limit may be enforced per second, narrows the margin once (the evidence that it is).
+Every time here is one the caller gives: a lane (``_admission.lane``) paces one process's requests
+on its clock, a cluster's budget (``_admission.grants``) grants runs of slots in wall time, both
+with this.
+"""
+
+from __future__ import annotations
+
+from .._config.limits import Limits
+
+__all__ = ["MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
+
+WINDOW = 60.0
+"""Requests and tokens per minute are per this many seconds."""
+MARGIN = 0.99
+"""The share of each limit a pace aims at, to absorb the clock's jitter."""
+PER_SECOND_MARGIN = 0.965
+"""The share once a 429 shows that a per-minute limit is enforced per second."""
+
+
+class Pace:
+    """One model's pace under ``limits``: ``margin`` of each (``MARGIN`` unless given);
+    ``per_second`` says the provider may enforce per-minute limits per second, so a 429 narrows
+    the margin to ``PER_SECOND_MARGIN`` (unless a margin was given)."""
+
+    __slots__ = ("_narrow_to", "limits", "margin", "paused_until", "r_next", "slow", "t_next")
+
+    def __init__(
+        self, limits: Limits, *, per_second: bool = False, margin: float | None = None
+    ) -> None:
+        self.limits = limits
+        self.margin = margin if margin is not None else MARGIN
+        self._narrow_to = PER_SECOND_MARGIN if per_second and margin is None else None
+        self.slow = 1.0
+        self.r_next = float("-inf")
+        """When the next request may leave."""
+        self.t_next = float("-inf")
+        """When the tokens charged so far are paid off."""
+        self.paused_until = float("-inf")
+
+    def interval(self, per_minute: int | None, share: float = 1.0) -> float:
+        """Seconds per request (or per token) at ``per_minute`` of the limit, for a pace that
+        has ``share`` of it (0 without that limit)."""
+        if not per_minute:
+            return 0.0
+        return WINDOW / (per_minute * self.margin * self.slow * share)
+
+    def paced(self, tolerance: float) -> float:
+        """When pacing lets the next request leave, tokens allowed ``tolerance`` seconds ahead."""
+        return max(self.r_next, self.t_next - tolerance)
+
+    def advance(self, base: float, now: float, tokens: float, share: float = 1.0) -> None:
+        """A request of ``tokens`` left at ``now``; the next one's slot is an interval after
+        ``base`` (its own slot, or ``now``, as the caller reckons lateness)."""
+        self.r_next = base + self.interval(self.limits.rpm, share)
+        self.t_next = max(self.t_next, now) + tokens * self.interval(self.limits.tpm, share)
+
+    def settle(self, tokens: float, share: float = 1.0) -> None:
+        """Answers said requests cost ``tokens`` more (or, negative, fewer) than was charged."""
+        self.t_next += tokens * self.interval(self.limits.tpm, share)
+
+    def recover(self) -> None:
+        """A request went through: a pace slowed by 429s recovers a little."""
+        self.slow = min(1.0, self.slow + 0.001)
+
+    def pause(self, until: float) -> bool:
+        """A 429: nothing leaves before ``until``, and the pace slows. True if it also narrowed
+        the margin (the evidence that limits are enforced per second)."""
+        self.paused_until = max(self.paused_until, until)
+        self.slow = max(0.8, self.slow * 0.98)
+        if self._narrow_to is None:
+            return False
+        self.margin = min(self.margin, self._narrow_to)
+        return True
+
+    def grant(self, now: float, want: int, tokens: float) -> tuple[float, float]:
+        """``want`` consecutive slots for requests of about ``tokens`` each from ``now``: (the
+        first slot's time, the interval between slots). Tokens may be a second ahead."""
+        t_per = self.interval(self.limits.tpm)
+        start = max(now, self.r_next, self.paused_until, self.t_next - (1.0 if t_per else 0.0))
+        interval = max(self.interval(self.limits.rpm), tokens * t_per)
+        self.r_next = start + want * interval
+        self.t_next = max(self.t_next, start) + want * tokens * t_per
+        self.recover()
+        return start, interval

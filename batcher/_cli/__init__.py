@@ -1,0 +1,2 @@
+"""The command line: flags and commands (``main``) and their reports (status, show, plan,
+bench, report)."""

@@ -1,0 +1,161 @@
+"""``batcher status``: where a run stands, read from its directory while it runs or after."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .._admission.ledger import DailyCount, Ledger
+from .._admission.quota import Spent
+from .._config.limits import Limits
+from .._config.prices import usd
+from .._core.clock import QUOTA_TZ
+from .._core.errors import UsageError
+from .._progress import duration
+from .._rundir.batchlog import BatchLog, Chunk
+from .._rundir.dirlock import Holder, holder
+from .._rundir.manifest import Manifest
+from .._rundir.results import damaged_files, iter_status, read_costs
+
+__all__ = ["RunStatus", "read_status"]
+
+PACE_WINDOW = 600.0
+"""The pace is measured over the last ten minutes of finished jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """Totals, today's quota per model, and how long the rest will take."""
+
+    total: int
+    ok: int
+    errors: int
+    error_kinds: dict[str, int]
+    spent_today: dict[str, int]
+    limits: dict[str, Limits]
+    next_reset: float
+    pace: float | None
+    """Jobs finished per minute over the last ten minutes of the run, if any."""
+    running: Holder | None = None
+    """The run holding the directory now (pid, since), if one does."""
+    damaged: tuple[Path, ...] = ()
+    """Results parts that could not be read (set aside in ``DIR/damaged/`` or not yet)."""
+    spent_usd: dict[str, float] = field(default_factory=dict)
+    """Dollars per model of the results so far (those whose model has a known price)."""
+    batches: tuple[Chunk, ...] = ()
+    """Provider batches not yet collected, as the run last saw them."""
+    now: float = 0.0
+    """When the status was read (for the batches' ages)."""
+    shared: tuple[Spent, ...] = ()
+    """What all runs counted today in the quota store, per account and model."""
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.errors
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.done)
+
+    @property
+    def eta_at_pace(self) -> float | None:
+        """Seconds left at the recent pace."""
+        return self.remaining / self.pace * 60 if self.pace else None
+
+    @property
+    def eta_at_tier(self) -> float | None:
+        """Seconds left at one model's per-minute ceiling, when one model has one."""
+        rpms = [lim.rpm for lim in self.limits.values() if lim.rpm]
+        return self.remaining / rpms[0] * 60 if len(rpms) == 1 else None
+
+    def lines(self) -> list[str]:
+        """The report ``batcher status`` prints."""
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.error_kinds.items()))
+        out = []
+        if self.running is not None:
+            pid, since = self.running
+            when = f" since {_local(since)}" if since is not None else ""
+            out.append(f"running now (pid {pid if pid is not None else '?'}{when})")
+        out += [
+            f"done {self.done} / {self.total}",
+            f"ok {self.ok}",
+            f"error {self.errors}" + (f" ({kinds})" if kinds else ""),
+            f"remaining {self.remaining}",
+        ]
+        if self.spent_usd:
+            models = ", ".join(f"{m} {usd(c)}" for m, c in sorted(self.spent_usd.items()))
+            out.append(f"cost so far {usd(sum(self.spent_usd.values()))} ({models})")
+        for model, spent in sorted(self.spent_today.items()):
+            rpd = self.limits[model].rpd
+            of = f" of {rpd:,} requests" if rpd else " requests"
+            out.append(f"quota today {model}: {spent:,}{of}")
+        for row in self.shared:
+            out.append(f"all runs today, {row.label}, {row.model}: {row.count:,} requests")
+        reset = datetime.fromtimestamp(self.next_reset, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
+        out.append(f"next quota reset {reset}")
+        if self.remaining:
+            if self.pace:
+                left = duration(self.eta_at_pace)
+                out.append(f"at the recent pace ({self.pace:,.0f} jobs/min): {left} left")
+            if self.eta_at_tier is not None:
+                out.append(f"at the tier's ceiling: {duration(self.eta_at_tier)} left")
+        for path in self.damaged:
+            out.append(f"damaged: {path} (its jobs are sent again by the next run)")
+        for chunk in self.batches:
+            age = duration(max(0.0, self.now - (chunk.submitted or chunk.created)))
+            total, succeeded, failed = chunk.counts
+            counts = f", {succeeded or 0} ok / {failed or 0} failed of {total}" if total else ""
+            state = chunk.state or ("submitted" if chunk.batch else "not yet submitted")
+            out.append(
+                f"batch {chunk.batch or chunk.tag}: {state}, age {age}, {len(chunk.ids)} jobs"
+                f" of {chunk.model}{counts}"
+            )
+        return out
+
+
+def _local(wall: float) -> str:
+    return datetime.fromtimestamp(wall).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def read_status(out: Path, now: float) -> RunStatus:
+    """Read the run in ``out`` as it stands at wall-clock ``now``."""
+    manifest = Manifest.read(out)
+    if manifest is None:
+        raise UsageError(f"{out} holds no batcher run (no run.json)")
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    times: list[float] = []
+    unreadable: list[Path] = []
+    for _, status, kind, finished_at in iter_status(out, unreadable=unreadable):
+        counts[status] += 1
+        if status == "error":
+            kinds[kind or "unknown"] += 1
+        if finished_at is not None:
+            times.append(finished_at)
+    spent = Ledger(out).spent(now, rolling=manifest.quota_day == "rolling")
+    return RunStatus(
+        total=manifest.total,
+        ok=counts["ok"],
+        errors=counts["error"],
+        error_kinds=dict(kinds),
+        spent_today=spent,
+        limits={m: manifest.limits_for(m) for m in spent},
+        next_reset=DailyCount(rolling=False).resets_at(now),
+        pace=_pace(times),
+        running=holder(out),
+        damaged=tuple(damaged_files(out, unreadable=unreadable)),
+        spent_usd=read_costs(out),
+        batches=tuple(BatchLog(out).open_chunks()),
+        now=now,
+    )
+
+
+def _pace(times: list[float]) -> float | None:
+    if len(times) < 2:
+        return None
+    last = max(times)
+    recent = sorted(t for t in times if t >= last - PACE_WINDOW)
+    span = recent[-1] - recent[0]
+    return (len(recent) - 1) / span * 60 if span > 0 else None

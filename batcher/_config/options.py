@@ -1,0 +1,740 @@
+"""Everything a run can be told: ``RunOptions``, composed of small groups, one definition each.
+
+Each option is a field of one group (where requests go, how they are sent, the limits, what to
+send again, how to read columns), and its field carries the CLI flag's metadata (``flag(...)``).
+The CLI builds its flags from these fields and the library takes the same names as keywords, so
+a new option is one field here (plus the code that uses it). A bad value raises ``BadOption``
+naming the parameter; the CLI rewrites that name as its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import re
+import resource
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict, TypeVar, Unpack
+
+from .._core.errors import BadOption, UsageError
+from .._core.flag import flag
+from .._jobs import ColumnMapping, ProviderName
+from .limits import LimitTable
+from .prices import Prices, load_prices
+
+if TYPE_CHECKING:
+    from ..mock import MockConfig
+
+__all__ = [
+    "BadOption",
+    "BatchMode",
+    "Costs",
+    "Endpoint",
+    "LimitOptions",
+    "MediaOptions",
+    "PoolOptions",
+    "Requests",
+    "Resume",
+    "RunKeywords",
+    "RunOptions",
+    "add_flags",
+    "group_from_args",
+    "option_flag",
+]
+
+T = TypeVar("T")
+
+
+def option_flag(option: str) -> str:
+    """The CLI flag of a library parameter (``max_concurrency`` -> ``--max-concurrency``)."""
+    for group in _GROUPS.values():
+        for f in fields(group):
+            if f.name == option and f.metadata:
+                return str(f.metadata.get("name") or "--" + f.name.replace("_", "-"))
+    return option
+
+
+MAX_CONCURRENCY = 10_000
+"""More requests in flight than this is a typo, not a plan (each is a task and a connection)."""
+
+UNPACED = 16
+"""Requests in flight for a lane that no known limit paces, unless ``--max-concurrency`` says."""
+MAX_IN_FLIGHT = MAX_CONCURRENCY
+"""The most requests in flight without ``--max-concurrency`` (each is a socket and a task)."""
+_FDS_KEPT = 256
+"""File descriptors left for everything but the requests' sockets (files, the journal...)."""
+
+
+def concurrency_ceiling(explicit: int | None) -> int:
+    """The most requests in flight: ``explicit`` (``--max-concurrency``) if given, else
+    ``MAX_IN_FLIGHT`` within the process's file descriptors. The soft limit on those is raised
+    to the hard one where that is needed (1,024 is a common soft limit; a socket each)."""
+    if explicit is not None:
+        return explicit
+    want = MAX_IN_FLIGHT + _FDS_KEPT
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            raised = want if hard == resource.RLIM_INFINITY else min(hard, want)
+            if raised > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+    except (OSError, ValueError):  # not permitted here: keep within what we have
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_IN_FLIGHT
+    return max(UNPACED, min(MAX_IN_FLIGHT, soft - _FDS_KEPT))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def duration(text: str) -> float:
+    """A duration flag's value in seconds: ``90`` (seconds), ``90s``, ``30m``, ``1h30m``."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
+        pos = m.end()
+    if pos == 0 or pos != len(text):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 1h30m)")
+    return total
+
+
+def _check_url(url: str) -> None:
+    """An http(s) URL with a host and a valid port, or ``BadOption`` saying what is wrong."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise BadOption("base_url", f"{url!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadOption("base_url", f"{url!r} is not an http(s) URL with a host")
+    del port
+
+
+def _positive(option: str, value: float) -> None:
+    if value < 1:
+        raise BadOption(option, "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where requests go and with which key."""
+
+    provider: ProviderName = field(
+        default="openai",
+        metadata=flag(
+            "wire format: OpenAI chat/completions (default) or Gemini generateContent",
+            choices=("openai", "gemini"),
+        ),
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata=flag("API base URL (default: the provider's public URL)", metavar="URL"),
+    )
+    api_key: str | None = field(default=None, repr=False)
+    """The key itself, for library callers; the CLI reads keys from the environment only."""
+    api_key_env: str | None = field(
+        default=None,
+        metadata=flag(
+            "environment variable holding the key (default: OPENAI_API_KEY, or "
+            "GEMINI_API_KEY then GOOGLE_API_KEY)",
+            metavar="VAR",
+        ),
+    )
+    mock: str | MockConfig | None = field(
+        default=None,
+        metadata=flag(
+            "run against the embedded mock provider (presets: default, instant, realistic, "
+            "faulty, or a tier name to enforce its limits); no key needed",
+            metavar="PRESET",
+            const="default",
+        ),
+    )
+    """Run against the embedded mock provider with this preset (``"default"``, or a tier's name),
+    or a library caller's ``MockConfig``, instead of the network."""
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("openai", "gemini"):
+            raise BadOption("provider", f"{self.provider!r} is unknown; choose openai or gemini")
+        if self.base_url is not None:
+            _check_url(self.base_url)
+        if self.mock is not None and self.base_url is not None:
+            raise UsageError(
+                f"{option_flag('mock')} and {option_flag('base_url')} cannot be used together"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requests:
+    """How each job is sent: its default model, concurrency, attempts and time limits."""
+
+    model: str | None = field(
+        default=None, metadata=flag("model for jobs that do not name their own", metavar="NAME")
+    )
+    max_concurrency: int | None = field(
+        default=None,
+        metadata=flag(
+            "requests in flight at most (default: as many as the limits' rate times the "
+            "answers' times needs, up to 10,000 and the open-file limit; 16 where no limit is "
+            "known)",
+            metavar="N",
+        ),
+    )
+    max_attempts: int = field(
+        default=5,
+        metadata=flag("attempts per job for retryable errors (default 5)", metavar="N"),
+    )
+    timeout: float = field(
+        default=120.0, metadata=flag("timeout of one request (default 120)", metavar="SECONDS")
+    )
+    max_outage: float = field(
+        default=1800.0,
+        metadata=flag(
+            "how long the endpoint may stay unreachable before the run stops with exit 75 "
+            "(default 30m); meanwhile it is probed and no job spends attempts",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """Seconds the endpoint may stay unreachable (an outage) before the run stops."""
+    grace: float = 5.0
+    """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
+    ray: str | None = field(
+        default=None,
+        metadata=flag(
+            "run on a Ray cluster: 'local' starts one on this machine, else the ADDRESS of one "
+            "(needs batcher[ray]; --max-concurrency is then per worker)",
+            metavar="local|ADDRESS",
+        ),
+    )
+    """Run on a Ray cluster (``"local"``, or a cluster's address) instead of in this process."""
+    schema: Any = field(
+        default=None,
+        metadata=flag(
+            "answer in JSON fitting this schema: a JSON Schema file, or a pydantic model as "
+            "package.module:Model; answers are validated (invalid ones retried) and stored typed "
+            "in the column 'parsed'",
+            metavar="SCHEMA",
+        ),
+    )
+    """The output schema: a JSON Schema file's path or dict, a pydantic model class, or
+    ``"package.module:Model"`` (see ``_config.schema.load_schema``)."""
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency is not None:
+            _positive("max_concurrency", self.max_concurrency)
+        if self.max_concurrency is not None and self.max_concurrency > MAX_CONCURRENCY:
+            raise BadOption("max_concurrency", f"must be at most {MAX_CONCURRENCY:,}")
+        _positive("max_attempts", self.max_attempts)
+        if not 0 < self.timeout < math.inf:
+            raise BadOption("timeout", "must be a positive number of seconds")
+        if not 0 <= self.grace < math.inf:
+            raise BadOption("grace", "must be a number of seconds, not negative")
+        if not 0 < self.max_outage < math.inf:
+            raise BadOption("max_outage", "must be a positive duration")
+        if self.ray is not None and not self.ray.strip():
+            raise BadOption("ray", "takes local or a cluster's address")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitOptions:
+    """The rate limits to pace by, and what to do when a daily quota is spent."""
+
+    tier: str | None = field(
+        default=None, metadata=flag("tier preset of limits (batcher tiers)", metavar="NAME")
+    )
+    rpm: int | None = field(
+        default=None, metadata=flag("requests per minute, for every model", metavar="N")
+    )
+    tpm: int | None = field(
+        default=None, metadata=flag("tokens per minute, for every model", metavar="N")
+    )
+    rpd: int | None = field(
+        default=None, metadata=flag("requests per quota day, for every model", metavar="N")
+    )
+    limits_file: str | None = field(
+        default=None,
+        metadata=flag("TOML file of limits per model", metavar="FILE", name="--limits"),
+    )
+    on_daily_limit: Literal["wait", "exit"] = field(
+        default="wait",
+        metadata=flag(
+            "when a model's daily quota is spent: wait for the reset (default) or stop with exit 3",
+            choices=("wait", "exit"),
+        ),
+    )
+    """When a model's daily quota is spent: wait for the reset, or stop (exit 3)."""
+    quota_day: Literal["pacific", "rolling"] = field(
+        default="pacific",
+        metadata=flag(
+            "count RPD per day ending at midnight Pacific (default) or over 24 h",
+            choices=("pacific", "rolling"),
+        ),
+    )
+    """Count RPD per quota day ending at midnight America/Los_Angeles, or over a rolling 24 h."""
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "rpd"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BadOption(name, f"must be at least 1, got {value}")
+        if self.on_daily_limit not in ("wait", "exit"):
+            raise BadOption("on_daily_limit", "takes wait or exit")
+        if self.quota_day not in ("pacific", "rolling"):
+            raise BadOption("quota_day", "takes pacific or rolling")
+
+    def table(self) -> LimitTable:
+        """Resolve the tier, the flags and the limits file into every model's limits."""
+        return LimitTable.build(
+            tier=self.tier,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            rpd=self.rpd,
+            limits_file=Path(self.limits_file) if self.limits_file is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolOptions:
+    """The run's endpoints (a pool file), and where its quotas are counted, shared with the other
+    runs on the same account."""
+
+    pool_file: str | None = field(
+        default=None,
+        metadata=flag(
+            "TOML file of endpoints to send through at once (keys, projects, providers; "
+            "see README); each sets its own provider, URL, key, mock, tier and limits (those flags "
+            "are refused with it); --rpm/--tpm/--rpd apply beneath each endpoint's own",
+            metavar="FILE",
+            name="--pool",
+        ),
+    )
+    quota_store: str | None = field(
+        default=None,
+        metadata=flag(
+            "where quotas shared between runs are kept: local (default: SQLite in "
+            "$BATCHER_STATE_DIR, else ~/.cache/batcher), memory (this run only), or "
+            "redis://HOST:PORT/DB (runs on several machines)",
+            metavar="STORE",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        store = self.quota_store
+        if store is not None and store not in ("local", "memory") and "://" not in store:
+            raise BadOption("quota_store", f"{store!r}: use local, memory, or redis://HOST:PORT/DB")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume:
+    """Which finished jobs to send again."""
+
+    retry_errors: bool = field(
+        default=False,
+        metadata=flag("send jobs that ended in error again (their rows are replaced)"),
+    )
+    """Send jobs that ended in error again; their old rows are replaced."""
+    redo_changed: bool = field(
+        default=False, metadata=flag("send finished jobs whose request changed since again")
+    )
+    """Send again finished jobs whose request changed since; otherwise their old results stay."""
+
+    def flags(self) -> str:
+        """The flags in force, for messages."""
+        on = [option_flag(f.name) for f in fields(self) if getattr(self, f.name)]
+        return " and ".join(on)
+
+
+def _dollars(text: str) -> float:
+    """A ``--budget`` in US dollars: ``5``, ``2.50`` or ``$2.50``."""
+    try:
+        return float(text.strip().removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Costs:
+    """What tokens cost, and how much a run directory may spend."""
+
+    prices_file: str | None = field(
+        default=None,
+        metadata=flag(
+            "TOML file of prices per model (USD per million tokens), over the packaged ones",
+            metavar="FILE",
+            name="--prices",
+        ),
+    )
+    budget: float | None = field(
+        default=None,
+        metadata=flag(
+            "stop sending before the run directory's spend could pass USD (exit 5)",
+            metavar="USD",
+            parse=_dollars,
+        ),
+    )
+    """Dollars this run directory may spend, counting earlier runs into it; None: no limit."""
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not 0 <= self.budget < math.inf:
+            raise BadOption("budget", "must be a number of dollars, not negative")
+
+    def prices(self) -> Prices:
+        """The packaged prices with the ``prices_file``'s over them."""
+        return load_prices(self.prices_file)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchMode:
+    """Whether jobs go through the provider's batch API (half the price, within a day) and how."""
+
+    mode: Literal["online", "batch", "auto"] = field(
+        default="online",
+        metadata=flag(
+            "online requests (default); batch: the provider's batch API, half the price; auto: "
+            "batches, with what is late or failed finished online",
+            choices=("online", "batch", "auto"),
+        ),
+    )
+    batch_deadline: float = field(
+        default=6 * 3600.0,
+        metadata=flag(
+            "auto: jobs not answered this long after their batch was submitted are finished "
+            "online, and the batch cancelled (default 6h)",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """Seconds a batch may take in ``auto`` before its jobs are finished online."""
+    batch_min: int = field(
+        default=100,
+        metadata=flag(
+            "auto: fewer jobs left than this go online directly (default 100)", metavar="N"
+        ),
+    )
+    no_wait: bool = field(
+        default=False,
+        metadata=flag(
+            "submit the batches, record them and exit 6 without waiting; rerun the same command "
+            "to collect"
+        ),
+    )
+    cancel_batches: bool = field(
+        default=False,
+        metadata=flag(
+            "cancel this directory's batches still running, keep what they finished, and stop"
+        ),
+    )
+    batch_queue_tokens: int | None = field(
+        default=None,
+        metadata=flag(
+            "input tokens enqueued in batches at once per model, at most (the tier's batch "
+            "queue limit); further batches wait for earlier ones",
+            metavar="N",
+        ),
+    )
+    poll_interval: float = field(
+        default=60.0,
+        metadata=flag(
+            "how often to ask for the state of running batches (default 60s)",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """Seconds between two looks at the batches still running."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("online", "batch", "auto"):
+            raise BadOption("mode", f"{self.mode!r} is unknown; choose online, batch or auto")
+        if not 0 < self.batch_deadline < math.inf:
+            raise BadOption("batch_deadline", "must be a positive duration")
+        if self.batch_min < 0:
+            raise BadOption("batch_min", "must be 0 or more")
+        if not 0 < self.poll_interval < math.inf:
+            raise BadOption("poll_interval", "must be a positive duration")
+        if self.batch_queue_tokens is not None and self.batch_queue_tokens < 1:
+            raise BadOption("batch_queue_tokens", "must be at least 1")
+
+
+_MODALITIES = ("text", "image")
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    """``--modalities text,image`` as a tuple, each one checked."""
+    items = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in items if m not in _MODALITIES]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"takes text and/or image, e.g. text,image; got {text!r}")
+    return items
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaOptions:
+    """Images out: what answers may hold, and the image-generation endpoint's parameters."""
+
+    modalities: tuple[str, ...] = field(
+        default=(),
+        metadata=flag(
+            "what answers may hold, e.g. text,image (Gemini's responseModalities); every image "
+            "answered is saved under DIR/images/",
+            metavar="LIST",
+            parse=_modalities,
+        ),
+    )
+    api: Literal["chat", "images"] = field(
+        default="chat",
+        metadata=flag(
+            "chat (default) or images: OpenAI-compatible POST /images/generations, each job's "
+            "prompt making images saved under DIR/images/",
+            choices=("chat", "images"),
+            name="--endpoint",
+        ),
+    )
+    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), or images
+    (``images/generations``). ``--endpoint`` on the command line."""
+    size: str | None = field(
+        default=None,
+        metadata=flag(
+            "size of generated images for jobs that set none, e.g. 1024x1024", metavar="WxH"
+        ),
+    )
+    quality: str | None = field(
+        default=None,
+        metadata=flag("quality of generated images for jobs that set none, e.g. high", metavar="Q"),
+    )
+    n: int | None = field(
+        default=None,
+        metadata=flag("images per job for jobs that set none (default 1)", metavar="N"),
+    )
+    ipm: int | None = field(
+        default=None,
+        metadata=flag(
+            "images per minute each model may be asked for (a request counts its n, or 1)",
+            metavar="N",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modalities, str):
+            object.__setattr__(self, "modalities", _modalities(self.modalities))
+        bad = [m for m in self.modalities if m not in _MODALITIES]
+        if bad:
+            raise BadOption("modalities", f"takes text and/or image, not {bad}")
+        if self.api not in ("chat", "images"):
+            raise BadOption("api", f"takes chat or images, not {self.api!r}")
+        if self.n is not None and not 1 <= self.n <= 10:
+            raise BadOption("n", "must be from 1 to 10")
+        if self.ipm is not None and self.ipm < 1:
+            raise BadOption("ipm", f"must be at least 1, got {self.ipm}")
+
+    def job_defaults(self) -> dict[str, Any]:
+        """The job fields these options fill in where a job sets none."""
+        return {
+            "modalities": self.modalities,
+            "n": self.n,
+            "size": self.size,
+            "quality": self.quality,
+        }
+
+
+_GROUPS: dict[str, Any] = {
+    "endpoint": Endpoint,
+    "requests": Requests,
+    "limits": LimitOptions,
+    "resume": Resume,
+    "columns": ColumnMapping,
+    "costs": Costs,
+    "batch": BatchMode,
+    "media": MediaOptions,
+    "pool": PoolOptions,
+}
+_GROUP_OF: dict[str, str] = {
+    f.name: group for group, cls in _GROUPS.items() for f in fields(cls) if f.init
+}
+
+
+class RunKeywords(TypedDict, total=False):
+    """The keywords ``RunOptions``, ``batcher.run`` and ``batcher.run_sync`` take: each option
+    group whole, or any option by its own name (each the CLI flag of the same name). Type
+    checkers hold a call to these names and types; ``tests/test_api.py`` holds this list to the
+    groups' fields."""
+
+    endpoint: Endpoint
+    requests: Requests
+    limits: LimitOptions
+    resume: Resume
+    columns: ColumnMapping
+    costs: Costs
+    batch: BatchMode
+    media: MediaOptions
+    pool: PoolOptions
+    provider: ProviderName
+    base_url: str | None
+    api_key: str | None
+    api_key_env: str | None
+    mock: str | MockConfig | None
+    model: str | None
+    max_concurrency: int | None
+    max_attempts: int
+    timeout: float
+    max_outage: float
+    grace: float
+    ray: str | None
+    schema: Any
+    tier: str | None
+    rpm: int | None
+    tpm: int | None
+    rpd: int | None
+    limits_file: str | None
+    on_daily_limit: Literal["wait", "exit"]
+    quota_day: Literal["pacific", "rolling"]
+    retry_errors: bool
+    redo_changed: bool
+    prompt_column: str | None
+    prompt_template: str | None
+    id_column: str | None
+    image_column: str | None
+    prices_file: str | None
+    budget: float | None
+    mode: Literal["online", "batch", "auto"]
+    batch_deadline: float
+    batch_min: int
+    no_wait: bool
+    cancel_batches: bool
+    batch_queue_tokens: int | None
+    poll_interval: float
+    modalities: tuple[str, ...]
+    api: Literal["chat", "images"]
+    size: str | None
+    quality: str | None
+    n: int | None
+    ipm: int | None
+    pool_file: str | None
+    quota_store: str | None
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RunOptions:
+    """Everything a run can be told, in groups. Build it from the groups or from flat keywords
+    (``RunOptions(model="m", rpm=60)``, the keywords ``batcher.run`` takes); both are checked."""
+
+    endpoint: Endpoint
+    requests: Requests
+    limits: LimitOptions
+    resume: Resume
+    columns: ColumnMapping
+    costs: Costs
+    batch: BatchMode
+    media: MediaOptions
+    pool: PoolOptions
+
+    GROUPS: ClassVar[tuple[str, ...]] = tuple(_GROUPS)
+
+    def __init__(self, **options: Unpack[RunKeywords]) -> None:
+        by_group: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+        for name, value in options.items():
+            if name in _GROUPS:
+                continue
+            group = _GROUP_OF.get(name)
+            if group is None:
+                close = difflib.get_close_matches(name, _GROUP_OF, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"unknown option {name!r}{hint}")
+            by_group[group][name] = value
+        for group, cls in _GROUPS.items():
+            given: Any = options.get(group)
+            if given is not None and not isinstance(given, cls):
+                names = ", ".join(f.name for f in fields(cls) if f.init)
+                raise TypeError(
+                    f"{group}= takes a batcher.{cls.__name__}, not {type(given).__name__}; "
+                    f"or give its options as keywords: {names}"
+                )
+            if given is not None and by_group[group]:
+                raise TypeError(f"give {group} as a group or as keywords, not both")
+            object.__setattr__(self, group, given or cls(**by_group[group]))
+
+    def flat(self) -> dict[str, Any]:
+        """The options as flat keywords (the inverse of the constructor)."""
+        return {
+            f.name: getattr(getattr(self, g), f.name)
+            for g in _GROUPS
+            for f in fields(getattr(self, g))
+            if f.init
+        }
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        """The options the CLI's flags gave (every option that has a flag); a flag left at None
+        (not given) leaves its option's default."""
+        given = {name: getattr(args, name) for name in _flagged(_GROUPS)}
+        return cls(**{name: value for name, value in given.items() if value is not None})
+
+
+def group_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """One option group from the flags a command has of it (the rest keep their defaults)."""
+    names = [f.name for f in fields(cls) if f.init and hasattr(args, f.name)]  # type: ignore[arg-type]
+    return cls(**{name: getattr(args, name) for name in names})
+
+
+def _flag_fields(groups: Mapping[str, Any]) -> Iterator[Field[Any]]:
+    for cls in groups.values():
+        for f in fields(cls):
+            if f.init and f.metadata:
+                yield f
+
+
+def _flagged(groups: Mapping[str, Any]) -> list[str]:
+    return [f.name for f in _flag_fields(groups)]
+
+
+def add_flags(
+    parser: argparse.ArgumentParser,
+    groups: tuple[str, ...],
+    *,
+    only: tuple[str, ...] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Add the flags of these option groups (or ``only`` these options) to ``parser``.
+
+    ``overrides`` changes argparse's keywords for an option in this command (e.g. ``plan``'s
+    provider default, ``bench``'s concurrency).
+    """
+    chosen = {g: _GROUPS[g] for g in groups}
+    exclusive: dict[str, Any] = {}
+    for f in _flag_fields(chosen):
+        if only is not None and f.name not in only:
+            continue
+        meta = f.metadata
+        default = f.default if f.default is not MISSING else None
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"], "default": default}
+        if f.type in ("bool", bool):
+            kwargs["action"] = "store_true"
+        elif meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        else:
+            kwargs["metavar"] = meta["metavar"]
+            if meta["const"] is not None:
+                kwargs.update(nargs="?", const=meta["const"])
+            kind = meta["parse"] or {"int | None": int, "int": int, "float": float}.get(str(f.type))
+            if kind is not None:
+                kwargs["type"] = kind
+        kwargs.update((overrides or {}).get(f.name, {}))
+        target: Any = parser
+        if meta["exclusive"]:
+            if meta["exclusive"] not in exclusive:
+                exclusive[meta["exclusive"]] = parser.add_mutually_exclusive_group()
+            target = exclusive[meta["exclusive"]]
+        target.add_argument(meta["name"] or "--" + f.name.replace("_", "-"), **kwargs)

@@ -1,0 +1,80 @@
+"""``--budget``: what a run directory may spend, checked before each job is sent.
+
+The spend counts three things: the cost of the results already in the directory (earlier runs
+into it included), the answers of this run, and a reservation for every job in flight at its worst
+case: the estimated input tokens (and a margin) plus ``max_tokens`` (or, without one, the longest
+answer the model has given in this run, or ``UNKNOWN_OUTPUT`` before its first answer) at the
+model's prices.
+A job whose reservation would take the spend over the budget is not sent; the answer settles the
+reservation to what it really cost. With ``max_tokens`` on every job the spend cannot pass the
+budget (unless an answer's input was a quarter above its estimate); without it, an answer longer
+than any before may.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .._config.prices import Prices
+
+__all__ = ["Budget", "Reservation"]
+
+INPUT_MARGIN = 1.25
+"""The input estimate is a fit, not a bound: a reservation counts a quarter more input tokens."""
+UNKNOWN_OUTPUT = 4096
+"""Output tokens assumed for a job without ``max_tokens`` before its model has answered once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Dollars set aside for one job in flight."""
+
+    model: str
+    dollars: float
+
+
+class Budget:
+    """The spend of one run directory against its limit, in dollars."""
+
+    def __init__(self, limit: float, spent: float, prices: Prices) -> None:
+        self.limit = limit
+        self.spent = spent
+        """Dollars of finished results: the directory's before this run, plus this run's."""
+        self.reserved = 0.0
+        self.prices = prices
+        self._longest: dict[str, int] = {}  # model -> longest output seen in this run
+
+    def worst_case(self, model: str, input_tokens: int, max_tokens: int | None) -> float | None:
+        """The most a job can cost, or None if the model has no known price."""
+        price = self.prices.price(model)
+        if price is None:
+            return None
+        output = max_tokens if max_tokens is not None else self._longest.get(model, UNKNOWN_OUTPUT)
+        return price.cost(math.ceil(input_tokens * INPUT_MARGIN), output)
+
+    def reserve(self, model: str, input_tokens: int, max_tokens: int | None) -> Reservation | None:
+        """Set aside a job's worst case, or None if that would take the spend over the limit.
+        ``KeyError`` if the model has no known price (nothing bounds its cost)."""
+        worst = self.worst_case(model, input_tokens, max_tokens)
+        if worst is None:
+            raise KeyError(model)
+        if self.spent + self.reserved + worst > self.limit:
+            return None
+        self.reserved += worst
+        return Reservation(model, worst)
+
+    def settle(
+        self, reservation: Reservation, cost: float | None, output_tokens: int | None = None
+    ) -> None:
+        """Replace a reservation by what the job cost (None or 0: nothing was billed), and learn
+        the model's answer length from ``output_tokens``."""
+        self.reserved = max(0.0, self.reserved - reservation.dollars)
+        self.spent += cost or 0.0
+        if output_tokens is not None:
+            longest = self._longest.get(reservation.model, 0)
+            self._longest[reservation.model] = max(longest, output_tokens)
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.limit - self.spent)

@@ -1,0 +1,362 @@
+"""The online executor: send one job through its lane, with retries, and say how it ended.
+
+``execute`` returns an outcome value, ``Done(record) | Deferred(stop) | Fatal(error) |
+Halted(outage) | Abandoned``, and writes nothing back into the run's state: the scheduler decides
+what an outcome means (record it, wait for the reset, stop the run, leave it for a rerun). The
+batch-API executor plugs in beside this one with the same outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import anyio
+
+from .._admission.estimate import features
+from .._admission.ipm import ImageGate
+from .._admission.lane import Lane
+from .._admission.retry import RetryPolicy
+from .._config.prices import Prices, load_prices
+from .._config.schema import OutputSchema
+from .._core.clock import Clock
+from .._core.errors import (
+    FatalProviderError,
+    InvalidOutput,
+    Outage,
+    PermanentJobError,
+    ProviderError,
+    QuotaExhausted,
+    RetryableError,
+)
+from .._core.media import job_media_tokens
+from .._jobs import Job
+from .._rundir.attempts import Attempt
+from .._rundir.image_files import download, save_images
+from .._rundir.store import Record
+from .._wire.endpoint import Target
+from .._wire.providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
+from .._wire.transport import Transport
+from .tally import Tally
+
+__all__ = ["Abandoned", "Deferred", "Done", "Executor", "Fatal", "Halted", "Outcome", "explain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The job finished, ok or with an error of its own: record it."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The model's daily quota is spent: the job waits for the reset."""
+
+    stop: QuotaExhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The provider refused the whole run (bad key, unknown model) on this job's model."""
+
+    error: FatalProviderError
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Halted:
+    """The endpoint has been down for longer than the run waits: the run stops."""
+
+    error: Outage
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """The run is stopping: the job was not sent (again), and is left for a rerun."""
+
+
+Outcome: TypeAlias = Done | Deferred | Fatal | Halted | Abandoned
+
+ABANDONED = Abandoned()
+
+
+class _Stopped(Exception):
+    """The run is stopping: this job is not sent (again)."""
+
+
+class Executor:
+    """Sends jobs online over one transport; ``halt`` stops it sending more."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        target: Target,
+        policy: RetryPolicy,
+        clock: Clock,
+        tally: Tally,
+        *,
+        prices: Prices | None = None,
+        out: Path | None = None,
+        schema: OutputSchema | None = None,
+        endpoint: str = "default",
+        ipm: int | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        """The endpoint's name, in each result's ``endpoint`` column."""
+        self.out = out
+        """The output directory, where images answered are saved (under ``images/``)."""
+        self.schema = schema
+        """The run's output schema (the provider asks for it and checks answers): its tokens
+        are billed as input, so they count in each job's estimate."""
+        self.ipm = ipm
+        """Images per minute each model may be asked for (``--ipm``); None: no such limit."""
+        self._gates: dict[str, ImageGate] = {}
+        self.transport = transport
+        self.prices = prices or load_prices()
+        self.on_attempt: Callable[[Attempt], None] | None = None
+        """Told of every request sent, as it ends (the attempt log)."""
+        self.target = target
+        self._host = urlsplit(target.base_url).netloc.rpartition("@")[2]
+        """The endpoint's host and port for the attempt log, never a key."""
+        self.provider = target.provider
+        self.policy = policy
+        self.clock = clock
+        self.tally = tally
+        self._halting = False
+        self._waiting: dict[anyio.CancelScope, list[bool]] = {}  # scope -> [sending now]
+
+    def halt(self) -> None:
+        """Send nothing more: jobs waiting for admission or a retry are abandoned at once, those
+        whose request is out are left to finish (the scheduler bounds that by its grace)."""
+        self._halting = True
+        for scope, sending in list(self._waiting.items()):
+            if not sending[0]:
+                scope.cancel()
+
+    async def execute(self, job: Job, lane: Lane) -> Outcome:
+        """Send ``job`` (whose model is resolved) through ``lane`` until it finishes or stops."""
+        if self._halting:
+            return ABANDONED
+        model = job.model
+        assert model is not None  # the source resolves every job's model
+        start = self.clock.monotonic()
+        if job.media:
+            # files are read (and URLs fetched for Gemini) off the event loop, when sent
+            try:
+                spec, fp, media_tokens = await anyio.to_thread.run_sync(
+                    _build_with_media, self.provider, job, model
+                )
+            except (OSError, ValueError) as e:
+                error = PermanentJobError(f"cannot send its images or files: {e}")
+                return Done(self._record(job, model, None, 0, start, error=error))
+        else:
+            spec = self.provider.build(job, model)
+            fp, media_tokens = None, 0
+        text = job.text if self.schema is None else f"{job.text}\n{self.schema.text}"
+        x = features(text, media_tokens)
+        output = (job.max_tokens or 0) if self.provider.charges_output else 0
+        attempts = 0
+        sending = [False]
+
+        async def attempt() -> Completion:
+            nonlocal attempts
+            if self._halting:
+                raise _Stopped
+            asked = self.clock.monotonic()
+            if self.ipm is not None:
+                await self._gate(model).admit(job.n or 1)
+            async with lane.request(x, output=output) as slot:
+                attempts += 1
+                self.tally.requests += 1
+                sending[0] = True
+                sent = self.clock.monotonic()
+                try:
+                    answer = await send(self.transport, self.provider, spec, slot.observe)
+                    if any(i.data is None for i in answer.images):
+                        answer = replace(answer, images=await _download(answer))
+                except ProviderError as e:
+                    self._log(job.id, attempts, model, asked, sent, error=e)
+                    raise
+                finally:
+                    sending[0] = False
+                self._log(job.id, attempts, model, asked, sent, answer=answer)
+                slot.done(answer.input_tokens)
+            return answer
+
+        self.tally.in_flight += 1
+        scope = anyio.CancelScope()
+        self._waiting[scope] = sending
+        try:
+            with scope:
+                completion = await self.policy.call(attempt, clock=self.clock)
+            if scope.cancelled_caught:
+                return ABANDONED
+        except _Stopped:
+            return ABANDONED
+        except FatalProviderError as e:
+            return Fatal(e, model)
+        except QuotaExhausted as e:
+            return Deferred(e)
+        except Outage as e:
+            return Halted(e)
+        except ProviderError as e:
+            return Done(self._record(job, model, fp or spec, attempts, start, error=e))
+        finally:
+            self.tally.in_flight -= 1
+            del self._waiting[scope]
+        images: list[dict[str, Any]] = []
+        if completion.images:
+            if self.out is None:
+                raise RuntimeError("an answer with images needs the executor's output directory")
+            # durable on disk before the job's journal line (see _image_files)
+            images = await anyio.to_thread.run_sync(
+                save_images, self.out, job.id, completion.images
+            )
+        record = self._record(job, model, fp or spec, attempts, start, completion=completion)
+        return Done(replace(record, images=tuple(images)) if images else record)
+
+    def _log(
+        self,
+        job_id: str,
+        n: int,
+        model: str,
+        asked: float,
+        sent: float,
+        *,
+        answer: Completion | None = None,
+        error: ProviderError | None = None,
+    ) -> None:
+        """Tell ``on_attempt`` how one request went."""
+        if self.on_attempt is None:
+            return
+        now = self.clock.monotonic()
+        self.on_attempt(
+            Attempt(
+                job_id=job_id,
+                attempt=n,
+                model=model,
+                endpoint=self.endpoint,
+                sent_at=self.clock.time() - (now - sent),
+                waited_ms=(sent - asked) * 1000,
+                latency_ms=(now - sent) * 1000,
+                outcome="ok" if error is None else error.kind,
+                http_status=200 if error is None else (error.status or None),
+                input_tokens=answer.input_tokens if answer is not None else None,
+                output_tokens=answer.output_tokens if answer is not None else None,
+                retry_after=getattr(error, "retry_after", None),
+                error=self.target.redact(error.message)[:500] if error is not None else None,
+                host=self._host,
+            )
+        )
+
+    def _gate(self, model: str) -> ImageGate:
+        gate = self._gates.get(model)
+        if gate is None:
+            assert self.ipm is not None
+            gate = self._gates[model] = ImageGate(self.ipm, self.clock)
+        return gate
+
+    def _record(
+        self,
+        job: Job,
+        model: str,
+        sent: RequestSpec | str | None,
+        attempts: int,
+        start: float,
+        *,
+        completion: Completion | None = None,
+        error: ProviderError | None = None,
+    ) -> Record:
+        """The job's result; ``sent`` is its request, or that request's fingerprint already."""
+        redact = self.target.redact
+        latency = (self.clock.monotonic() - start) * 1000
+        if isinstance(sent, RequestSpec):
+            fp: str | None = fingerprint(self.provider, model, sent)
+        else:
+            fp = sent
+        if completion is not None:
+            cost = self.prices.cost(model, completion.input_tokens, completion.output_tokens)
+            if cost is None and completion.model:
+                cost = self.prices.cost(
+                    completion.model, completion.input_tokens, completion.output_tokens
+                )
+            return Record(
+                id=job.id,
+                status="ok",
+                text=completion.text,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                attempts=attempts,
+                error=None,
+                error_kind=None,
+                model=completion.model or model,
+                finish_reason=completion.finish_reason,
+                latency_ms=latency,
+                response=redact(completion.raw),
+                source=job.source,
+                fingerprint=fp,
+                finished_at=self.clock.time(),
+                cost_usd=cost,
+                parsed=completion.parsed,
+                endpoint=self.endpoint,
+            )
+        assert error is not None
+        if isinstance(error, InvalidOutput) and error.answer is not None:
+            # the answer that did not fit the schema is kept (and was billed) as an error row
+            row = self._record(job, model, fp, attempts, start, completion=error.answer)
+            return replace(row, status="error", error=redact(error.message), error_kind=error.kind)
+        status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
+        return Record(
+            id=job.id,
+            status="error",
+            text=None,
+            input_tokens=None,
+            output_tokens=None,
+            attempts=attempts,
+            error=redact(f"{status}{error.message}"),
+            error_kind=error.kind,
+            model=model,
+            finish_reason=None,
+            latency_ms=latency,
+            response=redact(error.body),
+            source=job.source,
+            fingerprint=fp,
+            finished_at=self.clock.time(),
+            cost_usd=0.0 if self.prices.price(model) is not None else None,
+            endpoint=self.endpoint,
+        )
+
+
+async def _download(answer: Completion) -> tuple[Any, ...]:
+    """The answer's image URLs downloaded; a failure is retried as any failed request is, but
+    says nothing of the endpoint, which answered."""
+    try:
+        return await anyio.to_thread.run_sync(download, answer.images)
+    except OSError as e:
+        raise RetryableError(f"cannot download an image answered: {e}", unanswered=False) from None
+
+
+def _build_with_media(provider: Provider, job: Job, model: str) -> tuple[RequestSpec, str, int]:
+    """The request of a job with images or files (their bytes read now), its fingerprint (over
+    their hashes, as the resume check computes it) and their tokens by the provider's rule."""
+    spec = provider.build(job, model)
+    return spec, job_fingerprint(provider, job, model), job_media_tokens(job.media, provider.name)
+
+
+def explain(error: FatalProviderError, model: str, target: Target, worked: list[str]) -> str:
+    """Say what is wrong in words a user can act on: which key, which model, what worked."""
+    where = target.where
+    if error.status in (401, 403) or "API_KEY_INVALID" in (error.body or ""):
+        what = f"the API key from {target.key_source} was refused by {where}"
+    elif error.status == 404:
+        what = f"model {model!r} is not available at {where} (check --model or the job's model)"
+    elif "insufficient_quota" in error.message:
+        what = "the account has no quota left (insufficient_quota): add credit or change key"
+    else:
+        what = f"{model} cannot be used at {where}"
+    also = f"; models that worked: {', '.join(worked)}" if worked else ""
+    return target.redact(f"{what}: {error.message}{also}")

@@ -1,0 +1,162 @@
+"""``DIR/batches.jsonl``: the chunks a run sent to a batch API and the batches they became.
+
+An append-only log, one JSON event a line, each flushed and fsynced before the step it guards
+goes on (batches are few, so the fsyncs cost nothing that matters):
+
+    {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "at"}   before the create call
+    {"event": "submitted", "tag", "batch", "at"}                   after it answered
+    {"event": "state", "tag", "state", "total", "succeeded", "failed", "at"}   when it changes
+    {"event": "closed", "tag", "at"}                               its lines are all journaled
+
+A chunk without ``submitted`` may or may not have become a batch (the process died during the
+create call): its tag, sent as the batch's metadata or display name, finds it in the provider's
+list, and only if none has it is the chunk submitted again. A chunk submitted and not closed is
+polled and collected by the next run instead of being sent again. A torn last line (killed
+mid-write) is dropped: the step it recorded had not gone on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._core.errors import WriteFailed
+
+__all__ = ["BatchLog", "Chunk"]
+
+NAME = "batches.jsonl"
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Jobs sent together as one batch, and what became of it."""
+
+    tag: str
+    model: str
+    ids: list[str]
+    """The jobs in request order (Gemini's answers may come back matched only by order)."""
+    attempt: int
+    created: float
+    tokens: int = 0
+    """The jobs' input tokens as estimated (what the model's batch queue counts)."""
+    batch: str | None = None
+    submitted: float | None = None
+    state: str | None = None
+    counts: tuple[int | None, int | None, int | None] = (None, None, None)
+    """total, succeeded, failed, as the provider last said."""
+    closed: bool = False
+
+
+class BatchLog:
+    """The chunks of one output directory, read at open and appended to as they move on."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / NAME
+        self.chunks: dict[str, Chunk] = {}
+        self.run_id = uuid.uuid4().hex[:12]
+        """Part of every tag made here: tags stay unique across directories on one account."""
+        if self.path.is_file():
+            self._read()
+
+    def _read(self) -> None:
+        with self.path.open("rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    continue
+                try:
+                    event = json.loads(line)
+                    self._apply(event)
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                    continue
+
+    def _apply(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        if kind == "run":
+            self.run_id = str(e["id"])
+        elif kind == "chunk":
+            self.chunks[e["tag"]] = Chunk(
+                e["tag"],
+                e["model"],
+                list(e["ids"]),
+                int(e["attempt"]),
+                float(e["at"]),
+                int(e.get("tokens") or 0),
+            )
+        elif (chunk := self.chunks.get(e["tag"])) is not None:
+            if kind == "submitted":
+                chunk.batch, chunk.submitted = str(e["batch"]), float(e["at"])
+            elif kind == "state":
+                chunk.state = e["state"]
+                chunk.counts = (e.get("total"), e.get("succeeded"), e.get("failed"))
+            elif kind == "closed":
+                chunk.closed = True
+
+    def _append(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        try:
+            fresh = not self.path.exists()
+            with self.path.open("ab") as f:
+                if fresh:
+                    run = {"event": "run", "id": self.run_id}
+                    f.write(json.dumps(run).encode() + b"\n")
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise WriteFailed.from_os_error(e, self.path) from e
+        self._apply(event)
+
+    def open_chunks(self) -> list[Chunk]:
+        """Chunks whose batch has not been collected yet, oldest first."""
+        return [c for c in self.chunks.values() if not c.closed]
+
+    def new_chunk(
+        self, model: str, ids: list[str], attempt: int, now: float, tokens: int = 0
+    ) -> Chunk:
+        """Record a chunk before its create call; its tag is this directory's next one."""
+        tag = f"batcher-{self.run_id}-{len(self.chunks) + 1:05d}"
+        self._append(
+            {
+                "event": "chunk",
+                "tag": tag,
+                "model": model,
+                "ids": ids,
+                "attempt": attempt,
+                "tokens": tokens,
+                "at": now,
+            }
+        )
+        return self.chunks[tag]
+
+    def submitted(self, chunk: Chunk, batch: str, now: float) -> None:
+        self._append({"event": "submitted", "tag": chunk.tag, "batch": batch, "at": now})
+
+    def state(
+        self,
+        chunk: Chunk,
+        state: str,
+        counts: tuple[int | None, int | None, int | None],
+        now: float,
+    ) -> None:
+        """Record what the provider says of the batch, when it says something new."""
+        if (state, counts) == (chunk.state, chunk.counts):
+            return
+        total, succeeded, failed = counts
+        self._append(
+            {
+                "event": "state",
+                "tag": chunk.tag,
+                "state": state,
+                "total": total,
+                "succeeded": succeeded,
+                "failed": failed,
+                "at": now,
+            }
+        )
+
+    def closed(self, chunk: Chunk, now: float) -> None:
+        self._append({"event": "closed", "tag": chunk.tag, "at": now})

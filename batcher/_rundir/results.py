@@ -1,0 +1,220 @@
+"""Reading a run's results beside it: what ``batcher status`` and a run's summary count.
+
+Unlike the store, which a run owns, these readers may run while another process writes: they move
+nothing, skip a part they cannot read (and say which), and follow a segment that is compacted
+while they read it into its part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from .store import read_part, read_segment
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+__all__ = [
+    "StatusRow",
+    "damaged_files",
+    "iter_rows",
+    "iter_status",
+    "read_costs",
+    "read_results",
+    "results",
+]
+
+_STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
+
+
+StatusRow = tuple[str, str, str | None, float | None]
+
+
+def iter_status(out: Path, *, unreadable: list[Path] | None = None) -> Iterator[StatusRow]:
+    """(id, status, error_kind, finished_at) of every finished job in ``out``, parts and journal
+    alike, as a reader that runs beside a run (``batcher status``) sees them.
+
+    It moves nothing: a part that cannot be read is skipped (its jobs are not done), and appended
+    to ``unreadable`` if given. A segment compacted while this reads is read from its part."""
+    yield from _walk(
+        out / "results",
+        out / "journal",
+        _part_status,
+        lambda r: (r["id"], r["status"], r.get("error_kind"), r.get("finished_at")),
+        unreadable=unreadable,
+    )
+
+
+def _walk(
+    parts_dir: Path,
+    journal: Path,
+    part_rows: Callable[[Path], list[R] | None],
+    row: Callable[[dict[str, Any]], R],
+    *,
+    required: tuple[str, ...] = ("id", "status"),
+    unreadable: list[Path] | None = None,
+) -> Iterator[R]:
+    """The rows of a stream's parts, then of its segments not yet compacted, as ``part_rows`` and
+    ``row`` make them. It moves nothing: a part that cannot be read is skipped (and appended to
+    ``unreadable``), and a segment compacted while this reads is read from its part."""
+    parts = set()
+    for p in sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []:
+        rows = part_rows(p)
+        if rows is None:
+            if unreadable is not None:
+                unreadable.append(p)
+            continue
+        parts.add(p.stem.removeprefix("part-"))
+        yield from rows
+    for s in sorted(journal.glob("seg-*.jsonl")) if journal.is_dir() else []:
+        number = s.stem.removeprefix("seg-")
+        if number in parts:
+            continue
+        try:
+            records = read_segment(s, required=required)
+        except FileNotFoundError:  # compacted since the parts were listed
+            yield from part_rows(parts_dir / f"part-{number}.parquet") or []
+            continue
+        for r in records:
+            yield row(r)
+
+
+def _part_status(part: Path) -> list[StatusRow] | None:
+    """The status rows of ``part``: none if a run has just removed it, None if it is unreadable."""
+    try:
+        t, _ = read_part(part, list(_STATUS_COLUMNS))
+    except FileNotFoundError:
+        return []
+    if t is None:
+        return None
+    return list(zip(*(t.column(i).to_pylist() for i in range(4)), strict=True))
+
+
+def damaged_files(out: Path, *, unreadable: Iterable[Path] | None = None) -> list[Path]:
+    """Files in ``out`` whose jobs count as not done: parts a run set aside in ``damaged/``, and
+    parts in ``results/`` that cannot be read now (the next run sets them aside). Reads every
+    part, unless ``unreadable`` gives those ``iter_status`` has just found."""
+    damaged = out / "damaged"
+    found = sorted(p for p in damaged.iterdir() if p.is_file()) if damaged.is_dir() else []
+    if unreadable is None:
+        results = out / "results"
+        parts = sorted(results.glob("part-*.parquet")) if results.is_dir() else []
+        unreadable = [p for p in parts if _part_status(p) is None]
+    return found + sorted(unreadable)
+
+
+def read_results(out: Path, *, unreadable: list[Path] | None = None) -> Counter[str]:
+    """Counts of finished jobs by status and error kind: ``ok``, ``error``, ``error:<kind>``.
+    Unreadable parts are skipped, and appended to ``unreadable`` if given."""
+    counts: Counter[str] = Counter()
+    for _, status, kind, _ in iter_status(out, unreadable=unreadable):
+        counts[status] += 1
+        if status == "error":
+            counts[f"error:{kind or 'unknown'}"] += 1
+    return counts
+
+
+def _part_rows(part: Path, columns: list[str]) -> list[dict[str, Any]] | None:
+    """``columns`` of every row of ``part`` (null where the part predates a column): none if a
+    run has just removed it, None if it cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(part).names)
+        t, _ = read_part(part, [c for c in columns if c in names])
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        if type(e) is not OSError or e.errno is not None:
+            raise
+        return None
+    except Exception as e:  # a footer too damaged to hold a schema
+        if type(e).__name__ != "ArrowInvalid":
+            raise
+        return None
+    if t is None:
+        return None
+    rows: list[dict[str, Any]] = t.to_pylist()
+    missing = [c for c in columns if c not in names]
+    for row in rows:
+        for c in missing:
+            row[c] = None
+    return rows
+
+
+def iter_rows(
+    out: Path,
+    columns: list[str],
+    *,
+    stream: str = "results",
+    unreadable: list[Path] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``columns`` of every row of a stream in ``out`` (``results``, or ``attempts``), parts and
+    journal alike, read beside a live run as ``iter_status`` reads (moving nothing)."""
+    parts_dir, journal = _stream_dirs(out, stream)
+    yield from _walk(
+        parts_dir,
+        journal,
+        lambda p: _part_rows(p, columns),
+        lambda r: {c: r.get(c) for c in columns},
+        required=(),
+        unreadable=unreadable,
+    )
+
+
+def _stream_dirs(out: Path, stream: str) -> tuple[Path, Path]:
+    """(parts folder, journal folder) of a stream: results keep the original layout."""
+    if stream == "results":
+        return out / "results", out / "journal"
+    return out / stream, out / stream / "_journal"
+
+
+def read_costs(out: Path) -> dict[str, float]:
+    """Dollars spent per model by the results in ``out``: rows without a known price add
+    nothing (``batcher status`` names those models with a cost of None elsewhere)."""
+    costs: dict[str, float] = {}
+    for row in iter_rows(out, ["model", "cost_usd"]):
+        if row["cost_usd"] is not None:
+            model = row["model"] or "?"
+            costs[model] = costs.get(model, 0.0) + row["cost_usd"]
+    return costs
+
+
+@overload
+def results(out: str | os.PathLike[str], *, schema: type[M]) -> Iterator[tuple[str, M]]: ...
+@overload
+def results(
+    out: str | os.PathLike[str], *, schema: Mapping[str, Any] | str | None = None
+) -> Iterator[tuple[str, Any]]: ...
+def results(out: str | os.PathLike[str], *, schema: Any = None) -> Iterator[tuple[str, Any]]:
+    """``(job id, answer)`` of every job of a run with ``--schema`` that ended ok, read from its
+    ``parsed`` column (beside a live run too): instances of ``schema`` if it is a pydantic model,
+    else the answers as JSON data. ``schema`` must store as the run's own schema does (the one
+    ``run.json`` records); without it, that one is used. Raises ``UsageError`` for a run without
+    a schema, ``SchemaError`` for a schema that does not fit."""
+    from .._config.schema import OutputSchema, load_schema
+    from .._core.errors import SchemaError, UsageError
+    from .manifest import Manifest
+
+    path = Path(out)
+    manifest = Manifest.read(path)
+    if manifest is None or manifest.schema is None:
+        raise UsageError(f"{path} holds no run with a --schema: it has no parsed answers")
+    recorded = OutputSchema.from_json(manifest.schema)
+    wanted = load_schema(schema) if schema is not None else recorded
+    if wanted.arrow_type() != recorded.arrow_type():
+        raise SchemaError(
+            wanted.source,
+            "",
+            f"does not store as the schema {path} was run with "
+            f"({recorded.source}): read it with that one",
+        )
+    reader = OutputSchema(recorded.json_schema, source=recorded.source, name=recorded.name,
+                          model=wanted.model)  # fmt: skip
+    for row in iter_rows(path, ["id", "status", "parsed"]):
+        if row["status"] == "ok" and row["parsed"] is not None:
+            yield row["id"], reader.instance(row["parsed"])

@@ -1,0 +1,444 @@
+"""The results store: an append-only journal, compacted into Parquet parts.
+
+Layout under the output directory::
+
+    journal/seg-000007.jsonl      finished results, one JSON line each, flushed per result
+    results/part-000006.parquet   a compacted segment (same number), written to a temp name first
+    damaged/part-000003.parquet   a part that could not be read, set aside; its jobs are sent again
+
+A segment is compacted into the part of the same number and then deleted. On open, a segment whose
+part exists is a leftover of a crash between those two steps and is deleted; any other segment is
+compacted. A torn last line (killed mid-write) is dropped: that job was not finished.
+
+A part is only ever written whole, so one that cannot be read was damaged from outside (most often
+by an interrupted copy of the directory). A run sets it aside in ``damaged/``, with a warning, and
+its jobs count as not done; ``batcher status``, which runs beside a live run, only reports it.
+
+A failed write raises ``WriteFailed`` and loses nothing written before: a failed append is cut back
+off its segment (a line counts only with its newline) and that segment is closed, so the next
+append starts a new one; a segment is deleted only once its part is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
+from io import FileIO
+from pathlib import Path
+from typing import Any
+
+from .._core.codec import dumps, loads
+from .._core.errors import WriteFailed
+from .._core.idset import IdMap, id_hash
+
+__all__ = ["JournalStore", "Record", "ResultStore", "read_part", "read_segment"]
+
+log = logging.getLogger("batcher")
+
+_SEG = re.compile(r"seg-(\d{6})\.jsonl$")
+_PART = re.compile(r"part-(\d{6})\.parquet$")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One finished job, as it is written to the journal and to Parquet."""
+
+    id: str
+    status: str
+    text: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    attempts: int
+    error: str | None
+    error_kind: str | None
+    model: str | None
+    finish_reason: str | None
+    latency_ms: float | None
+    response: str | None
+    source: str | None
+    fingerprint: str | None = None
+    """A hash of the request sent, to notice a job whose input changed since it finished."""
+    finished_at: float | None = None
+    """Wall-clock time the job finished, for the pace ``batcher status`` reports."""
+    cost_usd: float | None = None
+    """What the answer's tokens cost in US dollars (``_config.prices``); None if the model has no
+    known price. An error row costs 0: a refused request is not billed."""
+    via: str = "online"
+    """How the job was answered: ``online`` (a request of its own) or ``batch`` (a line of a
+    provider's batch)."""
+    images: tuple[dict[str, Any], ...] = ()
+    """Images answered, saved under DIR/images/: ``{path (relative to DIR), mime_type, bytes,
+    sha256}`` each; empty for a text-only answer."""
+    parsed: Any = None
+    """The answer validated against the run's output schema, as its ``parsed`` column holds it
+    (only runs with a schema have that column)."""
+    endpoint: str | None = None
+    """The name of the endpoint that answered: a pool's endpoint, or ``default``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a journal line's object (``asdict`` without its deep copies)."""
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))
+
+
+def _schema(parsed: Any = None) -> Any:
+    """The Arrow schema of the results; ``parsed`` is the Arrow type of the ``parsed`` column,
+    for a run with an output schema (``OutputSchema.arrow_type``)."""
+    import pyarrow as pa
+
+    columns = [
+        ("id", pa.string()),
+        ("status", pa.string()),
+        ("text", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("attempts", pa.int32()),
+        ("error", pa.string()),
+        ("error_kind", pa.string()),
+        ("model", pa.string()),
+        ("finish_reason", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("response", pa.string()),
+        ("source", pa.string()),
+        ("fingerprint", pa.string()),
+        ("finished_at", pa.float64()),
+        ("cost_usd", pa.float64()),
+        ("via", pa.string()),
+        ("images", pa.list_(_image_type())),
+        ("endpoint", pa.string()),
+    ]
+    return pa.schema(columns if parsed is None else [*columns, ("parsed", parsed)])
+
+
+def _image_type() -> Any:
+    import pyarrow as pa
+
+    return pa.struct(
+        [
+            ("path", pa.string()),
+            ("mime_type", pa.string()),
+            ("bytes", pa.int64()),
+            ("sha256", pa.string()),
+        ]
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Raise what the system says while writing ``path`` as ``WriteFailed``, naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteFailed.from_os_error(e, path) from e
+
+
+def _write_all(file: FileIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]  # a write to a filling disk may be short, then fail
+
+
+def read_segment(path: Path, required: tuple[str, ...] = ("id", "status")) -> list[dict[str, Any]]:
+    """The complete records of a segment (objects with a string in each ``required`` field); any
+    other line is skipped and the rest kept. A line is complete only with its newline: a process
+    killed mid-write leaves a torn last line without one, and that job had not finished."""
+    rows = []
+    with path.open("rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                continue
+            try:
+                row = loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in required):
+                rows.append(row)
+    return rows
+
+
+def read_part(path: Path, columns: list[str] | None = None) -> tuple[Any, str | None]:
+    """The table in part ``path`` and None, or None and why its content cannot be read.
+
+    pyarrow tells the two kinds of failure apart: damaged content raises ``ArrowInvalid`` or an
+    ``OSError`` without an errno (a failed decompression); the system's own errors (a missing
+    file, permission denied, EIO) carry an errno, and are raised as they are.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns), None
+    except (pa.ArrowInvalid, OSError) as e:
+        if isinstance(e, OSError) and (type(e) is not OSError or e.errno is not None):
+            raise
+        why = str(e) or type(e).__name__
+        return None, why.rpartition(f"{path}': ")[2]  # without "Could not open ... '<path>': "
+
+
+class JournalStore:
+    """Durable rows of one stream (results, attempts): a journal compacted into Parquet parts.
+
+    ``schema`` makes the stream's Arrow schema; ``required`` names the string fields without
+    which a journal line is not a row (a line torn or damaged)."""
+
+    def __init__(
+        self,
+        journal_dir: Path,
+        results_dir: Path,
+        damaged_dir: Path,
+        schema: Callable[[], Any],
+        *,
+        required: tuple[str, ...],
+        segment_size: int = 5000,
+    ) -> None:
+        self.journal_dir = journal_dir
+        self.results_dir = results_dir
+        """Where the stream's parts go (``results/`` for results)."""
+        self.damaged_dir = damaged_dir
+        self.schema = schema
+        self.required = required
+        self.segment_size = segment_size
+        self._file: FileIO | None = None
+        self._compacting = threading.Lock()  # compactions run on worker threads
+        self._seq = 0
+        self._count = 0
+        self._size = 0  # bytes in the open segment, all of them complete lines
+        # The rows of the open segment, and of closed ones not yet compacted: compaction writes
+        # them from here instead of reading the journal back (recovery still reads it).
+        self._rows: list[dict[str, Any]] = []
+        self._closed: dict[int, list[dict[str, Any]]] = {}
+
+    def _segment(self, seq: int) -> Path:
+        return self.journal_dir / f"seg-{seq:06d}.jsonl"
+
+    def _part(self, seq: int) -> Path:
+        return self.results_dir / f"part-{seq:06d}.parquet"
+
+    def _numbers(self, folder: Path, pattern: re.Pattern[str]) -> list[int]:
+        if not folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name)))
+
+    def open(self) -> None:
+        """Recover what a crash left: compact every segment that has no part yet.
+
+        A segment whose part exists is deleted only if that part reads whole; a damaged one is
+        set aside and the segment compacted again."""
+        for folder in (self.journal_dir, self.results_dir):
+            with _writing(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+        for tmp in self.results_dir.glob("*.tmp"):
+            with _writing(tmp):
+                tmp.unlink()
+        for seq in self._numbers(self.journal_dir, _SEG):
+            if self._part(seq).exists():
+                self._read(self._part(seq))
+            self.compact(seq)
+        numbers = self._numbers(self.results_dir, _PART) + self._numbers(self.journal_dir, _SEG)
+        self._seq = max(numbers, default=0)
+
+    def _read(self, part: Path, columns: list[str] | None = None) -> Any:
+        """The table in ``part``, or None if it cannot be read, in which case it is set aside."""
+        table, why = read_part(part, columns)
+        if table is None:
+            self._set_aside(part, why)
+        return table
+
+    def _set_aside(self, part: Path, why: str | None) -> None:
+        """Move a damaged part into ``damaged/`` under its own name (or a numbered one, if that
+        name is taken), so its rows no longer count and its bytes are still there to look at."""
+        target = self.damaged_dir / part.name
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.damaged_dir / f"{part.stem}-{n}{part.suffix}"
+        with _writing(target):
+            self.damaged_dir.mkdir(exist_ok=True)
+            os.rename(part, target)
+            _fsync_dir(self.damaged_dir)
+            _fsync_dir(part.parent)
+        log.warning(
+            "part %s cannot be read (%s); moved it to %s: its jobs will be sent again",
+            part,
+            why,
+            target,
+        )
+
+    def _write_part(self, part: Path, table: Any) -> None:
+        """Write ``part`` whole or not at all: a temp name, fsync, then rename over ``part``."""
+        import pyarrow.parquet as pq
+
+        tmp = part.with_name(part.name + ".tmp")
+        try:
+            with tmp.open("wb") as f:
+                pq.write_table(table, f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, part)
+        except OSError as e:
+            with suppress(OSError):  # else open() deletes it
+                tmp.unlink(missing_ok=True)
+            raise WriteFailed.from_os_error(e, part) from e
+
+    def append_row(self, row: dict[str, Any]) -> int | None:
+        """Write one row durably; return a segment number that is now ready to compact.
+
+        Raises ``WriteFailed`` if the line could not be written whole; the row then counts as not
+        written, and every line appended before is kept."""
+        line = dumps(row) + b"\n"
+        if self._file is None:
+            self._seq += 1
+            self._count = self._size = 0
+            self._rows = []
+            with _writing(self._segment(self._seq)):
+                self._file = self._open_segment(self._segment(self._seq))
+        try:
+            _write_all(self._file, line)
+        except OSError as e:
+            self._abandon()
+            raise WriteFailed.from_os_error(e, self._segment(self._seq)) from e
+        self._size += len(line)
+        self._rows.append(row)
+        self._count += 1
+        if self._count >= self.segment_size:
+            return self.rotate()
+        return None
+
+    def _open_segment(self, path: Path) -> FileIO:
+        """A new segment, unbuffered: once ``write`` returns, the kernel has the line."""
+        return FileIO(path, "ab")
+
+    def _abandon(self) -> None:
+        """After a failed append: cut the torn line off and close the segment, so that nothing is
+        ever written after a torn line. Should the cut fail too, the torn line is that segment's
+        last, and reading drops it."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        self._closed[self._seq], self._rows = self._rows, []
+        with suppress(OSError):
+            file.truncate(self._size)
+        with suppress(OSError):
+            file.close()
+
+    def rotate(self) -> int | None:
+        """Close the current segment; return its number, or None if none was open."""
+        file, self._file = self._file, None
+        if file is None:
+            return None
+        self._closed[self._seq], self._rows = self._rows, []
+        with _writing(self._segment(self._seq)):
+            file.close()
+        return self._seq
+
+    def compact(self, seq: int) -> None:
+        """Write segment ``seq`` as part ``seq`` (temp name, fsync, rename), then delete it."""
+        with self._compacting:
+            self._compact(seq)
+
+    def _compact(self, seq: int) -> None:
+        import pyarrow as pa
+
+        segment, part = self._segment(seq), self._part(seq)
+        kept = self._closed.pop(seq, None)
+        if not part.exists():
+            rows = kept if kept is not None else read_segment(segment, self.required)
+            if rows:
+                self._write_part(part, pa.Table.from_pylist(rows, schema=self.schema()))
+                with _writing(self.results_dir):
+                    _fsync_dir(self.results_dir)
+        with _writing(segment):
+            segment.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Compact everything still in the journal. Raises ``WriteFailed`` if a compaction fails;
+        what is not compacted stays in the journal, for the next ``open``."""
+        self.rotate()
+        for seq in self._numbers(self.journal_dir, _SEG):
+            self.compact(seq)
+
+
+class ResultStore(JournalStore):
+    """Durable results for one output directory: ``journal/`` compacted into ``results/``."""
+
+    def __init__(self, out: Path, *, segment_size: int = 5000, parsed: Any = None) -> None:
+        """``parsed`` is the Arrow type of the run's ``parsed`` column, if it has a schema."""
+        super().__init__(
+            out / "journal",
+            out / "results",
+            out / "damaged",
+            lambda: _schema(parsed),
+            required=("id", "status"),
+            segment_size=segment_size,
+        )
+        self.out = out
+
+    def append(self, record: Record) -> int | None:
+        """Write one finished job durably (``append_row``); the job counts as finished only
+        once this returns."""
+        return self.append_row(record.to_dict())
+
+    def finished(self) -> tuple[IdMap, list[str]]:
+        """Every finished job as a compact map id -> request fingerprint, and the ids of those
+        that ended in error. Read part by part, so memory stays small for millions of rows."""
+        keys, values = array("Q"), array("Q")
+        errors: list[str] = []
+        for seq in self._numbers(self.results_dir, _PART):
+            t = self._read(self._part(seq), ["id", "status", "fingerprint"])
+            if t is None:
+                continue
+            ids, statuses, prints = (t.column(i).to_pylist() for i in range(3))
+            for job_id, status, fp in zip(ids, statuses, prints, strict=True):
+                keys.append(id_hash(job_id))
+                values.append(int(fp, 16) if fp else 0)
+                if status == "error":
+                    errors.append(job_id)
+        return IdMap(keys, values), errors
+
+    def remove(self, ids: set[str]) -> int:
+        """Drop the rows of ``ids`` from the parts (to send those jobs again); return how many.
+
+        Each part is rewritten without them under a temporary name and renamed over itself, so a
+        crash leaves every row either kept or dropped, never both nor half a part.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not ids:
+            return 0
+        wanted = pa.array(sorted(ids), pa.string())
+        removed = 0
+        for seq in self._numbers(self.results_dir, _PART):
+            part = self._part(seq)
+            table = self._read(part)
+            if table is None:
+                continue
+            keep = pc.invert(pc.is_in(table.column("id"), value_set=wanted))
+            kept = table.filter(keep)
+            if kept.num_rows == table.num_rows:
+                continue
+            removed += table.num_rows - kept.num_rows
+            if kept.num_rows == 0:
+                with _writing(part):
+                    part.unlink()
+            else:
+                self._write_part(part, kept)
+        with _writing(self.results_dir):
+            _fsync_dir(self.results_dir)
+        return removed

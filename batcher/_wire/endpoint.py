@@ -1,0 +1,111 @@
+"""Where a run's requests go: the base URL, the key and where it came from, the transport, and
+the embedded mock provider when the run asks for one (started here and nowhere else).
+
+The key is never logged or written: ``redact`` replaces it in anything a server echoes back.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, overload
+
+from .._config.options import Endpoint, Requests, concurrency_ceiling, option_flag
+from .._core.errors import UsageError
+from .http1 import Http1Transport
+from .providers import Provider
+from .transport import HttpxTransport, Transport
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..mock import MockConfig, MockServer
+
+__all__ = ["Target", "resolve_key"]
+
+MOCK_KEY = "mock-key"
+
+
+def resolve_key(endpoint: Endpoint, provider: Provider) -> tuple[str, str]:
+    """The API key and where it came from (for messages)."""
+    if endpoint.api_key:
+        return endpoint.api_key, "the api_key option"
+    names = (endpoint.api_key_env,) if endpoint.api_key_env else provider.key_envs
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name], f"${name}"
+    if endpoint.mock is not None:
+        return MOCK_KEY, "the mock's key"
+    hint = (
+        ""
+        if endpoint.api_key_env
+        else f" (or name another variable with {option_flag('api_key_env')})"
+    )
+    raise UsageError(f"no API key: set {' or '.join(names)} in the environment{hint}")
+
+
+class Target:
+    """The endpoint of one run. ``start`` brings up the embedded mock provider if there is one."""
+
+    def __init__(self, endpoint: Endpoint, provider: Provider) -> None:
+        self.provider = provider
+        self.key, self.key_source = resolve_key(endpoint, provider)
+        self.base_url = (endpoint.base_url or provider.default_base_url).rstrip("/")
+        self._mock_config = _mock_config(endpoint.mock) if endpoint.mock is not None else None
+        self._mock: MockServer | None = None
+
+    @property
+    def is_mock(self) -> bool:
+        return self._mock_config is not None
+
+    @property
+    def where(self) -> str:
+        """The endpoint in words, for messages."""
+        return "the mock provider" if self.is_mock else self.base_url
+
+    def start(self) -> None:
+        """Start the embedded mock provider, if this run uses one, and point the URL at it."""
+        if self._mock_config is not None and self._mock is None:
+            from ..mock import MockServer
+
+            self._mock = MockServer(self._mock_config).start()
+            self.base_url = self._mock.base_url(self.provider.name)
+
+    def stop(self) -> None:
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+
+    def transport(
+        self, requests: Requests, httpx_transport: httpx.AsyncBaseTransport | None = None
+    ) -> Transport:
+        """How requests reach this endpoint, with its auth, timeouts and connection limits:
+        the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a
+        transport the caller gave (``httpx.MockTransport`` in tests)."""
+        options: dict[str, Any] = {
+            "max_connections": concurrency_ceiling(requests.max_concurrency),
+            "timeout": requests.timeout,
+            "connect_timeout": min(requests.timeout, 30.0),
+        }
+        headers = self.provider.auth_headers(self.key)
+        if httpx_transport is not None:
+            return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
+        return Http1Transport(self.base_url, headers, **options)
+
+    @overload
+    def redact(self, text: str) -> str: ...
+    @overload
+    def redact(self, text: None) -> None: ...
+    def redact(self, text: str | None) -> str | None:
+        """The key, should a server echo it back, never reaches results, logs or errors."""
+        if text is None or not self.key:
+            return text
+        return text.replace(self.key, "[API key]")
+
+
+def _mock_config(mock: str | Any) -> MockConfig:
+    """A preset's name (or a tier's), or a ``MockConfig`` given by a library caller."""
+    from ..mock import MockConfig, preset
+
+    if isinstance(mock, MockConfig):
+        return mock
+    return preset(str(mock))

@@ -1,0 +1,98 @@
+"""What every batch API provides: submit a chunk of requests, look at it, find it by its tag,
+cancel it, and read its lines back as the answers the online parser reads.
+
+A batch line's request is the online request body (``Provider.build``), and its answer is handed
+to the same ``Provider.parse`` as an online answer, so a job answered by a batch gets the record
+it would have got online.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..._core.errors import ProviderError, RetryableError
+from ..transport import Reply, Transport
+from ._base import Provider, RequestSpec, json_body
+
+__all__ = ["BatchAPI", "BatchInfo", "BatchLine", "check"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """A batch as the provider describes it now."""
+
+    id: str
+    state: str
+    """The provider's own word for its state (``in_progress``, ``BATCH_STATE_RUNNING``...)."""
+    finished: bool
+    """Whether the batch has reached a final state (no line will be answered any more)."""
+    tag: str | None = None
+    """The tag batcher gave it when it was created (its metadata or display name)."""
+    total: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    error: str | None = None
+    """Why the batch as a whole failed, when it did."""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One answered line: whose job, its answer as an HTTP reply (for ``Provider.parse``) or the
+    error that stood in for one, and the line as the provider wrote it."""
+
+    job_id: str
+    answer: Reply | ProviderError
+    raw: str
+
+
+class BatchAPI(Protocol):
+    """One provider's batch API; stateless, like the online wire formats."""
+
+    max_requests: int
+    """Requests in one batch at most."""
+    max_bytes: int
+    """Bytes of requests in one batch at most (an input file, or an inline request)."""
+
+    def size(self, job_id: str, spec: RequestSpec) -> int:
+        """Bytes a request takes in a batch."""
+        ...
+
+    async def submit(
+        self,
+        transport: Transport,
+        model: str,
+        tag: str,
+        requests: Sequence[tuple[str, RequestSpec]],
+    ) -> BatchInfo:
+        """Create a batch of ``requests`` (job id, request), tagged ``tag``."""
+        ...
+
+    async def get(self, transport: Transport, batch_id: str) -> BatchInfo: ...
+
+    async def find(self, transport: Transport, tag: str) -> BatchInfo | None:
+        """The batch tagged ``tag``, if the provider lists one (after a crash lost its id)."""
+        ...
+
+    async def cancel(self, transport: Transport, batch_id: str) -> None: ...
+
+    async def lines(
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
+    ) -> list[BatchLine]:
+        """The answered lines of a finished batch; ``ids`` are its jobs in request order."""
+        ...
+
+
+def check(provider: Provider, reply: Reply, what: str) -> Any:
+    """The JSON body of a 2xx ``reply``; any other answer raised as the provider's error."""
+    if 200 <= reply.status_code < 300:
+        return json_body(reply)
+    try:
+        provider.parse(reply)  # a non-200 answer: parse raises it, classified as online
+    except ProviderError as e:
+        e.message = f"{what}: {e.message}"
+        e.args = (e.message,)
+        raise
+    raise RetryableError(f"{what}: HTTP {reply.status_code}", status=reply.status_code)

@@ -1,0 +1,215 @@
+"""Gemini's Batch API with inline requests: one call creates the batch, its answers come inline.
+
+As documented in https://ai.google.dev/api/batch-api and the Batch Mode guide
+(https://ai.google.dev/gemini-api/docs/batch-mode):
+
+- ``POST models/{model}:batchGenerateContent`` with ``{"batch": {"display_name", "input_config":
+  {"requests": {"requests": [{"request": GenerateContentRequest, "metadata": {"key"}}]}}}}``
+  answers an Operation named ``batches/{id}``; inline requests are for batches under 20 MB.
+- ``GET batches/{id}`` reads the Operation again: ``metadata`` is the batch (``state``,
+  ``displayName``, ``batchStats``), ``done`` turns true at the end, and ``response`` then holds
+  ``inlinedResponses.inlinedResponses``: ``{"metadata", "response"}`` or ``{"metadata", "error"}``
+  (a google.rpc Status), in the requests' order. The service has been seen omitting
+  ``metadata`` (https://discuss.ai.google.dev/t/gemini-batch-api-doesnt-return-the-user-metadata-
+  back/112386), so a response is matched by its key where present and by its place otherwise.
+- The reference names the states ``BATCH_STATE_PENDING``, ``_RUNNING``, ``_SUCCEEDED``,
+  ``_FAILED``, ``_CANCELLED``, ``_EXPIRED``; the guide's SDK examples say ``JOB_STATE_*``: both
+  are read.
+- ``GET batches?pageSize=&pageToken=`` lists them (``operations``, ``nextPageToken``);
+  ``POST batches/{id}:cancel`` cancels one.
+
+A batch over the inline limit goes as a JSONL file instead (https://ai.google.dev/gemini-api/
+docs/batch-mode#input-file), one ``{"key", "request"}`` a line, uploaded through the Files API's
+resumable protocol (https://ai.google.dev/api/files: ``POST /upload/v1beta/files`` with
+``X-Goog-Upload-Protocol: resumable`` and ``X-Goog-Upload-Command: start`` answers the session's
+URL in ``X-Goog-Upload-URL``; the bytes go there with ``upload, finalize``; the answer names the
+file ``files/{id}``) and named in ``input_config.file_name``. Its answers come back as
+``response.responsesFile``, a JSONL file of ``{"key", "response"}`` or ``{"key", "error"}`` lines
+downloaded from ``GET /download/v1beta/files/{id}:download?alt=media``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..._core.errors import RetryableError
+from ..transport import Reply, Transport
+from ._base import RequestSpec
+from ._batch import BatchInfo, BatchLine, check
+from ._gemini import GeminiProvider
+from ._http import encode
+
+__all__ = ["GeminiBatch"]
+
+UPLOAD = "/upload/v1beta/files"
+DOWNLOAD = "/download/v1beta/files"
+"""The Files API's upload and download paths, on the API's host beside ``/v1beta``."""
+_FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+
+_HTTP_OF_CODE = {
+    1: (499, "CANCELLED"),
+    3: (400, "INVALID_ARGUMENT"),
+    4: (504, "DEADLINE_EXCEEDED"),
+    5: (404, "NOT_FOUND"),
+    7: (403, "PERMISSION_DENIED"),
+    8: (429, "RESOURCE_EXHAUSTED"),
+    9: (400, "FAILED_PRECONDITION"),
+    13: (500, "INTERNAL"),
+    14: (503, "UNAVAILABLE"),
+    16: (401, "UNAUTHENTICATED"),
+}
+"""google.rpc.Code -> the HTTP status and name the online API answers for it
+(https://google.aip.dev/193)."""
+
+
+class GeminiBatch:
+    """Gemini's ``batchGenerateContent``: inline requests and responses, or files for a batch
+    over the inline limit."""
+
+    max_requests = 50_000
+    max_bytes = 1900 * 1024 * 1024  # a file: under the Files API's 2 GB
+    inline_bytes = 19 * 1024 * 1024  # under the documented 20 MB of an inline batch
+
+    def __init__(self) -> None:
+        self.provider = GeminiProvider()
+
+    def size(self, job_id: str, spec: RequestSpec) -> int:
+        return len(encode({"request": spec.body, "metadata": {"key": job_id}})) + 1
+
+    async def submit(
+        self,
+        transport: Transport,
+        model: str,
+        tag: str,
+        requests: Sequence[tuple[str, RequestSpec]],
+    ) -> BatchInfo:
+        size = sum(self.size(job_id, spec) for job_id, spec in requests)
+        if size <= self.inline_bytes:
+            inline = [{"request": s.body, "metadata": {"key": job_id}} for job_id, s in requests]
+            config: dict[str, Any] = {"requests": {"requests": inline}}
+        else:
+            lines = (encode({"key": job_id, "request": s.body}) + b"\n" for job_id, s in requests)
+            config = {"file_name": await self._upload(transport, tag, b"".join(lines))}
+        body = {"batch": {"display_name": tag, "input_config": config}}
+        path = f"models/{model.removeprefix('models/')}:batchGenerateContent"
+        reply = await transport.request("POST", path, encode(body))
+        return _info(check(self.provider, reply, "creating the batch"))
+
+    async def _upload(self, transport: Transport, tag: str, data: bytes) -> str:
+        """Upload ``data`` as a JSONL file by the resumable protocol; return its name."""
+        start = {
+            "x-goog-upload-protocol": "resumable",
+            "x-goog-upload-command": "start",
+            "x-goog-upload-header-content-length": str(len(data)),
+            "x-goog-upload-header-content-type": "application/jsonl",
+        }
+        meta = encode({"file": {"display_name": tag}})
+        reply = await transport.request("POST", UPLOAD, meta, headers=start)
+        check(self.provider, reply, "starting the upload of the batch input file")
+        url = urlsplit(reply.headers.get("x-goog-upload-url", ""))
+        if not url.path:
+            raise RetryableError("the Files API answered no X-Goog-Upload-URL", status=200)
+        session = url.path + (f"?{url.query}" if url.query else "")  # on our own endpoint
+        finish = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
+        reply = await transport.request("POST", session, data, "application/jsonl", finish)
+        uploaded = check(self.provider, reply, "uploading the batch input file")
+        return str(uploaded["file"]["name"])
+
+    async def get(self, transport: Transport, batch_id: str) -> BatchInfo:
+        reply = await transport.request("GET", batch_id)
+        return _info(check(self.provider, reply, f"reading {batch_id}"))
+
+    async def find(self, transport: Transport, tag: str) -> BatchInfo | None:
+        token = ""
+        while True:
+            query = f"?pageSize=100&pageToken={token}" if token else "?pageSize=100"
+            reply = await transport.request("GET", f"batches{query}")
+            page = check(self.provider, reply, "listing batches")
+            for op in page.get("operations") or []:
+                if (op.get("metadata") or {}).get("displayName") == tag:
+                    return _info(op)
+            token = page.get("nextPageToken") or ""
+            if not token:
+                return None
+
+    async def cancel(self, transport: Transport, batch_id: str) -> None:
+        reply = await transport.request("POST", f"{batch_id}:cancel")
+        check(self.provider, reply, f"cancelling {batch_id}")
+
+    async def lines(
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
+    ) -> list[BatchLine]:
+        response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output") or {}
+        if response.get("responsesFile"):
+            return await self._download(transport, str(response["responsesFile"]))
+        inlined = (response.get("inlinedResponses") or {}).get("inlinedResponses") or []
+        out = []
+        for n, item in enumerate(inlined):
+            if not isinstance(item, Mapping):
+                continue
+            key = (item.get("metadata") or {}).get("key")
+            if not isinstance(key, str):
+                if n >= len(ids):
+                    continue
+                key = ids[n]  # no key: the responses keep the requests' order
+            out.append(BatchLine(key, _reply(item), encode(item).decode()))
+        return out
+
+    async def _download(self, transport: Transport, name: str) -> list[BatchLine]:
+        """The lines of a responses file: ``{"key", "response"}`` or ``{"key", "error"}``."""
+        path = f"{DOWNLOAD}/{name.removeprefix('files/')}:download?alt=media"
+        reply = await transport.request("GET", path)
+        if not 200 <= reply.status_code < 300:
+            check(self.provider, reply, f"downloading the responses file {name}")
+        out = []
+        for raw in reply.content.decode("utf-8", "replace").splitlines():
+            try:
+                item = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                out.append(BatchLine(item["key"], _reply(item), raw))
+        return out
+
+
+def _reply(item: Mapping[str, Any]) -> Reply:
+    """An inline response as the online answer it stands for."""
+    error = item.get("error")
+    if isinstance(error, Mapping):
+        code = error.get("code")
+        status, name = (
+            _HTTP_OF_CODE.get(code, (500, "UNKNOWN")) if isinstance(code, int) else (500, "UNKNOWN")
+        )
+        body = {"error": {"code": status, "message": error.get("message") or "", "status": name}}
+        return Reply(status, {}, encode(body))
+    return Reply(200, {}, encode(item.get("response") or {}))
+
+
+def _state(word: str) -> str:
+    return word.removeprefix("BATCH_STATE_").removeprefix("JOB_STATE_")
+
+
+def _info(op: Mapping[str, Any]) -> BatchInfo:
+    meta = op.get("metadata") or {}
+    state = str(meta.get("state") or "")
+    stats = meta.get("batchStats") or {}
+    error = op.get("error") or {}
+
+    def number(key: str) -> int | None:
+        value = stats.get(key)
+        return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+    return BatchInfo(
+        id=str(op.get("name") or meta.get("name")),
+        state=state,
+        finished=bool(op.get("done")) or _state(state) in _FINAL,
+        tag=meta.get("displayName"),
+        total=number("requestCount"),
+        succeeded=number("successfulRequestCount"),
+        failed=number("failedRequestCount"),
+        error=str(error.get("message")) if error else None,
+        raw=op,
+    )

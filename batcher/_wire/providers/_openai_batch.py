@@ -1,0 +1,175 @@
+"""OpenAI's Batch API: a JSONL file uploaded to ``/files``, a batch made of it, two files back.
+
+As documented in https://platform.openai.com/docs/api-reference/batch and
+https://platform.openai.com/docs/api-reference/files/create:
+
+- ``POST /files`` (multipart: ``purpose=batch``, ``file``) answers ``{"id": "file-..."}``; each
+  input line is ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``; a
+  file holds at most 50,000 requests and 200 MB.
+- ``POST /batches`` ``{"input_file_id", "endpoint", "completion_window": "24h", "metadata"}``
+  (metadata: up to 16 pairs, values up to 512 characters) answers the batch object; ``GET
+  /batches/{id}`` reads it again, ``GET /batches?after=&limit=`` lists them newest first
+  (``data``, ``has_more``, ``last_id``), ``POST /batches/{id}/cancel`` cancels one.
+- Its ``status`` is ``validating``, ``in_progress``, ``finalizing`` or ``cancelling`` on the way
+  to ``completed``, ``failed``, ``expired`` or ``cancelled``; ``request_counts`` holds ``total``,
+  ``completed`` and ``failed``.
+- ``GET /files/{id}/content`` of ``output_file_id`` and ``error_file_id`` gives lines ``{"id",
+  "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``; a request the batch
+  never ran (expired, cancelled) has ``response: null`` and ``error: {"code", "message"}``
+  (``batch_expired``, ``batch_cancelled``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..._core.errors import PermanentJobError, RetryableError
+from ..transport import Reply, Transport
+from ._base import RequestSpec
+from ._batch import BatchInfo, BatchLine, check
+from ._http import encode
+from ._openai import OpenAIProvider
+
+__all__ = ["OpenAIBatch"]
+
+ENDPOINT = "/v1/chat/completions"
+TAG_KEY = "batcher_tag"
+"""The metadata key whose value is batcher's tag of the batch."""
+_FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
+"""Error codes of lines the batch never ran: they may be sent again."""
+
+
+class OpenAIBatch:
+    """OpenAI's Batch API (and compatible servers that implement it)."""
+
+    max_requests = 50_000
+    max_bytes = 190 * 1024 * 1024  # under the documented 200 MB, for the multipart's envelope
+
+    def __init__(self) -> None:
+        self.provider = OpenAIProvider()
+
+    def _line(self, job_id: str, spec: RequestSpec) -> bytes:
+        return encode({"custom_id": job_id, "method": "POST", "url": ENDPOINT, "body": spec.body})
+
+    def size(self, job_id: str, spec: RequestSpec) -> int:
+        return len(self._line(job_id, spec)) + 1
+
+    async def submit(
+        self,
+        transport: Transport,
+        model: str,
+        tag: str,
+        requests: Sequence[tuple[str, RequestSpec]],
+    ) -> BatchInfo:
+        data = b"".join(self._line(job_id, spec) + b"\n" for job_id, spec in requests)
+        body, content_type = _multipart({"purpose": "batch"}, ("file", f"{tag}.jsonl", data))
+        reply = await transport.request("POST", "files", body, content_type)
+        uploaded = check(self.provider, reply, "uploading the batch input file")
+        create = {
+            "input_file_id": uploaded["id"],
+            "endpoint": ENDPOINT,
+            "completion_window": "24h",
+            "metadata": {TAG_KEY: tag},
+        }
+        reply = await transport.request("POST", "batches", encode(create))
+        return _info(check(self.provider, reply, "creating the batch"))
+
+    async def get(self, transport: Transport, batch_id: str) -> BatchInfo:
+        reply = await transport.request("GET", f"batches/{batch_id}")
+        return _info(check(self.provider, reply, f"reading batch {batch_id}"))
+
+    async def find(self, transport: Transport, tag: str) -> BatchInfo | None:
+        after = ""
+        while True:
+            query = f"?limit=100&after={after}" if after else "?limit=100"
+            reply = await transport.request("GET", f"batches{query}")
+            page = check(self.provider, reply, "listing batches")
+            for batch in page.get("data") or []:
+                if (batch.get("metadata") or {}).get(TAG_KEY) == tag:
+                    return _info(batch)
+            after = page.get("last_id") or ""
+            if not page.get("has_more") or not after:
+                return None
+
+    async def cancel(self, transport: Transport, batch_id: str) -> None:
+        reply = await transport.request("POST", f"batches/{batch_id}/cancel")
+        check(self.provider, reply, f"cancelling batch {batch_id}")
+
+    async def lines(
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
+    ) -> list[BatchLine]:
+        out: list[BatchLine] = []
+        for key in ("output_file_id", "error_file_id"):
+            file_id = info.raw.get(key)
+            if not file_id:
+                continue
+            reply = await transport.request("GET", f"files/{file_id}/content")
+            if not 200 <= reply.status_code < 300:
+                check(self.provider, reply, f"downloading {key} {file_id}")
+            for raw in reply.content.decode("utf-8", "replace").splitlines():
+                line = _parse_line(raw)
+                if line is not None:
+                    out.append(line)
+        return out
+
+
+def _info(batch: Mapping[str, Any]) -> BatchInfo:
+    status = str(batch.get("status") or "")
+    counts = batch.get("request_counts") or {}
+    errors = (batch.get("errors") or {}).get("data") or []
+    error = "; ".join(str(e.get("message") or e.get("code")) for e in errors) or None
+    return BatchInfo(
+        id=str(batch["id"]),
+        state=status,
+        finished=status in _FINAL,
+        tag=(batch.get("metadata") or {}).get(TAG_KEY),
+        total=counts.get("total"),
+        succeeded=counts.get("completed"),
+        failed=counts.get("failed"),
+        error=error,
+        raw=batch,
+    )
+
+
+def _parse_line(raw: str) -> BatchLine | None:
+    """One output or error line; None for a line that is not one (it cannot be matched)."""
+    try:
+        line = json.loads(raw)
+        job_id = line["custom_id"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(job_id, str):
+        return None
+    response = line.get("response")
+    if isinstance(response, Mapping) and isinstance(response.get("status_code"), int):
+        headers = {"x-request-id": str(response.get("request_id") or "")}
+        content = encode(response.get("body"))
+        return BatchLine(job_id, Reply(response["status_code"], headers, content), raw)
+    error = line.get("error") or {}
+    code = str(error.get("code") or "")
+    message = f"{code}: {error.get('message') or 'no answer in the batch'}"
+    if code in _NOT_RUN or not code:
+        return BatchLine(job_id, RetryableError(message, body=raw), raw)
+    return BatchLine(job_id, PermanentJobError(message, body=raw), raw)
+
+
+def _multipart(fields: Mapping[str, str], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body of text ``fields`` and one file, and its content type."""
+    boundary = f"batcher-{uuid.uuid4().hex}"
+    parts = [
+        f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    name, filename, data = file
+    parts.append(
+        f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        f"content-type: application/jsonl\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
