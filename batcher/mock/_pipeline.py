@@ -115,6 +115,7 @@ class Pipeline:
         if fault is not None and (online or fault is not Fault.SLOW):
             await self._act_out(fault, wire)
         prompt_tokens = count_tokens(call.prompt) + call.media_tokens
+        admitted = None
         if online:
             project = self.config.project_of(call.key)
             why = self.enforcer.check(
@@ -123,6 +124,7 @@ class Pipeline:
             if why is not None:
                 headers = self.enforcer.headers(call.model, project) if wire.reports_limits else {}
                 raise Refusal(wire.rate_limited(call, why, headers))
+            admitted = self.clock()
             lo, hi = self.config.latency_ms
             if hi > 0:
                 await anyio.sleep(self._latency.uniform(lo, hi) / 1000)
@@ -134,7 +136,7 @@ class Pipeline:
         self.state.output_tokens += reply.output_tokens
         self._answered += 1
         if online:
-            self.state.record(200, self.clock(), call.model)
+            self.state.record(200, self.clock(), call.model, admitted=admitted)
         project = self.config.project_of(call.key)
         headers = self.enforcer.headers(call.model, project) if wire.reports_limits else {}
         response = wire.answer(call, reply, self._answered, headers)

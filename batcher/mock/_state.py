@@ -27,13 +27,20 @@ class MockState:
     """Per wall-clock second: [accepted, rejected with 429]."""
     first_accepted: float | None = None
     last_accepted: float | None = None
+    first_admitted: float | None = None
+    last_admitted: float | None = None
+    """When the limits let in the first and the last request accepted (before its latency): the
+    rate the server admitted, which answer times do not blur."""
     batch_creates: list[str] = field(default_factory=list)
     """The tag of every batch created, in order (a tag twice is a chunk submitted twice)."""
     batch_lines: int = 0
     """Batch lines answered."""
 
-    def record(self, status: int, now: float, model: str | None = None) -> None:
-        """Count one answer of ``status`` given at wall-clock ``now`` (to ``model`` if a 200)."""
+    def record(
+        self, status: int, now: float, model: str | None = None, *, admitted: float | None = None
+    ) -> None:
+        """Count one answer of ``status`` given at wall-clock ``now`` (to ``model`` if a 200),
+        ``admitted`` by the limits then (before its latency)."""
         self.requests += 1
         self.by_status[status] += 1
         if status == 200:
@@ -43,6 +50,11 @@ class MockState:
             if self.first_accepted is None:
                 self.first_accepted = now
             self.last_accepted = now
+            if admitted is not None:
+                if self.first_admitted is None or admitted < self.first_admitted:
+                    self.first_admitted = admitted
+                if self.last_admitted is None or admitted > self.last_admitted:
+                    self.last_admitted = admitted
         else:
             self.rejected += 1
         if status in (200, 429):
@@ -67,6 +79,8 @@ class MockState:
             "truncated": self.truncated,
             "first_accepted": self.first_accepted,
             "last_accepted": self.last_accepted,
+            "first_admitted": self.first_admitted,
+            "last_admitted": self.last_admitted,
             "batch_creates": list(self.batch_creates),
             "batch_lines": self.batch_lines,
         }
