@@ -374,3 +374,36 @@ def test_a_refused_lane_fails_the_attempts_waiting_on_it_without_sending_them() 
         return sent, refused
 
     assert run_virtual(main) == (1, 10)
+
+
+@pytest.mark.parametrize("rpm", [61, 100, 500, 1_000, 3_000])
+def test_a_quantized_lane_never_puts_more_than_a_seconds_whole_requests_into_any_second(
+    rpm: int,
+) -> None:
+    """Where limits may be enforced per clock second (OpenAI: 500 RPM is 8 in any second, not
+    8.33), no second of any phase holds more than the whole requests a second allows, from the
+    first request on, however late the loop wakes the requests."""
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(rpm=rpm), VirtualClock(), per_second=True)
+        sent: list[float] = []
+
+        async def one(i: int) -> None:
+            async with lane.request(1) as slot:
+                sent.append(anyio.current_time())
+                await anyio.sleep(0.05 + (i % 7) * 0.013)  # answers of varying times
+                slot.done(1)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(rpm // 2):
+                tg.start_soon(one, i)
+        return sent
+
+    sent = sorted(run_virtual(main))
+    whole = rpm // 60
+    # any window [t, t + 1) starting at a send holds the most: at most `whole` sends
+    for i, t in enumerate(sent):
+        assert bisect_left(sent, t + 1.0) - i <= max(1, whole), (t, whole)
+    if whole >= 1:
+        span = sent[-1] - sent[0]
+        assert (len(sent) - 1) / span >= whole * 0.98  # and close to that many a second

@@ -155,6 +155,9 @@ class Lane:
         self.model = model
         self.gate = gate
         self.pace = Pace(limits, per_second=per_second, margin=margin)
+        self._quantized = per_second
+        """The provider may enforce per-minute limits per clock second (OpenAI's are quantized:
+        500 RPM is 8 requests in any second, not 8.33): see ``_gap``."""
         self.clock = clock
         self._per_second = False
         """Evidence (a 429) that limits are enforced per second: tokens are then capped per
@@ -233,6 +236,26 @@ class Lane:
             return 0.0
         return self.pace.interval(per_minute, self.share)
 
+    def _gap(self) -> float:
+        """The least time between two requests where limits may be quantized per second.
+
+        A server that allows ``rpm / 60`` requests per clock second admits only its whole part:
+        at 500 RPM, 8 in any second, so requests paced evenly at 0.99 of 500 (121 ms apart) put 9
+        into some seconds, and each of those is a 429 from the very first second. Requests at
+        least ``1 / k`` apart (k = the whole requests a second) never put more than k into any
+        second, whatever the phase; half a percent more (at most 2 ms) absorbs the jitter of the
+        arrival, and no request leaves early nor borrows lateness against this. It binds where
+        a second's requests are few (at 500 RPM it paces at 0.955 of the limit; at 6,000 RPM and
+        above the 0.99 margin is the wider gap)."""
+        rpm = self.limits.rpm
+        if not rpm:
+            return 0.0
+        whole = math.floor(rpm * self.share / 60)
+        if whole < 1:
+            return 0.0  # under one a second: the pace's own interval is over a second
+        gap = 1.0 / whole
+        return gap + min(0.002, gap / 200)
+
     def _check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
         tpm = self.limits.tpm
@@ -282,6 +305,8 @@ class Lane:
         self._window.expire(now)
         t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
         held = max(probe_at, self.pace.paused_until, self._cap_wait(now, tokens))
+        if self._quantized:
+            held = max(held, self._last + self._gap())
         paced = self.pace.paced(t_tolerance)
         if held <= now and paced <= now + EARLY:
             return now  # at most EARLY before its pace: not worth a sleep
