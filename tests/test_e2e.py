@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -190,9 +191,10 @@ def test_status_and_rerun(
         "quota today m: 30 requests",
     ]
     # what every run on this key counted today, from the shared quota store
-    assert (
-        lines[5] == f"all runs today, key $OPENAI_API_KEY at {mock_server.url}/v1, m: 30 requests"
-    )
+    # named by the key's fingerprint (never the key) and the host
+    label = f"key $OPENAI_API_KEY #{hashlib.sha256(b'sk-test').hexdigest()[:6]}"
+    host = mock_server.url.removeprefix("http://")
+    assert lines[5] == f"all runs today, {label} at {host}, m: 30 requests"
     assert lines[6].startswith("next quota reset ") and lines[6].endswith(("PST", "PDT"))
     assert _run(mock_server, "openai", str(jobs), "--out", out) == 0
     assert "Nothing left to do" in capsys.readouterr().out

@@ -121,6 +121,58 @@ def test_the_store_knows_an_account_by_a_hash_and_a_label_never_by_its_key(
     assert Account.of_project("gemini", "p").id == Account.of_project("gemini", "p").id
 
 
+def test_two_keys_read_from_one_variable_get_two_labels_naming_a_fingerprint_and_the_host() -> None:
+    a = Account.of_key("https://user:pw@api.example:8443/v1", "sk-first-key", "$OPENAI_API_KEY")
+    b = Account.of_key("https://user:pw@api.example:8443/v1", "sk-other-key", "$OPENAI_API_KEY")
+    assert a.label != b.label and a.id != b.id
+    for account, key in ((a, "sk-first-key"), (b, "sk-other-key")):
+        variable, fingerprint, at, host = account.label.removeprefix("key ").split(" ")
+        assert (variable, at, host) == ("$OPENAI_API_KEY", "at", "api.example:8443")
+        assert len(fingerprint) == 7 and int(fingerprint[1:], 16) >= 0  # "#" and 6 hex digits
+        assert key not in account.label and "pw" not in account.label
+    assert Account.of_project("gemini", "p").label == "project p"
+
+
+def test_status_lists_the_accounts_a_run_reserved_on_in_the_last_day_only(
+    state_dir: Path,
+) -> None:
+    """A fresh account is listed; one last seen two days ago, and a row written before ``seen``
+    was kept (a store file of the old schema: where dead mock ports were left), are not."""
+    import sqlite3
+    import time
+
+    from batcher._admission.quota import spent_today
+    from batcher._core.clock import quota_day
+
+    now = time.time()
+    today = quota_day(now).isoformat()
+    path = state_dir / "quota.sqlite3"
+    old = sqlite3.connect(path)  # the schema before ``seen``, with a mock's row of today
+    old.executescript(
+        "CREATE TABLE account (id TEXT PRIMARY KEY, label TEXT NOT NULL);"
+        "CREATE TABLE day (account TEXT NOT NULL, model TEXT NOT NULL, day TEXT NOT NULL,"
+        " spent INTEGER NOT NULL, PRIMARY KEY (account, model, day));"
+        "INSERT INTO account VALUES ('mockid', 'key $OPENAI_API_KEY at http://127.0.0.1:18431/v1');"
+    )
+    old.execute("INSERT INTO day VALUES ('mockid', 'm', ?, 5)", (today,))
+    old.commit()
+    old.close()
+    stale = Account.of_key("https://api.example/v1", "sk-stale", "$KEY")
+
+    async def main() -> list[tuple[str, str, int]]:
+        store = SqliteStore(path)
+        await store.reserve(ACCOUNT, "m", today, 3, None)
+        await store.reserve(stale, "m", today, 4, None)
+        await store.aclose()
+        db = sqlite3.connect(path)
+        db.execute("UPDATE account SET seen=? WHERE id=?", (now - 2 * 86_400, stale.id))
+        db.commit()
+        db.close()
+        return [(s.label, s.model, s.count) for s in await spent_today(None, now)]
+
+    assert anyio.run(main) == [(ACCOUNT.label, "m", 3)]
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

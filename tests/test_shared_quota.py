@@ -4,6 +4,7 @@ through Redis), and a process killed holding a lease does not keep its share."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -83,8 +84,10 @@ def test_two_runs_on_one_key_count_one_rpd_between_them(
     ).stdout
     # this run's own count, and what both counted in the shared store
     assert f"quota today m: {done[0]:,} of 20 requests" in status, status
-    assert "all runs today, key $SHARED_KEY at http://127.0.0.1:" in status, status
-    assert "/v1, m: 20 requests" in status, status
+    host = server.base_url("openai").split("/")[2]  # 127.0.0.1:PORT
+    label = Account.of_key(server.base_url("openai"), KEY, "$SHARED_KEY").label
+    assert label == f"key $SHARED_KEY #{_fingerprint(KEY)} at {host}"
+    assert f"all runs today, {label}, m: 20 requests" in status, status
 
 
 def test_a_run_killed_holding_a_lease_and_a_block_does_not_keep_them(
@@ -136,7 +139,54 @@ def test_a_run_killed_holding_a_lease_and_a_block_does_not_keep_them(
     assert accepted <= counted <= accepted + 20, (accepted, counted)
 
 
+def _fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:6]
+
+
 def _today() -> str:
     from batcher._core.clock import quota_day
 
     return quota_day(time.time()).isoformat()
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_a_mock_run_keeps_its_quota_to_itself_and_status_lists_nothing_of_it(
+    tmp_path: Path, state_dir: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    from batcher._cli.main import main
+
+    flags = []
+    if store == "redis":
+        url = request.getfixturevalue("redis_url")
+        flags = ["--quota-store", url]
+    jobs = _jobs(tmp_path / "a.jsonl", "a", 5)
+    out = tmp_path / "out"
+    assert main(["run", str(jobs), "--out", str(out), "--mock", "--no-progress", *flags]) == 0
+    assert len(read_results(out)) == 5
+    if store == "redis":
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            assert client.keys("*") == []  # not a lease, a count or a label
+        finally:
+            client.close()
+    else:
+        path = state_dir / "quota.sqlite3"
+        if path.exists():
+            import sqlite3
+
+            db = sqlite3.connect(path)
+            try:
+                assert db.execute("SELECT COUNT(*) FROM day").fetchone() == (0,)
+                assert db.execute("SELECT COUNT(*) FROM account").fetchone() == (0,)
+            finally:
+                db.close()
+    status = subprocess.run(
+        [sys.executable, "-m", "batcher", "status", str(out), *flags],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "BATCHER_STATE_DIR": str(state_dir)},
+    ).stdout
+    assert "done 5 / 5" in status and "all runs today" not in status, status

@@ -203,13 +203,13 @@ class Requests:
     max_outage: float = field(
         default=1800.0,
         metadata=flag(
-            "how long the endpoint may stay unreachable before the run stops with exit 75 "
-            "(default 30m); meanwhile it is probed and no job spends attempts",
+            "how long the endpoint (or the quota store) may stay unreachable before the run "
+            "stops with exit 75 (default 30m); meanwhile it is probed and no job spends attempts",
             metavar="DURATION",
             parse=duration,
         ),
     )
-    """Seconds the endpoint may stay unreachable (an outage) before the run stops."""
+    """Seconds the endpoint (or the quota store) may stay unreachable before the run stops."""
     grace: float = 5.0
     """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
     ray: str | None = field(

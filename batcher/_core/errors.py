@@ -8,6 +8,7 @@
     ├── InputError            bad job files or lines, each problem named (exit 2)
     ├── WriteFailed           a write under the output directory failed: no space... (exit 74)
     ├── Outage                the endpoint stayed unreachable too long (exit 75)
+    │   └── StoreOutage             so did the quota store the run shares its budgets through
     ├── QuotaExhausted        a model's daily quota is spent: its jobs wait for the reset (exit 3)
     └── ProviderError         what a provider answered, classified once
         ├── FatalProviderError      wrong for the whole run: bad key, unknown model
@@ -48,6 +49,7 @@ __all__ = [
     "RateLimitError",
     "RetryableError",
     "SchemaError",
+    "StoreOutage",
     "UsageError",
     "WriteFailed",
 ]
@@ -206,6 +208,23 @@ class Outage(BatcherError):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled whole (a cluster's worker hands it to its driver)."""
         return (Outage, (self.endpoint, self.lasted, self.last_error))
+
+
+class StoreOutage(Outage):
+    """The quota store (``store``, its URL without a password) stayed unreachable for ``lasted``
+    seconds: lanes that cannot count their shared budget hold rather than overspend it, so the
+    run ends as for an endpoint's outage (exit 75), finished jobs kept."""
+
+    def __init__(self, store: str, lasted: float, last_error: str) -> None:
+        super().__init__(store, lasted, last_error)
+        BatcherError.__init__(
+            self,
+            f"the quota store at {store} is unreachable (for {_duration(lasted)}; last error: "
+            f"{last_error}); finished jobs are kept: rerun the same command when it is back",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StoreOutage, (self.endpoint, self.lasted, self.last_error))
 
 
 class ProviderError(BatcherError):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._admission.ledger import Ledger
-from .._admission.quota import Account, QuotaStore, open_store
+from .._admission.quota import Account, MemoryStore, QuotaStore, open_store
 from .._admission.retry import RetryPolicy
 from .._config.options import RunOptions, option_flag
 from .._config.schema import OutputSchema, load_schema
@@ -180,7 +180,11 @@ class Runner:
             budget = Budget(opts.costs.budget, spent, self.prices)
         target.start()
         self._target = target
-        self._store = store = await open_store(opts.pool.quota_store)
+        # A run against the embedded mock spends no one's quota: counted in the shared store, it
+        # would list a dead mock port in every ``batcher status`` of the machine for a day.
+        mock = target.is_mock and specs is None
+        self._store = store = await open_store("memory" if mock else opts.pool.quota_store)
+        mocks = MemoryStore()  # a pool's mock endpoints share budgets in this process only
         lanes: Lanes | Pool = Lanes(
             self.limits,
             ledger,
@@ -251,7 +255,7 @@ class Runner:
                         rolling=opts.limits.quota_day == "rolling",
                         where=f"endpoint {spec.name} ({t.where})",
                         max_outage=opts.requests.max_outage,
-                        store=store,
+                        store=mocks if t.is_mock else store,
                         account=spec_account(spec, t),
                         ledger_prefix=f"{spec.name}/",
                     ),

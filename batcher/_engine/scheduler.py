@@ -16,6 +16,7 @@ time: 16 in flight with answers of 3 s is 320 RPM, whatever the tier allows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ from .._admission.estimate import features
 from .._admission.lane import Lane
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.outage import OutageWatch
-from .._admission.quota import Account, QuotaStore, SharedQuota, new_holder
+from .._admission.quota import Account, QuotaStore, SharedQuota, StoreUnreachable, new_holder
 from .._config.limits import LimitTable
 from .._config.options import UNPACED, concurrency_ceiling
 from .._core.clock import Clock
@@ -78,6 +79,7 @@ class Lanes:
         self.limits = limits
         self.ledger_prefix = ledger_prefix
         """Put before each model's name in the ledger: a pool's endpoint name and a slash."""
+        self.max_outage = max_outage
         self.outage = OutageWatch(clock, max_outage=max_outage, where=where)
         """One endpoint, one outage: every model's lane shares the watch."""
         self.ledger = ledger
@@ -97,7 +99,14 @@ class Lanes:
             self.ledger.restore(self.ledger_prefix + model, daily)
             quota = None
             if self.store is not None and self.account is not None:
-                quota = SharedQuota(self.store, self.account, model, self.clock, self.holder)
+                quota = SharedQuota(
+                    self.store,
+                    self.account,
+                    model,
+                    self.clock,
+                    self.holder,
+                    max_outage=self.max_outage,
+                )
             lane = Lane(
                 model,
                 limits,
@@ -137,7 +146,8 @@ class Lanes:
         for lane in self.by_model.values():
             if lane.quota is not None:
                 await lane.quota.close()
-        await self.store.leave(self.holder)
+        with contextlib.suppress(StoreUnreachable):  # the leases lapse within LEASE_TTL anyway
+            await self.store.leave(self.holder)
 
 
 class Scheduler:

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from ..._core.errors import UsageError
-from ._base import Account, QuotaStore, Spent
+from ._base import Account, QuotaStore, Spent, StoreUnreachable
 from ._memory import MemoryStore
 from ._shared import LEASE_TTL, SharedQuota
 from ._sqlite import SqliteStore
@@ -28,6 +28,7 @@ __all__ = [
     "SharedQuota",
     "Spent",
     "SqliteStore",
+    "StoreUnreachable",
     "new_holder",
     "open_store",
     "spent_today",
@@ -63,15 +64,23 @@ async def open_store(spec: str | None) -> QuotaStore:
     )
 
 
+SEEN_WITHIN = 86_400.0
+"""``batcher status`` lists the accounts a run has reserved on in this many seconds."""
+
+
 async def spent_today(spec: str | None, wall: float) -> list[Spent]:
-    """What all runs sharing the store ``spec`` names counted in the quota day of ``wall``."""
+    """What all runs sharing the store ``spec`` names counted in the quota day of ``wall``, for
+    the accounts a run reserved on in the last day. Runs against the embedded mock never write
+    here; rows of a store written before ``seen`` was kept (mock ports among them) are left out
+    rather than shown under labels that cannot tell two keys apart."""
     from ..._core.clock import quota_day
 
     store = await open_store(spec)
     try:
-        return await store.spent(quota_day(wall).isoformat())
+        rows = await store.spent(quota_day(wall).isoformat())
     finally:
         await store.aclose()
+    return [r for r in rows if r.seen is not None and r.seen >= wall - SEEN_WITHIN]
 
 
 def new_holder() -> str:

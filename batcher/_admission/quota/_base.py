@@ -2,7 +2,9 @@
 
 A budget belongs to an account: a provider project named in a pool file, or else an API key at
 one base URL. Stores know an account only by ``Account.id``, a hash (never the key), and show
-``Account.label`` in ``batcher status``. Per (account, model) a store keeps two things:
+``Account.label`` in ``batcher status``: the project, or the key's variable, a fingerprint of the
+key (so two keys read from one variable are told apart) and the host. Per (account, model) a
+store keeps two things:
 
 - leases: which processes are sending now. A process renews its lease every second or so
   (``join``); a lease not renewed within its ``ttl`` lapses, so a process that dies stops
@@ -19,8 +21,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
-__all__ = ["Account", "QuotaStore", "Spent"]
+__all__ = ["Account", "QuotaStore", "Spent", "StoreUnreachable"]
+
+FINGERPRINT = 6
+"""Hex digits of the key's hash in a label: enough to tell a machine's keys apart, far too few
+to test a guessed key against."""
+
+
+class StoreUnreachable(Exception):
+    """The store could not be asked (its server is down or not answering): the caller waits and
+    asks again, it never guesses the answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +49,9 @@ class Account:
 
     @classmethod
     def of_key(cls, base_url: str, key: str, key_source: str) -> Account:
-        return cls(_hash("key", base_url, key), f"key {key_source} at {base_url}")
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:FINGERPRINT]
+        host = urlsplit(base_url).netloc.rpartition("@")[2] or base_url
+        return cls(_hash("key", base_url, key), f"key {key_source} #{fingerprint} at {host}")
 
 
 def _hash(*parts: str) -> str:
@@ -51,13 +65,17 @@ class Spent:
     label: str
     model: str
     count: int
+    seen: float | None = None
+    """When a run last reserved on the account (wall clock); None in a store written before
+    this was kept."""
 
 
 class QuotaStore(Protocol):
     """Shared budgets: leases on the per-minute limits and the day's count, per (account, model).
 
     ``now`` is wall-clock time (leases are compared across processes and machines). Every
-    method is safe to call from several processes at once.
+    method is safe to call from several processes at once, and raises ``StoreUnreachable`` when
+    the store cannot be asked.
     """
 
     where: str
@@ -74,7 +92,7 @@ class QuotaStore(Protocol):
         self, account: Account, model: str, day: str, want: int, limit: int | None
     ) -> int:
         """Count up to ``want`` more requests in ``day``, never past ``limit``; return how many
-        were granted (0 when the day's quota is spent)."""
+        were granted (0 when the day's quota is spent). Notes the account as seen now."""
         ...
 
     async def give_back(self, account: Account, model: str, day: str, n: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 from ._base import Account, Spent
@@ -18,6 +19,7 @@ class MemoryStore:
         self._leases: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
         self._days: dict[tuple[str, str, str], int] = defaultdict(int)  # (id, model, day)
         self._labels: dict[str, str] = {}
+        self._seen: dict[str, float] = {}
 
     async def join(
         self, account: Account, model: str, holder: str, *, active: bool, ttl: float, now: float
@@ -35,6 +37,7 @@ class MemoryStore:
         self, account: Account, model: str, day: str, want: int, limit: int | None
     ) -> int:
         self._labels[account.id] = account.label
+        self._seen[account.id] = time.time()
         key = (account.id, model, day)
         granted = want if limit is None else max(0, min(want, limit - self._days[key]))
         self._days[key] += granted
@@ -50,7 +53,7 @@ class MemoryStore:
 
     async def spent(self, day: str) -> list[Spent]:
         return [
-            Spent(self._labels.get(a, a), m, n)
+            Spent(self._labels.get(a, a), m, n, self._seen.get(a))
             for (a, m, d), n in sorted(self._days.items())
             if d == day
         ]

@@ -4,19 +4,31 @@ Leases are a sorted set per (account, model), scored by expiry; the day's counts
 quota day, field ``account:model``, and change only inside Lua scripts, which Redis runs
 atomically, so two machines never both take the last requests of a day. Keys of past days
 expire after two days.
+
+A server that is down or not answering (within ``TIMEOUT``) makes every call raise
+``StoreUnreachable``: the lanes then hold and ask again (``SharedQuota``), and the client
+reconnects by itself once the server is back.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from ..._core.errors import UsageError
-from ._base import Account, Spent
+from ._base import Account, Spent, StoreUnreachable
+
+T = TypeVar("T")
 
 __all__ = ["RedisStore"]
 
 PREFIX = "batcher:"
 DAY_KEPT = 2 * 86_400
+TIMEOUT = 5.0
+"""Seconds a connection or a call may take: a server that hangs is as unreachable as one that
+refuses, and must not hang the lanes waiting on it."""
 
 # KEYS[1] the day's hash; ARGV: field, want, limit (-1: none), expiry seconds
 _RESERVE = """
@@ -35,17 +47,25 @@ return 0
 """
 
 
+def shown(url: str) -> str:
+    """``url`` as messages show it: without a user, a password or a query (which may hold one)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+
+
 class RedisStore:
     """Budgets in the Redis database at ``url`` (``redis://HOST:PORT/DB``)."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as aioredis
 
-        self.where = url
+        self.where = shown(url)
         try:
-            self._redis: Any = aioredis.Redis.from_url(url)
+            self._redis: Any = aioredis.Redis.from_url(
+                url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+            )
         except ValueError as e:
-            raise UsageError(f"--quota-store {url}: {e}") from None
+            raise UsageError(f"--quota-store {self.where}: {e}") from None
         self._reserve = self._redis.register_script(_RESERVE)
         self._give_back = self._redis.register_script(_GIVE_BACK)
         self._joined: dict[str, set[str]] = {}  # holder -> its lease keys, for ``leave``
@@ -59,8 +79,22 @@ class RedisStore:
         except (redis.RedisError, OSError) as e:
             raise UsageError(f"cannot reach the quota store {self.where}: {e}") from None
 
+    async def _ask(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call``'s answer; ``StoreUnreachable`` if the server cannot give it."""
+        import redis
+
+        try:
+            return await call()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise StoreUnreachable(str(e) or type(e).__name__) from e
+
     async def join(
         self, account: Account, model: str, holder: str, *, active: bool, ttl: float, now: float
+    ) -> int:
+        return await self._ask(lambda: self._join(account, model, holder, active, ttl, now))
+
+    async def _join(
+        self, account: Account, model: str, holder: str, active: bool, ttl: float, now: float
     ) -> int:
         key = f"{PREFIX}lease:{account.id}:{model}"
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -78,7 +112,15 @@ class RedisStore:
     async def reserve(
         self, account: Account, model: str, day: str, want: int, limit: int | None
     ) -> int:
-        await self._redis.hset(f"{PREFIX}labels", account.id, account.label)
+        return await self._ask(lambda: self._reserve_in(account, model, day, want, limit))
+
+    async def _reserve_in(
+        self, account: Account, model: str, day: str, want: int, limit: int | None
+    ) -> int:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(f"{PREFIX}labels", account.id, account.label)
+            pipe.hset(f"{PREFIX}seen", account.id, repr(time.time()))
+            await pipe.execute()
         granted = await self._reserve(
             keys=[f"{PREFIX}day:{day}"],
             args=[f"{account.id}:{model}", want, -1 if limit is None else limit, DAY_KEPT],
@@ -86,24 +128,39 @@ class RedisStore:
         return int(granted)
 
     async def give_back(self, account: Account, model: str, day: str, n: int) -> None:
-        await self._give_back(keys=[f"{PREFIX}day:{day}"], args=[f"{account.id}:{model}", n])
+        await self._ask(
+            lambda: self._give_back(keys=[f"{PREFIX}day:{day}"], args=[f"{account.id}:{model}", n])
+        )
 
     async def leave(self, holder: str) -> None:
         keys = self._joined.pop(holder, set())
         if keys:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.zrem(key, holder)
-                await pipe.execute()
+
+            async def leave() -> None:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.zrem(key, holder)
+                    await pipe.execute()
+
+            await self._ask(leave)
 
     async def spent(self, day: str) -> list[Spent]:
-        counts = await self._redis.hgetall(f"{PREFIX}day:{day}")
-        labels = await self._redis.hgetall(f"{PREFIX}labels")
+        counts = await self._ask(lambda: self._redis.hgetall(f"{PREFIX}day:{day}"))
+        labels = await self._ask(lambda: self._redis.hgetall(f"{PREFIX}labels"))
+        seen = await self._ask(lambda: self._redis.hgetall(f"{PREFIX}seen"))
         out = []
         for field, n in counts.items():
             account, _, model = field.decode().partition(":")
             label = labels.get(account.encode())
-            out.append(Spent(label.decode() if label else account, model, int(n)))
+            when = seen.get(account.encode())
+            out.append(
+                Spent(
+                    label.decode() if label else account,
+                    model,
+                    int(n),
+                    float(when) if when else None,
+                )
+            )
         return sorted(out, key=lambda s: (s.label, s.model))
 
     async def aclose(self) -> None:

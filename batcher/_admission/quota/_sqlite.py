@@ -10,6 +10,7 @@ clock run on while it waits. WAL mode lets ``batcher status`` read while runs wr
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS lease (
 CREATE TABLE IF NOT EXISTS day (
     account TEXT NOT NULL, model TEXT NOT NULL, day TEXT NOT NULL, spent INTEGER NOT NULL,
     PRIMARY KEY (account, model, day));
-CREATE TABLE IF NOT EXISTS account (id TEXT PRIMARY KEY, label TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS account (id TEXT PRIMARY KEY, label TEXT NOT NULL, seen REAL);
 """
 
 
@@ -46,6 +47,9 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
+            if "seen" not in columns:  # a file written before ``seen`` was kept
+                self._db.execute("ALTER TABLE account ADD COLUMN seen REAL")
         except (OSError, sqlite3.Error) as e:
             raise UsageError(f"cannot open the quota store {path}: {e}") from None
 
@@ -92,8 +96,9 @@ class SqliteStore:
 
         def reserve(db: sqlite3.Connection) -> int:
             db.execute(
-                "INSERT INTO account VALUES (?,?) ON CONFLICT DO UPDATE SET label=excluded.label",
-                (account.id, account.label),
+                "INSERT INTO account (id, label, seen) VALUES (?,?,?) ON CONFLICT DO UPDATE SET "
+                "label=excluded.label, seen=excluded.seen",
+                (account.id, account.label, time.time()),
             )
             row = db.execute(
                 "SELECT spent FROM day WHERE account=? AND model=? AND day=?", key
@@ -125,11 +130,14 @@ class SqliteStore:
     async def spent(self, day: str) -> list[Spent]:
         def spent(db: sqlite3.Connection) -> list[Spent]:
             rows = db.execute(
-                "SELECT COALESCE(a.label, d.account), d.model, d.spent FROM day d "
+                "SELECT COALESCE(a.label, d.account), d.model, d.spent, a.seen FROM day d "
                 "LEFT JOIN account a ON a.id = d.account WHERE d.day=? ORDER BY 1, 2",
                 (day,),
             ).fetchall()
-            return [Spent(str(label), str(model), int(n)) for label, model, n in rows]
+            return [
+                Spent(str(label), str(model), int(n), None if seen is None else float(seen))
+                for label, model, n, seen in rows
+            ]
 
         return await self._run(spent)
 
