@@ -170,7 +170,10 @@ def test_polling_waits_on_the_clock_and_records_states(tmp_path: Path) -> None:
     app = create_app(MockConfig(batch_delay=3 * 3600.0), clock=clock.time)
     summary = _virtual_run(tmp_path, jobs, app, clock, poll_interval=600.0)
     assert summary.exit_code == 0
-    assert clock.sleeps.count(600.0) == 18  # three hours of ten-minute looks, no real waiting
+    # a look right after the submission, 2 s later, then at twice the batch's age each time until
+    # the gap is the poll interval: three hours of ten-minute looks after that, no real waiting
+    assert clock.sleeps[:10] == [2.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+    assert clock.sleeps[10:] == [600.0] * 17 and sum(clock.sleeps) >= 3 * 3600
     events = (tmp_path / "out" / "batches.jsonl").read_text().splitlines()
     states = [json.loads(e)["state"] for e in events if '"state"' in e]
     assert states == ["in_progress", "completed"]
