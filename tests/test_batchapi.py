@@ -359,14 +359,15 @@ def test_a_stop_while_waiting_leaves_the_batches_running(tmp_path: Path) -> None
     assert len(app.state.batch_creates) == 1
 
 
-def test_lines_of_jobs_finished_online_meanwhile_are_ignored(tmp_path: Path) -> None:
+def test_an_online_rerun_cancels_the_pending_batch_first(tmp_path: Path) -> None:
     jobs = _jobs(tmp_path, 3)
     clock = VirtualClock()
     app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
     assert _virtual_run(tmp_path, jobs, app, clock, no_wait=True).exit_code == 6
     assert _virtual_run(tmp_path, jobs, app, clock, mode="online").ok == 3
+    assert [b.state for b in app.pipeline.batches.batches.values()] == ["cancelled"]
     clock.start += 7200
-    summary = _virtual_run(tmp_path, jobs, app, clock)  # collects the batch: every line late
+    summary = _virtual_run(tmp_path, jobs, app, clock)  # nothing left to collect nor send
     rows = read_results(tmp_path / "out")
     assert summary.exit_code == 0 and summary.finished == 0 and len(rows) == 3
     assert {r["via"] for r in rows.values()} == {"online"}

@@ -25,6 +25,10 @@ run submitted is looked at once at the start, then every ``poll_interval`` (or s
 the same doubling from its age). A wait ends at whichever comes first: the next look at some
 batch, or (``auto``) the ``batch_deadline`` of a batch not yet cancelled, so a late batch is
 cancelled and its jobs go online at its deadline, not at the next look.
+
+A run in ``online`` mode into a directory with batches still pending cancels them first (as
+``cancel_batches``), collects every line they answered, and only then do the online lanes send
+the rest: no job is sent online while a batch holding it may still answer it.
 """
 
 from __future__ import annotations
@@ -143,8 +147,9 @@ class BatchExecutor:
         self.estimator = TokenEstimator()
         self.stopping = False
         self._sleep = anyio.CancelScope()
-        self.cancelling = options.cancel_batches
-        """Cancel the batches of the directory and collect what they answered."""
+        self.cancelling = options.cancel_batches or options.mode == "online"
+        """Cancel the batches of the directory and collect what they answered: asked for, or a
+        run online into a directory whose batches are still pending."""
         self.looks: dict[str, _Looks] = {}
         """When to look at each open chunk's batch next, by tag."""
 
@@ -161,6 +166,14 @@ class BatchExecutor:
         fresh = await self._read_jobs()
         await self._resolve()
         if self.cancelling:
+            if not self.options.cancel_batches and self.log.open_chunks():
+                log.info(
+                    "%d batches of an earlier run are still pending in %s: cancelling them (as "
+                    "--cancel-batches) and keeping what they answered before sending the rest "
+                    "online",
+                    len(self.log.open_chunks()),
+                    self.store.out,
+                )
             await self._cancel_all()
         elif self.options.mode == "auto" and len(fresh) < self.options.batch_min:
             if fresh:
@@ -208,6 +221,8 @@ class BatchExecutor:
             if found is not None:
                 log.info("batch %s of chunk %s found in the provider's list", found.id, chunk.tag)
                 self.log.submitted(chunk, found.id, self.clock.time())
+            elif self.cancelling:  # never sent: nothing to cancel, its jobs are left as they are
+                self.log.closed(chunk, self.clock.time())
             else:
                 jobs = [self.jobs[i] for i in chunk.ids if i in self.jobs]
                 await self._create(chunk, self._requests(jobs))
