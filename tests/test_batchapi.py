@@ -170,7 +170,10 @@ def test_polling_waits_on_the_clock_and_records_states(tmp_path: Path) -> None:
     app = create_app(MockConfig(batch_delay=3 * 3600.0), clock=clock.time)
     summary = _virtual_run(tmp_path, jobs, app, clock, poll_interval=600.0)
     assert summary.exit_code == 0
-    assert clock.sleeps.count(600.0) == 18  # three hours of ten-minute looks, no real waiting
+    # a look right after the submission, 2 s later, then at twice the batch's age each time until
+    # the gap is the poll interval: three hours of ten-minute looks after that, no real waiting
+    assert clock.sleeps[:10] == [2.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+    assert clock.sleeps[10:] == [600.0] * 17 and sum(clock.sleeps) >= 3 * 3600
     events = (tmp_path / "out" / "batches.jsonl").read_text().splitlines()
     states = [json.loads(e)["state"] for e in events if '"state"' in e]
     assert states == ["in_progress", "completed"]
@@ -356,14 +359,15 @@ def test_a_stop_while_waiting_leaves_the_batches_running(tmp_path: Path) -> None
     assert len(app.state.batch_creates) == 1
 
 
-def test_lines_of_jobs_finished_online_meanwhile_are_ignored(tmp_path: Path) -> None:
+def test_an_online_rerun_cancels_the_pending_batch_first(tmp_path: Path) -> None:
     jobs = _jobs(tmp_path, 3)
     clock = VirtualClock()
     app = create_app(MockConfig(batch_delay=3600.0), clock=clock.time)
     assert _virtual_run(tmp_path, jobs, app, clock, no_wait=True).exit_code == 6
     assert _virtual_run(tmp_path, jobs, app, clock, mode="online").ok == 3
+    assert [b.state for b in app.pipeline.batches.batches.values()] == ["cancelled"]
     clock.start += 7200
-    summary = _virtual_run(tmp_path, jobs, app, clock)  # collects the batch: every line late
+    summary = _virtual_run(tmp_path, jobs, app, clock)  # nothing left to collect nor send
     rows = read_results(tmp_path / "out")
     assert summary.exit_code == 0 and summary.finished == 0 and len(rows) == 3
     assert {r["via"] for r in rows.values()} == {"online"}

@@ -449,12 +449,14 @@ class BatchMode:
     poll_interval: float = field(
         default=60.0,
         metadata=flag(
-            "how often to ask for the state of running batches (default 60s)",
+            "the longest gap between two looks at a running batch: looks start 2 s apart after "
+            "its submission and double up to this (default 60s)",
             metavar="DURATION",
             parse=duration,
         ),
     )
-    """Seconds between two looks at the batches still running."""
+    """The longest gap, in seconds, between two looks at a batch still running (the first
+    looks are 2 s apart, the gaps doubling up to it)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("online", "batch", "auto"):

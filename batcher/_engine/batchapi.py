@@ -15,13 +15,28 @@ A line that failed in a way that may pass later (a 5xx, a 429, expired or cancel
 ran) goes into a later batch until ``max_attempts``; in ``auto`` it is left to the online lanes
 instead, as are the jobs of a batch still unfinished ``batch_deadline`` after it was submitted
 (that batch is cancelled, and what it answered before the cancel is kept).
+
+A batch's state is read soon after its submission and then less and less often: right after the
+create call, 2 s later, then at twice its age each time (4, 8, 16, 32 s...) until the gap reaches
+``poll_interval``, which it keeps. Small batches, which the providers often finish within seconds
+(their own examples poll every few seconds), are collected within a few seconds of finishing,
+while a batch that runs for hours costs about one look per ``poll_interval``; a batch an earlier
+run submitted is looked at once at the start, then every ``poll_interval`` (or sooner, following
+the same doubling from its age). A wait ends at whichever comes first: the next look at some
+batch, or (``auto``) the ``batch_deadline`` of a batch not yet cancelled, so a late batch is
+cancelled and its jobs go online at its deadline, not at the next look.
+
+A run in ``online`` mode into a directory with batches still pending cancels them first (as
+``cancel_batches``), collects every line they answered, and only then do the online lanes send
+the rest: no job is sent online while a batch holding it may still answer it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
@@ -50,6 +65,12 @@ log = logging.getLogger("batcher")
 
 T = TypeVar("T")
 
+FIRST_POLL = 2.0
+"""Seconds between the first looks at a batch: the gap then doubles up to ``poll_interval``."""
+
+SLACK = 1e-3
+"""Seconds early a look or a deadline may come due (a sleep may wake that much early)."""
+
 STEPS = ("recorded", "created", "polled", "collecting")
 """The named steps a test can crash the executor at: a chunk recorded but not created, created
 but its id not recorded, a round of polling done, some of a batch's lines journaled."""
@@ -61,6 +82,22 @@ def batch_api(provider: Provider) -> BatchAPI:
     from .._wire.providers._openai_batch import OpenAIBatch
 
     return OpenAIBatch() if provider.name == "openai" else GeminiBatch()
+
+
+@dataclass(slots=True)
+class _Looks:
+    """When to read a batch's state (times of ``Clock.monotonic``)."""
+
+    submitted: float
+    since: float
+    """Where the gaps between looks start doubling from: the submission, or the cancel."""
+    next: float
+    cancelled: bool = False
+
+    def after_look(self, now: float, longest: float) -> None:
+        """The look at ``now`` is done: the next comes its age later, from ``FIRST_POLL`` (or
+        ``longest`` if shorter) up to ``longest``."""
+        self.next = now + min(longest, max(FIRST_POLL, now - self.since))
 
 
 class BatchExecutor:
@@ -110,6 +147,11 @@ class BatchExecutor:
         self.estimator = TokenEstimator()
         self.stopping = False
         self._sleep = anyio.CancelScope()
+        self.cancelling = options.cancel_batches or options.mode == "online"
+        """Cancel the batches of the directory and collect what they answered: asked for, or a
+        run online into a directory whose batches are still pending."""
+        self.looks: dict[str, _Looks] = {}
+        """When to look at each open chunk's batch next, by tag."""
 
     def stop(self) -> None:
         """Stop waiting: the batches keep running at the provider, and a rerun collects them."""
@@ -123,7 +165,15 @@ class BatchExecutor:
         """Resolve what the last run left, submit the rest, and (unless told not to) wait."""
         fresh = await self._read_jobs()
         await self._resolve()
-        if self.options.cancel_batches:
+        if self.cancelling:
+            if not self.options.cancel_batches and self.log.open_chunks():
+                log.info(
+                    "%d batches of an earlier run are still pending in %s: cancelling them (as "
+                    "--cancel-batches) and keeping what they answered before sending the rest "
+                    "online",
+                    len(self.log.open_chunks()),
+                    self.store.out,
+                )
             await self._cancel_all()
         elif self.options.mode == "auto" and len(fresh) < self.options.batch_min:
             if fresh:
@@ -171,6 +221,8 @@ class BatchExecutor:
             if found is not None:
                 log.info("batch %s of chunk %s found in the provider's list", found.id, chunk.tag)
                 self.log.submitted(chunk, found.id, self.clock.time())
+            elif self.cancelling:  # never sent: nothing to cancel, its jobs are left as they are
+                self.log.closed(chunk, self.clock.time())
             else:
                 jobs = [self.jobs[i] for i in chunk.ids if i in self.jobs]
                 await self._create(chunk, self._requests(jobs))
@@ -244,6 +296,8 @@ class BatchExecutor:
         )
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
+        now = self.clock.monotonic()
+        self.looks[chunk.tag] = _Looks(submitted=now, since=now, next=now)
         self.tally.requests += len(requests)
         self.tally.in_flight += len(requests)
         log.info(
@@ -253,39 +307,85 @@ class BatchExecutor:
     async def _cancel_all(self) -> None:
         for chunk in self.log.open_chunks():
             if chunk.batch is not None:
-                await self._call(partial(self.api.cancel, self.transport, chunk.batch))
-                log.info("batch %s cancelled", chunk.batch)
+                await self._cancel(chunk, chunk.batch)
+
+    async def _cancel(self, chunk: Chunk, batch: str) -> None:
+        """Cancel ``batch``, then look at it again soon: it keeps what it answered, which its next
+        look collects. A batch that has finished meanwhile (the provider refuses to cancel it)
+        is collected as it is."""
+        try:
+            await self._call(partial(self.api.cancel, self.transport, batch))
+        except FatalProviderError:
+            info = await self._call(partial(self.api.get, self.transport, batch))
+            if not info.finished:
+                raise
+        else:
+            log.info("batch %s cancelled", batch)
+        looks = self._looks(chunk)
+        looks.cancelled = True
+        looks.since = looks.next = self.clock.monotonic()
+
+    def _looks(self, chunk: Chunk) -> _Looks:
+        """When to look at ``chunk``'s batch; one an earlier run submitted is looked at now."""
+        looks = self.looks.get(chunk.tag)
+        if looks is None:
+            now = self.clock.monotonic()
+            age = self.clock.time() - chunk.submitted if chunk.submitted is not None else 0.0
+            looks = _Looks(submitted=now - age, since=now - age, next=now)
+            self.looks[chunk.tag] = looks
+        return looks
+
+    def _due(self, chunk: Chunk) -> float:
+        """When ``chunk`` must be looked at next (monotonic): its next look, or its deadline."""
+        looks = self._looks(chunk)
+        if self.options.mode != "auto" or looks.cancelled:
+            return looks.next
+        return min(looks.next, looks.submitted + self.options.batch_deadline)
+
+    def _late(self, chunk: Chunk) -> bool:
+        looks = self._looks(chunk)
+        if self.options.mode != "auto" or looks.cancelled:
+            return False
+        return self.clock.monotonic() + SLACK >= looks.submitted + self.options.batch_deadline
 
     async def _wait(self) -> int:
-        """Poll until every chunk is collected, or once with ``no_wait``, or until stopped."""
-        cancelled: set[str] = set()
+        """Look at each batch when it is due until every chunk is collected, or once with
+        ``no_wait``, or until stopped."""
+        first = True
         while not self.stopping:
             for chunk in self.log.open_chunks():
                 if self.stopping:
                     break
                 assert chunk.batch is not None
+                if not first and self._due(chunk) > self.clock.monotonic() + SLACK:
+                    continue
                 info = await self._call(partial(self.api.get, self.transport, chunk.batch))
+                self._looks(chunk).after_look(self.clock.monotonic(), self.options.poll_interval)
                 self._note(chunk, info)
                 if info.finished:
                     await self._collect(chunk, info)
-                elif self._late(chunk) and chunk.tag not in cancelled:
+                elif self._late(chunk):
                     log.info("batch %s is past --batch-deadline: cancelling it", info.id)
-                    await self._call(partial(self.api.cancel, self.transport, info.id))
-                    cancelled.add(chunk.tag)
+                    await self._cancel(chunk, info.id)
+            first = False
             self._show()
             self.step("polled")
-            if self.retry and not self.options.cancel_batches:
+            if self.retry and not self.cancelling:
                 again, self.retry = self.retry, []
                 for attempt in sorted({a for _, a in again}):
                     jobs = [job for job, a in again if a == attempt]
                     await self._submit_jobs(jobs, attempt=attempt + 1)
-            if self.waiting and not self.options.cancel_batches:
+            if self.waiting and not self.cancelling:
                 await self._submit_waiting()
-            if not self.log.open_chunks() or self.options.no_wait:
+            open_chunks = self.log.open_chunks()
+            if not open_chunks or self.options.no_wait:
                 break
+            due = min((self._due(c) for c in open_chunks), default=math.inf)
             with anyio.CancelScope() as self._sleep:
                 if not self.stopping:
-                    await self.clock.sleep(self.options.poll_interval)
+                    await self.clock.sleep(max(0.0, due - self.clock.monotonic()))
+        for tag in [t for t in self.looks if self.log.chunks[t].closed]:
+            del self.looks[tag]
         return len(self.log.open_chunks())
 
     def _show(self) -> None:
@@ -295,11 +395,6 @@ class BatchExecutor:
             state = chunk.state or "submitted"
             states[state] = states.get(state, 0) + 1
         self.tally.batches = ", ".join(f"{n} {s}" for s, n in states.items()) or None
-
-    def _late(self, chunk: Chunk) -> bool:
-        if self.options.mode != "auto" or chunk.submitted is None:
-            return False
-        return self.clock.time() - chunk.submitted > self.options.batch_deadline
 
     def _note(self, chunk: Chunk, info: BatchInfo) -> None:
         counts = (info.total, info.succeeded, info.failed)
@@ -332,7 +427,7 @@ class BatchExecutor:
                     raise line.answer
                 completion = self.provider.parse(line.answer)
             except RetryableError as e:
-                if self.options.mode == "auto" or self.options.cancel_batches:
+                if self.options.mode == "auto" or self.cancelling:
                     continue  # the online lanes finish it, or a later run sends it again
                 if chunk.attempt < self.max_attempts:
                     self.retry.append((job, chunk.attempt))

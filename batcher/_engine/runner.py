@@ -30,6 +30,7 @@ from .._core.errors import FatalProviderError, UsageError
 from .._core.stats import RunSummary, Statistics
 from .._jobs import Job, JobSource
 from .._rundir.attempts import AttemptLog
+from .._rundir.batchlog import BatchLog
 from .._rundir.dirlock import DirLock
 from .._rundir.image_files import clear_partial
 from .._rundir.manifest import Manifest
@@ -262,7 +263,11 @@ class Runner:
                     owned=i > 0,
                 )
             executor = PoolExecutor(pool, self.provider)
-        if opts.batch.mode != "online" or opts.batch.cancel_batches:
+        if (
+            opts.batch.mode != "online"
+            or opts.batch.cancel_batches
+            or BatchLog(self.out).open_chunks()  # cancelled and collected before going online
+        ):
             self._batch = BatchExecutor(
                 api=batch_api(self.provider),
                 transport=transport,
@@ -367,10 +372,12 @@ class Runner:
         return dataclasses.replace(summary, batches_pending=pending)
 
     def _goes_online(self, pending: int) -> bool:
-        """In ``auto``, once every batch is collected, what they did not finish goes online."""
+        """In ``auto``, once every batch is collected, what they did not finish goes online; in
+        ``online``, once the batches left pending in DIR are cancelled and collected. Never while
+        a batch is open: it may still answer (and bill) a job the lanes would send again."""
         batch = self.options.batch
         return (
-            batch.mode == "auto"
+            batch.mode in ("auto", "online")
             and not pending
             and not batch.cancel_batches
             and self._stopped_by is None

@@ -15,7 +15,10 @@ as the online route would answer it (faults by prompt marker included, rate limi
 does not count against them) and the batch is completed. A line whose prompt holds
 ``[[batch:expire]]`` is not run: the OpenAI batch ends ``expired`` with that line's
 ``batch_expired`` error, the Gemini batch ends ``BATCH_STATE_EXPIRED`` without responses. A
-cancelled batch that had not run ends with no lines. ``state.batch_creates`` lists the tags of
+cancelled batch that had not run ends with no lines. With ``gradual``, line k of n is answered
+once k/n of ``batch_delay`` has passed, and a batch cancelled meanwhile ends with the lines
+answered by then (its output file, its Gemini responses), as OpenAI documents for a cancelled
+batch's partial results. ``state.batch_creates`` lists the tags of
 every batch created, for tests that check none was created twice.
 """
 
@@ -57,6 +60,7 @@ class _Batch:
     ended: float | None = None
     answers: list[tuple[str, int, Any]] = field(default_factory=list)  # key, status, body
     expired: list[str] = field(default_factory=list)
+    ran: int = 0  # lines run so far (answered, or found expired)
     output_file_id: str | None = None
     error_file_id: str | None = None
 
@@ -71,6 +75,7 @@ class BatchService:
         *,
         delay: float = 0.0,
         omit_keys: bool = False,
+        gradual: bool = False,
         creates: Callable[[str], None] = lambda tag: None,
     ) -> None:
         self.answer = answer
@@ -79,6 +84,7 @@ class BatchService:
         self.omit_keys = omit_keys
         """Answer Gemini inline responses without their metadata, as users report the service
         does: clients must match them by order."""
+        self.gradual = gradual
         self.creates = creates
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}  # resumable upload sessions not yet finalized
@@ -358,13 +364,16 @@ class BatchService:
                 "requestCount": str(len(batch.lines)),
                 "successfulRequestCount": str(ok),
                 "failedRequestCount": str(len(batch.answers) - ok),
-                "pendingRequestCount": str(0 if done else len(batch.lines)),
+                "pendingRequestCount": str(0 if done else len(batch.lines) - batch.ran),
             },
         }
         op: dict[str, Any] = {"name": batch.id, "metadata": meta, "done": done}
-        if batch.state == "BATCH_STATE_SUCCEEDED" and batch.output_file_id is not None:
+        answered = batch.state == "BATCH_STATE_SUCCEEDED" or (
+            batch.state == "BATCH_STATE_CANCELLED" and bool(batch.answers)
+        )
+        if answered and batch.output_file_id is not None:
             op["response"] = {"@type": _GEMINI_OUTPUT, "responsesFile": batch.output_file_id}
-        elif batch.state == "BATCH_STATE_SUCCEEDED":
+        elif answered:
             items = []
             for key, status, body in batch.answers:
                 item = self._gemini_item(status, body)
@@ -405,34 +414,28 @@ class BatchService:
         if batch.state in final:
             return
         now = self.clock()
+        expire = [key for key, body in batch.lines if EXPIRE in json.dumps(body)]
+        running = now < batch.created + self.delay
+        if self.gradual and not (gemini and expire):
+            due = len(batch.lines)
+            if running:
+                due = int(len(batch.lines) * (now - batch.created) / self.delay)
+            await self._run(batch, due, expire)
         if batch.cancel:
             batch.state = "BATCH_STATE_CANCELLED" if gemini else "cancelled"
             batch.ended = now
+            if batch.answers and not gemini:
+                self._openai_files(batch)
+            elif batch.answers and batch.input_file_id is not None:
+                self._gemini_file(batch)
             return
-        if now < batch.created + self.delay:
+        if running:
             batch.state = "BATCH_STATE_RUNNING" if gemini else "in_progress"
             return
-        expire = [key for key, body in batch.lines if EXPIRE in json.dumps(body)]
         if gemini and expire:
             batch.state, batch.ended = "BATCH_STATE_EXPIRED", now
             return
-        for key, body in batch.lines:
-            if key in expire:
-                batch.expired.append(key)
-                continue
-            path = (
-                f"/v1beta/models/{batch.model}:generateContent"
-                if gemini
-                else "/v1/chat/completions"
-            )
-            raw = json.dumps(body).encode()
-            response = await self.answer(Request("POST", path, batch.headers, {}, raw))
-            try:
-                answer = json.loads(response.body)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                answer = {"error": {"message": "The server had an error processing this line."}}
-                response = Response(500)
-            batch.answers.append((key, response.status, answer))
+        await self._run(batch, len(batch.lines), expire)
         batch.ended = now
         if gemini:
             if batch.input_file_id is not None:
@@ -441,6 +444,25 @@ class BatchService:
         else:
             self._openai_files(batch)
             batch.state = "expired" if expire else "completed"
+
+    async def _run(self, batch: _Batch, upto: int, expire: list[str]) -> None:
+        """Answer the lines of ``batch`` not yet run, up to the ``upto``-th."""
+        gemini = batch.wire == "gemini"
+        path = f"/v1beta/models/{batch.model}:generateContent" if gemini else "/v1/chat/completions"
+        while batch.ran < min(upto, len(batch.lines)):
+            key, body = batch.lines[batch.ran]
+            batch.ran += 1
+            if key in expire:
+                batch.expired.append(key)
+                continue
+            raw = json.dumps(body).encode()
+            response = await self.answer(Request("POST", path, batch.headers, {}, raw))
+            try:
+                answer = json.loads(response.body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                answer = {"error": {"message": "The server had an error processing this line."}}
+                response = Response(500)
+            batch.answers.append((key, response.status, answer))
 
 
 def _multipart(request: Request) -> dict[str, bytes]:

@@ -21,6 +21,10 @@ class MockConfig:
     faults: Faults = field(default_factory=Faults)
     batch_delay: float = 0.0
     """Seconds (of the mock's clock) a batch runs before its lines are answered."""
+    batch_gradual: bool = False
+    """Batch lines answered one by one over ``batch_delay`` (line k of n once k/n of it has
+    passed) instead of all at its end, and a batch cancelled meanwhile keeps the lines answered
+    by then, in its output, as a provider's batch does."""
     batch_omit_keys: bool = False
     """Gemini inline batch responses without their ``metadata.key`` (seen from the service)."""
     openai_per_second: bool = True

@@ -58,6 +58,7 @@ class Pipeline:
             clock,
             delay=config.batch_delay,
             omit_keys=config.batch_omit_keys,
+            gradual=config.batch_gradual,
             creates=lambda tag: self.state.batch_creates.append(tag),
         )
 

@@ -27,13 +27,14 @@ from typing import Any
 from .._admission.grants import Budget
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.quota import Account
-from .._config.options import RunOptions
+from .._config.options import RunOptions, option_flag
 from .._core.errors import FatalProviderError, UsageError
 from .._core.idset import IdSet
 from .._core.stats import RunSummary
 from .._engine.execute import explain
 from .._engine.tally import Tally
 from .._jobs import JobSource
+from .._rundir.batchlog import BatchLog
 from .._rundir.dirlock import DirLock
 from .._rundir.manifest import Manifest
 from .._rundir.resume import plan_resume
@@ -157,6 +158,7 @@ def process(
     check_options(opts)
     _ray()
     path = Path(out)
+    check_no_batches(path)
     recover(path)
     target = Target(opts.endpoint, get_provider(opts.endpoint.provider))
     target.start()
@@ -167,8 +169,6 @@ def process(
 def check_options(opts: RunOptions) -> None:
     """Refuse what a cluster run does not do (yet): it sends online chat requests to one endpoint,
     without an output schema or a spend limit."""
-    from .._config.options import option_flag
-
     if opts.batch.mode != "online" or opts.batch.cancel_batches:
         raise UsageError(f"{option_flag('ray')} sends online requests only; drop --mode batch|auto")
     if opts.media != type(opts.media)():
@@ -190,6 +190,18 @@ def check_options(opts: RunOptions) -> None:
         raise UsageError(
             f"{option_flag('schema')} is not carried to a cluster's workers yet; run without "
             f"{option_flag('ray')} for typed outputs"
+        )
+
+
+def check_no_batches(out: Path) -> None:
+    """Refuse a directory whose batches are still pending: they may still answer (and bill) jobs
+    the cluster would send again; a run without ``--ray`` cancels and collects them first."""
+    pending = BatchLog(out).open_chunks()
+    if pending:
+        raise UsageError(
+            f"{out} has {len(pending)} batches still pending: collect them (rerun with --mode "
+            f"batch), or run once without {option_flag('ray')} (it cancels them and keeps what "
+            "they answered) before sending online on a cluster"
         )
 
 
@@ -255,6 +267,7 @@ def run_files(
         old = Manifest.read(path)
         if old is not None:
             old.check_same_run(opts.endpoint.provider, opts.requests.model, path)
+        check_no_batches(path)
         store = recover(path)
         plan = plan_resume(source, store, provider, opts.resume)
         limits = opts.limits.table()
