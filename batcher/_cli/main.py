@@ -199,6 +199,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if summary.spent_usd or summary.cost_usd:
         print(_cost_line(summary))
+    if summary.timeouts:
+        print(_timeouts_line(summary, args.out))
     if summary.budget_stop is not None:
         from .._config.prices import usd
 
@@ -234,6 +236,15 @@ def _cost_line(summary: RunSummary) -> str:
     models = ", ".join(f"{m} {usd(c)}" for m, c in sorted(summary.spent_usd.items()))
     total = sum(summary.spent_usd.values())
     return f"Cost: {usd(summary.cost_usd)} this run; {usd(total)} in all ({models})."
+
+
+def _timeouts_line(summary: RunSummary, out: str) -> str:
+    n = summary.timeouts
+    return (
+        f"{n} timed-out request{'s' if n != 1 else ''} may have been billed: a provider may "
+        "finish a request after it times out here, at a cost not counted in this summary "
+        f"(outcome 'timeout' in {Path(out) / 'attempts'})."
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
