@@ -85,6 +85,17 @@ def test_gzip_and_blank_lines(tmp_path: Path) -> None:
     assert [j.id for j in JobSource([plain])] == ["1", "2"]
 
 
+def test_a_jsonl_file_may_start_with_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    import gzip
+
+    lines = b'{"id": "1", "prompt": "x"}\n{"id": "2", "prompt": "y"}\n'
+    plain, packed = tmp_path / "bom.jsonl", tmp_path / "bom.jsonl.gz"
+    plain.write_bytes(b"\xef\xbb\xbf" + lines)
+    packed.write_bytes(gzip.compress(b"\xef\xbb\xbf" + lines))
+    assert [j.id for j in JobSource([plain])] == ["1", "2"]
+    assert [j.id for j in JobSource([packed])] == ["1", "2"]
+
+
 def test_bad_lines_are_each_named_with_file_line_and_id(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(

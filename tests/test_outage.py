@@ -246,3 +246,69 @@ def test_an_invalid_request_under_http_200_is_the_jobs_permanent_error(tmp_path:
     assert row["status"] == "error" and row["error_kind"] == "permanent"
     assert row["attempts"] == 1
     assert "temperature must be at most 2" in row["error"]
+
+
+def test_timeouts_in_a_row_never_bill_a_job_more_than_max_attempts(tmp_path: Path) -> None:
+    """Every request times out after leaving (the provider may finish and bill each): the run of
+    timeouts makes an outage, yet its probes count as attempts, so no job is sent more than
+    --max-attempts times; the attempt log and the summary say they may have been billed."""
+    sent: dict[str, int] = {}
+
+    def server(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        sent[prompt] = sent.get(prompt, 0) + 1
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    summary = _run(tmp_path, server, jobs=8, max_outage=3600.0)
+    assert (summary.ok, summary.errors) == (0, 8)
+    assert sent and max(sent.values()) <= 3
+    rows = read_results(tmp_path / "out")
+    assert {r["error_kind"] for r in rows.values()} == {"timeout"}
+    assert summary.timeouts == sum(sent.values()) == sum(r["attempts"] for r in rows.values())
+    log = pq.read_table(tmp_path / "out" / "attempts").to_pylist()
+    assert {a["outcome"] for a in log} == {"timeout"} and len(log) == summary.timeouts
+
+
+def test_a_connect_timeout_sent_nothing_and_is_not_a_billed_timeout(tmp_path: Path) -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["messages"][-1]["content"] == "p0":
+            raise httpx.ConnectTimeout("timed out", request=request)
+        return Downtime(0, 0)(request)
+
+    summary = _run(tmp_path, server, jobs=3)
+    assert summary.timeouts == 0
+    assert read_results(tmp_path / "out")["0"]["error_kind"] == "retryable"
+
+
+def test_a_request_that_timed_out_is_tried_again_within_the_time_budget() -> None:
+    from batcher._admission.retry import RetryPolicy
+    from batcher._core.errors import TimedOut
+
+    clock = VirtualClock()
+    tries = 0
+
+    async def fn() -> str:
+        nonlocal tries
+        tries += 1
+        await clock.sleep(600.0)  # the default --timeout, spent waiting
+        if tries == 1:
+            raise TimedOut("request timed out (read)")
+        return "ok"
+
+    policy = RetryPolicy(max_attempts=5, timeout=600.0)
+    assert run_virtual(lambda: policy.call(fn, clock=clock)) == "ok" and tries == 2
+
+
+def test_the_run_summary_says_how_many_timed_out_requests_may_have_been_billed() -> None:
+    from batcher._cli.main import _timeouts_line
+
+    summary = RunSummary(
+        out="o", total=3, ok=2, errors=1, skipped=0, finished=3, requests=7,
+        input_tokens=0, output_tokens=0, elapsed=1.0, timeouts=4,
+    )  # fmt: skip
+    line = _timeouts_line(summary, "o")
+    assert line.startswith("4 timed-out requests may have been billed") and "'timeout'" in line
+
+
+def test_the_default_timeout_outlasts_a_long_generation() -> None:
+    assert RunOptions().requests.timeout == 600.0  # OpenAI's SDK's read timeout

@@ -62,6 +62,7 @@ from .._core.errors import (
     QuotaExhausted,
     RateLimitError,
     RetryableError,
+    TimedOut,
 )
 from .._core.window import SlidingWindow
 from .._wire.providers import RateHints
@@ -654,8 +655,10 @@ class Slot:
         if isinstance(exc, FatalProviderError):
             lane.refused = exc
         if isinstance(exc, RetryableError) and exc.unanswered:
-            if lane.outage.failed(exc):
-                exc.counted = False  # the endpoint's outage, not this job's failure
+            if lane.outage.failed(exc) and not isinstance(exc, TimedOut):
+                # the endpoint's outage, not this job's failure; but a timed-out request may
+                # have been billed, so it counts: a job is billed for --max-attempts at most
+                exc.counted = False
             return
         if isinstance(exc, ProviderError) or self._succeeded:
             lane.outage.answered()

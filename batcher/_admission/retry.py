@@ -27,7 +27,10 @@ class RetryPolicy:
     a server's ``retry_after`` wins, capped at ``max_server_wait``. A 429 waits in the lane, which
     pauses every request of that model, so the policy adds no wait of its own for it; nor for a
     failure during an outage, which also costs no attempt (the lane probes, and bounds the
-    outage).
+    outage), unless it timed out: that one may have been billed, and counts.
+
+    ``timeout`` is the request timeout: the time budget is at least two of them, so that a
+    request that timed out once is tried again (within ``max_attempts``).
     """
 
     max_attempts: int = 5
@@ -35,6 +38,7 @@ class RetryPolicy:
     initial: float = 0.5
     max_wait: float = 30.0
     max_server_wait: float = 300.0
+    timeout: float = 0.0
 
     def _wait(self) -> Callable[[RetryCallState], float]:
         backoff = wait_random_exponential(multiplier=self.initial, max=self.max_wait)
@@ -63,6 +67,7 @@ class RetryPolicy:
         except RetryableError as e:
             first: RetryableError | None = e
         counted = 0
+        budget = max(self.max_time, 2 * self.timeout)
 
         async def again() -> T:
             nonlocal first
@@ -77,7 +82,7 @@ class RetryPolicy:
             if isinstance(exc, RetryableError) and not exc.counted:
                 return False  # an outage's failure: the lane paces the probes, and bounds them
             counted += 1
-            return counted >= self.max_attempts or clock.monotonic() - start >= self.max_time
+            return counted >= self.max_attempts or clock.monotonic() - start >= budget
 
         retrying = AsyncRetrying(
             stop=stop,

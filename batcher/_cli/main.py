@@ -23,17 +23,55 @@ EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_BROKEN_PIPE = 70, 74, 75, 141
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batcher")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose error for an unknown flag names the command's closest flag."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        import difflib
+
+        parsed, extras = self.parse_known_args(args, namespace)
+        if not extras:
+            return parsed
+        commands: dict[str, argparse.ArgumentParser] = getattr(self, "commands", {})
+        where = commands.get(getattr(parsed, "command", None) or "", self)
+        known = [s for a in where._actions for s in a.option_strings]
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        for word in extras:
+            if word.startswith("-"):
+                close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        where.error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .._config.options import add_flags
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, allow_abbrev=False)
+        p.commands[name] = sub.add_parser(name, help=help, allow_abbrev=False)
+        return p.commands[name]
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="batcher",
         description="Push large sets of LLM prompts through rate-limited APIs, never losing work.",
         allow_abbrev=False,
     )
+    p.add_argument("--version", action="version", version=f"batcher {_version()}")
+    p.commands = {}
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = command("run", "run job files into an output directory")
@@ -199,6 +237,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if summary.spent_usd or summary.cost_usd:
         print(_cost_line(summary))
+    if summary.timeouts:
+        print(_timeouts_line(summary, args.out))
     if summary.budget_stop is not None:
         from .._config.prices import usd
 
@@ -234,6 +274,15 @@ def _cost_line(summary: RunSummary) -> str:
     models = ", ".join(f"{m} {usd(c)}" for m, c in sorted(summary.spent_usd.items()))
     total = sum(summary.spent_usd.values())
     return f"Cost: {usd(summary.cost_usd)} this run; {usd(total)} in all ({models})."
+
+
+def _timeouts_line(summary: RunSummary, out: str) -> str:
+    n = summary.timeouts
+    return (
+        f"{n} timed-out request{'s' if n != 1 else ''} may have been billed: a provider may "
+        "finish a request after it times out here, at a cost not counted in this summary "
+        f"(outcome 'timeout' in {Path(out) / 'attempts'})."
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -198,13 +198,20 @@ class Requests:
         metadata=flag("attempts per job for retryable errors (default 5)", metavar="N"),
     )
     timeout: float = field(
-        default=120.0, metadata=flag("timeout of one request (default 120)", metavar="SECONDS")
+        default=600.0,
+        metadata=flag(
+            "seconds to wait for an answer (default 600, as OpenAI's SDK); an answer is not "
+            "streamed, so a longer generation times out, and a timed-out request may still be "
+            "billed",
+            metavar="SECONDS",
+        ),
     )
     max_outage: float = field(
         default=1800.0,
         metadata=flag(
             "how long the endpoint (or the quota store) may stay unreachable before the run "
-            "stops with exit 75 (default 30m); meanwhile it is probed and no job spends attempts",
+            "stops with exit 75 (default 30m); meanwhile it is probed and no job spends "
+            "attempts (but on a timeout)",
             metavar="DURATION",
             parse=duration,
         ),

@@ -651,7 +651,12 @@ def _from_file(path: Path) -> OutputSchema:
     except OSError as e:
         raise SchemaError(str(path), "", f"cannot be read ({e.strerror or e})") from None
     except ValueError as e:
-        raise SchemaError(str(path), "", f"is not JSON ({e})") from None
+        hint = (
+            "; a pydantic model is named as package.module:Model, not by its file"
+            if path.suffix == ".py"
+            else ""
+        )
+        raise SchemaError(str(path), "", f"is not JSON ({e}){hint}") from None
     if not isinstance(data, dict):
         raise SchemaError(str(path), "", "a JSON Schema is a JSON object")
     return _checked(OutputSchema(data, source=str(path), name=str(data.get("title", path.stem))))

@@ -50,6 +50,7 @@ __all__ = [
     "RetryableError",
     "SchemaError",
     "StoreOutage",
+    "TimedOut",
     "UsageError",
     "WriteFailed",
 ]
@@ -282,6 +283,15 @@ class RetryableError(ProviderError):
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
         self.unanswered = (status is None or status >= 500) if unanswered is None else unanswered
+
+
+class TimedOut(RetryableError):
+    """No answer within ``--timeout`` after the request left: the provider may still have
+    finished it, and billed it, so it counts toward the job's attempts even during an outage
+    (``counted`` stays True). A connect timeout, which sent nothing, is a plain
+    ``RetryableError``."""
+
+    kind = "timeout"
 
 
 class RateLimitError(RetryableError):

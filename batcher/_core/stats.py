@@ -77,6 +77,9 @@ class RunSummary:
         """Jobs without a result in the directory."""
         return max(0, self.total - self.ok - self.errors)
 
+    timeouts: int = 0
+    """Requests of this run that timed out after leaving (``outcome`` ``timeout`` in the attempt
+    log): the provider may have finished and billed them, beyond ``cost_usd``."""
     batches_pending: int = 0
     """Provider batches still running when the run ended (``no_wait``): a rerun collects them."""
 

@@ -31,6 +31,7 @@ from .._core.errors import (
     ProviderError,
     QuotaExhausted,
     RetryableError,
+    TimedOut,
 )
 from .._core.media import job_media_tokens
 from .._jobs import Job
@@ -179,6 +180,8 @@ class Executor:
                     if any(i.data is None for i in answer.images):
                         answer = replace(answer, images=await _download(answer))
                 except ProviderError as e:
+                    if isinstance(e, TimedOut):
+                        self.tally.timeouts += 1
                     self._log(job.id, attempts, model, asked, sent, error=e)
                     raise
                 finally:

@@ -213,7 +213,7 @@ class Runner:
         executor: Executor | PoolExecutor = Executor(
             transport,
             target,
-            RetryPolicy(max_attempts=opts.requests.max_attempts),
+            RetryPolicy(max_attempts=opts.requests.max_attempts, timeout=opts.requests.timeout),
             self.clock,
             self.tally,
             prices=self.prices,
@@ -240,7 +240,9 @@ class Runner:
                     Executor(
                         transport if i == 0 else t.transport(opts.requests, self._httpx_transport),
                         t,
-                        RetryPolicy(max_attempts=opts.requests.max_attempts),
+                        RetryPolicy(
+                            max_attempts=opts.requests.max_attempts, timeout=opts.requests.timeout
+                        ),
                         self.clock,
                         self.tally,
                         prices=self.prices,

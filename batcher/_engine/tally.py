@@ -23,6 +23,8 @@ class Tally:
         self.total = 0
         self.ok = self.errors = self.skipped = 0
         self.in_flight = self.requests = 0
+        self.timeouts = 0
+        """Requests that timed out after leaving: the provider may have billed them."""
         self.input_tokens = self.output_tokens = 0
         self.cost_usd = 0.0
         """Dollars the answers of this run cost (those with a known price)."""
@@ -99,6 +101,7 @@ class Tally:
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             elapsed=elapsed,
+            timeouts=self.timeouts,
             deferred=deferred if interrupted is None else 0,
             quota_stops=quota_stops,
             interrupted=interrupted,

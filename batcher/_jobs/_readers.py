@@ -7,6 +7,7 @@ name every problem instead of stopping at the first.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,8 @@ def _jsonl_rows(path: Path) -> Rows:
         with opener(path, "rb") as f:
             for n, raw in enumerate(f, start=1):
                 where, pos = f"{path}:{n}", f"{path.name}:{n}"
+                if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]  # a byte order mark, as Windows writes
                 if not raw.strip():
                     continue
                 try:

@@ -35,7 +35,9 @@ class Attempt:
     """Time spent waiting for the lane's admission (pacing, a 429's pause), before sending."""
     latency_ms: float
     outcome: str
-    """``ok``, or the error's kind: ``rate_limited``, ``retryable``, ``permanent``, ``fatal``."""
+    """``ok``, or the error's kind: ``rate_limited``, ``retryable``, ``permanent``, ``fatal``,
+    ``invalid_output``, or ``timeout``: no answer within ``--timeout`` after the request left, so
+    the provider may have finished it and billed it all the same."""
     http_status: int | None
     """The answer's status; None when none came (a dropped connection, a timeout)."""
     input_tokens: int | None = None

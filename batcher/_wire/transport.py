@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._core.errors import RetryableError
+from .._core.errors import RetryableError, TimedOut
 
 if TYPE_CHECKING:
     import httpx
@@ -62,7 +62,12 @@ class Transport(Protocol):
 
 
 def _timed_out(kind: str) -> RetryableError:
-    return RetryableError(f"request timed out ({kind})")
+    """A timeout; ``TimedOut`` (may have been billed) unless it was in connecting or waiting for
+    a connection, when nothing was sent."""
+    message = f"request timed out ({kind})"
+    if "connect" in kind.lower() or "pool" in kind.lower():
+        return RetryableError(message)
+    return TimedOut(message)
 
 
 def _no_answer(error: BaseException) -> RetryableError:

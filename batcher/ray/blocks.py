@@ -293,7 +293,8 @@ class BlockWorker:
 
     async def _executor(self) -> Executor:
         transport = self.target.transport(self.options.requests)
-        policy = RetryPolicy(max_attempts=self.options.requests.max_attempts)
+        requests = self.options.requests
+        policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout)
         prices = self.options.costs.prices()
         tally = Tally(self.clock)
         return Executor(
