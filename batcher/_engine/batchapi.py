@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -48,7 +48,7 @@ from .._admission.retry import RetryPolicy
 from .._config.options import BatchMode
 from .._config.prices import Prices
 from .._core.clock import Clock
-from .._core.errors import FatalProviderError, InvalidOutput, Outage, ProviderError, RetryableError
+from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError
 from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
@@ -57,6 +57,7 @@ from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, job_fingerprint
 from .._wire.providers._batch import BatchAPI, BatchInfo, BatchLine
 from .._wire.transport import Transport
+from .record import Answered, record_of
 from .tally import Tally
 
 __all__ = ["STEPS", "BatchExecutor", "batch_api"]
@@ -457,57 +458,21 @@ class BatchExecutor:
         error: ProviderError | None = None,
     ) -> Record:
         """The row of a job answered by a batch line: as online, with the line as response."""
-        redact = self.target.redact
-        model = chunk.model
-        fp = job_fingerprint(self.provider, job, model)
         submitted = chunk.submitted if chunk.submitted is not None else chunk.created
-        latency = max(0.0, self.clock.time() - submitted) * 1000
-        common = {
-            "id": job.id,
-            "attempts": chunk.attempt,
-            "latency_ms": latency,
-            "response": redact(raw),
-            "source": job.source,
-            "fingerprint": fp,
-            "finished_at": self.clock.time(),
-            "via": "batch",
-        }
-        if completion is not None:
-            cost = self.prices.cost(
-                model, completion.input_tokens, completion.output_tokens, batch=True
-            )
-            if cost is None and completion.model:
-                cost = self.prices.cost(
-                    completion.model, completion.input_tokens, completion.output_tokens, batch=True
-                )
-            return Record(
-                status="ok",
-                cost_usd=cost,
-                text=completion.text,
-                input_tokens=completion.input_tokens,
-                output_tokens=completion.output_tokens,
-                error=None,
-                error_kind=None,
-                model=completion.model or model,
-                finish_reason=completion.finish_reason,
-                parsed=completion.parsed,
-                **common,  # type: ignore[arg-type]
-            )
-        assert error is not None
-        if isinstance(error, InvalidOutput) and error.answer is not None:
-            # the answer that did not fit the schema is kept (and was billed) as an error row
-            row = self._record(job, chunk, raw, completion=error.answer)
-            return replace(row, status="error", error=redact(error.message), error_kind=error.kind)
-        status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
-        return Record(
-            status="error",
-            text=None,
-            input_tokens=None,
-            output_tokens=None,
-            error=redact(f"{status}{error.message}"),
-            error_kind=error.kind,
-            model=model,
-            finish_reason=None,
-            cost_usd=0.0 if self.prices.price(model) is not None else None,
-            **common,  # type: ignore[arg-type]
+        how = Answered(
+            attempts=chunk.attempt,
+            latency_ms=max(0.0, self.clock.time() - submitted) * 1000,
+            fingerprint=job_fingerprint(self.provider, job, chunk.model),
+            finished_at=self.clock.time(),
+            via="batch",
+        )
+        return record_of(
+            job,
+            chunk.model,
+            how,
+            self.prices,
+            self.target.redact,
+            completion=completion,
+            error=error,
+            raw=raw,
         )

@@ -25,7 +25,6 @@ from .._config.schema import OutputSchema
 from .._core.clock import Clock
 from .._core.errors import (
     FatalProviderError,
-    InvalidOutput,
     Outage,
     PermanentJobError,
     ProviderError,
@@ -41,6 +40,7 @@ from .._rundir.store import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
 from .._wire.transport import Transport
+from .record import Answered, record_of
 from .tally import Tally
 
 __all__ = ["Abandoned", "Deferred", "Done", "Executor", "Fatal", "Halted", "Outcome", "explain"]
@@ -275,62 +275,16 @@ class Executor:
         error: ProviderError | None = None,
     ) -> Record:
         """The job's result; ``sent`` is its request, or that request's fingerprint already."""
-        redact = self.target.redact
-        latency = (self.clock.monotonic() - start) * 1000
-        if isinstance(sent, RequestSpec):
-            fp: str | None = fingerprint(self.provider, model, sent)
-        else:
-            fp = sent
-        if completion is not None:
-            cost = self.prices.cost(model, completion.input_tokens, completion.output_tokens)
-            if cost is None and completion.model:
-                cost = self.prices.cost(
-                    completion.model, completion.input_tokens, completion.output_tokens
-                )
-            return Record(
-                id=job.id,
-                status="ok",
-                text=completion.text,
-                input_tokens=completion.input_tokens,
-                output_tokens=completion.output_tokens,
-                attempts=attempts,
-                error=None,
-                error_kind=None,
-                model=completion.model or model,
-                finish_reason=completion.finish_reason,
-                latency_ms=latency,
-                response=redact(completion.raw),
-                source=job.source,
-                fingerprint=fp,
-                finished_at=self.clock.time(),
-                cost_usd=cost,
-                parsed=completion.parsed,
-                endpoint=self.endpoint,
-            )
-        assert error is not None
-        if isinstance(error, InvalidOutput) and error.answer is not None:
-            # the answer that did not fit the schema is kept (and was billed) as an error row
-            row = self._record(job, model, fp, attempts, start, completion=error.answer)
-            return replace(row, status="error", error=redact(error.message), error_kind=error.kind)
-        status = f"HTTP {error.status}: " if error.status and error.status != 200 else ""
-        return Record(
-            id=job.id,
-            status="error",
-            text=None,
-            input_tokens=None,
-            output_tokens=None,
+        fp = fingerprint(self.provider, model, sent) if isinstance(sent, RequestSpec) else sent
+        how = Answered(
             attempts=attempts,
-            error=redact(f"{status}{error.message}"),
-            error_kind=error.kind,
-            model=model,
-            finish_reason=None,
-            latency_ms=latency,
-            response=redact(error.body),
-            source=job.source,
+            latency_ms=(self.clock.monotonic() - start) * 1000,
             fingerprint=fp,
             finished_at=self.clock.time(),
-            cost_usd=0.0 if self.prices.price(model) is not None else None,
             endpoint=self.endpoint,
+        )
+        return record_of(
+            job, model, how, self.prices, self.target.redact, completion=completion, error=error
         )
 
 
