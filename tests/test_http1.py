@@ -398,7 +398,8 @@ async def test_the_timeout_is_silence_not_the_whole_answer() -> None:
         w.write(wire[:60])
         await asyncio.sleep(5)
 
-    async with _serve(trickle) as server, _client(server.url, timeout=0.3) as client:
+    # (the deadline, twice the timeout by default, is set apart: it has tests of its own)
+    async with _serve(trickle) as server, _client(server.url, timeout=0.3, deadline=5) as client:
         assert (await client.post("x", b"{}")).content == b"x" * 6
     async with _serve(stall) as server, _client(server.url, timeout=0.2) as client:
         with pytest.raises(RetryableError, match="timed out"):
@@ -420,7 +421,10 @@ async def test_a_large_body_still_leaving_is_not_silence() -> None:
         w.write(OK)
         await w.drain()
 
-    async with _serve(slow_reader) as server, _client(server.url, timeout=0.3) as client:
+    async with (
+        _serve(slow_reader) as server,
+        _client(server.url, timeout=0.3, deadline=5) as client,
+    ):
         assert (await client.post("x", body)).status_code == 200
 
 

@@ -217,6 +217,40 @@ class Requests:
         ),
     )
     """Seconds the endpoint (or the quota store) may stay unreachable before the run stops."""
+    request_deadline: float | None = field(
+        default=None,
+        metadata=flag(
+            "the most one request may take, first byte sent to last byte answered, however "
+            "steadily the answer trickles in (default twice --timeout)",
+            metavar="DURATION",
+            parse=duration,
+        ),
+    )
+    """The most one request may take in all; None: twice ``timeout``. ``timeout`` bounds each
+    silence, so a server sending a byte per interval would hold a request forever without it.
+    Twice, because an honest answer is silence while it is generated (up to ``timeout``), then
+    its body, which may be large (images): a whole ``timeout`` more for the body to arrive."""
+    proxy: str | None = field(
+        default=None,
+        repr=False,  # it may hold the proxy's password
+        metadata=flag(
+            "send through this HTTP proxy, http://[USER:PASS@]HOST:PORT (default: "
+            "$https_proxy / $http_proxy / $all_proxy; $no_proxy is honoured either way)",
+            metavar="URL",
+        ),
+    )
+    no_proxy: bool = field(
+        default=False,
+        metadata=flag("ignore the proxies named in the environment (go direct)"),
+    )
+    ca_bundle: str | None = field(
+        default=None,
+        metadata=flag(
+            "trust only the CA certificates in this PEM file for TLS (default: $SSL_CERT_FILE, "
+            "else the system's)",
+            metavar="FILE",
+        ),
+    )
     grace: float = 5.0
     """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
     ray: str | None = field(
@@ -252,6 +286,12 @@ class Requests:
             raise BadOption("grace", "must be a number of seconds, not negative")
         if not 0 < self.max_outage < math.inf:
             raise BadOption("max_outage", "must be a positive duration")
+        if self.request_deadline is not None and not 0 < self.request_deadline < math.inf:
+            raise BadOption("request_deadline", "must be a positive duration")
+        if self.proxy is not None and self.no_proxy:
+            raise UsageError(
+                f"{option_flag('proxy')} and {option_flag('no_proxy')} cannot be used together"
+            )
         if self.ray is not None and not self.ray.strip():
             raise BadOption("ray", "takes local or a cluster's address")
 
@@ -600,6 +640,10 @@ class RunKeywords(TypedDict, total=False):
     max_attempts: int
     timeout: float
     max_outage: float
+    request_deadline: float | None
+    proxy: str | None
+    no_proxy: bool
+    ca_bundle: str | None
     grace: float
     ray: str | None
     schema: Any

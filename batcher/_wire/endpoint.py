@@ -13,6 +13,7 @@ from .._config.options import Endpoint, Requests, concurrency_ceiling, option_fl
 from .._core.errors import UsageError
 from .http1 import Http1Transport
 from .providers import Provider
+from .proxy import Proxies, ssl_context
 from .transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
@@ -80,7 +81,10 @@ class Target:
     ) -> Transport:
         """How requests reach this endpoint, with its auth, timeouts and connection limits:
         the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a
-        transport the caller gave (``httpx.MockTransport`` in tests)."""
+        transport the caller gave (``httpx.MockTransport`` in tests). Both of the former go
+        through the same proxy and trust the same CAs (``proxy.Proxies``, ``proxy.ssl_context``);
+        the embedded mock, on this machine's loopback, is not sent through the environment's
+        proxy (which could not reach it)."""
         options: dict[str, Any] = {
             "max_connections": concurrency_ceiling(requests.max_concurrency),
             "timeout": requests.timeout,
@@ -89,7 +93,15 @@ class Target:
         headers = self.provider.auth_headers(self.key)
         if httpx_transport is not None:
             return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
-        return Http1Transport(self.base_url, headers, **options)
+        proxies = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
+        return Http1Transport(
+            self.base_url,
+            headers,
+            ssl_context=ssl_context(requests.ca_bundle),
+            proxies=proxies if proxies else None,
+            deadline=requests.request_deadline,
+            **options,
+        )
 
     @overload
     def redact(self, text: str) -> str: ...

@@ -6,8 +6,14 @@ A run spends most of its client CPU in the HTTP client: aiohttp costs about 2.5x
 written with the body in one ``write``; an incremental answer parser (content-length, chunked,
 or until the server closes; gzip/deflate decoded should a server send them unasked); a LIFO pool
 of keep-alive connections bounded by ``max_connections`` with FIFO waiters; one re-arming timer
-per request for the read timeout. Everything else (the batch APIs' GETs, uploads, downloads)
-goes over aiohttp through ``Http1Transport.request``.
+per request for both the read timeout and the request's deadline. Everything else (the batch
+APIs' GETs, uploads, downloads) goes over aiohttp through ``Http1Transport.request``.
+
+A hostile or broken server cannot take more than it is given: the head, the body and the body
+once inflated are capped (``max_head``, ``max_body``, ``max_inflated``), and a server trickling a
+byte per read timeout meets the deadline. Each is a ``ProtocolError`` (retryable), never a crash.
+Through a proxy (``proxy.Proxies``), plain HTTP is sent in absolute form (RFC 9112 3.2.2) and
+HTTPS through a ``CONNECT`` tunnel (RFC 9110 9.3.6) before TLS to the origin.
 
 Wire rules followed are RFC 9112 (HTTP/1.1 message syntax, https://www.rfc-editor.org/rfc/rfc9112):
 framing in section 6.3, chunked coding in 7.1, obs-fold in 5.2, persistence in 9.3.
@@ -26,12 +32,15 @@ from collections.abc import Iterator, Mapping
 from typing import TypeVar, overload
 from urllib.parse import quote, urlsplit
 
-from .._core.errors import UsageError
+from .._core.errors import TimedOut, UsageError
+from .proxy import Proxies
 from .transport import AiohttpTransport, Reply, _no_answer, _timed_out
 
 __all__ = ["Headers", "Http1Transport", "ProtocolError", "ResponseParser"]
 
 MAX_HEAD = 64 * 1024  # the largest answer head (status line, headers; or a trailer section)
+MAX_BODY = 64 * 2**20  # the largest body, as sent and once inflated: 3x a 20 MB inline image's
+_MAX_DIGITS = 18  # a content-length longer than this is no size (and int() refuses 4,300 digits)
 _MAX_CHUNK_LINE = 4096  # the longest chunk-size line (size and extensions)
 _JOINED = 64 * 1024  # a body up to this size goes out joined to its head, in one write
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
@@ -79,9 +88,18 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
+def _size(n: int) -> str:
+    """A cap in words, for messages: ``64 MiB``, ``64 KiB``, ``100 bytes``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
 class ResponseParser:
     """One answer, parsed as its pieces arrive. ``feed`` each piece (True once complete), ``eof``
-    when the server closes; ``ProtocolError`` for anything malformed.
+    when the server closes; ``ProtocolError`` for anything malformed or over a cap. ``tunnel``:
+    the answer to a ``CONNECT``, a head only (RFC 9110 9.3.6: a 2xx has no content).
 
     The received bytes are kept in ``_buf``; ``_pos`` is where the unparsed ones begin, so each
     piece is parsed once (the head's end is searched from ``_scan``, not from the start)."""
@@ -89,10 +107,15 @@ class ResponseParser:
     __slots__ = (
         "_body",
         "_buf",
+        "_got",
+        "_max_body",
+        "_max_head",
+        "_max_inflated",
         "_need",
         "_pos",
         "_scan",
         "_state",
+        "_tunnel",
         "content",
         "headers",
         "keep_alive",
@@ -100,7 +123,19 @@ class ResponseParser:
         "status",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_head: int = MAX_HEAD,
+        max_body: int = MAX_BODY,
+        max_inflated: int = MAX_BODY,
+        *,
+        tunnel: bool = False,
+    ) -> None:
+        self._max_head = max_head
+        self._max_body = max_body
+        self._max_inflated = max_inflated
+        self._tunnel = tunnel
+        self._got = 0  # the body's bytes announced so far (chunked coding)
         self._buf = bytearray()
         self._pos = 0
         self._scan = 0
@@ -152,8 +187,12 @@ class ResponseParser:
             elif state == _TRAILER:
                 if not self._trailer():
                     return False
+            elif state == _UNTIL_CLOSE:
+                if len(buf) - self._pos > self._max_body:
+                    raise ProtocolError(self._over("body", self._max_body, "max_body"))
+                return False  # the answer ends when the server closes
             else:
-                return state == _DONE  # _UNTIL_CLOSE waits for the server to close
+                return True
 
     @property
     def complete(self) -> bool:
@@ -168,16 +207,20 @@ class ResponseParser:
             return True
         return False
 
+    @staticmethod
+    def _over(what: str, cap: int, name: str) -> str:
+        return f"an answer {what} over the {_size(cap)} cap ({name})"
+
     def _head(self) -> bool:
         buf = self._buf
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
-            if len(buf) - self._pos > MAX_HEAD:
-                raise ProtocolError("an answer head larger than 64 KiB")
+            if len(buf) - self._pos > self._max_head:
+                raise ProtocolError(self._over("head", self._max_head, "max_head"))
             self._scan = max(self._pos, len(buf) - 3)
             return False
-        if end - self._pos > MAX_HEAD:
-            raise ProtocolError("an answer head larger than 64 KiB")
+        if end - self._pos > self._max_head:
+            raise ProtocolError(self._over("head", self._max_head, "max_head"))
         lines = buf[self._pos : end].decode("latin-1").split("\r\n")
         self._pos = self._scan = end + 4
         version, _, rest = lines[0].partition(" ")
@@ -211,6 +254,10 @@ class ResponseParser:
             return True  # an interim answer: the final one follows
         self.status = status
         self.headers = Headers(items)
+        if self._tunnel:  # a 2xx is the tunnel, whatever its framing headers say; else refused
+            self.keep_alive = 200 <= status < 300
+            self._state = _DONE
+            return True
         connection = items.get("connection")
         tokens = {t.strip().lower() for t in connection.split(",")} if connection else set()
         self.keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
@@ -228,8 +275,15 @@ class ResponseParser:
             values = {v.strip(" \t") for v in length.split(",")}
             only = values.pop()
             if values or not _DIGITS.fullmatch(only):
-                raise ProtocolError(f"a bad content-length {length!r}")
+                raise ProtocolError(f"a bad content-length {length[:40]!r}")
+            if len(only.lstrip("0")) > _MAX_DIGITS:
+                raise ProtocolError(
+                    f"a content-length of {len(only):,} digits, over the "
+                    f"{_size(self._max_body)} cap (max_body)"
+                )
             self._need = int(only)
+            if self._need > self._max_body:
+                raise ProtocolError(self._over("body", self._max_body, "max_body"))
             if self._need == 0:
                 self._finish(b"")
             else:
@@ -250,7 +304,10 @@ class ResponseParser:
         if not _HEX.fullmatch(size):
             raise ProtocolError(f"a bad chunk size {size[:40]!r}")
         self._pos = end + 2
-        self._need = int(size, 16)
+        self._need = int(size, 16)  # base 16: no digit limit, and the cap below bounds it
+        self._got += self._need
+        if self._got > self._max_body:
+            raise ProtocolError(self._over("body", self._max_body, "max_body"))
         self._state = _CHUNK_DATA if self._need else _TRAILER
         return True
 
@@ -263,8 +320,8 @@ class ResponseParser:
         else:
             found = buf.find(b"\r\n\r\n", self._pos)
             if found < 0:
-                if len(buf) - self._pos > MAX_HEAD:
-                    raise ProtocolError("a trailer section larger than 64 KiB")
+                if len(buf) - self._pos > self._max_head:
+                    raise ProtocolError(self._over("trailer section", self._max_head, "max_head"))
                 return False
             end = found + 4  # the trailer fields are read past, not kept
         self._pos = end
@@ -274,7 +331,7 @@ class ResponseParser:
     def _finish(self, content: bytes) -> bool:
         encoding = self.headers.get("content-encoding")
         if encoding is not None and content:
-            content = _decode(content, encoding.strip().lower())
+            content = _decode(content, encoding.strip().lower(), self._max_inflated)
         self.content = content
         self._state = _DONE
         self._body = []
@@ -283,19 +340,32 @@ class ResponseParser:
         return True
 
 
-def _decode(content: bytes, encoding: str) -> bytes:
-    """Undo a content coding the server applied though it was not asked to."""
+def _decode(content: bytes, encoding: str, cap: int = MAX_BODY) -> bytes:
+    """Undo a content coding the server applied though it was not asked to; at most ``cap``
+    bytes come out (a kilobyte of zeros deflated inflates a thousandfold: a "zip bomb")."""
     try:
         if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(content, wbits=31)
+            return _inflate(content, 31, cap)
         if encoding == "deflate":  # zlib-wrapped per RFC 9110 8.4.1.2; some servers send it raw
             try:
-                return zlib.decompress(content)
+                return _inflate(content, 15, cap)
             except zlib.error:
-                return zlib.decompress(content, wbits=-15)
+                return _inflate(content, -15, cap)
     except zlib.error as e:
         raise ProtocolError(f"a {encoding} body that does not decode ({e})") from None
     return content  # identity, or a coding left for the caller to see in the headers
+
+
+def _inflate(content: bytes, wbits: int, cap: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(content, cap + 1)
+    if len(out) > cap:
+        raise ProtocolError(
+            f"an answer body over the {_size(cap)} cap once inflated (max_inflated)"
+        )
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return out
 
 
 class _Stale(Exception):
@@ -304,6 +374,10 @@ class _Stale(Exception):
 
 class _Silence(Exception):
     """No progress (a byte of the answer, or of the request leaving) for the read timeout."""
+
+
+class _Deadline(Exception):
+    """The answer was not complete by the request's deadline, however steadily it came."""
 
 
 class _Connection(asyncio.Protocol):
@@ -318,6 +392,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[ResponseParser] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timeout = 0.0
+        self.deadline = 0.0  # loop time by which the answer must be complete
         self.last = 0.0  # loop time of the latest progress: a piece of the answer came
         self.unsent = 0  # bytes of the request still in the write buffer at the last check
         self.closed = False
@@ -369,15 +444,19 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def exchange(self, data: tuple[bytes, ...], silence: float) -> ResponseParser:
-        """Write one request (its pieces in order), wait for its whole answer."""
+    async def exchange(
+        self, data: tuple[bytes, ...], silence: float, deadline: float, parser: ResponseParser
+    ) -> ResponseParser:
+        """Write one request (its pieces in order), wait for its whole answer: ``silence`` is
+        the read timeout, ``deadline`` the most the whole answer may take."""
         assert self.transport is not None
-        parser = self.parser = ResponseParser()
+        self.parser = parser
         waiter: asyncio.Future[ResponseParser] = self.loop.create_future()
         self.waiter = waiter
         self.timeout = silence
         self.last = self.loop.time()
-        self.timer = self.loop.call_at(self.last + silence, self._check)
+        self.deadline = self.last + deadline
+        self.timer = self.loop.call_at(min(self.last + silence, self.deadline), self._check)
         for piece in data:
             self.transport.write(piece)
         self.unsent = self.transport.get_write_buffer_size()  # 0 unless the body is large
@@ -394,19 +473,23 @@ class _Connection(asyncio.Protocol):
                 self.abort()
 
     def _check(self) -> None:
-        """The read timeout's timer: fail after ``timeout`` of silence, else wait the rest. A
-        large body still leaving (less of it buffered than at the last check) is progress too."""
+        """The read timeout's and deadline's timer: fail after ``timeout`` of silence or at the
+        deadline, else wait for the nearer one. A large body still leaving (less of it buffered
+        than at the last check) is progress too."""
         now = self.loop.time()
+        if now >= self.deadline - 0.001:  # timers may fire a hair early
+            self._fail(_Deadline())
+            return
         if self.unsent and self.transport is not None:
             unsent = self.transport.get_write_buffer_size()
             if unsent < self.unsent:
                 self.last = max(self.last, now)
             self.unsent = unsent
         deadline = self.last + self.timeout
-        if now >= deadline - 0.001:  # timers may fire a hair early
+        if now >= deadline - 0.001:
             self._fail(_Silence())
         else:
-            self.timer = self.loop.call_at(deadline, self._check)
+            self.timer = self.loop.call_at(min(deadline, self.deadline), self._check)
 
     def _resolve(self, parser: ResponseParser) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -433,7 +516,16 @@ class Http1Transport:
         timeout: float,
         connect_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: Proxies | None = None,
+        deadline: float | None = None,
+        max_head: int = MAX_HEAD,
+        max_body: int = MAX_BODY,
+        max_inflated: int = MAX_BODY,
     ) -> None:
+        """``deadline``: the most one request may take from its first byte sent to its answer's
+        last, however steadily the answer comes (default twice ``timeout``, see
+        ``Requests.request_deadline``); ``max_head``, ``max_body``, ``max_inflated``: the caps
+        on an answer's head, body, and body once gzip/deflate is undone."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"the base URL {base_url!r} is not an http:// or https:// URL")
@@ -448,6 +540,8 @@ class Http1Transport:
             max_connections=max_connections,
             timeout=timeout,
             connect_timeout=connect_timeout,
+            ssl_context=ssl_context,
+            proxies=proxies,
         )
         self._tls = parts.scheme == "https"
         self._host = parts.hostname  # without an IPv6 literal's brackets
@@ -457,7 +551,15 @@ class Http1Transport:
         if parts.port is not None and self._port != (443 if self._tls else 80):
             authority += f":{self._port}"
         self._prefix = parts.path.rstrip("/") + "/"
+        self._proxy = proxies.for_url(base_url) if proxies else None
         lines = [f"host: {authority}"]
+        if self._proxy is not None and not self._tls:
+            # Plain HTTP through a proxy: the target in absolute form (RFC 9112 3.2.2), the
+            # proxy's credentials on each request (RFC 9110 11.7.2). Through a tunnel they go
+            # on the CONNECT only: the origin never sees them.
+            self._prefix = f"http://{authority}{self._prefix}"
+            if self._proxy.authorization:
+                lines.append(f"proxy-authorization: {self._proxy.authorization}")
         names = {name.lower() for name in headers}
         lines += [f"{name}: {value}" for name, value in headers.items() if name.lower() != "host"]
         if "content-type" not in names:
@@ -469,6 +571,8 @@ class Http1Transport:
         self._limit = max_connections
         self._timeout = timeout
         self._connect_timeout = connect_timeout
+        self._deadline = deadline if deadline is not None else 2 * timeout
+        self._caps = (max_head, max_body, max_inflated)
         # The pool: idle connections (the last one back is the first out), how many connections
         # hold a slot (open, opening, or handed over), and the callers waiting for one, in order.
         # A waiter's future gets a connection to reuse, or None: a slot to open a new one with.
@@ -510,7 +614,9 @@ class Http1Transport:
                 except (OSError, ssl.SSLError) as e:
                     raise _no_answer(e) from None
             try:
-                parser = await conn.exchange(data, self._timeout)
+                parser = await conn.exchange(
+                    data, self._timeout, self._deadline, ResponseParser(*self._caps)
+                )
             except _Stale as e:
                 if reused and not resent:  # the server closed an idle connection as we sent
                     resent = True
@@ -518,6 +624,11 @@ class Http1Transport:
                 raise _no_answer(ConnectionError(f"closed before answering ({e})")) from None
             except _Silence:
                 raise _timed_out("read") from None
+            except _Deadline:
+                raise TimedOut(
+                    f"request timed out (the answer was not complete within the "
+                    f"{self._deadline:g} s request deadline)"
+                ) from None
             except (OSError, ProtocolError, ssl.SSLError, EOFError) as e:
                 raise _no_answer(e) from None
             if parser.keep_alive and not conn.closed:
@@ -593,17 +704,23 @@ class Http1Transport:
         context = None
         if self._tls:
             context = self._ssl = self._ssl or ssl.create_default_context()
+        proxy = self._proxy
+        direct = context if proxy is None else None  # through a proxy, TLS after the CONNECT
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await loop.create_connection(
                     factory,
-                    self._host,
-                    self._port,
-                    ssl=context,
-                    server_hostname=self._host if context else None,
-                    ssl_handshake_timeout=self._connect_timeout if context else None,
+                    proxy.host if proxy else self._host,
+                    proxy.port if proxy else self._port,
+                    ssl=direct,
+                    server_hostname=self._host if direct else None,
+                    ssl_handshake_timeout=self._connect_timeout if direct else None,
                 )
+                if proxy is not None and context is not None:
+                    await self._tunnel(made[0], context)
         except BaseException:
+            if made:
+                made[0].abort()
             if not made or made[0].holds_slot:
                 if made:
                     made[0].holds_slot = False
@@ -614,6 +731,39 @@ class Http1Transport:
             raise ConnectionError("closed as soon as opened")
         self._all.add(conn)
         return conn
+
+    async def _tunnel(self, conn: _Connection, context: ssl.SSLContext) -> None:
+        """Open a ``CONNECT`` tunnel to the origin through the proxy ``conn`` is connected to,
+        then TLS to the origin over it (RFC 9110 9.3.6). A refusal is a ``ConnectionError``
+        naming the proxy by its URL without credentials, and the status it answered."""
+        assert self._proxy is not None and conn.transport is not None
+        where = f"[{self._host}]" if ":" in self._host else self._host
+        where += f":{self._port}"
+        head = f"CONNECT {where} HTTP/1.1\r\nhost: {where}\r\n"
+        if self._proxy.authorization:
+            head += f"proxy-authorization: {self._proxy.authorization}\r\n"
+        wait = self._connect_timeout
+        try:
+            parser = await conn.exchange(
+                (f"{head}\r\n".encode("latin-1"),), wait, wait, ResponseParser(tunnel=True)
+            )
+        except (_Stale, _Silence, _Deadline, ProtocolError) as e:
+            raise ConnectionError(f"the proxy {self._proxy.url} gave no tunnel ({e!r})") from None
+        if not 200 <= parser.status < 300:
+            raise ConnectionError(
+                f"the proxy {self._proxy.url} refused a tunnel to {where}: {parser.status}"
+            )
+        loop = asyncio.get_running_loop()
+        tls = await loop.start_tls(
+            conn.transport,
+            conn,
+            context,
+            server_hostname=self._host,
+            ssl_handshake_timeout=self._connect_timeout,
+        )
+        if tls is None:
+            raise ConnectionError("closed as TLS began")
+        conn.transport = tls
 
     async def request(
         self,

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._core.errors import RetryableError, TimedOut
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
+
+    from .proxy import Proxies
 
 __all__ = ["AiohttpTransport", "HttpxTransport", "Reply", "Transport"]
 
@@ -75,7 +79,11 @@ def _no_answer(error: BaseException) -> RetryableError:
 
 
 class AiohttpTransport:
-    """aiohttp's client session, made on first use (it must be made inside the running loop)."""
+    """aiohttp's client session, made on first use (it must be made inside the running loop).
+
+    Its proxy is chosen per request by ``proxies`` (the lean client's rules, not aiohttp's own
+    ``trust_env``, which reads no ``ALL_PROXY`` and no CIDR in ``NO_PROXY``), its credentials
+    as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers."""
 
     def __init__(
         self,
@@ -85,21 +93,31 @@ class AiohttpTransport:
         max_connections: int,
         timeout: float,
         connect_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
         self._base = base_url.rstrip("/") + "/"
         self._headers = {**headers, "content-type": "application/json"}
         self._limit = max_connections
         self._timeout = timeout
         self._connect_timeout = connect_timeout
+        self._ssl = ssl_context
+        self._proxies = proxies
         self._session: Any = None
         self._urls: dict[str, Any] = {}
 
     def _open(self) -> Any:
         import aiohttp
 
+        # No default headers: aiohttp copies a session's into a proxy's CONNECT (the key would
+        # reach the proxy, an Authorization even as its Proxy-Authorization); each request
+        # carries them instead, which stay inside the tunnel.
         self._session = aiohttp.ClientSession(
-            headers=self._headers,
-            connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit),
+            connector=aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=self._limit,
+                ssl=self._ssl if self._ssl is not None else True,
+            ),
             # sock_read bounds the wait for each piece of the answer, as httpx's read timeout
             # does; total is unbounded so a long generation is not cut while it streams in.
             timeout=aiohttp.ClientTimeout(
@@ -117,12 +135,24 @@ class AiohttpTransport:
             url = self._urls[path] = URL(self._base + path, encoded=False)
         return url
 
+    def _via(self, url: Any) -> dict[str, Any]:
+        """The proxy keywords for a request to ``url`` (none when it goes direct)."""
+        proxy = self._proxies.for_url(str(url)) if self._proxies else None
+        if proxy is None:
+            return {}
+        # On the CONNECT when tunnelling, else on the request (aiohttp's BasicAuth is deprecated)
+        auth = {"proxy-authorization": proxy.authorization} if proxy.authorization else None
+        return {"proxy": proxy.url, "proxy_headers": auth}
+
     async def post(self, path: str, body: bytes) -> Reply:
         import aiohttp
 
         session = self._session or self._open()
         try:
-            async with session.post(self._url(path), data=body) as response:
+            url = self._url(path)
+            async with session.post(
+                url, data=body, headers=self._headers, **self._via(url)
+            ) as response:
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
@@ -145,9 +175,13 @@ class AiohttpTransport:
 
         session = self._session or self._open()
         extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
+        given = {name.lower() for name in extra}
+        extra = {**{k: v for k, v in self._headers.items() if k.lower() not in given}, **extra}
         url = URL(self._base).join(URL(path)) if path.startswith("/") else self._url(path)
         try:
-            async with session.request(method, url, data=body, headers=extra) as response:
+            async with session.request(
+                method, url, data=body, headers=extra, **self._via(url)
+            ) as response:
                 content = await response.read()
                 return Reply(response.status, response.headers, content)
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:

@@ -1,0 +1,138 @@
+"""Real networks: which proxy a request goes through, and which certificates its TLS trusts.
+
+Both clients (the lean one and aiohttp) take their proxy and their ``ssl.SSLContext`` from here,
+so the two never disagree. Proxies come from ``--proxy``, else from the environment as curl reads
+it (``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``, lower- or upper-case, through
+``urllib.request.getproxies``, https://docs.python.org/3/library/urllib.request.html#urllib.request.getproxies);
+``no_proxy`` is honoured either way, as curl does: host names, domain suffixes (``.example.com``
+or ``example.com``), ``host:port``, ``*``, and CIDR blocks (``10.0.0.0/8``) for IP literals.
+
+Only ``http://`` proxies are spoken: plain HTTP is sent to them in absolute form, HTTPS through a
+``CONNECT`` tunnel (RFC 9110 9.3.6, https://www.rfc-editor.org/rfc/rfc9110#section-9.3.6). A
+proxy's credentials (``http://user:pass@host:port``) become ``Proxy-Authorization: Basic``
+(RFC 9110 11.7.1) and are kept out of every repr and message: a proxy is named by ``Proxy.url``.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import ssl
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from .._core.errors import UsageError
+
+__all__ = ["Proxies", "Proxy", "ssl_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy: where it listens, and the ``Proxy-Authorization`` value if it needs one."""
+
+    host: str
+    port: int
+    authorization: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The proxy's URL without its credentials: the only way it is ever named."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, url: str, source: str) -> Proxy:
+        """A proxy URL (``http://[user:pass@]host[:port]``, or a bare ``host:port``, as curl
+        takes it); ``UsageError`` naming ``source`` (never the URL: it may hold a password)."""
+        if "://" not in url:
+            url = "http://" + url
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 80
+        except ValueError:
+            raise UsageError(f"{source} is not a proxy URL") from None
+        if parts.scheme != "http" or not parts.hostname:
+            raise UsageError(
+                f"{source} must be an http:// proxy (HTTPS goes through it in a CONNECT tunnel); "
+                f"{parts.scheme}:// proxies are not supported"
+            )
+        user = unquote(parts.username) if parts.username is not None else None
+        password = unquote(parts.password or "") if user is not None else None
+        auth = None
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            auth = f"Basic {token}"
+        return cls(parts.hostname, port, auth)
+
+
+class Proxies:
+    """Which proxy, if any, a URL is fetched through: ``proxy`` (``--proxy``) for every URL,
+    else the environment's for the URL's scheme (``all_proxy`` for any); none when
+    ``use_env`` is False (``--no-proxy``) and no proxy is given, or when ``no_proxy`` says so."""
+
+    def __init__(self, proxy: str | None = None, *, use_env: bool = True) -> None:
+        env = urllib.request.getproxies() if use_env else {}
+        self._no = env.get("no", "")
+        self._explicit = Proxy.parse(proxy, "--proxy") if proxy else None
+        self._by_scheme: dict[str, Proxy] = {}
+        self._cache: dict[tuple[str, str, int], Proxy | None] = {}
+        if self._explicit is None:
+            for scheme in ("http", "https", "all"):
+                if env.get(scheme):
+                    self._by_scheme[scheme] = Proxy.parse(env[scheme], f"${scheme}_proxy")
+
+    def __bool__(self) -> bool:
+        return self._explicit is not None or bool(self._by_scheme)
+
+    def for_url(self, url: str) -> Proxy | None:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        return self.lookup(parts.scheme, parts.hostname or "", parts.port or (443 if tls else 80))
+
+    def lookup(self, scheme: str, host: str, port: int) -> Proxy | None:
+        key = (scheme, host, port)
+        if key not in self._cache:  # a run talks to a host or two: decided once each
+            proxy = self._explicit or self._by_scheme.get(scheme) or self._by_scheme.get("all")
+            if proxy is not None and _bypass(host, port, self._no):
+                proxy = None
+            self._cache[key] = proxy
+        return self._cache[key]
+
+
+def _bypass(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``no_proxy`` names the host: urllib's own matching (names, suffixes, host:port,
+    ``*``; on macOS and Windows the system's exceptions too), plus CIDR blocks for IP literals,
+    which urllib does not read."""
+    name = f"[{host}]" if ":" in host else host
+    if urllib.request.proxy_bypass(f"{name}:{port}"):  # the environment's no_proxy (or the OS's)
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        entry = entry.strip()
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext | None:
+    """The TLS context both clients verify servers with: only the certificates in ``ca_bundle``
+    (``--ca-bundle``), else in ``$SSL_CERT_FILE`` (as OpenSSL and curl read it: a private CA, a
+    corporate proxy's); None for each client's default (the system's trust store), made only
+    when a TLS connection needs it. ``UsageError`` if the file cannot be read."""
+    source = "--ca-bundle" if ca_bundle else "$SSL_CERT_FILE"
+    path = ca_bundle or os.environ.get("SSL_CERT_FILE") or None
+    if path is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"{source} {path}: not a readable PEM certificate bundle ({e})") from None

@@ -1,0 +1,326 @@
+"""Real networks: proxies from the environment or ``--proxy`` (a real tinyproxy in between, with
+and without BasicAuth), ``no_proxy`` and ``--no-proxy``, and TLS to a server whose certificate a
+private CA (``trustme``) signed, trusted through ``--ca-bundle`` or ``$SSL_CERT_FILE``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trustme
+
+import batcher
+from batcher import RetryableError, UsageError
+from batcher._wire.http1 import Http1Transport
+from batcher._wire.proxy import Proxies, Proxy, ssl_context
+from batcher.mock import MockConfig, MockServer
+from tests.tinyproxy import tinyproxy
+
+_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+SECRET = "s3cretPw"
+JOBS = [{"id": f"j{i}", "prompt": f"question {i}"} for i in range(3)]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test states its own proxy environment, whatever the machine's."""
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+
+
+@pytest.fixture
+def mock(start_mock: Callable[[MockConfig], MockServer]) -> MockServer:
+    return start_mock(MockConfig())
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
+    """A private CA, and its certificate as a PEM file (what ``--ca-bundle`` names)."""
+    authority = trustme.CA()
+    pem = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(pem))
+    return authority, pem
+
+
+@asynccontextmanager
+async def _tls_front(port: int, authority: trustme.CA) -> AsyncIterator[int]:
+    """TLS in front of the plain mock on ``port``: a forwarder with a certificate the private CA
+    issued for 127.0.0.1. Yields its own port."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        writers.extend((w, w2))
+        await asyncio.gather(pipe(r, w2), pipe(r2, w), return_exceptions=True)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()
+
+
+def _client(url: str, **kw: object) -> Http1Transport:
+    return Http1Transport(
+        url,
+        {"authorization": "Bearer k"},
+        max_connections=2,
+        timeout=10,
+        connect_timeout=10,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+
+
+# --- which proxy, without a network ------------------------------------------------------------
+
+
+def test_the_environment_names_the_proxy_and_no_proxy_the_exceptions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://secure.proxy:3128")
+    monkeypatch.setenv("http_proxy", "plain.proxy:8080")  # no scheme: http://, as curl takes it
+    monkeypatch.setenv("ALL_PROXY", "http://any.proxy:1")
+    monkeypatch.setenv("NO_PROXY", "direct.test, .corp.test, ported.test:8443, 10.0.0.0/8")
+    p = Proxies()
+    assert p.for_url("https://api.openai.com/v1") == Proxy("secure.proxy", 3128)
+    assert p.for_url("http://api.openai.com/v1") == Proxy("plain.proxy", 8080)
+    for url in (
+        "https://direct.test/v1",  # a host
+        "https://api.corp.test/v1",  # a domain suffix
+        "https://ported.test:8443/v1",  # host:port...
+        "http://10.1.2.3:8000/v1",  # a CIDR block
+    ):
+        assert p.for_url(url) is None, url
+    assert p.for_url("https://ported.test/v1") is not None  # ...on that port only
+    assert p.for_url("http://11.1.2.3/v1") is not None
+    # --no-proxy: the environment is ignored; --proxy: every URL, but no_proxy's still go direct
+    assert not Proxies(use_env=False)
+    explicit = Proxies("http://mine:9")
+    assert explicit.for_url("http://plain.test/") == Proxy("mine", 9)
+    assert explicit.for_url("https://direct.test/") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert Proxies().for_url("https://x.test/") == Proxy("any.proxy", 1)  # ALL_PROXY, for any
+
+
+def test_proxy_credentials_become_basic_auth_and_are_never_shown() -> None:
+    proxy = Proxy.parse(f"http://user:{SECRET}%40x@proxy.test:3128", "--proxy")
+    token = base64.b64encode(f"user:{SECRET}@x".encode()).decode()
+    assert proxy.authorization == f"Basic {token}"
+    assert proxy.url == "http://proxy.test:3128"
+    options = batcher.RunOptions(proxy=f"http://user:{SECRET}@proxy.test:3128")
+    for shown in (repr(proxy), str(proxy), repr(options), repr(options.requests)):
+        assert SECRET not in shown
+    with pytest.raises(UsageError, match="socks5:// proxies are not supported") as e:
+        Proxy.parse(f"socks5://user:{SECRET}@proxy.test:1080", "$all_proxy")
+    assert SECRET not in str(e.value)
+    with pytest.raises(batcher.UsageError, match="--no-proxy"):
+        batcher.RunOptions(proxy="http://p.test:1", no_proxy=True)
+
+
+def test_the_embedded_mock_is_never_sent_through_the_environments_proxy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: it would fail
+    summary = batcher.run_sync(JOBS, tmp_path, mock="instant", model="m")
+    assert (summary.ok, summary.exit_code) == (3, 0)
+
+
+# --- through a real proxy ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_posts_and_a_batch_call_go_through_the_environments_proxy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mock: MockServer
+) -> None:
+    base = mock.base_url("openai")
+    with tinyproxy(tmp_path) as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        summary = await batcher.run(JOBS, tmp_path / "out", base_url=base, api_key="k", model="m")
+        assert (summary.ok, summary.exit_code) == (3, 0)
+        posts = [r for r in proxy.requests() if r.startswith("POST ")]
+        # absolute form: the proxy was asked for the mock's URL
+        assert posts == [f"POST {base}/chat/completions HTTP/1.1"] * 3
+        client = _client(base, proxies=Proxies())  # a batch API's call, over aiohttp
+        try:
+            reply = await client.request("GET", "batches")
+        finally:
+            await client.aclose()
+        assert reply.status_code == 200
+        assert proxy.requests()[-1] == f"GET {base}/batches HTTP/1.1"
+
+
+@pytest.mark.anyio
+async def test_no_proxy_and_the_no_proxy_flag_go_direct(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mock: MockServer
+) -> None:
+    base = mock.base_url("openai")
+    with tinyproxy(tmp_path) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "example.test,127.0.0.0/8")  # the mock's, as CIDR
+        summary = await batcher.run(JOBS, tmp_path / "a", base_url=base, api_key="k", model="m")
+        assert (summary.ok, summary.exit_code) == (3, 0)
+        assert proxy.requests() == []
+        # --no-proxy: the environment names a proxy that would refuse every connection
+        monkeypatch.delenv("NO_PROXY")
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        summary = await batcher.run(
+            JOBS, tmp_path / "b", base_url=base, api_key="k", model="m", no_proxy=True
+        )
+        assert (summary.ok, summary.exit_code) == (3, 0)
+
+
+@pytest.mark.anyio
+async def test_plain_http_through_a_proxy_that_wants_a_password(
+    tmp_path: Path, mock: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = mock.base_url("openai")
+    with tinyproxy(tmp_path, auth=("batcher", SECRET)) as proxy:
+        summary = await batcher.run(
+            JOBS, tmp_path / "out", base_url=base, api_key="k", model="m", proxy=proxy.url
+        )
+        assert (summary.ok, summary.exit_code) == (3, 0)
+        assert len(proxy.requests()) == 3
+        wrong = _client(base, proxies=Proxies(proxy.url.replace(SECRET, "nope")))
+        try:
+            reply = await wrong.post("chat/completions", BODY)
+        finally:
+            await wrong.aclose()
+        # the proxy's answer, as any other (tinyproxy says 401 to a wrong password, 407 to none)
+        assert reply.status_code in (401, 407)
+    assert not _holds(tmp_path / "out", SECRET)
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_https_through_the_tunnel_of_a_proxy_that_wants_a_password(
+    tmp_path: Path, mock: MockServer, ca: tuple[trustme.CA, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    authority, pem = ca
+    async with _tls_front(mock.port, authority) as port:
+        base = f"https://127.0.0.1:{port}/v1"
+        with tinyproxy(tmp_path, auth=("batcher", SECRET)) as proxy:
+            summary = await batcher.run(
+                JOBS,
+                tmp_path / "out",
+                base_url=base,
+                api_key="k",
+                model="m",
+                proxy=proxy.url,
+                ca_bundle=str(pem),
+            )
+            assert (summary.ok, summary.exit_code) == (3, 0)
+            tunnels = proxy.requests()
+            assert tunnels and set(tunnels) == {f"CONNECT 127.0.0.1:{port} HTTP/1.1"}
+            proxies = Proxies(proxy.url)
+            client = _client(base, proxies=proxies, ssl_context=ssl_context(str(pem)))
+            try:  # a batch API's call, over aiohttp through its own tunnel
+                assert (await client.request("GET", "batches")).status_code == 200
+            finally:
+                await client.aclose()
+            assert len(proxy.requests()) == len(tunnels) + 1
+            # a wrong password: the tunnel is refused, retryably, the password nowhere
+            wrong = _client(base, proxies=Proxies(proxy.url.replace(SECRET, "nope")))
+            try:
+                with pytest.raises(RetryableError, match=r"refused a tunnel.*40[17]") as e:
+                    await wrong.post("chat/completions", BODY)
+            finally:
+                await wrong.aclose()
+            assert "nope" not in str(e.value) and proxy.url not in str(e.value)
+    assert not _holds(tmp_path / "out", SECRET)
+    assert SECRET not in caplog.text
+
+
+def _holds(folder: Path, text: str) -> bool:
+    """Whether any file under ``folder`` holds ``text``."""
+    return any(text.encode() in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+# --- trust -------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_private_ca_is_trusted_from_ca_bundle_or_ssl_cert_file(
+    monkeypatch: pytest.MonkeyPatch, mock: MockServer, ca: tuple[trustme.CA, Path]
+) -> None:
+    authority, pem = ca
+    async with _tls_front(mock.port, authority) as port:
+        base = f"https://127.0.0.1:{port}/v1"
+
+        async def both(context: ssl.SSLContext | None) -> tuple[int, int]:
+            client = _client(base, ssl_context=context)
+            try:
+                posted = await client.post("chat/completions", BODY)
+                other = await client.request("GET", "batches")  # aiohttp, same context
+                return posted.status_code, other.status_code
+            finally:
+                await client.aclose()
+
+        with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED"):
+            await both(ssl_context())  # the system's store knows no such CA
+        assert await both(ssl_context(str(pem))) == (200, 200)
+        monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+        assert await both(ssl_context()) == (200, 200)
+    with pytest.raises(UsageError, match=r"--ca-bundle .*missing\.pem"):
+        ssl_context(str(pem.with_name("missing.pem")))
+
+
+@pytest.mark.anyio
+async def test_a_tunnel_carries_neither_the_key_nor_the_endpoints_headers() -> None:
+    """What a proxy is sent to open a tunnel: the origin and the proxy's credentials, nothing
+    of the endpoint's (aiohttp copies a session's default headers into its CONNECT)."""
+    heads: list[bytes] = []
+
+    async def refusing(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        heads.append(await r.readuntil(b"\r\n\r\n"))
+        w.write(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(refusing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Http1Transport(
+        "https://api.example.test/v1",
+        {"authorization": "Bearer sk-KEY", "x-goog-api-key": "g-KEY"},
+        max_connections=1,
+        timeout=5,
+        connect_timeout=5,
+        proxies=Proxies(f"http://u:{SECRET}@127.0.0.1:{port}"),
+    )
+    try:
+        with pytest.raises(RetryableError, match=r"a tunnel to api\.example\.test:443: 403"):
+            await client.post("chat/completions", BODY)
+        with pytest.raises(RetryableError, match="403"):
+            await client.request("GET", "batches")
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    token = base64.b64encode(f"u:{SECRET}".encode())
+    assert len(heads) == 2
+    for head in heads:
+        assert head.startswith(b"CONNECT api.example.test:443 HTTP/1.1\r\n")
+        assert b"Basic " + token in head
+        assert b"KEY" not in head
