@@ -39,7 +39,7 @@ from .transport import AiohttpTransport, Reply, _no_answer, _timed_out
 __all__ = ["Headers", "Http1Transport", "ProtocolError", "ResponseParser"]
 
 MAX_HEAD = 64 * 1024  # the largest answer head (status line, headers; or a trailer section)
-MAX_BODY = 64 * 2**20  # the largest body, as sent and once inflated: 3x a 20 MB inline image's
+MAX_BODY = 64 * 2**20  # the largest body, as sent and once inflated: room for images in base64
 _MAX_DIGITS = 18  # a content-length longer than this is no size (and int() refuses 4,300 digits)
 _MAX_CHUNK_LINE = 4096  # the longest chunk-size line (size and extensions)
 _JOINED = 64 * 1024  # a body up to this size goes out joined to its head, in one write
@@ -281,7 +281,7 @@ class ResponseParser:
                     f"a content-length of {len(only):,} digits, over the "
                     f"{_size(self._max_body)} cap (max_body)"
                 )
-            self._need = int(only)
+            self._need = int(only.lstrip("0") or "0")  # zeros are no size, nor digits to parse
             if self._need > self._max_body:
                 raise ProtocolError(self._over("body", self._max_body, "max_body"))
             if self._need == 0:
