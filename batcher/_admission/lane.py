@@ -241,19 +241,21 @@ class Lane:
         """The least time between two requests where limits may be quantized per second.
 
         A server that allows ``rpm / 60`` requests per clock second admits only its whole part:
-        at 500 RPM, 8 in any second, so requests paced evenly at 0.99 of 500 (121 ms apart) put 9
-        into some seconds, and each of those is a 429 from the very first second. Requests at
-        least ``1 / k`` apart (k = the whole requests a second) never put more than k into any
-        second, whatever the phase; half a percent more (at most 2 ms) absorbs the jitter of the
-        arrival, and no request leaves early nor borrows lateness against this. It binds where
-        a second's requests are few (at 500 RPM it paces at 0.955 of the limit; at 6,000 RPM and
-        above the 0.99 margin is the wider gap)."""
+        at 500 RPM, 8 in any second. Requests paced evenly at a rate r put up to floor(r) + 1
+        into some second, so where the pace is within half a percent of that whole part k (0.99
+        of 500 RPM is 8.25 a second: 9 in some seconds, each a 429 from the very first second),
+        requests leave at least ``1 / k`` apart (half a percent more, at most 2 ms, for the
+        arrival's jitter), none early and none borrowing lateness against it: no second of any
+        phase then holds more than k (at 500 RPM that paces at 0.955 of the limit). Where the
+        pace is under k already (1,200 RPM: 19.8 a second against 20), even pacing keeps every
+        second within k and the lane keeps its lateness credit."""
         rpm = self.limits.rpm
         if not rpm:
             return 0.0
-        whole = math.floor(rpm * self.share / 60)
-        if whole < 1:
-            return 0.0  # under one a second: the pace's own interval is over a second
+        per_second = rpm * self.share / 60
+        whole = math.floor(per_second)
+        if whole < 1 or per_second * self.margin * self.pace.slow < whole * 0.995:
+            return 0.0
         gap = 1.0 / whole
         return gap + min(0.002, gap / 200)
 
@@ -306,8 +308,8 @@ class Lane:
         self._window.expire(now)
         t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
         held = max(probe_at, self.pace.paused_until, self._cap_wait(now, tokens))
-        if self._quantized:
-            held = max(held, self._last + self._gap())
+        if self._quantized and (gap := self._gap()):
+            held = max(held, self._last + gap)
         paced = self.pace.paced(t_tolerance)
         if held <= now and paced <= now + EARLY:
             return now  # at most EARLY before its pace: not worth a sleep
