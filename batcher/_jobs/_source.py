@@ -127,7 +127,9 @@ class JobSource:
         Python object."""
         if self.paths:
             for path in self.paths:
-                for where, pos, row in iter_rows([path], self.columns.needed):
+                for where, pos, row in iter_rows(
+                    [path], self.columns.needed, shaped=not self.columns.maps_prompt
+                ):
                     yield where, pos, row, path.parent
         else:
             for n, item in enumerate(self._items, start=1):
