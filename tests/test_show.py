@@ -73,3 +73,26 @@ def test_show_names_what_it_cannot_show(
     assert code == 2 and "holds no batcher run" in err
     code, _, err = _show(capsys, str(run_dir), "-n", "-1")
     assert code == 2
+
+
+def test_show_the_parsed_column_of_a_schema_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    jobs = Path(__file__).parents[1] / "jobs"
+    out = tmp_path / "out"
+    args = [
+        "run",
+        str(jobs / "tickets.jsonl"),
+        "--out",
+        str(out),
+        "--mock",
+        "--model",
+        "gpt-4o-mini",
+    ]
+    assert main([*args, "--schema", str(jobs / "tickets.schema.json")]) == 0
+    capsys.readouterr()
+    code, shown, err = _show(capsys, str(out), "--columns", "id,parsed")
+    assert code == 0, err
+    body = [line for line in shown.splitlines() if line.lstrip().startswith("t")]
+    assert body and all('{"' in line for line in body)

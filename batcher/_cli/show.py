@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -19,7 +20,7 @@ DEFAULT_COLUMNS = ("id", "status", "model", "input_tokens", "output_tokens", "co
 ERROR_COLUMNS = ("id", "model", "error_kind", "attempts", "error")
 _HEADERS = {"input_tokens": "in", "output_tokens": "out", "cost_usd": "cost", "latency_ms": "ms"}
 _NUMERIC = {"input_tokens", "output_tokens", "attempts", "cost_usd", "latency_ms"}
-_WIDE = {"text", "error", "response", "source"}
+_WIDE = {"text", "error", "response", "source", "parsed"}
 """Columns that share the width left over (cut at the terminal's edge); the others fit content."""
 CELL = 200
 """Characters of a long text cell shown; the rest is cut with an ellipsis."""
@@ -34,9 +35,10 @@ class ShowRequest:
     errors: bool = False
     columns: tuple[str, ...] | None = None
 
-    def chosen(self) -> tuple[str, ...]:
-        """The columns to show; ``UsageError`` naming an unknown one and those that exist."""
-        known = _schema().names
+    def chosen(self, parsed: bool = False) -> tuple[str, ...]:
+        """The columns to show; ``UsageError`` naming an unknown one and those that exist.
+        ``parsed``: the run has a ``parsed`` column (it was run with ``--schema``)."""
+        known = [*_schema().names, *(["parsed"] if parsed else [])]
         columns = self.columns or (ERROR_COLUMNS if self.errors else DEFAULT_COLUMNS)
         unknown = [c for c in columns if c not in known]
         if unknown:
@@ -49,7 +51,9 @@ def _cell(column: str, value: Any) -> str:
         return "-"
     if column == "cost_usd":
         return usd(value)
-    if column == "latency_ms":
+    if column == "parsed":
+        value = json.dumps(value, ensure_ascii=False, default=str)
+    elif column == "latency_ms":
         return f"{value:,.0f}"
     if column == "finished_at":
         from datetime import datetime
@@ -65,9 +69,10 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     from rich import box
     from rich.table import Table
 
-    if Manifest.read(request.out) is None:
+    manifest = Manifest.read(request.out)
+    if manifest is None:
         raise UsageError(f"{request.out} holds no batcher run (no run.json)")
-    columns = request.chosen()
+    columns = request.chosen(parsed=manifest.schema is not None)
     read = list(dict.fromkeys((*columns, "status")))
     rows = iter_rows(request.out, read)
     if request.errors:
