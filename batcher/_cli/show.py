@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from .._config.prices import usd
 from .._core.errors import UsageError
 from .._rundir.manifest import Manifest
-from .._rundir.results import iter_rows
+from .._rundir.results import input_order, iter_rows
 from .._rundir.store import _schema
 
 __all__ = ["ShowRequest", "show_table"]
@@ -73,12 +74,21 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     if manifest is None:
         raise UsageError(f"{request.out} holds no batcher run (no run.json)")
     columns = request.chosen(parsed=manifest.schema is not None)
-    read = list(dict.fromkeys((*columns, "status")))
+    read = list(dict.fromkeys((*columns, "status", "id", "source")))
     rows = iter_rows(request.out, read)
     if request.errors:
         rows = (r for r in rows if r["status"] == "error")
-    shown = list(islice(rows, request.limit))
-    more = sum(1 for _ in rows)
+    total = 0
+
+    def counted(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal total
+        for row in rows:
+            total += 1
+            yield row
+
+    # the first rows in input order, holding no more than those shown
+    shown = heapq.nsmallest(request.limit, counted(rows), key=input_order(manifest.inputs))
+    more = total - len(shown)
     cells = [[_cell(c, row[c]) for c in columns] for row in shown]
     headers = [_HEADERS.get(c, c) for c in columns]
     fits = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
@@ -100,7 +110,6 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     for r in cells:
         table.add_row(*r)
     what = "errors" if request.errors else "results"
-    total = len(shown) + more
     note = f"{len(shown)} of {total} {what} in {request.out}"
     if more:
         note += f" (-n {total} shows them all)"
