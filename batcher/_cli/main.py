@@ -369,10 +369,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from .._config.options import LimitOptions, group_from_args
     from .._core.errors import UsageError, WriteFailed
-    from .bench import plot, run_bench
+    from .bench import plot, pyplot, run_bench
 
     if not 0 < args.seconds < math.inf:
         raise UsageError("--seconds must be a positive number")
+    if args.plot:
+        pyplot()  # matplotlib missing: say so before the bench, not after it
     limits = group_from_args(LimitOptions, args).table()
     assert limits.tier is not None
     model = args.model or next(iter(limits.tier.models))
