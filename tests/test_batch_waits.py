@@ -181,3 +181,53 @@ def test_no_sequence_of_modes_answers_a_job_twice(
         creates = app.state.batch_creates
         assert len(creates) == len(set(creates))
         assert not BatchLog(tmp / "out").open_chunks()
+
+
+def test_mock_server_batch_delay_lets_a_user_try_no_wait(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    start_mock: Any,
+    api_keys: None,
+) -> None:
+    """``batcher mock-server --batch-delay S`` serves batches that run S seconds: a --no-wait run
+    exits 6, ``status`` lists the batch, and a rerun while it runs submits nothing again."""
+    import batcher.mock
+    from batcher._cli.main import main
+    from tests.helpers import run_cli, write_jsonl
+
+    configs: list[MockConfig] = []
+
+    class Serve:  # what mock-server would serve, without serving it
+        url = "http://127.0.0.1:8000"
+
+        def __init__(self, config: MockConfig, *, port: int) -> None:
+            configs.append(config)
+
+        def base_url(self, provider: str) -> str:
+            return f"{self.url}/v1"
+
+        def serve_forever(self) -> None:
+            pass
+
+    monkeypatch.setattr(batcher.mock, "MockServer", Serve)
+    assert main(["mock-server", "--batch-delay", "3600", "--batch-gradual"]) == 0
+    assert main(["mock-server", "--batch-delay", "-1"]) == 2
+    (config,) = configs
+    assert (config.batch_delay, config.batch_gradual) == (3600.0, True)
+    monkeypatch.undo()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    server = start_mock(config)
+    rows = [{"id": f"j{i}", "prompt": f"say {i}"} for i in range(4)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    flags = ("--model", "gpt-4o-mini", "--mode", "batch", "--no-wait", "--no-progress")
+    assert run_cli(server, "openai", jobs, out, *flags) == 6
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "remaining 4" in said and "4 jobs of gpt-4o-mini" in said, said
+    # an hour from done: a rerun looks at the batch, submits nothing again, and exits 6 again
+    assert run_cli(server, "openai", jobs, out, *flags) == 6
+    assert len(server.app.state.batch_creates) == 1 and not read_results(out)

@@ -134,6 +134,8 @@ MOCK_FLAGS: dict[str, list[str] | None] = {
     "--drop": ["0.1", "nan"],
     "--slow-ms": ["10", "-1", "x"],
     "--openai-per-minute": NO_VALUE,
+    "--batch-delay": ["30", "-1", "inf", "x"],
+    "--batch-gradual": NO_VALUE,
 }
 BAD_PORTS = ["-1", "70000", "@busy_port", "x", ""]
 """``mock-server`` always gets one of these last, so it never starts serving."""

@@ -210,7 +210,8 @@ def test_images_endpoint_saves_every_image_answered(
 def test_gemini_image_models_answer_text_and_images(
     tmp_path: Path, mock_server: MockServer
 ) -> None:
-    jobs = write_jsonl(tmp_path / "jobs.jsonl", [*GENERATE, {"id": "plain", "prompt": "hi"}])
+    rows = [{"id": r["id"], "prompt": r["prompt"]} for r in GENERATE]  # Gemini takes no n, size
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [*rows, {"id": "plain", "prompt": "hi"}])
     out = tmp_path / "out"
     flags = ("--model", "gemini-2.5-flash-image", "--modalities", "text,image")
     assert run_cli(mock_server, "gemini", jobs, out, *flags) == 0
@@ -220,6 +221,23 @@ def test_gemini_image_models_answer_text_and_images(
     text_only = tmp_path / "text"
     assert run_cli(mock_server, "gemini", jobs, text_only, "--model", "gemini-2.5-flash") == 0
     assert all(r["images"] == [] for r in read_results(text_only).values())
+
+
+def test_gemini_image_jobs_asking_for_n_size_or_quality_are_refused_before_sending(
+    tmp_path: Path, mock_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [*GENERATE, {"id": "one-take", "prompt": "a boat", "n": 1}]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    flags = ("--model", "gemini-2.5-flash-image", "--modalities", "text,image")
+    assert run_cli(mock_server, "gemini", jobs, out, *flags) == 2
+    err = capsys.readouterr().err
+    assert "(job 'two/b'): Gemini's generateContent takes no n or size" in err
+    assert "'one'" not in err and "'one-take'" not in err  # n 1 is what Gemini answers
+    # the options that fill the same fields in are refused alike
+    assert run_cli(mock_server, "gemini", jobs, out, *flags, "--quality", "high") == 2
+    assert "(job 'one'): Gemini's generateContent takes no quality" in capsys.readouterr().err
+    assert mock_stats(mock_server)["requests"] == 0
 
 
 def test_a_model_without_image_output_refuses_the_modality(

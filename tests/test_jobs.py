@@ -314,3 +314,15 @@ def test_the_fast_path_for_plain_prompt_lines_parses_as_the_general_one(
     except BadRow as e:
         got = ("error", e.message)
     assert got == expected
+
+
+def test_parquet_without_a_prompt_column_is_one_hint(tmp_path: Path) -> None:
+    rows = [{"text": f"t{i}", "n": i} for i in range(30)]
+    path = write_parquet(tmp_path / "d.parquet", rows)
+    with pytest.raises(InputError) as info:
+        JobSource([path], default_model="m").scan()
+    (problem,) = info.value.problems
+    assert "--prompt-column" in problem.message and "--prompt-template" in problem.message
+    assert "['n', 'text']" in problem.message
+    # with a mapping, the same file is read
+    assert JobSource([path], ColumnMapping(prompt_column="text"), default_model="m").scan() == 30

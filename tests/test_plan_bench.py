@@ -72,6 +72,25 @@ def test_bench_against_the_mock_measures_and_plots(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_plot_without_matplotlib_exits_2_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import batcher._cli.bench
+
+    def no_bench(**_: object) -> None:
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    monkeypatch.setattr(batcher._cli.bench, "run_bench", no_bench)
+    png = tmp_path / "bench.png"
+    args = ["bench", "--tier", "gemini-tier1", "--seconds", "2", "--plot", str(png)]
+    assert main(args) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    assert not png.exists()
+
+
 def test_tiers_lists_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tiers"]) == 0
     out = capsys.readouterr().out

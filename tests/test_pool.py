@@ -214,3 +214,35 @@ def test_an_endpoint_that_is_down_gets_no_new_jobs_and_is_dropped_after_max_outa
     rows = read_results(tmp_path / "out")
     assert len(rows) == 40 and {r["endpoint"] for r in rows.values()} == {"two"}
     assert all(r["status"] == "ok" for r in rows.values())
+
+
+def test_a_pool_whose_keys_are_all_refused_names_every_refusal_in_its_last_word() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from batcher._core.errors import FatalProviderError
+    from batcher._engine.execute import Fatal
+    from batcher._engine.pool import EndpointSpec, Pool, PoolExecutor
+
+    def executor(name: str) -> Any:
+        target = SimpleNamespace(
+            where=f"the {name} mock", key_source=f"${name.upper()}_KEY", redact=lambda s: s
+        )
+        return SimpleNamespace(target=target)
+
+    pool = Pool(None)
+    for name in ("one", "two"):
+        spec = EndpointSpec(name=name, provider="openai", models={"m": "m"})
+        pool.add(spec, None, executor(name), None, owned=False)  # type: ignore[arg-type]
+    run = PoolExecutor(pool, None)  # type: ignore[arg-type]
+    refused = FatalProviderError("invalid_api_key", status=401)
+    # one job meets endpoint two's refusal; another, sent to one meanwhile, meets one's and
+    # then finds no endpoint left: its last word names both
+    run._disable(pool.routes[1], "m", refused, [])
+    refusals: list[str] = []
+    run._disable(pool.routes[0], "m", refused, refusals)
+    outcome = run._none_left("m", refusals, None)
+    assert isinstance(outcome, Fatal)
+    message = str(outcome.error)
+    assert "endpoint one: the API key from $ONE_KEY was refused by the one mock" in message
+    assert "endpoint two: the API key from $TWO_KEY was refused by the two mock" in message

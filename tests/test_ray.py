@@ -263,6 +263,31 @@ def test_a_fatal_answer_stops_the_cluster_run_with_exit_4(
     assert mock_stats(server)["requests"] <= 2 * WORKERS
 
 
+def test_a_cluster_run_says_what_it_and_every_run_cost(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    import re
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(6))
+    out = tmp_path / "out"
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray"}
+    command = run_command(
+        jobs, out, server.base_url("openai"), "--model", "gpt-4o-mini", "--ray", cluster["address"]
+    )
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
+    assert first.returncode == 0, first.stderr[-3000:]
+    cost = re.search(
+        r"Cost: (\$[0-9.]+) this run; (\$[0-9.]+) in all \(gpt-4o-mini (\S+)\)\.", first.stdout
+    )
+    assert cost is not None, first.stdout
+    assert cost[1] == cost[2] == cost[3] != "$0.00"
+    # a rerun sends nothing and still says what the directory's results cost
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Cost: $0.00 this run; {cost[2]} in all (gpt-4o-mini {cost[2]})." in again.stdout
+
+
 def test_import_batcher_does_not_import_ray() -> None:
     code = "import sys, batcher, batcher.ray; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

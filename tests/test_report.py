@@ -165,3 +165,34 @@ def test_the_network_check_sees_a_page_that_fetches(tmp_path: Path) -> None:
     page.write_text('<!doctype html><img src="http://example.invalid/x.png">')
     _, requests = _chromium(tmp_path, page.as_uri(), "--dump-dom")
     assert [r["url"] for r in requests] == ["http://example.invalid/x.png"]
+
+
+def test_a_pool_run_s_report_draws_each_endpoint_s_limit(tmp_path: Path) -> None:
+    repo = Path(__file__).parents[1]
+    out = tmp_path / "pool"
+    pool = repo / "jobs" / "pool.toml"  # first: 600 RPM, second: 300 RPM, both mocks
+    assert (
+        main(
+            [
+                "run",
+                str(repo / "jobs" / "example.jsonl"),
+                "--out",
+                str(out),
+                "--pool",
+                str(pool),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    recorded = json.loads((out / "run.json").read_text())["endpoints"]
+    assert recorded["first"]["everywhere"] == {"rpm": 600}
+    assert recorded["second"]["everywhere"] == {"rpm": 300}
+    target = tmp_path / "report.html"
+    assert main(["report", str(out), "-o", str(target)]) == 0
+    html = target.read_text()
+    assert "(no limits)" not in html
+    lanes = re.findall(r"<h3>([^<]*) <small>\(([^)]*)\)</small></h3>", html)
+    assert ("gpt-4o-mini at first", "600 RPM") in lanes, lanes
+    assert any(lane.endswith("at second") and limit == "300 RPM" for lane, limit in lanes), lanes
+    assert "RPM limit 600" in html and "RPM limit 300" in html

@@ -73,3 +73,47 @@ def test_show_names_what_it_cannot_show(
     assert code == 2 and "holds no batcher run" in err
     code, _, err = _show(capsys, str(run_dir), "-n", "-1")
     assert code == 2
+
+
+def test_show_the_parsed_column_of_a_schema_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    jobs = Path(__file__).parents[1] / "jobs"
+    out = tmp_path / "out"
+    args = [
+        "run",
+        str(jobs / "tickets.jsonl"),
+        "--out",
+        str(out),
+        "--mock",
+        "--model",
+        "gpt-4o-mini",
+    ]
+    assert main([*args, "--schema", str(jobs / "tickets.schema.json")]) == 0
+    capsys.readouterr()
+    code, shown, err = _show(capsys, str(out), "--columns", "id,parsed")
+    assert code == 0, err
+    body = [line for line in shown.splitlines() if line.lstrip().startswith("t")]
+    assert body and all('{"' in line for line in body)
+
+
+def test_show_lists_rows_in_input_order_not_completion_order(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    from batcher._rundir.results import iter_rows
+
+    # the parts as a run might have finished the jobs: job-4 first, bad-1 (the input's last) last
+    for part in (run_dir / "results").glob("*.parquet"):
+        pq.write_table(pq.read_table(part).sort_by([("id", "descending")]), part)
+    order = [r["id"] for r in iter_rows(run_dir, ["id"])]
+    assert order[0] == "job-4" and len(order) == 6
+    # neither the stored order nor id order (bad-1 first) is the input's
+    code, out, _ = _show(capsys, str(run_dir), "--columns", "id,source", "-n", "4")
+    ids = [line.split()[0] for line in out.splitlines() if line.strip().startswith(("job", "bad"))]
+    assert code == 0 and ids == ["job-0", "job-1", "job-2", "job-3"]
+    assert "4 of 6 results" in out
+    code, out, _ = _show(capsys, str(run_dir), "--errors")
+    assert code == 0 and "bad-1" in out and "1 of 1 errors" in out

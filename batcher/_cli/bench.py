@@ -128,8 +128,9 @@ def _jobs(model: str, count: int) -> Iterator[Job]:
         yield Job.from_prompt(f"bench-{i}", f"Request {i}: {words}", model=model)
 
 
-def plot(result: BenchResult, path: str) -> None:
-    """Requests per second over time against the limit, as a PNG (needs matplotlib)."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, drawing off screen; ``UsageError`` if matplotlib is not installed
+    (``batcher bench --plot`` asks before it sends anything)."""
     try:
         import matplotlib
 
@@ -139,6 +140,12 @@ def plot(result: BenchResult, path: str) -> None:
         from .._core.errors import UsageError
 
         raise UsageError("--plot needs matplotlib: pip install 'batcher[plot]'") from None
+    return plt
+
+
+def plot(result: BenchResult, path: str) -> None:
+    """Requests per second over time against the limit, as a PNG (needs matplotlib)."""
+    plt = pyplot()
     xs, ys = zip(*result.per_second(), strict=True) if result.samples else ((), ())
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.step(xs, ys, where="post", label="requests answered 200, by second sent")

@@ -191,6 +191,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="delay of a slow answer (default 5000)",
     )
+    m.add_argument(
+        "--batch-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds a batch runs before its lines are answered (default 0: at once)",
+    )
+    m.add_argument(
+        "--batch-gradual",
+        action="store_true",
+        help="answer a batch's lines one by one over --batch-delay, not all at its end",
+    )
     return p
 
 
@@ -369,10 +381,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from .._config.options import LimitOptions, group_from_args
     from .._core.errors import UsageError, WriteFailed
-    from .bench import plot, run_bench
+    from .bench import plot, pyplot, run_bench
 
     if not 0 < args.seconds < math.inf:
         raise UsageError("--seconds must be a positive number")
+    if args.plot:
+        pyplot()  # matplotlib missing: say so before the bench, not after it
     limits = group_from_args(LimitOptions, args).table()
     assert limits.tier is not None
     model = args.model or next(iter(limits.tier.models))
@@ -414,12 +428,16 @@ def _cmd_mock_server(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if not 0 <= args.batch_delay < math.inf:
+        raise UsageError(f"--batch-delay must be 0 or more seconds, got {args.batch_delay}")
     config = MockConfig(
         latency_ms=_latency(args.latency_ms),
         seed=args.seed,
         limits=limits,
         faults=faults,
         openai_per_second=not args.openai_per_minute,
+        batch_delay=args.batch_delay,
+        batch_gradual=args.batch_gradual,
     )
     server = MockServer(config, port=args.port)
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)

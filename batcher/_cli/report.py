@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._config.limits import Limits
 from .._config.prices import usd
 from .._core.clock import QUOTA_TZ
 from .._core.errors import UsageError
@@ -192,8 +191,10 @@ class _Report:
         width = max(1.0, span / 48)  # seconds per bucket: about 48 points across the run
         parts = []
         for i, ((endpoint, model), attempts) in enumerate(sorted(by_model.items())):
-            # run.json holds the run's own limits; a pool's endpoints keep theirs in the pool file
-            limits = self.data.manifest.limits_for(model) if endpoint == "default" else Limits()
+            # run.json holds the run's own limits, and each of a pool's endpoints' (a run.json
+            # written before it kept them has none for them)
+            manifest = self.data.manifest
+            limits = manifest.limits_for(model, None if endpoint == "default" else endpoint)
             lane = model if endpoint == "default" else f"{model} at {endpoint}"
             buckets = math.floor(span / width) + 1
             reqs, toks = [0] * buckets, [0] * buckets

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from .._config.prices import usd
 from .._core.errors import UsageError
 from .._rundir.manifest import Manifest
-from .._rundir.results import iter_rows
+from .._rundir.results import input_order, iter_rows
 from .._rundir.store import _schema
 
 __all__ = ["ShowRequest", "show_table"]
@@ -19,7 +21,7 @@ DEFAULT_COLUMNS = ("id", "status", "model", "input_tokens", "output_tokens", "co
 ERROR_COLUMNS = ("id", "model", "error_kind", "attempts", "error")
 _HEADERS = {"input_tokens": "in", "output_tokens": "out", "cost_usd": "cost", "latency_ms": "ms"}
 _NUMERIC = {"input_tokens", "output_tokens", "attempts", "cost_usd", "latency_ms"}
-_WIDE = {"text", "error", "response", "source"}
+_WIDE = {"text", "error", "response", "source", "parsed"}
 """Columns that share the width left over (cut at the terminal's edge); the others fit content."""
 CELL = 200
 """Characters of a long text cell shown; the rest is cut with an ellipsis."""
@@ -34,9 +36,10 @@ class ShowRequest:
     errors: bool = False
     columns: tuple[str, ...] | None = None
 
-    def chosen(self) -> tuple[str, ...]:
-        """The columns to show; ``UsageError`` naming an unknown one and those that exist."""
-        known = _schema().names
+    def chosen(self, parsed: bool = False) -> tuple[str, ...]:
+        """The columns to show; ``UsageError`` naming an unknown one and those that exist.
+        ``parsed``: the run has a ``parsed`` column (it was run with ``--schema``)."""
+        known = [*_schema().names, *(["parsed"] if parsed else [])]
         columns = self.columns or (ERROR_COLUMNS if self.errors else DEFAULT_COLUMNS)
         unknown = [c for c in columns if c not in known]
         if unknown:
@@ -49,7 +52,9 @@ def _cell(column: str, value: Any) -> str:
         return "-"
     if column == "cost_usd":
         return usd(value)
-    if column == "latency_ms":
+    if column == "parsed":
+        value = json.dumps(value, ensure_ascii=False, default=str)
+    elif column == "latency_ms":
         return f"{value:,.0f}"
     if column == "finished_at":
         from datetime import datetime
@@ -65,15 +70,25 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     from rich import box
     from rich.table import Table
 
-    if Manifest.read(request.out) is None:
+    manifest = Manifest.read(request.out)
+    if manifest is None:
         raise UsageError(f"{request.out} holds no batcher run (no run.json)")
-    columns = request.chosen()
-    read = list(dict.fromkeys((*columns, "status")))
+    columns = request.chosen(parsed=manifest.schema is not None)
+    read = list(dict.fromkeys((*columns, "status", "id", "source")))
     rows = iter_rows(request.out, read)
     if request.errors:
         rows = (r for r in rows if r["status"] == "error")
-    shown = list(islice(rows, request.limit))
-    more = sum(1 for _ in rows)
+    total = 0
+
+    def counted(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal total
+        for row in rows:
+            total += 1
+            yield row
+
+    # the first rows in input order, holding no more than those shown
+    shown = heapq.nsmallest(request.limit, counted(rows), key=input_order(manifest.inputs))
+    more = total - len(shown)
     cells = [[_cell(c, row[c]) for c in columns] for row in shown]
     headers = [_HEADERS.get(c, c) for c in columns]
     fits = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
@@ -95,7 +110,6 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     for r in cells:
         table.add_row(*r)
     what = "errors" if request.errors else "results"
-    total = len(shown) + more
     note = f"{len(shown)} of {total} {what} in {request.out}"
     if more:
         note += f" (-n {total} shows them all)"

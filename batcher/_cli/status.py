@@ -50,6 +50,8 @@ class RunStatus:
     """When the status was read (for the batches' ages)."""
     shared: tuple[Spent, ...] = ()
     """What all runs counted today in the quota store, per account and model."""
+    tier: str | None = None
+    """The tier the run was given (``run.json``), if any: whose ceiling its RPM is."""
 
     @property
     def done(self) -> int:
@@ -65,10 +67,21 @@ class RunStatus:
         return self.remaining / self.pace * 60 if self.pace else None
 
     @property
+    def ceiling(self) -> int | None:
+        """The one per-minute request limit of the models counted today, if one model has one."""
+        rpms = [lim.rpm for lim in self.limits.values() if lim.rpm]
+        return rpms[0] if len(rpms) == 1 else None
+
+    @property
     def eta_at_tier(self) -> float | None:
         """Seconds left at one model's per-minute ceiling, when one model has one."""
-        rpms = [lim.rpm for lim in self.limits.values() if lim.rpm]
-        return self.remaining / rpms[0] * 60 if len(rpms) == 1 else None
+        return self.remaining / self.ceiling * 60 if self.ceiling else None
+
+    @property
+    def quota_spent(self) -> list[str]:
+        """The models whose daily request quota is spent today."""
+        rpd = {m: lim.rpd for m, lim in self.limits.items() if lim.rpd}
+        return sorted(m for m, n in self.spent_today.items() if m in rpd and n >= rpd[m])
 
     def lines(self) -> list[str]:
         """The report ``batcher status`` prints."""
@@ -95,12 +108,21 @@ class RunStatus:
             out.append(f"all runs today, {row.label}, {row.model}: {row.count:,} requests")
         reset = datetime.fromtimestamp(self.next_reset, QUOTA_TZ).strftime("%Y-%m-%d %H:%M %Z")
         out.append(f"next quota reset {reset}")
-        if self.remaining:
+        if self.remaining and self.quota_spent:
+            # the pace of the jobs before the quota ran out says nothing of the rest: they wait
+            wait = duration(max(0.0, self.next_reset - self.now))
+            out.append(
+                f"daily quota spent ({', '.join(self.quota_spent)}): the remaining "
+                f"{self.remaining} jobs wait for the reset, {wait} from now"
+            )
+        elif self.remaining:
             if self.pace:
                 left = duration(self.eta_at_pace)
                 out.append(f"at the recent pace ({self.pace:,.0f} jobs/min): {left} left")
             if self.eta_at_tier is not None:
-                out.append(f"at the tier's ceiling: {duration(self.eta_at_tier)} left")
+                whose = f"the {self.tier} ceiling" if self.tier else "the RPM limit"
+                left = duration(self.eta_at_tier)
+                out.append(f"at {whose} ({self.ceiling:,} RPM): {left} left")
         for path in self.damaged:
             out.append(f"damaged: {path} (its jobs are sent again by the next run)")
         for chunk in self.batches:
@@ -149,6 +171,7 @@ def read_status(out: Path, now: float) -> RunStatus:
         spent_usd=read_costs(out),
         batches=tuple(BatchLog(out).open_chunks()),
         now=now,
+        tier=manifest.limits.tier.name if manifest.limits.tier else None,
     )
 
 

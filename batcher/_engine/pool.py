@@ -259,8 +259,8 @@ class Route:
     executor: Executor
     owned: bool = True
     """Whether the pool starts and stops its endpoint (the runner owns the first one's)."""
-    disabled: set[str] = field(default_factory=set)
-    """Models this endpoint refused (bad key, unknown model)."""
+    disabled: dict[str, str] = field(default_factory=dict)
+    """Models this endpoint refused (bad key, unknown model), each with why, in words."""
     down: bool = False
     """The endpoint stayed unreachable past --max-outage."""
 
@@ -406,8 +406,13 @@ class PoolExecutor:
             return Deferred(spent[0])
         if halted is not None and not refusals:
             return halted
-        refused = [f"endpoint {r.spec.name}" for r in self.pool.routes if model in r.disabled]
-        why = "; ".join(refusals) or f"refused by {', '.join(refused) or 'every endpoint'}"
+        # every endpoint's refusal, whichever job met it (another may have met one first)
+        refused = [
+            f"endpoint {r.spec.name}: {r.disabled[model]}"
+            for r in self.pool.routes
+            if model in r.disabled
+        ]
+        why = "; ".join(refused or refusals) or "refused by every endpoint"
         return Fatal(FatalProviderError(f"no endpoint of the pool can serve it: {why}"), model)
 
     def _disable(
@@ -418,7 +423,7 @@ class PoolExecutor:
         why = explain(error, model, route.executor.target, [])
         refusals.append(f"endpoint {route.spec.name}: {why}")
         if model not in route.disabled:  # jobs that were waiting on it say nothing new
-            route.disabled.add(model)
+            route.disabled[model] = why
             log.warning("endpoint %s no longer serves %s: %s", route.spec.name, model, why)
 
     def _as_asked(self, record: Record, job: Job, model: str, route: Route) -> Record:

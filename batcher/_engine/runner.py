@@ -207,6 +207,7 @@ class Runner:
             quota_day=opts.limits.quota_day,
             limits=self.limits,
             schema=schema_json,
+            endpoints={spec.name: spec.limits for spec in specs} if specs else {},
         ).write(self.out)
         transport = target.transport(opts.requests, self._httpx_transport)
         self._transport = transport

@@ -51,11 +51,16 @@ def check_paths(paths: Sequence[Path]) -> None:
         raise InputError(problems)
 
 
-def iter_rows(paths: Sequence[Path], columns: tuple[str, ...]) -> Rows:
-    """Every line or row of every file, streaming; each Parquet file must have ``columns``."""
+_SHAPE_COLUMNS = frozenset({"prompt", "messages", "custom_id", "body", "request"})
+"""The columns of the four line shapes: a Parquet file without any of them has no prompt."""
+
+
+def iter_rows(paths: Sequence[Path], columns: tuple[str, ...], *, shaped: bool = True) -> Rows:
+    """Every line or row of every file, streaming; each Parquet file must have ``columns``, and,
+    if ``shaped`` (no column mapping gives the prompt), a column of one of the four shapes."""
     for path in paths:
         if path.name.endswith(".parquet"):
-            yield from _parquet_rows(path, columns)
+            yield from _parquet_rows(path, columns, shaped)
         else:
             yield from _jsonl_rows(path)
 
@@ -83,7 +88,7 @@ def _jsonl_rows(path: Path) -> Rows:
         yield str(path), path.name, BadRow(f"cannot read file: {e}")
 
 
-def _parquet_rows(path: Path, columns: tuple[str, ...]) -> Rows:
+def _parquet_rows(path: Path, columns: tuple[str, ...], shaped: bool) -> Rows:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -96,6 +101,17 @@ def _parquet_rows(path: Path, columns: tuple[str, ...]) -> Rows:
     missing = [c for c in columns if c not in names]
     if missing:
         yield str(path), path.name, BadRow(f"no column(s) {missing}; the file has {sorted(names)}")
+        return
+    if shaped and not names & _SHAPE_COLUMNS:
+        # one problem for the file, not the same one for every row
+        yield (
+            str(path),
+            path.name,
+            BadRow(
+                f"no prompt column; the file has {sorted(names)}: name the prompt's column with "
+                "--prompt-column COL or build it with --prompt-template 'Summarize: {COL}'"
+            ),
+        )
         return
     n = 0
     try:

@@ -127,7 +127,9 @@ class JobSource:
         Python object."""
         if self.paths:
             for path in self.paths:
-                for where, pos, row in iter_rows([path], self.columns.needed):
+                for where, pos, row in iter_rows(
+                    [path], self.columns.needed, shaped=not self.columns.maps_prompt
+                ):
                     yield where, pos, row, path.parent
         else:
             for n, item in enumerate(self._items, start=1):
@@ -185,10 +187,32 @@ def _job_problem(
             f"this {native.provider} batch line cannot be sent to {provider} without losing "
             f"{', '.join(native.unconvertible)}; use --provider {native.provider}"
         )
+    if provider == "gemini" and endpoint != "images":
+        asked = _image_request(job)
+        if asked:
+            return (
+                f"Gemini's generateContent takes no {' or '.join(asked)}: it answers one image per "
+                "request, at a size its model chooses. Drop them (a job per image for more "
+                "takes), or send the job to an OpenAI-compatible images API (--provider openai "
+                "--endpoint images)"
+            )
     media = job.media
     if media and endpoint == "images":
         return "the images endpoint takes a prompt only: this job sends images or files"
     return _media_problem(job, provider) if media else None
+
+
+def _image_request(job: Job) -> list[str]:
+    """The images-API fields a job asks for (``n`` above 1, ``size``, ``quality``), by name.
+
+    Gemini's ``generateContent`` has no field for them: one image comes back per candidate, and
+    several candidates (``candidateCount``) or an aspect ratio (``imageConfig.aspectRatio``, a
+    ratio, not the ``WxH`` asked for) are not what was asked, and not taken by every image
+    model; https://ai.google.dev/gemini-api/docs/image-generation and
+    https://ai.google.dev/api/generate-content#generationconfig. So they are refused rather
+    than mapped or dropped."""
+    asked = ["n"] if job.n is not None and job.n > 1 else []
+    return asked + [name for name in ("size", "quality") if getattr(job, name) is not None]
 
 
 def _media_problem(job: Job, provider: ProviderName) -> str | None:

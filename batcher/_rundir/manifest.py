@@ -35,6 +35,8 @@ class Manifest:
     limits: LimitTable = field(default_factory=LimitTable)
     schema: dict[str, Any] | None = None
     """The output schema (``OutputSchema.to_json``), so a rerun stores ``parsed`` in one type."""
+    endpoints: dict[str, LimitTable] = field(default_factory=dict)
+    """A pool's limits, by endpoint name, as resolved from the pool file (``batcher report``)."""
 
     @staticmethod
     def path(out: Path) -> Path:
@@ -82,6 +84,10 @@ class Manifest:
             quota_day=str(data.get("quota_day", "pacific")),
             limits=limits,
             schema=dict(data["schema"]) if data.get("schema") is not None else None,
+            endpoints={
+                str(name): LimitTable.from_json(table, f"{path} endpoints.{name}")
+                for name, table in dict(data.get("endpoints") or {}).items()
+            },
         )
 
     def check_same_run(self, provider: str, model: str | None, out: Path) -> None:
@@ -125,6 +131,8 @@ class Manifest:
         }
         if self.schema is not None:
             data["schema"] = self.schema
+        if self.endpoints:
+            data["endpoints"] = {name: t.to_json() for name, t in self.endpoints.items()}
         tmp = out / (NAME + ".tmp")
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -133,5 +141,9 @@ class Manifest:
         except OSError as e:
             raise WriteFailed.from_os_error(e, self.path(out)) from None
 
-    def limits_for(self, model: str) -> Limits:
-        return self.limits.for_model(model)
+    def limits_for(self, model: str, endpoint: str | None = None) -> Limits:
+        """A model's limits: the run's own, or, named, a pool endpoint's (none if not known)."""
+        if endpoint is None:
+            return self.limits.for_model(model)
+        table = self.endpoints.get(endpoint)
+        return table.for_model(model) if table is not None else Limits()

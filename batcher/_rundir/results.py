@@ -8,8 +8,9 @@ while they read it into its part.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -21,6 +22,7 @@ R = TypeVar("R")
 __all__ = [
     "StatusRow",
     "damaged_files",
+    "input_order",
     "iter_rows",
     "iter_status",
     "read_costs",
@@ -164,6 +166,30 @@ def iter_rows(
         required=(),
         unreadable=unreadable,
     )
+
+
+_FILE_SOURCE = re.compile(r"(.*)(?::| row )(\d+)")
+_PYTHON_SOURCE = re.compile(r"jobs\[(\d+)\]")
+
+
+def input_order(inputs: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[int, str, int, str]]:
+    """A sort key that puts result rows (with ``source`` and ``id``) in input order: by the file's
+    place among the run's ``inputs`` (``run.json``), then by line or row (``FILE:LINE``, ``FILE row
+    N``); Python jobs by their index (``jobs[N]``). A row whose source names a file the run's
+    inputs do not (an earlier run's) comes after, by file; one whose source says neither, last; ties
+    by id. The order a run finished its jobs in is its concurrency's, not the user's."""
+    rank = {path: i for i, path in enumerate(inputs)}
+    later, last = len(inputs), len(inputs) + 1
+
+    def key(row: Mapping[str, Any]) -> tuple[int, str, int, str]:
+        source, job_id = row.get("source") or "", row.get("id") or ""
+        if m := _PYTHON_SOURCE.fullmatch(source):
+            return -1, "", int(m[1]), job_id
+        if m := _FILE_SOURCE.fullmatch(source):
+            return rank.get(m[1], later), m[1], int(m[2]), job_id
+        return last, "", 0, job_id
+
+    return key
 
 
 def _stream_dirs(out: Path, stream: str) -> tuple[Path, Path]:

@@ -248,7 +248,7 @@ def run_files(
     """``batcher run --ray``: a run of job files (or Python jobs) on a cluster, reading and
     writing ``out`` as a local run does (the lock, ``run.json``, resuming, the ledger).
     ``interrupt`` lets another thread stop it (a signal)."""
-    from .._rundir.results import read_results
+    from .._rundir.results import read_costs, read_results
 
     ray = _ray()
     opts = options
@@ -335,6 +335,7 @@ def run_files(
             str(path),
             counts,
             elapsed=elapsed,
+            spent=read_costs(path),  # every run's dollars in the results, as a local run's
             deferred=deferred,
             quota_stops=(f"{deferred} job(s) were not sent: a daily quota is spent",)
             if deferred
@@ -364,12 +365,18 @@ class Interrupt:
 
 
 def _interrupted(tally: Tally, out: Path, signum: int, started: float) -> RunSummary:
-    from .._rundir.results import read_results
+    from .._rundir.results import read_costs, read_results
 
     elapsed = time.monotonic() - started
     counts = read_results(out)
     summary = tally.summary(
-        str(out), counts, elapsed=elapsed, deferred=0, quota_stops=(), interrupted=signum
+        str(out),
+        counts,
+        elapsed=elapsed,
+        spent=read_costs(out),
+        deferred=0,
+        quota_stops=(),
+        interrupted=signum,
     )
     # blocks whose rows never reached the driver are in the results all the same
     finished = counts["ok"] + counts["error"] - tally.skipped

@@ -67,7 +67,8 @@ def build_body(job: Job, inline: Inline = inline_now) -> dict[str, Any]:
     if job.stop:
         config["stopSequences"] = list(job.stop)
     if job.modalities:
-        # https://ai.google.dev/gemini-api/docs/image-generation: ["TEXT", "IMAGE"]
+        # https://ai.google.dev/gemini-api/docs/image-generation: ["TEXT", "IMAGE"]; a job's
+        # n, size and quality have no field here and are refused before sending (_jobs._source)
         config["responseModalities"] = [m.upper() for m in job.modalities]
     if config:
         body["generationConfig"] = config
