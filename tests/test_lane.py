@@ -407,3 +407,30 @@ def test_a_quantized_lane_never_puts_more_than_a_seconds_whole_requests_into_any
     if whole >= 1:
         span = sent[-1] - sent[0]
         assert (len(sent) - 1) / span >= whole * 0.98  # and close to that many a second
+
+
+def test_a_request_that_queued_is_charged_what_the_estimator_says_when_its_turn_comes() -> None:
+    """Hundreds of requests may queue at a run's start; each is charged by the estimate at its
+    turn, after the first answers have taught the estimator, not the one it joined with."""
+    from batcher._admission.estimate import features
+
+    x = features("word " * 400)  # 2,000 characters: 500 tokens by the starting rule
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(tpm=600_000), VirtualClock())
+        charged: list[float] = []
+
+        async def one() -> None:
+            async with lane.request(x) as slot:
+                charged.append(slot._entry[1])
+                await anyio.sleep(0.1)
+                slot.done(2_000)  # the server's tokenizer counts four times the rule
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(one)
+        return charged
+
+    charged = run_virtual(main)
+    assert charged[0] == 625  # the starting rule and a quarter: nothing learned yet
+    assert charged[-1] > 1_500  # the last in the queue: what the answers taught

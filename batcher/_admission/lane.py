@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -335,8 +336,11 @@ class Lane:
                 return now
             await self.clock.sleep(max(start - now, 1e-6))
 
-    async def _admit(self, tokens: int) -> list[float]:
+    async def _admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
+        ``fresh`` estimates the tokens again once the request's turn has come: a request that
+        queued while answers taught the estimator is charged what it now estimates, not what
+        the estimator said when it joined the queue (hundreds may queue at a run's start).
 
         Raises ``QuotaExhausted`` when the day's quota is spent, ``Outage`` when the endpoint has
         been down for longer than the run waits. A request that may leave at once, while nobody
@@ -358,6 +362,8 @@ class Lane:
                 return self._commit(now, tokens, arrived=now)
         arrived = self.clock.monotonic()
         async with self._lock:
+            if fresh is not None:
+                tokens = fresh()
             self._held = True
             probe = False
             try:
@@ -425,12 +431,21 @@ class Lane:
         with ``HEADROOM`` (Little's law); ``unpaced`` where no limit paces the lane."""
         if self.refused is not None or self._stopped is not None:
             return 0
+        if self.limits.tpm and not len(self._window):
+            return unpaced  # what a request costs is unknown until some have been admitted
         rate = self.rate()
         if rate is None:
             return unpaced
         took = self.answer_time()
-        if self.answers < CALIBRATED_LATENCY:
-            took = max(took, 1.0)  # little seen yet: at least a second's requests
+        limits = self.limits
+        tokens_bind = bool(limits.tpm) and (
+            not limits.rpm or rate < limits.rpm * self.margin * self.pace.slow * self.share / WINDOW
+        )
+        if self.answers < CALIBRATED_LATENCY or tokens_bind:
+            # little seen yet, or tokens bind: tokens may go a second's budget ahead (and after
+            # a second's budget frees, several requests leave at once), so at least a second's
+            # requests are kept ready
+            took = max(took, 1.0)
         return math.ceil(rate * took * HEADROOM) + SPARE
 
     def _sent(self, slot: Slot) -> None:
@@ -630,11 +645,16 @@ class Slot:
         lane._check_size(tokens)
         lane.waiting += 1
         try:
-            self._entry = await lane._admit(tokens)
+            self._entry = await lane._admit(tokens, self._estimate if x is not None else None)
         finally:
             lane.waiting -= 1
         lane._sent(self)
         return self
+
+    def _estimate(self) -> int:
+        """The tokens this request is charged: its prompt's estimate now, and its output."""
+        assert self._features is not None
+        return self._lane.estimator.estimate(self._features, cautious=True) + self._output
 
     def observe(self, hints: RateHints) -> None:
         """Adopt the limits an answer's ``x-ratelimit-*`` headers reveal (errors included)."""
