@@ -33,15 +33,20 @@ from ._jobs import Job, Message, Part
 
 if TYPE_CHECKING:
     from ._api import run, run_sync
-    from ._config.options import BatchMode as BatchOptions
-    from ._config.options import Costs as CostOptions
-    from ._config.options import Endpoint as EndpointOptions
-    from ._config.options import LimitOptions, MediaOptions, PoolOptions, RunKeywords
-    from ._config.options import Requests as RequestOptions
-    from ._config.options import Resume as ResumeOptions
+    from ._config.options import (
+        BatchOptions,
+        CostOptions,
+        EndpointOptions,
+        LimitOptions,
+        MediaOptions,
+        PoolOptions,
+        RequestOptions,
+        ResumeOptions,
+        RunKeywords,
+    )
     from ._core.clock import Clock, SystemClock
     from ._engine.runner import Runner, RunOptions
-    from ._jobs import ColumnMapping as ColumnOptions
+    from ._jobs import ColumnOptions
     from ._rundir.results import results
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
@@ -54,13 +59,13 @@ _LAZY = {
     "Runner": ("._engine.runner", "Runner"),
     "RunOptions": ("._engine.runner", "RunOptions"),
     "RunKeywords": ("._config.options", "RunKeywords"),
-    "EndpointOptions": ("._config.options", "Endpoint"),
-    "RequestOptions": ("._config.options", "Requests"),
+    "EndpointOptions": ("._config.options", "EndpointOptions"),
+    "RequestOptions": ("._config.options", "RequestOptions"),
     "LimitOptions": ("._config.options", "LimitOptions"),
-    "ResumeOptions": ("._config.options", "Resume"),
-    "ColumnOptions": ("._jobs", "ColumnMapping"),
-    "CostOptions": ("._config.options", "Costs"),
-    "BatchOptions": ("._config.options", "BatchMode"),
+    "ResumeOptions": ("._config.options", "ResumeOptions"),
+    "ColumnOptions": ("._jobs", "ColumnOptions"),
+    "CostOptions": ("._config.options", "CostOptions"),
+    "BatchOptions": ("._config.options", "BatchOptions"),
     "MediaOptions": ("._config.options", "MediaOptions"),
     "PoolOptions": ("._config.options", "PoolOptions"),
     "results": ("._rundir.results", "results"),

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 import batcher._jobs
 from batcher import InputError, Job, UsageError
-from batcher._jobs import ColumnMapping, JobSource
+from batcher._jobs import ColumnOptions, JobSource
 from batcher._wire.providers import get_provider
 from tests.helpers import write_jsonl, write_parquet
 from tests.strategies import expected_gemini, expected_openai, job_specs, render
 
 
-def _one(row: dict[str, Any], columns: ColumnMapping | None = None) -> Job:
+def _one(row: dict[str, Any], columns: ColumnOptions | None = None) -> Job:
     (job,) = list(JobSource([row], columns))
     return job
 
@@ -55,7 +55,7 @@ def test_every_shape_becomes_the_right_request_for_both_providers(
 )
 def test_parquet_column_mappings_round_trip(rows: list[dict[str, Any]], use_template: bool) -> None:
     template = "Summarize ({lang}): {text}"
-    columns = ColumnMapping(
+    columns = ColumnOptions(
         prompt_template=template if use_template else None,
         prompt_column=None if use_template else "text",
         id_column="doc",
@@ -144,15 +144,15 @@ def test_unsupported_and_missing_files(tmp_path: Path) -> None:
 def test_parquet_missing_column_is_named(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "d.parquet", [{"doc": 1, "body_text": "x"}])
     with pytest.raises(InputError, match=r"no column\(s\) \['text'\]"):
-        columns = ColumnMapping(prompt_template="{text}", id_column="doc")
+        columns = ColumnOptions(prompt_template="{text}", id_column="doc")
         JobSource([path], columns, default_model="m").scan()
 
 
 def test_prompt_column_and_template_exclude_each_other() -> None:
     with pytest.raises(UsageError):
-        ColumnMapping(prompt_column="a", prompt_template="{b}")
+        ColumnOptions(prompt_column="a", prompt_template="{b}")
     with pytest.raises(UsageError):
-        ColumnMapping(prompt_template="no fields")
+        ColumnOptions(prompt_template="no fields")
 
 
 def test_lossy_conversion_is_refused_before_sending() -> None:
@@ -200,7 +200,7 @@ def test_the_default_model_fills_in_only_where_a_job_names_none(tmp_path: Path) 
 
 def test_the_package_exports() -> None:
     assert batcher._jobs.__all__ == [
-        "ColumnMapping",
+        "ColumnOptions",
         "Job",
         "JobSource",
         "Message",
@@ -310,7 +310,7 @@ def test_the_fast_path_for_plain_prompt_lines_parses_as_the_general_one(
     except BadRow as e:
         expected = ("error", e.message)
     try:
-        got: object = parse_row(row, position_id="pos", columns=ColumnMapping())
+        got: object = parse_row(row, position_id="pos", columns=ColumnOptions())
     except BadRow as e:
         got = ("error", e.message)
     assert got == expected
@@ -325,4 +325,4 @@ def test_parquet_without_a_prompt_column_is_one_hint(tmp_path: Path) -> None:
     assert "--prompt-column" in problem.message and "--prompt-template" in problem.message
     assert "['n', 'text']" in problem.message
     # with a mapping, the same file is read
-    assert JobSource([path], ColumnMapping(prompt_column="text"), default_model="m").scan() == 30
+    assert JobSource([path], ColumnOptions(prompt_column="text"), default_model="m").scan() == 30

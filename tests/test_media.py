@@ -23,7 +23,7 @@ from batcher._core.media import (
     openai_image_tokens,
     sniff,
 )
-from batcher._jobs import ColumnMapping, Job, JobSource
+from batcher._jobs import ColumnOptions, Job, JobSource
 from batcher._wire.providers import get_provider
 from batcher._wire.providers._gemini import build_body as gemini_body
 from batcher._wire.providers._openai import build_body as openai_body
@@ -138,7 +138,7 @@ def test_the_estimate_counts_media_tokens_and_learns_their_weight() -> None:
 # --- refs in every line shape ---------------------------------------------------------------------
 
 
-def _jobs(path: Path, columns: ColumnMapping | None = None, provider: str = "openai") -> list[Job]:
+def _jobs(path: Path, columns: ColumnOptions | None = None, provider: str = "openai") -> list[Job]:
     source = JobSource(path, columns, provider=provider, default_model="m")  # type: ignore[arg-type]
     source.scan()
     return list(source)
@@ -198,7 +198,7 @@ def test_every_line_shape_takes_images_relative_to_its_file(tmp_path: Path) -> N
 
 def test_image_column_takes_bytes_paths_and_lists(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(PNG)
-    cols = ColumnMapping(prompt_column="q", id_column="id", image_column="img")
+    cols = ColumnOptions(prompt_column="q", id_column="id", image_column="img")
     binary: list[dict[str, Any]] = [
         {"id": "1", "q": "x", "img": [PNG, PNG]},
         {"id": "2", "q": "x", "img": None},
@@ -213,7 +213,7 @@ def test_image_column_takes_bytes_paths_and_lists(tmp_path: Path) -> None:
 
 def test_a_bytes_column_holding_one_image_is_one_image(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "d.parquet", [{"prompt": "x", "img": PNG}])
-    [job] = _jobs(path, ColumnMapping(image_column="img"))
+    [job] = _jobs(path, ColumnOptions(image_column="img"))
     assert job.media == (Media("<bytes>", "image", None, PNG),)
 
 

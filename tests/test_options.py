@@ -9,15 +9,15 @@ import pytest
 
 from batcher import BadOption, RunOptions, UsageError
 from batcher._cli.main import _parser, main
-from batcher._config.options import Endpoint, LimitOptions, Requests, duration
+from batcher._config.options import EndpointOptions, LimitOptions, RequestOptions, duration
 from tests.helpers import read_results, write_jsonl
 
 
 def test_flat_keywords_and_groups_build_the_same_options() -> None:
     flat = RunOptions(provider="gemini", model="m", rpm=60, retry_errors=True, id_column="k")
     grouped = RunOptions(
-        endpoint=Endpoint(provider="gemini"),
-        requests=Requests(model="m"),
+        endpoint=EndpointOptions(provider="gemini"),
+        requests=RequestOptions(model="m"),
         limits=LimitOptions(rpm=60),
         resume=flat.resume,
         columns=flat.columns,

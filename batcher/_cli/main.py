@@ -350,13 +350,13 @@ def _cmd_tiers(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .._config.limits import load_tiers
-    from .._config.options import Costs, LimitOptions, group_from_args
-    from .._jobs import ColumnMapping, JobSource
+    from .._config.options import CostOptions, LimitOptions, group_from_args
+    from .._jobs import ColumnOptions, JobSource
     from .plan import describe_plan, make_plan
 
     limits = group_from_args(LimitOptions, args).table()
     provider = args.provider or (limits.tier.provider if limits.tier else "openai")
-    columns = group_from_args(ColumnMapping, args)
+    columns = group_from_args(ColumnOptions, args)
     source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
     schema = None
     if args.schema is not None:
@@ -364,7 +364,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
         schema = load_schema(args.schema)
         schema.check_wire(provider)
-    prices = group_from_args(Costs, args).prices()
+    prices = group_from_args(CostOptions, args).prices()
     plans = make_plan(source, limits=limits, prices=prices, schema=schema)
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
     print("\n".join(describe_plan(plans, tier)))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict, TypeVar, Un
 
 from .._core.errors import BadOption, UsageError
 from .._core.flag import flag
-from .._jobs import ColumnMapping, ProviderName
+from .._jobs import ColumnOptions, ProviderName
 from .limits import LimitTable
 from .prices import Prices, load_prices
 
@@ -30,14 +30,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadOption",
-    "BatchMode",
-    "Costs",
-    "Endpoint",
+    "BatchOptions",
+    "CostOptions",
+    "EndpointOptions",
     "LimitOptions",
     "MediaOptions",
     "PoolOptions",
-    "Requests",
-    "Resume",
+    "RequestOptions",
+    "ResumeOptions",
     "RunKeywords",
     "RunOptions",
     "add_flags",
@@ -130,7 +130,7 @@ def _positive(option: str, value: float) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
+class EndpointOptions:
     """Where requests go and with which key."""
 
     provider: ProviderName = field(
@@ -178,7 +178,7 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Requests:
+class RequestOptions:
     """How each job is sent: its default model, concurrency, attempts and time limits."""
 
     model: str | None = field(
@@ -386,7 +386,7 @@ class PoolOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Resume:
+class ResumeOptions:
     """Which finished jobs to send again."""
 
     retry_errors: bool = field(
@@ -414,7 +414,7 @@ def _dollars(text: str) -> float:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Costs:
+class CostOptions:
     """What tokens cost, and how much a run directory may spend."""
 
     prices_file: str | None = field(
@@ -445,7 +445,7 @@ class Costs:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BatchMode:
+class BatchOptions:
     """Whether jobs go through the provider's batch API (half the price, within a day) and how."""
 
     mode: Literal["online", "batch", "auto"] = field(
@@ -600,13 +600,13 @@ class MediaOptions:
 
 
 _GROUPS: dict[str, Any] = {
-    "endpoint": Endpoint,
-    "requests": Requests,
+    "endpoint": EndpointOptions,
+    "requests": RequestOptions,
     "limits": LimitOptions,
-    "resume": Resume,
-    "columns": ColumnMapping,
-    "costs": Costs,
-    "batch": BatchMode,
+    "resume": ResumeOptions,
+    "columns": ColumnOptions,
+    "costs": CostOptions,
+    "batch": BatchOptions,
     "media": MediaOptions,
     "pool": PoolOptions,
 }
@@ -621,13 +621,13 @@ class RunKeywords(TypedDict, total=False):
     checkers hold a call to these names and types; ``tests/test_api.py`` holds this list to the
     groups' fields."""
 
-    endpoint: Endpoint
-    requests: Requests
+    endpoint: EndpointOptions
+    requests: RequestOptions
     limits: LimitOptions
-    resume: Resume
-    columns: ColumnMapping
-    costs: Costs
-    batch: BatchMode
+    resume: ResumeOptions
+    columns: ColumnOptions
+    costs: CostOptions
+    batch: BatchOptions
     media: MediaOptions
     pool: PoolOptions
     provider: ProviderName
@@ -684,13 +684,13 @@ class RunOptions:
     """Everything a run can be told, in groups. Build it from the groups or from flat keywords
     (``RunOptions(model="m", rpm=60)``, the keywords ``batcher.run`` takes); both are checked."""
 
-    endpoint: Endpoint
-    requests: Requests
+    endpoint: EndpointOptions
+    requests: RequestOptions
     limits: LimitOptions
-    resume: Resume
-    columns: ColumnMapping
-    costs: Costs
-    batch: BatchMode
+    resume: ResumeOptions
+    columns: ColumnOptions
+    costs: CostOptions
+    batch: BatchOptions
     media: MediaOptions
     pool: PoolOptions
 

@@ -1,6 +1,6 @@
 """The CLI flag of an option, declared on the option's own field (``field(metadata=flag(...))``).
 
-Options live as fields of small frozen dataclasses (``_config.options``, ``ColumnMapping``); the CLI
+Options live as fields of small frozen dataclasses (``_config.options``, ``ColumnOptions``); the CLI
 builds its flags from this metadata, so an option is declared in one place.
 """
 

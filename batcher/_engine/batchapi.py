@@ -45,7 +45,7 @@ import anyio.lowlevel
 
 from .._admission.estimate import TokenEstimator, features
 from .._admission.retry import RetryPolicy
-from .._config.options import BatchMode
+from .._config.options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError
@@ -115,7 +115,7 @@ class BatchExecutor:
         store: ResultStore,
         tally: Tally,
         clock: Clock,
-        options: BatchMode,
+        options: BatchOptions,
         max_attempts: int,
         done: IdSet,
         prices: Prices,

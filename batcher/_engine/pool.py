@@ -29,7 +29,7 @@ from typing import Any
 from .._admission.lane import Lane
 from .._admission.quota import Account, QuotaStore
 from .._config.limits import Limits, LimitTable, load_tiers
-from .._config.options import Endpoint, RunOptions, option_flag
+from .._config.options import EndpointOptions, RunOptions, option_flag
 from .._core.errors import FatalProviderError, UsageError
 from .._jobs import Job, ProviderName
 from .._rundir.store import Record
@@ -177,7 +177,7 @@ def _endpoint(path: Path, i: int, raw: Any) -> EndpointSpec:
         raise bad("mock", "cannot be given with base_url")
     if "base_url" in raw:
         try:
-            Endpoint(base_url=raw["base_url"])
+            EndpointOptions(base_url=raw["base_url"])
         except UsageError as e:
             raise bad("base_url", str(e)) from None
     priority = raw.get("priority", 0)
@@ -235,9 +235,9 @@ def _limit_table(raw: dict[str, Any], bad: Any) -> LimitTable:
     return LimitTable(tier, Limits(**flat), per_model)
 
 
-def spec_endpoint(spec: EndpointSpec) -> Endpoint:
-    """Where an endpoint of the pool sends, as a run's ``Endpoint`` option group."""
-    return Endpoint(
+def spec_endpoint(spec: EndpointSpec) -> EndpointOptions:
+    """Where an endpoint of the pool sends, as a run's ``EndpointOptions`` option group."""
+    return EndpointOptions(
         provider=spec.provider, base_url=spec.base_url, api_key_env=spec.key_env, mock=spec.mock
     )
 

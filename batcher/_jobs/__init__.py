@@ -4,7 +4,7 @@ Each module holds one step of the way from input to job:
 
     _model      Job, Message, Part, NativeRequest: what one request asks for
     _readers    JSONL, JSONL.gz and Parquet files as a stream of rows
-    _columns    ColumnMapping: --prompt-column, --prompt-template, --id-column
+    _columns    ColumnOptions: --prompt-column, --prompt-template, --id-column
     _formats    which of the four line shapes a row has, and its parser
     _source     JobSource: the checking first pass (scan) and the sending second pass
 
@@ -13,12 +13,12 @@ A row is one input line or Parquet row; a record, elsewhere in batcher, is only 
 
 from __future__ import annotations
 
-from ._columns import ColumnMapping
+from ._columns import ColumnOptions
 from ._model import Job, Message, NativeRequest, Part, ProviderName
 from ._source import JobSource
 
 __all__ = [
-    "ColumnMapping",
+    "ColumnOptions",
     "Job",
     "JobSource",
     "Message",

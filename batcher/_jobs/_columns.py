@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from .._core.errors import BadOption
 from .._core.flag import flag
 
-__all__ = ["ColumnMapping"]
+__all__ = ["ColumnOptions"]
 
 
 @dataclass(frozen=True, slots=True)
-class ColumnMapping:
+class ColumnOptions:
     """How to read datasets whose columns are not one of the four shapes."""
 
     prompt_column: str | None = field(

@@ -1,7 +1,7 @@
 """Line formats: which of the four shapes a row has, and the parser that turns it into a job.
 
 The shapes are a prompt, a chat ``messages`` list, an OpenAI Batch API line and a Gemini Batch API
-line; a ``ColumnMapping`` replaces them with a prompt column or template. Each parser returns a
+line; a ``ColumnOptions`` replaces them with a prompt column or template. Each parser returns a
 ``JobFields``; native batch lines also keep their body, so it is sent to its own provider
 untouched, and ``NativeRequest.unconvertible`` names what a conversion to the other would lose.
 Every check raises ``BadRow`` with the message a user sees.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.media import Media, MediaKind
-from ._columns import ColumnMapping
+from ._columns import ColumnOptions
 from ._model import Job, Message, NativeRequest, Part, Role
 from ._readers import BadRow, Row
 
@@ -81,7 +81,7 @@ class JobFields:
 
 
 def parse_row(
-    row: Row, *, position_id: str, columns: ColumnMapping, base: Path | None = None
+    row: Row, *, position_id: str, columns: ColumnOptions, base: Path | None = None
 ) -> tuple[str, JobFields]:
     """One row -> its job's id and fields; raises ``BadRow`` naming the problem and the id.
 
@@ -107,7 +107,7 @@ _PLAIN_PROMPT = frozenset({"id", "prompt", "model"})
 
 
 def _parse_shape(
-    row: Row, columns: ColumnMapping, base: Path | None
+    row: Row, columns: ColumnOptions, base: Path | None
 ) -> tuple[JobFields, str | None]:
     """The row's fields and its own id (None: use the row's position), by its shape."""
     if row.keys() <= _PLAIN_PROMPT and not columns.maps_prompt:
@@ -300,7 +300,7 @@ def _add_media(fields: JobFields, media: tuple[Media, ...]) -> JobFields:
     return replace(fields, messages=tuple(turns))
 
 
-def _parse_columns(row: Row, columns: ColumnMapping, base: Path | None) -> JobFields:
+def _parse_columns(row: Row, columns: ColumnOptions, base: Path | None) -> JobFields:
     if columns.prompt_column is not None:
         if columns.prompt_column not in row:
             raise BadRow(f"no column {columns.prompt_column!r}")

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 from .._core.errors import InputError, InputProblem, UsageError
 from .._core.idset import duplicates, id_hash
 from .._core.media import INLINE_LIMIT, media_problem
-from ._columns import ColumnMapping
+from ._columns import ColumnOptions
 from ._formats import parse_row
 from ._model import Job, ProviderName
 from ._readers import BadRow, Row, check_paths, iter_rows
@@ -43,7 +43,7 @@ class JobSource:
     def __init__(
         self,
         jobs: str | Path | Iterable[str | Path] | Iterable[Job | Mapping[str, Any]],
-        columns: ColumnMapping | None = None,
+        columns: ColumnOptions | None = None,
         *,
         provider: ProviderName = "openai",
         default_model: str | None = None,
@@ -51,7 +51,7 @@ class JobSource:
         defaults: Mapping[str, Any] | None = None,
         served: Collection[str] | None = None,
     ) -> None:
-        self.columns = columns or ColumnMapping()
+        self.columns = columns or ColumnOptions()
         self.served = served
         self.provider = provider
         self.default_model = default_model

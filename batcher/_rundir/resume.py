@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .._config.options import Resume
+from .._config.options import ResumeOptions
 from .._core.idset import IdSet, id_hash
 from .._jobs import Job, JobSource
 from .._wire.providers import Provider, job_fingerprint
@@ -34,7 +34,7 @@ def plan_resume(
     source: JobSource,
     store: ResultStore,
     provider: Provider,
-    resume: Resume,
+    resume: ResumeOptions,
     scanned: int | None = None,
 ) -> ResumePlan:
     """Check every job, recover the store, and decide what is done and what to send again.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, overload
 
-from .._config.options import Endpoint, Requests, concurrency_ceiling, option_flag
+from .._config.options import EndpointOptions, RequestOptions, concurrency_ceiling, option_flag
 from .._core.errors import UsageError
 from .http1 import Http1Transport
 from .providers import Provider
@@ -26,7 +26,7 @@ __all__ = ["Target", "resolve_key"]
 MOCK_KEY = "mock-key"
 
 
-def resolve_key(endpoint: Endpoint, provider: Provider) -> tuple[str, str]:
+def resolve_key(endpoint: EndpointOptions, provider: Provider) -> tuple[str, str]:
     """The API key and where it came from (for messages)."""
     if endpoint.api_key:
         return endpoint.api_key, "the api_key option"
@@ -47,7 +47,7 @@ def resolve_key(endpoint: Endpoint, provider: Provider) -> tuple[str, str]:
 class Target:
     """The endpoint of one run. ``start`` brings up the embedded mock provider if there is one."""
 
-    def __init__(self, endpoint: Endpoint, provider: Provider) -> None:
+    def __init__(self, endpoint: EndpointOptions, provider: Provider) -> None:
         self.provider = provider
         self.key, self.key_source = resolve_key(endpoint, provider)
         self.base_url = (endpoint.base_url or provider.default_base_url).rstrip("/")
@@ -77,7 +77,7 @@ class Target:
             self._mock = None
 
     def transport(
-        self, requests: Requests, httpx_transport: httpx.AsyncBaseTransport | None = None
+        self, requests: RequestOptions, httpx_transport: httpx.AsyncBaseTransport | None = None
     ) -> Transport:
         """How requests reach this endpoint, with its auth, timeouts and connection limits:
         the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a

@@ -524,7 +524,7 @@ class Http1Transport:
     ) -> None:
         """``deadline``: the most one request may take from its first byte sent to its answer's
         last, however steadily the answer comes (default twice ``timeout``, see
-        ``Requests.request_deadline``); ``max_head``, ``max_body``, ``max_inflated``: the caps
+        ``RequestOptions.request_deadline``); ``max_head``, ``max_body``, ``max_inflated``: the caps
         on an answer's head, body, and body once gzip/deflate is undone."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
