@@ -33,6 +33,7 @@ from ._jobs import Job, Message, Part
 
 if TYPE_CHECKING:
     from ._api import run, run_sync
+    from ._config.keywords import RunKeywords
     from ._config.options import (
         BatchOptions,
         CostOptions,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
         PoolOptions,
         RequestOptions,
         ResumeOptions,
-        RunKeywords,
     )
     from ._core.clock import Clock, SystemClock
     from ._engine.runner import Runner, RunOptions
@@ -58,7 +58,7 @@ _LAZY = {
     "SystemClock": ("._core.clock", "SystemClock"),
     "Runner": ("._engine.runner", "Runner"),
     "RunOptions": ("._engine.runner", "RunOptions"),
-    "RunKeywords": ("._config.options", "RunKeywords"),
+    "RunKeywords": ("._config.keywords", "RunKeywords"),
     "EndpointOptions": ("._config.options", "EndpointOptions"),
     "RequestOptions": ("._config.options", "RequestOptions"),
     "LimitOptions": ("._config.options", "LimitOptions"),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Unpack
 
 import anyio
 
-from ._config.options import RunKeywords
+from ._config.keywords import RunKeywords
 from ._core.clock import Clock
 from ._core.errors import BatcherError, UsageError
 from ._core.stats import RunSummary

@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .._config.options import add_flags
+    from .flags import add_flags
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p.commands[name] = sub.add_parser(name, help=help, allow_abbrev=False)
@@ -221,9 +221,9 @@ def _latency(text: str) -> tuple[float, float]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .._api import run_sync
-    from .._config.options import RunOptions
     from .._core.errors import UsageError
     from .._engine.pool import PER_ENDPOINT, refuse_per_endpoint
+    from .flags import options_from_args
 
     if not args.out:
         raise UsageError("--out needs a directory")
@@ -235,7 +235,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_sync(
         list(args.jobs),
         args.out,
-        options=RunOptions.from_args(args),
+        options=options_from_args(args),
         progress=not args.no_progress,
         handle_signals=True,
     )
@@ -350,8 +350,9 @@ def _cmd_tiers(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .._config.limits import load_tiers
-    from .._config.options import CostOptions, LimitOptions, group_from_args
+    from .._config.options import CostOptions, LimitOptions
     from .._jobs import ColumnOptions, JobSource
+    from .flags import group_from_args
     from .plan import describe_plan, make_plan
 
     limits = group_from_args(LimitOptions, args).table()
@@ -379,9 +380,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import anyio
 
-    from .._config.options import LimitOptions, group_from_args
+    from .._config.options import LimitOptions
     from .._core.errors import UsageError, WriteFailed
     from .bench import plot, pyplot, run_bench
+    from .flags import group_from_args
 
     if not 0 < args.seconds < math.inf:
         raise UsageError("--seconds must be a positive number")
@@ -417,9 +419,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_server(args: argparse.Namespace) -> int:
-    from .._config.options import LimitOptions, group_from_args
+    from .._config.options import LimitOptions
     from .._core.errors import UsageError
     from ..mock import Faults, MockConfig, MockServer
+    from .flags import group_from_args
 
     limits = group_from_args(LimitOptions, args).table()
     try:

@@ -14,10 +14,9 @@ import difflib
 import math
 import re
 import resource
-from collections.abc import Iterator, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Unpack
 
 from .._core.errors import BadOption, UsageError
 from .._core.flag import flag
@@ -27,6 +26,7 @@ from .prices import Prices, load_prices
 
 if TYPE_CHECKING:
     from ..mock import MockConfig
+    from .keywords import RunKeywords
 
 __all__ = [
     "BadOption",
@@ -38,10 +38,7 @@ __all__ = [
     "PoolOptions",
     "RequestOptions",
     "ResumeOptions",
-    "RunKeywords",
     "RunOptions",
-    "add_flags",
-    "group_from_args",
     "option_flag",
 ]
 
@@ -615,70 +612,6 @@ _GROUP_OF: dict[str, str] = {
 }
 
 
-class RunKeywords(TypedDict, total=False):
-    """The keywords ``RunOptions``, ``batcher.run`` and ``batcher.run_sync`` take: each option
-    group whole, or any option by its own name (each the CLI flag of the same name). Type
-    checkers hold a call to these names and types; ``tests/test_api.py`` holds this list to the
-    groups' fields."""
-
-    endpoint: EndpointOptions
-    requests: RequestOptions
-    limits: LimitOptions
-    resume: ResumeOptions
-    columns: ColumnOptions
-    costs: CostOptions
-    batch: BatchOptions
-    media: MediaOptions
-    pool: PoolOptions
-    provider: ProviderName
-    base_url: str | None
-    api_key: str | None
-    api_key_env: str | None
-    mock: str | MockConfig | None
-    model: str | None
-    max_concurrency: int | None
-    max_attempts: int
-    timeout: float
-    max_outage: float
-    request_deadline: float | None
-    proxy: str | None
-    no_proxy: bool
-    ca_bundle: str | None
-    grace: float
-    ray: str | None
-    schema: Any
-    tier: str | None
-    rpm: int | None
-    tpm: int | None
-    rpd: int | None
-    limits_file: str | None
-    on_daily_limit: Literal["wait", "exit"]
-    quota_day: Literal["pacific", "rolling"]
-    retry_errors: bool
-    redo_changed: bool
-    prompt_column: str | None
-    prompt_template: str | None
-    id_column: str | None
-    image_column: str | None
-    prices_file: str | None
-    budget: float | None
-    mode: Literal["online", "batch", "auto"]
-    batch_deadline: float
-    batch_min: int
-    no_wait: bool
-    cancel_batches: bool
-    batch_queue_tokens: int | None
-    poll_interval: float
-    modalities: tuple[str, ...]
-    api: Literal["chat", "images"]
-    size: str | None
-    quality: str | None
-    n: int | None
-    ipm: int | None
-    pool_file: str | None
-    quota_store: str | None
-
-
 @dataclass(frozen=True, slots=True, init=False)
 class RunOptions:
     """Everything a run can be told, in groups. Build it from the groups or from flat keywords
@@ -727,67 +660,3 @@ class RunOptions:
             for f in fields(getattr(self, g))
             if f.init
         }
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RunOptions:
-        """The options the CLI's flags gave (every option that has a flag); a flag left at None
-        (not given) leaves its option's default."""
-        given = {name: getattr(args, name) for name in _flagged(_GROUPS)}
-        return cls(**{name: value for name, value in given.items() if value is not None})
-
-
-def group_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """One option group from the flags a command has of it (the rest keep their defaults)."""
-    names = [f.name for f in fields(cls) if f.init and hasattr(args, f.name)]  # type: ignore[arg-type]
-    return cls(**{name: getattr(args, name) for name in names})
-
-
-def _flag_fields(groups: Mapping[str, Any]) -> Iterator[Field[Any]]:
-    for cls in groups.values():
-        for f in fields(cls):
-            if f.init and f.metadata:
-                yield f
-
-
-def _flagged(groups: Mapping[str, Any]) -> list[str]:
-    return [f.name for f in _flag_fields(groups)]
-
-
-def add_flags(
-    parser: argparse.ArgumentParser,
-    groups: tuple[str, ...],
-    *,
-    only: tuple[str, ...] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-) -> None:
-    """Add the flags of these option groups (or ``only`` these options) to ``parser``.
-
-    ``overrides`` changes argparse's keywords for an option in this command (e.g. ``plan``'s
-    provider default, ``bench``'s concurrency).
-    """
-    chosen = {g: _GROUPS[g] for g in groups}
-    exclusive: dict[str, Any] = {}
-    for f in _flag_fields(chosen):
-        if only is not None and f.name not in only:
-            continue
-        meta = f.metadata
-        default = f.default if f.default is not MISSING else None
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"], "default": default}
-        if f.type in ("bool", bool):
-            kwargs["action"] = "store_true"
-        elif meta["choices"]:
-            kwargs["choices"] = meta["choices"]
-        else:
-            kwargs["metavar"] = meta["metavar"]
-            if meta["const"] is not None:
-                kwargs.update(nargs="?", const=meta["const"])
-            kind = meta["parse"] or {"int | None": int, "int": int, "float": float}.get(str(f.type))
-            if kind is not None:
-                kwargs["type"] = kind
-        kwargs.update((overrides or {}).get(f.name, {}))
-        target: Any = parser
-        if meta["exclusive"]:
-            if meta["exclusive"] not in exclusive:
-                exclusive[meta["exclusive"]] = parser.add_mutually_exclusive_group()
-            target = exclusive[meta["exclusive"]]
-        target.add_argument(meta["name"] or "--" + f.name.replace("_", "-"), **kwargs)
