@@ -189,10 +189,8 @@ class Lane:
         self._probing = False
         self._open_by = float("inf")
         """When the lane opens without the first answer (``OPEN_AFTER`` after it left)."""
-        self.in_flight = 0
-        """Requests admitted and not yet answered (or given up)."""
         self._out: dict[Slot, float] = {}
-        """The requests in flight and when each left, oldest first."""
+        """The requests in flight (admitted, not yet back) and when each left, oldest first."""
         self._latencies: deque[float] = deque(maxlen=LATENCIES)
         self.answers = 0
         """Requests that came back (answered, failed, timed out) since the lane started."""
@@ -449,15 +447,14 @@ class Lane:
         return math.ceil(rate * took * HEADROOM) + SPARE
 
     def _sent(self, slot: Slot) -> None:
-        self._out[slot] = self.clock.monotonic()
-        self.in_flight += 1
-        if self.in_flight > self.peak_in_flight:
-            self.peak_in_flight = self.in_flight
+        out = self._out
+        out[slot] = self.clock.monotonic()
+        if len(out) > self.peak_in_flight:
+            self.peak_in_flight = len(out)
 
     def _back(self, slot: Slot) -> None:
         sent = self._out.pop(slot, None)
         if sent is not None:
-            self.in_flight -= 1
             self.answers += 1
             self._latencies.append(self.clock.monotonic() - sent)
 

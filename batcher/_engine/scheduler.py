@@ -186,7 +186,6 @@ class Scheduler:
         """Workers running now."""
         self.target = 0
         """Workers wanted now (``_count_workers``)."""
-        self.peak_workers = 0
         self.wait_for_reset = wait_for_reset
         self.grace = grace
         self.budget = budget
@@ -243,7 +242,6 @@ class Scheduler:
         while self.workers < min(self.target, left):
             self.workers += 1
             tg.start_soon(self._work, jobs.clone())
-        self.peak_workers = max(self.peak_workers, self.workers)
 
     def wanted(self) -> int:
         """Workers the lanes need now to hold their pace, within ``ceiling``."""
