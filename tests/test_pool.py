@@ -221,7 +221,7 @@ def test_a_pool_whose_keys_are_all_refused_names_every_refusal_in_its_last_word(
     from typing import Any
 
     from batcher._core.errors import FatalProviderError
-    from batcher._engine.execute import Fatal
+    from batcher._engine.outcome import Fatal
     from batcher._engine.pool import EndpointSpec, Pool, PoolExecutor
 
     def executor(name: str) -> Any:
@@ -241,7 +241,7 @@ def test_a_pool_whose_keys_are_all_refused_names_every_refusal_in_its_last_word(
     run._disable(pool.routes[1], "m", refused, [])
     refusals: list[str] = []
     run._disable(pool.routes[0], "m", refused, refusals)
-    outcome = run._none_left("m", refusals, None)
+    outcome = run._none_left("m", refusals, None, None)
     assert isinstance(outcome, Fatal)
     message = str(outcome.error)
     assert "endpoint one: the API key from $ONE_KEY was refused by the one mock" in message

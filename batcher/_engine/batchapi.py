@@ -52,13 +52,14 @@ from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableE
 from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
-from .._rundir.store import Record, ResultStore
+from .._rundir.store import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, job_fingerprint
 from .._wire.providers._batch import BatchAPI, BatchInfo, BatchLine
 from .._wire.transport import Transport
+from .consume import Consumer
+from .outcome import Done
 from .record import Answered, record_of
-from .tally import Tally
 
 __all__ = ["STEPS", "BatchExecutor", "batch_api"]
 
@@ -112,8 +113,7 @@ class BatchExecutor:
         transport: Transport,
         target: Target,
         source: JobSource,
-        store: ResultStore,
-        tally: Tally,
+        consumer: Consumer,
         clock: Clock,
         options: BatchOptions,
         max_attempts: int,
@@ -126,14 +126,15 @@ class BatchExecutor:
         self.target = target
         self.provider = target.provider
         self.source = source
-        self.store = store
-        self.tally = tally
+        self.consumer = consumer
+        self.store = consumer.store
+        self.tally = consumer.tally
         self.clock = clock
         self.options = options
         self.max_attempts = max_attempts
         self.done = done
         self.prices = prices
-        self.log = BatchLog(store.out)
+        self.log = BatchLog(self.store.out)
         self.policy = RetryPolicy(max_attempts=max_attempts)
         self.step = step or (lambda name: None)
         self.jobs: dict[str, Job] = {}
@@ -441,11 +442,12 @@ class BatchExecutor:
         self.log.closed(chunk, self.clock.time())
 
     def _write(self, record: Record) -> None:
-        seq = self.store.append(record)
+        """Hand a line's outcome to the consumer; a failed write stops here, before the chunk is
+        closed, so a rerun collects the batch again rather than pay for its jobs twice."""
+        self.consumer.take(Done(record))
+        if self.consumer.write_failed is not None:
+            raise self.consumer.write_failed
         self.written.add(record.id)
-        self.tally.finished(record)
-        if seq is not None:
-            self.store.compact(seq)
         self.step("collecting")
 
     def _record(

@@ -9,9 +9,9 @@ batch-API executor plugs in beside this one with the same outcomes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -40,49 +40,11 @@ from .._rundir.store import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
 from .._wire.transport import Transport
+from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
 from .tally import Tally
 
-__all__ = ["Abandoned", "Deferred", "Done", "Executor", "Fatal", "Halted", "Outcome", "explain"]
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The job finished, ok or with an error of its own: record it."""
-
-    record: Record
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """The model's daily quota is spent: the job waits for the reset."""
-
-    stop: QuotaExhausted
-
-
-@dataclass(frozen=True, slots=True)
-class Fatal:
-    """The provider refused the whole run (bad key, unknown model) on this job's model."""
-
-    error: FatalProviderError
-    model: str
-
-
-@dataclass(frozen=True, slots=True)
-class Halted:
-    """The endpoint has been down for longer than the run waits: the run stops."""
-
-    error: Outage
-
-
-@dataclass(frozen=True, slots=True)
-class Abandoned:
-    """The run is stopping: the job was not sent (again), and is left for a rerun."""
-
-
-Outcome: TypeAlias = Done | Deferred | Fatal | Halted | Abandoned
-
-ABANDONED = Abandoned()
+__all__ = ["Executor", "explain"]
 
 
 class _Stopped(Exception):

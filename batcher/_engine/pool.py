@@ -21,22 +21,24 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._admission.estimate import TokenEstimator
 from .._admission.lane import Lane
+from .._admission.lanes import Lanes
 from .._admission.quota import Account, QuotaStore
 from .._config.limits import Limits, LimitTable, load_tiers
 from .._config.options import EndpointOptions, RunOptions, option_flag
-from .._core.errors import FatalProviderError, UsageError
+from .._core.errors import FatalProviderError, QuotaExhausted, UsageError
 from .._jobs import Job, ProviderName
 from .._rundir.store import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, job_fingerprint
-from .execute import Deferred, Done, Executor, Fatal, Halted, Outcome
-from .scheduler import Lanes
+from .execute import Executor, explain
+from .outcome import Deferred, Done, Fatal, Halted, Outcome
 
 __all__ = [
     "PER_ENDPOINT",
@@ -76,8 +78,9 @@ class EndpointSpec:
 
     name: str
     provider: ProviderName
-    models: dict[str, str]
-    """Our name of each model it serves -> its own name for it."""
+    models: dict[str, str] | None
+    """Our name of each model it serves -> its own name for it; None: every model, by our name
+    (the one endpoint of a run without ``--pool``)."""
     base_url: str | None = None
     key_env: str | None = None
     mock: str | None = None
@@ -264,15 +267,23 @@ class Route:
     down: bool = False
     """The endpoint stayed unreachable past --max-outage."""
 
+    def has(self, model: str) -> bool:
+        """Whether the endpoint is one that serves ``model`` (refused or down, or not)."""
+        return self.spec.models is None or model in self.spec.models
+
     def serves(self, model: str) -> bool:
-        return model in self.spec.models and model not in self.disabled and not self.down
+        return self.has(model) and model not in self.disabled and not self.down
+
+    def theirs(self, model: str) -> str:
+        """The endpoint's own name for our ``model``."""
+        return model if self.spec.models is None else self.spec.models[model]
 
     def lane(self, model: str) -> Lane:
-        return self.lanes[self.spec.models[model]]
+        return self.lanes[self.theirs(model)]
 
 
 class Pool:
-    """The routes of a run, with the surface the scheduler uses of ``Lanes``."""
+    """The routes of a run: its endpoints, one for a run without ``--pool``."""
 
     def __init__(self, store: QuotaStore | None) -> None:
         self.routes: list[Route] = []
@@ -288,6 +299,11 @@ class Pool:
         owned: bool,
     ) -> None:
         self.routes.append(Route(spec, provider, lanes, executor, owned=owned))
+
+    @property
+    def solo(self) -> bool:
+        """A run of one endpoint: its messages name the endpoint's URL, not a pool member."""
+        return len(self.routes) == 1
 
     def stop(self) -> None:
         """Stop the embedded mock providers the pool's endpoints started."""
@@ -307,21 +323,35 @@ class Pool:
     def __getitem__(self, model: str) -> Lane:
         """A lane of ``model`` that is not stopped for the day if there is one (the scheduler
         passes a job over only when every endpoint's day is spent)."""
-        routes = self.candidates(model) or [r for r in self.routes if model in r.spec.models]
+        routes = self.candidates(model) or [r for r in self.routes if r.has(model)]
         if not routes:
             raise UsageError(f"no endpoint of the pool serves model {model!r}")
         lanes = [r.lane(model) for r in routes]
         return next((lane for lane in lanes if lane.blocked() is None), lanes[0])
 
-    def pick(self, model: str) -> Route | None:
+    def blocked(self, model: str) -> QuotaExhausted | None:
+        """Why no endpoint can send ``model`` today, if none can."""
+        if self.solo:
+            return self.routes[0].lane(model).blocked()
+        return self[model].blocked()
+
+    def estimator(self, model: str) -> TokenEstimator:
+        """What ``model``'s requests are estimated to take (its first lane's estimator)."""
+        return self[model].estimator
+
+    def pick(self, model: str, skip: Container[Route] = ()) -> Route | None:
         """The route that can send a request of ``model`` soonest; among those that can send
         within their next paced slot (no queue would form), the highest priority, then the
-        shortest queue."""
+        shortest queue. ``skip``: routes that have just said they cannot."""
+        if self.solo:
+            route = self.routes[0]
+            ok = route.serves(model) and route not in skip and route.lane(model).blocked() is None
+            return route if ok else None
         best: tuple[float, int, int] | None = None
         chosen = None
         for route in self.candidates(model):
             lane = route.lane(model)
-            if lane.blocked() is not None:
+            if route in skip or lane.blocked() is not None:
                 continue
             now = lane.clock.monotonic()
             wait = max(0.0, lane.eta() - now - lane.spacing())
@@ -371,41 +401,55 @@ class PoolExecutor:
         for route in self.pool.routes:
             route.executor.halt()
 
-    async def execute(self, job: Job, lane: Lane | None = None) -> Outcome:
-        """Send ``job`` through the route that can send it soonest (``lane`` is not used: the
-        pool chooses), moving on while another route can serve its model."""
+    async def execute(self, job: Job) -> Outcome:
+        """Send ``job`` through the route that can send it soonest, moving on while another
+        route can serve its model."""
         model = job.model
         assert model is not None
         refusals: list[str] = []
         halted: Halted | None = None
-        while (route := self.pool.pick(model)) is not None:
-            theirs = route.spec.models[model]
+        deferred: Deferred | None = None
+        spent: list[Route] = []
+        solo = self.pool.solo
+        while (route := self.pool.pick(model, spent)) is not None:
+            theirs = route.theirs(model)
             sent = job if theirs == model else replace(job, model=theirs)
             outcome = await route.executor.execute(sent, route.lane(model))
             if isinstance(outcome, Fatal):
                 self._disable(route, model, outcome.error, refusals)
             elif isinstance(outcome, Halted):
                 route.down, halted = True, outcome
-                log.warning(
-                    "endpoint %s: %s; its jobs go to the others", route.spec.name, outcome.error
-                )
+                if not solo:
+                    log.warning(
+                        "endpoint %s: %s; its jobs go to the others", route.spec.name, outcome.error
+                    )
             elif isinstance(outcome, Deferred):
-                log.info("endpoint %s: %s", route.spec.name, outcome.stop)
+                spent.append(route)
+                deferred = outcome
+                if not solo:
+                    log.info("endpoint %s: %s", route.spec.name, outcome.stop)
             elif isinstance(outcome, Done):
                 return Done(self._as_asked(outcome.record, job, model, route))
             else:
                 return outcome
-        return self._none_left(model, refusals, halted)
+        return self._none_left(model, refusals, halted, deferred)
 
-    def _none_left(self, model: str, refusals: list[str], halted: Halted | None) -> Outcome:
+    def _none_left(
+        self, model: str, refusals: list[str], halted: Halted | None, deferred: Deferred | None
+    ) -> Outcome:
         """Why no route can send ``model`` now: all spent for the day (wait for the earliest
         reset), or all refused or down (the run stops)."""
         stops = [r.lane(model).blocked() for r in self.pool.candidates(model)]
         spent = sorted((s for s in stops if s is not None), key=lambda s: s.resets_at)
         if spent:
             return Deferred(spent[0])
+        if deferred is not None:
+            return deferred
         if halted is not None and not refusals:
             return halted
+        if self.pool.solo and model in self.pool.routes[0].disabled:
+            route = self.pool.routes[0]
+            return Fatal(FatalProviderError(route.disabled[model]), model)
         # every endpoint's refusal, whichever job met it (another may have met one first)
         refused = [
             f"endpoint {r.spec.name}: {r.disabled[model]}"
@@ -413,23 +457,26 @@ class PoolExecutor:
             if model in r.disabled
         ]
         why = "; ".join(refused or refusals) or "refused by every endpoint"
-        return Fatal(FatalProviderError(f"no endpoint of the pool can serve it: {why}"), model)
+        error = FatalProviderError(f"{model}: no endpoint of the pool can serve it: {why}")
+        return Fatal(error, model)
 
     def _disable(
         self, route: Route, model: str, error: FatalProviderError, refusals: list[str]
     ) -> None:
-        from .execute import explain
-
-        why = explain(error, model, route.executor.target, [])
+        worked = self.pool.worked(besides=model) if self.pool.solo else []
+        why = explain(error, model, route.executor.target, worked)
         refusals.append(f"endpoint {route.spec.name}: {why}")
         if model not in route.disabled:  # jobs that were waiting on it say nothing new
             route.disabled[model] = why
-            log.warning("endpoint %s no longer serves %s: %s", route.spec.name, model, why)
+            if not self.pool.solo:
+                log.warning("endpoint %s no longer serves %s: %s", route.spec.name, model, why)
 
     def _as_asked(self, record: Record, job: Job, model: str, route: Route) -> Record:
         """The record as the run's first endpoint would have fingerprinted it (the job and our
         model name): a job answered by another endpoint than before is not a changed job. A
         model the endpoint calls by another name is priced by ours."""
+        if route is self.pool.routes[0] and route.theirs(model) == model:
+            return record  # sent as the first endpoint sends it: nothing to redo
         fp = job_fingerprint(self._fp_provider, job, model)
         cost = record.cost_usd
         if cost is None and record.status == "ok":

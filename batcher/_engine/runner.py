@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._admission.lanes import Lanes
 from .._admission.ledger import Ledger
-from .._admission.quota import Account, MemoryStore, QuotaStore, open_store
+from .._admission.quota import MemoryStore, QuotaStore, open_store
 from .._admission.retry import RetryPolicy
 from .._config.options import RunOptions, option_flag
 from .._config.schema import OutputSchema, load_schema
 from .._core.clock import Clock, SystemClock
-from .._core.errors import FatalProviderError, UsageError
+from .._core.errors import UsageError
 from .._core.stats import RunSummary, Statistics
 from .._jobs import Job, JobSource
 from .._rundir.attempts import AttemptLog
@@ -43,9 +44,10 @@ from .._wire.providers._structured import SchemaProvider
 from .._wire.transport import Transport
 from .batchapi import BatchExecutor, batch_api
 from .budget import Budget
-from .execute import Executor, explain
-from .pool import Pool, PoolExecutor, pool_specs, spec_account, spec_endpoint
-from .scheduler import Lanes, Scheduler
+from .consume import Consumer
+from .execute import Executor
+from .pool import EndpointSpec, Pool, PoolExecutor, pool_specs, spec_account, spec_endpoint
+from .scheduler import Scheduler
 from .tally import Tally
 
 if TYPE_CHECKING:
@@ -83,7 +85,8 @@ class Runner:
             self.pool_specs[0].provider if self.pool_specs else opts.endpoint.provider
         )
         self.provider = get_provider(self.provider_name, opts.media.api)
-        self.schema = _load_schema(opts.requests.schema, self.provider_name)
+        wires = {spec.provider for spec in self.pool_specs} if self.pool_specs else set()
+        self.schema = _load_schema(opts.requests.schema, {self.provider_name, *wires})
         if self.schema is not None:
             if opts.media.api == "images":
                 raise UsageError(
@@ -107,7 +110,9 @@ class Runner:
                 "--modalities text,image sets Gemini's responseModalities: use --provider gemini "
                 "(or --endpoint images for OpenAI's images API)"
             )
-        served = {m for spec in self.pool_specs for m in spec.models} if self.pool_specs else None
+        served = (
+            {m for spec in self.pool_specs for m in spec.models or ()} if self.pool_specs else None
+        )
         self.source = JobSource(
             jobs,  # type: ignore[arg-type]
             opts.columns,
@@ -122,7 +127,9 @@ class Runner:
         self.attempts = AttemptLog(self.out)
         self.limits = self.pool_specs[0].limits if self.pool_specs else opts.limits.table()
         self.prices = opts.costs.prices()
-        self.lanes: Lanes | Pool | None = None
+        self.lanes: Pool | None = None
+        """The run's endpoints and their lanes, once entered."""
+        self.consumer: Consumer | None = None
         self.tally = Tally(self.clock)
         self.changed: list[str] = []
         self._httpx_transport = transport
@@ -185,19 +192,6 @@ class Runner:
         # would list a dead mock port in every ``batcher status`` of the machine for a day.
         mock = target.is_mock and specs is None
         self._store = store = await open_store("memory" if mock else opts.pool.quota_store)
-        mocks = MemoryStore()  # a pool's mock endpoints share budgets in this process only
-        lanes: Lanes | Pool = Lanes(
-            self.limits,
-            ledger,
-            self.clock,
-            per_second=self.provider.per_second_limits,
-            rolling=opts.limits.quota_day == "rolling",
-            where=target.where,
-            max_outage=opts.requests.max_outage,
-            store=store,
-            account=Account.of_key(target.base_url, target.key, target.key_source),
-        )
-        self.lanes = lanes
         Manifest(
             provider=self.provider_name,
             model=opts.requests.model,
@@ -211,61 +205,11 @@ class Runner:
         ).write(self.out)
         transport = target.transport(opts.requests, self._httpx_transport)
         self._transport = transport
-        executor: Executor | PoolExecutor = Executor(
-            transport,
-            target,
-            RetryPolicy(max_attempts=opts.requests.max_attempts, timeout=opts.requests.timeout),
-            self.clock,
-            self.tally,
-            prices=self.prices,
-            out=self.out,
-            schema=self.schema,
-            ipm=opts.media.ipm,
+        self.lanes = pool = self._pool = self._routes(target, transport, ledger, store)
+        self.consumer = consumer = Consumer(
+            self.store, self.tally, attempts=self.attempts, budget=budget
         )
-        if specs is not None:
-            self.lanes = lanes = self._pool = pool = Pool(store)
-            for i, spec in enumerate(specs):
-                provider = get_provider(spec.provider, opts.media.api)
-                if self.schema is not None:
-                    if spec.provider != self.provider_name:
-                        raise UsageError(
-                            f"{option_flag('schema')} with {option_flag('pool_file')}: every "
-                            f"endpoint must use one provider (endpoint {spec.name} does not)"
-                        )
-                    provider = SchemaProvider(provider, self.schema)
-                t = target if i == 0 else Target(spec_endpoint(spec), provider)
-                t.start()
-                pool.add(
-                    spec,
-                    provider,
-                    Executor(
-                        transport if i == 0 else t.transport(opts.requests, self._httpx_transport),
-                        t,
-                        RetryPolicy(
-                            max_attempts=opts.requests.max_attempts, timeout=opts.requests.timeout
-                        ),
-                        self.clock,
-                        self.tally,
-                        prices=self.prices,
-                        out=self.out,
-                        endpoint=spec.name,
-                        ipm=opts.media.ipm,
-                    ),
-                    Lanes(
-                        spec.limits,
-                        ledger,
-                        self.clock,
-                        per_second=provider.per_second_limits,
-                        rolling=opts.limits.quota_day == "rolling",
-                        where=f"endpoint {spec.name} ({t.where})",
-                        max_outage=opts.requests.max_outage,
-                        store=mocks if t.is_mock else store,
-                        account=spec_account(spec, t),
-                        ledger_prefix=f"{spec.name}/",
-                    ),
-                    owned=i > 0,
-                )
-            executor = PoolExecutor(pool, self.provider)
+        executor = PoolExecutor(pool, self.provider)
         if (
             opts.batch.mode != "online"
             or opts.batch.cancel_batches
@@ -276,8 +220,7 @@ class Runner:
                 transport=transport,
                 target=target,
                 source=self.source,
-                store=self.store,
-                tally=self.tally,
+                consumer=consumer,
                 clock=self.clock,
                 options=opts.batch,
                 max_attempts=opts.requests.max_attempts,
@@ -287,9 +230,9 @@ class Runner:
         clear_partial(self.out)
         self._scheduler = Scheduler(
             self.source,
-            lanes,
+            pool,
             executor,
-            self.store,
+            consumer,
             self.tally,
             self.clock,
             done=plan.done,
@@ -297,10 +240,62 @@ class Runner:
             max_concurrency=opts.requests.max_concurrency,
             wait_for_reset=opts.limits.on_daily_limit == "wait",
             grace=opts.requests.grace,
-            budget=budget,
-            attempts=self.attempts,
         )
-        executor.on_attempt = self._scheduler.log_attempt
+        executor.on_attempt = consumer.attempt
+
+    def _routes(
+        self, first: Target, transport: Transport, ledger: Ledger, store: QuotaStore
+    ) -> Pool:
+        """The run's endpoints: those of the ``--pool`` file, or the one of the options (a pool
+        of one, serving every model). Each gets its own lanes and executor; the first is
+        ``first``, already started, over ``transport``."""
+        opts = self.options
+        specs = self.pool_specs
+        solo = specs is None
+        if specs is None:
+            specs = [
+                EndpointSpec(
+                    name="default", provider=self.provider_name, models=None, limits=self.limits
+                )
+            ]
+        pool = Pool(store)
+        mocks = MemoryStore()  # a pool's mock endpoints share budgets in this process only
+        for i, spec in enumerate(specs):
+            if i == 0:
+                provider, target = self.provider, first
+            else:
+                provider = get_provider(spec.provider, opts.media.api)
+                if self.schema is not None:
+                    provider = SchemaProvider(provider, self.schema)
+                target = Target(spec_endpoint(spec), provider)
+                target.start()
+                transport = target.transport(opts.requests, self._httpx_transport)
+            executor = Executor(
+                transport,
+                target,
+                RetryPolicy(max_attempts=opts.requests.max_attempts, timeout=opts.requests.timeout),
+                self.clock,
+                self.tally,
+                prices=self.prices,
+                out=self.out,
+                schema=self.schema,
+                endpoint=spec.name,
+                ipm=opts.media.ipm,
+            )
+            lanes = Lanes(
+                spec.limits,
+                ledger,
+                self.clock,
+                per_second=provider.per_second_limits,
+                rolling=opts.limits.quota_day == "rolling",
+                where=target.where if solo else f"endpoint {spec.name} ({target.where})",
+                max_outage=opts.requests.max_outage,
+                store=mocks if target.is_mock and not solo else store,
+                account=spec_account(spec, target),
+                ledger_prefix="" if solo else f"{spec.name}/",
+            )
+            pool.add(spec, provider, executor, lanes, owned=i > 0)
+        return pool
 
     async def __aexit__(
         self,
@@ -340,36 +335,22 @@ class Runner:
         Jobs of a model whose daily quota is spent are passed over; with ``on_daily_limit="wait"``
         the run sleeps until the earliest reset and reads the inputs again for them.
         """
-        scheduler, target = self._scheduler, self._target
-        if scheduler is None or target is None:
+        scheduler, consumer = self._scheduler, self.consumer
+        if scheduler is None or consumer is None:
             raise RuntimeError("use 'async with Runner(...) as runner' before run()")
         self.tally.start()
         pending = 0
-        if self._batch is None:
-            await scheduler.run()
-        else:
-            pending = await self._batch.run()
-            if self._goes_online(pending):
-                skipped = self.tally.skipped
-                scheduler.done = await anyio.to_thread.run_sync(done_now, self.store)
+        async with consumer.running():
+            if self._batch is None:
                 await scheduler.run()
-                self.tally.skipped = skipped
-        if scheduler.write_failed is not None:
-            raise scheduler.write_failed
-        if scheduler.outage is not None:
-            raise scheduler.outage
-        if scheduler.unpriced is not None:
-            raise UsageError(
-                f"--budget: no price is known for model {scheduler.unpriced!r}, so nothing bounds "
-                "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
-            )
-        if scheduler.fatal is not None:
-            error, model, worked = scheduler.fatal
-            if self._pool is not None:  # the pool's executor has said which endpoints refused
-                message = f"{model}: {error.message}"
             else:
-                message = explain(error, model, target, worked)
-            raise FatalProviderError(message, status=error.status, body=error.body)
+                pending = await self._batch.run()
+                if self._goes_online(pending) and not consumer.stopped:
+                    skipped = self.tally.skipped
+                    scheduler.done = await anyio.to_thread.run_sync(done_now, self.store)
+                    await scheduler.run()
+                    self.tally.skipped = skipped
+        consumer.raise_stop()
         elapsed = self.clock.monotonic() - self.tally.started
         summary = await anyio.to_thread.run_sync(self._summary, elapsed)
         return dataclasses.replace(summary, batches_pending=pending)
@@ -410,28 +391,30 @@ class Runner:
         return self._stopped_by
 
     def _summary(self, elapsed: float) -> RunSummary:
-        assert self._scheduler is not None and self.lanes is not None
+        assert self.consumer is not None and self.lanes is not None
         self.store.close()
         self.attempts.close()
         self.lanes.save()
-        scheduler = self._scheduler
+        consumer = self.consumer
         return self.tally.summary(
             str(self.out),
             read_results(self.out),
             elapsed=elapsed,
             spent=read_costs(self.out),
-            budget_stop=scheduler.budget_stop,
-            deferred=scheduler.deferred,
-            quota_stops=tuple(str(e) for e in scheduler.quota_stops.values()),
+            budget_stop=consumer.budget_stop,
+            deferred=consumer.deferred,
+            quota_stops=tuple(str(e) for e in consumer.quota_stops.values()),
             interrupted=self.stopping,
         )
 
 
-def _load_schema(spec: Any, provider: str) -> OutputSchema | None:
-    """The run's output schema, checked for ``provider``'s wire; None without one (pydantic is
+def _load_schema(spec: Any, wires: set[str]) -> OutputSchema | None:
+    """The run's output schema, checked for each wire its endpoints speak (a pool may mix
+    providers: each asks for the schema in its own form); None without one (pydantic is
     imported only when there is one)."""
     if spec is None:
         return None
     schema = load_schema(spec)
-    schema.check_wire(provider)
+    for wire in sorted(wires):
+        schema.check_wire(wire)
     return schema

@@ -16,10 +16,8 @@ time: 16 in flight with answers of 3 s is 320 RPM, whatever the tier allows.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -27,26 +25,17 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._admission.estimate import features
-from .._admission.lane import Lane
-from .._admission.ledger import DailyCount, Ledger
-from .._admission.outage import OutageWatch
-from .._admission.quota import Account, QuotaStore, SharedQuota, StoreUnreachable, new_holder
-from .._config.limits import LimitTable
 from .._config.options import UNPACED, concurrency_ceiling
 from .._core.clock import Clock
-from .._core.errors import FatalProviderError, Outage, QuotaExhausted, WriteFailed
+from .._core.errors import WriteFailed
 from .._core.idset import IdSet
 from .._jobs import Job, JobSource
-from .._rundir.attempts import Attempt, AttemptLog
-from .._rundir.store import ResultStore
-from .budget import Budget, Reservation
-from .execute import Deferred, Done, Executor, Fatal, Halted
+from .budget import Reservation
+from .consume import Consumer
+from .pool import Pool, PoolExecutor
 from .tally import Tally
 
-if TYPE_CHECKING:
-    from .pool import Pool, PoolExecutor
-
-__all__ = ["Lanes", "Scheduler"]
+__all__ = ["Scheduler"]
 
 log = logging.getLogger("batcher")
 
@@ -58,107 +47,16 @@ CONTROL_EVERY = 0.25
 """Seconds between counts of the workers the lanes need, while jobs are out."""
 
 
-class Lanes:
-    """The lanes of a run's endpoint, one per model, made on first use with its limits and
-    today's quota; with a quota store, each shares its account's budget with other runs."""
-
-    def __init__(
-        self,
-        limits: LimitTable,
-        ledger: Ledger,
-        clock: Clock,
-        *,
-        per_second: bool,
-        rolling: bool,
-        where: str = "",
-        max_outage: float = 1800.0,
-        store: QuotaStore | None = None,
-        account: Account | None = None,
-        ledger_prefix: str = "",
-    ) -> None:
-        self.limits = limits
-        self.ledger_prefix = ledger_prefix
-        """Put before each model's name in the ledger: a pool's endpoint name and a slash."""
-        self.max_outage = max_outage
-        self.outage = OutageWatch(clock, max_outage=max_outage, where=where)
-        """One endpoint, one outage: every model's lane shares the watch."""
-        self.ledger = ledger
-        self.clock = clock
-        self.per_second = per_second
-        self.rolling = rolling
-        self.by_model: dict[str, Lane] = {}
-        self.store = store
-        self.account = account
-        self.holder = new_holder()
-
-    def __getitem__(self, model: str) -> Lane:
-        lane = self.by_model.get(model)
-        if lane is None:
-            limits = self.limits.for_model(model)
-            daily = DailyCount(rolling=self.rolling, keep_times=limits.rpd is not None)
-            self.ledger.restore(self.ledger_prefix + model, daily)
-            quota = None
-            if self.store is not None and self.account is not None:
-                quota = SharedQuota(
-                    self.store,
-                    self.account,
-                    model,
-                    self.clock,
-                    self.holder,
-                    max_outage=self.max_outage,
-                )
-            lane = Lane(
-                model,
-                limits,
-                self.clock,
-                per_second=self.per_second,
-                daily=daily,
-                outage=self.outage,
-                quota=quota,
-            )
-            self.by_model[model] = lane
-        return lane
-
-    def every_lane(self) -> Iterator[Lane]:
-        """The lanes made so far."""
-        return iter(list(self.by_model.values()))
-
-    def worked(self, besides: str) -> list[str]:
-        """Models that have had a successful answer, other than ``besides``."""
-        return sorted(m for m, lane in self.by_model.items() if lane.succeeded and m != besides)
-
-    def save(self) -> None:
-        """Write every lane's quota-day count to the ledger."""
-        prefix = self.ledger_prefix
-        self.ledger.save({prefix + m: lane.daily for m, lane in self.by_model.items()})
-
-    async def beat(self) -> None:
-        """Renew the leases of the lanes with demand (and drop the idle ones'), so each lane's
-        share follows how many processes are sending."""
-        for lane in list(self.by_model.values()):
-            if lane.quota is not None:
-                await lane.quota.beat(active=lane.has_demand())
-
-    async def close(self) -> None:
-        """Give back the unspent blocks of today's requests and drop this run's leases."""
-        if self.store is None:
-            return
-        for lane in self.by_model.values():
-            if lane.quota is not None:
-                await lane.quota.close()
-        with contextlib.suppress(StoreUnreachable):  # the leases lapse within LEASE_TTL anyway
-            await self.store.leave(self.holder)
-
-
 class Scheduler:
-    """Runs the passes over ``source``; ``done`` holds the ids already finished."""
+    """Runs the passes over ``source``; ``done`` holds the ids already finished. Every outcome
+    goes to ``consumer``, which stops the scheduler (``halt``) when the run must stop."""
 
     def __init__(
         self,
         source: JobSource,
-        lanes: Lanes | Pool,
-        executor: Executor | PoolExecutor,
-        store: ResultStore,
+        pool: Pool,
+        executor: PoolExecutor,
+        consumer: Consumer,
         tally: Tally,
         clock: Clock,
         *,
@@ -167,13 +65,11 @@ class Scheduler:
         max_concurrency: int | None,
         wait_for_reset: bool,
         grace: float,
-        budget: Budget | None = None,
-        attempts: AttemptLog | None = None,
     ) -> None:
         self.source = source
-        self.lanes = lanes
+        self.pool = pool
         self.executor = executor
-        self.store = store
+        self.consumer = consumer
         self.tally = tally
         self.clock = clock
         self.done = done
@@ -188,20 +84,6 @@ class Scheduler:
         """Workers wanted now (``_count_workers``)."""
         self.wait_for_reset = wait_for_reset
         self.grace = grace
-        self.budget = budget
-        self.attempts = attempts
-        self.budget_stop: str | None = None
-        """Why admission stopped at the budget, if it did."""
-        self.unpriced: str | None = None
-        """A model without a known price met under a budget: nothing bounds its cost."""
-        self.quota_stops: dict[str, QuotaExhausted] = {}
-        self.deferred = 0
-        self.fatal: tuple[FatalProviderError, str, list[str]] | None = None
-        """The first fatal answer: the error, its model, and the models that had worked."""
-        self.outage: Outage | None = None
-        """The outage that stopped the run, if one did."""
-        self.write_failed: WriteFailed | None = None
-        """The failed write (a full disk...) that stopped the run, if one did."""
         self.stopping: int | None = None
         self._halting = False
         self._producer = anyio.CancelScope()
@@ -213,6 +95,7 @@ class Scheduler:
         self._busy = anyio.Event()
         """Set while jobs are out (the worker count is kept only then)."""
         self._jobs: MemoryObjectReceiveStream[Job] | None = None
+        consumer.on_stop(self.halt, budget=lambda: self._producer.cancel())
 
     async def run(self) -> None:
         """Send every job not yet done, pass after pass while jobs wait for a quota reset."""
@@ -220,10 +103,12 @@ class Scheduler:
         async with anyio.create_task_group() as keeper:
             self._keeper = keeper
             keeper.start_soon(self._keep_ledger)
-            if self.lanes.store is not None:
+            if self.pool.store is not None:
                 keeper.start_soon(self._keep_leases)
             async with receive_jobs, anyio.create_task_group() as tg:
                 self._tg, self._jobs = tg, receive_jobs
+                if self.consumer.stopped:
+                    self._halt()
                 tg.start_soon(self._produce, send_jobs)
                 self.target = min(self.unpaced, self.ceiling)
                 self._start_workers()
@@ -245,7 +130,7 @@ class Scheduler:
 
     def wanted(self) -> int:
         """Workers the lanes need now to hold their pace, within ``ceiling``."""
-        wanted = sum(lane.wanted(self.unpaced) for lane in self.lanes.every_lane())
+        wanted = sum(lane.wanted(self.unpaced) for lane in self.pool.every_lane())
         return max(1, min(self.ceiling, wanted))
 
     async def _keep_workers(self) -> None:
@@ -261,12 +146,16 @@ class Scheduler:
         """Stop for a signal: admit nothing more; what is in flight gets ``grace`` seconds."""
         if self.stopping is None:
             self.stopping = signum
-            self._halt()
+            self.halt()
 
     def stop_now(self) -> None:
         """Abandon the requests in flight too (a second signal)."""
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    def halt(self) -> None:
+        """Admit nothing more; what is in flight gets ``grace`` seconds."""
+        self._halt()
 
     def _halt(self) -> None:
         if self._halting or self._tg is None or self._keeper is None:
@@ -285,16 +174,17 @@ class Scheduler:
             async with stream:
                 first = True
                 while True:
-                    self.deferred = 0
+                    self.consumer.deferred = 0
                     await self._one_pass(stream, count_skipped=first)
                     first = False
                     await self._idle.wait()  # every job of this pass finished or was deferred
-                    if not self.deferred or not self.wait_for_reset:
+                    if not self.consumer.deferred or not self.wait_for_reset:
                         return
                     await self._wait_for_reset()
                     self.done = await anyio.to_thread.run_sync(self.refresh_done)
 
     async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
+        consumer = self.consumer
         for n, job in enumerate(self.source):
             if n % 1024 == 0:
                 # a long run of finished jobs must not starve the progress display or a SIGINT
@@ -303,11 +193,10 @@ class Scheduler:
                 self.tally.skipped += count_skipped
                 continue
             assert job.model is not None  # the source resolves every job's model
-            lane = self.lanes[job.model]
-            stopped = lane.blocked()
+            stopped = self.pool.blocked(job.model)
             if stopped is not None:
-                self.quota_stops.setdefault(lane.model, stopped)
-                self.deferred += 1
+                consumer.quota_stops.setdefault(stopped.model, stopped)
+                consumer.deferred += 1
                 continue
             if self._outstanding == 0:
                 self._idle = anyio.Event()  # set again when the last job of this pass is done
@@ -320,14 +209,15 @@ class Scheduler:
 
     async def _wait_for_reset(self) -> None:
         """Sleep until the earliest quota reset among the lanes that wait for one."""
-        resets = [e.resets_at for e in self.quota_stops.values()]
+        stops = self.consumer.quota_stops
+        resets = [e.resets_at for e in stops.values()]
         self.tally.waiting_until = min(resets) if resets else None
-        for e in self.quota_stops.values():
+        for e in stops.values():
             log.info("waiting for the daily quota: %s", e)
         if self.tally.waiting_until is not None:
             await self.clock.sleep(max(0.0, self.tally.waiting_until - self.clock.time()) + 1.0)
         self.tally.waiting_until = None
-        self.quota_stops.clear()
+        stops.clear()
 
     async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
         try:
@@ -341,118 +231,46 @@ class Scheduler:
             self.workers -= 1
 
     async def _one(self, job: Job) -> None:
-        """Take one job through the executor and act on its outcome."""
+        """Take one job through the executor and hand its outcome to the consumer."""
         reservation = None
         send = not self._halting
-        if self.budget is not None and send:
+        if self.consumer.budget is not None and send:
             reservation = self._reserve(job)
             send = reservation is not None  # if not, left for a rerun with a larger budget
         if send and not self._halting:
-            assert job.model is not None
             try:
-                outcome = await self.executor.execute(job, self.lanes[job.model])
+                outcome = await self.executor.execute(job)
             except WriteFailed as e:  # saving the images it answered
-                self._write_failed(e)
+                self.consumer.failed(e)
                 outcome = None
-            if reservation is not None:
-                self._settle(reservation, outcome)
-            if isinstance(outcome, Done):
-                self._record(outcome)
-            elif isinstance(outcome, Deferred):
-                self.quota_stops.setdefault(outcome.stop.model, outcome.stop)
-                self.deferred += 1
-            elif isinstance(outcome, Fatal):
-                if self.fatal is None:
-                    worked = self.lanes.worked(besides=outcome.model)
-                    self.fatal = (outcome.error, outcome.model, worked)
-                self._halt()
-            elif isinstance(outcome, Halted):
-                self.outage = self.outage or outcome.error
-                self._halt()
+            self.consumer.take(outcome, reservation)
         self._outstanding -= 1
         if self._outstanding == 0:
             self._idle.set()
             self._busy = anyio.Event()
 
     def _reserve(self, job: Job) -> Reservation | None:
-        """Set aside the job's worst-case cost; on the first job that does not fit (or whose
-        model has no price), stop admitting: what is in flight finishes, the rest is left."""
-        assert self.budget is not None and job.model is not None
-        if self.budget_stop is not None or self.unpriced is not None:
-            return None
-        estimator = self.lanes[job.model].estimator
-        tokens = estimator.estimate(features(job.text), cautious=True)
-        try:
-            reservation = self.budget.reserve(job.model, tokens, job.max_tokens)
-        except KeyError:
-            self.unpriced = job.model
-            self._producer.cancel()
-            return None
-        if reservation is None:
-            self.budget_stop = (
-                f"the next job ({job.id}, {job.model}) could take the spend over the budget"
-            )
-            self._producer.cancel()
-        return reservation
-
-    def _settle(self, reservation: Reservation, outcome: object) -> None:
-        assert self.budget is not None
-        if isinstance(outcome, Done):
-            record = outcome.record
-            self.budget.settle(reservation, record.cost_usd, record.output_tokens)
-        else:
-            self.budget.settle(reservation, None)
-
-    def _record(self, outcome: Done) -> None:
-        """Journal a finished job; it counts only once it is written. After a failed write
-        nothing more is written: the job is left for a rerun, and the run stops."""
-        if self.write_failed is not None:
-            return
-        try:
-            seq = self.store.append(outcome.record)
-        except WriteFailed as e:
-            self._write_failed(e)
-            return
-        self.tally.finished(outcome.record)
-        if seq is not None and self._tg is not None:
-            self._tg.start_soon(self._in_thread, self.store.compact, seq)
-
-    def log_attempt(self, attempt: Attempt) -> None:
-        """Journal one request in the attempt log; a failed write stops the run as a result's
-        does (the disk that refused it will refuse results next)."""
-        if self.attempts is None or self.write_failed is not None:
-            return
-        try:
-            seq = self.attempts.append(attempt)
-        except WriteFailed as e:
-            self._write_failed(e)
-            return
-        if seq is not None and self._tg is not None:
-            self._tg.start_soon(self._in_thread, self.attempts.compact, seq)
-
-    def _write_failed(self, error: WriteFailed) -> None:
-        if self.write_failed is None:
-            self.write_failed = error
-        self._halt()
-
-    async def _in_thread(self, fn: Callable[..., None], *args: object) -> None:
-        """Run a write on a worker thread; a failed write stops the run instead of crashing it."""
-        try:
-            await anyio.to_thread.run_sync(fn, *args)
-        except WriteFailed as e:
-            self._write_failed(e)
+        """Set aside the job's worst-case cost (``Consumer.reserve``)."""
+        assert job.model is not None
+        tokens = self.pool.estimator(job.model).estimate(features(job.text), cautious=True)
+        return self.consumer.reserve(
+            job.model, tokens, job.max_tokens, f"job ({job.id}, {job.model})"
+        )
 
     async def _keep_leases(self) -> None:
         """Renew the lanes' leases in the quota store every second while the run goes on."""
         while True:
             await self.clock.sleep(BEAT_EVERY)
-            await self.lanes.beat()
+            await self.pool.beat()
 
     async def _keep_ledger(self) -> None:
         """Save the RPD ledger every couple of seconds while the run goes on."""
         while True:
             await self.clock.sleep(LEDGER_EVERY)
-            await self._in_thread(self.lanes.save)
+            try:
+                await anyio.to_thread.run_sync(self.pool.save)
+            except WriteFailed as e:
+                self.consumer.failed(e)
 
 
 async def _next(stream: MemoryObjectReceiveStream[Job]) -> Job | None:

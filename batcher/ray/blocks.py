@@ -44,7 +44,8 @@ from .._core.clock import SystemClock
 from .._core.codec import dumps
 from .._core.errors import BatcherError, InputError, InputProblem, UsageError, WriteFailed
 from .._core.idset import IdSet
-from .._engine.execute import Deferred, Done, Executor, Fatal, Halted
+from .._engine.execute import Executor
+from .._engine.outcome import Deferred, Done, Fatal, Halted
 from .._engine.tally import Tally
 from .._jobs import Job
 from .._jobs._formats import parse_row

@@ -1,0 +1,211 @@
+"""The one consumer of outcomes, and the one sink every result and attempt is written through.
+
+Whichever way a job went (an online request, a line of a provider batch, an endpoint of a pool),
+its executor hands the ``Outcome`` here: a finished job is journaled (it counts only once it is
+written), a deferred one is counted for the quota wait, a fatal answer, an outage or a failed write
+stops the run. What stops the run is kept as the first reason (``raise_stop`` raises it at the
+end), and every part that sends (the scheduler, the batch executor) is told at once, through the
+callbacks given to ``on_stop``. ``--budget`` is kept here too: a job or a batch reserves its worst
+case before it is sent, and its outcome settles it.
+
+Journal segments are compacted into Parquet parts on worker threads while the run goes on, inside
+``running()``; a write that fails there stops the run like one that fails on the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._core.errors import FatalProviderError, Outage, QuotaExhausted, UsageError, WriteFailed
+from .._rundir.attempts import Attempt, AttemptLog
+from .._rundir.store import Record, ResultStore
+from .budget import Budget, Reservation
+from .outcome import Deferred, Done, Fatal, Halted, Outcome
+from .tally import Tally
+
+__all__ = ["Consumer"]
+
+
+class Consumer:
+    """Acts on every outcome of a run and writes its results and attempts."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        tally: Tally,
+        *,
+        attempts: AttemptLog | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.store = store
+        self.tally = tally
+        self.attempts = attempts
+        self.budget = budget
+        self.budget_stop: str | None = None
+        """Why admission stopped at the budget, if it did."""
+        self.unpriced: str | None = None
+        """A model without a known price met under a budget: nothing bounds its cost."""
+        self.quota_stops: dict[str, QuotaExhausted] = {}
+        """Models whose daily quota is spent, each with when it resets."""
+        self.deferred = 0
+        """Jobs of this pass left for a quota reset."""
+        self.fatal: Fatal | None = None
+        """The first fatal answer."""
+        self.outage: Outage | None = None
+        """The outage that stopped the run, if one did."""
+        self.write_failed: WriteFailed | None = None
+        """The failed write (a full disk...) that stopped the run, if one did."""
+        self._stops: list[Callable[[], None]] = []
+        self._budget_stops: list[Callable[[], None]] = []
+        self._tg: TaskGroup | None = None
+
+    def on_stop(
+        self, halt: Callable[[], None], *, budget: Callable[[], None] | None = None
+    ) -> None:
+        """Call ``halt`` when the run must stop (fatal, outage, failed write), and ``budget``
+        when admission must end at the budget (what is in flight still finishes)."""
+        self._stops.append(halt)
+        if budget is not None:
+            self._budget_stops.append(budget)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Compact journal segments on worker threads while inside; wait for them on leaving."""
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                yield
+            except Exception as e:  # raised as it is, not in a group, once compactions end
+                error = e
+            finally:
+                self._tg = None
+        if error is not None:
+            raise error
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run must stop (not for the budget, which only ends admission)."""
+        return any((self.fatal, self.outage, self.write_failed))
+
+    def take(self, outcome: Outcome | None, reservation: Reservation | None = None) -> None:
+        """Act on one outcome (None: nothing came back, the job is left for a rerun), settling
+        the job's reservation under ``--budget``."""
+        if reservation is not None:
+            self.settle(reservation, outcome)
+        if isinstance(outcome, Done):
+            self.record(outcome.record)
+        elif isinstance(outcome, Deferred):
+            self.quota_stops.setdefault(outcome.stop.model, outcome.stop)
+            self.deferred += 1
+        elif isinstance(outcome, Fatal):
+            self.fatal = self.fatal or outcome
+            self._stop()
+        elif isinstance(outcome, Halted):
+            self.outage = self.outage or outcome.error
+            self._stop()
+
+    def record(self, record: Record) -> bool:
+        """Journal a finished job; it counts only once it is written. After a failed write
+        nothing more is written: the job is left for a rerun, and the run stops."""
+        if self.write_failed is not None:
+            return False
+        try:
+            seq = self.store.append(record)
+        except WriteFailed as e:
+            self.failed(e)
+            return False
+        self.tally.finished(record)
+        if seq is not None:
+            self._compact(self.store.compact, seq)
+        return True
+
+    def attempt(self, attempt: Attempt) -> None:
+        """Journal one request in the attempt log; a failed write stops the run as a result's
+        does (the disk that refused it will refuse results next)."""
+        if self.attempts is None or self.write_failed is not None:
+            return
+        try:
+            seq = self.attempts.append(attempt)
+        except WriteFailed as e:
+            self.failed(e)
+            return
+        if seq is not None:
+            self._compact(self.attempts.compact, seq)
+
+    def failed(self, error: WriteFailed) -> None:
+        """A write failed: the run stops."""
+        self.write_failed = self.write_failed or error
+        self._stop()
+
+    def reserve(
+        self, model: str, tokens: int, max_tokens: int | None, what: str
+    ) -> Reservation | None:
+        """Set aside the worst-case cost of ``what`` (a job, a batch) before it is sent; on the
+        first that does not fit (or whose model has no price), end admission: what is in flight
+        finishes, the rest is left for a rerun with a larger budget."""
+        assert self.budget is not None
+        if self.budget_stop is not None or self.unpriced is not None:
+            return None
+        try:
+            reservation = self.budget.reserve(model, tokens, max_tokens)
+        except KeyError:
+            self.unpriced = model
+            self._end_admission()
+            return None
+        if reservation is None:
+            self.budget_stop = f"the next {what} could take the spend over the budget"
+            self._end_admission()
+        return reservation
+
+    def settle(self, reservation: Reservation, outcome: Outcome | None) -> None:
+        """Replace a reservation by what its outcome cost (nothing, if it was not answered)."""
+        assert self.budget is not None
+        if isinstance(outcome, Done):
+            record = outcome.record
+            self.budget.settle(reservation, record.cost_usd, record.output_tokens)
+        else:
+            self.budget.settle(reservation, None)
+
+    def raise_stop(self) -> None:
+        """Raise what stopped the run, first things first, if anything did."""
+        if self.write_failed is not None:
+            raise self.write_failed
+        if self.outage is not None:
+            raise self.outage
+        if self.unpriced is not None:
+            raise UsageError(
+                f"--budget: no price is known for model {self.unpriced!r}, so nothing bounds "
+                "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
+            )
+        if self.fatal is not None:
+            error = self.fatal.error
+            raise FatalProviderError(error.message, status=error.status, body=error.body)
+
+    def _stop(self) -> None:
+        for halt in self._stops:
+            halt()
+
+    def _end_admission(self) -> None:
+        for end in self._budget_stops:
+            end()
+
+    def _compact(self, compact: Callable[[int], None], seq: int) -> None:
+        """Compact segment ``seq`` on a worker thread, or here if no run is going on."""
+        if self._tg is not None:
+            self._tg.start_soon(self._in_thread, compact, seq)
+        else:
+            try:
+                compact(seq)
+            except WriteFailed as e:
+                self.failed(e)
+
+    async def _in_thread(self, compact: Callable[[int], None], seq: int) -> None:
+        try:
+            await anyio.to_thread.run_sync(compact, seq)
+        except WriteFailed as e:
+            self.failed(e)
