@@ -321,11 +321,72 @@ def test_kill_9_at_every_step_then_a_rerun_finishes_exactly_once(
     assert len(stats["batch_creates"]) == 1 and stats["batch_lines"] == 5
 
 
-def test_a_budget_cannot_bound_batches(tmp_path: Path) -> None:
-    from batcher import UsageError
+PRICES = """
+[test]
+date = "2026-12-06"
+source = "tests"
+batch = 0.5
+models."m" = { input = 1000.0, output = 2000.0 }
+"""
 
-    with pytest.raises(UsageError, match="--budget"):
-        Runner([], tmp_path, RunOptions(mode="batch", budget=1.0))
+
+def test_a_budget_bounds_batches_before_they_are_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk is priced at its worst case (the batch price; input tokens with the margin,
+    plus each job's max_tokens) before it is recorded; one that would cross --budget is not
+    submitted, the run stops with exit 5 once the others are collected, and a rerun with more
+    budget submits the rest, paying for nothing twice."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)  # 12 jobs: three chunks of 4
+    rows = [{"id": f"j{i:02d}", "prompt": f"hello {i}", "max_tokens": 8} for i in range(12)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=60.0), clock=clock.time)
+    # a chunk's worst case: 4 x 8 output tokens at $2000/M is $0.064, its input about $0.02,
+    # half of it at the batch price: about $0.042 a chunk, so two fit in $0.1 and three do not
+    first = _virtual_run(tmp_path, jobs, app, clock, budget=0.1, prices_file=str(prices))
+    assert first.exit_code == 5 and first.budget_stop is not None
+    assert "batch" in first.budget_stop
+    done = read_results(tmp_path / "out")
+    assert len(done) == 8 and all(r["via"] == "batch" for r in done.values())
+    assert sum(r["cost_usd"] for r in done.values()) <= 0.1
+    assert len(app.state.batch_creates) == 2
+    chunks = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "batches.jsonl").read_text().splitlines()
+        if '"chunk"' in line
+    ]
+    assert len(chunks) == 2  # the third was never recorded, let alone created
+
+    clock.start += 60
+    again = _virtual_run(tmp_path, jobs, app, clock, budget=100.0, prices_file=str(prices))
+    assert again.exit_code == 0
+    final = read_results(tmp_path / "out")
+    assert len(final) == 12 and all(final[k] == v for k, v in done.items())
+    assert len(app.state.batch_creates) == 3 and app.state.batch_lines == 12
+
+
+def test_a_budget_with_a_batch_of_an_earlier_run_still_open_holds_its_worst_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch left running by a run stopped early is held at its worst case by the next run,
+    which then submits only what fits beside it."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)
+    rows = [{"id": f"j{i:02d}", "prompt": f"hello {i}", "max_tokens": 8} for i in range(8)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    opts = {"prices_file": str(prices), "poll_interval": 60.0}
+    left = _virtual_run(tmp_path, jobs, app, clock, no_wait=True, budget=0.05, **opts)
+    assert left.exit_code == 5 and len(app.state.batch_creates) == 1  # one chunk fits in $0.05
+    # the rerun holds the open batch's worst case: the second chunk does not fit beside it
+    again = _virtual_run(tmp_path, jobs, app, clock, budget=0.05, **opts)
+    assert again.exit_code == 5 and len(app.state.batch_creates) == 1
+    assert len(read_results(tmp_path / "out")) == 4
 
 
 def test_a_stop_while_waiting_leaves_the_batches_running(tmp_path: Path) -> None:

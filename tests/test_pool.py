@@ -4,7 +4,9 @@ to the others, priority, the ``endpoint`` column, and the mock's projects sharin
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -246,3 +248,145 @@ def test_a_pool_whose_keys_are_all_refused_names_every_refusal_in_its_last_word(
     message = str(outcome.error)
     assert "endpoint one: the API key from $ONE_KEY was refused by the one mock" in message
     assert "endpoint two: the API key from $TWO_KEY was refused by the two mock" in message
+
+
+MIXED = """
+[[endpoint]]
+name = "oa"
+provider = "openai"
+mock = "instant"
+rpm = 6000
+models = ["m"]
+
+[[endpoint]]
+name = "gm"
+provider = "gemini"
+mock = "instant"
+rpm = 6000
+models = ["m"]
+"""
+
+
+def test_a_schema_with_a_pool_that_mixes_providers_types_every_answer(tmp_path: Path) -> None:
+    """Each endpoint asks for the schema in its own wire's form; every row, whichever endpoint
+    answered it, is checked and typed by the one schema."""
+    from tests.schema_models import Invoice
+
+    jobs = _jobs(tmp_path, 40)
+    out = tmp_path / "out"
+    flags = ("--schema", "tests.schema_models:Invoice", "--max-concurrency", "8")
+    assert _run(jobs, out, _pool(tmp_path, MIXED), *flags) == 0
+    rows = read_results(out)
+    assert len(rows) == 40
+    by = {name: [r for r in rows.values() if r["endpoint"] == name] for name in ("oa", "gm")}
+    assert by["oa"] and by["gm"], {k: len(v) for k, v in by.items()}
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        Invoice.model_validate(row["parsed"])  # typed by the one schema, whichever wire
+        assert row["parsed"]["currency"] in ("EUR", "USD", "JPY")
+
+
+def _chunks(out: Path) -> list[dict[str, object]]:
+    lines = (out / "batches.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == "chunk"]
+
+
+BATCH_POOL = """
+[[endpoint]]
+name = "one"
+provider = "openai"
+mock = "instant"
+models = ["m"]
+batch_queue_tokens = 12
+
+[[endpoint]]
+name = "two"
+provider = "gemini"
+mock = "instant"
+models = { "m" = "gemini-m" }
+batch_queue_tokens = 12
+"""
+
+
+def test_a_pool_in_batch_mode_splits_a_models_jobs_over_its_endpoints(tmp_path: Path) -> None:
+    """Each endpoint's batch queue is respected: with room for a few jobs in each, the chunks
+    go to both endpoints (each with its own key and wire, its name for the model), each chunk
+    is logged with its endpoint, and every row says which endpoint's batch answered it."""
+    jobs = _jobs(tmp_path, 24)
+    out = tmp_path / "out"
+    flags = ("--mode", "batch", "--poll-interval", "0.2")
+    assert _run(jobs, out, _pool(tmp_path, BATCH_POOL), *flags) == 0
+    rows = read_results(out)
+    assert len(rows) == 24 and all(
+        r["status"] == "ok" and r["via"] == "batch" for r in rows.values()
+    )
+    chunks = _chunks(out)
+    assert {c["endpoint"] for c in chunks} == {"one", "two"}
+    assert all(int(c["tokens"]) <= 12 for c in chunks)  # type: ignore[call-overload]
+    by_chunk = {i: c["endpoint"] for c in chunks for i in c["ids"]}  # type: ignore[attr-defined]
+    for job_id, row in rows.items():
+        assert row["endpoint"] == by_chunk[job_id]
+    # a rerun finds every job done and submits nothing
+    assert _run(jobs, out, _pool(tmp_path, BATCH_POOL), *flags) == 0
+    assert len(_chunks(out)) == len(chunks)
+
+
+PRIORITY_BATCH = """
+[[endpoint]]
+name = "low"
+provider = "openai"
+mock = "instant"
+models = ["m"]
+
+[[endpoint]]
+name = "high"
+provider = "openai"
+mock = "instant"
+models = ["m"]
+priority = 1
+"""
+
+
+def test_a_pool_in_batch_mode_submits_through_the_higher_priority_first(tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, 10)
+    out = tmp_path / "out"
+    assert _run(jobs, out, _pool(tmp_path, PRIORITY_BATCH), "--mode", "batch") == 0
+    assert {c["endpoint"] for c in _chunks(out)} == {"high"}
+    assert {r["endpoint"] for r in read_results(out).values()} == {"high"}
+
+
+def test_a_batch_sent_by_an_endpoint_the_rerun_lacks_is_named(
+    tmp_path: Path,
+    start_mock: Callable[[MockConfig], MockServer],
+    api_keys: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rerun without the endpoint whose key submitted a pending batch cannot collect it: it
+    exits 2 naming the endpoint, rather than looking for the batch with another key."""
+    server = start_mock(MockConfig(batch_delay=3600.0))
+    url = server.base_url("openai")
+    two = f"""
+[[endpoint]]
+name = "a"
+base_url = "{url}"
+key_env = "OPENAI_API_KEY"
+models = ["m"]
+
+[[endpoint]]
+name = "b"
+base_url = "{url}"
+key_env = "OPENAI_API_KEY"
+models = ["m"]
+priority = 1
+"""
+    jobs = _jobs(tmp_path, 4)
+    out = tmp_path / "out"
+    assert _run(jobs, out, _pool(tmp_path, two), "--mode", "batch", "--no-wait") == 6
+    assert {c["endpoint"] for c in _chunks(out)} == {"b"}
+    only_a = two.split("[[endpoint]]")[1]
+    capsys.readouterr()
+    assert (
+        _run(jobs, out, _pool(tmp_path, f"[[endpoint]]{only_a}", "a.toml"), "--mode", "batch") == 2
+    )
+    assert "endpoint 'b'" in capsys.readouterr().err
+    assert not (out / "results").exists() or not read_results(out)

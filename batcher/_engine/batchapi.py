@@ -33,9 +33,10 @@ the rest: no job is sent online while a batch holding it may still answer it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -48,7 +49,7 @@ from .._admission.retry import RetryPolicy
 from .._config.options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
-from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError
+from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError, UsageError
 from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
@@ -57,8 +58,10 @@ from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, job_fingerprint
 from .._wire.providers._batch import BatchAPI, BatchInfo, BatchLine
 from .._wire.transport import Transport
+from .budget import Reservation
 from .consume import Consumer
 from .outcome import Done
+from .pool import Pool, Route
 from .record import Answered, record_of
 
 __all__ = ["STEPS", "BatchExecutor", "batch_api"]
@@ -102,16 +105,43 @@ class _Looks:
         self.next = now + min(longest, max(FIRST_POLL, now - self.since))
 
 
+@dataclass(eq=False)
+class _Endpoint:
+    """The batch side of one endpoint of the run's pool: its batch API, over its own key."""
+
+    route: Route
+    api: BatchAPI
+    queue_tokens: int | None
+    """Input tokens its batch queue may hold per model (``--batch-queue-tokens``, or the
+    endpoint's ``batch_queue_tokens`` in a pool file); None: no bound."""
+
+    @property
+    def name(self) -> str:
+        return self.route.spec.name
+
+    @property
+    def target(self) -> Target:
+        return self.route.executor.target
+
+    @property
+    def transport(self) -> Transport:
+        return self.route.executor.transport
+
+    @property
+    def provider(self) -> Provider:
+        return self.route.provider
+
+
 class BatchExecutor:
-    """Sends the jobs of a run through a provider's batch API; ``run`` returns how many batches
-    are still running when it stops (``no_wait``, a signal), 0 once all are collected."""
+    """Sends the jobs of a run through the batch APIs of its pool's endpoints; ``run`` returns
+    how many batches are still running when it stops (``no_wait``, a signal), 0 once all are
+    collected. Each line's outcome goes to ``consumer``, as an online request's does."""
 
     def __init__(
         self,
         *,
-        api: BatchAPI,
-        transport: Transport,
-        target: Target,
+        pool: Pool,
+        fingerprint_provider: Provider,
         source: JobSource,
         consumer: Consumer,
         clock: Clock,
@@ -121,10 +151,16 @@ class BatchExecutor:
         prices: Prices,
         step: Callable[[str], None] | None = None,
     ) -> None:
-        self.api = api
-        self.transport = transport
-        self.target = target
-        self.provider = target.provider
+        self.endpoints = {
+            route.spec.name: _Endpoint(
+                route,
+                batch_api(route.provider),
+                route.spec.batch_queue_tokens or options.batch_queue_tokens,
+            )
+            for route in pool.routes
+        }
+        self.fp_provider = fingerprint_provider
+        """Fingerprints every job as the run's first endpoint asks it (see ``PoolExecutor``)."""
         self.source = source
         self.consumer = consumer
         self.store = consumer.store
@@ -143,17 +179,37 @@ class BatchExecutor:
         """Jobs journaled by this run."""
         self.retry: list[tuple[Job, int]] = []
         """Jobs whose line failed retryably, with the attempts they have had."""
-        self.waiting: list[tuple[int, list[tuple[str, RequestSpec]], int]] = []
-        """Chunks not yet recorded nor submitted, for room in the model's batch queue:
-        (attempt, requests, their input tokens)."""
+        self.waiting: dict[tuple[str, int], list[Job]] = {}
+        """Jobs not yet in a chunk, by model and attempt, for room in a batch queue."""
+        self.reserved: dict[str, Reservation] = {}
+        """Under ``--budget``, each open chunk's worst case, by tag, until it is collected."""
         self.estimator = TokenEstimator()
         self.stopping = False
+        self.budget_stopped = False
+        """A chunk would have taken the spend over ``--budget``: nothing more is submitted."""
         self._sleep = anyio.CancelScope()
         self.cancelling = options.cancel_batches or options.mode == "online"
         """Cancel the batches of the directory and collect what they answered: asked for, or a
         run online into a directory whose batches are still pending."""
         self.looks: dict[str, _Looks] = {}
         """When to look at each open chunk's batch next, by tag."""
+        consumer.on_stop(lambda: None, budget=self._end_submitting)
+        for chunk in self.log.open_chunks():
+            self._endpoint(chunk)  # before anything is sent: each pending batch's key is here
+
+    def _end_submitting(self) -> None:
+        self.budget_stopped = True
+
+    def _endpoint(self, chunk: Chunk) -> _Endpoint:
+        """The endpoint whose key submitted ``chunk``'s batch."""
+        ep = self.endpoints.get(chunk.endpoint)
+        if ep is None:
+            raise UsageError(
+                f"batch chunk {chunk.tag} in {self.log.path} was sent through endpoint "
+                f"{chunk.endpoint!r}, which this run does not have: rerun with the endpoints "
+                "that sent it (the same --pool file, or none) to collect it"
+            )
+        return ep
 
     def stop(self) -> None:
         """Stop waiting: the batches keep running at the provider, and a rerun collects them."""
@@ -197,9 +253,19 @@ class BatchExecutor:
                 self.jobs[job.id] = job
             else:
                 fresh.append(job)
+        budget = self.consumer.budget
+        for chunk in self.log.open_chunks():
+            if budget is None:
+                break
+            # batches an earlier run submitted may still bill: their worst case is held too
+            outputs = [self.jobs[i].max_tokens for i in chunk.ids if i in self.jobs]
+            with contextlib.suppress(KeyError):  # unpriced: the batch's lines count when read
+                held = budget.reserve(chunk.model, chunk.tokens, outputs, batch=True, force=True)
+                if held is not None:
+                    self.reserved[chunk.tag] = held
         return fresh
 
-    async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, ep: _Endpoint, what: Callable[[], Awaitable[T]]) -> T:
         """A control call (upload, create, get, list, cancel, download), retried as online.
 
         Its failure stops the run, never a job: a refusal as the provider refusing the run (exit
@@ -210,7 +276,7 @@ class BatchExecutor:
         except FatalProviderError:
             raise
         except RetryableError as e:
-            raise Outage(self.target.where, self.clock.monotonic() - start, e.message) from e
+            raise Outage(ep.target.where, self.clock.monotonic() - start, e.message) from e
         except ProviderError as e:
             raise FatalProviderError(e.message, status=e.status, body=e.body) from e
 
@@ -219,7 +285,8 @@ class BatchExecutor:
         for chunk in self.log.open_chunks():
             if chunk.batch is not None:
                 continue
-            found = await self._call(partial(self.api.find, self.transport, chunk.tag))
+            ep = self._endpoint(chunk)
+            found = await self._call(ep, partial(ep.api.find, ep.transport, chunk.tag))
             if found is not None:
                 log.info("batch %s of chunk %s found in the provider's list", found.id, chunk.tag)
                 self.log.submitted(chunk, found.id, self.clock.time())
@@ -227,74 +294,122 @@ class BatchExecutor:
                 self.log.closed(chunk, self.clock.time())
             else:
                 jobs = [self.jobs[i] for i in chunk.ids if i in self.jobs]
-                await self._create(chunk, self._requests(jobs))
+                await self._create(chunk, self._requests(ep, chunk.model, jobs))
 
-    def _requests(self, jobs: Sequence[Job]) -> list[tuple[str, RequestSpec]]:
-        out = []
-        for job in jobs:
-            assert job.model is not None  # the source resolves every job's model
-            out.append((job.id, self.provider.build(job, job.model)))
-        return out
+    def _requests(
+        self, ep: _Endpoint, model: str, jobs: Sequence[Job]
+    ) -> list[tuple[str, RequestSpec]]:
+        """The requests of ``jobs`` of ``model`` as ``ep`` sends them (its name for the model)."""
+        theirs = ep.route.theirs(model)
+        return [(job.id, ep.provider.build(job, theirs)) for job in jobs]
 
     def _tokens(self, job: Job) -> int:
         """A job's input tokens as estimated before sending (what a batch queue counts)."""
         return self.estimator.estimate(features(job.text), cautious=True)
 
-    def _chunks(self, jobs: Sequence[Job]) -> Iterator[tuple[list[tuple[str, RequestSpec]], int]]:
-        """Jobs grouped by model, cut at the batch API's requests and bytes per batch and at the
-        batch queue's tokens; each chunk with its input tokens."""
-        cap = self.options.batch_queue_tokens
-        by_model: dict[str, list[Job]] = {}
-        for job in jobs:
-            assert job.model is not None
-            by_model.setdefault(job.model, []).append(job)
-        for group in by_model.values():
-            chunk: list[tuple[str, RequestSpec]] = []
-            size = tokens = 0
-            for job, (job_id, spec) in zip(group, self._requests(group), strict=True):
-                n, t = self.api.size(job_id, spec), self._tokens(job)
-                full = len(chunk) >= self.api.max_requests or size + n > self.api.max_bytes
-                if chunk and (full or (cap is not None and tokens + t > cap)):
-                    yield chunk, tokens
-                    chunk, size, tokens = [], 0, 0
-                chunk.append((job_id, spec))
-                size, tokens = size + n, tokens + t
-            if chunk:
-                yield chunk, tokens
-
     async def _submit_jobs(self, jobs: Sequence[Job], *, attempt: int) -> None:
         for job in jobs:
+            assert job.model is not None  # the source resolves every job's model
             self.jobs[job.id] = job
-        self.waiting.extend((attempt, requests, t) for requests, t in self._chunks(jobs))
+            self.waiting.setdefault((job.model, attempt), []).append(job)
         await self._submit_waiting()
 
     async def _submit_waiting(self) -> None:
-        """Record and submit the waiting chunks that fit in their model's batch queue (all of
-        them without ``batch_queue_tokens``; one at least, when its model has none queued)."""
-        cap = self.options.batch_queue_tokens
-        queued: dict[str, int] = {}
+        """Cut the waiting jobs into chunks and submit them, each model's through the endpoints
+        that serve it (the highest ``priority`` first, then the one with the least queued), as
+        far as their batch queues have room (all of them without ``batch_queue_tokens``; one
+        chunk at least into a queue holding none of the model's) and ``--budget`` allows."""
+        queued: dict[tuple[str, str], int] = {}
         for chunk in self.log.open_chunks():
-            queued[chunk.model] = queued.get(chunk.model, 0) + chunk.tokens
-        still = []
-        for attempt, requests, tokens in self.waiting:
-            model = self.jobs[requests[0][0]].model
-            assert model is not None
-            if cap is not None and queued.get(model, 0) and queued[model] + tokens > cap:
-                still.append((attempt, requests, tokens))
+            key = (chunk.endpoint, chunk.model)
+            queued[key] = queued.get(key, 0) + chunk.tokens
+        for (model, attempt), jobs in list(self.waiting.items()):
+            full: set[str] = set()
+            while jobs and not self.budget_stopped:
+                ep = self._choose(model, queued, full)
+                if ep is None:
+                    break
+                held = queued.get((ep.name, model), 0)
+                room = None if ep.queue_tokens is None else ep.queue_tokens - held
+                requests, tokens = self._cut(ep, model, jobs, room, first=not held)
+                if not requests:
+                    full.add(ep.name)
+                    continue
+                taken = jobs[: len(requests)]
+                reservation = None
+                if self.consumer.budget is not None:
+                    reservation = self.consumer.reserve(
+                        model,
+                        tokens,
+                        [job.max_tokens for job in taken],
+                        f"batch ({len(taken)} jobs of {model})",
+                        batch=True,
+                    )
+                    if reservation is None:
+                        break
+                del jobs[: len(requests)]
+                queued[(ep.name, model)] = held + tokens
+                ids = [job_id for job_id, _ in requests]
+                chunk = self.log.new_chunk(
+                    model, ids, attempt, self.clock.time(), tokens, endpoint=ep.name
+                )
+                if reservation is not None:
+                    self.reserved[chunk.tag] = reservation
+                self.step("recorded")
+                await self._create(chunk, requests)
+            if not jobs:
+                del self.waiting[(model, attempt)]
+        if self.budget_stopped and self.waiting:
+            left = sum(len(jobs) for jobs in self.waiting.values())
+            log.info("%d jobs not submitted: --budget would be crossed", left)
+            self.waiting.clear()
+
+    def _choose(
+        self, model: str, queued: dict[tuple[str, str], int], full: set[str]
+    ) -> _Endpoint | None:
+        """The endpoint to submit ``model``'s next chunk through, if one has room."""
+        best: tuple[int, int] | None = None
+        chosen = None
+        for ep in self.endpoints.values():
+            if not ep.route.serves(model) or ep.name in full:
                 continue
-            queued[model] = queued.get(model, 0) + tokens
-            ids = [job_id for job_id, _ in requests]
-            chunk = self.log.new_chunk(model, ids, attempt, self.clock.time(), tokens)
-            self.step("recorded")
-            await self._create(chunk, requests)
-        self.waiting = still
+            held = queued.get((ep.name, model), 0)
+            if ep.queue_tokens is not None and held and held >= ep.queue_tokens:
+                continue
+            key = (-ep.route.spec.priority, held)
+            if best is None or key < best:
+                best, chosen = key, ep
+        return chosen
+
+    def _cut(
+        self, ep: _Endpoint, model: str, jobs: Sequence[Job], room: int | None, *, first: bool
+    ) -> tuple[list[tuple[str, RequestSpec]], int]:
+        """The longest head of ``jobs`` that fits one batch of ``ep`` (its requests and bytes per
+        batch) and ``room`` tokens of its queue (``first``: one job at least, whatever its
+        tokens), with its input tokens."""
+        chunk: list[tuple[str, RequestSpec]] = []
+        size = tokens = 0
+        theirs = ep.route.theirs(model)
+        for job in jobs:
+            spec = ep.provider.build(job, theirs)
+            n, t = ep.api.size(job.id, spec), self._tokens(job)
+            fits = len(chunk) < ep.api.max_requests and size + n <= ep.api.max_bytes
+            if chunk and not fits:
+                break
+            if room is not None and tokens + t > room and (chunk or not first):
+                break
+            chunk.append((job.id, spec))
+            size, tokens = size + n, tokens + t
+        return chunk, tokens
 
     async def _create(self, chunk: Chunk, requests: list[tuple[str, RequestSpec]]) -> None:
         if not requests:  # its jobs left the inputs since: nothing to send
             self.log.closed(chunk, self.clock.time())
             return
+        ep = self._endpoint(chunk)
+        theirs = ep.route.theirs(chunk.model)
         info = await self._call(
-            partial(self.api.submit, self.transport, chunk.model, chunk.tag, requests)
+            ep, partial(ep.api.submit, ep.transport, theirs, chunk.tag, requests)
         )
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
@@ -315,10 +430,11 @@ class BatchExecutor:
         """Cancel ``batch``, then look at it again soon: it keeps what it answered, which its next
         look collects. A batch that has finished meanwhile (the provider refuses to cancel it)
         is collected as it is."""
+        ep = self._endpoint(chunk)
         try:
-            await self._call(partial(self.api.cancel, self.transport, batch))
+            await self._call(ep, partial(ep.api.cancel, ep.transport, batch))
         except FatalProviderError:
-            info = await self._call(partial(self.api.get, self.transport, batch))
+            info = await self._call(ep, partial(ep.api.get, ep.transport, batch))
             if not info.finished:
                 raise
         else:
@@ -361,7 +477,8 @@ class BatchExecutor:
                 assert chunk.batch is not None
                 if not first and self._due(chunk) > self.clock.monotonic() + SLACK:
                     continue
-                info = await self._call(partial(self.api.get, self.transport, chunk.batch))
+                ep = self._endpoint(chunk)
+                info = await self._call(ep, partial(ep.api.get, ep.transport, chunk.batch))
                 self._looks(chunk).after_look(self.clock.monotonic(), self.options.poll_interval)
                 self._note(chunk, info)
                 if info.finished:
@@ -408,7 +525,9 @@ class BatchExecutor:
     async def _collect(self, chunk: Chunk, info: BatchInfo) -> None:
         """Journal the answered lines of a finished batch, then close its chunk."""
         ids = chunk.ids
-        lines = await self._call(partial(self.api.lines, self.transport, info, ids))
+        ep = self._endpoint(chunk)
+        lines = await self._call(ep, partial(ep.api.lines, ep.transport, info, ids))
+        cost, longest = 0.0, 0
         by_id: dict[str, BatchLine] = {}
         for answered in lines:
             by_id.setdefault(answered.job_id, answered)
@@ -427,19 +546,25 @@ class BatchExecutor:
                     raise RetryableError(unanswered)
                 if isinstance(line.answer, ProviderError):
                     raise line.answer
-                completion = self.provider.parse(line.answer)
+                completion = ep.provider.parse(line.answer)
             except RetryableError as e:
                 if self.options.mode == "auto" or self.cancelling:
                     continue  # the online lanes finish it, or a later run sends it again
                 if chunk.attempt < self.max_attempts:
                     self.retry.append((job, chunk.attempt))
                     continue
-                self._write(self._record(job, chunk, raw, error=e))
+                record = self._record(ep, job, chunk, raw, error=e)
             except ProviderError as e:
-                self._write(self._record(job, chunk, raw, error=e))
+                record = self._record(ep, job, chunk, raw, error=e)
             else:
-                self._write(self._record(job, chunk, raw, completion=completion))
+                record = self._record(ep, job, chunk, raw, completion=completion)
+            self._write(record)
+            cost += record.cost_usd or 0.0
+            longest = max(longest, record.output_tokens or 0)
         self.log.closed(chunk, self.clock.time())
+        reservation = self.reserved.pop(chunk.tag, None) or Reservation(chunk.model, 0.0)
+        if self.consumer.budget is not None:  # the batch's worst case becomes what it cost
+            self.consumer.budget.settle(reservation, cost, longest or None)
 
     def _write(self, record: Record) -> None:
         """Hand a line's outcome to the consumer; a failed write stops here, before the chunk is
@@ -452,6 +577,7 @@ class BatchExecutor:
 
     def _record(
         self,
+        ep: _Endpoint,
         job: Job,
         chunk: Chunk,
         raw: str | None,
@@ -464,16 +590,17 @@ class BatchExecutor:
         how = Answered(
             attempts=chunk.attempt,
             latency_ms=max(0.0, self.clock.time() - submitted) * 1000,
-            fingerprint=job_fingerprint(self.provider, job, chunk.model),
+            fingerprint=job_fingerprint(self.fp_provider, job, chunk.model),
             finished_at=self.clock.time(),
             via="batch",
+            endpoint=ep.name,
         )
         return record_of(
             job,
             chunk.model,
             how,
             self.prices,
-            self.target.redact,
+            ep.target.redact,
             completion=completion,
             error=error,
             raw=raw,

@@ -4,7 +4,8 @@ The spend counts three things: the cost of the results already in the directory 
 into it included), the answers of this run, and a reservation for every job in flight at its worst
 case: the estimated input tokens (and a margin) plus ``max_tokens`` (or, without one, the longest
 answer the model has given in this run, or ``UNKNOWN_OUTPUT`` before its first answer) at the
-model's prices.
+model's prices. A provider batch is reserved whole before it is created, at the batch price, and
+settled when it is collected.
 A job whose reservation would take the spend over the budget is not sent; the answer settles the
 reservation to what it really cost. With ``max_tokens`` on every job the spend cannot pass the
 budget (unless an answer's input was a quarter above its estimate); without it, an answer longer
@@ -14,6 +15,7 @@ than any before may.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._config.prices import Prices
@@ -45,21 +47,40 @@ class Budget:
         self.prices = prices
         self._longest: dict[str, int] = {}  # model -> longest output seen in this run
 
-    def worst_case(self, model: str, input_tokens: int, max_tokens: int | None) -> float | None:
-        """The most a job can cost, or None if the model has no known price."""
+    def worst_case(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int | Sequence[int | None] | None,
+        *,
+        batch: bool = False,
+    ) -> float | None:
+        """The most a job (or a batch: ``max_tokens`` one per job) can cost, at the batch price
+        with ``batch``; None if the model has no known price."""
         price = self.prices.price(model)
         if price is None:
             return None
-        output = max_tokens if max_tokens is not None else self._longest.get(model, UNKNOWN_OUTPUT)
-        return price.cost(math.ceil(input_tokens * INPUT_MARGIN), output)
+        each = max_tokens if isinstance(max_tokens, Sequence) else [max_tokens]
+        longest = self._longest.get(model, UNKNOWN_OUTPUT)
+        output = sum(m if m is not None else longest for m in each)
+        return price.cost(math.ceil(input_tokens * INPUT_MARGIN), output, batch=batch)
 
-    def reserve(self, model: str, input_tokens: int, max_tokens: int | None) -> Reservation | None:
-        """Set aside a job's worst case, or None if that would take the spend over the limit.
-        ``KeyError`` if the model has no known price (nothing bounds its cost)."""
-        worst = self.worst_case(model, input_tokens, max_tokens)
+    def reserve(
+        self,
+        model: str,
+        input_tokens: int,
+        max_tokens: int | Sequence[int | None] | None,
+        *,
+        batch: bool = False,
+        force: bool = False,
+    ) -> Reservation | None:
+        """Set aside a job's (or a batch's) worst case, or None if that would take the spend over
+        the limit (``force``: set it aside anyway, for a batch already submitted). ``KeyError`` if
+        the model has no known price (nothing bounds its cost)."""
+        worst = self.worst_case(model, input_tokens, max_tokens, batch=batch)
         if worst is None:
             raise KeyError(model)
-        if self.spent + self.reserved + worst > self.limit:
+        if not force and self.spent + self.reserved + worst > self.limit:
             return None
         self.reserved += worst
         return Reservation(model, worst)

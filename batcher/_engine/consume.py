@@ -14,7 +14,7 @@ Journal segments are compacted into Parquet parts on worker threads while the ru
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -143,7 +143,13 @@ class Consumer:
         self._stop()
 
     def reserve(
-        self, model: str, tokens: int, max_tokens: int | None, what: str
+        self,
+        model: str,
+        tokens: int,
+        max_tokens: int | Sequence[int | None] | None,
+        what: str,
+        *,
+        batch: bool = False,
     ) -> Reservation | None:
         """Set aside the worst-case cost of ``what`` (a job, a batch) before it is sent; on the
         first that does not fit (or whose model has no price), end admission: what is in flight
@@ -152,7 +158,7 @@ class Consumer:
         if self.budget_stop is not None or self.unpriced is not None:
             return None
         try:
-            reservation = self.budget.reserve(model, tokens, max_tokens)
+            reservation = self.budget.reserve(model, tokens, max_tokens, batch=batch)
         except KeyError:
             self.unpriced = model
             self._end_admission()

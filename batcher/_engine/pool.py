@@ -69,6 +69,7 @@ _KEYS = {
     "limits",
     "models",
     "priority",
+    "batch_queue_tokens",
 }
 
 
@@ -87,6 +88,8 @@ class EndpointSpec:
     project: str | None = None
     limits: LimitTable = field(default_factory=LimitTable)
     priority: int = 0
+    batch_queue_tokens: int | None = None
+    """Input tokens its batch queue may hold per model (else ``--batch-queue-tokens``)."""
 
 
 PER_ENDPOINT = {
@@ -186,6 +189,9 @@ def _endpoint(path: Path, i: int, raw: Any) -> EndpointSpec:
     priority = raw.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise bad("priority", f"must be an integer, got {priority!r}")
+    queue = raw.get("batch_queue_tokens")
+    if queue is not None and (isinstance(queue, bool) or not isinstance(queue, int) or queue < 1):
+        raise bad("batch_queue_tokens", f"must be an integer >= 1, got {queue!r}")
     return EndpointSpec(
         name=raw["name"],
         provider=provider,
@@ -196,6 +202,7 @@ def _endpoint(path: Path, i: int, raw: Any) -> EndpointSpec:
         project=raw.get("project"),
         limits=_limit_table(raw, bad),
         priority=priority,
+        batch_queue_tokens=queue,
     )
 
 

@@ -42,7 +42,7 @@ from .._wire.endpoint import Target
 from .._wire.providers import get_provider
 from .._wire.providers._structured import SchemaProvider
 from .._wire.transport import Transport
-from .batchapi import BatchExecutor, batch_api
+from .batchapi import BatchExecutor
 from .budget import Budget
 from .consume import Consumer
 from .execute import Executor
@@ -79,8 +79,6 @@ class Runner:
             pool_specs(Path(opts.pool.pool_file), opts) if opts.pool.pool_file else None
         )
         """The endpoints of a ``--pool`` file; None for a run of one endpoint."""
-        if self.pool_specs is not None and opts.batch.mode != "online":
-            raise UsageError(f"{option_flag('pool_file')} sends online only, not in batch mode")
         self.provider_name = (
             self.pool_specs[0].provider if self.pool_specs else opts.endpoint.provider
         )
@@ -93,11 +91,6 @@ class Runner:
                     f"{option_flag('schema')} asks for JSON answers: the images API has none"
                 )
             self.provider = SchemaProvider(self.provider, self.schema)
-        if opts.costs.budget is not None and opts.batch.mode != "online":
-            raise UsageError(
-                f"{option_flag('budget')} bounds online requests one by one; it cannot bound "
-                f"{option_flag('mode')} {opts.batch.mode}, whose batches are submitted whole"
-            )
         if opts.batch.mode != "online" and (
             opts.media.api == "images" or "image" in opts.media.modalities
         ):
@@ -216,9 +209,8 @@ class Runner:
             or BatchLog(self.out).open_chunks()  # cancelled and collected before going online
         ):
             self._batch = BatchExecutor(
-                api=batch_api(self.provider),
-                transport=transport,
-                target=target,
+                pool=pool,
+                fingerprint_provider=self.provider,
                 source=self.source,
                 consumer=consumer,
                 clock=self.clock,

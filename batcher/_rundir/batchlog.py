@@ -3,7 +3,7 @@
 An append-only log, one JSON event a line, each flushed and fsynced before the step it guards
 goes on (batches are few, so the fsyncs cost nothing that matters):
 
-    {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "at"}   before the create call
+    {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "endpoint", "at"}   before create
     {"event": "submitted", "tag", "batch", "at"}                   after it answered
     {"event": "state", "tag", "state", "total", "succeeded", "failed", "at"}   when it changes
     {"event": "closed", "tag", "at"}                               its lines are all journaled
@@ -49,6 +49,8 @@ class Chunk:
     counts: tuple[int | None, int | None, int | None] = (None, None, None)
     """total, succeeded, failed, as the provider last said."""
     closed: bool = False
+    endpoint: str = "default"
+    """The endpoint of the run's pool whose key submitted it (``default`` without a pool)."""
 
 
 class BatchLog:
@@ -85,6 +87,7 @@ class BatchLog:
                 int(e["attempt"]),
                 float(e["at"]),
                 int(e.get("tokens") or 0),
+                endpoint=str(e.get("endpoint") or "default"),
             )
         elif (chunk := self.chunks.get(e["tag"])) is not None:
             if kind == "submitted":
@@ -115,7 +118,14 @@ class BatchLog:
         return [c for c in self.chunks.values() if not c.closed]
 
     def new_chunk(
-        self, model: str, ids: list[str], attempt: int, now: float, tokens: int = 0
+        self,
+        model: str,
+        ids: list[str],
+        attempt: int,
+        now: float,
+        tokens: int = 0,
+        *,
+        endpoint: str = "default",
     ) -> Chunk:
         """Record a chunk before its create call; its tag is this directory's next one."""
         tag = f"batcher-{self.run_id}-{len(self.chunks) + 1:05d}"
@@ -127,6 +137,7 @@ class BatchLog:
                 "ids": ids,
                 "attempt": attempt,
                 "tokens": tokens,
+                "endpoint": endpoint,
                 "at": now,
             }
         )
