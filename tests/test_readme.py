@@ -31,3 +31,45 @@ def test_every_cli_flag_is_documented() -> None:
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
                     assert f"`{flag}" in readme or f"[{flag}" in readme, f"{name} {flag}"
+
+
+def test_the_table_of_what_combines_is_the_codes_own() -> None:
+    from batcher._engine.support import markdown
+
+    assert markdown() in (ROOT / "README.md").read_text()
+
+
+def test_every_refusal_of_the_table_is_made_before_anything_is_written(tmp_path: Path) -> None:
+    """Each capability a way cannot do is refused by ``Runner`` (or the Ray driver's check)
+    naming its flags, and the output directory is not created."""
+    import pytest
+
+    from batcher import Runner, RunOptions, UsageError
+    from batcher._engine.support import TABLE, check, ways
+
+    asked = {
+        "a pool of endpoints": {"pool_file": str(ROOT / "jobs" / "pool.toml")},
+        "a spend limit": {"budget": 1.0},
+        "typed outputs": {"schema": str(ROOT / "jobs" / "tickets.schema.json")},
+        "images answered": {"provider": "gemini", "modalities": ("text", "image")},
+        "image options": {"size": "1024x1024"},
+        "provider batches": {"mode": "batch"},
+    }
+    assert set(asked) == {cap.name for cap in TABLE}
+    for cap in TABLE:
+        for way, _why in cap.refused.items():
+            mode = {"online": "online", "batch": "batch", "ray": "online"}[way]
+            kwargs = {**asked[cap.name]}
+            if cap.name != "provider batches":
+                kwargs["mode"] = mode
+            options = RunOptions(**kwargs)
+            assert cap.used(options)
+            ray = way == "ray"
+            assert way in ways(options, ray=ray)
+            with pytest.raises(UsageError, match=cap.flags[0].split()[0]):
+                check(options, ray=ray)
+            if not ray:
+                out = tmp_path / f"{cap.name}-{way}"
+                with pytest.raises(UsageError, match=cap.flags[0].split()[0]):
+                    Runner([], out, options)
+                assert not out.exists()

@@ -406,5 +406,7 @@ def test_plan_counts_the_schema_in_the_input_tokens(
 def test_a_cluster_run_refuses_a_schema() -> None:
     from batcher.ray import check_options
 
-    with pytest.raises(batcher.UsageError, match="--schema is not carried to a cluster"):
+    with pytest.raises(
+        batcher.UsageError, match="--schema with --ray: typed outputs are not carried to a cluster"
+    ):
         check_options(batcher.RunOptions(ray="local", schema=str(TICKETS)))

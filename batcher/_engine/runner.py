@@ -42,6 +42,7 @@ from .._wire.endpoint import Target
 from .._wire.providers import get_provider
 from .._wire.providers._structured import SchemaProvider
 from .._wire.transport import Transport
+from . import support
 from .batchapi import BatchExecutor
 from .budget import Budget
 from .consume import Consumer
@@ -73,6 +74,7 @@ class Runner:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.options = opts = options or RunOptions()
+        support.check(opts)  # what this run's way (online, batch) cannot do: refused first
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
         self.pool_specs = (
@@ -91,13 +93,6 @@ class Runner:
                     f"{option_flag('schema')} asks for JSON answers: the images API has none"
                 )
             self.provider = SchemaProvider(self.provider, self.schema)
-        if opts.batch.mode != "online" and (
-            opts.media.api == "images" or "image" in opts.media.modalities
-        ):
-            raise UsageError(
-                f"images answered are saved by online requests only: {option_flag('mode')} "
-                f"{opts.batch.mode} cannot be used with --endpoint images or --modalities image"
-            )
         if "image" in opts.media.modalities and opts.endpoint.provider != "gemini":
             raise UsageError(
                 "--modalities text,image sets Gemini's responseModalities: use --provider gemini "

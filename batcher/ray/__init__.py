@@ -31,6 +31,7 @@ from .._config.options import RunOptions, option_flag
 from .._core.errors import FatalProviderError, UsageError
 from .._core.idset import IdSet
 from .._core.stats import RunSummary
+from .._engine import support
 from .._engine.execute import explain
 from .._engine.tally import Tally
 from .._jobs import JobSource
@@ -167,30 +168,9 @@ def process(
 
 
 def check_options(opts: RunOptions) -> None:
-    """Refuse what a cluster run does not do (yet): it sends online chat requests to one endpoint,
-    without an output schema or a spend limit."""
-    if opts.batch.mode != "online" or opts.batch.cancel_batches:
-        raise UsageError(f"{option_flag('ray')} sends online requests only; drop --mode batch|auto")
-    if opts.media != type(opts.media)():
-        raise UsageError(
-            f"{option_flag('ray')} sends chat requests with text answers only; drop --endpoint, "
-            "--modalities, --size, --quality and --n"
-        )
-    if opts.costs.budget is not None:
-        raise UsageError(
-            f"{option_flag('budget')} is not enforced across a cluster; run without "
-            f"{option_flag('ray')} to bound the spend"
-        )
-    if opts.pool.pool_file is not None:
-        raise UsageError(
-            f"{option_flag('pool_file')} is not carried to a cluster's workers yet; run without "
-            f"{option_flag('ray')} to send through a pool"
-        )
-    if opts.requests.schema is not None:
-        raise UsageError(
-            f"{option_flag('schema')} is not carried to a cluster's workers yet; run without "
-            f"{option_flag('ray')} for typed outputs"
-        )
+    """Refuse what a cluster run does not do (yet): the ``ray`` column of the one table of what
+    each way supports (``_engine.support``)."""
+    support.check(opts, ray=True)
 
 
 def check_no_batches(out: Path) -> None:
