@@ -33,17 +33,11 @@ from ._jobs import Job, Message, Part
 
 if TYPE_CHECKING:
     from ._api import run, run_sync
+    from ._config.cost_options import BatchOptions, CostOptions
     from ._config.keywords import RunKeywords
-    from ._config.options import (
-        BatchOptions,
-        CostOptions,
-        EndpointOptions,
-        LimitOptions,
-        MediaOptions,
-        PoolOptions,
-        RequestOptions,
-        ResumeOptions,
-    )
+    from ._config.media_options import MediaOptions
+    from ._config.options import EndpointOptions, RequestOptions, ResumeOptions
+    from ._config.quota_options import LimitOptions, PoolOptions
     from ._core.clock import Clock, SystemClock
     from ._engine.runner import Runner, RunOptions
     from ._jobs import ColumnOptions
@@ -61,13 +55,13 @@ _LAZY = {
     "RunKeywords": ("._config.keywords", "RunKeywords"),
     "EndpointOptions": ("._config.options", "EndpointOptions"),
     "RequestOptions": ("._config.options", "RequestOptions"),
-    "LimitOptions": ("._config.options", "LimitOptions"),
+    "LimitOptions": ("._config.quota_options", "LimitOptions"),
     "ResumeOptions": ("._config.options", "ResumeOptions"),
     "ColumnOptions": ("._jobs", "ColumnOptions"),
-    "CostOptions": ("._config.options", "CostOptions"),
-    "BatchOptions": ("._config.options", "BatchOptions"),
-    "MediaOptions": ("._config.options", "MediaOptions"),
-    "PoolOptions": ("._config.options", "PoolOptions"),
+    "CostOptions": ("._config.cost_options", "CostOptions"),
+    "BatchOptions": ("._config.cost_options", "BatchOptions"),
+    "MediaOptions": ("._config.media_options", "MediaOptions"),
+    "PoolOptions": ("._config.quota_options", "PoolOptions"),
     "results": ("._rundir.results", "results"),
 }
 

@@ -13,7 +13,7 @@ parses its JSON. Prints how many answers were 200. The clients:
   httpx           ``httpx.AsyncClient`` with its default transport (httpcore), limits CONCURRENCY
   httpx-aiohttp   ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport`` (the limits
                   given to the transport)
-  http1           batcher's own ``Http1Transport`` (``batcher/_http1.py``), ``max_connections``
+  http1           batcher's own ``Http1Transport`` (``batcher/_wire/http1.py``), ``max_connections``
                   CONCURRENCY: what a run sends over
 
 ``--uvloop`` runs the loop on uvloop (installed separately: it is not a dependency).

@@ -6,7 +6,7 @@ provider, ``batcher mock-server`` in its own process on a loopback port (no limi
   bare aiohttp    one ``aiohttp.ClientSession``, ``TCPConnector(limit=C)``
   bare httpx      ``httpx.AsyncClient``, its default transport, limits C/C
   httpx+aiohttp   ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport`` (limits C/C)
-  bare http1      batcher's own HTTP/1.1 client (``batcher/_http1.py``), what a run sends over
+  bare http1      batcher's own HTTP/1.1 client (``batcher/_wire/http1.py``), what a run sends over
   batcher         ``batcher run JOBS --max-concurrency C --no-progress`` into a fresh ``--out``
 
 The bare loops are ``bare_clients.py``. Each client runs in its own process and is measured by

@@ -17,7 +17,8 @@ import pytest
 import batcher
 from batcher import RetryableError
 from batcher._core.errors import TimedOut
-from batcher._wire.http1 import Http1Transport, ProtocolError, ResponseParser
+from batcher._wire.http1 import Http1Transport
+from batcher._wire.http1_parser import ProtocolError, ResponseParser
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
 

@@ -23,7 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batcher import RetryableError, UsageError
-from batcher._wire.http1 import Http1Transport, ProtocolError, ResponseParser
+from batcher._wire.http1 import Http1Transport
+from batcher._wire.http1_parser import ProtocolError, ResponseParser
 from batcher._wire.providers._base import rate_hints
 
 try:
@@ -310,7 +311,7 @@ async def test_sequential_posts_share_one_kept_alive_connection() -> None:
 @pytest.mark.anyio
 async def test_an_idle_connection_past_its_expiry_is_closed_not_reused() -> None:
     async with _serve(_keep_alive) as server, _client(server.url) as client:
-        client.keepalive_expiry = 0.2
+        client.pool.keepalive_expiry = 0.2
         await client.post("x", b"{}")
         await client.post("x", b"{}")  # reused: fresh enough
         await anyio.sleep(0.3)

@@ -9,7 +9,9 @@ import pytest
 
 from batcher import BadOption, RunOptions, UsageError
 from batcher._cli.main import _parser, main
-from batcher._config.options import EndpointOptions, LimitOptions, RequestOptions, duration
+from batcher._config.options import EndpointOptions, RequestOptions
+from batcher._config.quota_options import LimitOptions
+from batcher._core.flag import duration
 from tests.helpers import read_results, write_jsonl
 
 

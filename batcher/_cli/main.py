@@ -349,8 +349,9 @@ def _cmd_tiers(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from .._config.cost_options import CostOptions
     from .._config.limits import load_tiers
-    from .._config.options import CostOptions, LimitOptions
+    from .._config.quota_options import LimitOptions
     from .._jobs import ColumnOptions, JobSource
     from .flags import group_from_args
     from .plan import describe_plan, make_plan
@@ -380,7 +381,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import anyio
 
-    from .._config.options import LimitOptions
+    from .._config.quota_options import LimitOptions
     from .._core.errors import UsageError, WriteFailed
     from .bench import plot, pyplot, run_bench
     from .flags import group_from_args
@@ -419,7 +420,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_server(args: argparse.Namespace) -> int:
-    from .._config.options import LimitOptions
+    from .._config.quota_options import LimitOptions
     from .._core.errors import UsageError
     from ..mock import Faults, MockConfig, MockServer
     from .flags import group_from_args

@@ -7,16 +7,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 if TYPE_CHECKING:
     from .._jobs import ColumnOptions, ProviderName
     from ..mock import MockConfig
-    from .options import (
-        BatchOptions,
-        CostOptions,
-        EndpointOptions,
-        LimitOptions,
-        MediaOptions,
-        PoolOptions,
-        RequestOptions,
-        ResumeOptions,
-    )
+    from .cost_options import BatchOptions, CostOptions
+    from .media_options import MediaOptions
+    from .options import EndpointOptions, RequestOptions, ResumeOptions
+    from .quota_options import LimitOptions, PoolOptions
 
 __all__ = ["RunKeywords"]
 

@@ -1,48 +1,40 @@
 """Everything a run can be told: ``RunOptions``, composed of small groups, one definition each.
 
-Each option is a field of one group (where requests go, how they are sent, the limits, what to
-send again, how to read columns), and its field carries the CLI flag's metadata (``flag(...)``).
-The CLI builds its flags from these fields and the library takes the same names as keywords, so
-a new option is one field here (plus the code that uses it). A bad value raises ``BadOption``
-naming the parameter; the CLI rewrites that name as its flag.
+Each option is a field of one group, and its field carries the CLI flag's metadata
+(``flag(...)``). The groups of where requests go, how they are sent and what to send again are
+here; the limits and quotas are in ``quota_options``, costs and the batch APIs in
+``cost_options``, images in ``media_options``, how to read columns in ``_jobs``. The CLI builds
+its flags from these fields and the library takes the same names as keywords, so a new option is
+one field (plus the code that uses it). A bad value raises ``BadOption`` naming the parameter;
+the CLI rewrites that name as its flag.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
-import re
 import resource
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 from .._core.errors import BadOption, UsageError
-from .._core.flag import flag
+from .._core.flag import duration, flag
 from .._jobs import ColumnOptions, ProviderName
-from .limits import LimitTable
-from .prices import Prices, load_prices
+from .cost_options import BatchOptions, CostOptions
+from .media_options import MediaOptions
+from .quota_options import LimitOptions, PoolOptions
 
 if TYPE_CHECKING:
     from ..mock import MockConfig
     from .keywords import RunKeywords
 
 __all__ = [
-    "BadOption",
-    "BatchOptions",
-    "CostOptions",
     "EndpointOptions",
-    "LimitOptions",
-    "MediaOptions",
-    "PoolOptions",
     "RequestOptions",
     "ResumeOptions",
     "RunOptions",
     "option_flag",
 ]
-
-T = TypeVar("T")
 
 
 def option_flag(option: str) -> str:
@@ -84,27 +76,6 @@ def concurrency_ceiling(explicit: int | None) -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_IN_FLIGHT
     return max(UNPACED, min(MAX_IN_FLIGHT, soft - _FDS_KEPT))
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
-
-
-def duration(text: str) -> float:
-    """A duration flag's value in seconds: ``90`` (seconds), ``90s``, ``30m``, ``1h30m``."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    total, pos = 0.0, 0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
-        pos = m.end()
-    if pos == 0 or pos != len(text):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 1h30m)")
-    return total
 
 
 def _check_url(url: str) -> None:
@@ -294,95 +265,6 @@ class RequestOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LimitOptions:
-    """The rate limits to pace by, and what to do when a daily quota is spent."""
-
-    tier: str | None = field(
-        default=None, metadata=flag("tier preset of limits (batcher tiers)", metavar="NAME")
-    )
-    rpm: int | None = field(
-        default=None, metadata=flag("requests per minute, for every model", metavar="N")
-    )
-    tpm: int | None = field(
-        default=None, metadata=flag("tokens per minute, for every model", metavar="N")
-    )
-    rpd: int | None = field(
-        default=None, metadata=flag("requests per quota day, for every model", metavar="N")
-    )
-    limits_file: str | None = field(
-        default=None,
-        metadata=flag("TOML file of limits per model", metavar="FILE", name="--limits"),
-    )
-    on_daily_limit: Literal["wait", "exit"] = field(
-        default="wait",
-        metadata=flag(
-            "when a model's daily quota is spent: wait for the reset (default) or stop with exit 3",
-            choices=("wait", "exit"),
-        ),
-    )
-    """When a model's daily quota is spent: wait for the reset, or stop (exit 3)."""
-    quota_day: Literal["pacific", "rolling"] = field(
-        default="pacific",
-        metadata=flag(
-            "count RPD per day ending at midnight Pacific (default) or over 24 h",
-            choices=("pacific", "rolling"),
-        ),
-    )
-    """Count RPD per quota day ending at midnight America/Los_Angeles, or over a rolling 24 h."""
-
-    def __post_init__(self) -> None:
-        for name in ("rpm", "tpm", "rpd"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise BadOption(name, f"must be at least 1, got {value}")
-        if self.on_daily_limit not in ("wait", "exit"):
-            raise BadOption("on_daily_limit", "takes wait or exit")
-        if self.quota_day not in ("pacific", "rolling"):
-            raise BadOption("quota_day", "takes pacific or rolling")
-
-    def table(self) -> LimitTable:
-        """Resolve the tier, the flags and the limits file into every model's limits."""
-        return LimitTable.build(
-            tier=self.tier,
-            rpm=self.rpm,
-            tpm=self.tpm,
-            rpd=self.rpd,
-            limits_file=Path(self.limits_file) if self.limits_file is not None else None,
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PoolOptions:
-    """The run's endpoints (a pool file), and where its quotas are counted, shared with the other
-    runs on the same account."""
-
-    pool_file: str | None = field(
-        default=None,
-        metadata=flag(
-            "TOML file of endpoints to send through at once (keys, projects, providers; "
-            "see README); each sets its own provider, URL, key, mock, tier and limits (those flags "
-            "are refused with it); --rpm/--tpm/--rpd apply beneath each endpoint's own",
-            metavar="FILE",
-            name="--pool",
-        ),
-    )
-    quota_store: str | None = field(
-        default=None,
-        metadata=flag(
-            "where quotas shared between runs are kept: local (default: SQLite in "
-            "$BATCHER_STATE_DIR, else ~/.cache/batcher), memory (this run only), or "
-            "redis://HOST:PORT/DB (runs on several machines)",
-            metavar="STORE",
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        store = self.quota_store
-        if store is not None and store not in ("local", "memory") and "://" not in store:
-            raise BadOption("quota_store", f"{store!r}: use local, memory, or redis://HOST:PORT/DB")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ResumeOptions:
     """Which finished jobs to send again."""
 
@@ -400,200 +282,6 @@ class ResumeOptions:
         """The flags in force, for messages."""
         on = [option_flag(f.name) for f in fields(self) if getattr(self, f.name)]
         return " and ".join(on)
-
-
-def _dollars(text: str) -> float:
-    """A ``--budget`` in US dollars: ``5``, ``2.50`` or ``$2.50``."""
-    try:
-        return float(text.strip().removeprefix("$"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CostOptions:
-    """What tokens cost, and how much a run directory may spend."""
-
-    prices_file: str | None = field(
-        default=None,
-        metadata=flag(
-            "TOML file of prices per model (USD per million tokens), over the packaged ones",
-            metavar="FILE",
-            name="--prices",
-        ),
-    )
-    budget: float | None = field(
-        default=None,
-        metadata=flag(
-            "stop sending before the run directory's spend could pass USD (exit 5)",
-            metavar="USD",
-            parse=_dollars,
-        ),
-    )
-    """Dollars this run directory may spend, counting earlier runs into it; None: no limit."""
-
-    def __post_init__(self) -> None:
-        if self.budget is not None and not 0 <= self.budget < math.inf:
-            raise BadOption("budget", "must be a number of dollars, not negative")
-
-    def prices(self) -> Prices:
-        """The packaged prices with the ``prices_file``'s over them."""
-        return load_prices(self.prices_file)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchOptions:
-    """Whether jobs go through the provider's batch API (half the price, within a day) and how."""
-
-    mode: Literal["online", "batch", "auto"] = field(
-        default="online",
-        metadata=flag(
-            "online requests (default); batch: the provider's batch API, half the price; auto: "
-            "batches, with what is late or failed finished online",
-            choices=("online", "batch", "auto"),
-        ),
-    )
-    batch_deadline: float = field(
-        default=6 * 3600.0,
-        metadata=flag(
-            "auto: jobs not answered this long after their batch was submitted are finished "
-            "online, and the batch cancelled (default 6h)",
-            metavar="DURATION",
-            parse=duration,
-        ),
-    )
-    """Seconds a batch may take in ``auto`` before its jobs are finished online."""
-    batch_min: int = field(
-        default=100,
-        metadata=flag(
-            "auto: fewer jobs left than this go online directly (default 100)", metavar="N"
-        ),
-    )
-    no_wait: bool = field(
-        default=False,
-        metadata=flag(
-            "submit the batches, record them and exit 6 without waiting; rerun the same command "
-            "to collect"
-        ),
-    )
-    cancel_batches: bool = field(
-        default=False,
-        metadata=flag(
-            "cancel this directory's batches still running, keep what they finished, and stop"
-        ),
-    )
-    batch_queue_tokens: int | None = field(
-        default=None,
-        metadata=flag(
-            "input tokens enqueued in batches at once per model, at most (the tier's batch "
-            "queue limit); further batches wait for earlier ones",
-            metavar="N",
-        ),
-    )
-    poll_interval: float = field(
-        default=60.0,
-        metadata=flag(
-            "the longest gap between two looks at a running batch: looks start 2 s apart after "
-            "its submission and double up to this (default 60s)",
-            metavar="DURATION",
-            parse=duration,
-        ),
-    )
-    """The longest gap, in seconds, between two looks at a batch still running (the first
-    looks are 2 s apart, the gaps doubling up to it)."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("online", "batch", "auto"):
-            raise BadOption("mode", f"{self.mode!r} is unknown; choose online, batch or auto")
-        if not 0 < self.batch_deadline < math.inf:
-            raise BadOption("batch_deadline", "must be a positive duration")
-        if self.batch_min < 0:
-            raise BadOption("batch_min", "must be 0 or more")
-        if not 0 < self.poll_interval < math.inf:
-            raise BadOption("poll_interval", "must be a positive duration")
-        if self.batch_queue_tokens is not None and self.batch_queue_tokens < 1:
-            raise BadOption("batch_queue_tokens", "must be at least 1")
-
-
-_MODALITIES = ("text", "image")
-
-
-def _modalities(text: str) -> tuple[str, ...]:
-    """``--modalities text,image`` as a tuple, each one checked."""
-    items = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in items if m not in _MODALITIES]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"takes text and/or image, e.g. text,image; got {text!r}")
-    return items
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MediaOptions:
-    """Images out: what answers may hold, and the image-generation endpoint's parameters."""
-
-    modalities: tuple[str, ...] = field(
-        default=(),
-        metadata=flag(
-            "what answers may hold, e.g. text,image (Gemini's responseModalities); every image "
-            "answered is saved under DIR/images/",
-            metavar="LIST",
-            parse=_modalities,
-        ),
-    )
-    api: Literal["chat", "images"] = field(
-        default="chat",
-        metadata=flag(
-            "chat (default) or images: OpenAI-compatible POST /images/generations, each job's "
-            "prompt making images saved under DIR/images/",
-            choices=("chat", "images"),
-            name="--endpoint",
-        ),
-    )
-    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), or images
-    (``images/generations``). ``--endpoint`` on the command line."""
-    size: str | None = field(
-        default=None,
-        metadata=flag(
-            "size of generated images for jobs that set none, e.g. 1024x1024", metavar="WxH"
-        ),
-    )
-    quality: str | None = field(
-        default=None,
-        metadata=flag("quality of generated images for jobs that set none, e.g. high", metavar="Q"),
-    )
-    n: int | None = field(
-        default=None,
-        metadata=flag("images per job for jobs that set none (default 1)", metavar="N"),
-    )
-    ipm: int | None = field(
-        default=None,
-        metadata=flag(
-            "images per minute each model may be asked for (a request counts its n, or 1)",
-            metavar="N",
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.modalities, str):
-            object.__setattr__(self, "modalities", _modalities(self.modalities))
-        bad = [m for m in self.modalities if m not in _MODALITIES]
-        if bad:
-            raise BadOption("modalities", f"takes text and/or image, not {bad}")
-        if self.api not in ("chat", "images"):
-            raise BadOption("api", f"takes chat or images, not {self.api!r}")
-        if self.n is not None and not 1 <= self.n <= 10:
-            raise BadOption("n", "must be from 1 to 10")
-        if self.ipm is not None and self.ipm < 1:
-            raise BadOption("ipm", f"must be at least 1, got {self.ipm}")
-
-    def job_defaults(self) -> dict[str, Any]:
-        """The job fields these options fill in where a job sets none."""
-        return {
-            "modalities": self.modalities,
-            "n": self.n,
-            "size": self.size,
-            "quality": self.quality,
-        }
 
 
 _GROUPS: dict[str, Any] = {

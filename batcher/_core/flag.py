@@ -1,15 +1,18 @@
-"""The CLI flag of an option, declared on the option's own field (``field(metadata=flag(...))``).
+"""The CLI flag of an option, declared on the option's own field (``field(metadata=flag(...))``),
+and ``duration``, which parses the text of the flags that take a duration.
 
-Options live as fields of small frozen dataclasses (``_config.options``, ``ColumnOptions``); the CLI
-builds its flags from this metadata, so an option is declared in one place.
+Options live as fields of small frozen dataclasses (the option groups in ``_config``, and
+``ColumnOptions``); the CLI builds its flags from this metadata, so an option is declared in one
+place.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["flag"]
+__all__ = ["duration", "flag"]
 
 
 def flag(
@@ -34,3 +37,26 @@ def flag(
         "exclusive": exclusive,
         "parse": parse,
     }
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def duration(text: str) -> float:
+    """A duration flag's value in seconds: ``90`` (seconds), ``90s``, ``30m``, ``1h30m``."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1}[m.group(2)]
+        pos = m.end()
+    if pos == 0 or pos != len(text):
+        import argparse  # here, not above: `import batcher` does not load argparse
+
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 1h30m)")
+    return total

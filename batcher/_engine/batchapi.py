@@ -46,7 +46,7 @@ import anyio.lowlevel
 
 from .._admission.estimate import TokenEstimator, features
 from .._admission.retry import RetryPolicy
-from .._config.options import BatchOptions
+from .._config.cost_options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError, UsageError

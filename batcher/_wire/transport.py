@@ -1,6 +1,6 @@
 """How requests travel: one small interface over the HTTP clients, errors translated there only.
 
-A run's POSTs go over ``_http1.Http1Transport``, batcher's own lean HTTP/1.1 client: about a
+A run's POSTs go over ``http1.Http1Transport``, batcher's own lean HTTP/1.1 client: about a
 third of aiohttp's CPU per request here (``benchmarks/http_clients.py``), itself about a quarter
 of httpx's default pool's (httpcore rescans every connection on every event;
 ``benchmarks/overhead.py``), which is what lets one process serve the highest tiers and

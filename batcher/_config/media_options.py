@@ -1,0 +1,94 @@
+"""The option group of images out (``MediaOptions``): what answers may hold, and the
+image-generation endpoint's parameters. ``RunOptions`` composes it."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._core.errors import BadOption
+from .._core.flag import flag
+
+__all__ = ["MediaOptions"]
+
+
+_MODALITIES = ("text", "image")
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    """``--modalities text,image`` as a tuple, each one checked."""
+    items = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in items if m not in _MODALITIES]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"takes text and/or image, e.g. text,image; got {text!r}")
+    return items
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaOptions:
+    """Images out: what answers may hold, and the image-generation endpoint's parameters."""
+
+    modalities: tuple[str, ...] = field(
+        default=(),
+        metadata=flag(
+            "what answers may hold, e.g. text,image (Gemini's responseModalities); every image "
+            "answered is saved under DIR/images/",
+            metavar="LIST",
+            parse=_modalities,
+        ),
+    )
+    api: Literal["chat", "images"] = field(
+        default="chat",
+        metadata=flag(
+            "chat (default) or images: OpenAI-compatible POST /images/generations, each job's "
+            "prompt making images saved under DIR/images/",
+            choices=("chat", "images"),
+            name="--endpoint",
+        ),
+    )
+    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), or images
+    (``images/generations``). ``--endpoint`` on the command line."""
+    size: str | None = field(
+        default=None,
+        metadata=flag(
+            "size of generated images for jobs that set none, e.g. 1024x1024", metavar="WxH"
+        ),
+    )
+    quality: str | None = field(
+        default=None,
+        metadata=flag("quality of generated images for jobs that set none, e.g. high", metavar="Q"),
+    )
+    n: int | None = field(
+        default=None,
+        metadata=flag("images per job for jobs that set none (default 1)", metavar="N"),
+    )
+    ipm: int | None = field(
+        default=None,
+        metadata=flag(
+            "images per minute each model may be asked for (a request counts its n, or 1)",
+            metavar="N",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modalities, str):
+            object.__setattr__(self, "modalities", _modalities(self.modalities))
+        bad = [m for m in self.modalities if m not in _MODALITIES]
+        if bad:
+            raise BadOption("modalities", f"takes text and/or image, not {bad}")
+        if self.api not in ("chat", "images"):
+            raise BadOption("api", f"takes chat or images, not {self.api!r}")
+        if self.n is not None and not 1 <= self.n <= 10:
+            raise BadOption("n", "must be from 1 to 10")
+        if self.ipm is not None and self.ipm < 1:
+            raise BadOption("ipm", f"must be at least 1, got {self.ipm}")
+
+    def job_defaults(self) -> dict[str, Any]:
+        """The job fields these options fill in where a job sets none."""
+        return {
+            "modalities": self.modalities,
+            "n": self.n,
+            "size": self.size,
+            "quality": self.quality,
+        }
