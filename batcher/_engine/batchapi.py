@@ -37,14 +37,12 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
 
-from .._admission.estimate import TokenEstimator, features
 from .._admission.retry import RetryPolicy
 from .._config.cost_options import BatchOptions
 from .._config.prices import Prices
@@ -54,14 +52,14 @@ from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.store import Record
-from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, job_fingerprint
-from .._wire.providers._batch import BatchAPI, BatchInfo, BatchLine
-from .._wire.transport import Transport
+from .._wire.providers._batch import BatchInfo, BatchLine
+from .batch_chunks import BatchEndpoint, Chunker, batch_api
+from .batch_looks import Schedule
 from .budget import Reservation
 from .consume import Consumer
 from .outcome import Done
-from .pool import Pool, Route
+from .pool import Pool
 from .record import Answered, record_of
 
 __all__ = ["STEPS", "BatchExecutor", "batch_api"]
@@ -70,66 +68,9 @@ log = logging.getLogger("batcher")
 
 T = TypeVar("T")
 
-FIRST_POLL = 2.0
-"""Seconds between the first looks at a batch: the gap then doubles up to ``poll_interval``."""
-
-SLACK = 1e-3
-"""Seconds early a look or a deadline may come due (a sleep may wake that much early)."""
-
 STEPS = ("recorded", "created", "polled", "collecting")
 """The named steps a test can crash the executor at: a chunk recorded but not created, created
 but its id not recorded, a round of polling done, some of a batch's lines journaled."""
-
-
-def batch_api(provider: Provider) -> BatchAPI:
-    """The batch API of ``provider``'s wire format."""
-    from .._wire.providers._gemini_batch import GeminiBatch
-    from .._wire.providers._openai_batch import OpenAIBatch
-
-    return OpenAIBatch() if provider.name == "openai" else GeminiBatch()
-
-
-@dataclass(slots=True)
-class _Looks:
-    """When to read a batch's state (times of ``Clock.monotonic``)."""
-
-    submitted: float
-    since: float
-    """Where the gaps between looks start doubling from: the submission, or the cancel."""
-    next: float
-    cancelled: bool = False
-
-    def after_look(self, now: float, longest: float) -> None:
-        """The look at ``now`` is done: the next comes its age later, from ``FIRST_POLL`` (or
-        ``longest`` if shorter) up to ``longest``."""
-        self.next = now + min(longest, max(FIRST_POLL, now - self.since))
-
-
-@dataclass(eq=False)
-class _Endpoint:
-    """The batch side of one endpoint of the run's pool: its batch API, over its own key."""
-
-    route: Route
-    api: BatchAPI
-    queue_tokens: int | None
-    """Input tokens its batch queue may hold per model (``--batch-queue-tokens``, or the
-    endpoint's ``batch_queue_tokens`` in a pool file); None: no bound."""
-
-    @property
-    def name(self) -> str:
-        return self.route.spec.name
-
-    @property
-    def target(self) -> Target:
-        return self.route.executor.target
-
-    @property
-    def transport(self) -> Transport:
-        return self.route.executor.transport
-
-    @property
-    def provider(self) -> Provider:
-        return self.route.provider
 
 
 class BatchExecutor:
@@ -151,8 +92,8 @@ class BatchExecutor:
         prices: Prices,
         step: Callable[[str], None] | None = None,
     ) -> None:
-        self.endpoints = {
-            route.spec.name: _Endpoint(
+        self.endpoints = endpoints = {
+            route.spec.name: BatchEndpoint(
                 route,
                 batch_api(route.provider),
                 route.spec.batch_queue_tokens or options.batch_queue_tokens,
@@ -183,7 +124,7 @@ class BatchExecutor:
         """Jobs not yet in a chunk, by model and attempt, for room in a batch queue."""
         self.reserved: dict[str, Reservation] = {}
         """Under ``--budget``, each open chunk's worst case, by tag, until it is collected."""
-        self.estimator = TokenEstimator()
+        self.chunker = Chunker(endpoints)
         self.stopping = False
         self.budget_stopped = False
         """A chunk would have taken the spend over ``--budget``: nothing more is submitted."""
@@ -191,8 +132,8 @@ class BatchExecutor:
         self.cancelling = options.cancel_batches or options.mode == "online"
         """Cancel the batches of the directory and collect what they answered: asked for, or a
         run online into a directory whose batches are still pending."""
-        self.looks: dict[str, _Looks] = {}
-        """When to look at each open chunk's batch next, by tag."""
+        self.looks = Schedule(clock, options)
+        """When to look at each open chunk's batch next."""
         consumer.on_stop(lambda: None, budget=self._end_submitting)
         for chunk in self.log.open_chunks():
             self._endpoint(chunk)  # before anything is sent: each pending batch's key is here
@@ -200,7 +141,7 @@ class BatchExecutor:
     def _end_submitting(self) -> None:
         self.budget_stopped = True
 
-    def _endpoint(self, chunk: Chunk) -> _Endpoint:
+    def _endpoint(self, chunk: Chunk) -> BatchEndpoint:
         """The endpoint whose key submitted ``chunk``'s batch."""
         ep = self.endpoints.get(chunk.endpoint)
         if ep is None:
@@ -265,7 +206,7 @@ class BatchExecutor:
                     self.reserved[chunk.tag] = held
         return fresh
 
-    async def _call(self, ep: _Endpoint, what: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, ep: BatchEndpoint, what: Callable[[], Awaitable[T]]) -> T:
         """A control call (upload, create, get, list, cancel, download), retried as online.
 
         Its failure stops the run, never a job: a refusal as the provider refusing the run (exit
@@ -294,18 +235,7 @@ class BatchExecutor:
                 self.log.closed(chunk, self.clock.time())
             else:
                 jobs = [self.jobs[i] for i in chunk.ids if i in self.jobs]
-                await self._create(chunk, self._requests(ep, chunk.model, jobs))
-
-    def _requests(
-        self, ep: _Endpoint, model: str, jobs: Sequence[Job]
-    ) -> list[tuple[str, RequestSpec]]:
-        """The requests of ``jobs`` of ``model`` as ``ep`` sends them (its name for the model)."""
-        theirs = ep.route.theirs(model)
-        return [(job.id, ep.provider.build(job, theirs)) for job in jobs]
-
-    def _tokens(self, job: Job) -> int:
-        """A job's input tokens as estimated before sending (what a batch queue counts)."""
-        return self.estimator.estimate(features(job.text), cautious=True)
+                await self._create(chunk, self.chunker.requests(ep, chunk.model, jobs))
 
     async def _submit_jobs(self, jobs: Sequence[Job], *, attempt: int) -> None:
         for job in jobs:
@@ -326,12 +256,12 @@ class BatchExecutor:
         for (model, attempt), jobs in list(self.waiting.items()):
             full: set[str] = set()
             while jobs and not self.budget_stopped:
-                ep = self._choose(model, queued, full)
+                ep = self.chunker.choose(model, queued, full)
                 if ep is None:
                     break
                 held = queued.get((ep.name, model), 0)
                 room = None if ep.queue_tokens is None else ep.queue_tokens - held
-                requests, tokens = self._cut(ep, model, jobs, room, first=not held)
+                requests, tokens = self.chunker.cut(ep, model, jobs, room, first=not held)
                 if not requests:
                     full.add(ep.name)
                     continue
@@ -364,44 +294,6 @@ class BatchExecutor:
             log.info("%d jobs not submitted: --budget would be crossed", left)
             self.waiting.clear()
 
-    def _choose(
-        self, model: str, queued: dict[tuple[str, str], int], full: set[str]
-    ) -> _Endpoint | None:
-        """The endpoint to submit ``model``'s next chunk through, if one has room."""
-        best: tuple[int, int] | None = None
-        chosen = None
-        for ep in self.endpoints.values():
-            if not ep.route.serves(model) or ep.name in full:
-                continue
-            held = queued.get((ep.name, model), 0)
-            if ep.queue_tokens is not None and held and held >= ep.queue_tokens:
-                continue
-            key = (-ep.route.spec.priority, held)
-            if best is None or key < best:
-                best, chosen = key, ep
-        return chosen
-
-    def _cut(
-        self, ep: _Endpoint, model: str, jobs: Sequence[Job], room: int | None, *, first: bool
-    ) -> tuple[list[tuple[str, RequestSpec]], int]:
-        """The longest head of ``jobs`` that fits one batch of ``ep`` (its requests and bytes per
-        batch) and ``room`` tokens of its queue (``first``: one job at least, whatever its
-        tokens), with its input tokens."""
-        chunk: list[tuple[str, RequestSpec]] = []
-        size = tokens = 0
-        theirs = ep.route.theirs(model)
-        for job in jobs:
-            spec = ep.provider.build(job, theirs)
-            n, t = ep.api.size(job.id, spec), self._tokens(job)
-            fits = len(chunk) < ep.api.max_requests and size + n <= ep.api.max_bytes
-            if chunk and not fits:
-                break
-            if room is not None and tokens + t > room and (chunk or not first):
-                break
-            chunk.append((job.id, spec))
-            size, tokens = size + n, tokens + t
-        return chunk, tokens
-
     async def _create(self, chunk: Chunk, requests: list[tuple[str, RequestSpec]]) -> None:
         if not requests:  # its jobs left the inputs since: nothing to send
             self.log.closed(chunk, self.clock.time())
@@ -413,8 +305,7 @@ class BatchExecutor:
         )
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
-        now = self.clock.monotonic()
-        self.looks[chunk.tag] = _Looks(submitted=now, since=now, next=now)
+        self.looks.submitted(chunk)
         self.tally.requests += len(requests)
         self.tally.in_flight += len(requests)
         log.info(
@@ -439,32 +330,7 @@ class BatchExecutor:
                 raise
         else:
             log.info("batch %s cancelled", batch)
-        looks = self._looks(chunk)
-        looks.cancelled = True
-        looks.since = looks.next = self.clock.monotonic()
-
-    def _looks(self, chunk: Chunk) -> _Looks:
-        """When to look at ``chunk``'s batch; one an earlier run submitted is looked at now."""
-        looks = self.looks.get(chunk.tag)
-        if looks is None:
-            now = self.clock.monotonic()
-            age = self.clock.time() - chunk.submitted if chunk.submitted is not None else 0.0
-            looks = _Looks(submitted=now - age, since=now - age, next=now)
-            self.looks[chunk.tag] = looks
-        return looks
-
-    def _due(self, chunk: Chunk) -> float:
-        """When ``chunk`` must be looked at next (monotonic): its next look, or its deadline."""
-        looks = self._looks(chunk)
-        if self.options.mode != "auto" or looks.cancelled:
-            return looks.next
-        return min(looks.next, looks.submitted + self.options.batch_deadline)
-
-    def _late(self, chunk: Chunk) -> bool:
-        looks = self._looks(chunk)
-        if self.options.mode != "auto" or looks.cancelled:
-            return False
-        return self.clock.monotonic() + SLACK >= looks.submitted + self.options.batch_deadline
+        self.looks.cancelled(chunk)
 
     async def _wait(self) -> int:
         """Look at each batch when it is due until every chunk is collected, or once with
@@ -475,15 +341,15 @@ class BatchExecutor:
                 if self.stopping:
                     break
                 assert chunk.batch is not None
-                if not first and self._due(chunk) > self.clock.monotonic() + SLACK:
+                if not first and not self.looks.is_due(chunk):
                     continue
                 ep = self._endpoint(chunk)
                 info = await self._call(ep, partial(ep.api.get, ep.transport, chunk.batch))
-                self._looks(chunk).after_look(self.clock.monotonic(), self.options.poll_interval)
+                self.looks.looked(chunk)
                 self._note(chunk, info)
                 if info.finished:
                     await self._collect(chunk, info)
-                elif self._late(chunk):
+                elif self.looks.late(chunk):
                     log.info("batch %s is past --batch-deadline: cancelling it", info.id)
                     await self._cancel(chunk, info.id)
             first = False
@@ -499,12 +365,11 @@ class BatchExecutor:
             open_chunks = self.log.open_chunks()
             if not open_chunks or self.options.no_wait:
                 break
-            due = min((self._due(c) for c in open_chunks), default=math.inf)
+            due = min((self.looks.due(c) for c in open_chunks), default=math.inf)
             with anyio.CancelScope() as self._sleep:
                 if not self.stopping:
                     await self.clock.sleep(max(0.0, due - self.clock.monotonic()))
-        for tag in [t for t in self.looks if self.log.chunks[t].closed]:
-            del self.looks[tag]
+        self.looks.forget({t for t, c in self.log.chunks.items() if c.closed})
         return len(self.log.open_chunks())
 
     def _show(self) -> None:
@@ -577,7 +442,7 @@ class BatchExecutor:
 
     def _record(
         self,
-        ep: _Endpoint,
+        ep: BatchEndpoint,
         job: Job,
         chunk: Chunk,
         raw: str | None,
