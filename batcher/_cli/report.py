@@ -10,6 +10,7 @@ tokens and cost per model; errors by kind with examples; quota days and waits.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 from collections import Counter, defaultdict
@@ -27,9 +28,10 @@ from .._core.errors import UsageError
 from .._progress import duration
 from .._rundir.manifest import Manifest
 from .._rundir.results import iter_rows
+from .exits import EXIT_OK
 from .svg import PALETTE, Marks, Series, bar_chart, hbar_chart, line_chart
 
-__all__ = ["RunData", "read_run", "render_report"]
+__all__ = ["RunData", "read_run", "render_report", "report_command", "write_report"]
 
 RESULT_COLUMNS = [
     "id",
@@ -481,3 +483,10 @@ def write_report(out: Path, target: Path | None = None) -> Path:
     except OSError as e:
         raise WriteFailed.from_os_error(e, path) from e
     return path
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Write the report of the run in ``args.dir`` and print where it is."""
+    path = write_report(Path(args.dir), Path(args.output) if args.output else None)
+    print(f"report: {path}")
+    return EXIT_OK
