@@ -192,7 +192,7 @@ def test_mock_server_batch_delay_lets_a_user_try_no_wait(
 ) -> None:
     """``batcher mock-server --batch-delay S`` serves batches that run S seconds: a --no-wait run
     exits 6, ``status`` lists the batch, and a rerun while it runs submits nothing again."""
-    import batcher.mock
+    import batcher._cli.mock_server
     from batcher._cli.main import main
     from tests.helpers import run_cli, write_jsonl
 
@@ -210,7 +210,7 @@ def test_mock_server_batch_delay_lets_a_user_try_no_wait(
         def serve_forever(self) -> None:
             pass
 
-    monkeypatch.setattr(batcher.mock, "MockServer", Serve)
+    monkeypatch.setattr(batcher._cli.mock_server, "MockServer", Serve)
     assert main(["mock-server", "--batch-delay", "3600", "--batch-gradual"]) == 0
     assert main(["mock-server", "--batch-delay", "-1"]) == 2
     (config,) = configs

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from batcher._core.media import dimensions, gemini_image_tokens, openai_image_tokens
+from batcher._core.media import gemini_image_tokens, openai_image_tokens
+from batcher._core.sniff import dimensions
 from batcher._core.tokens import count_tokens
 from batcher.mock import MockConfig, MockServer
 from batcher.mock._media import make_png

@@ -299,10 +299,11 @@ def test_the_fast_path_for_plain_prompt_lines_parses_as_the_general_one(
     row: dict[str, Any],
 ) -> None:
     """``{id, prompt, model}`` lines skip the general path's lookups: same job, same errors."""
-    from batcher._jobs._formats import BadRow, _parse_prompt, _row_id, parse_row
+    from batcher._jobs._fields import row_id
+    from batcher._jobs._formats import BadRow, _parse_prompt, parse_row
 
     def general() -> tuple[str, Any]:
-        fields, own = _parse_prompt(row, None), _row_id(row, "id")
+        fields, own = _parse_prompt(row, None), row_id(row, "id")
         return own or "pos", fields
 
     try:

@@ -16,13 +16,12 @@ from batcher import InputError
 from batcher._admission.estimate import TokenEstimator, features
 from batcher._core.media import (
     Media,
-    dimensions,
     gemini_image_tokens,
     inline_digest,
     media_problem,
     openai_image_tokens,
-    sniff,
 )
+from batcher._core.sniff import dimensions, sniff
 from batcher._jobs import ColumnOptions, Job, JobSource
 from batcher._wire.providers import get_provider
 from batcher._wire.providers._gemini import build_body as gemini_body

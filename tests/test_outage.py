@@ -300,7 +300,7 @@ def test_a_request_that_timed_out_is_tried_again_within_the_time_budget() -> Non
 
 
 def test_the_run_summary_says_how_many_timed_out_requests_may_have_been_billed() -> None:
-    from batcher._cli.main import _timeouts_line
+    from batcher._cli.run import _timeouts_line
 
     summary = RunSummary(
         out="o", total=3, ok=2, errors=1, skipped=0, finished=3, requests=7,

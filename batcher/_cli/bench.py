@@ -6,20 +6,27 @@ each request left, when it was answered and with what status, and the figures co
 
 from __future__ import annotations
 
+import argparse
+import math
 import statistics
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 
 from .._config.limits import Limits, LimitTable
+from .._config.quota_options import LimitOptions
+from .._core.errors import UsageError, WriteFailed
 from .._engine.runner import Runner, RunOptions
 from .._jobs import Job
+from .exits import EXIT_OK
+from .flags import group_from_args
 
-__all__ = ["BenchResult", "run_bench"]
+__all__ = ["BenchResult", "bench_command", "run_bench"]
 
 _TEXT = (
     "pacing requests evenly keeps a batch under its limits while the queue drains at the rate "
@@ -137,8 +144,6 @@ def pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from .._core.errors import UsageError
-
         raise UsageError("--plot needs matplotlib: pip install 'batcher[plot]'") from None
     return plt
 
@@ -184,3 +189,38 @@ async def run_bench(
             tokens = runner.statistics().input_tokens
             peak = runner.peak_in_flight()
     return BenchResult(model, model_limits, elapsed, tuple(recorder.samples), tokens, peak)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Drive the load the flags ask for and print what it achieved (and plot it, if asked)."""
+    if not 0 < args.seconds < math.inf:
+        raise UsageError("--seconds must be a positive number")
+    if args.plot:
+        pyplot()  # matplotlib missing: say so before the bench, not after it
+    limits = group_from_args(LimitOptions, args).table()
+    assert limits.tier is not None
+    model = args.model or next(iter(limits.tier.models))
+    options: dict[str, object] = {
+        "provider": limits.tier.provider,
+        "tier": args.tier,
+        "api_key_env": args.api_key_env,
+        "max_concurrency": args.max_concurrency,
+        "base_url": args.base_url,
+    }
+    if args.base_url is None:
+        from ..mock import MockConfig
+
+        options["mock"] = MockConfig(latency_ms=(20.0, 200.0), limits=limits)
+    result = anyio.run(
+        lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
+        backend="asyncio",
+    )
+    where = "the mock provider" if args.base_url is None else args.base_url
+    print("\n".join(result.lines(where)))
+    if args.plot:
+        try:
+            plot(result, args.plot)
+        except OSError as e:
+            raise WriteFailed.from_os_error(e, Path(args.plot)) from None
+        print(f"  plot: {args.plot}")
+    return EXIT_OK

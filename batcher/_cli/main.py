@@ -1,26 +1,26 @@
-"""The ``batcher`` command: parse arguments, call the library, map errors to exit codes."""
+"""The ``batcher`` command: parse arguments, hand them to the command's module (``run.py``,
+``status.py``, ...), and map errors to exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .._core.stats import RunSummary
+from .exits import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    EXIT_OUTAGE,
+    EXIT_SOFTWARE,
+    EXIT_USAGE,
+)
 
-__all__ = ["main"]
-
-# The codes a command chooses here; those of a finished run (0, 1, 3, 5, 130, 143) are
-# RunSummary.exit_code. 70, 74 and 75 are sysexits.h's EX_SOFTWARE, EX_IOERR and EX_TEMPFAIL.
-EXIT_OK, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 4, 130
-EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_BROKEN_PIPE = 70, 74, 75, 141
-_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+__all__ = ["console_main", "main"]
 
 
 def _version() -> str:
@@ -206,249 +206,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _latency(text: str) -> tuple[float, float]:
-    from .._core.errors import UsageError
-
-    try:
-        lo, _, hi = text.partition("-")
-        low, high = float(lo), float(hi or lo)
-    except ValueError:
-        raise UsageError(f"--latency-ms takes MS or MIN-MAX, not {text!r}") from None
-    if low < 0 or high < low:
-        raise UsageError(f"--latency-ms {text!r}: need 0 <= MIN <= MAX")
-    return low, high
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .._api import run_sync
-    from .._core.errors import UsageError
-    from .._engine.pool import PER_ENDPOINT, refuse_per_endpoint
-    from .flags import options_from_args
-
-    if not args.out:
-        raise UsageError("--out needs a directory")
-    if args.pool_file is not None:  # the library cannot tell --provider openai from the default
-        refuse_per_endpoint(n for n in PER_ENDPOINT if getattr(args, n, None) is not None)
-    if args.mock is not None and args.mock.endswith(_SUFFIXES):
-        args.jobs.append(args.mock)  # `--mock jobs.jsonl`: the file was meant as a job file
-        args.mock = "default"
-    summary = run_sync(
-        list(args.jobs),
-        args.out,
-        options=options_from_args(args),
-        progress=not args.no_progress,
-        handle_signals=True,
-    )
-    if summary.finished == 0 and summary.skipped:
-        print(f"Nothing left to do: all {summary.skipped} jobs in {args.out} had finished.")
-    print(
-        f"{summary.total} jobs: {summary.ok} ok, {summary.errors} error"
-        f" ({summary.finished} finished now, {summary.skipped} already done);"
-        f" {summary.requests} requests in {summary.elapsed:.1f}s."
-        f" Results: {Path(args.out) / 'results'}"
-    )
-    if summary.spent_usd or summary.cost_usd:
-        print(_cost_line(summary))
-    if summary.timeouts:
-        print(_timeouts_line(summary, args.out))
-    if summary.budget_stop is not None:
-        from .._config.prices import usd
-
-        spent = sum(summary.spent_usd.values())
-        print(
-            f"Stopped at the budget of {usd(args.budget)}: spent {usd(spent)}"
-            f" in {args.out}, {summary.remaining} jobs left ({summary.budget_stop}). Rerun with"
-            " a larger --budget to go on.",
-            file=sys.stderr,
-        )
-    if summary.batches_pending and summary.interrupted is None:
-        print(
-            f"{summary.batches_pending} batches pending: rerun the same command to collect.",
-            file=sys.stderr,
-        )
-    if summary.interrupted is not None:
-        print(
-            f"Interrupted: {summary.finished} jobs finished in this run are kept. Rerun the same "
-            "command to go on.",
-            file=sys.stderr,
-        )
-    elif summary.deferred:
-        print(f"Stopped on the daily quota; {summary.deferred} jobs wait for it:", file=sys.stderr)
-        for stop in summary.quota_stops:
-            print(f"  {stop}", file=sys.stderr)
-        print("Rerun the same command after the reset to go on.", file=sys.stderr)
-    return summary.exit_code
-
-
-def _cost_line(summary: RunSummary) -> str:
-    from .._config.prices import usd
-
-    models = ", ".join(f"{m} {usd(c)}" for m, c in sorted(summary.spent_usd.items()))
-    total = sum(summary.spent_usd.values())
-    return f"Cost: {usd(summary.cost_usd)} this run; {usd(total)} in all ({models})."
-
-
-def _timeouts_line(summary: RunSummary, out: str) -> str:
-    n = summary.timeouts
-    return (
-        f"{n} timed-out request{'s' if n != 1 else ''} may have been billed: a provider may "
-        "finish a request after it times out here, at a cost not counted in this summary "
-        f"(outcome 'timeout' in {Path(out) / 'attempts'})."
-    )
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    import dataclasses
-    import time
-
-    import anyio
-
-    from .._admission.quota import spent_today
-    from .status import read_status
-
-    now = time.time()
-    status = read_status(Path(args.dir), now)  # first: a DIR that holds no run is the error
-    shared = anyio.run(spent_today, args.quota_store, now, backend="asyncio")
-    status = dataclasses.replace(status, shared=tuple(shared))
-    print("\n".join(status.lines()))
-    return EXIT_OK
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from .._core.errors import UsageError
-    from .show import ShowRequest, show_table
-
-    if args.n < 0:
-        raise UsageError("-n must be 0 or more")
-    columns = (
-        tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
-    )
-    console = Console(soft_wrap=False)
-    request = ShowRequest(Path(args.dir), args.n, args.errors, columns)
-    table, note = show_table(request, console.width)
-    console.print(table)
-    console.print(note, highlight=False)
-    return EXIT_OK
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    path = write_report(Path(args.dir), Path(args.output) if args.output else None)
-    print(f"report: {path}")
-    return EXIT_OK
-
-
-def _cmd_tiers(args: argparse.Namespace) -> int:
-    from .._config.limits import describe_tiers
-
-    print("\n".join(describe_tiers()))
-    return EXIT_OK
-
-
-def _cmd_plan(args: argparse.Namespace) -> int:
-    from .._config.cost_options import CostOptions
-    from .._config.limits import load_tiers
-    from .._config.quota_options import LimitOptions
-    from .._jobs import ColumnOptions, JobSource
-    from .flags import group_from_args
-    from .plan import describe_plan, make_plan
-
-    limits = group_from_args(LimitOptions, args).table()
-    provider = args.provider or (limits.tier.provider if limits.tier else "openai")
-    columns = group_from_args(ColumnOptions, args)
-    source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
-    schema = None
-    if args.schema is not None:
-        from .._config.schema import load_schema
-
-        schema = load_schema(args.schema)
-        schema.check_wire(provider)
-    prices = group_from_args(CostOptions, args).prices()
-    plans = make_plan(source, limits=limits, prices=prices, schema=schema)
-    tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
-    print("\n".join(describe_plan(plans, tier)))
-    if schema is not None:
-        from .._admission.estimate import TokenEstimator, features
-
-        each = TokenEstimator().estimate(features(schema.text))
-        print(f"\n(input tokens include the schema's, about {each:,} a request: it is billed)")
-    return EXIT_OK
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import anyio
-
-    from .._config.quota_options import LimitOptions
-    from .._core.errors import UsageError, WriteFailed
-    from .bench import plot, pyplot, run_bench
-    from .flags import group_from_args
-
-    if not 0 < args.seconds < math.inf:
-        raise UsageError("--seconds must be a positive number")
-    if args.plot:
-        pyplot()  # matplotlib missing: say so before the bench, not after it
-    limits = group_from_args(LimitOptions, args).table()
-    assert limits.tier is not None
-    model = args.model or next(iter(limits.tier.models))
-    options: dict[str, object] = {
-        "provider": limits.tier.provider,
-        "tier": args.tier,
-        "api_key_env": args.api_key_env,
-        "max_concurrency": args.max_concurrency,
-        "base_url": args.base_url,
-    }
-    if args.base_url is None:
-        from ..mock import MockConfig
-
-        options["mock"] = MockConfig(latency_ms=(20.0, 200.0), limits=limits)
-    result = anyio.run(
-        lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
-        backend="asyncio",
-    )
-    where = "the mock provider" if args.base_url is None else args.base_url
-    print("\n".join(result.lines(where)))
-    if args.plot:
-        try:
-            plot(result, args.plot)
-        except OSError as e:
-            raise WriteFailed.from_os_error(e, Path(args.plot)) from None
-        print(f"  plot: {args.plot}")
-    return EXIT_OK
-
-
-def _cmd_mock_server(args: argparse.Namespace) -> int:
-    from .._config.quota_options import LimitOptions
-    from .._core.errors import UsageError
-    from ..mock import Faults, MockConfig, MockServer
-    from .flags import group_from_args
-
-    limits = group_from_args(LimitOptions, args).table()
-    try:
-        faults = Faults(
-            args.fail_500, args.fail_503, args.drop, args.truncate, args.slow, args.slow_ms
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if not 0 <= args.batch_delay < math.inf:
-        raise UsageError(f"--batch-delay must be 0 or more seconds, got {args.batch_delay}")
-    config = MockConfig(
-        latency_ms=_latency(args.latency_ms),
-        seed=args.seed,
-        limits=limits,
-        faults=faults,
-        openai_per_second=not args.openai_per_minute,
-        batch_delay=args.batch_delay,
-        batch_gradual=args.batch_gradual,
-    )
-    server = MockServer(config, port=args.port)
-    print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)
-    server.serve_forever()
-    return EXIT_OK
-
-
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is now: the live display swaps it for one that prints
     above the progress bar instead of through it."""
@@ -509,18 +266,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         WriteFailed,
     )
 
-    commands = {
-        "run": _cmd_run,
-        "status": _cmd_status,
-        "show": _cmd_show,
-        "report": _cmd_report,
-        "tiers": _cmd_tiers,
-        "plan": _cmd_plan,
-        "bench": _cmd_bench,
-        "mock-server": _cmd_mock_server,
-    }
     try:
-        return commands[args.command](args)
+        return _handler(args.command)(args)
     except BadOption as e:
         _say(f"error: {option_flag(e.option)} {e.reason}")
         return EXIT_USAGE
@@ -540,6 +287,45 @@ def _dispatch(args: argparse.Namespace) -> int:
     except Outage as e:
         _say(str(e))
         return EXIT_OUTAGE
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    """The function that carries out ``command``, imported only when it runs: ``--help`` and a
+    quick command do not load what the others need."""
+    match command:
+        case "run":
+            from .run import run_command
+
+            return run_command
+        case "status":
+            from .status import status_command
+
+            return status_command
+        case "show":
+            from .show import show_command
+
+            return show_command
+        case "report":
+            from .report import report_command
+
+            return report_command
+        case "tiers":
+            from .tiers import tiers_command
+
+            return tiers_command
+        case "plan":
+            from .plan import plan_command
+
+            return plan_command
+        case "bench":
+            from .bench import bench_command
+
+            return bench_command
+        case "mock-server":
+            from .mock_server import mock_server_command
+
+            return mock_server_command
+    raise AssertionError(f"no command {command!r}")  # argparse allows only the ones above
 
 
 def _say(message: str) -> None:

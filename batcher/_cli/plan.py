@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 
 from .._admission.estimate import TokenEstimator, features
-from .._config.limits import Limits, LimitTable
+from .._config.cost_options import CostOptions
+from .._config.limits import Limits, LimitTable, load_tiers
 from .._config.prices import Price, Prices, usd
+from .._config.quota_options import LimitOptions
 from .._config.schema import OutputSchema
 from .._core.media import job_media_tokens
-from .._jobs import JobSource
+from .._jobs import ColumnOptions, JobSource
+from .exits import EXIT_OK
+from .flags import group_from_args
 
-__all__ = ["ModelPlan", "describe_plan", "make_plan"]
+__all__ = ["ModelPlan", "describe_plan", "make_plan", "plan_command"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +177,25 @@ def _minutes(m: float) -> str:
     if m < 120:
         return f"{m:.1f} min"
     return f"{m / 60:.1f} h"
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    """Check and read the job files, then print each model's plan under the limits given."""
+    limits = group_from_args(LimitOptions, args).table()
+    provider = args.provider or (limits.tier.provider if limits.tier else "openai")
+    columns = group_from_args(ColumnOptions, args)
+    source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
+    schema = None
+    if args.schema is not None:
+        from .._config.schema import load_schema
+
+        schema = load_schema(args.schema)
+        schema.check_wire(provider)
+    prices = group_from_args(CostOptions, args).prices()
+    plans = make_plan(source, limits=limits, prices=prices, schema=schema)
+    tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
+    print("\n".join(describe_plan(plans, tier)))
+    if schema is not None:
+        each = TokenEstimator().estimate(features(schema.text))
+        print(f"\n(input tokens include the schema's, about {each:,} a request: it is billed)")
+    return EXIT_OK

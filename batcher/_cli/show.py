@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import json
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from .._core.errors import UsageError
 from .._rundir.manifest import Manifest
 from .._rundir.results import input_order, iter_rows
 from .._rundir.store import _schema
+from .exits import EXIT_OK
 
-__all__ = ["ShowRequest", "show_table"]
+__all__ = ["ShowRequest", "show_command", "show_table"]
 
 DEFAULT_COLUMNS = ("id", "status", "model", "input_tokens", "output_tokens", "cost_usd", "text")
 ERROR_COLUMNS = ("id", "model", "error_kind", "attempts", "error")
@@ -114,3 +116,20 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     if more:
         note += f" (-n {total} shows them all)"
     return table, note
+
+
+def show_command(args: argparse.Namespace) -> int:
+    """Print the table of ``args.dir``'s results that the flags ask for, at the terminal's width."""
+    from rich.console import Console
+
+    if args.n < 0:
+        raise UsageError("-n must be 0 or more")
+    columns = (
+        tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    )
+    console = Console(soft_wrap=False)
+    request = ShowRequest(Path(args.dir), args.n, args.errors, columns)
+    table, note = show_table(request, console.width)
+    console.print(table)
+    console.print(note, highlight=False)
+    return EXIT_OK

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import anyio
+
 from .._admission.ledger import DailyCount, Ledger
-from .._admission.quota import Spent
+from .._admission.quota import Spent, spent_today
 from .._config.limits import Limits
 from .._config.prices import usd
 from .._core.clock import QUOTA_TZ
@@ -18,8 +23,9 @@ from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.dirlock import Holder, holder
 from .._rundir.manifest import Manifest
 from .._rundir.results import damaged_files, iter_status, read_costs
+from .exits import EXIT_OK
 
-__all__ = ["RunStatus", "read_status"]
+__all__ = ["RunStatus", "read_status", "status_command"]
 
 PACE_WINDOW = 600.0
 """The pace is measured over the last ten minutes of finished jobs."""
@@ -182,3 +188,14 @@ def _pace(times: list[float]) -> float | None:
     recent = sorted(t for t in times if t >= last - PACE_WINDOW)
     span = recent[-1] - recent[0]
     return (len(recent) - 1) / span * 60 if span > 0 else None
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """Print where the run in ``args.dir`` stands, with what all runs counted today in the quota
+    store."""
+    now = time.time()
+    status = read_status(Path(args.dir), now)  # first: a DIR that holds no run is the error
+    shared = anyio.run(spent_today, args.quota_store, now, backend="asyncio")
+    status = dataclasses.replace(status, shared=tuple(shared))
+    print("\n".join(status.lines()))
+    return EXIT_OK

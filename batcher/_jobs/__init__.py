@@ -5,7 +5,9 @@ Each module holds one step of the way from input to job:
     _model      Job, Message, Part, NativeRequest: what one request asks for
     _readers    JSONL, JSONL.gz and Parquet files as a stream of rows
     _columns    ColumnOptions: --prompt-column, --prompt-template, --id-column
-    _formats    which of the four line shapes a row has, and its parser
+    _fields     JobFields (a row's request), and the checks of one value in a row
+    _formats    which of the four line shapes a row has; the prompt, messages and column parsers
+    _openai_rows, _gemini_rows   the parsers of OpenAI's shapes and of Gemini batch lines
     _source     JobSource: the checking first pass (scan) and the sending second pass
 
 A row is one input line or Parquet row; a record, elsewhere in batcher, is only ever a result.

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .._core.errors import WriteFailed
-from .._core.media import fetch, sniff
+from .._core.media import fetch
+from .._core.sniff import sniff
 from .._wire.providers import ImageOut
 
 __all__ = ["IMAGES", "clear_partial", "download", "save_images"]

@@ -16,7 +16,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .._core.media import decode_data_uri, dimensions, media_tokens, sniff
+from .._core.media import decode_data_uri, media_tokens
+from .._core.sniff import dimensions, sniff
 
 __all__ = [
     "BadMedia",

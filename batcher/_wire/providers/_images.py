@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..._core.errors import RetryableError
-from ..._core.media import Inline, inline_now, sniff
+from ..._core.media import Inline, inline_now
+from ..._core.sniff import sniff
 from ..._jobs import Job, ProviderName
 from ._base import (
     Answer,
