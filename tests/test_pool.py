@@ -222,9 +222,10 @@ def test_a_pool_whose_keys_are_all_refused_names_every_refusal_in_its_last_word(
     from types import SimpleNamespace
     from typing import Any
 
+    from batcher._config.pool_file import EndpointSpec
     from batcher._core.errors import FatalProviderError
     from batcher._engine.outcome import Fatal
-    from batcher._engine.pool import EndpointSpec, Pool, PoolExecutor
+    from batcher._engine.pool import Pool, PoolExecutor
 
     def executor(name: str) -> Any:
         target = SimpleNamespace(

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from .._api import run_sync
+from .._config.pool_file import PER_ENDPOINT, refuse_per_endpoint
 from .._config.prices import usd
 from .._core.errors import UsageError
 from .._core.stats import RunSummary
-from .._engine.pool import PER_ENDPOINT, refuse_per_endpoint
 from .flags import options_from_args
 
 __all__ = ["run_command"]

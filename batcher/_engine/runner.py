@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._admission.lanes import Lanes
 from .._admission.ledger import Ledger
-from .._admission.quota import MemoryStore, QuotaStore, open_store
-from .._admission.retry import RetryPolicy
+from .._admission.quota import QuotaStore, open_store
 from .._config.options import RunOptions, option_flag
+from .._config.pool_file import EndpointSpec, pool_specs, spec_endpoint
 from .._config.schema import OutputSchema, load_schema
 from .._core.clock import Clock, SystemClock
 from .._core.errors import UsageError
@@ -46,8 +45,7 @@ from . import support
 from .batchapi import BatchExecutor
 from .budget import Budget
 from .consume import Consumer
-from .execute import Executor
-from .pool import EndpointSpec, Pool, PoolExecutor, pool_specs, spec_account, spec_endpoint
+from .pool import Pool, PoolExecutor, open_pool
 from .scheduler import Scheduler
 from .tally import Tally
 
@@ -193,7 +191,20 @@ class Runner:
         ).write(self.out)
         transport = target.transport(opts.requests, self._httpx_transport)
         self._transport = transport
-        self.lanes = pool = self._pool = self._routes(target, transport, ledger, store)
+        self.lanes = pool = self._pool = open_pool(
+            self.pool_specs
+            or [EndpointSpec("default", self.provider_name, models=None, limits=self.limits)],
+            first=(self.provider, target, transport),
+            options=opts,
+            schema=self.schema,
+            clock=self.clock,
+            tally=self.tally,
+            prices=self.prices,
+            out=self.out,
+            ledger=ledger,
+            store=store,
+            httpx_transport=self._httpx_transport,
+        )
         self.consumer = consumer = Consumer(
             self.store, self.tally, attempts=self.attempts, budget=budget
         )
@@ -229,60 +240,6 @@ class Runner:
             grace=opts.requests.grace,
         )
         executor.on_attempt = consumer.attempt
-
-    def _routes(
-        self, first: Target, transport: Transport, ledger: Ledger, store: QuotaStore
-    ) -> Pool:
-        """The run's endpoints: those of the ``--pool`` file, or the one of the options (a pool
-        of one, serving every model). Each gets its own lanes and executor; the first is
-        ``first``, already started, over ``transport``."""
-        opts = self.options
-        specs = self.pool_specs
-        solo = specs is None
-        if specs is None:
-            specs = [
-                EndpointSpec(
-                    name="default", provider=self.provider_name, models=None, limits=self.limits
-                )
-            ]
-        pool = Pool(store)
-        mocks = MemoryStore()  # a pool's mock endpoints share budgets in this process only
-        for i, spec in enumerate(specs):
-            if i == 0:
-                provider, target = self.provider, first
-            else:
-                provider = get_provider(spec.provider, opts.media.api)
-                if self.schema is not None:
-                    provider = SchemaProvider(provider, self.schema)
-                target = Target(spec_endpoint(spec), provider)
-                target.start()
-                transport = target.transport(opts.requests, self._httpx_transport)
-            executor = Executor(
-                transport,
-                target,
-                RetryPolicy(max_attempts=opts.requests.max_attempts, timeout=opts.requests.timeout),
-                self.clock,
-                self.tally,
-                prices=self.prices,
-                out=self.out,
-                schema=self.schema,
-                endpoint=spec.name,
-                ipm=opts.media.ipm,
-            )
-            lanes = Lanes(
-                spec.limits,
-                ledger,
-                self.clock,
-                per_second=provider.per_second_limits,
-                rolling=opts.limits.quota_day == "rolling",
-                where=target.where if solo else f"endpoint {spec.name} ({target.where})",
-                max_outage=opts.requests.max_outage,
-                store=mocks if target.is_mock and not solo else store,
-                account=spec_account(spec, target),
-                ledger_prefix="" if solo else f"{spec.name}/",
-            )
-            pool.add(spec, provider, executor, lanes, owned=i > 0)
-        return pool
 
     async def __aexit__(
         self,
