@@ -36,6 +36,8 @@ from ._openai import OpenAIProvider
 __all__ = ["OpenAIBatch"]
 
 ENDPOINT = "/v1/chat/completions"
+"""The batch endpoint of chat requests; an images API request goes to ``/v1/images/generations``
+(the Batch API's ``endpoint`` takes either, among others: its create reference)."""
 TAG_KEY = "batcher_tag"
 """The metadata key whose value is batcher's tag of the batch."""
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -53,7 +55,8 @@ class OpenAIBatch:
         self.provider = OpenAIProvider()
 
     def _line(self, job_id: str, spec: RequestSpec) -> bytes:
-        return encode({"custom_id": job_id, "method": "POST", "url": ENDPOINT, "body": spec.body})
+        url = _endpoint(spec)
+        return encode({"custom_id": job_id, "method": "POST", "url": url, "body": spec.body})
 
     def size(self, job_id: str, spec: RequestSpec) -> int:
         return len(self._line(job_id, spec)) + 1
@@ -71,7 +74,7 @@ class OpenAIBatch:
         uploaded = check(self.provider, reply, "uploading the batch input file")
         create = {
             "input_file_id": uploaded["id"],
-            "endpoint": ENDPOINT,
+            "endpoint": _endpoint(requests[0][1]) if requests else ENDPOINT,
             "completion_window": "24h",
             "metadata": {TAG_KEY: tag},
         }
@@ -173,3 +176,8 @@ def _multipart(fields: Mapping[str, str], file: tuple[str, str, bytes]) -> tuple
     )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _endpoint(spec: RequestSpec) -> str:
+    """The Batch API's name of the endpoint a request goes to: ``/v1/`` and its path."""
+    return f"/v1/{spec.path}"
