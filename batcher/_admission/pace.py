@@ -5,12 +5,15 @@ of a leaky bucket): a request may leave once time reaches ``r_next``, which then
 request's share of the minute; tokens work the same way on ``t_next``. A 429 pauses the pace
 (``paused_until``), slows it a little (``slow``, recovering by a thousandth an answer) and, where a
 per-minute limit may be enforced per second, narrows the margin once (the evidence that it is).
+Where a provider counts a whole number of requests per clock second, ``gap`` keeps them apart.
 Every time here is one the caller gives: a lane (``_admission.lane``) paces one process's requests
 on its clock, a cluster's budget (``_admission.grants``) grants runs of slots in wall time, both
 with this.
 """
 
 from __future__ import annotations
+
+import math
 
 from .._config.limits import Limits
 
@@ -50,6 +53,29 @@ class Pace:
         if not per_minute:
             return 0.0
         return WINDOW / (per_minute * self.margin * self.slow * share)
+
+    def gap(self, share: float = 1.0) -> float:
+        """The least time between two requests where limits may be quantized per second, for a
+        pace that has ``share`` of them.
+
+        A server that allows ``rpm / 60`` requests per clock second admits only its whole part:
+        at 500 RPM, 8 in any second. Requests paced evenly at a rate r put up to floor(r) + 1
+        into some second, so where the pace is within half a percent of that whole part k (0.99
+        of 500 RPM is 8.25 a second: 9 in some seconds, each a 429 from the very first second),
+        requests leave at least ``1 / k`` apart (half a percent more, at most 2 ms, for the
+        arrival's jitter), none early and none borrowing lateness against it: no second of any
+        phase then holds more than k (at 500 RPM that paces at 0.955 of the limit). Where the
+        pace is under k already (1,200 RPM: 19.8 a second against 20), even pacing keeps every
+        second within k and the lane keeps its lateness credit."""
+        rpm = self.limits.rpm
+        if not rpm:
+            return 0.0
+        per_second = rpm * share / 60
+        whole = math.floor(per_second)
+        if whole < 1 or per_second * self.margin * self.slow < whole * 0.995:
+            return 0.0
+        gap = 1.0 / whole
+        return gap + min(0.002, gap / 200)
 
     def paced(self, tolerance: float) -> float:
         """When pacing lets the next request leave, tokens allowed ``tolerance`` seconds ahead."""
