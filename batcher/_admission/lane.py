@@ -30,7 +30,8 @@ pauses the lane.
 Several processes may share the account's limits (``SharedQuota``, from ``_admission.quota``): each
 lane then paces at its share of the per-minute limits (one over the processes sending), and counts
 the day's requests in blocks reserved from the shared store, so together they stay under the limits
-and count one RPD.
+and count one RPD. A lane whose day's requests are spent stops until the reset (``QuotaDay``, in
+``_admission.day``).
 
 We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
 lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
@@ -52,7 +53,7 @@ import anyio
 import anyio.lowlevel
 
 from .._config.limits import Limits
-from .._core.clock import Clock, next_reset
+from .._core.clock import Clock
 from .._core.errors import (
     FatalProviderError,
     PermanentJobError,
@@ -64,6 +65,7 @@ from .._core.errors import (
 )
 from .._wire.providers import RateHints
 from .caps import MinuteCap
+from .day import QuotaDay
 from .estimate import Features, TokenEstimator
 from .flight import InFlight
 from .ledger import DailyCount
@@ -157,10 +159,8 @@ class Lane:
         """A request holds the lock and is inside it: every other one then queues behind it."""
         self._strikes = 0
         self.cap = MinuteCap()
-        self.daily = daily or DailyCount()
+        self.day = QuotaDay(model, clock, daily or DailyCount(), quota)
         self.outage = outage or OutageWatch(clock, where=model)
-        self._stopped: QuotaExhausted | None = None
-        self.quota = quota
         self.refused: FatalProviderError | None = None
         """The provider refused this lane's key or model: every later attempt fails the same way
         without being sent (a pool then moves the job to another endpoint)."""
@@ -185,6 +185,16 @@ class Lane:
         return Slot(self, x, output)
 
     # --- pacing ----------------------------------------------------------------------------------
+
+    @property
+    def daily(self) -> DailyCount:
+        """This lane's count of the day's requests (the run's ledger keeps it)."""
+        return self.day.daily
+
+    @property
+    def quota(self) -> SharedQuota | None:
+        """The account's limits shared with other processes, if they are."""
+        return self.day.quota
 
     @property
     def limits(self) -> Limits:
@@ -221,7 +231,7 @@ class Lane:
 
     def _start(self, now: float, tokens: int, probe_at: float) -> float:
         """When pacing, the caps and any pause let a request of ``tokens`` leave."""
-        self._check_day()
+        self.day.check(self.limits.rpd)
         t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
         cap = self.cap.wait(now, tokens, self.limits, self.share, per_second=self._per_second)
         held = max(probe_at, self.pace.paused_until, cap)
@@ -237,11 +247,7 @@ class Lane:
         while True:
             if self.refused is not None:
                 raise self.refused
-            self._check_day()  # this lane's own count first: its message says so plainly
-            if self.quota is not None and not await self.quota.ensure(
-                self.limits.rpm, self.limits.rpd
-            ):
-                self._stop_for_shared_day()
+            await self.day.ensure(self.limits)
             probe_at = await self.outage.wait_for_probe()
             now = self.clock.monotonic()
             start = self._start(now, tokens, probe_at)
@@ -313,7 +319,7 @@ class Lane:
     def wanted(self, unpaced: int) -> int:
         """Requests this lane needs in flight (or ready) to hold its pace: rate x answer time
         with headroom (Little's law); ``unpaced`` where no limit paces the lane."""
-        if self.refused is not None or self._stopped is not None:
+        if self.refused is not None or self.day.stopped is not None:
             return 0
         if self.limits.tpm and self.cap.per_request() is None:
             return unpaced  # what a request costs is unknown until some have been admitted
@@ -349,9 +355,7 @@ class Lane:
             base = now
         pace.advance(base, now, tokens, self.share)
         self._last = now
-        self.daily.add(self.clock.time())
-        if self.quota is not None:
-            self.quota.spend()
+        self.day.add()
         self.admitted += 1
         self.outage.admitted()
         return self.cap.admit(now, tokens)
@@ -373,12 +377,7 @@ class Lane:
         now = self.clock.monotonic()
         self.rate_limited += 1
         if error.per_day:
-            wall = self.clock.time()
-            self._stopped = QuotaExhausted(
-                self.model,
-                f"the server says the daily quota is spent ({error.quota})",
-                self.daily.resets_at(wall),
-            )
+            self.day.server_says_spent(error.quota)
             return
         if error.retry_after is not None:
             delay = error.retry_after
@@ -412,24 +411,7 @@ class Lane:
             if remaining == 0 and reset:
                 self.pace.paused_until = max(self.pace.paused_until, now + reset)
 
-    # --- the quota day ---------------------------------------------------------------------------
-
-    def _check_day(self) -> None:
-        self.blocked()
-        if self._stopped is not None:
-            raise self._stopped
-
-    def _stop_for_shared_day(self) -> None:
-        """The shared store granted no more of today's requests: stop until the reset."""
-        assert self.quota is not None
-        wall = self.clock.time()
-        self._stopped = QuotaExhausted(
-            self.model,
-            f"the day's {self.limits.rpd:,} requests are spent (counted across the runs "
-            f"sharing {self.quota.account.label} in {self.quota.store.where})",
-            next_reset(wall),
-        )
-        raise self._stopped
+    # --- for the scheduler, a pool, and what a user inspects -------------------------------------
 
     def spacing(self) -> float:
         """Seconds between two requests at the lane's pace (0 without an RPM)."""
@@ -452,18 +434,7 @@ class Lane:
 
     def blocked(self) -> QuotaExhausted | None:
         """Why the lane sends nothing until a quota reset, or None if it may send."""
-        wall = self.clock.time()
-        if self._stopped is not None and wall >= self._stopped.resets_at:
-            self._stopped = None
-        rpd = self.limits.rpd
-        if self._stopped is None and rpd is not None and self.daily.spent(wall) >= rpd:
-            why = (
-                "no daily quota on this tier (RPD 0)"
-                if rpd == 0
-                else f"the day's {rpd:,} requests are spent"
-            )
-            self._stopped = QuotaExhausted(self.model, why, self.daily.resets_at(wall))
-        return self._stopped
+        return self.day.blocked(self.limits.rpd)
 
     def statistics(self) -> LaneStats:
         return LaneStats(
@@ -473,7 +444,7 @@ class Lane:
             rate_limited=self.rate_limited,
             today=self.daily.spent(self.clock.time()),
             paused_for=max(0.0, self.pace.paused_until - self.clock.monotonic()),
-            stopped=str(self._stopped) if self._stopped else None,
+            stopped=str(self.day.stopped) if self.day.stopped else None,
         )
 
 
