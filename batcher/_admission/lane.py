@@ -42,7 +42,6 @@ paused for a 429's delay, which is most of what a lane does.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -215,11 +214,6 @@ class Lane:
         """The part of the account's per-minute limits this lane may use."""
         return self.quota.share if self.quota is not None else 1.0
 
-    def _interval(self, per_minute: int | None) -> float:
-        if not per_minute:
-            return 0.0
-        return self.pace.interval(per_minute, self.share)
-
     def _check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
         tpm = self.limits.tpm
@@ -306,16 +300,6 @@ class Lane:
 
     # --- how many in flight ----------------------------------------------------------------------
 
-    def rate(self) -> float | None:
-        """Requests a second the lane's limits let through (None: no limit is known)."""
-        limits, scale = self.limits, self.margin * self.pace.slow * self.share
-        rate = math.inf
-        if limits.rpm:
-            rate = limits.rpm * scale / WINDOW
-        if limits.tpm and (per_request := self.cap.per_request()):
-            rate = min(rate, limits.tpm * scale / WINDOW / per_request)
-        return None if rate == math.inf else rate
-
     def wanted(self, unpaced: int) -> int:
         """Requests this lane needs in flight (or ready) to hold its pace: rate x answer time
         with headroom (Little's law); ``unpaced`` where no limit paces the lane."""
@@ -323,7 +307,7 @@ class Lane:
             return 0
         if self.limits.tpm and self.cap.per_request() is None:
             return unpaced  # what a request costs is unknown until some have been admitted
-        rate = self.rate()
+        rate = self.pace.rate(self.share, self.cap.per_request())
         if rate is None:
             return unpaced
         limits = self.limits
@@ -350,7 +334,7 @@ class Lane:
         slot = pace.r_next
         held = max(self.opening.opened_at, pace.paused_until)
         if now < slot or (arrived <= slot and held <= slot):
-            base = max(slot, now - max(self._interval(self.limits.rpm) / 2, EARLY))
+            base = max(slot, now - max(self.spacing() / 2, EARLY))
         else:
             base = now
         pace.advance(base, now, tokens, self.share)
@@ -393,29 +377,13 @@ class Lane:
 
     def _observe(self, hints: RateHints) -> None:
         """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
-        if hints.empty:
-            return
-        rpm, tpm = self.limits.rpm, self.limits.tpm
-        if hints.limit_requests and (rpm is None or hints.limit_requests < rpm):
-            rpm = hints.limit_requests
-        if hints.limit_tokens and (tpm is None or hints.limit_tokens < tpm):
-            tpm = hints.limit_tokens
-        if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
-            self.limits = Limits(rpm, tpm, self.limits.rpd)
-            self.pace.r_next = max(self.pace.r_next, self._last + self._interval(rpm))
-        now = self.clock.monotonic()
-        for remaining, reset in (
-            (hints.remaining_requests, hints.reset_requests),
-            (hints.remaining_tokens, hints.reset_tokens),
-        ):
-            if remaining == 0 and reset:
-                self.pace.paused_until = max(self.pace.paused_until, now + reset)
+        self.pace.adopt(hints, self.clock.monotonic(), self._last, self.share)
 
     # --- for the scheduler, a pool, and what a user inspects -------------------------------------
 
     def spacing(self) -> float:
         """Seconds between two requests at the lane's pace (0 without an RPM)."""
-        return self._interval(self.limits.rpm)
+        return self.pace.interval(self.limits.rpm, self.share)
 
     def eta(self) -> float:
         """About when a request joining the lane now would leave (monotonic time): for choosing
@@ -424,7 +392,7 @@ class Lane:
         start = max(now, self.pace.paused_until, self.pace.r_next)
         if self.outage.down:
             start = max(start, now + 60.0)
-        return start + self.waiting * max(self._interval(self.limits.rpm), 1e-3)
+        return start + self.waiting * max(self.spacing(), 1e-3)
 
     def has_demand(self) -> bool:
         """Whether the lane admitted or had waiting requests since the last call."""

@@ -6,6 +6,7 @@ request's share of the minute; tokens work the same way on ``t_next``. A 429 pau
 (``paused_until``), slows it a little (``slow``, recovering by a thousandth an answer) and, where a
 per-minute limit may be enforced per second, narrows the margin once (the evidence that it is).
 Where a provider counts a whole number of requests per clock second, ``gap`` keeps them apart.
+Limits an answer's headers reveal are adopted as they come (``adopt``).
 Every time here is one the caller gives: a lane (``_admission.lane``) paces one process's requests
 on its clock, a cluster's budget (``_admission.grants``) grants runs of slots in wall time, both
 with this.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 
 from .._config.limits import Limits
+from .._wire.providers import RateHints
 
 __all__ = ["MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
 
@@ -53,6 +55,17 @@ class Pace:
         if not per_minute:
             return 0.0
         return WINDOW / (per_minute * self.margin * self.slow * share)
+
+    def rate(self, share: float = 1.0, per_request: float | None = None) -> float | None:
+        """Requests a second the limits let through, for a pace that has ``share`` of them and
+        requests of ``per_request`` tokens (unknown: None); None if no limit is known."""
+        limits, scale = self.limits, self.margin * self.slow * share
+        rate = math.inf
+        if limits.rpm:
+            rate = limits.rpm * scale / WINDOW
+        if limits.tpm and per_request:
+            rate = min(rate, limits.tpm * scale / WINDOW / per_request)
+        return None if rate == math.inf else rate
 
     def gap(self, share: float = 1.0) -> float:
         """The least time between two requests where limits may be quantized per second, for a
@@ -104,6 +117,27 @@ class Pace:
             return False
         self.margin = min(self.margin, self._narrow_to)
         return True
+
+    def adopt(self, hints: RateHints, now: float, last: float, share: float = 1.0) -> None:
+        """Adopt the limits that ``x-ratelimit-*`` headers reveal where they are lower (the next
+        request then leaves an interval of the new rate after the ``last`` one), and pause until
+        the reset where they say none remain."""
+        if hints.empty:
+            return
+        rpm, tpm = self.limits.rpm, self.limits.tpm
+        if hints.limit_requests and (rpm is None or hints.limit_requests < rpm):
+            rpm = hints.limit_requests
+        if hints.limit_tokens and (tpm is None or hints.limit_tokens < tpm):
+            tpm = hints.limit_tokens
+        if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
+            self.limits = Limits(rpm, tpm, self.limits.rpd)
+            self.r_next = max(self.r_next, last + self.interval(rpm, share))
+        for remaining, reset in (
+            (hints.remaining_requests, hints.reset_requests),
+            (hints.remaining_tokens, hints.reset_tokens),
+        ):
+            if remaining == 0 and reset:
+                self.paused_until = max(self.paused_until, now + reset)
 
     def grant(self, now: float, want: int, tokens: float) -> tuple[float, float]:
         """``want`` consecutive slots for requests of about ``tokens`` each from ``now``: (the
