@@ -22,10 +22,9 @@ A lane also says how many requests it needs in flight to hold its pace (``wanted
 times how long answers take (Little's law, ``InFlight`` in ``_admission.flight``). The scheduler
 keeps that many workers.
 
-A job's attempt goes through one protocol, ``async with lane.request(x) as slot``: entering
-checks the job can ever fit and waits for admission; the block sends and calls ``slot.done`` with
-the tokens the answer reported; leaving settles the charge, teaches the estimator, and on a 429
-pauses the lane.
+A job's attempt goes through one protocol, ``async with lane.request(x) as slot`` (``Slot``, in
+``_admission.slot``): it waits for admission (``admit``), and what the answer says teaches the lane
+(``observe``, ``settle``, ``on_rate_limited``).
 
 Several processes may share the account's limits (``SharedQuota``, from ``_admission.quota``): each
 lane then paces at its share of the per-minute limits (one over the processes sending), and counts
@@ -45,7 +44,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
 import anyio
@@ -53,15 +51,7 @@ import anyio.lowlevel
 
 from .._config.limits import Limits
 from .._core.clock import Clock
-from .._core.errors import (
-    FatalProviderError,
-    PermanentJobError,
-    ProviderError,
-    QuotaExhausted,
-    RateLimitError,
-    RetryableError,
-    TimedOut,
-)
+from .._core.errors import FatalProviderError, PermanentJobError, QuotaExhausted, RateLimitError
 from .._wire.providers import RateHints
 from .caps import MinuteCap
 from .day import QuotaDay
@@ -72,8 +62,9 @@ from .opening import Opening
 from .outage import OutageWatch
 from .pace import WINDOW, Pace
 from .quota import SharedQuota
+from .slot import Slot
 
-__all__ = ["Gate", "Lane", "LaneStats", "Slot"]
+__all__ = ["Gate", "Lane", "LaneStats"]
 
 EARLY = 0.002
 """How long before its paced time a request may leave rather than sleep. At thousands of
@@ -158,8 +149,10 @@ class Lane:
         """A request holds the lock and is inside it: every other one then queues behind it."""
         self._strikes = 0
         self.cap = MinuteCap()
-        self.day = QuotaDay(model, clock, daily or DailyCount(), quota)
+        self.daily = daily or DailyCount()
         self.outage = outage or OutageWatch(clock, where=model)
+        self.quota = quota
+        self.day = QuotaDay(model, clock, self.daily, quota)
         self.refused: FatalProviderError | None = None
         """The provider refused this lane's key or model: every later attempt fails the same way
         without being sent (a pool then moves the job to another endpoint)."""
@@ -186,16 +179,6 @@ class Lane:
     # --- pacing ----------------------------------------------------------------------------------
 
     @property
-    def daily(self) -> DailyCount:
-        """This lane's count of the day's requests (the run's ledger keeps it)."""
-        return self.day.daily
-
-    @property
-    def quota(self) -> SharedQuota | None:
-        """The account's limits shared with other processes, if they are."""
-        return self.day.quota
-
-    @property
     def limits(self) -> Limits:
         """The limits the lane paces by: as given, or as headers and 429s revealed them."""
         return self.pace.limits
@@ -214,7 +197,7 @@ class Lane:
         """The part of the account's per-minute limits this lane may use."""
         return self.quota.share if self.quota is not None else 1.0
 
-    def _check_size(self, tokens: int) -> None:
+    def check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
         tpm = self.limits.tpm
         if tpm is not None and tokens > tpm * self.margin:
@@ -252,7 +235,7 @@ class Lane:
                 return now
             await self.clock.sleep(max(start - now, 1e-6))
 
-    async def _admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
+    async def admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
         ``fresh`` estimates the tokens again once the request's turn has come: a request that
         queued while answers taught the estimator is charged what it now estimates, not what
@@ -344,7 +327,7 @@ class Lane:
         self.outage.admitted()
         return self.cap.admit(now, tokens)
 
-    def _settle(self, entry: list[float], tokens: int) -> None:
+    def settle(self, entry: list[float], tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""
         now = self.clock.monotonic()
         if self.gate is not None:
@@ -356,7 +339,7 @@ class Lane:
 
     # --- what the server says --------------------------------------------------------------------
 
-    def _on_rate_limited(self, error: RateLimitError) -> None:
+    def on_rate_limited(self, error: RateLimitError) -> None:
         """A 429: pause the whole lane for the server's delay (or a jittered backoff); slow it."""
         now = self.clock.monotonic()
         self.rate_limited += 1
@@ -375,7 +358,7 @@ class Lane:
         # with no limit known, what got through in the last minute is taken as the limit
         self.limits = self.cap.learned(self.limits, error.scope)
 
-    def _observe(self, hints: RateHints) -> None:
+    def observe(self, hints: RateHints) -> None:
         """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
         self.pace.adopt(hints, self.clock.monotonic(), self._last, self.share)
 
@@ -414,82 +397,3 @@ class Lane:
             paused_for=max(0.0, self.pace.paused_until - self.clock.monotonic()),
             stopped=str(self.day.stopped) if self.day.stopped else None,
         )
-
-
-class Slot:
-    """One attempt admitted by a lane (see ``Lane.request``); an async context manager.
-
-    Leaving the block opens the lane to full concurrency after its first answer, pauses it on a
-    429, tells the outage watch whether an answer came (any answer the endpoint sent, an error or
-    an output that would not do included, says it is up), and, after ``done``, settles the
-    tokens charged and teaches the estimator.
-    """
-
-    __slots__ = ("_entry", "_features", "_known", "_lane", "_output", "_reported", "_succeeded")
-
-    def __init__(self, lane: Lane, x: Features | int, output: int) -> None:
-        self._lane = lane
-        self._features: Features | None = x if isinstance(x, tuple) else None
-        self._known = 0 if isinstance(x, tuple) else x
-        self._output = output
-        self._entry: list[float] = []
-        self._reported: int | None = None
-        self._succeeded = False
-
-    async def __aenter__(self) -> Slot:
-        lane = self._lane
-        x = self._features
-        estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
-        tokens = estimate + self._output
-        lane._check_size(tokens)
-        lane.waiting += 1
-        try:
-            self._entry = await lane._admit(tokens, self._estimate if x is not None else None)
-        finally:
-            lane.waiting -= 1
-        lane.flight.sent(self)
-        return self
-
-    def _estimate(self) -> int:
-        """The tokens this request is charged: its prompt's estimate now, and its output."""
-        assert self._features is not None
-        return self._lane.estimator.estimate(self._features, cautious=True) + self._output
-
-    def observe(self, hints: RateHints) -> None:
-        """Adopt the limits an answer's ``x-ratelimit-*`` headers reveal (errors included)."""
-        self._lane._observe(hints)
-
-    def done(self, input_tokens: int | None) -> None:
-        """The request succeeded; the answer reported ``input_tokens`` (None if it did not say)."""
-        self._succeeded = True
-        self._reported = input_tokens
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        lane = self._lane
-        lane.flight.back(self)
-        lane.opening.open()
-        if isinstance(exc, FatalProviderError):
-            lane.refused = exc
-        if isinstance(exc, RetryableError) and exc.unanswered:
-            if lane.outage.failed(exc) and not isinstance(exc, TimedOut):
-                # the endpoint's outage, not this job's failure; but a timed-out request may
-                # have been billed, so it counts: a job is billed for --max-attempts at most
-                exc.counted = False
-            return
-        if isinstance(exc, ProviderError) or self._succeeded:
-            lane.outage.answered()
-        else:
-            lane.outage.released()
-        if isinstance(exc, RateLimitError):
-            lane._on_rate_limited(exc)
-        elif self._succeeded:
-            lane.succeeded += 1
-            if self._reported is not None:
-                if self._features is not None:
-                    lane.estimator.learn(self._features, self._reported)
-                lane._settle(self._entry, self._reported + self._output)
