@@ -133,7 +133,7 @@ def test_a_429_in_one_worker_pauses_the_other() -> None:
         async with b.request(1) as slot:
             slot.done(1)
         hit_at = clock.monotonic()
-        a._on_rate_limited(RateLimitError("429", retry_after=20.0))
+        a.on_rate_limited(RateLimitError("429", retry_after=20.0))
         async with b.request(1) as slot:
             slot.done(1)
         return hit_at, clock.monotonic()

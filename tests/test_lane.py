@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batcher import FatalProviderError, PermanentJobError, QuotaExhausted, RateLimitError
-from batcher._admission.lane import EARLY, OPEN_AFTER, Lane, LaneStats
+from batcher._admission.lane import EARLY, Lane, LaneStats
+from batcher._admission.opening import OPEN_AFTER
 from batcher._config.limits import Limits
 from batcher._wire.providers import RateHints
 from tests.virtual import VirtualClock, run_virtual

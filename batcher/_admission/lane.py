@@ -9,30 +9,28 @@ budget, so a job larger than a second's tokens still passes (and one larger than
 error, never a deadlock). Admissions are spread evenly, never burst beyond a few milliseconds' worth
 (``EARLY``, and the lateness a waiting request keeps as credit), so a provider that enforces a
 per-minute limit per second is not tripped, and at hundreds of requests a second the event loop's
-lag is not lost rate. The cap: the admissions of the last minute are kept (``_core.window``), and a
-request never makes them exceed the limit, whatever pacing allowed; this makes "at most N in any
-minute" exact.
+lag is not lost rate. The cap (``MinuteCap``, in ``_admission.caps``): the admissions of the last
+minute are kept, and a request never makes them exceed the limit, whatever pacing allowed; this
+makes "at most N in any minute" exact.
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
 sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
-starts with one request and admits more once it is answered or ``OPEN_AFTER`` seconds after it
-left, whichever comes first: a bad key or an unknown model (refused in milliseconds) then costs
-one request, the first answer's rate-limit headers pace the ones after it, and a model that takes
-half a minute to answer does not hold the run back for that long.
+starts with one request and admits more once it is answered or a few seconds after it left
+(``Opening``, in ``_admission.opening``).
 
 A lane also says how many requests it needs in flight to hold its pace (``wanted``): its rate
-times how long answers take (Little's law), from the answers' recent times and, until enough
-have come back, the age of the oldest request still out. The scheduler keeps that many workers.
+times how long answers take (Little's law, ``InFlight`` in ``_admission.flight``). The scheduler
+keeps that many workers.
 
-A job's attempt goes through one protocol, ``async with lane.request(x) as slot``: entering
-checks the job can ever fit and waits for admission; the block sends and calls ``slot.done`` with
-the tokens the answer reported; leaving settles the charge, teaches the estimator, and on a 429
-pauses the lane.
+A job's attempt goes through one protocol, ``async with lane.request(x) as slot`` (``Slot``, in
+``_admission.slot``): it waits for admission (``admit``), and what the answer says teaches the lane
+(``observe``, ``settle``, ``on_rate_limited``).
 
 Several processes may share the account's limits (``SharedQuota``, from ``_admission.quota``): each
 lane then paces at its share of the per-minute limits (one over the processes sending), and counts
 the day's requests in blocks reserved from the shared store, so together they stay under the limits
-and count one RPD.
+and count one RPD. A lane whose day's requests are spent stops until the reset (``QuotaDay``, in
+``_admission.day``).
 
 We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
 lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
@@ -43,37 +41,30 @@ paused for a 429's delay, which is most of what a lane does.
 
 from __future__ import annotations
 
-import math
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
 from .._config.limits import Limits
-from .._core.clock import Clock, next_reset
-from .._core.errors import (
-    FatalProviderError,
-    PermanentJobError,
-    ProviderError,
-    QuotaExhausted,
-    RateLimitError,
-    RetryableError,
-    TimedOut,
-)
-from .._core.window import SlidingWindow
+from .._core.clock import Clock
+from .._core.errors import FatalProviderError, PermanentJobError, QuotaExhausted, RateLimitError
 from .._wire.providers import RateHints
+from .caps import MinuteCap
+from .day import QuotaDay
 from .estimate import Features, TokenEstimator
+from .flight import InFlight
 from .ledger import DailyCount
+from .opening import Opening
 from .outage import OutageWatch
 from .pace import WINDOW, Pace
 from .quota import SharedQuota
+from .slot import Slot
 
-__all__ = ["Gate", "Lane", "LaneStats", "Slot"]
+__all__ = ["Gate", "Lane", "LaneStats"]
 
 EARLY = 0.002
 """How long before its paced time a request may leave rather than sleep. At thousands of
@@ -81,19 +72,6 @@ requests a second the pace is finer than a turn of the event loop, and holding e
 it costs a sleep (a timer, a wake-up, a handover of the lock) for nearly every one; the pace
 still moves on by a whole interval per request, so the rate holds, a burst is at most this long's
 worth of requests (0.2% of a second's), and the caps and pauses stay exact."""
-
-
-OPEN_AFTER = 2.0
-"""Seconds after the first request left when the lane opens even without its answer."""
-LATENCIES = 256
-"""Answer times kept per lane, for how many requests it needs in flight."""
-CALIBRATED_LATENCY = 32
-"""Answers after which their times alone say how long answers take; before, the oldest request
-still out counts too (answers that take longer than any seen yet)."""
-HEADROOM = 1.2
-"""Requests wanted in flight beyond rate x answer time: the tail of answer times, and requests
-ready the moment a paced slot comes."""
-SPARE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +137,7 @@ class Lane:
         self.pace = Pace(limits, per_second=per_second, margin=margin)
         self._quantized = per_second
         """The provider may enforce per-minute limits per clock second (OpenAI's are quantized:
-        500 RPM is 8 requests in any second, not 8.33): see ``_gap``."""
+        500 RPM is 8 requests in any second, not 8.33): see ``Pace.gap``."""
         self.clock = clock
         self._per_second = False
         """Evidence (a 429) that limits are enforced per second: tokens are then capped per
@@ -170,31 +148,19 @@ class Lane:
         self._held = False
         """A request holds the lock and is inside it: every other one then queues behind it."""
         self._strikes = 0
-        self._window = SlidingWindow(WINDOW)  # admissions: [admitted at, tokens charged]
-        self._answers = SlidingWindow(WINDOW)  # successful answers: [answered at, tokens]
+        self.cap = MinuteCap()
         self.daily = daily or DailyCount()
         self.outage = outage or OutageWatch(clock, where=model)
-        self._stopped: QuotaExhausted | None = None
         self.quota = quota
+        self.day = QuotaDay(model, clock, self.daily, quota)
         self.refused: FatalProviderError | None = None
         """The provider refused this lane's key or model: every later attempt fails the same way
         without being sent (a pool then moves the job to another endpoint)."""
         self._demand_mark = 0
         self.waiting = 0
         """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
-        self._answered = anyio.Event()
-        self._answered_at = float("inf")
-        """When the lane opened (``_answered`` was set): the first answer, or ``OPEN_AFTER``
-        seconds after the first request left without one."""
-        self._probing = False
-        self._open_by = float("inf")
-        """When the lane opens without the first answer (``OPEN_AFTER`` after it left)."""
-        self._out: dict[Slot, float] = {}
-        """The requests in flight (admitted, not yet back) and when each left, oldest first."""
-        self._latencies: deque[float] = deque(maxlen=LATENCIES)
-        self.answers = 0
-        """Requests that came back (answered, failed, timed out) since the lane started."""
-        self.peak_in_flight = 0
+        self.opening = Opening(clock)
+        self.flight = InFlight(clock)
         self._last = float("-inf")
         self.admitted = 0
         self.rate_limited = 0
@@ -231,34 +197,7 @@ class Lane:
         """The part of the account's per-minute limits this lane may use."""
         return self.quota.share if self.quota is not None else 1.0
 
-    def _interval(self, per_minute: int | None) -> float:
-        if not per_minute:
-            return 0.0
-        return self.pace.interval(per_minute, self.share)
-
-    def _gap(self) -> float:
-        """The least time between two requests where limits may be quantized per second.
-
-        A server that allows ``rpm / 60`` requests per clock second admits only its whole part:
-        at 500 RPM, 8 in any second. Requests paced evenly at a rate r put up to floor(r) + 1
-        into some second, so where the pace is within half a percent of that whole part k (0.99
-        of 500 RPM is 8.25 a second: 9 in some seconds, each a 429 from the very first second),
-        requests leave at least ``1 / k`` apart (half a percent more, at most 2 ms, for the
-        arrival's jitter), none early and none borrowing lateness against it: no second of any
-        phase then holds more than k (at 500 RPM that paces at 0.955 of the limit). Where the
-        pace is under k already (1,200 RPM: 19.8 a second against 20), even pacing keeps every
-        second within k and the lane keeps its lateness credit."""
-        rpm = self.limits.rpm
-        if not rpm:
-            return 0.0
-        per_second = rpm * self.share / 60
-        whole = math.floor(per_second)
-        if whole < 1 or per_second * self.margin * self.pace.slow < whole * 0.995:
-            return 0.0
-        gap = 1.0 / whole
-        return gap + min(0.002, gap / 200)
-
-    def _check_size(self, tokens: int) -> None:
+    def check_size(self, tokens: int) -> None:
         """A job that can never fit in a minute's token budget is an error for that job."""
         tpm = self.limits.tpm
         if tpm is not None and tokens > tpm * self.margin:
@@ -267,47 +206,13 @@ class Lane:
                 f"{tpm:,} tokens per minute; it can never be sent"
             )
 
-    def _cap_wait(self, now: float, tokens: int) -> float:
-        """When the window's cap lets a request of ``tokens`` in (``now`` if it does already)."""
-        share = self.share
-        rpm = max(1, int(self.limits.rpm * share)) if self.limits.rpm is not None else None
-        tpm = self.limits.tpm * share if self.limits.tpm is not None else None
-        window = self._window
-        at = now
-        if rpm is not None and len(window) >= rpm:
-            at = max(at, window[len(window) - rpm][0] + WINDOW)
-        if tpm is not None and window.total + tokens > tpm:
-            excess = window.total + tokens - tpm
-            for t, cost in window:
-                excess -= cost
-                if excess <= 0:
-                    at = max(at, t + WINDOW)
-                    break
-        if self._per_second and tpm is not None:
-            at = max(at, self._second_wait(now, tokens, tpm / 60))
-        return at
-
-    def _second_wait(self, now: float, tokens: int, budget: float) -> float:
-        """When the tokens admitted in the last second leave room for ``tokens`` within a
-        second's ``budget`` (a request alone in its second always fits, as servers allow)."""
-        recent = self._window.newer_than(now - 1.0)
-        used = sum(e[1] for e in recent)
-        if not recent or used + tokens <= budget:
-            return now
-        excess = used + tokens - budget
-        for t, cost in recent:
-            excess -= cost
-            if excess <= 0:
-                return t + 1.0
-        return recent[-1][0] + 1.0
-
     def _start(self, now: float, tokens: int, probe_at: float) -> float:
         """When pacing, the caps and any pause let a request of ``tokens`` leave."""
-        self._check_day()
-        self._window.expire(now)
+        self.day.check(self.limits.rpd)
         t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
-        held = max(probe_at, self.pace.paused_until, self._cap_wait(now, tokens))
-        if self._quantized and (gap := self._gap()):
+        cap = self.cap.wait(now, tokens, self.limits, self.share, per_second=self._per_second)
+        held = max(probe_at, self.pace.paused_until, cap)
+        if self._quantized and (gap := self.pace.gap(self.share)):
             held = max(held, self._last + gap)
         paced = self.pace.paced(t_tolerance)
         if held <= now and paced <= now + EARLY:
@@ -319,11 +224,7 @@ class Lane:
         while True:
             if self.refused is not None:
                 raise self.refused
-            self._check_day()  # this lane's own count first: its message says so plainly
-            if self.quota is not None and not await self.quota.ensure(
-                self.limits.rpm, self.limits.rpd
-            ):
-                self._stop_for_shared_day()
+            await self.day.ensure(self.limits)
             probe_at = await self.outage.wait_for_probe()
             now = self.clock.monotonic()
             start = self._start(now, tokens, probe_at)
@@ -334,7 +235,7 @@ class Lane:
                 return now
             await self.clock.sleep(max(start - now, 1e-6))
 
-    async def _admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
+    async def admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
         ``fresh`` estimates the tokens again once the request's turn has come: a request that
         queued while answers taught the estimator is charged what it now estimates, not what
@@ -350,7 +251,7 @@ class Lane:
         if (
             gate is None
             and not self._held
-            and self._answered.is_set()
+            and self.opening.is_open
             and not self.outage.down
             and (self.quota is None or self.quota.left > 0)
             and self.refused is None
@@ -365,98 +266,43 @@ class Lane:
             self._held = True
             probe = False
             try:
-                if not self._answered.is_set():
-                    if self._probing:
-                        await self._wait_open()
-                    else:
-                        self._probing = probe = True
+                probe = await self.opening.enter()
                 now = await self._wait_turn(tokens)
                 if gate is not None:
                     await gate.admit(tokens, self._lock.statistics().tasks_waiting + 1)
                     now = await self._wait_turn(tokens)  # a pause heard meanwhile holds
             except BaseException:
                 if probe:
-                    self._probing = False  # the next request in line probes instead
+                    self.opening.probe_failed()
                 raise
             finally:
                 self._held = False
             if probe:
-                self._open_by = now + OPEN_AFTER
+                self.opening.probe_left(now)
             return self._commit(now, tokens, arrived=arrived)
-
-    async def _wait_open(self) -> None:
-        """Wait for the first answer, or until ``OPEN_AFTER`` seconds after the first request
-        left; then the lane is open. (Called holding the lock, after the probe has left: it
-        held the lock until it did.)"""
-        delay = self._open_by - self.clock.monotonic()
-        if delay > 0:
-            with anyio.move_on_after(delay):
-                await self._answered.wait()
-        self._open()
-
-    def _open(self) -> None:
-        if not self._answered.is_set():
-            self._answered_at = self.clock.monotonic()
-            self._answered.set()
 
     # --- how many in flight ----------------------------------------------------------------------
 
-    def rate(self) -> float | None:
-        """Requests a second the lane's limits let through (None: no limit is known)."""
-        limits, scale = self.limits, self.margin * self.pace.slow * self.share
-        rate = math.inf
-        if limits.rpm:
-            rate = limits.rpm * scale / WINDOW
-        if limits.tpm and len(self._window):
-            per_request = self._window.total / len(self._window)
-            if per_request > 0:
-                rate = min(rate, limits.tpm * scale / WINDOW / per_request)
-        return None if rate == math.inf else rate
-
-    def answer_time(self) -> float:
-        """How long answers take, by a high quantile (p90) of the recent ones; until
-        ``CALIBRATED_LATENCY`` have come back, at least the age of the oldest request out."""
-        seen = 0.0
-        if self._latencies:
-            ordered = sorted(self._latencies)
-            seen = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
-        if self.answers < CALIBRATED_LATENCY and self._out:
-            seen = max(seen, self.clock.monotonic() - next(iter(self._out.values())))
-        return seen
-
     def wanted(self, unpaced: int) -> int:
         """Requests this lane needs in flight (or ready) to hold its pace: rate x answer time
-        with ``HEADROOM`` (Little's law); ``unpaced`` where no limit paces the lane."""
-        if self.refused is not None or self._stopped is not None:
+        with headroom (Little's law); ``unpaced`` where no limit paces the lane."""
+        if self.refused is not None or self.day.stopped is not None:
             return 0
-        if self.limits.tpm and not len(self._window):
+        if self.limits.tpm and self.cap.per_request() is None:
             return unpaced  # what a request costs is unknown until some have been admitted
-        rate = self.rate()
+        rate = self.pace.rate(self.share, self.cap.per_request())
         if rate is None:
             return unpaced
-        took = self.answer_time()
         limits = self.limits
         tokens_bind = bool(limits.tpm) and (
             not limits.rpm or rate < limits.rpm * self.margin * self.pace.slow * self.share / WINDOW
         )
-        if self.answers < CALIBRATED_LATENCY or tokens_bind:
-            # little seen yet, or tokens bind: tokens may go a second's budget ahead (and after
-            # a second's budget frees, several requests leave at once), so at least a second's
-            # requests are kept ready
-            took = max(took, 1.0)
-        return math.ceil(rate * took * HEADROOM) + SPARE
+        return self.flight.wanted(rate, tokens_bind=tokens_bind)
 
-    def _sent(self, slot: Slot) -> None:
-        out = self._out
-        out[slot] = self.clock.monotonic()
-        if len(out) > self.peak_in_flight:
-            self.peak_in_flight = len(out)
-
-    def _back(self, slot: Slot) -> None:
-        sent = self._out.pop(slot, None)
-        if sent is not None:
-            self.answers += 1
-            self._latencies.append(self.clock.monotonic() - sent)
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests this lane had in flight at once."""
+        return self.flight.peak
 
     def _commit(self, now: float, tokens: int, *, arrived: float) -> list[float]:
         """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on."""
@@ -469,45 +315,36 @@ class Lane:
         # its slot, not from now.
         pace = self.pace
         slot = pace.r_next
-        held = max(self._answered_at, pace.paused_until)
+        held = max(self.opening.opened_at, pace.paused_until)
         if now < slot or (arrived <= slot and held <= slot):
-            base = max(slot, now - max(self._interval(self.limits.rpm) / 2, EARLY))
+            base = max(slot, now - max(self.spacing() / 2, EARLY))
         else:
             base = now
         pace.advance(base, now, tokens, self.share)
         self._last = now
-        self.daily.add(self.clock.time())
-        if self.quota is not None:
-            self.quota.spend()
+        self.day.add()
         self.admitted += 1
         self.outage.admitted()
-        return self._window.add(now, float(tokens))
+        return self.cap.admit(now, tokens)
 
-    def _settle(self, entry: list[float], tokens: int) -> None:
+    def settle(self, entry: list[float], tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""
         now = self.clock.monotonic()
         if self.gate is not None:
             self.gate.settle(entry[1], float(tokens))
         self.pace.settle(tokens - entry[1], self.share)
         self.pace.recover()
-        self._window.adjust(entry, float(tokens), now)
-        self._answers.add(now, float(tokens))
-        self._answers.expire(now)
+        self.cap.settle(entry, tokens, now)
         self._strikes = 0
 
     # --- what the server says --------------------------------------------------------------------
 
-    def _on_rate_limited(self, error: RateLimitError) -> None:
+    def on_rate_limited(self, error: RateLimitError) -> None:
         """A 429: pause the whole lane for the server's delay (or a jittered backoff); slow it."""
         now = self.clock.monotonic()
         self.rate_limited += 1
         if error.per_day:
-            wall = self.clock.time()
-            self._stopped = QuotaExhausted(
-                self.model,
-                f"the server says the daily quota is spent ({error.quota})",
-                self.daily.resets_at(wall),
-            )
+            self.day.server_says_spent(error.quota)
             return
         if error.retry_after is not None:
             delay = error.retry_after
@@ -518,59 +355,18 @@ class Lane:
             self._per_second = True
         if self.gate is not None:
             self.gate.paused(delay)
-        self._learn_limit(error.scope)
+        # with no limit known, what got through in the last minute is taken as the limit
+        self.limits = self.cap.learned(self.limits, error.scope)
 
-    def _learn_limit(self, scope: str | None) -> None:
-        """With no limit known, take what got through in the last minute as the limit."""
-        if scope in (None, "requests") and self.limits.rpm is None:
-            count = max(1, len(self._answers))
-            self.limits = Limits(count, self.limits.tpm, self.limits.rpd)
-        if scope == "tokens" and self.limits.tpm is None:
-            total = max(1, int(self._answers.total))
-            self.limits = Limits(self.limits.rpm, total, self.limits.rpd)
-
-    def _observe(self, hints: RateHints) -> None:
+    def observe(self, hints: RateHints) -> None:
         """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
-        if hints.empty:
-            return
-        rpm, tpm = self.limits.rpm, self.limits.tpm
-        if hints.limit_requests and (rpm is None or hints.limit_requests < rpm):
-            rpm = hints.limit_requests
-        if hints.limit_tokens and (tpm is None or hints.limit_tokens < tpm):
-            tpm = hints.limit_tokens
-        if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
-            self.limits = Limits(rpm, tpm, self.limits.rpd)
-            self.pace.r_next = max(self.pace.r_next, self._last + self._interval(rpm))
-        now = self.clock.monotonic()
-        for remaining, reset in (
-            (hints.remaining_requests, hints.reset_requests),
-            (hints.remaining_tokens, hints.reset_tokens),
-        ):
-            if remaining == 0 and reset:
-                self.pace.paused_until = max(self.pace.paused_until, now + reset)
+        self.pace.adopt(hints, self.clock.monotonic(), self._last, self.share)
 
-    # --- the quota day ---------------------------------------------------------------------------
-
-    def _check_day(self) -> None:
-        self.blocked()
-        if self._stopped is not None:
-            raise self._stopped
-
-    def _stop_for_shared_day(self) -> None:
-        """The shared store granted no more of today's requests: stop until the reset."""
-        assert self.quota is not None
-        wall = self.clock.time()
-        self._stopped = QuotaExhausted(
-            self.model,
-            f"the day's {self.limits.rpd:,} requests are spent (counted across the runs "
-            f"sharing {self.quota.account.label} in {self.quota.store.where})",
-            next_reset(wall),
-        )
-        raise self._stopped
+    # --- for the scheduler, a pool, and what a user inspects -------------------------------------
 
     def spacing(self) -> float:
         """Seconds between two requests at the lane's pace (0 without an RPM)."""
-        return self._interval(self.limits.rpm)
+        return self.pace.interval(self.limits.rpm, self.share)
 
     def eta(self) -> float:
         """About when a request joining the lane now would leave (monotonic time): for choosing
@@ -579,7 +375,7 @@ class Lane:
         start = max(now, self.pace.paused_until, self.pace.r_next)
         if self.outage.down:
             start = max(start, now + 60.0)
-        return start + self.waiting * max(self._interval(self.limits.rpm), 1e-3)
+        return start + self.waiting * max(self.spacing(), 1e-3)
 
     def has_demand(self) -> bool:
         """Whether the lane admitted or had waiting requests since the last call."""
@@ -589,18 +385,7 @@ class Lane:
 
     def blocked(self) -> QuotaExhausted | None:
         """Why the lane sends nothing until a quota reset, or None if it may send."""
-        wall = self.clock.time()
-        if self._stopped is not None and wall >= self._stopped.resets_at:
-            self._stopped = None
-        rpd = self.limits.rpd
-        if self._stopped is None and rpd is not None and self.daily.spent(wall) >= rpd:
-            why = (
-                "no daily quota on this tier (RPD 0)"
-                if rpd == 0
-                else f"the day's {rpd:,} requests are spent"
-            )
-            self._stopped = QuotaExhausted(self.model, why, self.daily.resets_at(wall))
-        return self._stopped
+        return self.day.blocked(self.limits.rpd)
 
     def statistics(self) -> LaneStats:
         return LaneStats(
@@ -610,84 +395,5 @@ class Lane:
             rate_limited=self.rate_limited,
             today=self.daily.spent(self.clock.time()),
             paused_for=max(0.0, self.pace.paused_until - self.clock.monotonic()),
-            stopped=str(self._stopped) if self._stopped else None,
+            stopped=str(self.day.stopped) if self.day.stopped else None,
         )
-
-
-class Slot:
-    """One attempt admitted by a lane (see ``Lane.request``); an async context manager.
-
-    Leaving the block opens the lane to full concurrency after its first answer, pauses it on a
-    429, tells the outage watch whether an answer came (any answer the endpoint sent, an error or
-    an output that would not do included, says it is up), and, after ``done``, settles the
-    tokens charged and teaches the estimator.
-    """
-
-    __slots__ = ("_entry", "_features", "_known", "_lane", "_output", "_reported", "_succeeded")
-
-    def __init__(self, lane: Lane, x: Features | int, output: int) -> None:
-        self._lane = lane
-        self._features: Features | None = x if isinstance(x, tuple) else None
-        self._known = 0 if isinstance(x, tuple) else x
-        self._output = output
-        self._entry: list[float] = []
-        self._reported: int | None = None
-        self._succeeded = False
-
-    async def __aenter__(self) -> Slot:
-        lane = self._lane
-        x = self._features
-        estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
-        tokens = estimate + self._output
-        lane._check_size(tokens)
-        lane.waiting += 1
-        try:
-            self._entry = await lane._admit(tokens, self._estimate if x is not None else None)
-        finally:
-            lane.waiting -= 1
-        lane._sent(self)
-        return self
-
-    def _estimate(self) -> int:
-        """The tokens this request is charged: its prompt's estimate now, and its output."""
-        assert self._features is not None
-        return self._lane.estimator.estimate(self._features, cautious=True) + self._output
-
-    def observe(self, hints: RateHints) -> None:
-        """Adopt the limits an answer's ``x-ratelimit-*`` headers reveal (errors included)."""
-        self._lane._observe(hints)
-
-    def done(self, input_tokens: int | None) -> None:
-        """The request succeeded; the answer reported ``input_tokens`` (None if it did not say)."""
-        self._succeeded = True
-        self._reported = input_tokens
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        lane = self._lane
-        lane._back(self)
-        lane._open()
-        if isinstance(exc, FatalProviderError):
-            lane.refused = exc
-        if isinstance(exc, RetryableError) and exc.unanswered:
-            if lane.outage.failed(exc) and not isinstance(exc, TimedOut):
-                # the endpoint's outage, not this job's failure; but a timed-out request may
-                # have been billed, so it counts: a job is billed for --max-attempts at most
-                exc.counted = False
-            return
-        if isinstance(exc, ProviderError) or self._succeeded:
-            lane.outage.answered()
-        else:
-            lane.outage.released()
-        if isinstance(exc, RateLimitError):
-            lane._on_rate_limited(exc)
-        elif self._succeeded:
-            lane.succeeded += 1
-            if self._reported is not None:
-                if self._features is not None:
-                    lane.estimator.learn(self._features, self._reported)
-                lane._settle(self._entry, self._reported + self._output)

@@ -5,6 +5,8 @@ of a leaky bucket): a request may leave once time reaches ``r_next``, which then
 request's share of the minute; tokens work the same way on ``t_next``. A 429 pauses the pace
 (``paused_until``), slows it a little (``slow``, recovering by a thousandth an answer) and, where a
 per-minute limit may be enforced per second, narrows the margin once (the evidence that it is).
+Where a provider counts a whole number of requests per clock second, ``gap`` keeps them apart.
+Limits an answer's headers reveal are adopted as they come (``adopt``).
 Every time here is one the caller gives: a lane (``_admission.lane``) paces one process's requests
 on its clock, a cluster's budget (``_admission.grants``) grants runs of slots in wall time, both
 with this.
@@ -12,7 +14,10 @@ with this.
 
 from __future__ import annotations
 
+import math
+
 from .._config.limits import Limits
+from .._wire.providers import RateHints
 
 __all__ = ["MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
 
@@ -51,6 +56,40 @@ class Pace:
             return 0.0
         return WINDOW / (per_minute * self.margin * self.slow * share)
 
+    def rate(self, share: float = 1.0, per_request: float | None = None) -> float | None:
+        """Requests a second the limits let through, for a pace that has ``share`` of them and
+        requests of ``per_request`` tokens (unknown: None); None if no limit is known."""
+        limits, scale = self.limits, self.margin * self.slow * share
+        rate = math.inf
+        if limits.rpm:
+            rate = limits.rpm * scale / WINDOW
+        if limits.tpm and per_request:
+            rate = min(rate, limits.tpm * scale / WINDOW / per_request)
+        return None if rate == math.inf else rate
+
+    def gap(self, share: float = 1.0) -> float:
+        """The least time between two requests where limits may be quantized per second, for a
+        pace that has ``share`` of them.
+
+        A server that allows ``rpm / 60`` requests per clock second admits only its whole part:
+        at 500 RPM, 8 in any second. Requests paced evenly at a rate r put up to floor(r) + 1
+        into some second, so where the pace is within half a percent of that whole part k (0.99
+        of 500 RPM is 8.25 a second: 9 in some seconds, each a 429 from the very first second),
+        requests leave at least ``1 / k`` apart (half a percent more, at most 2 ms, for the
+        arrival's jitter), none early and none borrowing lateness against it: no second of any
+        phase then holds more than k (at 500 RPM that paces at 0.955 of the limit). Where the
+        pace is under k already (1,200 RPM: 19.8 a second against 20), even pacing keeps every
+        second within k and the lane keeps its lateness credit."""
+        rpm = self.limits.rpm
+        if not rpm:
+            return 0.0
+        per_second = rpm * share / 60
+        whole = math.floor(per_second)
+        if whole < 1 or per_second * self.margin * self.slow < whole * 0.995:
+            return 0.0
+        gap = 1.0 / whole
+        return gap + min(0.002, gap / 200)
+
     def paced(self, tolerance: float) -> float:
         """When pacing lets the next request leave, tokens allowed ``tolerance`` seconds ahead."""
         return max(self.r_next, self.t_next - tolerance)
@@ -78,6 +117,27 @@ class Pace:
             return False
         self.margin = min(self.margin, self._narrow_to)
         return True
+
+    def adopt(self, hints: RateHints, now: float, last: float, share: float = 1.0) -> None:
+        """Adopt the limits that ``x-ratelimit-*`` headers reveal where they are lower (the next
+        request then leaves an interval of the new rate after the ``last`` one), and pause until
+        the reset where they say none remain."""
+        if hints.empty:
+            return
+        rpm, tpm = self.limits.rpm, self.limits.tpm
+        if hints.limit_requests and (rpm is None or hints.limit_requests < rpm):
+            rpm = hints.limit_requests
+        if hints.limit_tokens and (tpm is None or hints.limit_tokens < tpm):
+            tpm = hints.limit_tokens
+        if (rpm, tpm) != (self.limits.rpm, self.limits.tpm):
+            self.limits = Limits(rpm, tpm, self.limits.rpd)
+            self.r_next = max(self.r_next, last + self.interval(rpm, share))
+        for remaining, reset in (
+            (hints.remaining_requests, hints.reset_requests),
+            (hints.remaining_tokens, hints.reset_tokens),
+        ):
+            if remaining == 0 and reset:
+                self.paused_until = max(self.paused_until, now + reset)
 
     def grant(self, now: float, want: int, tokens: float) -> tuple[float, float]:
         """``want`` consecutive slots for requests of about ``tokens`` each from ``now``: (the

@@ -1,0 +1,215 @@
+"""Gemini's batch API in the mock: batchGenerateContent, its operations, and the Files API.
+
+https://ai.google.dev/api/batch-api: ``POST /v1beta/models/{m}:batchGenerateContent`` with inline
+requests or ``input_config.file_name`` (answered inline, or as a ``responsesFile``), ``GET
+/v1beta/batches`` (``pageSize``, ``pageToken``), ``GET /v1beta/batches/{id}``, ``POST
+/v1beta/batches/{id}:cancel``; the Files API's resumable upload (``POST /upload/v1beta/files``)
+and ``GET /download/v1beta/files/{id}:download``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ._batch_store import Batch, BatchAPI, BatchStore
+from ._wire import Request, Response, json_response
+
+__all__ = ["GeminiBatches"]
+
+_GRPC = {400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 500: 13, 503: 14, 504: 4}
+_GEMINI_BATCH = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"
+_GEMINI_OUTPUT = (
+    "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
+)
+
+
+class GeminiBatches(BatchAPI):
+    """Gemini's batch routes: a batch of inline requests or of an uploaded file, answered
+    inline or into a responses file (as it was made)."""
+
+    wire = "gemini"
+    running = "BATCH_STATE_RUNNING"
+    completed = "BATCH_STATE_SUCCEEDED"
+    expired = "BATCH_STATE_EXPIRED"
+    cancelled = "BATCH_STATE_CANCELLED"
+    expires_whole = True
+
+    def __init__(self, store: BatchStore, *, omit_keys: bool = False) -> None:
+        super().__init__(store)
+        self.omit_keys = omit_keys
+        """Answer Gemini inline responses without their metadata, as users report the service
+        does: clients must match them by order."""
+        self.uploads: dict[str, bytes] = {}  # resumable upload sessions not yet finalized
+
+    async def handle(self, request: Request) -> Response | None:
+        if request.path == "/upload/v1beta/files" and request.method == "POST":
+            return self._upload(request)
+        if request.path.startswith("/download/v1beta/files/") and request.method == "GET":
+            name = request.path[len("/download/v1beta/") :].removesuffix(":download")
+            data = self.store.files.get(name)
+            if data is None:
+                return _gemini_error(404, "NOT_FOUND", f"File {name} not found.")
+            return Response(200, data, (("content-type", "application/jsonl"),))
+        path = request.path.removeprefix("/v1")
+        if not path.startswith("beta/"):
+            return None
+        path = path[len("beta/") :]
+        if path.startswith("models/") and path.endswith(":batchGenerateContent"):
+            if request.method != "POST":
+                return None
+            return self._create(request, path[len("models/") : -len(":batchGenerateContent")])
+        if path == "batches" and request.method == "GET":
+            mine = self.mine()
+            size = int(request.query.get("pageSize") or 50)
+            start = int(request.query.get("pageToken") or 0)
+            page = mine[start : start + size]
+            for batch in page:
+                await self.advance(batch)
+            body: dict[str, Any] = {"operations": [self._op(b) for b in page]}
+            if start + size < len(mine):
+                body["nextPageToken"] = str(start + size)
+            return json_response(200, body)
+        if path.startswith("batches/"):
+            name, _, action = path.partition(":")
+            found = self.find(name)
+            if found is None:
+                return _gemini_error(404, "NOT_FOUND", f"Batch {name} not found.")
+            if action == "cancel" and request.method == "POST":
+                found.cancel = True
+                await self.advance(found)
+                return json_response(200, {})
+            await self.advance(found)
+            return json_response(200, self._op(found))
+        return None
+
+    def line_path(self, batch: Batch) -> str:
+        return f"/v1beta/models/{batch.model}:generateContent"
+
+    def _upload(self, request: Request) -> Response:
+        """The Files API's resumable upload: ``start`` opens a session, ``upload, finalize``
+        sends the bytes to it (https://ai.google.dev/api/files)."""
+        if not request.headers.get("x-goog-api-key"):
+            return _gemini_error(
+                403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."
+            )
+        command = request.headers.get("x-goog-upload-command", "")
+        if command == "start":
+            session = f"upload-{len(self.uploads) + 1}"
+            self.uploads[session] = b""
+            host = request.headers.get("host", "mock")
+            url = f"http://{host}/upload/v1beta/files?upload_id={session}"
+            return json_response(
+                200, {}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"}
+            )
+        session = request.query.get("upload_id", "")
+        if session not in self.uploads or "finalize" not in command:
+            return _gemini_error(400, "INVALID_ARGUMENT", "no such upload session")
+        del self.uploads[session]
+        files = self.store.files
+        name = f"files/mock{len(files) + 1:06d}"
+        files[name] = request.body
+        file = {
+            "name": name,
+            "mimeType": "application/jsonl",
+            "sizeBytes": str(len(request.body)),
+            "createTime": _iso(self.store.clock()),
+            "state": "ACTIVE",
+        }
+        return json_response(200, {"file": file}, {"x-goog-upload-status": "final"})
+
+    def _create(self, request: Request, model: str) -> Response:
+        if not request.headers.get("x-goog-api-key"):
+            return _gemini_error(
+                403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."
+            )
+        store = self.store
+        file_name = None
+        try:
+            batch = json.loads(request.body)["batch"]
+            config = batch["input_config"]
+            if "file_name" in config:
+                file_name = str(config["file_name"])
+                lines = [json.loads(x) for x in store.files[file_name].splitlines() if x.strip()]
+                requests = [(str(x["key"]), dict(x["request"])) for x in lines]
+            else:
+                inline = config["requests"]["requests"]
+                requests = [(str(r["metadata"]["key"]), dict(r["request"])) for r in inline]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return _gemini_error(400, "INVALID_ARGUMENT", "the batch request is malformed")
+        tag = str(batch.get("display_name") or "")
+        item = Batch(
+            id=f"batches/mock{len(store.batches) + 1:06d}",
+            wire="gemini",
+            tag=tag,
+            model=model,
+            created=store.clock(),
+            lines=requests,
+            headers={"x-goog-api-key": request.headers.get("x-goog-api-key", "")},
+            state="BATCH_STATE_PENDING",
+            input_file_id=file_name,
+        )
+        store.add(item)
+        return json_response(200, self._op(item))
+
+    def _op(self, batch: Batch) -> dict[str, Any]:
+        ok = sum(1 for _, status, _ in batch.answers if status == 200)
+        done = batch.state in self.final
+        meta = {
+            "@type": _GEMINI_BATCH,
+            "model": f"models/{batch.model}",
+            "displayName": batch.tag,
+            "name": batch.id,
+            "createTime": _iso(batch.created),
+            "state": batch.state,
+            "batchStats": {
+                "requestCount": str(len(batch.lines)),
+                "successfulRequestCount": str(ok),
+                "failedRequestCount": str(len(batch.answers) - ok),
+                "pendingRequestCount": str(0 if done else len(batch.lines) - batch.ran),
+            },
+        }
+        op: dict[str, Any] = {"name": batch.id, "metadata": meta, "done": done}
+        answered = batch.state == "BATCH_STATE_SUCCEEDED" or (
+            batch.state == "BATCH_STATE_CANCELLED" and bool(batch.answers)
+        )
+        if answered and batch.output_file_id is not None:
+            op["response"] = {"@type": _GEMINI_OUTPUT, "responsesFile": batch.output_file_id}
+        elif answered:
+            items = []
+            for key, status, body in batch.answers:
+                item = _item(status, body)
+                if not self.omit_keys:
+                    item["metadata"] = {"key": key}
+                items.append(item)
+            inlined = {"inlinedResponses": items}
+            op["response"] = {"@type": _GEMINI_OUTPUT, "inlinedResponses": inlined}
+        return op
+
+    def keep_answers(self, batch: Batch) -> None:
+        """The responses file of a batch made from a file: one ``{"key", ...}`` a line. (A batch
+        of inline requests is answered inline, in its operation.)"""
+        if batch.input_file_id is None:
+            return
+        lines = [{"key": key, **_item(s, b)} for key, s, b in batch.answers]
+        files = self.store.files
+        name = f"files/mock{len(files) + 1:06d}"
+        files[name] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        batch.output_file_id = name
+
+
+def _item(status: int, body: Any) -> dict[str, Any]:
+    """One answer as a batch gives it: the response, or a google.rpc Status."""
+    if status == 200:
+        return {"response": body}
+    error = (body or {}).get("error") or {}
+    return {"error": {"code": _GRPC.get(status, 2), "message": error.get("message", "")}}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _gemini_error(status: int, grpc: str, message: str) -> Response:
+    return json_response(status, {"error": {"code": status, "message": message, "status": grpc}})

@@ -1,0 +1,209 @@
+"""OpenAI's batch API in the mock: the Files API for the input and the answers, and the batches.
+
+https://platform.openai.com/docs/api-reference/batch: ``POST /v1/files`` (multipart,
+``purpose=batch``), ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches``
+(``after``, ``limit``), ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. A batch's
+answers go into an output file and an error file (expired lines included).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._batch_store import Batch, BatchAPI
+from ._wire import Request, Response, json_response
+
+__all__ = ["OpenAIBatches"]
+
+
+class OpenAIBatches(BatchAPI):
+    """OpenAI's batch routes: a batch made from an uploaded file, answered into files."""
+
+    wire = "openai"
+    running = "in_progress"
+    completed = "completed"
+    expired = "expired"
+    cancelled = "cancelled"
+
+    async def handle(self, request: Request) -> Response | None:
+        path = request.path.removeprefix("/v1")
+        if path == "/files" and request.method == "POST":
+            return self._upload(request)
+        if path.startswith("/files/") and path.endswith("/content") and request.method == "GET":
+            data = self.store.files.get(path[len("/files/") : -len("/content")])
+            if data is None:
+                return _openai_error(404, "No such File object")
+            return Response(200, data, (("content-type", "application/jsonl"),))
+        if path == "/batches":
+            if request.method == "POST":
+                return self._create(request)
+            return await self._list(request)
+        if path.startswith("/batches/"):
+            rest = path[len("/batches/") :]
+            batch_id, _, action = rest.partition("/")
+            batch = self.find(batch_id)
+            if batch is None:
+                return _openai_error(404, f"No batch found with id '{batch_id}'.")
+            if action == "cancel" and request.method == "POST":
+                batch.cancel = True
+            await self.advance(batch)
+            return json_response(200, self._object(batch))
+        return None
+
+    def line_path(self, batch: Batch) -> str:
+        return "/v1/chat/completions"
+
+    def _upload(self, request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return _openai_error(401, "You didn't provide an API key.")
+        if auth[7:].startswith("bad"):
+            return _openai_error(401, "Incorrect API key provided.", "invalid_api_key")
+        fields = _multipart(request)
+        data = fields.get("file")
+        if fields.get("purpose") != b"batch" or data is None:
+            return _openai_error(400, "a file and purpose=batch are required")
+        files = self.store.files
+        file_id = f"file-mock{len(files) + 1:06d}"
+        files[file_id] = data
+        body = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(self.store.clock()),
+            "filename": "batch.jsonl",
+            "purpose": "batch",
+        }
+        return json_response(200, body)
+
+    def _create(self, request: Request) -> Response:
+        store = self.store
+        try:
+            body = json.loads(request.body)
+            data = store.files[body["input_file_id"]]
+            lines = [json.loads(line) for line in data.splitlines() if line.strip()]
+            requests = [(str(line["custom_id"]), dict(line["body"])) for line in lines]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return _openai_error(400, "the input file or the request is malformed")
+        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            return _openai_error(400, "endpoint must be /v1/chat/completions, window 24h")
+        tag = str((body.get("metadata") or {}).get("batcher_tag") or "")
+        batch = Batch(
+            id=f"batch_mock{len(store.batches) + 1:06d}",
+            wire="openai",
+            tag=tag,
+            model=str(requests[0][1].get("model") if requests else ""),
+            created=store.clock(),
+            lines=requests,
+            headers={"authorization": request.headers.get("authorization", "")},
+            input_file_id=body["input_file_id"],
+            metadata=dict(body.get("metadata") or {}),
+        )
+        store.add(batch)
+        return json_response(200, self._object(batch))
+
+    async def _list(self, request: Request) -> Response:
+        mine = self.mine()[::-1]  # newest first
+        after = request.query.get("after")
+        if after:
+            ids = [b.id for b in mine]
+            mine = mine[ids.index(after) + 1 :] if after in ids else []
+        limit = int(request.query.get("limit") or 20)
+        page = mine[:limit]
+        for batch in page:
+            await self.advance(batch)
+        return json_response(
+            200,
+            {
+                "object": "list",
+                "data": [self._object(b) for b in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": len(mine) > limit,
+            },
+        )
+
+    def _object(self, batch: Batch) -> dict[str, Any]:
+        ok = sum(1 for _, status, _ in batch.answers if status == 200)
+        done = batch.state in self.final
+        return {
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "errors": None,
+            "input_file_id": batch.input_file_id,
+            "completion_window": "24h",
+            "status": batch.state,
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+            "created_at": int(batch.created),
+            "expires_at": int(batch.created + 86400),
+            "completed_at": int(batch.ended) if done and batch.ended else None,
+            "request_counts": {
+                "total": len(batch.lines),
+                "completed": ok,
+                "failed": len(batch.answers) - ok + len(batch.expired),
+            },
+            "metadata": batch.metadata,
+        }
+
+    def keep_answers(self, batch: Batch) -> None:
+        """The output file (the lines answered 200) and the error file (the others, and the
+        expired ones) of ``batch``, each only if it has lines."""
+        out: list[dict[str, Any]] = []
+        err: list[dict[str, Any]] = []
+        for n, (key, status, body) in enumerate(batch.answers):
+            line = {
+                "id": f"batch_req_{batch.id}_{n}",
+                "custom_id": key,
+                "response": {"status_code": status, "request_id": f"req_{n}", "body": body},
+                "error": None,
+            }
+            (out if status == 200 else err).append(line)
+        for n, key in enumerate(batch.expired):
+            err.append(
+                {
+                    "id": f"batch_req_{batch.id}_x{n}",
+                    "custom_id": key,
+                    "response": None,
+                    "error": {
+                        "code": "batch_expired",
+                        "message": "This request could not be executed before the completion "
+                        "window expired.",
+                    },
+                }
+            )
+        files = self.store.files
+        for lines, attr in ((out, "output_file_id"), (err, "error_file_id")):
+            if lines:
+                file_id = f"file-mock{len(files) + 1:06d}"
+                files[file_id] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+                setattr(batch, attr, file_id)
+
+
+def _multipart(request: Request) -> dict[str, bytes]:
+    """The fields of a ``multipart/form-data`` body, by name."""
+    ctype = request.headers.get("content-type", "")
+    _, _, boundary = ctype.partition("boundary=")
+    if not boundary:
+        return {}
+    out = {}
+    for part in request.body.split(b"--" + boundary.strip('"').encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part.partition(b"\r\n\r\n")
+        text = head.decode("latin-1")
+        start = text.find('name="')
+        if start < 0:
+            continue
+        name = text[start + 6 : text.find('"', start + 6)]
+        out[name] = content.removesuffix(b"\r\n")
+    return out
+
+
+def _openai_error(status: int, message: str, code: str | None = None) -> Response:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+    return json_response(status, body)
