@@ -540,3 +540,32 @@ def test_batch_queue_tokens_holds_batches_back_until_earlier_ones_finish(tmp_pat
     for first, second in itertools.pairwise(tags):
         # each batch is submitted only once the one before it is collected: the queue holds one
         assert order.index(("closed", first)) < order.index(("submitted", second))
+
+
+def test_a_batch_image_that_cannot_be_downloaded_is_an_error_row_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The line was answered (and billed): a URL it names that cannot be fetched makes its row an
+    error a rerun with --retry-errors sends again, and the run goes on."""
+    import anyio
+
+    from batcher._config.prices import load_prices
+    from batcher._core.clock import SystemClock
+    from batcher._core.completion import Completion, ImageOut
+    from batcher._engine.batch_lines import LineRecords
+    from batcher._rundir.store import Record
+
+    row = Record(
+        id="j", status="ok", text="", input_tokens=1, output_tokens=1, attempts=1, error=None,
+        error_kind=None, model="m", finish_reason="stop", latency_ms=1.0, response=None,
+        source=None,
+    )  # fmt: skip
+    answer = Completion(
+        text="", finish_reason="stop", input_tokens=1, output_tokens=1, model="m", raw="{}",
+        images=(ImageOut("image/png", url="http://127.0.0.1:9/gone.png"),),
+    )  # fmt: skip
+    lines = LineRecords(None, load_prices(), SystemClock(), tmp_path)  # type: ignore[arg-type]
+    kept = anyio.run(lines.with_images, row, answer)
+    assert kept.status == "error" and kept.error_kind == "retryable"
+    assert "cannot download an image answered" in (kept.error or "")
+    assert not (tmp_path / "images").exists()

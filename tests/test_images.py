@@ -194,29 +194,42 @@ GENERATE: list[dict[str, Any]] = [
 ]
 
 
+BATCH = ("--mode", "batch", "--poll-interval", "0.1")
+
+
+@pytest.mark.parametrize("mode", ["online", "batch"])
 @pytest.mark.parametrize("model", ["gpt-image-1", "img-url"])
 def test_images_endpoint_saves_every_image_answered(
-    tmp_path: Path, mock_server: MockServer, model: str
+    tmp_path: Path, mock_server: MockServer, model: str, mode: str
 ) -> None:
+    """Online, or through the Batch API's /v1/images/generations endpoint at half the price."""
     jobs = write_jsonl(tmp_path / "jobs.jsonl", GENERATE)
     out = tmp_path / "out"
     flags = ("--model", model, "--endpoint", "images", "--size", "16x16", "--ipm", "100")
-    assert run_cli(mock_server, "openai", jobs, out, *flags) == 0
+    assert (
+        run_cli(mock_server, "openai", jobs, out, *flags, *(BATCH if mode == "batch" else ())) == 0
+    )
     results = read_results(out)
+    assert {r["via"] for r in results.values()} == {mode}
     _check_saved(out, results["one"], 1, (16, 16))
     _check_saved(out, results["two/b"], 2, (32, 24))
     assert len(list((out / "images").iterdir())) == 3
 
 
+@pytest.mark.parametrize("mode", ["online", "batch"])
 def test_gemini_image_models_answer_text_and_images(
-    tmp_path: Path, mock_server: MockServer
+    tmp_path: Path, mock_server: MockServer, mode: str
 ) -> None:
+    """Online, or in a batchGenerateContent batch whose lines ask for images."""
     rows = [{"id": r["id"], "prompt": r["prompt"]} for r in GENERATE]  # Gemini takes no n, size
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [*rows, {"id": "plain", "prompt": "hi"}])
     out = tmp_path / "out"
     flags = ("--model", "gemini-2.5-flash-image", "--modalities", "text,image")
-    assert run_cli(mock_server, "gemini", jobs, out, *flags) == 0
+    assert (
+        run_cli(mock_server, "gemini", jobs, out, *flags, *(BATCH if mode == "batch" else ())) == 0
+    )
     results = read_results(out)
+    assert {r["via"] for r in results.values()} == {mode}
     assert results["one"]["text"].endswith("a lighthouse")
     _check_saved(out, results["one"], 1, (64, 64))
     text_only = tmp_path / "text"

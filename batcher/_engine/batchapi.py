@@ -52,15 +52,15 @@ from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.store import Record
-from .._wire.providers import Completion, Provider, RequestSpec, job_fingerprint
+from .._wire.providers import Provider, RequestSpec
 from .._wire.providers._batch import BatchInfo, BatchLine
 from .batch_chunks import BatchEndpoint, Chunker, batch_api
+from .batch_lines import LineRecords
 from .batch_looks import Schedule
 from .budget import Reservation
 from .consume import Consumer
 from .outcome import Done
 from .pool import Pool
-from .record import Answered, record_of
 
 __all__ = ["STEPS", "BatchExecutor", "batch_api"]
 
@@ -125,6 +125,7 @@ class BatchExecutor:
         self.reserved: dict[str, Reservation] = {}
         """Under ``--budget``, each open chunk's worst case, by tag, until it is collected."""
         self.chunker = Chunker(endpoints)
+        self.lines = LineRecords(fingerprint_provider, prices, clock, self.store.out)
         self.stopping = False
         self.budget_stopped = False
         """A chunk would have taken the spend over ``--budget``: nothing more is submitted."""
@@ -405,24 +406,15 @@ class BatchExecutor:
             if job is None or self.is_done(job_id):
                 continue  # left the inputs, or answered already (online, or a collect before)
             line = by_id.get(job_id)
-            raw = line.raw if line is not None else None
-            try:
-                if line is None:
-                    raise RetryableError(unanswered)
-                if isinstance(line.answer, ProviderError):
-                    raise line.answer
-                completion = ep.provider.parse(line.answer)
-            except RetryableError as e:
+            answer = self.lines.judge(ep, job, chunk, line, unanswered)
+            if isinstance(answer, RetryableError):
                 if self.options.mode == "auto" or self.cancelling:
                     continue  # the online lanes finish it, or a later run sends it again
                 if chunk.attempt < self.max_attempts:
                     self.retry.append((job, chunk.attempt))
                     continue
-                record = self._record(ep, job, chunk, raw, error=e)
-            except ProviderError as e:
-                record = self._record(ep, job, chunk, raw, error=e)
-            else:
-                record = self._record(ep, job, chunk, raw, completion=completion)
+                answer = self.lines.record(ep, job, chunk, line, error=answer), None
+            record = await self.lines.with_images(*answer)
             self._write(record)
             cost += record.cost_usd or 0.0
             longest = max(longest, record.output_tokens or 0)
@@ -439,34 +431,3 @@ class BatchExecutor:
             raise self.consumer.write_failed
         self.written.add(record.id)
         self.step("collecting")
-
-    def _record(
-        self,
-        ep: BatchEndpoint,
-        job: Job,
-        chunk: Chunk,
-        raw: str | None,
-        *,
-        completion: Completion | None = None,
-        error: ProviderError | None = None,
-    ) -> Record:
-        """The row of a job answered by a batch line: as online, with the line as response."""
-        submitted = chunk.submitted if chunk.submitted is not None else chunk.created
-        how = Answered(
-            attempts=chunk.attempt,
-            latency_ms=max(0.0, self.clock.time() - submitted) * 1000,
-            fingerprint=job_fingerprint(self.fp_provider, job, chunk.model),
-            finished_at=self.clock.time(),
-            via="batch",
-            endpoint=ep.name,
-        )
-        return record_of(
-            job,
-            chunk.model,
-            how,
-            self.prices,
-            ep.target.redact,
-            completion=completion,
-            error=error,
-            raw=raw,
-        )

@@ -47,9 +47,7 @@ TABLE: tuple[Capability, ...] = (
                {"ray": "typed outputs are not carried to a cluster's workers yet; run without "
                        "--ray"}),
     Capability("images answered", ("--endpoint images", "--modalities text,image"), _images_out,
-               {"batch": "images answered are saved by online requests only yet; use --mode "
-                         "online",
-                "ray": "images answered are not saved by a cluster's workers yet; run without "
+               {"ray": "images answered are not saved by a cluster's workers yet; run without "
                        "--ray"}),
     Capability("image options", ("--size", "--quality", "--n", "--ipm"),
                lambda o: (o.media.size, o.media.quality, o.media.n, o.media.ipm) != (None,) * 4,

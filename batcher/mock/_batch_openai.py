@@ -16,6 +16,9 @@ from ._wire import Request, Response, json_response
 
 __all__ = ["OpenAIBatches"]
 
+ENDPOINTS = ("/v1/chat/completions", "/v1/images/generations")
+"""The Batch API endpoints the mock runs (OpenAI's take more: embeddings, responses...)."""
+
 
 class OpenAIBatches(BatchAPI):
     """OpenAI's batch routes: a batch made from an uploaded file, answered into files."""
@@ -52,7 +55,7 @@ class OpenAIBatches(BatchAPI):
         return None
 
     def line_path(self, batch: Batch) -> str:
-        return "/v1/chat/completions"
+        return batch.endpoint
 
     def _upload(self, request: Request) -> Response:
         auth = request.headers.get("authorization", "")
@@ -86,8 +89,11 @@ class OpenAIBatches(BatchAPI):
             requests = [(str(line["custom_id"]), dict(line["body"])) for line in lines]
         except (json.JSONDecodeError, KeyError, TypeError):
             return _openai_error(400, "the input file or the request is malformed")
-        if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
-            return _openai_error(400, "endpoint must be /v1/chat/completions, window 24h")
+        endpoint = body.get("endpoint")
+        if endpoint not in ENDPOINTS or body.get("completion_window") != "24h":
+            return _openai_error(400, f"endpoint must be one of {', '.join(ENDPOINTS)}, window 24h")
+        if any(line.get("url") != endpoint for line in lines):
+            return _openai_error(400, "every line's url must be the batch's endpoint")
         tag = str((body.get("metadata") or {}).get("batcher_tag") or "")
         batch = Batch(
             id=f"batch_mock{len(store.batches) + 1:06d}",
@@ -96,9 +102,13 @@ class OpenAIBatches(BatchAPI):
             model=str(requests[0][1].get("model") if requests else ""),
             created=store.clock(),
             lines=requests,
-            headers={"authorization": request.headers.get("authorization", "")},
+            headers={
+                "authorization": request.headers.get("authorization", ""),
+                "host": request.headers.get("host", "127.0.0.1"),  # image URLs name it
+            },
             input_file_id=body["input_file_id"],
             metadata=dict(body.get("metadata") or {}),
+            endpoint=endpoint,
         )
         store.add(batch)
         return json_response(200, self._object(batch))
@@ -130,7 +140,7 @@ class OpenAIBatches(BatchAPI):
         return {
             "id": batch.id,
             "object": "batch",
-            "endpoint": "/v1/chat/completions",
+            "endpoint": batch.endpoint,
             "errors": None,
             "input_file_id": batch.input_file_id,
             "completion_window": "24h",

@@ -49,6 +49,8 @@ class Batch:
     ran: int = 0  # lines run so far (answered, or found expired)
     output_file_id: str | None = None
     error_file_id: str | None = None
+    endpoint: str = "/v1/chat/completions"
+    """OpenAI's: the path every line goes to (chat completions, or image generations)."""
 
 
 class BatchStore:
