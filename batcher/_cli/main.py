@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 # The codes a command chooses here; those of a finished run (0, 1, 3, 5, 130, 143) are
-# RunSummary.exit_code. 70, 74 and 75 are sysexits.h's EX_SOFTWARE, EX_IOERR and EX_TEMPFAIL.
+# RunSummary.exit_code. 70, 74, 75 and 78 are sysexits.h's EX_SOFTWARE, EX_IOERR, EX_TEMPFAIL
+# and EX_CONFIG (a proxy that refuses the run: the network's settings need fixing).
 EXIT_OK, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 4, 130
-EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_BROKEN_PIPE = 70, 74, 75, 141
+EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_CONFIG, EXIT_BROKEN_PIPE = 70, 74, 75, 78, 141
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
@@ -504,6 +505,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         FatalProviderError,
         InputError,
         Outage,
+        ProxyRefused,
         UsageError,
         WriteFailed,
     )
@@ -529,6 +531,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     except InputError as e:
         _say(f"bad input, nothing was sent:\n{e}")
         return EXIT_USAGE
+    except ProxyRefused as e:
+        _say(e.message)
+        print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)
+        return EXIT_CONFIG
     except FatalProviderError as e:
         _say(f"the provider refused the run: {e.message}")
         print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)

@@ -28,6 +28,7 @@ from .._core.errors import (
     Outage,
     PermanentJobError,
     ProviderError,
+    ProxyRefused,
     QuotaExhausted,
     RetryableError,
     TimedOut,
@@ -39,6 +40,7 @@ from .._rundir.image_files import download, save_images
 from .._rundir.store import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
+from .._wire.proxy import proxy_refused
 from .._wire.transport import Transport
 from .record import Answered, record_of
 from .tally import Tally
@@ -305,7 +307,12 @@ def _build_with_media(provider: Provider, job: Job, model: str) -> tuple[Request
 
 
 def explain(error: FatalProviderError, model: str, target: Target, worked: list[str]) -> str:
-    """Say what is wrong in words a user can act on: which key, which model, what worked."""
+    """Say what is wrong in words a user can act on: which key, which model, what worked; or
+    which proxy, when it was a proxy that refused (the key never reached the endpoint)."""
+    if isinstance(error, ProxyRefused):
+        if error.proxy is None and target.proxy is not None:  # a 407 to a POST: name the proxy
+            error = proxy_refused(target.proxy, error.status or 407)
+        return target.redact(error.message)
     where = target.where
     if error.status in (401, 403) or "API_KEY_INVALID" in (error.body or ""):
         what = f"the API key from {target.key_source} was refused by {where}"

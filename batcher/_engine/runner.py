@@ -26,7 +26,7 @@ from .._admission.retry import RetryPolicy
 from .._config.options import RunOptions, option_flag
 from .._config.schema import OutputSchema, load_schema
 from .._core.clock import Clock, SystemClock
-from .._core.errors import FatalProviderError, UsageError
+from .._core.errors import FatalProviderError, ProxyRefused, UsageError
 from .._core.stats import RunSummary, Statistics
 from .._jobs import Job, JobSource
 from .._rundir.attempts import AttemptLog
@@ -369,7 +369,8 @@ class Runner:
                 message = f"{model}: {error.message}"
             else:
                 message = explain(error, model, target, worked)
-            raise FatalProviderError(message, status=error.status, body=error.body)
+            refused = ProxyRefused if isinstance(error, ProxyRefused) else FatalProviderError
+            raise refused(message, status=error.status, body=error.body)
         elapsed = self.clock.monotonic() - self.tally.started
         summary = await anyio.to_thread.run_sync(self._summary, elapsed)
         return dataclasses.replace(summary, batches_pending=pending)

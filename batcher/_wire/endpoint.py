@@ -13,7 +13,7 @@ from .._config.options import EndpointOptions, RequestOptions, concurrency_ceili
 from .._core.errors import UsageError
 from .http1 import Http1Transport
 from .providers import Provider
-from .proxy import Proxies, ssl_context
+from .proxy import Proxies, Proxy, ssl_context
 from .transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class Target:
         self.base_url = (endpoint.base_url or provider.default_base_url).rstrip("/")
         self._mock_config = _mock_config(endpoint.mock) if endpoint.mock is not None else None
         self._mock: MockServer | None = None
+        self.proxy: Proxy | None = None
+        """The proxy requests to the endpoint go through, once ``transport`` has chosen it."""
 
     @property
     def is_mock(self) -> bool:
@@ -94,6 +96,7 @@ class Target:
         if httpx_transport is not None:
             return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
         proxies = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
+        self.proxy = proxies.for_url(self.base_url) if proxies else None
         return Http1Transport(
             self.base_url,
             headers,

@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .._core.errors import UsageError
+from .._core.errors import ProxyRefused, UsageError
 
-__all__ = ["Proxies", "Proxy", "ssl_context"]
+__all__ = ["Proxies", "Proxy", "proxy_refused", "ssl_context"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +99,34 @@ class Proxies:
                 proxy = None
             self._cache[key] = proxy
         return self._cache[key]
+
+
+_REFUSALS = {
+    403: "403 Forbidden: its rules do not let us through to there",
+    405: "405 Method Not Allowed: it does not open tunnels",
+}
+
+
+def proxy_refused(proxy: Proxy | None, status: int, where: str | None = None) -> ProxyRefused:
+    """The error for a proxy that answered ``status`` (a 407, or a 4xx to ``CONNECT``) on the way
+    to ``where``: named by its URL without credentials, with what to fix."""
+    who = f"the proxy {proxy.url}" if proxy is not None else "an HTTP proxy on the way"
+    if status == 407:
+        why = (
+            "407: it refused the credentials in the proxy's URL"
+            if proxy is not None and proxy.authorization
+            else "407: it wants credentials, given in the proxy's URL as http://USER:PASS@HOST:PORT"
+        )
+    else:
+        why = _REFUSALS.get(status, f"{status}")
+    to = f" to {where}" if where else ""
+    return ProxyRefused(
+        f"{who} refused to carry requests{to} ({why}); the endpoint never saw them, so the API "
+        "key is not in question: fix --proxy (or $https_proxy, $http_proxy, $no_proxy), or go "
+        "direct with --no-proxy",
+        proxy=proxy.url if proxy is not None else None,
+        status=status,
+    )
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:

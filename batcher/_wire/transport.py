@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.errors import RetryableError, TimedOut
+from .proxy import proxy_refused
 
 if TYPE_CHECKING:
     import ssl
@@ -55,7 +56,8 @@ class Transport(Protocol):
     """POSTs JSON bodies to paths under one base URL with the endpoint's auth headers."""
 
     async def post(self, path: str, body: bytes) -> Reply:
-        """Send ``body`` (JSON) to ``path``; a failure to get an answer is ``RetryableError``."""
+        """Send ``body`` (JSON) to ``path``; a failure to get an answer is ``RetryableError``, a
+        proxy that refuses us ``ProxyRefused``."""
         ...
 
     async def request(
@@ -92,7 +94,8 @@ class AiohttpTransport:
 
     Its proxy is chosen per request by ``proxies`` (the lean client's rules, not aiohttp's own
     ``trust_env``, which reads no ``ALL_PROXY`` and no CIDR in ``NO_PROXY``), its credentials
-    as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers.
+    as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers. A proxy that
+    refuses us (a 407, or a 4xx to ``CONNECT``) is ``ProxyRefused``, not a retryable failure.
 
     A hostile server gets no more than from the lean client (``http1``): a POST's answer is
     capped at ``max_body``, and at ``max_inflated`` once gzip/deflate is undone, and must be
@@ -215,7 +218,8 @@ class AiohttpTransport:
     ) -> Reply:
         """One request and its whole answer within ``deadline`` seconds of the call (a second
         more per 64 KiB received if it ``grows``), its body within ``caps``; every failure as
-        a ``RetryableError`` (``TimedOut`` once the request may have been read)."""
+        a ``RetryableError`` (``TimedOut`` once the request may have been read), but a proxy's
+        refusal (a 407, a 4xx to ``CONNECT``), which is ``ProxyRefused``."""
         import aiohttp
 
         session = self._session or self._open()
@@ -230,7 +234,13 @@ class AiohttpTransport:
                 ) as response,
             ):
                 content = await _read(response, caps, timer if grows else None)
+                if response.status == 407:  # only a proxy says 407 (RFC 9110 15.5.8)
+                    raise proxy_refused(self._proxy(url), 407, url.host)
                 return Reply(response.status, response.headers, content)
+        except aiohttp.ClientHttpProxyError as e:  # the CONNECT was answered with no tunnel
+            if 400 <= e.status < 500:  # a refusal; a 5xx says the way on is down: retried
+                raise proxy_refused(self._proxy(url), e.status, f"{url.host}:{url.port}") from None
+            raise _no_answer(e) from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             if timer.expired():
                 lasted = (timer.when() or start) - start
