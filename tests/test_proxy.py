@@ -24,6 +24,7 @@ from batcher._wire.http1 import Http1Transport
 from batcher._wire.proxy import Proxies, Proxy, ssl_context
 from batcher._wire.transport import AiohttpTransport
 from batcher.mock import MockConfig, MockServer
+from tests.helpers import read_results
 from tests.tinyproxy import tinyproxy
 
 _ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -487,3 +488,81 @@ def test_a_proxys_refusal_exits_78_naming_the_proxy(
     assert code == 78, err
     assert f"the proxy {_stub_url(server)} refused" in err and "407" in err
     assert SECRET not in err and "sk-KEY" not in err
+
+
+# --- image URLs: downloaded the way the requests go --------------------------------------------
+
+SAMPLE = "/mock-files/sample-24x12.png"  # an image the mock serves
+
+
+@pytest.mark.anyio
+async def test_image_urls_are_downloaded_through_the_runs_proxy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mock: MockServer
+) -> None:
+    """Images answered as URLs (OpenAI's images API) and a job's image URL fetched to be sent
+    inline (Gemini) go through ``--proxy`` as the POSTs do; with ``--no-proxy``, never through
+    the environment's."""
+    with tinyproxy(tmp_path) as proxy:
+        summary = await batcher.run(
+            [{"id": "a", "prompt": "a cat"}],
+            tmp_path / "answered",
+            base_url=mock.base_url("openai"),
+            api_key="k",
+            model="img-url",  # the mock answers this model's images as URLs
+            api="images",
+            proxy=proxy.url,
+        )
+        assert (summary.ok, summary.exit_code) == (1, 0)
+        assert [p.suffix for p in (tmp_path / "answered" / "images").iterdir()] == [".png"]
+        got = [r for r in proxy.requests() if r.startswith("GET ")]
+        assert len(got) == 1 and got[0].startswith(f"GET {mock.url}/mock-files/img-"), got
+        summary = await batcher.run(
+            [{"id": "u", "prompt": "look", "images": [mock.url + SAMPLE]}],
+            tmp_path / "inline",
+            provider="gemini",
+            base_url=mock.base_url("gemini"),
+            api_key="k",
+            model="m",
+            proxy=proxy.url,
+        )
+        assert (summary.ok, summary.exit_code) == (1, 0)
+        assert proxy.requests()[-2:][0] == f"GET {mock.url}{SAMPLE} HTTP/1.1"  # then the POST
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: it would fail
+    summary = await batcher.run(
+        [{"id": "u", "prompt": "look", "images": [mock.url + SAMPLE]}],
+        tmp_path / "direct",
+        provider="gemini",
+        base_url=mock.base_url("gemini"),
+        api_key="k",
+        model="m",
+        no_proxy=True,
+    )
+    assert (summary.ok, summary.exit_code) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_an_image_url_behind_a_private_ca_is_trusted_from_ca_bundle(
+    tmp_path: Path, mock: MockServer, ca: tuple[trustme.CA, Path]
+) -> None:
+    authority, pem = ca
+    async with _tls_front(mock.port, authority) as port:
+        jobs = [{"id": "u", "prompt": "look", "images": [f"https://127.0.0.1:{port}{SAMPLE}"]}]
+
+        async def run(out: str, ca_bundle: str | None) -> batcher.RunSummary:
+            return await batcher.run(
+                jobs,
+                tmp_path / out,
+                provider="gemini",
+                base_url=mock.base_url("gemini"),
+                api_key="k",
+                model="m",
+                ca_bundle=ca_bundle,
+            )
+
+        summary = await run("a", str(pem))
+        assert (summary.ok, summary.exit_code) == (1, 0)
+        # and without it, the system's store knows no such CA: the job cannot be sent
+        summary = await run("b", None)
+        assert (summary.errors, summary.exit_code) == (1, 1)
+    [row] = read_results(tmp_path / "b").values()
+    assert "CERTIFICATE_VERIFY_FAILED" in row["error"]

@@ -50,6 +50,7 @@ from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError
 from .._core.idset import IdSet
+from .._core.media import inline_now
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.store import Record, ResultStore
@@ -229,10 +230,12 @@ class BatchExecutor:
                 await self._create(chunk, self._requests(jobs))
 
     def _requests(self, jobs: Sequence[Job]) -> list[tuple[str, RequestSpec]]:
+        """Each job's request; image URLs fetched (Gemini) through the run's proxy and CAs."""
+        inline = partial(inline_now, opener=self.target.opener)
         out = []
         for job in jobs:
             assert job.model is not None  # the source resolves every job's model
-            out.append((job.id, self.provider.build(job, job.model)))
+            out.append((job.id, self.provider.build(job, job.model, inline)))
         return out
 
     def _tokens(self, job: Job) -> int:

@@ -13,10 +13,12 @@ from .._config.options import EndpointOptions, RequestOptions, concurrency_ceili
 from .._core.errors import UsageError
 from .http1 import Http1Transport
 from .providers import Provider
-from .proxy import Proxies, Proxy, ssl_context
+from .proxy import Proxies, Proxy, ssl_context, url_opener
 from .transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
+    import urllib.request
+
     import httpx
 
     from ..mock import MockConfig, MockServer
@@ -55,6 +57,9 @@ class Target:
         self._mock: MockServer | None = None
         self.proxy: Proxy | None = None
         """The proxy requests to the endpoint go through, once ``transport`` has chosen it."""
+        self.opener: urllib.request.OpenerDirector | None = None
+        """How image URLs are downloaded (``media.fetch``), once ``transport`` has chosen the
+        run's proxies and CAs: through them too."""
 
     @property
     def is_mock(self) -> bool:
@@ -83,25 +88,28 @@ class Target:
     ) -> Transport:
         """How requests reach this endpoint, with its auth, timeouts and connection limits:
         the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a
-        transport the caller gave (``httpx.MockTransport`` in tests). Both of the former go
-        through the same proxy and trust the same CAs (``proxy.Proxies``, ``proxy.ssl_context``);
-        the embedded mock, on this machine's loopback, is not sent through the environment's
-        proxy (which could not reach it)."""
+        transport the caller gave (``httpx.MockTransport`` in tests). Both of the former, and
+        ``opener`` for image URLs, go through the same proxy and trust the same CAs
+        (``proxy.Proxies``, ``proxy.ssl_context``); the embedded mock, on this machine's
+        loopback, is not sent through the environment's proxy (which could not reach it)."""
         options: dict[str, Any] = {
             "max_connections": concurrency_ceiling(requests.max_concurrency),
             "timeout": requests.timeout,
             "connect_timeout": min(requests.timeout, 30.0),
         }
+        found = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
+        proxies = found if found else None
+        context = ssl_context(requests.ca_bundle)
+        self.proxy = proxies.for_url(self.base_url) if proxies else None
+        self.opener = url_opener(proxies, context)
         headers = self.provider.auth_headers(self.key)
         if httpx_transport is not None:
             return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
-        proxies = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
-        self.proxy = proxies.for_url(self.base_url) if proxies else None
         return Http1Transport(
             self.base_url,
             headers,
-            ssl_context=ssl_context(requests.ca_bundle),
-            proxies=proxies if proxies else None,
+            ssl_context=context,
+            proxies=proxies,
             deadline=requests.request_deadline,
             **options,
         )

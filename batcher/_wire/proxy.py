@@ -1,8 +1,9 @@
 """Real networks: which proxy a request goes through, and which certificates its TLS trusts.
 
-Both clients (the lean one and aiohttp) take their proxy and their ``ssl.SSLContext`` from here,
-so the two never disagree. Proxies come from ``--proxy``, else from the environment as curl reads
-it (``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``, lower- or upper-case, through
+Both clients (the lean one and aiohttp), and the ``urllib`` opener that downloads image URLs
+(``url_opener``), take their proxy and their ``ssl.SSLContext`` from here, so they never
+disagree. Proxies come from ``--proxy``, else from the environment as curl reads it
+(``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``, lower- or upper-case, through
 ``urllib.request.getproxies``, https://docs.python.org/3/library/urllib.request.html#urllib.request.getproxies);
 ``no_proxy`` is honoured either way, as curl does: host names, domain suffixes (``.example.com``
 or ``example.com``), ``host:port``, ``*``, and CIDR blocks (``10.0.0.0/8``) for IP literals.
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._core.errors import ProxyRefused, UsageError
 
-__all__ = ["Proxies", "Proxy", "proxy_refused", "ssl_context"]
+__all__ = ["Proxies", "Proxy", "proxy_refused", "ssl_context", "url_opener"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +165,46 @@ def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=path)
     except (OSError, ssl.SSLError) as e:
         raise UsageError(f"{source} {path}: not a readable PEM certificate bundle ({e})") from None
+
+
+def url_opener(
+    proxies: Proxies | None, context: ssl.SSLContext | None
+) -> urllib.request.OpenerDirector:
+    """A ``urllib`` opener for the image URLs a run downloads (images answered as URLs, and jobs'
+    images for Gemini), going where its requests go: through the proxy ``proxies`` names for each
+    URL, a redirect's too (never urllib's own pick from the environment), trusting ``context``'s
+    CAs (None: the system's). http:// and https:// only: no ``file:``, ``ftp:`` or ``data:``."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        _Route(proxies),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(context=context),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+class _Route(urllib.request.BaseHandler):
+    """Points each request at its proxy, if any: plain HTTP in absolute form, HTTPS through a
+    ``CONNECT`` tunnel, the credentials as ``Proxy-Authorization``, which urllib puts on the
+    ``CONNECT`` only (and a redirect does not carry to another host: it is decided again)."""
+
+    handler_order = 100  # before HTTPHandler sets the Host header from the request's host
+
+    def __init__(self, proxies: Proxies | None) -> None:
+        self._proxies = proxies
+
+    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+        proxy = self._proxies.for_url(request.full_url) if self._proxies else None
+        if proxy is not None:
+            host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+            request.set_proxy(f"{host}:{proxy.port}", "http")
+            if proxy.authorization:
+                request.add_unredirected_header("Proxy-authorization", proxy.authorization)
+        return request
+
+    https_request = http_request
