@@ -7,7 +7,9 @@ The key is never logged or written: ``redact`` replaces it in anything a server 
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, overload
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .._config.options import EndpointOptions, RequestOptions, concurrency_ceiling, option_flag
 from .._core.errors import UsageError
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Target", "resolve_key"]
 
 MOCK_KEY = "mock-key"
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a % that starts no escape: itself, %25
 
 
 def resolve_key(endpoint: EndpointOptions, provider: Provider) -> tuple[str, str]:
@@ -52,7 +55,7 @@ class Target:
     def __init__(self, endpoint: EndpointOptions, provider: Provider) -> None:
         self.provider = provider
         self.key, self.key_source = resolve_key(endpoint, provider)
-        self.base_url = (endpoint.base_url or provider.default_base_url).rstrip("/")
+        self.base_url = _quote_path((endpoint.base_url or provider.default_base_url).rstrip("/"))
         self._mock_config = _mock_config(endpoint.mock) if endpoint.mock is not None else None
         self._mock: MockServer | None = None
         self.proxy: Proxy | None = None
@@ -123,6 +126,15 @@ class Target:
         if text is None or not self.key:
             return text
         return text.replace(self.key, "[API key]")
+
+
+def _quote_path(url: str) -> str:
+    """``url`` with its path percent-encoded where RFC 3986 3.3 wants it (``/a b`` ->
+    ``/a%20b``, UTF-8 for other letters), the escapes it holds kept; both clients send it as
+    it is. (``_check_url`` has refused a query, a fragment and credentials.)"""
+    parts = urlsplit(url)
+    path = _LONE_PERCENT.sub("%25", parts.path)
+    return urlunsplit(parts._replace(path=quote(path, safe="/%:@!$&'()*+,;=~")))
 
 
 def _mock_config(mock: str | Any) -> MockConfig:
