@@ -1,6 +1,6 @@
 """Where a run's requests go (``_wire.endpoint``): a base URL is quoted as a path may be, and
 refused, naming ``--base-url``, when it holds what batcher would not send (credentials, a query
-string, a fragment)."""
+string, a fragment); a model's name in a path stays one segment of it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import batcher
 from batcher import BadOption, EndpointOptions, RequestOptions
 from batcher._cli.main import main
 from batcher._wire.endpoint import Target
 from batcher._wire.providers import get_provider
+from batcher._wire.providers._gemini import model_path
 
 
 @asynccontextmanager
@@ -93,3 +95,40 @@ def test_a_base_url_with_what_is_never_sent_is_refused_naming_the_flag(
     err = capsys.readouterr().err
     assert err.startswith("batcher: error: --base-url ") and said in err, err
     assert "s3cret" not in err
+
+
+@pytest.mark.parametrize(
+    ("model", "path"),
+    [
+        ("gemini-2.5-flash", "models/gemini-2.5-flash:generateContent"),
+        ("models/gemini-2.5-flash", "models/gemini-2.5-flash:generateContent"),
+        ("a?b", "models/a%3Fb:generateContent"),
+        ("a#b", "models/a%23b:generateContent"),
+        ("../../files/x", "models/..%2F..%2Ffiles%2Fx:generateContent"),
+        ("..", "models/..:generateContent"),  # not a dot-segment: ":generateContent" follows
+        ("a b%", "models/a%20b%25:generateContent"),
+    ],
+)
+def test_a_model_name_stays_one_segment_of_the_path(model: str, path: str) -> None:
+    job = batcher.Job.from_prompt("a", "hi")
+    assert get_provider("gemini").build(job, model).path == path
+    assert model_path(model, "batchGenerateContent") == path.replace(
+        ":generateContent", ":batchGenerateContent"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_model_name_with_a_query_and_dot_segments_reaches_the_wire_quoted(
+    tmp_path: Path,
+) -> None:
+    async with _recording() as (origin, lines):
+        await batcher.run(
+            [{"id": "a", "prompt": "hi"}],
+            tmp_path,
+            provider="gemini",
+            base_url=f"{origin}/v1beta",
+            api_key="k",
+            model="../x?alt=sse#y",
+            max_attempts=1,
+        )
+    assert lines == ["POST /v1beta/models/..%2Fx%3Falt%3Dsse%23y:generateContent HTTP/1.1"]
