@@ -42,7 +42,8 @@ async def run(
     ``max_concurrency``...), not both.
     ``handle_signals`` makes SIGINT / SIGTERM stop the run gracefully (for command-line use).
     Raises ``InputError`` before sending anything if any job is bad, ``UsageError`` for options
-    that cannot work, and ``FatalProviderError`` if the provider refuses the whole run.
+    that cannot work, and ``FatalProviderError`` if the provider refuses the whole run
+    (``ProxyRefused``, one of them, if the proxy in between does).
     """
     if options is not None and flat:
         raise TypeError("give options= or option keywords, not both")

@@ -38,6 +38,7 @@ def test_public_names_are_pinned() -> None:
             "QuotaExhausted",
             "RateLimitError",
             "ProviderError",
+            "ProxyRefused",
             "RetryableError",
             "RunOptions",
             "RunSummary",
@@ -64,6 +65,7 @@ def test_error_tree() -> None:
         assert issubclass(cls, batcher.BatcherError)
     for cls in (batcher.FatalProviderError, batcher.PermanentJobError, batcher.RetryableError):
         assert issubclass(cls, batcher.ProviderError)
+    assert issubclass(batcher.ProxyRefused, batcher.FatalProviderError)  # stops the run (exit 78)
     assert issubclass(batcher.InvalidOutput, batcher.RetryableError)  # retried, counts
     for usage in (batcher.DirectoryLocked, batcher.DamagedFile, batcher.SchemaError):
         assert issubclass(usage, batcher.UsageError)  # the CLI's exit 2

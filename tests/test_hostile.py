@@ -1,6 +1,7 @@
 """Hostile answers: a small asyncio server that answers each request with what a broken or
 malicious server might send. Each must end as a retryable error naming what was wrong (a cap by
-its name), never as an internal error (exit 70) or a request held forever."""
+its name), never as an internal error (exit 70) or a request held forever: on the lean client
+(``http1``) and on aiohttp (``AiohttpTransport``, which carries the batch APIs' calls) alike."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from batcher import RetryableError
 from batcher._core.errors import TimedOut
 from batcher._wire.http1 import Http1Transport
 from batcher._wire.http1_parser import ProtocolError, ResponseParser
+from batcher._wire.transport import AiohttpTransport, Transport
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
@@ -32,8 +34,8 @@ async def _hostile(answer: Answer) -> AsyncIterator[str]:
         tasks.append(asyncio.current_task())  # type: ignore[arg-type]
         try:
             head = await r.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            await r.readexactly(length)
+            _, sized, rest = head.lower().partition(b"content-length: ")  # none on a GET
+            await r.readexactly(int(rest.split(b"\r\n")[0]) if sized else 0)
             await answer(w)
             await w.drain()
         except (OSError, asyncio.IncompleteReadError):
@@ -58,16 +60,21 @@ def _sends(data: bytes) -> Answer:
     return answer
 
 
-async def _post(url: str, **kw: object) -> Exception:
+@pytest.fixture(params=["http1", "aiohttp"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which transport: each one batcher ships must hold a hostile server to the same caps."""
+    return str(request.param)
+
+
+def _client(kind: str, url: str, **kw: object) -> Transport:
+    options: dict[str, object] = {"max_connections": 1, "timeout": 5, "connect_timeout": 5, **kw}
+    make = Http1Transport if kind == "http1" else AiohttpTransport
+    return make(url, {"authorization": "Bearer k"}, **options)  # type: ignore[arg-type]
+
+
+async def _post(url: str, kind: str = "http1", /, **kw: object) -> Exception:
     """The error a POST to ``url`` ends in (it must end in one)."""
-    client = Http1Transport(
-        url,
-        {"authorization": "Bearer k"},
-        max_connections=1,
-        timeout=5,
-        connect_timeout=5,
-        **kw,  # type: ignore[arg-type]
-    )
+    client = _client(kind, url, **kw)
     try:
         await client.post("chat/completions", b"{}")
     except Exception as e:
@@ -127,6 +134,22 @@ async def test_a_content_length_of_thousands_of_digits_is_retried_not_a_crash(
             "head over the 1 KiB cap (max_head)",
             id="head-unended",
         ),
+    ],
+)
+async def test_a_head_over_its_cap_is_a_retryable_error_naming_it(
+    wire: bytes, caps: dict[str, int], named: str
+) -> None:
+    """The lean client's own parser; aiohttp's (llhttp) has limits of its own (8 KiB a line)."""
+    async with _hostile(_sends(wire)) as url:
+        error = await _post(url, **caps)
+    assert isinstance(error, RetryableError), repr(error)
+    assert named in str(error)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("wire", "caps", "named"),
+    [
         pytest.param(
             b"HTTP/1.1 200 OK\r\ncontent-length: 2048\r\n\r\n",  # refused before a byte of it
             {"max_body": 1024},
@@ -155,21 +178,21 @@ async def test_a_content_length_of_thousands_of_digits_is_retried_not_a_crash(
         ),
     ],
 )
-async def test_each_cap_is_a_retryable_error_naming_it(
-    wire: bytes, caps: dict[str, int], named: str
+async def test_each_body_cap_is_a_retryable_error_naming_it(
+    kind: str, wire: bytes, caps: dict[str, int], named: str
 ) -> None:
     async with _hostile(_sends(wire)) as url:
-        error = await _post(url, **caps)
+        error = await _post(url, kind, **caps)
     assert isinstance(error, RetryableError), repr(error)
     assert named in str(error)
 
 
 @pytest.mark.anyio
-async def test_a_gzip_bomb_meets_the_default_64_mib_cap() -> None:
+async def test_a_gzip_bomb_meets_the_default_64_mib_cap(kind: str) -> None:
     bomb = gzip.compress(b"\0" * (65 << 20), compresslevel=1)  # 65 MiB in about 300 KiB
     wire = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(bomb)
     async with _hostile(_sends(wire + bomb)) as url:
-        error = await _post(url)
+        error = await _post(url, kind)
     assert isinstance(error, RetryableError), repr(error)
     assert "over the 64 MiB cap once inflated (max_inflated)" in str(error)
 
@@ -195,16 +218,10 @@ def _trickle(every: float) -> Answer:
     ids=["given", "default-twice-the-timeout"],
 )
 async def test_a_server_trickling_bytes_meets_the_request_deadline(
-    kw: dict[str, float], deadline: float
+    kind: str, kw: dict[str, float], deadline: float
 ) -> None:
     async with _hostile(_trickle(0.05)) as url:
-        client = Http1Transport(
-            url,
-            {},
-            max_connections=1,
-            connect_timeout=5,
-            **kw,  # type: ignore[arg-type]
-        )
+        client = _client(kind, url, **kw)
         started = time.monotonic()
         try:
             with pytest.raises(TimedOut, match=f"within the {deadline:g} s request deadline"):
@@ -212,3 +229,45 @@ async def test_a_server_trickling_bytes_meets_the_request_deadline(
         finally:
             await client.aclose()
     assert deadline <= time.monotonic() - started < deadline + 1.0
+
+
+# --- a batch API's call (aiohttp's ``request``): its answer may be a whole results file ------
+
+
+async def _get(url: str, **kw: object) -> bytes | Exception:
+    """What a batch API's GET of ``url`` ends in: the body, or the error."""
+    client = _client("aiohttp", url, **kw)
+    try:
+        return (await client.request("GET", "files/f/content")).content
+    except Exception as e:
+        return e
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_batch_file_is_held_to_the_file_cap_not_a_posts() -> None:
+    lines = b'{"custom_id": "a"}\n' * 200  # 3,800 bytes, over a POST's cap of 1 KiB
+    wire = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(lines), lines)
+    async with _hostile(_sends(wire)) as url:
+        assert await _get(url, max_body=1024) == lines
+        error = await _get(url, max_file=2048)
+    assert isinstance(error, RetryableError), repr(error)
+    assert "body over the 2 KiB cap (max_file)" in str(error)
+    bomb = gzip.compress(b"\0" * (4 << 20))  # 4 MiB inflated
+    wire = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(bomb)
+    async with _hostile(_sends(wire + bomb)) as url:
+        error = await _get(url, max_file=1 << 20)
+    assert isinstance(error, RetryableError), repr(error)
+    assert "body over the 1 MiB cap once inflated (max_file)" in str(error)
+
+
+@pytest.mark.anyio
+async def test_a_trickled_batch_file_meets_the_deadline() -> None:
+    """A second more per 64 KiB received: a byte at a time earns nothing that shows."""
+    async with _hostile(_trickle(0.05)) as url:
+        started = time.monotonic()
+        error = await _get(url, timeout=0.3, deadline=0.8)
+    assert isinstance(error, TimedOut), repr(error)
+    assert "within the 0.8 s request deadline" in str(error)
+    assert 0.8 <= time.monotonic() - started < 1.8

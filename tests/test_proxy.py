@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socketserver
 import ssl
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,10 +18,13 @@ import pytest
 import trustme
 
 import batcher
-from batcher import RetryableError, UsageError
+from batcher import ProxyRefused, RetryableError, UsageError
+from batcher._cli.main import main
 from batcher._wire.http1 import Http1Transport
 from batcher._wire.proxy import Proxies, Proxy, ssl_context
+from batcher._wire.transport import AiohttpTransport
 from batcher.mock import MockConfig, MockServer
+from tests.helpers import read_results
 from tests.tinyproxy import tinyproxy
 
 _ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -241,10 +246,10 @@ async def test_https_through_the_tunnel_of_a_proxy_that_wants_a_password(
             finally:
                 await client.aclose()
             assert len(proxy.requests()) == len(tunnels) + 1
-            # a wrong password: the tunnel is refused, retryably, the password nowhere
+            # a wrong password: the proxy refuses the run (exit 78), the password nowhere
             wrong = _client(base, proxies=Proxies(proxy.url.replace(SECRET, "nope")))
             try:
-                with pytest.raises(RetryableError, match=r"refused a tunnel.*40[17]") as e:
+                with pytest.raises(ProxyRefused, match=r"refused to carry.*40[17]") as e:
                     await wrong.post("chat/completions", BODY)
             finally:
                 await wrong.aclose()
@@ -310,9 +315,9 @@ async def test_a_tunnel_carries_neither_the_key_nor_the_endpoints_headers() -> N
         proxies=Proxies(f"http://u:{SECRET}@127.0.0.1:{port}"),
     )
     try:
-        with pytest.raises(RetryableError, match=r"a tunnel to api\.example\.test:443: 403"):
+        with pytest.raises(ProxyRefused, match=r"to api\.example\.test:443 \(403"):
             await client.post("chat/completions", BODY)
-        with pytest.raises(RetryableError, match="403"):
+        with pytest.raises(ProxyRefused, match="403"):
             await client.request("GET", "batches")
     finally:
         await client.aclose()
@@ -324,3 +329,235 @@ async def test_a_tunnel_carries_neither_the_key_nor_the_endpoints_headers() -> N
         assert head.startswith(b"CONNECT api.example.test:443 HTTP/1.1\r\n")
         assert b"Basic " + token in head
         assert b"KEY" not in head
+
+
+# --- a proxy that refuses us: not the key's fault, and the run stops ---------------------------
+
+
+class _Refusing(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    status = b"407 Proxy Authentication Required"
+    heads: list[bytes]
+
+
+class _Refuse(socketserver.StreamRequestHandler):
+    """Reads a request's head (a ``CONNECT``, or a plain request in absolute form) and answers
+    it with the server's status, as a proxy that will not carry it would."""
+
+    server: _Refusing
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n") and (line := self.rfile.readline()):
+            head += line
+        self.server.heads.append(head)
+        page = b"<h1>no</h1>"  # a proxy's page, not a provider's JSON
+        self.wfile.write(
+            b'HTTP/1.1 %b\r\nproxy-authenticate: Basic realm="corp"\r\n'
+            b"content-type: text/html\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
+            % (self.server.status, len(page), page)
+        )
+
+
+@contextlib.contextmanager
+def _refusing_proxy(status: bytes = b"407 Proxy Authentication Required") -> Iterator[_Refusing]:
+    """A loopback proxy stub answering every request (and every ``CONNECT``) with ``status``."""
+    server = _Refusing(("127.0.0.1", 0), _Refuse)
+    server.status = status
+    server.heads = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _stub_url(server: _Refusing, credentials: str = "") -> str:
+    return f"http://{credentials}127.0.0.1:{server.server_address[1]}"
+
+
+def _aiohttp(url: str, proxy: str) -> AiohttpTransport:
+    return AiohttpTransport(
+        url,
+        {"authorization": "Bearer sk-KEY"},
+        max_connections=1,
+        timeout=5,
+        connect_timeout=5,
+        proxies=Proxies(proxy),
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("scheme", "status", "said"),
+    [
+        ("http", b"407 Proxy Authentication Required", "407: it refused the credentials"),
+        ("https", b"407 Proxy Authentication Required", "407: it refused the credentials"),
+        ("https", b"403 Forbidden", "403 Forbidden: its rules do not let us through"),
+    ],
+    ids=["plain-407", "tunnel-407", "tunnel-403"],
+)
+async def test_aiohttp_reads_a_proxys_refusal_as_the_proxys(
+    scheme: str, status: bytes, said: str
+) -> None:
+    """A 407 to a plain request, or a 407 or 403 to a ``CONNECT``: ``ProxyRefused`` naming the
+    proxy without its password, not an answer of the endpoint's. (A 403 to a plain request may
+    be the endpoint's own: it is classified as the endpoint's answers are.)"""
+    with _refusing_proxy(status) as server:
+        client = _aiohttp(f"{scheme}://api.example.test/v1", _stub_url(server, f"u:{SECRET}@"))
+        try:
+            for call in (client.post("chat/completions", BODY), client.request("GET", "batches")):
+                with pytest.raises(ProxyRefused) as e:
+                    await call
+                assert e.value.proxy == _stub_url(server)
+                assert f"the proxy {_stub_url(server)} refused" in str(e.value)
+                assert said in str(e.value)
+                assert SECRET not in str(e.value) and "KEY" not in str(e.value)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_lean_client_reads_a_proxys_407_to_a_post_as_the_proxys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain HTTP through a proxy that wants credentials: the run stops at once (not one job
+    after another recorded in error, nor retried as an outage), naming the proxy."""
+    with _refusing_proxy() as server:
+        with pytest.raises(ProxyRefused) as e:
+            await batcher.run(
+                JOBS,
+                tmp_path / "out",
+                base_url="http://api.example.test/v1",
+                api_key="sk-KEY",
+                model="m",
+                proxy=_stub_url(server),
+            )
+        sent = len(server.heads)
+    message = str(e.value)
+    assert f"the proxy {_stub_url(server)} refused to carry requests" in message
+    assert "407: it wants credentials" in message and "API key is not in question" in message
+    assert "was refused by" not in message  # the key's refusal, as explain() words it
+    assert "sk-KEY" not in message + caplog.text
+    assert sent <= 3  # each job at most once: a refusal is not retried
+
+
+@pytest.mark.anyio
+async def test_the_lean_client_reads_a_refused_tunnel_as_the_proxys() -> None:
+    with _refusing_proxy() as server:
+        client = _client("https://api.example.test/v1", proxies=Proxies(_stub_url(server)))
+        try:
+            with pytest.raises(ProxyRefused, match="407: it wants credentials"):
+                await client.post("chat/completions", BODY)
+        finally:
+            await client.aclose()
+
+
+def test_a_proxys_refusal_exits_78_naming_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-KEY")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "a", "prompt": "hi"}\n')
+    with _refusing_proxy() as server:
+        code = main(
+            [
+                "run",
+                str(jobs),
+                "--out",
+                str(tmp_path / "out"),
+                "--base-url",
+                "http://api.example.test/v1",
+                "--model",
+                "m",
+                "--no-progress",
+                "--proxy",
+                _stub_url(server, f"u:{SECRET}@"),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert code == 78, err
+    assert f"the proxy {_stub_url(server)} refused" in err and "407" in err
+    assert SECRET not in err and "sk-KEY" not in err
+
+
+# --- image URLs: downloaded the way the requests go --------------------------------------------
+
+SAMPLE = "/mock-files/sample-24x12.png"  # an image the mock serves
+
+
+@pytest.mark.anyio
+async def test_image_urls_are_downloaded_through_the_runs_proxy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mock: MockServer
+) -> None:
+    """Images answered as URLs (OpenAI's images API) and a job's image URL fetched to be sent
+    inline (Gemini) go through ``--proxy`` as the POSTs do; with ``--no-proxy``, never through
+    the environment's."""
+    with tinyproxy(tmp_path) as proxy:
+        summary = await batcher.run(
+            [{"id": "a", "prompt": "a cat"}],
+            tmp_path / "answered",
+            base_url=mock.base_url("openai"),
+            api_key="k",
+            model="img-url",  # the mock answers this model's images as URLs
+            api="images",
+            proxy=proxy.url,
+        )
+        assert (summary.ok, summary.exit_code) == (1, 0)
+        assert [p.suffix for p in (tmp_path / "answered" / "images").iterdir()] == [".png"]
+        got = [r for r in proxy.requests() if r.startswith("GET ")]
+        assert len(got) == 1 and got[0].startswith(f"GET {mock.url}/mock-files/img-"), got
+        summary = await batcher.run(
+            [{"id": "u", "prompt": "look", "images": [mock.url + SAMPLE]}],
+            tmp_path / "inline",
+            provider="gemini",
+            base_url=mock.base_url("gemini"),
+            api_key="k",
+            model="m",
+            proxy=proxy.url,
+        )
+        assert (summary.ok, summary.exit_code) == (1, 0)
+        assert proxy.requests()[-2:][0] == f"GET {mock.url}{SAMPLE} HTTP/1.1"  # then the POST
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: it would fail
+    summary = await batcher.run(
+        [{"id": "u", "prompt": "look", "images": [mock.url + SAMPLE]}],
+        tmp_path / "direct",
+        provider="gemini",
+        base_url=mock.base_url("gemini"),
+        api_key="k",
+        model="m",
+        no_proxy=True,
+    )
+    assert (summary.ok, summary.exit_code) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_an_image_url_behind_a_private_ca_is_trusted_from_ca_bundle(
+    tmp_path: Path, mock: MockServer, ca: tuple[trustme.CA, Path]
+) -> None:
+    authority, pem = ca
+    async with _tls_front(mock.port, authority) as port:
+        jobs = [{"id": "u", "prompt": "look", "images": [f"https://127.0.0.1:{port}{SAMPLE}"]}]
+
+        async def run(out: str, ca_bundle: str | None) -> batcher.RunSummary:
+            return await batcher.run(
+                jobs,
+                tmp_path / out,
+                provider="gemini",
+                base_url=mock.base_url("gemini"),
+                api_key="k",
+                model="m",
+                ca_bundle=ca_bundle,
+            )
+
+        summary = await run("a", str(pem))
+        assert (summary.ok, summary.exit_code) == (1, 0)
+        # and without it, the system's store knows no such CA: the job cannot be sent
+        summary = await run("b", None)
+        assert (summary.errors, summary.exit_code) == (1, 1)
+    [row] = read_results(tmp_path / "b").values()
+    assert "CERTIFICATE_VERIFY_FAILED" in row["error"]

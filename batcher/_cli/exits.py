@@ -1,10 +1,12 @@
 """The exit codes a command chooses; those of a finished run (0, 1, 3, 5, 130, 143) are
-``RunSummary.exit_code``. 70, 74 and 75 are sysexits.h's EX_SOFTWARE, EX_IOERR and EX_TEMPFAIL."""
+``RunSummary.exit_code``. 70, 74, 75 and 78 are sysexits.h's EX_SOFTWARE, EX_IOERR, EX_TEMPFAIL
+and EX_CONFIG (a proxy that refuses the run: the network's settings need fixing)."""
 
 from __future__ import annotations
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
+    "EXIT_CONFIG",
     "EXIT_FATAL",
     "EXIT_INTERRUPTED",
     "EXIT_IO",
@@ -15,4 +17,4 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 4, 130
-EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_BROKEN_PIPE = 70, 74, 75, 141
+EXIT_SOFTWARE, EXIT_IO, EXIT_OUTAGE, EXIT_CONFIG, EXIT_BROKEN_PIPE = 70, 74, 75, 78, 141

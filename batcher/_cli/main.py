@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .exits import (
     EXIT_BROKEN_PIPE,
+    EXIT_CONFIG,
     EXIT_FATAL,
     EXIT_INTERRUPTED,
     EXIT_IO,
@@ -262,6 +263,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         FatalProviderError,
         InputError,
         Outage,
+        ProxyRefused,
         UsageError,
         WriteFailed,
     )
@@ -277,6 +279,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     except InputError as e:
         _say(f"bad input, nothing was sent:\n{e}")
         return EXIT_USAGE
+    except ProxyRefused as e:
+        _say(e.message)
+        print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)
+        return EXIT_CONFIG
     except FatalProviderError as e:
         _say(f"the provider refused the run: {e.message}")
         print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)

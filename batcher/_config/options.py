@@ -79,17 +79,35 @@ def concurrency_ceiling(explicit: int | None) -> int:
 
 
 def _check_url(url: str) -> None:
-    """An http(s) URL with a host and a valid port, or ``BadOption`` saying what is wrong."""
-    from urllib.parse import urlsplit
+    """An http(s) URL with a host and a valid port, and nothing batcher would not send: no
+    credentials, query string or fragment (requests go to paths under it, which carry none of
+    them); else ``BadOption`` saying what is wrong, never showing what may be a secret."""
+    from urllib.parse import urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
+        if "@" in parts.netloc:  # before anything shows the URL: it holds a password
+            raise BadOption(
+                "base_url",
+                "holds credentials (USER:PASS@), which batcher never sends: the key comes from "
+                "the environment (or --api-key-env)",
+            )
         port = parts.port
     except ValueError as e:
         raise BadOption("base_url", f"{url!r} is not a URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadOption("base_url", f"{url!r} is not an http(s) URL with a host")
     del port
+    shown = urlunsplit(parts._replace(query="", fragment=""))
+    if "?" in url:  # its value is not shown: it may hold a key (Gemini takes ?key=)
+        raise BadOption(
+            "base_url",
+            f"{shown!r} has a query string (?...): requests go to paths under the base URL, "
+            "and the batch APIs add queries of their own, so it would not reach the server; "
+            "drop it (a key comes from the environment, or --api-key-env)",
+        )
+    if "#" in url:
+        raise BadOption("base_url", f"{shown!r} has a fragment (#...), which is never sent")
 
 
 def _positive(option: str, value: float) -> None:

@@ -12,6 +12,7 @@
     ├── QuotaExhausted        a model's daily quota is spent: its jobs wait for the reset (exit 3)
     └── ProviderError         what a provider answered, classified once
         ├── FatalProviderError      wrong for the whole run: bad key, unknown model
+        │   └── ProxyRefused        the proxy in between refused us: 407, a tunnel refused (exit 78)
         ├── PermanentJobError       wrong for one job: a 400, a blocked prompt
         └── RetryableError          may pass: 5xx, timeouts, dropped connections
             ├── RateLimitError      a 429: the model's lane pauses (or stops for the day)
@@ -45,6 +46,7 @@ __all__ = [
     "Outage",
     "PermanentJobError",
     "ProviderError",
+    "ProxyRefused",
     "QuotaExhausted",
     "RateLimitError",
     "RetryableError",
@@ -250,6 +252,24 @@ class FatalProviderError(ProviderError):
     """Wrong for the whole run (bad key, unknown model): retrying or going on is pointless."""
 
     kind = "fatal"
+
+
+class ProxyRefused(FatalProviderError):
+    """The HTTP proxy between batcher and the endpoint refused the run: it wants credentials or
+    refused them (407), or will not open a tunnel to the endpoint (a 4xx to ``CONNECT``). The
+    endpoint never saw the request, so nothing is said of the key; ``proxy`` is the proxy's URL
+    without its credentials, when known. The network's settings need fixing (exit 78)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        proxy: str | None = None,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.proxy = proxy
 
 
 class PermanentJobError(ProviderError):

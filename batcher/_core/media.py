@@ -19,7 +19,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    import urllib.request
 
 from .sniff import dimensions, sniff
 
@@ -262,20 +265,33 @@ _URL_LIMIT = 20 * 1024 * 1024
 _URL_TIMEOUT = 30.0
 
 
-def fetch(url: str) -> bytes:
-    """An image URL's bytes, for a wire that takes only inline data (Gemini's native one): at most
-    20 MB in at most 30 s; ``OSError`` if it cannot be had."""
+def fetch(url: str, opener: urllib.request.OpenerDirector | None = None) -> bytes:
+    """An image URL's bytes (an image answered as a URL; a job's, for a wire that takes only
+    inline data, Gemini's native one): at most 20 MB in at most 30 s; ``OSError`` if it cannot
+    be had. ``opener`` is how the run reaches the network (its proxy and CAs:
+    ``_wire.proxy.url_opener``); without one, urllib's defaults. Only http(s) URLs: an answer
+    naming ``file:///`` gets nothing of this machine's."""
+    import time
     import urllib.error
     import urllib.request
 
+    if not url.startswith(("http://", "https://")):
+        raise OSError(f"cannot fetch {url[:100]}: not an http:// or https:// URL")
+    start = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=_URL_TIMEOUT) as r:
-            data: bytes = r.read(_URL_LIMIT + 1)
+        with (opener or urllib.request.build_opener()).open(url, timeout=_URL_TIMEOUT) as r:
+            pieces: list[bytes] = []
+            got = 0
+            while got <= _URL_LIMIT and (piece := r.read1(1 << 16)):
+                pieces.append(piece)
+                got += len(piece)
+                if time.monotonic() - start > _URL_TIMEOUT:  # a byte now and then, for ever
+                    raise TimeoutError(f"not whole within {_URL_TIMEOUT:g} s")
     except (urllib.error.URLError, TimeoutError, ValueError) as e:
         raise OSError(f"cannot fetch {url}: {e}") from None
-    if len(data) > _URL_LIMIT:
+    if got > _URL_LIMIT:
         raise OSError(f"{url} is larger than {_URL_LIMIT // 2**20} MB")
-    return data
+    return b"".join(pieces)
 
 
 Inline: TypeAlias = Callable[[Media], tuple[str, str]]
@@ -283,10 +299,12 @@ Inline: TypeAlias = Callable[[Media], tuple[str, str]]
 fingerprint what would be sent."""
 
 
-def inline_now(media: Media) -> tuple[str, str]:
-    """(MIME type, base64) of a ref, read now (a URL fetched): what is sent."""
+def inline_now(
+    media: Media, opener: urllib.request.OpenerDirector | None = None
+) -> tuple[str, str]:
+    """(MIME type, base64) of a ref, read now (a URL fetched through ``opener``): what is sent."""
     if media.is_url:
-        data = fetch(media.ref)
+        data = fetch(media.ref, opener)
         mime = sniff(data[:64])
         if mime is None:
             raise ValueError(f"{media.ref}: not an image or file type batcher knows")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from .._admission.estimate import TokenEstimator, features
+from .._core.media import Inline, inline_now
 from .._jobs import Job
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, RequestSpec
@@ -57,6 +59,11 @@ class BatchEndpoint:
     def provider(self) -> Provider:
         return self.route.provider
 
+    @property
+    def inline(self) -> Inline:
+        """Fetches an image URL a wire must inline (Gemini's) through the run's proxy and CAs."""
+        return partial(inline_now, opener=self.target.opener)
+
 
 class Chunker:
     """Chooses endpoints for chunks of waiting jobs and cuts them."""
@@ -69,8 +76,8 @@ class Chunker:
         self, ep: BatchEndpoint, model: str, jobs: Sequence[Job]
     ) -> list[tuple[str, RequestSpec]]:
         """The requests of ``jobs`` of ``model`` as ``ep`` sends them (its name for the model)."""
-        theirs = ep.route.theirs(model)
-        return [(job.id, ep.provider.build(job, theirs)) for job in jobs]
+        theirs, inline = ep.route.theirs(model), ep.inline
+        return [(job.id, ep.provider.build(job, theirs, inline)) for job in jobs]
 
     def tokens(self, job: Job) -> int:
         """A job's input tokens as estimated before sending (what a batch queue counts)."""
@@ -103,7 +110,7 @@ class Chunker:
         size = tokens = 0
         theirs = ep.route.theirs(model)
         for job in jobs:
-            spec = ep.provider.build(job, theirs)
+            spec = ep.provider.build(job, theirs, ep.inline)
             n, t = ep.api.size(job.id, spec), self.tokens(job)
             fits = len(chunk) < ep.api.max_requests and size + n <= ep.api.max_bytes
             if chunk and not fits:

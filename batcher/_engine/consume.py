@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import TaskGroup
 
-from .._core.errors import FatalProviderError, Outage, QuotaExhausted, UsageError, WriteFailed
+from .._core.errors import Outage, QuotaExhausted, UsageError, WriteFailed
 from .._rundir.attempts import Attempt, AttemptLog
 from .._rundir.store import Record, ResultStore
 from .budget import Budget, Reservation
@@ -189,8 +189,7 @@ class Consumer:
                 "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
             )
         if self.fatal is not None:
-            error = self.fatal.error
-            raise FatalProviderError(error.message, status=error.status, body=error.body)
+            raise self.fatal.error  # its message says what to fix (ProxyRefused: the proxy)
 
     def _stop(self) -> None:
         for halt in self._stops:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -28,21 +29,26 @@ from .._core.errors import (
     Outage,
     PermanentJobError,
     ProviderError,
+    ProxyRefused,
     QuotaExhausted,
     RetryableError,
     TimedOut,
 )
-from .._core.media import job_media_tokens
+from .._core.media import inline_now, job_media_tokens
 from .._jobs import Job
 from .._rundir.attempts import Attempt
 from .._rundir.image_files import download, save_images
 from .._rundir.store import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
+from .._wire.proxy import proxy_refused
 from .._wire.transport import Transport
 from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
 from .tally import Tally
+
+if TYPE_CHECKING:
+    import urllib.request
 
 __all__ = ["Executor", "explain"]
 
@@ -111,7 +117,7 @@ class Executor:
             # files are read (and URLs fetched for Gemini) off the event loop, when sent
             try:
                 spec, fp, media_tokens = await anyio.to_thread.run_sync(
-                    _build_with_media, self.provider, job, model
+                    _build_with_media, self.provider, job, model, self.target.opener
                 )
             except (OSError, ValueError) as e:
                 error = PermanentJobError(f"cannot send its images or files: {e}")
@@ -140,7 +146,7 @@ class Executor:
                 try:
                     answer = await send(self.transport, self.provider, spec, slot.observe)
                     if any(i.data is None for i in answer.images):
-                        answer = replace(answer, images=await _download(answer))
+                        answer = replace(answer, images=await _download(answer, self.target.opener))
                 except ProviderError as e:
                     if isinstance(e, TimedOut):
                         self.tally.timeouts += 1
@@ -250,24 +256,34 @@ class Executor:
         )
 
 
-async def _download(answer: Completion) -> tuple[Any, ...]:
-    """The answer's image URLs downloaded; a failure is retried as any failed request is, but
-    says nothing of the endpoint, which answered."""
+async def _download(
+    answer: Completion, opener: urllib.request.OpenerDirector | None
+) -> tuple[Any, ...]:
+    """The answer's image URLs downloaded through ``opener`` (the run's proxy and CAs); a failure
+    is retried as any failed request is, but says nothing of the endpoint, which answered."""
     try:
-        return await anyio.to_thread.run_sync(download, answer.images)
+        return await anyio.to_thread.run_sync(download, answer.images, opener)
     except OSError as e:
         raise RetryableError(f"cannot download an image answered: {e}", unanswered=False) from None
 
 
-def _build_with_media(provider: Provider, job: Job, model: str) -> tuple[RequestSpec, str, int]:
-    """The request of a job with images or files (their bytes read now), its fingerprint (over
-    their hashes, as the resume check computes it) and their tokens by the provider's rule."""
-    spec = provider.build(job, model)
+def _build_with_media(
+    provider: Provider, job: Job, model: str, opener: urllib.request.OpenerDirector | None
+) -> tuple[RequestSpec, str, int]:
+    """The request of a job with images or files (their bytes read now, URLs fetched through
+    ``opener`` for a wire that takes inline data only), its fingerprint (over their hashes, as
+    the resume check computes it) and their tokens by the provider's rule."""
+    spec = provider.build(job, model, partial(inline_now, opener=opener))
     return spec, job_fingerprint(provider, job, model), job_media_tokens(job.media, provider.name)
 
 
 def explain(error: FatalProviderError, model: str, target: Target, worked: list[str]) -> str:
-    """Say what is wrong in words a user can act on: which key, which model, what worked."""
+    """Say what is wrong in words a user can act on: which key, which model, what worked; or
+    which proxy, when it was a proxy that refused (the key never reached the endpoint)."""
+    if isinstance(error, ProxyRefused):
+        if error.proxy is None and target.proxy is not None:  # a 407 to a POST: name the proxy
+            error = proxy_refused(target.proxy, error.status or 407)
+        return target.redact(error.message)
     where = target.where
     if error.status in (401, 403) or "API_KEY_INVALID" in (error.body or ""):
         what = f"the API key from {target.key_source} was refused by {where}"

@@ -33,7 +33,7 @@ from .._config.pool_file import EndpointSpec, spec_endpoint
 from .._config.prices import Prices
 from .._config.schema import OutputSchema
 from .._core.clock import Clock
-from .._core.errors import FatalProviderError, QuotaExhausted, UsageError
+from .._core.errors import FatalProviderError, ProxyRefused, QuotaExhausted, UsageError
 from .._jobs import Job
 from .._rundir.store import Record
 from .._wire.endpoint import Target
@@ -220,7 +220,11 @@ class PoolExecutor:
             sent = job if theirs == model else replace(job, model=theirs)
             outcome = await route.executor.execute(sent, route.lane(model))
             if isinstance(outcome, Fatal):
-                self._disable(route, model, outcome.error, refusals)
+                why = self._disable(route, model, outcome.error, refusals)
+                if solo:  # the run's one endpoint refused: said as it is, of the same kind
+                    e = outcome.error
+                    kind = ProxyRefused if isinstance(e, ProxyRefused) else FatalProviderError
+                    return Fatal(kind(why, status=e.status, body=e.body), model)
             elif isinstance(outcome, Halted):
                 route.down, halted = True, outcome
                 if not solo:
@@ -251,9 +255,8 @@ class PoolExecutor:
             return deferred
         if halted is not None and not refusals:
             return halted
-        if self.pool.solo and model in self.pool.routes[0].disabled:
-            route = self.pool.routes[0]
-            return Fatal(FatalProviderError(route.disabled[model]), model)
+        if self.pool.solo and model in self.pool.routes[0].disabled:  # refused to another job
+            return Fatal(FatalProviderError(self.pool.routes[0].disabled[model]), model)
         # every endpoint's refusal, whichever job met it (another may have met one first)
         refused = [
             f"endpoint {r.spec.name}: {r.disabled[model]}"
@@ -266,7 +269,8 @@ class PoolExecutor:
 
     def _disable(
         self, route: Route, model: str, error: FatalProviderError, refusals: list[str]
-    ) -> None:
+    ) -> str:
+        """Stop sending ``model`` to ``route``; say why, in words a user can act on."""
         worked = self.pool.worked(besides=model) if self.pool.solo else []
         why = explain(error, model, route.executor.target, worked)
         refusals.append(f"endpoint {route.spec.name}: {why}")
@@ -274,6 +278,7 @@ class PoolExecutor:
             route.disabled[model] = why
             if not self.pool.solo:
                 log.warning("endpoint %s no longer serves %s: %s", route.spec.name, model, why)
+        return why
 
     def _as_asked(self, record: Record, job: Job, model: str, route: Route) -> Record:
         """The record as the run's first endpoint would have fingerprinted it (the job and our

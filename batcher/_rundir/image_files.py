@@ -15,12 +15,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.errors import WriteFailed
 from .._core.media import fetch
 from .._core.sniff import sniff
 from .._wire.providers import ImageOut
+
+if TYPE_CHECKING:
+    import urllib.request
 
 __all__ = ["IMAGES", "clear_partial", "download", "save_images"]
 
@@ -39,13 +42,16 @@ def _stem(job_id: str) -> str:
     return f"{safe}-{hashlib.sha256(job_id.encode()).hexdigest()[:8]}"
 
 
-def download(images: Sequence[ImageOut]) -> tuple[ImageOut, ...]:
-    """The images with every URL downloaded (at most 20 MB each, in at most 30 s; no key sent);
-    ``OSError`` if one cannot be had. Run in a worker thread."""
+def download(
+    images: Sequence[ImageOut], opener: urllib.request.OpenerDirector | None = None
+) -> tuple[ImageOut, ...]:
+    """The images with every URL downloaded through ``opener`` (the run's proxy and CAs; at most
+    20 MB each, in at most 30 s; no key sent); ``OSError`` if one cannot be had. Run in a worker
+    thread."""
     out = []
     for image in images:
         if image.data is None and image.url is not None:
-            data = fetch(image.url)
+            data = fetch(image.url, opener)
             image = ImageOut(image.mime_type or sniff(data[:64]) or "image/png", data)
         out.append(image)
     return tuple(out)

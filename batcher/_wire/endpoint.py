@@ -7,16 +7,20 @@ The key is never logged or written: ``redact`` replaces it in anything a server 
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, overload
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .._config.options import EndpointOptions, RequestOptions, concurrency_ceiling, option_flag
 from .._core.errors import UsageError
 from .http1 import Http1Transport
 from .providers import Provider
-from .proxy import Proxies, ssl_context
+from .proxy import Proxies, Proxy, ssl_context, url_opener
 from .transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
+    import urllib.request
+
     import httpx
 
     from ..mock import MockConfig, MockServer
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Target", "resolve_key"]
 
 MOCK_KEY = "mock-key"
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a % that starts no escape: itself, %25
 
 
 def resolve_key(endpoint: EndpointOptions, provider: Provider) -> tuple[str, str]:
@@ -50,9 +55,14 @@ class Target:
     def __init__(self, endpoint: EndpointOptions, provider: Provider) -> None:
         self.provider = provider
         self.key, self.key_source = resolve_key(endpoint, provider)
-        self.base_url = (endpoint.base_url or provider.default_base_url).rstrip("/")
+        self.base_url = _quote_path((endpoint.base_url or provider.default_base_url).rstrip("/"))
         self._mock_config = _mock_config(endpoint.mock) if endpoint.mock is not None else None
         self._mock: MockServer | None = None
+        self.proxy: Proxy | None = None
+        """The proxy requests to the endpoint go through, once ``transport`` has chosen it."""
+        self.opener: urllib.request.OpenerDirector | None = None
+        """How image URLs are downloaded (``media.fetch``), once ``transport`` has chosen the
+        run's proxies and CAs: through them too."""
 
     @property
     def is_mock(self) -> bool:
@@ -81,24 +91,28 @@ class Target:
     ) -> Transport:
         """How requests reach this endpoint, with its auth, timeouts and connection limits:
         the lean HTTP/1.1 client (aiohttp for the batch APIs' other calls), or httpx over a
-        transport the caller gave (``httpx.MockTransport`` in tests). Both of the former go
-        through the same proxy and trust the same CAs (``proxy.Proxies``, ``proxy.ssl_context``);
-        the embedded mock, on this machine's loopback, is not sent through the environment's
-        proxy (which could not reach it)."""
+        transport the caller gave (``httpx.MockTransport`` in tests). Both of the former, and
+        ``opener`` for image URLs, go through the same proxy and trust the same CAs
+        (``proxy.Proxies``, ``proxy.ssl_context``); the embedded mock, on this machine's
+        loopback, is not sent through the environment's proxy (which could not reach it)."""
         options: dict[str, Any] = {
             "max_connections": concurrency_ceiling(requests.max_concurrency),
             "timeout": requests.timeout,
             "connect_timeout": min(requests.timeout, 30.0),
         }
+        found = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
+        proxies = found if found else None
+        context = ssl_context(requests.ca_bundle)
+        self.proxy = proxies.for_url(self.base_url) if proxies else None
+        self.opener = url_opener(proxies, context)
         headers = self.provider.auth_headers(self.key)
         if httpx_transport is not None:
             return HttpxTransport(self.base_url, headers, transport=httpx_transport, **options)
-        proxies = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
         return Http1Transport(
             self.base_url,
             headers,
-            ssl_context=ssl_context(requests.ca_bundle),
-            proxies=proxies if proxies else None,
+            ssl_context=context,
+            proxies=proxies,
             deadline=requests.request_deadline,
             **options,
         )
@@ -112,6 +126,15 @@ class Target:
         if text is None or not self.key:
             return text
         return text.replace(self.key, "[API key]")
+
+
+def _quote_path(url: str) -> str:
+    """``url`` with its path percent-encoded where RFC 3986 3.3 wants it (``/a b`` ->
+    ``/a%20b``, UTF-8 for other letters), the escapes it holds kept; both clients send it as
+    it is. (``_check_url`` has refused a query, a fragment and credentials.)"""
+    parts = urlsplit(url)
+    path = _LONE_PERCENT.sub("%25", parts.path)
+    return urlunsplit(parts._replace(path=quote(path, safe="/%:@!$&'()*+,;=~")))
 
 
 def _mock_config(mock: str | Any) -> MockConfig:

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 from .._core.errors import TimedOut, UsageError
 from .http1_parser import MAX_BODY, MAX_HEAD, ProtocolError, ResponseParser
 from .http1_pool import Connection, ConnectionPool, _Deadline, _Silence, _Stale
-from .proxy import Proxies
+from .proxy import Proxies, proxy_refused
 from .transport import AiohttpTransport, Reply, _no_answer, _timed_out
 
 __all__ = ["Http1Transport"]
@@ -76,6 +76,7 @@ class Http1Transport:
             connect_timeout=connect_timeout,
             ssl_context=ssl_context,
             proxies=proxies,
+            deadline=deadline,
         )
         self._tls = parts.scheme == "https"
         self._host = parts.hostname  # without an IPv6 literal's brackets
@@ -205,8 +206,9 @@ class Http1Transport:
 
     async def _tunnel(self, conn: Connection, context: ssl.SSLContext) -> None:
         """Open a ``CONNECT`` tunnel to the origin through the proxy ``conn`` is connected to,
-        then TLS to the origin over it (RFC 9110 9.3.6). A refusal is a ``ConnectionError``
-        naming the proxy by its URL without credentials, and the status it answered."""
+        then TLS to the origin over it (RFC 9110 9.3.6). A 4xx is the proxy refusing the run
+        (``ProxyRefused``, exit 78); another refusal a ``ConnectionError`` (retried); both name
+        the proxy by its URL without credentials, and the status it answered."""
         assert self._proxy is not None and conn.transport is not None
         where = f"[{self._host}]" if ":" in self._host else self._host
         where += f":{self._port}"
@@ -220,7 +222,9 @@ class Http1Transport:
             )
         except (_Stale, _Silence, _Deadline, ProtocolError) as e:
             raise ConnectionError(f"the proxy {self._proxy.url} gave no tunnel ({e!r})") from None
-        if not 200 <= parser.status < 300:
+        if 400 <= parser.status < 500:  # the proxy refuses us: never the endpoint's key
+            raise proxy_refused(self._proxy, parser.status, where)
+        if not 200 <= parser.status < 300:  # it cannot reach the endpoint now: retried
             raise ConnectionError(
                 f"the proxy {self._proxy.url} refused a tunnel to {where}: {parser.status}"
             )

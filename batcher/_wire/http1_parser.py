@@ -16,7 +16,14 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import TypeVar, overload
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "Headers", "ProtocolError", "ResponseParser"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
+    "Headers",
+    "ProtocolError",
+    "ResponseParser",
+    "size_text",
+]
 
 MAX_HEAD = 64 * 1024  # the largest answer head (status line, headers; or a trailer section)
 MAX_BODY = 64 * 2**20  # the largest body, as sent and once inflated: room for images in base64
@@ -66,7 +73,7 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     """A cap in words, for messages: ``64 MiB``, ``64 KiB``, ``100 bytes``."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale and n % scale == 0:
@@ -151,7 +158,7 @@ class ResponseParser:
                 if not self._head():
                     return False
             elif state == _CHUNK_SIZE:
-                if not self._chunk_size():
+                if not self._chunksize_text():
                     return False
             elif state == _CHUNK_DATA:
                 end = self._pos + self._need
@@ -187,7 +194,7 @@ class ResponseParser:
 
     @staticmethod
     def _over(what: str, cap: int, name: str) -> str:
-        return f"an answer {what} over the {_size(cap)} cap ({name})"
+        return f"an answer {what} over the {size_text(cap)} cap ({name})"
 
     def _head(self) -> bool:
         buf = self._buf
@@ -257,7 +264,7 @@ class ResponseParser:
             if len(only.lstrip("0")) > _MAX_DIGITS:
                 raise ProtocolError(
                     f"a content-length of {len(only):,} digits, over the "
-                    f"{_size(self._max_body)} cap (max_body)"
+                    f"{size_text(self._max_body)} cap (max_body)"
                 )
             self._need = int(only.lstrip("0") or "0")  # zeros are no size, nor digits to parse
             if self._need > self._max_body:
@@ -271,7 +278,7 @@ class ResponseParser:
             self._state = _UNTIL_CLOSE
         return True
 
-    def _chunk_size(self) -> bool:
+    def _chunksize_text(self) -> bool:
         buf = self._buf
         end = buf.find(b"\r\n", self._pos)
         if end < 0:
@@ -339,7 +346,7 @@ def _inflate(content: bytes, wbits: int, cap: int) -> bytes:
     out = inflater.decompress(content, cap + 1)
     if len(out) > cap:
         raise ProtocolError(
-            f"an answer body over the {_size(cap)} cap once inflated (max_inflated)"
+            f"an answer body over the {size_text(cap)} cap once inflated (max_inflated)"
         )
     if not inflater.eof:
         raise zlib.error("incomplete or truncated stream")

@@ -1,8 +1,9 @@
 """Real networks: which proxy a request goes through, and which certificates its TLS trusts.
 
-Both clients (the lean one and aiohttp) take their proxy and their ``ssl.SSLContext`` from here,
-so the two never disagree. Proxies come from ``--proxy``, else from the environment as curl reads
-it (``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``, lower- or upper-case, through
+Both clients (the lean one and aiohttp), and the ``urllib`` opener that downloads image URLs
+(``url_opener``), take their proxy and their ``ssl.SSLContext`` from here, so they never
+disagree. Proxies come from ``--proxy``, else from the environment as curl reads it
+(``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``, lower- or upper-case, through
 ``urllib.request.getproxies``, https://docs.python.org/3/library/urllib.request.html#urllib.request.getproxies);
 ``no_proxy`` is honoured either way, as curl does: host names, domain suffixes (``.example.com``
 or ``example.com``), ``host:port``, ``*``, and CIDR blocks (``10.0.0.0/8``) for IP literals.
@@ -23,9 +24,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .._core.errors import UsageError
+from .._core.errors import ProxyRefused, UsageError
 
-__all__ = ["Proxies", "Proxy", "ssl_context"]
+__all__ = ["Proxies", "Proxy", "proxy_refused", "ssl_context", "url_opener"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,34 @@ class Proxies:
         return self._cache[key]
 
 
+_REFUSALS = {
+    403: "403 Forbidden: its rules do not let us through to there",
+    405: "405 Method Not Allowed: it does not open tunnels",
+}
+
+
+def proxy_refused(proxy: Proxy | None, status: int, where: str | None = None) -> ProxyRefused:
+    """The error for a proxy that answered ``status`` (a 407, or a 4xx to ``CONNECT``) on the way
+    to ``where``: named by its URL without credentials, with what to fix."""
+    who = f"the proxy {proxy.url}" if proxy is not None else "an HTTP proxy on the way"
+    if status == 407:
+        why = (
+            "407: it refused the credentials in the proxy's URL"
+            if proxy is not None and proxy.authorization
+            else "407: it wants credentials, given in the proxy's URL as http://USER:PASS@HOST:PORT"
+        )
+    else:
+        why = _REFUSALS.get(status, f"{status}")
+    to = f" to {where}" if where else ""
+    return ProxyRefused(
+        f"{who} refused to carry requests{to} ({why}); the endpoint never saw them, so the API "
+        "key is not in question: fix --proxy (or $https_proxy, $http_proxy, $no_proxy), or go "
+        "direct with --no-proxy",
+        proxy=proxy.url if proxy is not None else None,
+        status=status,
+    )
+
+
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
     """Whether ``no_proxy`` names the host: urllib's own matching (names, suffixes, host:port,
     ``*``; on macOS and Windows the system's exceptions too), plus CIDR blocks for IP literals,
@@ -136,3 +165,46 @@ def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=path)
     except (OSError, ssl.SSLError) as e:
         raise UsageError(f"{source} {path}: not a readable PEM certificate bundle ({e})") from None
+
+
+def url_opener(
+    proxies: Proxies | None, context: ssl.SSLContext | None
+) -> urllib.request.OpenerDirector:
+    """A ``urllib`` opener for the image URLs a run downloads (images answered as URLs, and jobs'
+    images for Gemini), going where its requests go: through the proxy ``proxies`` names for each
+    URL, a redirect's too (never urllib's own pick from the environment), trusting ``context``'s
+    CAs (None: the system's). http:// and https:// only: no ``file:``, ``ftp:`` or ``data:``."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        _Route(proxies),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(context=context),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        urllib.request.UnknownHandler(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+class _Route(urllib.request.BaseHandler):
+    """Points each request at its proxy, if any: plain HTTP in absolute form, HTTPS through a
+    ``CONNECT`` tunnel, the credentials as ``Proxy-Authorization``, which urllib puts on the
+    ``CONNECT`` only (and a redirect does not carry to another host: it is decided again)."""
+
+    handler_order = 100  # before HTTPHandler sets the Host header from the request's host
+
+    def __init__(self, proxies: Proxies | None) -> None:
+        self._proxies = proxies
+
+    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+        proxy = self._proxies.for_url(request.full_url) if self._proxies else None
+        if proxy is not None:
+            host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+            request.set_proxy(f"{host}:{proxy.port}", "http")
+            if proxy.authorization:
+                request.add_unredirected_header("Proxy-authorization", proxy.authorization)
+        return request
+
+    https_request = http_request

@@ -13,20 +13,31 @@ transport), and for ``bench``. Either way the rest of batcher sees a ``Reply`` o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.errors import RetryableError, TimedOut
+from .http1_parser import MAX_BODY, ProtocolError, size_text
+from .proxy import proxy_refused
 
 if TYPE_CHECKING:
     import ssl
 
     import httpx
 
-    from .proxy import Proxies
+    from .proxy import Proxies, Proxy
 
-__all__ = ["AiohttpTransport", "HttpxTransport", "Reply", "Transport"]
+__all__ = ["MAX_FILE", "AiohttpTransport", "HttpxTransport", "Reply", "Transport"]
+
+MAX_FILE = 4 * 2**30
+"""The largest answer to a batch API's call, as sent and once inflated: a results file (Gemini
+takes input files up to 2 GB, OpenAI 200 MB; the answers are larger than the questions)."""
+
+_FLOOR_RATE = 64 * 1024
+"""Bytes a second a batch API's call moves at least: its deadline grows by a second for each
+64 KiB of body sent or received, so a large file is not cut while a trickle still is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +57,8 @@ class Transport(Protocol):
     """POSTs JSON bodies to paths under one base URL with the endpoint's auth headers."""
 
     async def post(self, path: str, body: bytes) -> Reply:
-        """Send ``body`` (JSON) to ``path``; a failure to get an answer is ``RetryableError``."""
+        """Send ``body`` (JSON) to ``path``; a failure to get an answer is ``RetryableError``, a
+        proxy that refuses us ``ProxyRefused``."""
         ...
 
     async def request(
@@ -83,7 +95,14 @@ class AiohttpTransport:
 
     Its proxy is chosen per request by ``proxies`` (the lean client's rules, not aiohttp's own
     ``trust_env``, which reads no ``ALL_PROXY`` and no CIDR in ``NO_PROXY``), its credentials
-    as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers."""
+    as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers. A proxy that
+    refuses us (a 407, or a 4xx to ``CONNECT``) is ``ProxyRefused``, not a retryable failure.
+
+    A hostile server gets no more than from the lean client (``http1``): a POST's answer is
+    capped at ``max_body``, and at ``max_inflated`` once gzip/deflate is undone, and must be
+    whole within ``deadline``, each a retryable error with the lean client's words. A batch
+    API's call (``request``), whose answer may be a whole results file, is capped at
+    ``max_file`` instead, its deadline longer by a second per 64 KiB it moves."""
 
     def __init__(
         self,
@@ -95,7 +114,15 @@ class AiohttpTransport:
         connect_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         proxies: Proxies | None = None,
+        deadline: float | None = None,
+        max_body: int | None = None,
+        max_inflated: int | None = None,
+        max_file: int = MAX_FILE,
     ) -> None:
+        """``deadline``: the most one request may take from the call to its answer's last byte
+        (default twice ``timeout``, see ``RequestOptions.request_deadline``); ``max_body``,
+        ``max_inflated``: the lean client's caps (default ``http1.MAX_BODY``, 64 MiB)."""
+
         self._base = base_url.rstrip("/") + "/"
         self._headers = {**headers, "content-type": "application/json"}
         self._limit = max_connections
@@ -103,6 +130,14 @@ class AiohttpTransport:
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context
         self._proxies = proxies
+        self._deadline = deadline if deadline is not None else 2 * timeout
+        self._post_caps = _Caps(
+            MAX_BODY if max_body is None else max_body,
+            "max_body",
+            MAX_BODY if max_inflated is None else max_inflated,
+            "max_inflated",
+        )
+        self._file_caps = _Caps(max_file, "max_file", max_file, "max_file")
         self._session: Any = None
         self._urls: dict[str, Any] = {}
 
@@ -119,7 +154,8 @@ class AiohttpTransport:
                 ssl=self._ssl if self._ssl is not None else True,
             ),
             # sock_read bounds the wait for each piece of the answer, as httpx's read timeout
-            # does; total is unbounded so a long generation is not cut while it streams in.
+            # does; total is unbounded so a long generation is not cut while it streams in (the
+            # request's deadline bounds the whole, see _exchange).
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self._connect_timeout, sock_read=self._timeout
             ),
@@ -137,30 +173,20 @@ class AiohttpTransport:
 
     def _via(self, url: Any) -> dict[str, Any]:
         """The proxy keywords for a request to ``url`` (none when it goes direct)."""
-        proxy = self._proxies.for_url(str(url)) if self._proxies else None
+        proxy = self._proxy(url)
         if proxy is None:
             return {}
         # On the CONNECT when tunnelling, else on the request (aiohttp's BasicAuth is deprecated)
         auth = {"proxy-authorization": proxy.authorization} if proxy.authorization else None
         return {"proxy": proxy.url, "proxy_headers": auth}
 
-    async def post(self, path: str, body: bytes) -> Reply:
-        import aiohttp
+    def _proxy(self, url: Any) -> Proxy | None:
+        return self._proxies.for_url(str(url)) if self._proxies else None
 
-        session = self._session or self._open()
-        try:
-            url = self._url(path)
-            async with session.post(
-                url, data=body, headers=self._headers, **self._via(url)
-            ) as response:
-                content = await response.read()
-                return Reply(response.status, response.headers, content)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
-            raise _timed_out(type(e).__name__) from None
-        except aiohttp.ClientError as e:
-            raise _no_answer(e) from None
-        except OSError as e:  # a socket error aiohttp did not wrap
-            raise _no_answer(e) from None
+    async def post(self, path: str, body: bytes) -> Reply:
+        return await self._exchange(
+            "POST", self._url(path), body, self._headers, self._deadline, self._post_caps
+        )
 
     async def request(
         self,
@@ -170,31 +196,111 @@ class AiohttpTransport:
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
-        import aiohttp
         from yarl import URL
 
-        session = self._session or self._open()
         extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
         given = {name.lower() for name in extra}
         extra = {**{k: v for k, v in self._headers.items() if k.lower() not in given}, **extra}
         url = URL(self._base).join(URL(path)) if path.startswith("/") else self._url(path)
+        deadline = self._deadline + len(body or b"") / _FLOOR_RATE
+        return await self._exchange(method, url, body, extra, deadline, self._file_caps, grows=True)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: Any,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        deadline: float,
+        caps: _Caps,
+        *,
+        grows: bool = False,
+    ) -> Reply:
+        """One request and its whole answer within ``deadline`` seconds of the call (a second
+        more per 64 KiB received if it ``grows``), its body within ``caps``; every failure as
+        a ``RetryableError`` (``TimedOut`` once the request may have been read), but a proxy's
+        refusal (a 407, a 4xx to ``CONNECT``), which is ``ProxyRefused``."""
+        import aiohttp
+
+        session = self._session or self._open()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        timer = asyncio.timeout_at(start + deadline)
         try:
-            async with session.request(
-                method, url, data=body, headers=extra, **self._via(url)
-            ) as response:
-                content = await response.read()
+            async with (
+                timer,
+                session.request(
+                    method, url, data=body, headers=headers, **self._via(url)
+                ) as response,
+            ):
+                content = await _read(response, caps, timer if grows else None)
+                if response.status == 407:  # only a proxy says 407 (RFC 9110 15.5.8)
+                    raise proxy_refused(self._proxy(url), 407, url.host)
                 return Reply(response.status, response.headers, content)
+        except aiohttp.ClientHttpProxyError as e:  # the CONNECT was answered with no tunnel
+            if 400 <= e.status < 500:  # a refusal; a 5xx says the way on is down: retried
+                raise proxy_refused(self._proxy(url), e.status, f"{url.host}:{url.port}") from None
+            raise _no_answer(e) from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+            if timer.expired():
+                lasted = (timer.when() or start) - start
+                raise TimedOut(
+                    f"request timed out (the answer was not complete within the "
+                    f"{round(lasted, 1):g} s request deadline)"
+                ) from None
             raise _timed_out(type(e).__name__) from None
         except aiohttp.ClientError as e:
             raise _no_answer(e) from None
-        except OSError as e:
+        except OSError as e:  # a socket error aiohttp did not wrap
             raise _no_answer(e) from None
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Caps:
+    """The most an answer's body may be as sent and once inflated, and the caps' names for
+    messages."""
+
+    body: int
+    body_name: str
+    inflated: int
+    inflated_name: str
+
+
+async def _read(response: Any, caps: _Caps, timer: asyncio.Timeout | None) -> bytes:
+    """An aiohttp answer's body, within ``caps`` (a ``RetryableError`` naming the cap past, as
+    the lean client's); ``timer`` is pushed back a second per 64 KiB received. aiohttp inflates
+    gzip and deflate a piece at a time (since 3.13.3), so a bomb is stopped at the cap, not
+    after it has filled memory."""
+    if response.content_length is not None and response.content_length > caps.body:
+        response.close()
+        raise _over(f"body over the {{}} cap ({caps.body_name})", caps.body)
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    inflated = coding not in ("", "identity")
+    cap = caps.inflated if inflated else caps.body
+    pieces: list[bytes] = []
+    got = 0
+    async for piece in response.content.iter_any():
+        got += len(piece)
+        if got > cap:
+            response.close()
+            if inflated:
+                raise _over(f"body over the {{}} cap once inflated ({caps.inflated_name})", cap)
+            raise _over(f"body over the {{}} cap ({caps.body_name})", cap)
+        pieces.append(piece)
+        if timer is not None:
+            timer.reschedule((timer.when() or 0.0) + len(piece) / _FLOOR_RATE)
+    return b"".join(pieces)
+
+
+def _over(what: str, cap: int) -> RetryableError:
+    """The lean client's error for an answer past a cap: ``what`` with the cap's size in it."""
+
+    return _no_answer(ProtocolError("an answer " + what.format(size_text(cap))))
 
 
 class HttpxTransport:

@@ -28,7 +28,7 @@ from .._admission.grants import Budget
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.quota import Account
 from .._config.options import RunOptions, option_flag
-from .._core.errors import FatalProviderError, UsageError
+from .._core.errors import FatalProviderError, ProxyRefused, UsageError
 from .._core.idset import IdSet
 from .._core.stats import RunSummary
 from .._engine import support
@@ -425,5 +425,6 @@ def _explained(error: BaseException, model: str | None, target: Target) -> BaseE
     """A worker's error as a local run words it (a fatal answer names the key or model)."""
     if isinstance(error, FatalProviderError) and model is not None:
         message = explain(error, model, target, [])
-        return FatalProviderError(message, status=error.status, body=error.body)
+        refused = ProxyRefused if isinstance(error, ProxyRefused) else FatalProviderError
+        return refused(message, status=error.status, body=error.body)
     return error

@@ -7,6 +7,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ..._core.errors import FatalProviderError, PermanentJobError, RateLimitError, RetryableError
 from ..._core.media import Inline, inline_now
@@ -27,7 +28,14 @@ from ._base import (
     without_data,
 )
 
-__all__ = ["GeminiProvider"]
+__all__ = ["GeminiProvider", "model_path"]
+
+
+def model_path(model: str, method: str) -> str:
+    """``models/{model}:{method}``, the model's name quoted as one path segment: a ``?``, ``#``,
+    ``/`` or ``..`` in it stays part of the name, never a query, a fragment or another path."""
+    return f"models/{quote(model.removeprefix('models/'), safe='')}:{method}"
+
 
 _BLOCKED_FINISH = frozenset(
     {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
@@ -157,9 +165,7 @@ class GeminiProvider:
         return {"x-goog-api-key": key}
 
     def build(self, job: Job, model: str, inline: Inline = inline_now) -> RequestSpec:
-        return RequestSpec(
-            f"models/{model.removeprefix('models/')}:generateContent", build_body(job, inline)
-        )
+        return RequestSpec(model_path(model, "generateContent"), build_body(job, inline))
 
     def parse(self, response: Answer) -> Completion:
         body = json_body(response)

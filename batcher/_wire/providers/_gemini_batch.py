@@ -39,7 +39,7 @@ from ..._core.errors import RetryableError
 from ..transport import Reply, Transport
 from ._base import RequestSpec
 from ._batch import BatchInfo, BatchLine, check
-from ._gemini import GeminiProvider
+from ._gemini import GeminiProvider, model_path
 from ._http import encode
 
 __all__ = ["GeminiBatch"]
@@ -94,7 +94,7 @@ class GeminiBatch:
             lines = (encode({"key": job_id, "request": s.body}) + b"\n" for job_id, s in requests)
             config = {"file_name": await self._upload(transport, tag, b"".join(lines))}
         body = {"batch": {"display_name": tag, "input_config": config}}
-        path = f"models/{model.removeprefix('models/')}:batchGenerateContent"
+        path = model_path(model, "batchGenerateContent")
         reply = await transport.request("POST", path, encode(body))
         return _info(check(self.provider, reply, "creating the batch"))
 

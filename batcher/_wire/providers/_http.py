@@ -9,6 +9,7 @@ from typing import Any
 from ..._core.codec import canonical, dumps
 from ..._core.media import inline_digest
 from ..._jobs import Job
+from ..proxy import proxy_refused
 from ..transport import Transport
 from ._base import Completion, Provider, RateHints, RequestSpec, rate_hints
 
@@ -29,8 +30,10 @@ async def send(
     """POST ``spec`` and read the answer; ``observe`` sees every answer's rate-limit headers.
 
     The transport turns a missing answer into ``RetryableError``; ``provider.parse`` classifies
-    every answer."""
+    every answer but a proxy's 407 (only a proxy says it, RFC 9110 15.5.8), ``ProxyRefused``."""
     reply = await transport.post(spec.path, encode(spec.body))
+    if reply.status_code == 407:
+        raise proxy_refused(None, 407)
     if observe is not None:
         observe(rate_hints(reply.headers))
     return provider.parse(reply)
