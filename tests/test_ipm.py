@@ -51,3 +51,41 @@ def test_requests_wait_their_turn_and_the_minute_passes() -> None:
     times = [round(t, 3) for t, _, _ in admitted]
     assert times == [0.0, 0.001, 60.0, 60.001]
     assert [i for _, _, i in admitted] == [0, 1, 2, 3]
+
+
+def test_workers_sharing_a_budget_keep_one_cap_between_them() -> None:
+    """Two workers' gates, each asking the cluster's budget (a round trip away), never let a
+    minute hold more images than one cap: the cap is the cluster's, not each worker's."""
+    from batcher._admission.grants import Budget
+    from batcher._admission.ipm import SharedImageGate
+    from batcher._config.limits import LimitTable
+
+    budget = Budget(LimitTable())
+    admitted: list[tuple[float, int]] = []
+
+    async def main() -> None:
+        clock = VirtualClock()
+
+        async def ask(model: str, now: float, n: int) -> float:
+            await anyio.sleep(0.002)  # a round trip to the actor
+            return await budget.images(model, now, n, 6)
+
+        async def worker(gate: SharedImageGate, sizes: list[int]) -> None:
+            async def one(n: int) -> None:
+                await gate.admit(n)
+                admitted.append((clock.time(), n))
+
+            async with anyio.create_task_group() as tg:
+                for n in sizes:
+                    tg.start_soon(one, n)
+
+        async with anyio.create_task_group() as tg:
+            for sizes in ([1, 2, 3, 1], [2, 2, 1, 3]):
+                tg.start_soon(worker, SharedImageGate("img", ask, clock), sizes)
+
+    run_virtual(main)
+    assert sorted(n for _, n in admitted) == sorted([1, 2, 3, 1, 2, 2, 1, 3])
+    for t, _ in admitted:
+        assert sum(n for s, n in admitted if t - 60 < s <= t) <= 6
+    # 15 images under 6 a minute: the last ones wait two minutes, not one per worker
+    assert max(t for t, _ in admitted) - min(t for t, _ in admitted) >= 120

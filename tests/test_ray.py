@@ -7,6 +7,7 @@ whose ``ray_bootstrap_config.yaml`` stops the dashboard agent probing cloud meta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from batcher._config.limits import Limits, LimitTable
 from batcher.mock import MockConfig, MockServer
+from batcher.mock._media import make_png
 from batcher.ray.blocks import recover, wait_for_writers
 from tests.helpers import mock_stats, read_results, run_command, write_jsonl
 
@@ -33,6 +35,7 @@ pytestmark = [
 StartMock = Callable[[MockConfig], MockServer]
 RPM = 3000
 WORKERS = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -298,10 +301,9 @@ def test_import_batcher_does_not_import_ray() -> None:
     [
         ("--mode", "batch"),
         ("--budget", "5"),
-        ("--endpoint", "images"),
         ("--pool", str(Path(__file__).parents[1] / "jobs" / "pool.toml")),
     ],
-    ids=["batch-mode", "budget", "images", "pool"],
+    ids=["batch-mode", "budget", "pool"],
 )
 def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
     tmp_path: Path, flags: tuple[str, ...]
@@ -344,3 +346,216 @@ def test_sigint_ends_a_cluster_run_at_once_keeping_what_finished(
     recover(out)  # what a rerun does first
     finished = read_results(out)  # fails if an id appears twice
     assert 0 < len(finished) < len(rows)
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--schema", "tests.schema_models:Loose"), "strict mode"),
+        (("--schema", "no/such/schema.json"), "cannot be read"),
+        (("--endpoint", "images", "--schema", str(ROOT / "jobs" / "tickets.schema.json")), "JSON"),
+        (("--modalities", "text,image"), "--provider gemini"),
+    ],
+    ids=["strict-mode", "missing-file", "images-api", "openai-modalities"],
+)
+def test_what_a_local_run_refuses_a_cluster_run_refuses_before_ray_starts(
+    tmp_path: Path, flags: tuple[str, ...], says: str
+) -> None:
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(2))
+    command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
+    done = subprocess.run(
+        [*command, "--ray", "127.0.0.1:9", *flags],
+        env=env,
+        cwd=ROOT,  # where tests.schema_models is importable
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr
+
+
+# --- what workers carry: the schema, images in and out -------------------------------------------
+
+
+def _cluster_run(
+    cluster: dict[str, str],
+    jobs: Path,
+    out: Path,
+    base_url: str,
+    *flags: str,
+    cwd: Path = ROOT,
+    ray: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``batcher run`` as a user types it in ``cwd`` (with ``--ray`` on the cluster, or not);
+    it must exit 0."""
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray", "GEMINI_API_KEY": "g-ray"}
+    command = run_command(jobs, out, base_url, *flags)
+    if ray:
+        command += ["--ray", cluster["address"]]
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _invoices(n: int, model: str) -> list[dict[str, Any]]:
+    prompts = (f"Invoice {i} from Acme Tools, {i + 2} bolts paid" for i in range(n))
+    return [{"id": f"j{i}", "prompt": p, "model": model} for i, p in enumerate(prompts)]
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "schema"),
+    [
+        ("openai", "gpt-4o-mini", "tickets.schema.json"),  # relative to the driver's directory
+        ("gemini", "gemini-2.5-flash", "tests.schema_models:Invoice"),  # its defaults filled
+    ],
+    ids=["json-schema-file", "pydantic-model"],
+)
+def test_a_schema_types_parsed_on_the_cluster_as_a_local_run_does(
+    cluster: dict[str, str],
+    start_mock: StartMock,
+    tmp_path: Path,
+    provider: str,
+    model: str,
+    schema: str,
+) -> None:
+    import pyarrow.parquet as pq
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    base_url = server.base_url(provider)
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _invoices(24, model))
+    # the driver runs where the schema is named from: a file beside it, or the project's root
+    # for a model (Ray puts the driver's directory on the workers' path)
+    cwd = ROOT
+    if schema.endswith(".json"):
+        cwd = tmp_path / "project"
+        cwd.mkdir()
+        (cwd / schema).write_text((ROOT / "jobs" / schema).read_text())
+    flags = ("--provider", provider, "--schema", schema)
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    _cluster_run(cluster, jobs, local, base_url, *flags, cwd=cwd, ray=False)
+    _cluster_run(cluster, jobs, on_ray, base_url, *flags, cwd=cwd)
+
+    want, got = pq.read_table(local / "results"), pq.read_table(on_ray / "results")
+    assert got.schema.field("parsed").type == want.schema.field("parsed").type
+    parsed = {r["id"]: r["parsed"] for r in want.to_pylist()}
+    assert {r["id"]: r["parsed"] for r in got.to_pylist()} == parsed
+    assert all(p is not None for p in parsed.values())
+    if schema.endswith(":Invoice"):  # the model's default, filled on the worker
+        left_out = [r for r in got.to_pylist() if "discount" not in json.loads(r["text"])]
+        assert left_out and all(r["parsed"]["discount"] == 0 for r in left_out)
+    manifest = json.loads((on_ray / "run.json").read_text())
+    assert manifest["schema"] == json.loads((local / "run.json").read_text())["schema"]
+
+    # a rerun without --ray takes the directory as its own: same schema, same requests
+    sent = mock_stats(server)["requests"]
+    _cluster_run(cluster, jobs, on_ray, base_url, *flags, "--redo-changed", cwd=cwd, ray=False)
+    assert mock_stats(server)["requests"] == sent
+    assert read_results(on_ray).keys() == parsed.keys()
+
+
+def test_images_in_are_read_on_the_worker_that_sends_them(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    from tests.test_images import PNG, _desc
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.png").write_bytes(PNG)
+    sample = f"{server.url}/mock-files/sample-24x12.png"
+    rows = [
+        {"id": "path", "prompt": "look", "images": ["pics/a.png"]},  # the job file's folder
+        {"id": "url", "prompt": "look", "images": [sample]},  # fetched by the worker (Gemini)
+        {"id": "both", "prompt": "look", "images": ["pics/a.png", sample]},
+    ]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    flags = ("--provider", "gemini", "--model", "gemini-2.5-flash")
+    _cluster_run(cluster, jobs, out, server.base_url("gemini"), *flags, cwd=tmp_path.parent)
+
+    results = read_results(out)
+    sample_desc = _desc(make_png("sample-24x12.png", 24, 12))
+    assert results["path"]["text"].endswith(f"look {_desc(PNG)}")
+    assert results["url"]["text"].endswith(f"look {sample_desc}")
+    assert results["both"]["text"].endswith(f"look {_desc(PNG)} {sample_desc}")
+    assert mock_stats(server)["rejected"] == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "flags", "rows"),
+    [
+        (
+            "gemini",
+            ("--model", "gemini-2.5-flash-image", "--modalities", "text,image"),
+            [{"id": f"g{i:02d}/x", "prompt": f"a lighthouse {i}"} for i in range(12)],
+        ),
+        (
+            "openai",
+            ("--model", "gpt-image-1", "--endpoint", "images", "--size", "16x16", "--ipm", "100"),
+            [{"id": f"o{i:02d}", "prompt": f"a fox {i}", "n": 1 + i % 2} for i in range(12)],
+        ),
+    ],
+    ids=["gemini-modalities", "openai-images-api"],
+)
+def test_images_answered_on_the_cluster_are_saved_once_per_job(
+    cluster: dict[str, str],
+    start_mock: StartMock,
+    tmp_path: Path,
+    provider: str,
+    flags: tuple[str, ...],
+    rows: list[dict[str, Any]],
+) -> None:
+    import hashlib
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    base_url = server.base_url(provider)
+    _cluster_run(cluster, jobs, out, base_url, "--provider", provider, *flags)
+
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {r["id"] for r in rows}
+    named = []
+    for row in rows:
+        result = results[row["id"]]
+        assert result["status"] == "ok", result
+        assert len(result["images"]) == row.get("n", 1)
+        for image in result["images"]:
+            data = (out / image["path"]).read_bytes()
+            assert image["path"].startswith("images/") and image["mime_type"] == "image/png"
+            assert image["bytes"] == len(data)
+            assert image["sha256"] == hashlib.sha256(data).hexdigest()
+            named.append(image["path"])
+    # every file a result names, each once, and nothing else: no temporary file, no orphan
+    assert sorted(f"images/{p.name}" for p in (out / "images").iterdir()) == sorted(named)
+    assert len(set(named)) == len(named)
+    assert mock_stats(server)["requests"] == len(rows)
+
+
+def test_process_takes_a_schema_and_returns_typed_rows(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from batcher._config.schema import load_schema
+    from batcher.ray import process
+    from tests.schema_models import Invoice
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    rows = _invoices(8, "gpt-4o-mini")
+    options = {**_options(server), "schema": Invoice}
+    out = tmp_path / "out"
+    returned = process(ray.data.from_items(rows), out, **options).take_all()
+
+    typed = load_schema(Invoice).arrow_type()
+    assert pq.read_table(out / "results").schema.field("parsed").type == typed
+    by_id = {r["id"]: r for r in returned}
+    assert by_id.keys() == {r["id"] for r in rows}
+    for row in read_results(out).values():
+        assert row["status"] == "ok"
+        assert (
+            by_id[row["id"]]["parsed"]
+            == row["parsed"]
+            == Invoice.model_validate(row["parsed"]).model_dump(mode="json")
+        )

@@ -403,10 +403,22 @@ def test_plan_counts_the_schema_in_the_input_tokens(
     assert main(["plan", str(jobs), "--provider", "openai", "--schema", str(loose)]) == 2
 
 
-def test_a_cluster_run_refuses_a_schema() -> None:
-    from batcher.ray import check_options
+def test_a_cluster_run_loads_the_schema_on_the_driver_for_its_workers() -> None:
+    """The workers get the schema loaded (no file to read where they run), and a pydantic model
+    by reference, so its own validation fills its defaults there as here."""
+    import pickle
 
-    with pytest.raises(
-        batcher.UsageError, match="--schema with --ray: typed outputs are not carried to a cluster"
-    ):
-        check_options(batcher.RunOptions(ray="local", schema=str(TICKETS)))
+    from batcher._config.schema import OutputSchema, load_schema
+    from batcher._core.completion import Completion
+    from batcher.ray import check_options
+    from tests.schema_models import Invoice
+
+    for spec, model in ((str(TICKETS), None), ("tests.schema_models:Invoice", Invoice)):
+        opts = check_options(batcher.RunOptions(ray="local", schema=spec))
+        sent = pickle.loads(pickle.dumps(opts.requests.schema))
+        assert isinstance(sent, OutputSchema) and sent.model is model
+        assert sent.to_json() == load_schema(spec).to_json()  # source and name kept
+    answer = '{"vendor": "Acme", "currency": "EUR", "paid": true, "lines": [{"sku": "b", '
+    answer += '"quantity": 2, "price": 1.5}]}'
+    completion = Completion(answer, "stop", 1, 1, "m", answer)
+    assert sent.check(completion)["discount"] == 0

@@ -12,7 +12,8 @@ its delay and slows the pacing, as it would in one lane.
 
 ``Gate`` is the worker's side: a lane's ``Gate`` (see ``_admission.lane``) drawing slots from its
 grants. The budget is reached through one async callable (``Ask``), so the same gate serves a Ray
-actor (``batcher.ray``) or, later, any store that can grant the same way.
+actor (``batcher.ray``) or, later, any store that can grant the same way. The budget also keeps
+each model's images of the last minute (``--ipm``) for the workers' ``ipm.SharedImageGate``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeAlias
 from .._config.limits import Limits, LimitTable
 from .._core.clock import Clock
 from .._core.errors import QuotaExhausted
+from .ipm import ImageWindow
 from .ledger import DailyCount
 from .pace import WINDOW, Pace
 
@@ -120,6 +122,8 @@ class Budget:
         self.per_second = per_second
         self.rolling = rolling
         self.pacers: dict[str, Pacer] = {}
+        self.images_windows: dict[str, ImageWindow] = {}
+        """Each model's images of the last minute (``--ipm``), on wall time."""
         self.failures: dict[str, tuple[BaseException, str | None]] = {}
 
     def _pacer(self, model: str) -> Pacer:
@@ -148,6 +152,15 @@ class Budget:
 
     async def pause(self, model: str, now: float, delay: float) -> None:
         self._pacer(model).pause(now, delay)
+
+    async def images(self, model: str, now: float, n: int, ipm: int) -> float:
+        """Take ``n`` images of ``model``'s ``ipm`` at ``now`` (wall time): 0 if taken, else
+        the seconds to wait before asking again (``ipm.SharedImageGate``; the latest cap wins)."""
+        window = self.images_windows.get(model)
+        if window is None:
+            window = self.images_windows[model] = ImageWindow(ipm)
+        window.ipm = ipm
+        return window.take(now, n)
 
     async def days(self) -> dict[str, dict[str, Any]]:
         """Each model's quota-day count, as the ledger saves it."""

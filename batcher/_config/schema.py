@@ -64,6 +64,12 @@ class OutputSchema:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as what it was made from (a cluster's workers get it so): the JSON Schema, its
+        source and name, and the pydantic model by reference (importable where it is unpickled,
+        so its own validation fills defaults there too); the validator is built again there."""
+        return (_rebuild, (self.json_schema, self.source, self.name, self.model))
+
     def arrow_type(self) -> Any:
         """The Arrow type of the ``parsed`` column."""
         return self.shape.arrow()
@@ -156,6 +162,11 @@ class OutputSchema:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OutputSchema:
         return cls(data["schema"], source=str(data["source"]), name=str(data["name"]))
+
+
+def _rebuild(json_schema: dict[str, Any], source: str, name: str, model: Any) -> OutputSchema:
+    """An unpickled ``OutputSchema`` (see ``OutputSchema.__reduce__``)."""
+    return OutputSchema(json_schema, source=source, name=name, model=model)
 
 
 _IMPORT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")

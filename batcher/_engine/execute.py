@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from .._admission.estimate import features
-from .._admission.ipm import ImageGate
+from .._admission.ipm import ImageAdmission, ImageGate
 from .._admission.lane import Lane
 from .._admission.retry import RetryPolicy
 from .._config.prices import Prices, load_prices
@@ -73,6 +73,7 @@ class Executor:
         schema: OutputSchema | None = None,
         endpoint: str = "default",
         ipm: int | None = None,
+        image_gate: Callable[[str], ImageAdmission] | None = None,
     ) -> None:
         self.endpoint = endpoint
         """The endpoint's name, in each result's ``endpoint`` column."""
@@ -83,7 +84,10 @@ class Executor:
         are billed as input, so they count in each job's estimate."""
         self.ipm = ipm
         """Images per minute each model may be asked for (``--ipm``); None: no such limit."""
-        self._gates: dict[str, ImageGate] = {}
+        self.image_gate = image_gate
+        """Makes a model's gate for ``ipm`` (a cluster's shared one); None: an ``ImageGate``
+        of this process."""
+        self._gates: dict[str, ImageAdmission] = {}
         self.transport = transport
         self.prices = prices or load_prices()
         self.on_attempt: Callable[[Attempt], None] | None = None
@@ -224,11 +228,15 @@ class Executor:
             )
         )
 
-    def _gate(self, model: str) -> ImageGate:
+    def _gate(self, model: str) -> ImageAdmission:
         gate = self._gates.get(model)
         if gate is None:
             assert self.ipm is not None
-            gate = self._gates[model] = ImageGate(self.ipm, self.clock)
+            gate = self._gates[model] = (
+                self.image_gate(model)
+                if self.image_gate is not None
+                else ImageGate(self.ipm, self.clock)
+            )
         return gate
 
     def _record(

@@ -22,11 +22,10 @@ import anyio
 
 from .._admission.ledger import Ledger
 from .._admission.quota import QuotaStore, open_store
-from .._config.options import RunOptions, option_flag
+from .._config.options import RunOptions
 from .._config.pool_file import EndpointSpec, pool_specs, spec_endpoint
 from .._config.schema import OutputSchema, load_schema
 from .._core.clock import Clock, SystemClock
-from .._core.errors import UsageError
 from .._core.stats import RunSummary, Statistics
 from .._jobs import Job, JobSource
 from .._rundir.attempts import AttemptLog
@@ -72,7 +71,6 @@ class Runner:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.options = opts = options or RunOptions()
-        support.check(opts)  # what this run's way (online, batch) cannot do: refused first
         self.out = Path(out)
         self.clock: Clock = clock or SystemClock()
         self.pool_specs = (
@@ -82,20 +80,12 @@ class Runner:
         self.provider_name = (
             self.pool_specs[0].provider if self.pool_specs else opts.endpoint.provider
         )
+        support.check(opts, provider=self.provider_name)  # what the run's ways cannot do
         self.provider = get_provider(self.provider_name, opts.media.api)
         wires = {spec.provider for spec in self.pool_specs} if self.pool_specs else set()
         self.schema = _load_schema(opts.requests.schema, {self.provider_name, *wires})
         if self.schema is not None:
-            if opts.media.api == "images":
-                raise UsageError(
-                    f"{option_flag('schema')} asks for JSON answers: the images API has none"
-                )
             self.provider = SchemaProvider(self.provider, self.schema)
-        if "image" in opts.media.modalities and opts.endpoint.provider != "gemini":
-            raise UsageError(
-                "--modalities text,image sets Gemini's responseModalities: use --provider gemini "
-                "(or --endpoint images for OpenAI's images API)"
-            )
         served = (
             {m for spec in self.pool_specs for m in spec.models or ()} if self.pool_specs else None
         )

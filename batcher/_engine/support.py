@@ -43,16 +43,10 @@ TABLE: tuple[Capability, ...] = (
                {"ray": "a pool is not carried to a cluster's workers yet; run without --ray"}),
     Capability("a spend limit", ("--budget",), lambda o: o.costs.budget is not None,
                {"ray": "a spend limit is not enforced across a cluster yet; run without --ray"}),
-    Capability("typed outputs", ("--schema",), lambda o: o.requests.schema is not None,
-               {"ray": "typed outputs are not carried to a cluster's workers yet; run without "
-                       "--ray"}),
-    Capability("images answered", ("--endpoint images", "--modalities text,image"), _images_out,
-               {"ray": "images answered are not saved by a cluster's workers yet; run without "
-                       "--ray"}),
+    Capability("typed outputs", ("--schema",), lambda o: o.requests.schema is not None),
+    Capability("images answered", ("--endpoint images", "--modalities text,image"), _images_out),
     Capability("image options", ("--size", "--quality", "--n", "--ipm"),
-               lambda o: (o.media.size, o.media.quality, o.media.n, o.media.ipm) != (None,) * 4,
-               {"ray": "image options are not carried to a cluster's workers yet; run without "
-                       "--ray"}),
+               lambda o: (o.media.size, o.media.quality, o.media.n, o.media.ipm) != (None,) * 4),
     Capability("provider batches", ("--mode batch|auto", "--cancel-batches"),
                lambda o: o.batch.mode != "online" or o.batch.cancel_batches,
                {"ray": "a cluster sends online requests only: provider batches are sent from "
@@ -68,8 +62,9 @@ def ways(options: RunOptions, *, ray: bool = False) -> tuple[str, ...]:
     return {"online": ("online",), "batch": ("batch",)}.get(options.batch.mode, WAYS[:2])
 
 
-def check(options: RunOptions, *, ray: bool = False) -> None:
-    """``UsageError`` for the first capability ``options`` ask of a way that cannot do it."""
+def check(options: RunOptions, *, ray: bool = False, provider: str | None = None) -> None:
+    """``UsageError`` for the first capability ``options`` ask of a way that cannot do it, or
+    for options no way can take together (``provider``: the run's first endpoint's wire)."""
     taken = ways(options, ray=ray)
     for cap in TABLE:
         if not cap.used(options):
@@ -79,6 +74,14 @@ def check(options: RunOptions, *, ray: bool = False) -> None:
             if why is not None:
                 flags = ", ".join(cap.flags)
                 raise UsageError(f"{flags} with {_WAY_FLAGS[way]}: {why}")
+    media = options.media
+    if options.requests.schema is not None and media.api == "images":
+        raise UsageError("--schema asks for JSON answers: the images API has none")
+    if "image" in media.modalities and (provider or options.endpoint.provider) != "gemini":
+        raise UsageError(
+            "--modalities text,image sets Gemini's responseModalities: use --provider gemini "
+            "(or --endpoint images for OpenAI's images API)"
+        )
 
 
 def markdown() -> str:

@@ -28,6 +28,7 @@ from .._admission.grants import Budget
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.quota import Account
 from .._config.options import RunOptions, option_flag
+from .._config.schema import OutputSchema, load_schema
 from .._core.errors import FatalProviderError, ProxyRefused, UsageError
 from .._core.idset import IdSet
 from .._core.stats import RunSummary
@@ -37,11 +38,13 @@ from .._engine.tally import Tally
 from .._jobs import JobSource
 from .._rundir.batchlog import BatchLog
 from .._rundir.dirlock import DirLock
+from .._rundir.image_files import clear_partial
 from .._rundir.manifest import Manifest
 from .._rundir.resume import plan_resume
 from .._rundir.store import Record
 from .._wire.endpoint import Target
-from .._wire.providers import get_provider
+from .._wire.providers import Provider, get_provider
+from .._wire.providers._structured import SchemaProvider
 from .blocks import JOB_COLUMN, BlockWorker, done_hashes, recover, wait_for_writers
 
 __all__ = ["LOCAL_ENV", "Interrupt", "ThreadClock", "budget", "connect", "process", "run_files"]
@@ -156,21 +159,47 @@ def process(
     opts = options if options is not None else RunOptions(**flat)
     if workers < 1 or batch_size < 1:
         raise UsageError("workers and batch_size must be at least 1")
-    check_options(opts)
+    opts = check_options(opts)
     _ray()
     path = Path(out)
     check_no_batches(path)
-    recover(path)
-    target = Target(opts.endpoint, get_provider(opts.endpoint.provider))
+    schema = _schema(opts)
+    recover(path, schema.arrow_type() if schema is not None else None)
+    clear_partial(path)
+    target = Target(opts.endpoint, _provider(opts))
     target.start()
     _targets.append(target)
     return _map(ds, path, opts, target, done_hashes(path), workers, batch_size, num_cpus)
 
 
-def check_options(opts: RunOptions) -> None:
-    """Refuse what a cluster run does not do (yet): the ``ray`` column of the one table of what
-    each way supports (``_engine.support``)."""
-    support.check(opts, ray=True)
+def check_options(opts: RunOptions) -> RunOptions:
+    """Refuse what a cluster run does not do (yet: the ``ray`` column of ``_engine.support``),
+    and what a local run refuses, before Ray starts. Return the options
+    as the workers take them: the output schema loaded here (its file read, its pydantic model
+    imported, checked for the wire), so that a worker needs neither the file nor this process's
+    working directory, and types ``parsed`` as a local run does (a model travels by reference:
+    its module must be importable on the workers, see README)."""
+    support.check(opts, ray=True)  # the ``ray`` column of the one table of what each way does
+    get_provider(opts.endpoint.provider, opts.media.api)  # --endpoint images speaks OpenAI's
+    if opts.requests.schema is None:
+        return opts
+    schema = load_schema(opts.requests.schema)
+    schema.check_wire(opts.endpoint.provider)
+    return replace(opts, requests=replace(opts.requests, schema=schema))
+
+
+def _schema(opts: RunOptions) -> OutputSchema | None:
+    """The run's output schema, once ``check_options`` loaded it."""
+    schema = opts.requests.schema
+    assert schema is None or isinstance(schema, OutputSchema)
+    return schema
+
+
+def _provider(opts: RunOptions) -> Provider:
+    """The run's provider as a local run has it: its ``--endpoint``, asking for the schema."""
+    provider = get_provider(opts.endpoint.provider, opts.media.api)
+    schema = _schema(opts)
+    return provider if schema is None else SchemaProvider(provider, schema)
 
 
 def check_no_batches(out: Path) -> None:
@@ -202,7 +231,7 @@ def _map(
     return ds.map_batches(
         BlockWorker,
         fn_constructor_kwargs={
-            "out": str(out),
+            "out": str(out.absolute()),  # a worker's working directory is not this one
             "options": opts,
             "base_url": target.base_url,
             "api_key": target.key,
@@ -231,13 +260,20 @@ def run_files(
     from .._rundir.results import read_costs, read_results
 
     ray = _ray()
-    opts = options
-    check_options(opts)
+    opts = check_options(options)
     address = opts.requests.ray or "local"
     path = Path(out)
-    provider = get_provider(opts.endpoint.provider)
+    provider = _provider(opts)
+    schema = _schema(opts)
+    parsed = schema.arrow_type() if schema is not None else None
+    schema_json = schema.to_json() if schema is not None else None
     source = JobSource(
-        jobs, opts.columns, provider=opts.endpoint.provider, default_model=opts.requests.model
+        jobs,
+        opts.columns,
+        provider=opts.endpoint.provider,
+        default_model=opts.requests.model,
+        endpoint=opts.media.api,
+        defaults=opts.media.job_defaults(),
     )
     lock = DirLock(path)
     lock.acquire()
@@ -247,8 +283,9 @@ def run_files(
         old = Manifest.read(path)
         if old is not None:
             old.check_same_run(opts.endpoint.provider, opts.requests.model, path)
+            old.check_same_schema(schema_json, path, opts.resume.redo_changed)
         check_no_batches(path)
-        store = recover(path)
+        store = recover(path, parsed)
         plan = plan_resume(source, store, provider, opts.resume)
         limits = opts.limits.table()
         target.start()
@@ -260,7 +297,9 @@ def run_files(
             inputs=tuple(str(p) for p in source.paths),
             quota_day=opts.limits.quota_day,
             limits=limits,
+            schema=schema_json,
         ).write(path)
+        clear_partial(path)
         tally = tally or Tally(ThreadClock())
         tally.total = plan.total
         rows = []
@@ -307,7 +346,7 @@ def run_files(
                 raise _explained(error, model, target) from None
             keep_counts()
         elapsed = time.monotonic() - started
-        recover(path).close()
+        recover(path, parsed).close()
         counts = read_results(path)
         finished = tally.ok + tally.errors
         deferred = max(0, plan.total - tally.skipped - finished)

@@ -36,10 +36,12 @@ from typing import Any
 import anyio
 
 from .._admission.grants import Gate, Grant
+from .._admission.ipm import SharedImageGate
 from .._admission.lane import Lane
 from .._admission.ledger import DailyCount
 from .._admission.retry import RetryPolicy
 from .._config.options import UNPACED, RunOptions
+from .._config.schema import load_schema
 from .._core.clock import SystemClock
 from .._core.codec import dumps
 from .._core.errors import BatcherError, InputError, InputProblem, UsageError, WriteFailed
@@ -64,6 +66,7 @@ from .._rundir.store import (
 )
 from .._wire.endpoint import Target
 from .._wire.providers import get_provider
+from .._wire.providers._structured import SchemaProvider
 
 __all__ = ["JOB_COLUMN", "BlockJournal", "BlockWorker", "block_key", "done_hashes", "stable_hash"]
 
@@ -85,10 +88,11 @@ def block_key(ids: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def recover(out: Path) -> ResultStore:
+def recover(out: Path, parsed: Any = None) -> ResultStore:
     """Before a cluster run (or after one): compact what dead workers left in the journal and
-    drop the block markers, which only a running cluster's retries use."""
-    store = ResultStore(out)
+    drop the block markers, which only a running cluster's retries use. ``parsed`` is the Arrow
+    type of the run's ``parsed`` column, if it has an output schema."""
+    store = ResultStore(out, parsed=parsed)
     store.open()
     for marker in store.journal_dir.glob("blk-*"):
         with _writing(marker):
@@ -150,10 +154,11 @@ def done_hashes(out: Path) -> IdSet:
 
 
 class BlockJournal:
-    """One block's results in the output directory, written exactly once (see the module)."""
+    """One block's results in the output directory, written exactly once (see the module).
+    ``parsed`` is the Arrow type of the run's ``parsed`` column, if it has an output schema."""
 
-    def __init__(self, out: Path, key: str) -> None:
-        self.store = ResultStore(out)
+    def __init__(self, out: Path, key: str, parsed: Any = None) -> None:
+        self.store = ResultStore(out, parsed=parsed)
         self.marker = self.store.journal_dir / f"blk-{key}"
         self.seq = 0
         self.rows: list[dict[str, Any]] = []
@@ -233,7 +238,8 @@ class BlockJournal:
             self._file = None
         if self.rows:
             part = self.store._part(self.seq)
-            self.store._write_part(part, pa.Table.from_pylist(self.rows, schema=_schema()))
+            table = pa.Table.from_pylist(self.rows, schema=self.store.schema())
+            self.store._write_part(part, table)
             with _writing(self.store.results_dir):
                 _fsync_dir(self.store.results_dir)
         self._cleanup()
@@ -259,7 +265,12 @@ class BlockWorker:
 
     It keeps one event loop on a thread of its own, so its lanes, their pacing and the
     connections outlive each block. ``budget`` is the cluster's budget (a Ray actor handle, or
-    any object with ``grant`` / ``pause`` methods that ``.remote(...)`` to awaitables).
+    any object with ``grant`` / ``pause`` / ``images`` methods that ``.remote(...)`` to
+    awaitables). It sends as a local run does: the options' ``--endpoint`` and image options,
+    the output schema (loaded by the driver, ``batcher.ray.check_options``: each answer is
+    validated here and ``parsed`` typed as a local run types it), images saved under
+    ``out/images/`` before their job is journaled, and ``--ipm`` kept by the budget for the
+    whole cluster.
     """
 
     def __init__(
@@ -277,7 +288,17 @@ class BlockWorker:
         self.options = options
         self.done = done if done is not None else IdSet()
         self.budget = budget
-        self.provider = get_provider(options.endpoint.provider)
+        self.schema = (
+            load_schema(options.requests.schema) if options.requests.schema is not None else None
+        )
+        provider = get_provider(options.endpoint.provider, options.media.api)
+        self.provider = provider if self.schema is None else SchemaProvider(provider, self.schema)
+        self.parsed = self.schema.arrow_type() if self.schema is not None else None
+        """The Arrow type of the ``parsed`` column (None without a schema)."""
+        self.defaults = {
+            k: v for k, v in options.media.job_defaults().items() if v not in (None, ())
+        }
+        """Job fields a row that leaves them unset takes (``--modalities``, ``--n``...)."""
         endpoint = replace(options.endpoint, base_url=base_url, api_key=api_key, mock=None)
         self.target = Target(endpoint, self.provider)
         self.limits = options.limits.table()
@@ -298,8 +319,23 @@ class BlockWorker:
         policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout)
         prices = self.options.costs.prices()
         tally = Tally(self.clock)
+        budget = self.budget
+
+        async def ask_images(model: str, now: float, n: int) -> float:
+            wait: float = await budget.images.remote(model, now, n, self.options.media.ipm)
+            return wait
+
         return Executor(
-            transport, self.target, policy, self.clock, tally, prices=prices, out=self.out
+            transport,
+            self.target,
+            policy,
+            self.clock,
+            tally,
+            prices=prices,
+            out=self.out,
+            schema=self.schema,
+            ipm=self.options.media.ipm,
+            image_gate=lambda model: SharedImageGate(model, ask_images, self.clock),
         )
 
     def _lane(self, model: str) -> Lane:
@@ -332,7 +368,7 @@ class BlockWorker:
 
         with writing_block(self.out):
             rows = self._call(self._block(batch.to_pylist()))
-        return pa.Table.from_pylist(rows, schema=_schema())
+        return pa.Table.from_pylist(rows, schema=_schema(self.parsed))
 
     def _jobs(self, rows: list[dict[str, Any]]) -> tuple[list[Job], list[Record]]:
         """The block's jobs, and records for rows that cannot be sent (errors, as data)."""
@@ -359,7 +395,10 @@ class BlockWorker:
                     [InputProblem(f"row {n} of a block", "no id (give rows an id or --id-column)")]
                 )
             job = fields.job(job_id, source="ray", default_model=opts.requests.model)
-            issue = _job_problem(job, opts.endpoint.provider)
+            unset = {k: v for k, v in self.defaults.items() if getattr(job, k) in (None, ())}
+            if unset:
+                job = replace(job, **unset)
+            issue = _job_problem(job, opts.endpoint.provider, opts.media.api)
             if issue:
                 bad.append(_invalid(job_id, issue))
             else:
@@ -374,7 +413,8 @@ class BlockWorker:
         bad = [r for r in bad if not self.done.has_hash(stable_hash(r.id))]
         if not todo and not bad:
             return []
-        journal = BlockJournal(self.out, block_key([*(j.id for j in todo), *(r.id for r in bad)]))
+        key = block_key([*(j.id for j in todo), *(r.id for r in bad)])
+        journal = BlockJournal(self.out, key, self.parsed)
         finished = {r["id"] for r in journal.begin()}
         if journal.complete:
             return journal.rows
