@@ -117,7 +117,7 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
     import pyarrow.parquet as pq
 
     from batcher._jobs import JobSource
-    from batcher._rundir.store import _schema
+    from batcher._rundir.rows import result_schema
     from batcher._wire.providers import fingerprint, get_provider
 
     provider = get_provider("openai")
@@ -129,7 +129,7 @@ def synthesise_results(out: Path, jsonl: Path, base_url: str) -> None:
         nonlocal seq, rows
         seq += 1
         pq.write_table(
-            pa.Table.from_pylist(rows, schema=_schema()),
+            pa.Table.from_pylist(rows, schema=result_schema()),
             out / "results" / f"part-{seq:06d}.parquet",
         )
         rows = []

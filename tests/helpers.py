@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from batcher._rundir.store import Record
+from batcher._rundir.rows import Record
 from batcher.mock import MockServer
 
 

@@ -553,7 +553,7 @@ def test_a_batch_image_that_cannot_be_downloaded_is_an_error_row_not_a_crash(
     from batcher._core.clock import SystemClock
     from batcher._core.completion import Completion, ImageOut
     from batcher._engine.batch_lines import LineRecords
-    from batcher._rundir.store import Record
+    from batcher._rundir.rows import Record
 
     row = Record(
         id="j", status="ok", text="", input_tokens=1, output_tokens=1, attempts=1, error=None,

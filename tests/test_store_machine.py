@@ -25,7 +25,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from batcher._core.errors import WriteFailed
 from batcher._rundir.results import read_results
-from batcher._rundir.store import Record, ResultStore
+from batcher._rundir.rows import Record
+from batcher._rundir.store import ResultStore
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -14,7 +14,7 @@ from .._config.prices import usd
 from .._core.errors import UsageError
 from .._rundir.manifest import Manifest
 from .._rundir.results import input_order, iter_rows
-from .._rundir.store import _schema
+from .._rundir.rows import result_schema
 from .exits import EXIT_OK
 
 __all__ = ["ShowRequest", "show_command", "show_table"]
@@ -41,7 +41,7 @@ class ShowRequest:
     def chosen(self, parsed: bool = False) -> tuple[str, ...]:
         """The columns to show; ``UsageError`` naming an unknown one and those that exist.
         ``parsed``: the run has a ``parsed`` column (it was run with ``--schema``)."""
-        known = [*_schema().names, *(["parsed"] if parsed else [])]
+        known = [*result_schema().names, *(["parsed"] if parsed else [])]
         columns = self.columns or (ERROR_COLUMNS if self.errors else DEFAULT_COLUMNS)
         unknown = [c for c in columns if c not in known]
         if unknown:

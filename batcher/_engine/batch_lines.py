@@ -24,7 +24,7 @@ from .._core.errors import ProviderError, RetryableError
 from .._jobs import Job
 from .._rundir.batchlog import Chunk
 from .._rundir.image_files import download, save_images
-from .._rundir.store import Record
+from .._rundir.rows import Record
 from .._wire.providers import Provider, job_fingerprint
 from .._wire.providers._base import without_data
 from .._wire.providers._batch import BatchLine

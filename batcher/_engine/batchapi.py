@@ -51,7 +51,7 @@ from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableE
 from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
-from .._rundir.store import Record
+from .._rundir.rows import Record
 from .._wire.providers import Provider, RequestSpec
 from .._wire.providers._batch import BatchInfo, BatchLine
 from .batch_chunks import BatchEndpoint, Chunker, batch_api

@@ -22,7 +22,8 @@ from anyio.abc import TaskGroup
 
 from .._core.errors import Outage, QuotaExhausted, UsageError, WriteFailed
 from .._rundir.attempts import Attempt, AttemptLog
-from .._rundir.store import Record, ResultStore
+from .._rundir.rows import Record
+from .._rundir.store import ResultStore
 from .budget import Budget, Reservation
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally

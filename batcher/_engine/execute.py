@@ -38,7 +38,7 @@ from .._core.media import inline_now, job_media_tokens
 from .._jobs import Job
 from .._rundir.attempts import Attempt
 from .._rundir.image_files import download, save_images
-from .._rundir.store import Record
+from .._rundir.rows import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Completion, Provider, RequestSpec, fingerprint, job_fingerprint, send
 from .._wire.proxy import proxy_refused

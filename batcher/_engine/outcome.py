@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from .._core.errors import FatalProviderError, Outage, QuotaExhausted
-from .._rundir.store import Record
+from .._rundir.rows import Record
 
 __all__ = ["ABANDONED", "Abandoned", "Deferred", "Done", "Fatal", "Halted", "Outcome"]
 

@@ -35,7 +35,7 @@ from .._config.schema import OutputSchema
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, ProxyRefused, QuotaExhausted, UsageError
 from .._jobs import Job
-from .._rundir.store import Record
+from .._rundir.rows import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, get_provider, job_fingerprint
 from .._wire.providers._structured import SchemaProvider

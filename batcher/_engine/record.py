@@ -10,7 +10,7 @@ from .._config.prices import Prices
 from .._core.completion import Completion
 from .._core.errors import InvalidOutput, ProviderError
 from .._jobs import Job
-from .._rundir.store import Record
+from .._rundir.rows import Record
 
 __all__ = ["OWN", "Answered", "price", "record_of"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._core.clock import Clock
 from .._core.stats import RunSummary, Statistics
 from .._core.window import SlidingWindow
-from .._rundir.store import Record
+from .._rundir.rows import Record
 
 __all__ = ["Tally"]
 

@@ -26,9 +26,8 @@ import os
 import re
 import threading
 from array import array
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from contextlib import suppress
 from io import FileIO
 from pathlib import Path
 from typing import Any
@@ -36,122 +35,15 @@ from typing import Any
 from .._core.codec import dumps, loads
 from .._core.errors import WriteFailed
 from .._core.idset import IdMap, id_hash
+from .durable import fsync_dir, write_all, writing
+from .rows import Record, result_schema
 
-__all__ = ["JournalStore", "Record", "ResultStore", "read_part", "read_segment"]
+__all__ = ["PART", "JournalStore", "ResultStore", "read_part", "read_segment"]
 
 log = logging.getLogger("batcher")
 
 _SEG = re.compile(r"seg-(\d{6})\.jsonl$")
-_PART = re.compile(r"part-(\d{6})\.parquet$")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One finished job, as it is written to the journal and to Parquet."""
-
-    id: str
-    status: str
-    text: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    attempts: int
-    error: str | None
-    error_kind: str | None
-    model: str | None
-    finish_reason: str | None
-    latency_ms: float | None
-    response: str | None
-    source: str | None
-    fingerprint: str | None = None
-    """A hash of the request sent, to notice a job whose input changed since it finished."""
-    finished_at: float | None = None
-    """Wall-clock time the job finished, for the pace ``batcher status`` reports."""
-    cost_usd: float | None = None
-    """What the answer's tokens cost in US dollars (``_config.prices``); None if the model has no
-    known price. An error row costs 0: a refused request is not billed."""
-    via: str = "online"
-    """How the job was answered: ``online`` (a request of its own) or ``batch`` (a line of a
-    provider's batch)."""
-    images: tuple[dict[str, Any], ...] = ()
-    """Images answered, saved under DIR/images/: ``{path (relative to DIR), mime_type, bytes,
-    sha256}`` each; empty for a text-only answer."""
-    parsed: Any = None
-    """The answer validated against the run's output schema, as its ``parsed`` column holds it
-    (only runs with a schema have that column)."""
-    endpoint: str | None = None
-    """The name of the endpoint that answered: a pool's endpoint, or ``default``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as a journal line's object (``asdict`` without its deep copies)."""
-        return {name: getattr(self, name) for name in _RECORD_FIELDS}
-
-
-_RECORD_FIELDS = tuple(f.name for f in fields(Record))
-
-
-def _schema(parsed: Any = None) -> Any:
-    """The Arrow schema of the results; ``parsed`` is the Arrow type of the ``parsed`` column,
-    for a run with an output schema (``OutputSchema.arrow_type``)."""
-    import pyarrow as pa
-
-    columns = [
-        ("id", pa.string()),
-        ("status", pa.string()),
-        ("text", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("attempts", pa.int32()),
-        ("error", pa.string()),
-        ("error_kind", pa.string()),
-        ("model", pa.string()),
-        ("finish_reason", pa.string()),
-        ("latency_ms", pa.float64()),
-        ("response", pa.string()),
-        ("source", pa.string()),
-        ("fingerprint", pa.string()),
-        ("finished_at", pa.float64()),
-        ("cost_usd", pa.float64()),
-        ("via", pa.string()),
-        ("images", pa.list_(_image_type())),
-        ("endpoint", pa.string()),
-    ]
-    return pa.schema(columns if parsed is None else [*columns, ("parsed", parsed)])
-
-
-def _image_type() -> Any:
-    import pyarrow as pa
-
-    return pa.struct(
-        [
-            ("path", pa.string()),
-            ("mime_type", pa.string()),
-            ("bytes", pa.int64()),
-            ("sha256", pa.string()),
-        ]
-    )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Raise what the system says while writing ``path`` as ``WriteFailed``, naming ``path``."""
-    try:
-        yield
-    except OSError as e:
-        raise WriteFailed.from_os_error(e, path) from e
-
-
-def _write_all(file: FileIO, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[file.write(view) :]  # a write to a filling disk may be short, then fail
+PART = re.compile(r"part-(\d{6})\.parquet$")
 
 
 def read_segment(path: Path, required: tuple[str, ...] = ("id", "status")) -> list[dict[str, Any]]:
@@ -241,16 +133,16 @@ class JournalStore:
         A segment whose part exists is deleted only if that part reads whole; a damaged one is
         set aside and the segment compacted again."""
         for folder in (self.journal_dir, self.results_dir):
-            with _writing(folder):
+            with writing(folder):
                 folder.mkdir(parents=True, exist_ok=True)
         for tmp in self.results_dir.glob("*.tmp"):
-            with _writing(tmp):
+            with writing(tmp):
                 tmp.unlink()
         for seq in self._numbers(self.journal_dir, _SEG):
             if self._part(seq).exists():
                 self._read(self._part(seq))
             self.compact(seq)
-        numbers = self._numbers(self.results_dir, _PART) + self._numbers(self.journal_dir, _SEG)
+        numbers = self._numbers(self.results_dir, PART) + self._numbers(self.journal_dir, _SEG)
         self._seq = max(numbers, default=0)
 
     def _read(self, part: Path, columns: list[str] | None = None) -> Any:
@@ -268,11 +160,11 @@ class JournalStore:
         while target.exists():
             n += 1
             target = self.damaged_dir / f"{part.stem}-{n}{part.suffix}"
-        with _writing(target):
+        with writing(target):
             self.damaged_dir.mkdir(exist_ok=True)
             os.rename(part, target)
-            _fsync_dir(self.damaged_dir)
-            _fsync_dir(part.parent)
+            fsync_dir(self.damaged_dir)
+            fsync_dir(part.parent)
         log.warning(
             "part %s cannot be read (%s); moved it to %s: its jobs will be sent again",
             part,
@@ -306,10 +198,10 @@ class JournalStore:
             self._seq += 1
             self._count = self._size = 0
             self._rows = []
-            with _writing(self._segment(self._seq)):
+            with writing(self._segment(self._seq)):
                 self._file = self._open_segment(self._segment(self._seq))
         try:
-            _write_all(self._file, line)
+            write_all(self._file, line)
         except OSError as e:
             self._abandon()
             raise WriteFailed.from_os_error(e, self._segment(self._seq)) from e
@@ -343,7 +235,7 @@ class JournalStore:
         if file is None:
             return None
         self._closed[self._seq], self._rows = self._rows, []
-        with _writing(self._segment(self._seq)):
+        with writing(self._segment(self._seq)):
             file.close()
         return self._seq
 
@@ -361,9 +253,9 @@ class JournalStore:
             rows = kept if kept is not None else read_segment(segment, self.required)
             if rows:
                 self._write_part(part, pa.Table.from_pylist(rows, schema=self.schema()))
-                with _writing(self.results_dir):
-                    _fsync_dir(self.results_dir)
-        with _writing(segment):
+                with writing(self.results_dir):
+                    fsync_dir(self.results_dir)
+        with writing(segment):
             segment.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -383,7 +275,7 @@ class ResultStore(JournalStore):
             out / "journal",
             out / "results",
             out / "damaged",
-            lambda: _schema(parsed),
+            lambda: result_schema(parsed),
             required=("id", "status"),
             segment_size=segment_size,
         )
@@ -399,7 +291,7 @@ class ResultStore(JournalStore):
         that ended in error. Read part by part, so memory stays small for millions of rows."""
         keys, values = array("Q"), array("Q")
         errors: list[str] = []
-        for seq in self._numbers(self.results_dir, _PART):
+        for seq in self._numbers(self.results_dir, PART):
             t = self._read(self._part(seq), ["id", "status", "fingerprint"])
             if t is None:
                 continue
@@ -424,7 +316,7 @@ class ResultStore(JournalStore):
             return 0
         wanted = pa.array(sorted(ids), pa.string())
         removed = 0
-        for seq in self._numbers(self.results_dir, _PART):
+        for seq in self._numbers(self.results_dir, PART):
             part = self._part(seq)
             table = self._read(part)
             if table is None:
@@ -435,10 +327,10 @@ class ResultStore(JournalStore):
                 continue
             removed += table.num_rows - kept.num_rows
             if kept.num_rows == 0:
-                with _writing(part):
+                with writing(part):
                     part.unlink()
             else:
                 self._write_part(part, kept)
-        with _writing(self.results_dir):
-            _fsync_dir(self.results_dir)
+        with writing(self.results_dir):
+            fsync_dir(self.results_dir)
         return removed

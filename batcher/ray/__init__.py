@@ -41,7 +41,7 @@ from .._rundir.dirlock import DirLock
 from .._rundir.image_files import clear_partial
 from .._rundir.manifest import Manifest
 from .._rundir.resume import plan_resume
-from .._rundir.store import Record
+from .._rundir.rows import Record
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, get_provider
 from .._wire.providers._structured import SchemaProvider

@@ -53,17 +53,9 @@ from .._jobs import Job
 from .._jobs._formats import parse_row
 from .._jobs._readers import BadRow
 from .._jobs._source import _job_problem
-from .._rundir.store import (
-    _PART,
-    Record,
-    ResultStore,
-    _fsync_dir,
-    _schema,
-    _write_all,
-    _writing,
-    read_part,
-    read_segment,
-)
+from .._rundir.durable import fsync_dir, write_all, writing
+from .._rundir.rows import Record, result_schema
+from .._rundir.store import PART, ResultStore, read_part, read_segment
 from .._wire.endpoint import Target
 from .._wire.providers import get_provider
 from .._wire.providers._structured import SchemaProvider
@@ -95,7 +87,7 @@ def recover(out: Path, parsed: Any = None) -> ResultStore:
     store = ResultStore(out, parsed=parsed)
     store.open()
     for marker in store.journal_dir.glob("blk-*"):
-        with _writing(marker):
+        with writing(marker):
             marker.unlink(missing_ok=True)
     return store
 
@@ -108,7 +100,7 @@ WRITERS = ".writers"
 def writing_block(out: Path) -> Iterator[None]:
     """Hold ``DIR/journal/.writers`` shared while a block is written (see ``wait_for_writers``)."""
     path = out / "journal" / WRITERS
-    with _writing(path):
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
@@ -146,7 +138,7 @@ def done_hashes(out: Path) -> IdSet:
     """The ids finished in ``out``'s results, by ``stable_hash``, read part by part."""
     store = ResultStore(out)
     keys = array("Q")
-    for seq in store._numbers(store.results_dir, _PART):
+    for seq in store._numbers(store.results_dir, PART):
         table, _ = read_part(store._part(seq), ["id"])
         if table is not None:
             keys.extend(stable_hash(i) for i in table.column(0).to_pylist())
@@ -181,14 +173,14 @@ class BlockJournal:
             segment = self.store._segment(self.seq)
             if segment.exists():
                 self.rows = read_segment(segment)
-                with _writing(segment):
+                with writing(segment):
                     _cut_torn_line(segment)
-            with _writing(segment):
+            with writing(segment):
                 self._file = FileIO(segment, "ab")
             return self.rows
         self.seq, self._file = self._claim()
         tmp = self.marker.with_name(self.marker.name + ".tmp")
-        with _writing(self.marker):
+        with writing(self.marker):
             tmp.write_text(f"{self.seq}\n")
             os.replace(tmp, self.marker)
         return self.rows
@@ -198,10 +190,10 @@ class BlockJournal:
         A segment is deleted only after its part is in place, so once the create succeeds the
         part's absence is final."""
         store = self.store
-        with _writing(store.journal_dir):
+        with writing(store.journal_dir):
             store.journal_dir.mkdir(parents=True, exist_ok=True)
             store.results_dir.mkdir(parents=True, exist_ok=True)
-        n = max([*store._numbers(store.results_dir, _PART), 0]) + 1
+        n = max([*store._numbers(store.results_dir, PART), 0]) + 1
         while True:
             segment = store._segment(n)
             try:
@@ -223,7 +215,7 @@ class BlockJournal:
         assert self._file is not None
         row = record.to_dict()
         try:
-            _write_all(self._file, dumps(row) + b"\n")
+            write_all(self._file, dumps(row) + b"\n")
         except OSError as e:
             raise WriteFailed.from_os_error(e, self.store._segment(self.seq)) from e
         self.rows.append(row)
@@ -233,20 +225,20 @@ class BlockJournal:
         import pyarrow as pa
 
         if self._file is not None:
-            with _writing(self.store._segment(self.seq)):
+            with writing(self.store._segment(self.seq)):
                 self._file.close()
             self._file = None
         if self.rows:
             part = self.store._part(self.seq)
             table = pa.Table.from_pylist(self.rows, schema=self.store.schema())
             self.store._write_part(part, table)
-            with _writing(self.store.results_dir):
-                _fsync_dir(self.store.results_dir)
+            with writing(self.store.results_dir):
+                fsync_dir(self.store.results_dir)
         self._cleanup()
         return self.rows
 
     def _cleanup(self) -> None:
-        with _writing(self.marker):
+        with writing(self.marker):
             self.store._segment(self.seq).unlink(missing_ok=True)
             self.marker.unlink(missing_ok=True)
 
@@ -368,7 +360,7 @@ class BlockWorker:
 
         with writing_block(self.out):
             rows = self._call(self._block(batch.to_pylist()))
-        return pa.Table.from_pylist(rows, schema=_schema(self.parsed))
+        return pa.Table.from_pylist(rows, schema=result_schema(self.parsed))
 
     def _jobs(self, rows: list[dict[str, Any]]) -> tuple[list[Job], list[Record]]:
         """The block's jobs, and records for rows that cannot be sent (errors, as data)."""
