@@ -9,20 +9,27 @@ left in its queue.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypeVar
 
 from .._admission.estimate import TokenEstimator, features
+from .._admission.retry import RetryPolicy
+from .._core.clock import Clock
+from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError, UsageError
 from .._core.media import Inline, inline_now
 from .._jobs import Job
+from .._rundir.batchlog import BatchLog, Chunk
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, RequestSpec
 from .._wire.providers._batch import BatchAPI
 from .._wire.transport import Transport
-from .pool import Route
+from .pool import Pool, Route
 
 __all__ = ["BatchEndpoint", "Chunker", "batch_api"]
+
+T = TypeVar("T")
 
 
 def batch_api(provider: Provider) -> BatchAPI:
@@ -42,6 +49,8 @@ class BatchEndpoint:
     queue_tokens: int | None
     """Input tokens its batch queue may hold per model (``--batch-queue-tokens``, or the
     endpoint's ``batch_queue_tokens`` in a pool file); None: no bound."""
+    policy: RetryPolicy
+    clock: Clock
 
     @property
     def name(self) -> str:
@@ -59,6 +68,22 @@ class BatchEndpoint:
     def provider(self) -> Provider:
         return self.route.provider
 
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A control call (upload, create, get, list, cancel, download) of the batch API over
+        this endpoint's transport, retried as online.
+
+        Its failure stops the run, never a job: a refusal as the provider refusing the run (exit
+        4), retries used up as an outage (exit 75). What is recorded stays for a rerun."""
+        start = self.clock.monotonic()
+        try:
+            return await self.policy.call(partial(fn, self.transport, *args), clock=self.clock)
+        except FatalProviderError:
+            raise
+        except RetryableError as e:
+            raise Outage(self.target.where, self.clock.monotonic() - start, e.message) from e
+        except ProviderError as e:
+            raise FatalProviderError(e.message, status=e.status, body=e.body) from e
+
     @property
     def inline(self) -> Inline:
         """Fetches an image URL a wire must inline (Gemini's) through the run's proxy and CAs."""
@@ -66,11 +91,67 @@ class BatchEndpoint:
 
 
 class Chunker:
-    """Chooses endpoints for chunks of waiting jobs and cuts them."""
+    """The batch side of a pool's endpoints: chooses the endpoint of each chunk of waiting jobs,
+    and cuts it."""
 
-    def __init__(self, endpoints: dict[str, BatchEndpoint]) -> None:
-        self.endpoints = endpoints
+    def __init__(
+        self,
+        pool: Pool,
+        queue_tokens: int | None,
+        log: BatchLog,
+        policy: RetryPolicy,
+        clock: Clock,
+    ) -> None:
+        self.endpoints = {
+            route.spec.name: BatchEndpoint(
+                route,
+                batch_api(route.provider),
+                route.spec.batch_queue_tokens or queue_tokens,
+                policy,
+                clock,
+            )
+            for route in pool.routes
+        }
+        self.log = log
         self.estimator = TokenEstimator()
+
+    def endpoint(self, chunk: Chunk) -> BatchEndpoint:
+        """The endpoint whose key submitted ``chunk``'s batch; ``UsageError`` if the run has it
+        no more (no other key can collect it)."""
+        ep = self.endpoints.get(chunk.endpoint)
+        if ep is None:
+            raise UsageError(
+                f"batch chunk {chunk.tag} in {self.log.path} was sent through endpoint "
+                f"{chunk.endpoint!r}, which this run does not have: rerun with the endpoints "
+                "that sent it (the same --pool file, or none) to collect it"
+            )
+        return ep
+
+    def queued(self) -> dict[tuple[str, str], int]:
+        """The input tokens of the open chunks, by endpoint and model."""
+        queued: dict[tuple[str, str], int] = {}
+        for chunk in self.log.open_chunks():
+            key = (chunk.endpoint, chunk.model)
+            queued[key] = queued.get(key, 0) + chunk.tokens
+        return queued
+
+    def next(
+        self,
+        model: str,
+        jobs: Sequence[Job],
+        queued: dict[tuple[str, str], int],
+        full: set[str],
+    ) -> tuple[BatchEndpoint, list[tuple[str, RequestSpec]], int] | None:
+        """The next chunk of ``jobs`` (a head of them), its endpoint and input tokens; None if no
+        endpoint serving ``model`` has room (``full``: those found without room so far)."""
+        while (ep := self.choose(model, queued, full)) is not None:
+            held = queued.get((ep.name, model), 0)
+            room = None if ep.queue_tokens is None else ep.queue_tokens - held
+            requests, tokens = self.cut(ep, model, jobs, room, first=not held)
+            if requests:
+                return ep, requests, tokens
+            full.add(ep.name)
+        return None
 
     def requests(
         self, ep: BatchEndpoint, model: str, jobs: Sequence[Job]

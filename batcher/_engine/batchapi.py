@@ -36,8 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import anyio
@@ -47,17 +46,17 @@ from .._admission.retry import RetryPolicy
 from .._config.cost_options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
-from .._core.errors import FatalProviderError, Outage, ProviderError, RetryableError, UsageError
+from .._core.errors import FatalProviderError, RetryableError
 from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.rows import Record
 from .._wire.providers import Provider, RequestSpec
 from .._wire.providers._batch import BatchInfo, BatchLine
-from .batch_chunks import BatchEndpoint, Chunker, batch_api
+from .batch_chunks import Chunker, batch_api
 from .batch_lines import LineRecords
 from .batch_looks import Schedule
-from .budget import Reservation
+from .budget import Budget, Reservation
 from .consume import Consumer
 from .outcome import Done
 from .pool import Pool
@@ -92,14 +91,11 @@ class BatchExecutor:
         prices: Prices,
         step: Callable[[str], None] | None = None,
     ) -> None:
-        self.endpoints = endpoints = {
-            route.spec.name: BatchEndpoint(
-                route,
-                batch_api(route.provider),
-                route.spec.batch_queue_tokens or options.batch_queue_tokens,
-            )
-            for route in pool.routes
-        }
+        self.log = BatchLog(consumer.store.out)
+        self.policy = RetryPolicy(max_attempts=max_attempts)
+        self.chunker = Chunker(pool, options.batch_queue_tokens, self.log, self.policy, clock)
+        for chunk in self.log.open_chunks():
+            self.chunker.endpoint(chunk)  # before anything is sent: each pending batch's key
         self.fp_provider = fingerprint_provider
         """Fingerprints every job as the run's first endpoint asks it (see ``PoolExecutor``)."""
         self.source = source
@@ -111,8 +107,6 @@ class BatchExecutor:
         self.max_attempts = max_attempts
         self.done = done
         self.prices = prices
-        self.log = BatchLog(self.store.out)
-        self.policy = RetryPolicy(max_attempts=max_attempts)
         self.step = step or (lambda name: None)
         self.jobs: dict[str, Job] = {}
         """The jobs of open chunks, by id: what a line's record is made from."""
@@ -124,7 +118,6 @@ class BatchExecutor:
         """Jobs not yet in a chunk, by model and attempt, for room in a batch queue."""
         self.reserved: dict[str, Reservation] = {}
         """Under ``--budget``, each open chunk's worst case, by tag, until it is collected."""
-        self.chunker = Chunker(endpoints)
         self.lines = LineRecords(fingerprint_provider, prices, clock, self.store.out)
         self.stopping = False
         self.budget_stopped = False
@@ -136,22 +129,9 @@ class BatchExecutor:
         self.looks = Schedule(clock, options)
         """When to look at each open chunk's batch next."""
         consumer.on_stop(lambda: None, budget=self._end_submitting)
-        for chunk in self.log.open_chunks():
-            self._endpoint(chunk)  # before anything is sent: each pending batch's key is here
 
     def _end_submitting(self) -> None:
         self.budget_stopped = True
-
-    def _endpoint(self, chunk: Chunk) -> BatchEndpoint:
-        """The endpoint whose key submitted ``chunk``'s batch."""
-        ep = self.endpoints.get(chunk.endpoint)
-        if ep is None:
-            raise UsageError(
-                f"batch chunk {chunk.tag} in {self.log.path} was sent through endpoint "
-                f"{chunk.endpoint!r}, which this run does not have: rerun with the endpoints "
-                "that sent it (the same --pool file, or none) to collect it"
-            )
-        return ep
 
     def stop(self) -> None:
         """Stop waiting: the batches keep running at the provider, and a rerun collects them."""
@@ -195,40 +175,17 @@ class BatchExecutor:
                 self.jobs[job.id] = job
             else:
                 fresh.append(job)
-        budget = self.consumer.budget
-        for chunk in self.log.open_chunks():
-            if budget is None:
-                break
-            # batches an earlier run submitted may still bill: their worst case is held too
-            outputs = [self.jobs[i].max_tokens for i in chunk.ids if i in self.jobs]
-            with contextlib.suppress(KeyError):  # unpriced: the batch's lines count when read
-                held = budget.reserve(chunk.model, chunk.tokens, outputs, batch=True, force=True)
-                if held is not None:
-                    self.reserved[chunk.tag] = held
+        if self.consumer.budget is not None:  # batches an earlier run left may still bill
+            self.reserved = _hold(self.consumer.budget, self.log.open_chunks(), self.jobs)
         return fresh
-
-    async def _call(self, ep: BatchEndpoint, what: Callable[[], Awaitable[T]]) -> T:
-        """A control call (upload, create, get, list, cancel, download), retried as online.
-
-        Its failure stops the run, never a job: a refusal as the provider refusing the run (exit
-        4), retries used up as an outage (exit 75). What is recorded stays for a rerun."""
-        start = self.clock.monotonic()
-        try:
-            return await self.policy.call(what, clock=self.clock)
-        except FatalProviderError:
-            raise
-        except RetryableError as e:
-            raise Outage(ep.target.where, self.clock.monotonic() - start, e.message) from e
-        except ProviderError as e:
-            raise FatalProviderError(e.message, status=e.status, body=e.body) from e
 
     async def _resolve(self) -> None:
         """Find the batch of every chunk recorded without one; submit those no batch has."""
         for chunk in self.log.open_chunks():
             if chunk.batch is not None:
                 continue
-            ep = self._endpoint(chunk)
-            found = await self._call(ep, partial(ep.api.find, ep.transport, chunk.tag))
+            ep = self.chunker.endpoint(chunk)
+            found = await ep.call(ep.api.find, chunk.tag)
             if found is not None:
                 log.info("batch %s of chunk %s found in the provider's list", found.id, chunk.tag)
                 self.log.submitted(chunk, found.id, self.clock.time())
@@ -250,22 +207,14 @@ class BatchExecutor:
         that serve it (the highest ``priority`` first, then the one with the least queued), as
         far as their batch queues have room (all of them without ``batch_queue_tokens``; one
         chunk at least into a queue holding none of the model's) and ``--budget`` allows."""
-        queued: dict[tuple[str, str], int] = {}
-        for chunk in self.log.open_chunks():
-            key = (chunk.endpoint, chunk.model)
-            queued[key] = queued.get(key, 0) + chunk.tokens
+        queued = self.chunker.queued()
         for (model, attempt), jobs in list(self.waiting.items()):
             full: set[str] = set()
             while jobs and not self.budget_stopped:
-                ep = self.chunker.choose(model, queued, full)
-                if ep is None:
+                cut = self.chunker.next(model, jobs, queued, full)
+                if cut is None:
                     break
-                held = queued.get((ep.name, model), 0)
-                room = None if ep.queue_tokens is None else ep.queue_tokens - held
-                requests, tokens = self.chunker.cut(ep, model, jobs, room, first=not held)
-                if not requests:
-                    full.add(ep.name)
-                    continue
+                ep, requests, tokens = cut
                 taken = jobs[: len(requests)]
                 reservation = None
                 if self.consumer.budget is not None:
@@ -279,7 +228,7 @@ class BatchExecutor:
                     if reservation is None:
                         break
                 del jobs[: len(requests)]
-                queued[(ep.name, model)] = held + tokens
+                queued[(ep.name, model)] = queued.get((ep.name, model), 0) + tokens
                 ids = [job_id for job_id, _ in requests]
                 chunk = self.log.new_chunk(
                     model, ids, attempt, self.clock.time(), tokens, endpoint=ep.name
@@ -299,11 +248,9 @@ class BatchExecutor:
         if not requests:  # its jobs left the inputs since: nothing to send
             self.log.closed(chunk, self.clock.time())
             return
-        ep = self._endpoint(chunk)
+        ep = self.chunker.endpoint(chunk)
         theirs = ep.route.theirs(chunk.model)
-        info = await self._call(
-            ep, partial(ep.api.submit, ep.transport, theirs, chunk.tag, requests)
-        )
+        info = await ep.call(ep.api.submit, theirs, chunk.tag, requests)
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
         self.looks.submitted(chunk)
@@ -322,11 +269,11 @@ class BatchExecutor:
         """Cancel ``batch``, then look at it again soon: it keeps what it answered, which its next
         look collects. A batch that has finished meanwhile (the provider refuses to cancel it)
         is collected as it is."""
-        ep = self._endpoint(chunk)
+        ep = self.chunker.endpoint(chunk)
         try:
-            await self._call(ep, partial(ep.api.cancel, ep.transport, batch))
+            await ep.call(ep.api.cancel, batch)
         except FatalProviderError:
-            info = await self._call(ep, partial(ep.api.get, ep.transport, batch))
+            info = await ep.call(ep.api.get, batch)
             if not info.finished:
                 raise
         else:
@@ -344,17 +291,17 @@ class BatchExecutor:
                 assert chunk.batch is not None
                 if not first and not self.looks.is_due(chunk):
                     continue
-                ep = self._endpoint(chunk)
-                info = await self._call(ep, partial(ep.api.get, ep.transport, chunk.batch))
+                ep = self.chunker.endpoint(chunk)
+                info = await ep.call(ep.api.get, chunk.batch)
                 self.looks.looked(chunk)
-                self._note(chunk, info)
+                _note(self.log, chunk, info, self.clock.time())
                 if info.finished:
                     await self._collect(chunk, info)
                 elif self.looks.late(chunk):
                     log.info("batch %s is past --batch-deadline: cancelling it", info.id)
                     await self._cancel(chunk, info.id)
             first = False
-            self._show()
+            self.tally.batches = _states(self.log.open_chunks())
             self.step("polled")
             if self.retry and not self.cancelling:
                 again, self.retry = self.retry, []
@@ -373,26 +320,11 @@ class BatchExecutor:
         self.looks.forget({t for t, c in self.log.chunks.items() if c.closed})
         return len(self.log.open_chunks())
 
-    def _show(self) -> None:
-        """Put the open batches, by state, where the progress display reads them."""
-        states: dict[str, int] = {}
-        for chunk in self.log.open_chunks():
-            state = chunk.state or "submitted"
-            states[state] = states.get(state, 0) + 1
-        self.tally.batches = ", ".join(f"{n} {s}" for s, n in states.items()) or None
-
-    def _note(self, chunk: Chunk, info: BatchInfo) -> None:
-        counts = (info.total, info.succeeded, info.failed)
-        if (info.state, counts) != (chunk.state, chunk.counts):
-            done = f", {info.succeeded or 0} ok / {info.failed or 0} failed of {info.total}"
-            log.info("batch %s: %s%s", info.id, info.state, done if info.total else "")
-            self.log.state(chunk, info.state, counts, self.clock.time())
-
     async def _collect(self, chunk: Chunk, info: BatchInfo) -> None:
         """Journal the answered lines of a finished batch, then close its chunk."""
         ids = chunk.ids
-        ep = self._endpoint(chunk)
-        lines = await self._call(ep, partial(ep.api.lines, ep.transport, info, ids))
+        ep = self.chunker.endpoint(chunk)
+        lines = await ep.call(ep.api.lines, info, ids)
         cost, longest = 0.0, 0
         by_id: dict[str, BatchLine] = {}
         for answered in lines:
@@ -431,3 +363,34 @@ class BatchExecutor:
             raise self.consumer.write_failed
         self.written.add(record.id)
         self.step("collecting")
+
+
+def _hold(budget: Budget, chunks: list[Chunk], jobs: dict[str, Job]) -> dict[str, Reservation]:
+    """The worst case of each batch an earlier run submitted, set aside by tag (an unpriced
+    model's batch is not: its lines count as they are read)."""
+    held = {}
+    for chunk in chunks:
+        outputs = [jobs[i].max_tokens for i in chunk.ids if i in jobs]
+        with contextlib.suppress(KeyError):
+            reservation = budget.reserve(chunk.model, chunk.tokens, outputs, batch=True, force=True)
+            if reservation is not None:
+                held[chunk.tag] = reservation
+    return held
+
+
+def _states(chunks: list[Chunk]) -> str | None:
+    """The open batches by state, as the progress display shows them."""
+    states: dict[str, int] = {}
+    for chunk in chunks:
+        state = chunk.state or "submitted"
+        states[state] = states.get(state, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in states.items()) or None
+
+
+def _note(log_: BatchLog, chunk: Chunk, info: BatchInfo, now: float) -> None:
+    """Record and log a batch's state and counts when they change."""
+    counts = (info.total, info.succeeded, info.failed)
+    if (info.state, counts) != (chunk.state, chunk.counts):
+        done = f", {info.succeeded or 0} ok / {info.failed or 0} failed of {info.total}"
+        log.info("batch %s: %s%s", info.id, info.state, done if info.total else "")
+        log_.state(chunk, info.state, counts, now)
