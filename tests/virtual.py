@@ -3,10 +3,13 @@ waits, and batcher's ``Clock`` reading that loop."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import looptime
 
 T = TypeVar("T")
@@ -34,10 +37,27 @@ class VirtualClock:
         await anyio.sleep(seconds)
 
 
+async def _in_executor(
+    func: Callable[..., T], *args: Any, abandon_on_cancel: bool = False, **_: Any
+) -> T:
+    """``anyio.to_thread.run_sync`` through the loop's executor, whose futures looptime sees: while
+    one runs, virtual time follows real time. anyio's own threads are invisible to it, so the
+    loop looked idle and jumped to its next timer (a ledger save every 2 s, itself a thread): a
+    first read of Parquet in a fresh process could pass minutes of virtual time."""
+    del abandon_on_cancel
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(func, *args))
+
+
 def run_virtual(fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` on a fresh virtual-time loop starting at 0; a day passes in milliseconds."""
-    return anyio.run(
-        fn,
-        backend="asyncio",
-        backend_options={"loop_factory": lambda: looptime.new_event_loop(start=0)},
-    )
+    real = anyio.to_thread.run_sync
+    anyio.to_thread.run_sync = _in_executor  # type: ignore[assignment]
+    try:
+        return anyio.run(
+            fn,
+            backend="asyncio",
+            backend_options={"loop_factory": lambda: looptime.new_event_loop(start=0)},
+        )
+    finally:
+        anyio.to_thread.run_sync = real
