@@ -12,6 +12,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,39 @@ async def test_a_trickled_batch_file_meets_the_deadline() -> None:
     assert isinstance(error, TimedOut), repr(error)
     assert "within the 0.8 s request deadline" in str(error)
     assert time.monotonic() - started >= 0.8  # the message says it was the deadline
+
+
+@pytest.mark.anyio
+async def test_an_address_that_drops_connections_is_passed_over_for_the_next(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Happy eyeballs: a host whose first address swallows connects silently (as a dual-stack
+    host whose IPv6 is dropped does) is reached on its next address after 250 ms, not after the
+    connect timeout. The first address here is 127.0.0.2 with its accept queue full (the kernel
+    drops the SYNs), the second 127.0.0.1, where the server is."""
+    import socket
+
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+    async with _hostile(_sends(answer)) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        hole = socket.socket()
+        hole.bind(("127.0.0.2", port))
+        hole.listen(0)
+        held = socket.create_connection(("127.0.0.2", port))  # the queue is now full
+        real = socket.getaddrinfo
+
+        def resolve(host: Any, *args: Any, **kw: Any) -> Any:
+            if host != "dual.test":
+                return real(host, *args, **kw)
+            first = real("127.0.0.2", *args, **kw)
+            return first + real("127.0.0.1", *args, **kw)
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        client = _client(kind, f"http://dual.test:{port}/v1", connect_timeout=3)
+        try:
+            reply = await client.post("chat/completions", b"{}")
+        finally:
+            await client.aclose()
+            held.close()
+            hole.close()
+    assert reply.status_code == 200

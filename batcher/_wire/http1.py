@@ -34,6 +34,9 @@ from .transport import AiohttpTransport, Reply, _no_answer, _timed_out
 
 __all__ = ["Http1Transport"]
 
+HAPPY_EYEBALLS = 0.25
+"""Seconds before the next address of a host is tried while a connect is pending (RFC 8305's
+recommended Connection Attempt Delay; aiohttp's default too)."""
 _JOINED = 64 * 1024  # a body up to this size goes out joined to its head, in one write
 _FORBIDDEN = re.compile(r"[\r\n\0]")
 
@@ -187,6 +190,10 @@ class Http1Transport:
                     ssl=direct,
                     server_hostname=self._host if direct else None,
                     ssl_handshake_timeout=self._connect_timeout if direct else None,
+                    # a host with several addresses (IPv6 and IPv4) is tried on each in turn,
+                    # the next 250 ms after the last began (RFC 8305), not after a timeout
+                    happy_eyeballs_delay=HAPPY_EYEBALLS,
+                    interleave=1,
                 )
                 if proxy is not None and context is not None:
                     await self._tunnel(made[0], context)
