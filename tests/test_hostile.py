@@ -310,3 +310,21 @@ async def test_an_address_that_drops_connections_is_passed_over_for_the_next(
             held.close()
             hole.close()
     assert reply.status_code == 200
+
+
+def test_a_gzip_body_of_several_members_is_read_whole() -> None:
+    """RFC 1952: a gzip file may be several members end to end; each is inflated, not only the
+    first (zero padding after the last is allowed, as gzip(1) allows it)."""
+    body = gzip.compress(b'{"a": ') + gzip.compress(b"1}") + b"\0\0"
+    parser = ResponseParser()
+    head = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(body)
+    assert parser.feed(head + body)
+    assert parser.content == b'{"a": 1}'
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "compress"])
+def test_a_content_coding_never_asked_for_is_a_protocol_error(coding: str) -> None:
+    parser = ResponseParser()
+    head = f"HTTP/1.1 200 OK\r\ncontent-encoding: {coding}\r\ncontent-length: 2\r\n\r\n"
+    with pytest.raises(ProtocolError, match=f"'{coding}' content coding, which was not asked"):
+        parser.feed(head.encode() + b"{}")

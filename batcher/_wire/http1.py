@@ -104,6 +104,8 @@ class Http1Transport:
             lines.append("content-type: application/json")
         if "user-agent" not in names:
             lines.append(f"user-agent: batcher/{_version()}")
+        if "accept-encoding" not in names:  # the codings the parser undoes, and no others
+            lines.append("accept-encoding: gzip, deflate")
         self._fields = "".join(f"{line}\r\n" for line in lines)
         self._heads: dict[str, bytes] = {}
         self._timeout = timeout

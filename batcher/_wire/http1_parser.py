@@ -338,12 +338,21 @@ def _decode(content: bytes, encoding: str, cap: int = MAX_BODY) -> bytes:
                 return _inflate(content, -15, cap)
     except zlib.error as e:
         raise ProtocolError(f"a {encoding} body that does not decode ({e})") from None
-    return content  # identity, or a coding left for the caller to see in the headers
+    if encoding not in ("identity", ""):  # br, zstd...: never asked for (accept-encoding)
+        raise ProtocolError(f"a body in the {encoding!r} content coding, which was not asked for")
+    return content
 
 
 def _inflate(content: bytes, wbits: int, cap: int) -> bytes:
     inflater = zlib.decompressobj(wbits)
     out = inflater.decompress(content, cap + 1)
+    while inflater.eof and inflater.unused_data and wbits == 31 and len(out) <= cap:
+        # a gzip body may hold several members one after another (RFC 1952 2.2): all are read
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):
+            break  # zero padding after the last member, as gzip(1) allows
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(rest, cap + 1 - len(out))
     if len(out) > cap:
         raise ProtocolError(
             f"an answer body over the {size_text(cap)} cap once inflated (max_inflated)"
