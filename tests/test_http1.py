@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import batcher
 from batcher import RetryableError, UsageError
 from batcher._wire.http1 import Http1Transport
 from batcher._wire.http1_parser import ProtocolError, ResponseParser
@@ -264,6 +265,14 @@ async def _request(state: Server, reader: asyncio.StreamReader) -> bool:
 
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+_CHAT = (
+    b'{"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],'
+    b' "usage": {"prompt_tokens": 3, "completion_tokens": 1}, "model": "m"}'
+)
+CHAT_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (
+    len(_CHAT),
+    _CHAT,
+)
 
 
 async def _keep_alive(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -625,3 +634,38 @@ async def test_https_on_loopback_verified_against_a_trusted_certificate(
     # one connection handshaken (the refused one never reached the handler), reused three times
     assert (server.connections, len(server.requests)) == (1, 3)
     assert b"host: localhost:" in server.requests[0]
+
+
+@pytest.mark.anyio
+async def test_a_resend_counts_as_a_request_in_the_run_the_day_and_the_attempt_log(
+    tmp_path: Path,
+) -> None:
+    """The idle-close resend may have reached the server: the run's requests, the day's count
+    (RPD, in the ledger) and the attempt log each count it, the log with a row saying so."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    async def handler(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        first = state.connections == 1
+        while await _request(state, reader):
+            if first and len(state.requests) == 2:  # the idle-close race: gone, nothing said
+                w.close()
+                return
+            w.write(CHAT_OK)
+            await w.drain()
+
+    jobs = [{"id": "a", "prompt": "one"}, {"id": "b", "prompt": "two"}]
+    async with _serve(handler) as server:
+        summary = await batcher.run(
+            jobs, tmp_path, api_key="k", base_url=server.url, model="m", rpd=100,
+            max_concurrency=1,
+        )  # fmt: skip
+    assert len(server.requests) == 3 and summary.ok == 2
+    assert summary.requests == 3
+    ledger = json.loads((tmp_path / "ledger.json").read_text())["models"]["m"]
+    assert ledger["count"] == 3
+    attempts = pq.read_table(tmp_path / "attempts").to_pylist()
+    assert len(attempts) == 3
+    resent = [a for a in attempts if a["error"] and "sent again" in a["error"]]
+    assert len(resent) == 1 and resent[0]["job_id"] == "b"

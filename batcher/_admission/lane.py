@@ -364,6 +364,10 @@ class Lane:
 
     # --- for the scheduler, a pool, and what a user inspects -------------------------------------
 
+    def count_resend(self) -> None:
+        """Count in the day (RPD) a request the transport sent twice: the provider may have."""
+        self.day.add()
+
     def spacing(self) -> float:
         """Seconds between two requests at the lane's pace (0 without an RPM)."""
         return self.pace.interval(self.limits.rpm, self.share)

@@ -148,7 +148,13 @@ class Executor:
                 sending[0] = True
                 sent = self.clock.monotonic()
                 try:
-                    answer = await send(self.transport, self.provider, spec, slot.observe)
+                    answer = await send(
+                        self.transport,
+                        self.provider,
+                        spec,
+                        slot.observe,
+                        lambda: self._resent(job.id, attempts, model, lane, sent),
+                    )
                     if any(i.data is None for i in answer.images):
                         answer = replace(answer, images=await _download(answer, self.target.opener))
                 except ProviderError as e:
@@ -193,6 +199,35 @@ class Executor:
             )
         record = self._record(job, model, fp or spec, attempts, start, completion=completion)
         return Done(replace(record, images=tuple(images)) if images else record)
+
+    def _resent(self, job_id: str, n: int, model: str, lane: Lane, sent: float) -> None:
+        """Count a request the transport sent twice (the server closed the kept-alive connection
+        as it left): the first may have reached the server, so it counts as a request, in the
+        day's count (RPD) and in the attempt log, where a row says so."""
+        self.tally.requests += 1
+        lane.count_resend()
+        if self.on_attempt is None:
+            return
+        now = self.clock.monotonic()
+        self.on_attempt(
+            Attempt(
+                job_id=job_id,
+                attempt=n,
+                model=model,
+                endpoint=self.endpoint,
+                sent_at=self.clock.time() - (now - sent),
+                waited_ms=0.0,
+                latency_ms=(now - sent) * 1000,
+                outcome="retryable",
+                http_status=None,
+                input_tokens=None,
+                output_tokens=None,
+                retry_after=None,
+                error="the server closed the kept-alive connection as the request left: sent again "
+                "on a new one",
+                host=self._host,
+            )
+        )
 
     def _log(
         self,

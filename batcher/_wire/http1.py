@@ -166,7 +166,7 @@ class Http1Transport:
                 raise _no_answer(e) from None
             if parser.keep_alive and not conn.closed:
                 self.pool.give(conn)
-            return Reply(parser.status, parser.headers, parser.content)
+            return Reply(parser.status, parser.headers, parser.content, resent)
 
     async def _connect(self) -> Connection:
         """A new connection, using a slot ``pool.take`` gave; the slot is given back on failure."""

@@ -47,6 +47,9 @@ class Reply:
     status_code: int
     headers: Mapping[str, str]
     content: bytes
+    resent: bool = False
+    """The request went out twice: the server closed the kept-alive connection as it left, so
+    it was sent again on a new one (the first may have reached the server, and counts)."""
 
     @property
     def text(self) -> str:

@@ -26,12 +26,16 @@ async def send(
     provider: Provider,
     spec: RequestSpec,
     observe: Callable[[RateHints], None] | None = None,
+    resent: Callable[[], None] | None = None,
 ) -> Completion:
-    """POST ``spec`` and read the answer; ``observe`` sees every answer's rate-limit headers.
+    """POST ``spec`` and read the answer; ``observe`` sees every answer's rate-limit headers,
+    ``resent`` hears of a request the transport had to send twice (see ``Reply.resent``).
 
     The transport turns a missing answer into ``RetryableError``; ``provider.parse`` classifies
     every answer but a proxy's 407 (only a proxy says it, RFC 9110 15.5.8), ``ProxyRefused``."""
     reply = await transport.post(spec.path, encode(spec.body))
+    if reply.resent and resent is not None:
+        resent()
     if reply.status_code == 407:
         raise proxy_refused(None, 407)
     if observe is not None:
