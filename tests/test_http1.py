@@ -669,3 +669,25 @@ async def test_a_resend_counts_as_a_request_in_the_run_the_day_and_the_attempt_l
     assert len(attempts) == 3
     resent = [a for a in attempts if a["error"] and "sent again" in a["error"]]
     assert len(resent) == 1 and resent[0]["job_id"] == "b"
+
+
+@pytest.mark.anyio
+async def test_an_answer_before_the_body_has_left_retires_the_connection() -> None:
+    """A server may answer (a 413, a 401) while a large body is still leaving; the rest of that
+    body would reach it as the start of the next request, so the connection is not reused."""
+    first: list[bool] = []
+
+    async def handler(state: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if not first:
+            first.append(True)
+            state.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            w.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\n{}")
+            await w.drain()
+            await asyncio.sleep(3600)  # reads no more: the body stays in the client's buffer
+        await _keep_alive(state, reader, w)
+
+    async with _serve(handler) as server, _client(server.url) as client:
+        big = b'{"x": "' + b"a" * (32 << 20) + b'"}'  # more than the socket buffers hold
+        assert (await client.post("x", big)).status_code == 413
+        assert (await client.post("x", b"{}")).status_code == 200
+    assert server.connections == 2

@@ -117,7 +117,10 @@ class Connection(asyncio.Protocol):
         finally:
             self.timer.cancel()
             self.parser = self.waiter = None
-            if not (parser.complete and parser.keep_alive):
+            left = self.transport.get_write_buffer_size() if self.transport is not None else 0
+            if not (parser.complete and parser.keep_alive) or left:
+                # answered before the request had all left (a 413, a 401 to a large body): the
+                # rest would reach the server as the start of the next request on it
                 self.abort()
 
     def _check(self) -> None:
