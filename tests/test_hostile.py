@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import batcher
 from batcher import RetryableError
@@ -328,3 +330,40 @@ def test_a_content_coding_never_asked_for_is_a_protocol_error(coding: str) -> No
     head = f"HTTP/1.1 200 OK\r\ncontent-encoding: {coding}\r\ncontent-length: 2\r\n\r\n"
     with pytest.raises(ProtocolError, match=f"'{coding}' content coding, which was not asked"):
         parser.feed(head.encode() + b"{}")
+
+
+_PIECES = [
+    b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 204 X\r\n", b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"content-length: 2\r\n", b"content-length: -1\r\n", b"content-length: 1e9\r\n",
+    b"content-length: " + b"9" * 40 + b"\r\n", b"transfer-encoding: chunked\r\n",
+    b"transfer-encoding: gzip, chunked\r\n", b"content-encoding: gzip\r\n",
+    b"content-encoding: br\r\n", b"connection: close\r\n", b"x: \x00\xff\r\n", b"bad line\r\n",
+    b"\r\n", b"{}", b"0\r\n\r\n", b"ffffffffffffffffffff\r\n", b"2;ext\r\n{}\r\n", b"\r",
+    b"\n", gzip.compress(b"{}"), gzip.compress(b"{}")[:7], b"\x00" * 9,
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.one_of(st.sampled_from(_PIECES), st.binary(max_size=24)), max_size=14),
+    cuts=st.lists(st.integers(0, 1000), max_size=6),
+)
+def test_any_bytes_parse_or_are_a_protocol_error_never_a_crash(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    """Hostile framing of every kind (CL and TE together, huge or negative sizes, bombs cut
+    short, stray bytes, NULs), fed in any split: the parser completes, waits for more, or raises
+    ``ProtocolError`` (retried by the transport), and ends at EOF the same way; never another
+    exception, which would end a run as an internal error."""
+    wire = b"".join(parts)
+    points = sorted({c % (len(wire) + 1) for c in cuts})
+    pieces = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+    parser = ResponseParser(max_head=4096, max_body=1 << 16, max_inflated=1 << 16)
+    try:
+        for piece in pieces:
+            if parser.feed(piece):
+                break
+        else:
+            parser.eof()
+    except ProtocolError:
+        pass
