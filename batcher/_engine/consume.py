@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import TaskGroup
 
-from .._core.errors import Outage, QuotaExhausted, UsageError, WriteFailed
+from .._core.errors import Outage, QuotaExhausted, WriteFailed
 from .._rundir.attempts import Attempt, AttemptLog
 from .._rundir.store import Record, ResultStore
-from .budget import Budget, Reservation
+from .budget import Budget, Reservation, unpriced
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
 
@@ -184,10 +184,7 @@ class Consumer:
         if self.outage is not None:
             raise self.outage
         if self.unpriced is not None:
-            raise UsageError(
-                f"--budget: no price is known for model {self.unpriced!r}, so nothing bounds "
-                "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
-            )
+            raise unpriced(self.unpriced)
         if self.fatal is not None:
             raise self.fatal.error  # its message says what to fix (ProxyRefused: the proxy)
 

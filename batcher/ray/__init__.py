@@ -28,11 +28,13 @@ from .._admission.grants import Budget
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.quota import Account
 from .._config.options import RunOptions, option_flag
+from .._config.prices import Prices
 from .._config.schema import OutputSchema, load_schema
 from .._core.errors import FatalProviderError, ProxyRefused, UsageError
 from .._core.idset import IdSet
 from .._core.stats import RunSummary
 from .._engine import support
+from .._engine.budget import SharedSpend
 from .._engine.execute import explain
 from .._engine.tally import Tally
 from .._jobs import JobSource
@@ -47,7 +49,16 @@ from .._wire.providers import Provider, get_provider
 from .._wire.providers._structured import SchemaProvider
 from .blocks import JOB_COLUMN, BlockWorker, done_hashes, recover, wait_for_writers
 
-__all__ = ["LOCAL_ENV", "Interrupt", "ThreadClock", "budget", "connect", "process", "run_files"]
+__all__ = [
+    "LOCAL_ENV",
+    "Interrupt",
+    "ThreadClock",
+    "budget",
+    "connect",
+    "process",
+    "run_files",
+    "shared_spend",
+]
 
 log = logging.getLogger("batcher")
 
@@ -169,7 +180,25 @@ def process(
     target = Target(opts.endpoint, _provider(opts))
     target.start()
     _targets.append(target)
-    return _map(ds, path, opts, target, done_hashes(path), workers, batch_size, num_cpus)
+    prices = opts.costs.prices()
+    spend = shared_spend(opts, path, prices)
+    done = done_hashes(path)
+    return _map(
+        ds, path, opts, target, done, workers, batch_size, num_cpus, spend=spend, prices=prices
+    )
+
+
+def shared_spend(options: RunOptions, out: Path, prices: Prices) -> Any:
+    """Under ``--budget``, the run's spend for every worker to reserve from: an async actor
+    (``_engine.budget.SharedSpend``) starting at what ``out``'s results cost already; None
+    without a budget. It lives as long as this driver."""
+    from .._rundir.results import read_costs
+
+    if options.costs.budget is None:
+        return None
+    spent = sum(read_costs(out).values())
+    actor = _ray().remote(SharedSpend).options(num_cpus=0)
+    return actor.remote(options.costs.budget, spent, prices)
 
 
 def check_options(opts: RunOptions) -> RunOptions:
@@ -226,6 +255,8 @@ def _map(
     *,
     run: str = "",
     actor: Any = None,
+    spend: Any = None,
+    prices: Prices | None = None,
 ) -> Any:
     ray = _ray()
     return ds.map_batches(
@@ -238,6 +269,8 @@ def _map(
             "budget": actor if actor is not None else budget(target, opts, out),
             "done": done,
             "run": run,
+            "spend": spend,
+            "prices": prices,
         },
         batch_format="pyarrow",
         batch_size=batch_size,
@@ -309,6 +342,7 @@ def run_files(
             else:
                 rows.append({JOB_COLUMN: pickle.dumps(job)})
         connect(address)
+        budget_stop: str | None = None
         started = time.monotonic()
         tally.started = started
         if rows:
@@ -317,6 +351,8 @@ def run_files(
             ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // size)))
             run = os.urandom(8).hex()
             actor = budget(target, opts, path)
+            prices = opts.costs.prices()
+            spend = shared_spend(opts, path, prices)
             before = _granted(actor)
 
             def keep_counts() -> None:
@@ -327,7 +363,18 @@ def run_files(
             if interrupt is not None:
                 interrupt.before_stop = keep_counts
             results = _map(
-                ds, path, opts, target, IdSet(), workers, size, 1.0, run=run, actor=actor
+                ds,
+                path,
+                opts,
+                target,
+                IdSet(),
+                workers,
+                size,
+                1.0,
+                run=run,
+                actor=actor,
+                spend=spend,
+                prices=prices,
             )
             try:
                 for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -345,16 +392,20 @@ def run_files(
                 error, model = failed
                 raise _explained(error, model, target) from None
             keep_counts()
+            if spend is not None:
+                budget_stop, _ = ray.get(spend.stopped.remote())  # no price: a worker failed
         elapsed = time.monotonic() - started
         recover(path, parsed).close()
         counts = read_results(path)
         finished = tally.ok + tally.errors
-        deferred = max(0, plan.total - tally.skipped - finished)
+        # jobs not finished were left for a quota reset, or for a larger budget
+        deferred = 0 if budget_stop else max(0, plan.total - tally.skipped - finished)
         return tally.summary(
             str(path),
             counts,
             elapsed=elapsed,
             spent=read_costs(path),  # every run's dollars in the results, as a local run's
+            budget_stop=budget_stop,
             deferred=deferred,
             quota_stops=(f"{deferred} job(s) were not sent: a daily quota is spent",)
             if deferred

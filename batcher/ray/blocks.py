@@ -35,19 +35,22 @@ from typing import Any
 
 import anyio
 
+from .._admission.estimate import features
 from .._admission.grants import Gate, Grant
 from .._admission.ipm import SharedImageGate
 from .._admission.lane import Lane
 from .._admission.ledger import DailyCount
 from .._admission.retry import RetryPolicy
 from .._config.options import UNPACED, RunOptions
+from .._config.prices import Prices
 from .._config.schema import load_schema
 from .._core.clock import SystemClock
 from .._core.codec import dumps
 from .._core.errors import BatcherError, InputError, InputProblem, UsageError, WriteFailed
 from .._core.idset import IdSet
+from .._engine.budget import Reservation, unpriced
 from .._engine.execute import Executor
-from .._engine.outcome import Deferred, Done, Fatal, Halted
+from .._engine.outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .._engine.tally import Tally
 from .._jobs import Job
 from .._jobs._formats import parse_row
@@ -270,7 +273,9 @@ class BlockWorker:
     the output schema (loaded by the driver, ``batcher.ray.check_options``: each answer is
     validated here and ``parsed`` typed as a local run types it), images saved under
     ``out/images/`` before their job is journaled, and ``--ipm`` kept by the budget for the
-    whole cluster.
+    whole cluster. Under ``--budget``, ``spend`` is the run's ``_engine.budget.SharedSpend`` (an
+    actor handle): each job's worst case is reserved there before it is sent, at the ``prices``
+    the driver loaded, and once one does not fit this worker sends nothing more.
     """
 
     def __init__(
@@ -282,12 +287,18 @@ class BlockWorker:
         budget: Any,
         done: IdSet | None = None,
         run: str = "",
+        spend: Any = None,
+        prices: Prices | None = None,
     ) -> None:
         self.out = Path(out)
         self.run = run
         self.options = options
         self.done = done if done is not None else IdSet()
         self.budget = budget
+        self.spend = spend
+        self.prices = prices if prices is not None else options.costs.prices()
+        self._over_budget = False
+        """A job did not fit the spend: this worker sends nothing more."""
         self.schema = (
             load_schema(options.requests.schema) if options.requests.schema is not None else None
         )
@@ -317,7 +328,7 @@ class BlockWorker:
         transport = self.target.transport(self.options.requests)
         requests = self.options.requests
         policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout)
-        prices = self.options.costs.prices()
+        prices = self.prices
         tally = Tally(self.clock)
         budget = self.budget
 
@@ -426,10 +437,27 @@ class BlockWorker:
 
         async def one(job: Job) -> None:
             async with limiter:
-                if failure:
+                if failure or self._over_budget:
                     return
                 assert job.model is not None
-                outcome = await self.executor.execute(job, self._lane(job.model))
+                lane = self._lane(job.model)
+                reservation = None
+                if self.spend is not None:
+                    reservation = await self._reserve(job, lane)
+                    if reservation is None:  # left for a rerun with a larger budget
+                        self._over_budget = True
+                        _, model = await self.spend.stopped.remote()
+                        if model is not None:  # no price: nothing bounds its cost
+                            failure.append((unpriced(model), None))
+                            tg.cancel_scope.cancel()
+                        return
+                outcome: Outcome = ABANDONED
+                try:
+                    outcome = await self.executor.execute(job, lane)
+                finally:
+                    if reservation is not None:
+                        with anyio.CancelScope(shield=True):
+                            await self._settle(reservation, outcome)
             if isinstance(outcome, Done):
                 try:
                     journal.append(outcome.record)
@@ -456,6 +484,25 @@ class BlockWorker:
             await self.budget.fail.remote(self.run, error, model)
             raise error
         return rows_out
+
+    async def _reserve(self, job: Job, lane: Lane) -> Reservation | None:
+        """Set aside the job's worst-case cost in the run's spend, as a local run does
+        (``Scheduler._reserve``); None if it does not fit."""
+        assert job.model is not None
+        tokens = lane.estimator.estimate(features(job.text), cautious=True)
+        what = f"job ({job.id}, {job.model})"
+        reservation: Reservation | None = await self.spend.reserve.remote(
+            job.model, tokens, job.max_tokens, what
+        )
+        return reservation
+
+    async def _settle(self, reservation: Reservation, outcome: Outcome) -> None:
+        """Replace the job's reservation by what it cost (nothing, if it was not answered)."""
+        if isinstance(outcome, Done):
+            record = outcome.record
+            await self.spend.settle.remote(reservation, record.cost_usd, record.output_tokens)
+        else:
+            await self.spend.settle.remote(reservation, None, None)
 
 
 def _invalid(job_id: str, why: str) -> Record:
