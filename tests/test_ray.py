@@ -298,20 +298,14 @@ def test_import_batcher_does_not_import_ray() -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [
-        ("--mode", "batch"),
-        ("--pool", str(Path(__file__).parents[1] / "jobs" / "pool.toml")),
-    ],
-    ids=["batch-mode", "pool"],
+    [("--mode", "batch"), ("--cancel-batches",)],
+    ids=["batch-mode", "cancel-batches"],
 )
 def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
     tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(2))
     command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
-    if "--pool" in flags:  # each endpoint of a pool sets its own URL (--base-url is refused)
-        at = command.index("--base-url")
-        del command[at : at + 2]
     env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
     done = subprocess.run(
         [*command, "--ray", "127.0.0.1:9", *flags], env=env, capture_output=True, text=True
@@ -632,3 +626,97 @@ def test_process_under_a_budget_returns_the_rows_that_fitted(
     assert 0 < len(returned) == len(results) < len(rows)
     assert sum(r["cost_usd"] for r in results.values()) <= 0.2
     assert mock_stats(server)["requests"] == len(results)
+
+
+# --- pools: each endpoint's lanes on every worker drawing on its own cluster-wide budget ----------
+
+
+def test_a_pool_that_mixes_providers_runs_on_the_cluster_with_a_schema(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """The workers route each job as a local pool does, through embedded mocks the driver runs;
+    each row names its endpoint and is typed by the one schema; the day's counts are kept per
+    endpoint; a rerun sends nothing."""
+    from tests.schema_models import Invoice
+    from tests.test_pool import MIXED
+
+    rows = [{"id": f"j{i}", "prompt": f"say {i}", "model": "m"} for i in range(40)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    (tmp_path / "pool.toml").write_text(MIXED)
+    out = tmp_path / "out"
+    env = {**os.environ, **cluster}
+    command = [
+        sys.executable,
+        "-m",
+        "batcher",
+        "run",
+        str(jobs),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--pool",
+        str(tmp_path / "pool.toml"),
+        "--schema",
+        "tests.schema_models:Invoice",
+        "--max-concurrency",
+        "4",
+        "--ray",
+        cluster["address"],
+    ]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {r["id"] for r in rows}
+    by = {name: [r for r in results.values() if r["endpoint"] == name] for name in ("oa", "gm")}
+    assert by["oa"] and by["gm"], {k: len(v) for k, v in by.items()}
+    for row in results.values():
+        assert row["status"] == "ok", row
+        Invoice.model_validate(row["parsed"])  # whichever wire answered it
+    ledger = json.loads((out / "ledger.json").read_text())["models"]
+    assert {"oa/m", "gm/m"} <= set(ledger)
+    manifest = json.loads((out / "run.json").read_text())
+    assert set(manifest["endpoints"]) == {"oa", "gm"}
+
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "40 already done" in again.stdout
+    assert read_results(out) == results
+
+
+def test_each_endpoint_of_a_pool_is_paced_for_the_whole_cluster(
+    cluster: dict[str, str],
+    start_mock: StartMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two endpoints, each a server enforcing its RPM: every worker's lanes of an endpoint draw
+    on that endpoint's budget, so neither server sees more than its limit, and both serve."""
+    import ray.data
+
+    from batcher.ray import process
+
+    servers = {name: _mock(start_mock) for name in ("one", "two")}
+    pool = tmp_path / "pool.toml"
+    endpoints = []
+    for name, server in servers.items():
+        monkeypatch.setenv(f"KEY_{name.upper()}", f"sk-{name}")
+        endpoints.append(
+            f'[[endpoint]]\nname = "{name}"\nbase_url = "{server.base_url("openai")}"\n'
+            f'key_env = "KEY_{name.upper()}"\nrpm = {RPM}\nmodels = ["m"]\n'
+        )
+    pool.write_text("\n".join(endpoints))
+    rows = _rows(600)
+    ds = ray.data.from_items(rows, override_num_blocks=8)
+    options = {"model": "m", "pool_file": str(pool), "max_concurrency": 8}
+    returned = process(ds, tmp_path / "out", workers=WORKERS, batch_size=75, **options).take_all()
+
+    assert sorted(r["id"] for r in returned) == [r["id"] for r in rows]
+    results = read_results(tmp_path / "out")  # fails if an id appears twice
+    assert all(r["status"] == "ok" for r in results.values())
+    for name, server in servers.items():
+        stats = httpx_stats(server)
+        served = sum(r["endpoint"] == name for r in results.values())
+        assert served > 0 and stats["by_status"] == {"200": served}, (name, stats["by_status"])
+        per_second = [accepted for accepted, _ in stats["timeline"].values()]
+        assert max(per_second) <= _per_second_bound(), (name, per_second)

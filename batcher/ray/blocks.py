@@ -36,11 +36,6 @@ from typing import Any
 import anyio
 
 from .._admission.estimate import features
-from .._admission.grants import Gate, Grant
-from .._admission.ipm import SharedImageGate
-from .._admission.lane import Lane
-from .._admission.ledger import DailyCount
-from .._admission.retry import RetryPolicy
 from .._config.options import UNPACED, RunOptions
 from .._config.prices import Prices
 from .._config.schema import load_schema
@@ -49,8 +44,8 @@ from .._core.codec import dumps
 from .._core.errors import BatcherError, InputError, InputProblem, UsageError, WriteFailed
 from .._core.idset import IdSet
 from .._engine.budget import Reservation, unpriced
-from .._engine.execute import Executor
 from .._engine.outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .._engine.pool import Pool, PoolExecutor
 from .._engine.tally import Tally
 from .._jobs import Job
 from .._jobs._formats import parse_row
@@ -67,9 +62,8 @@ from .._rundir.store import (
     read_part,
     read_segment,
 )
-from .._wire.endpoint import Target
-from .._wire.providers import get_provider
-from .._wire.providers._structured import SchemaProvider
+from .endpoints import Endpoint
+from .worker_pool import open_worker_pool
 
 __all__ = ["JOB_COLUMN", "BlockJournal", "BlockWorker", "block_key", "done_hashes", "stable_hash"]
 
@@ -267,24 +261,24 @@ class BlockWorker:
     """Sends blocks of jobs and returns their results (a Ray Data ``map_batches`` callable).
 
     It keeps one event loop on a thread of its own, so its lanes, their pacing and the
-    connections outlive each block. ``budget`` is the cluster's budget (a Ray actor handle, or
-    any object with ``grant`` / ``pause`` / ``images`` methods that ``.remote(...)`` to
-    awaitables). It sends as a local run does: the options' ``--endpoint`` and image options,
-    the output schema (loaded by the driver, ``batcher.ray.check_options``: each answer is
-    validated here and ``parsed`` typed as a local run types it), images saved under
-    ``out/images/`` before their job is journaled, and ``--ipm`` kept by the budget for the
-    whole cluster. Under ``--budget``, ``spend`` is the run's ``_engine.budget.SharedSpend`` (an
-    actor handle): each job's worst case is reserved there before it is sent, at the ``prices``
-    the driver loaded, and once one does not fit this worker sends nothing more.
+    connections outlive each block. ``endpoints`` are the run's (``ray.endpoints``: one without
+    ``--pool``), each with its account's budget (a Ray actor handle, or any object with ``grant``
+    / ``pause`` / ``images`` / ``fail`` methods that ``.remote(...)`` to awaitables); the jobs go
+    through them as a local run's go through its pool (``ray.worker_pool``). It sends as a local
+    run does: the image options, the output schema (loaded by the driver,
+    ``batcher.ray.check_options``: each answer is validated here and ``parsed`` typed as a local
+    run types it), images saved under ``out/images/`` before their job is journaled, and
+    ``--ipm`` kept by the budget for the whole cluster. Under ``--budget``, ``spend`` is the run's
+    ``_engine.budget.SharedSpend`` (an actor handle): each job's worst case is reserved there
+    before it is sent, at the ``prices`` the driver loaded, and once one does not fit this worker
+    sends nothing more.
     """
 
     def __init__(
         self,
         out: str,
         options: RunOptions,
-        base_url: str,
-        api_key: str,
-        budget: Any,
+        endpoints: list[Endpoint],
         done: IdSet | None = None,
         run: str = "",
         spend: Any = None,
@@ -293,8 +287,8 @@ class BlockWorker:
         self.out = Path(out)
         self.run = run
         self.options = options
+        self.endpoints = endpoints
         self.done = done if done is not None else IdSet()
-        self.budget = budget
         self.spend = spend
         self.prices = prices if prices is not None else options.costs.prices()
         self._over_budget = False
@@ -302,76 +296,41 @@ class BlockWorker:
         self.schema = (
             load_schema(options.requests.schema) if options.requests.schema is not None else None
         )
-        provider = get_provider(options.endpoint.provider, options.media.api)
-        self.provider = provider if self.schema is None else SchemaProvider(provider, self.schema)
         self.parsed = self.schema.arrow_type() if self.schema is not None else None
         """The Arrow type of the ``parsed`` column (None without a schema)."""
         self.defaults = {
             k: v for k, v in options.media.job_defaults().items() if v not in (None, ())
         }
         """Job fields a row that leaves them unset takes (``--modalities``, ``--n``...)."""
-        endpoint = replace(options.endpoint, base_url=base_url, api_key=api_key, mock=None)
-        self.target = Target(endpoint, self.provider)
-        self.limits = options.limits.table()
+        self.wire = endpoints[0].spec.provider
+        """The wire of the run's first endpoint, which rows are read for (as a local run's)."""
+        self.served = (
+            None
+            if endpoints[0].spec.models is None
+            else {m for e in endpoints for m in e.spec.models or ()}
+        )
+        """Every model the pool's endpoints serve; None for a run without ``--pool``."""
         self.clock = SystemClock()
-        self.lanes: dict[str, Lane] = {}
         self._failed: BatcherError | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self.executor = self._call(self._executor())
+        self.pool: Pool = self._call(self._open())
+        self.executor = PoolExecutor(self.pool, self.pool.routes[0].provider)
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _executor(self) -> Executor:
-        transport = self.target.transport(self.options.requests)
-        requests = self.options.requests
-        policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout)
-        prices = self.prices
-        tally = Tally(self.clock)
-        budget = self.budget
-
-        async def ask_images(model: str, now: float, n: int) -> float:
-            wait: float = await budget.images.remote(model, now, n, self.options.media.ipm)
-            return wait
-
-        return Executor(
-            transport,
-            self.target,
-            policy,
-            self.clock,
-            tally,
-            prices=prices,
-            out=self.out,
+    async def _open(self) -> Pool:
+        return open_worker_pool(
+            self.endpoints,
+            self.options,
             schema=self.schema,
-            ipm=self.options.media.ipm,
-            image_gate=lambda model: SharedImageGate(model, ask_images, self.clock),
+            clock=self.clock,
+            tally=Tally(self.clock),
+            prices=self.prices,
+            out=self.out,
         )
-
-    def _lane(self, model: str) -> Lane:
-        lane = self.lanes.get(model)
-        if lane is None:
-            budget = self.budget
-
-            async def ask(m: str, now: float, want: int, tokens: float, settle: float) -> Grant:
-                grant: Grant = await budget.grant.remote(m, now, want, tokens, settle)
-                return grant
-
-            def tell(m: str, now: float, delay: float) -> None:
-                budget.pause.remote(m, now, delay)
-
-            limits = self.limits.for_model(model)
-            lane = Lane(
-                model,
-                replace(limits, rpd=None),  # the budget counts the day for the whole cluster
-                self.clock,
-                per_second=self.provider.per_second_limits,
-                daily=DailyCount(),
-                gate=Gate(model, ask, tell, self.clock),
-            )
-            self.lanes[model] = lane
-        return lane
 
     def __call__(self, batch: Any) -> Any:
         """One block (a pyarrow table of job rows) -> its results (a table of result rows)."""
@@ -409,7 +368,7 @@ class BlockWorker:
             unset = {k: v for k, v in self.defaults.items() if getattr(job, k) in (None, ())}
             if unset:
                 job = replace(job, **unset)
-            issue = _job_problem(job, opts.endpoint.provider, opts.media.api)
+            issue = _job_problem(job, self.wire, opts.media.api, self.served)
             if issue:
                 bad.append(_invalid(job_id, issue))
             else:
@@ -440,10 +399,9 @@ class BlockWorker:
                 if failure or self._over_budget:
                     return
                 assert job.model is not None
-                lane = self._lane(job.model)
                 reservation = None
                 if self.spend is not None:
-                    reservation = await self._reserve(job, lane)
+                    reservation = await self._reserve(job)
                     if reservation is None:  # left for a rerun with a larger budget
                         self._over_budget = True
                         _, model = await self.spend.stopped.remote()
@@ -453,7 +411,7 @@ class BlockWorker:
                         return
                 outcome: Outcome = ABANDONED
                 try:
-                    outcome = await self.executor.execute(job, lane)
+                    outcome = await self.executor.execute(job)
                 finally:
                     if reservation is not None:
                         with anyio.CancelScope(shield=True):
@@ -481,15 +439,15 @@ class BlockWorker:
         if failure:
             error, model = failure[0]
             self._failed = error
-            await self.budget.fail.remote(self.run, error, model)
+            await self.endpoints[0].budget.fail.remote(self.run, error, model)
             raise error
         return rows_out
 
-    async def _reserve(self, job: Job, lane: Lane) -> Reservation | None:
+    async def _reserve(self, job: Job) -> Reservation | None:
         """Set aside the job's worst-case cost in the run's spend, as a local run does
         (``Scheduler._reserve``); None if it does not fit."""
         assert job.model is not None
-        tokens = lane.estimator.estimate(features(job.text), cautious=True)
+        tokens = self.pool.estimator(job.model).estimate(features(job.text), cautious=True)
         what = f"job ({job.id}, {job.model})"
         reservation: Reservation | None = await self.spend.reserve.remote(
             job.model, tokens, job.max_tokens, what
