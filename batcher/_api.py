@@ -80,7 +80,9 @@ async def _run_on_ray(
 ) -> RunSummary:
     """A run on a Ray cluster (``batcher.ray.run_files``), its progress shown from here. A
     signal ends the cluster's work at once: what workers finished is journaled already."""
-    from .ray import Interrupt, ThreadClock, check_options, connect, run_files
+    from .ray.cluster import connect
+    from .ray.mapping import check_options
+    from .ray.run import Interrupt, ThreadClock, run_files
 
     # Read when ray is imported (by connect, below). Once a signal has disconnected this
     # driver, a Ray call still under way on another thread (Ray Data's iterator) must fail,

@@ -298,21 +298,14 @@ def test_import_batcher_does_not_import_ray() -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [
-        ("--mode", "batch"),
-        ("--budget", "5"),
-        ("--pool", str(Path(__file__).parents[1] / "jobs" / "pool.toml")),
-    ],
-    ids=["batch-mode", "budget", "pool"],
+    [("--mode", "batch"), ("--cancel-batches",)],
+    ids=["batch-mode", "cancel-batches"],
 )
 def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
     tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(2))
     command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
-    if "--pool" in flags:  # each endpoint of a pool sets its own URL (--base-url is refused)
-        at = command.index("--base-url")
-        del command[at : at + 2]
     env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
     done = subprocess.run(
         [*command, "--ray", "127.0.0.1:9", *flags], env=env, capture_output=True, text=True
@@ -386,15 +379,16 @@ def _cluster_run(
     *flags: str,
     cwd: Path = ROOT,
     ray: bool = True,
+    exit: int = 0,
 ) -> subprocess.CompletedProcess[str]:
     """``batcher run`` as a user types it in ``cwd`` (with ``--ray`` on the cluster, or not);
-    it must exit 0."""
+    it must exit with ``exit``."""
     env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray", "GEMINI_API_KEY": "g-ray"}
     command = run_command(jobs, out, base_url, *flags)
     if ray:
         command += ["--ray", cluster["address"]]
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=200)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == exit, done.stderr[-3000:]
     return done
 
 
@@ -559,3 +553,170 @@ def test_process_takes_a_schema_and_returns_typed_rows(
             == row["parsed"]
             == Invoice.model_validate(row["parsed"]).model_dump(mode="json")
         )
+
+
+# --- what a cluster run shares: one spend -------------------------------------------------------
+
+
+def test_a_budget_is_one_spend_for_the_whole_cluster(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    """Every worker reserves each job's worst case from one spend before sending it: the
+    cluster stops as a local run does (exit 5, the same line), and a rerun with more goes on,
+    sending nothing twice."""
+    from batcher._config.prices import usd
+    from tests.test_prices import PRICES
+
+    server = _mock(start_mock, latency=(0.0, 5.0))
+    n = 40
+    rows = [{"id": f"j{i:02d}", "prompt": f"count to {i}", "max_tokens": 8} for i in range(n)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    (tmp_path / "prices.toml").write_text(PRICES)  # named from the driver's directory
+    out = tmp_path / "out"
+    base_url = server.base_url("openai")
+    flags = ("--model", "m", "--prices", "prices.toml", "--max-concurrency", "4")
+
+    first = _cluster_run(
+        cluster, jobs, out, base_url, *flags, "--budget", "0.25", cwd=tmp_path, exit=5
+    )
+    done = read_results(out)  # fails if an id appears twice
+    spent = sum(r["cost_usd"] for r in done.values())
+    assert 0 < len(done) < n
+    assert spent <= 0.25
+    assert f"Stopped at the budget of $0.25: spent {usd(spent)}" in first.stderr
+    assert f"{n - len(done)} jobs left" in first.stderr
+    assert mock_stats(server)["requests"] == len(done)  # what was sent was kept
+
+    _cluster_run(cluster, jobs, out, base_url, *flags, "--budget", "100", cwd=tmp_path)
+    final = read_results(out)
+    assert len(final) == n and all(r["status"] == "ok" for r in final.values())
+    assert mock_stats(server)["requests"] == n  # nothing was sent twice
+    assert all(final[job_id] == row for job_id, row in done.items())
+
+
+def test_a_budget_on_the_cluster_needs_a_price_for_every_model(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(4))
+    flags = ("--model", "no-such-price", "--budget", "5")
+    done = _cluster_run(cluster, jobs, tmp_path / "out", server.base_url("openai"), *flags, exit=2)
+    assert "no price is known for model 'no-such-price'" in done.stderr
+    assert "--prices FILE" in done.stderr
+    assert mock_stats(server)["requests"] == 0
+
+
+def test_process_under_a_budget_returns_the_rows_that_fitted(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    import ray.data
+
+    from batcher.ray import process
+    from tests.test_prices import PRICES
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    prices = tmp_path / "prices.toml"
+    prices.write_text(PRICES)
+    rows = [{**r, "max_tokens": 8} for r in _rows(30)]
+    options = {**_options(server), "budget": 0.2, "prices_file": str(prices)}
+    out = tmp_path / "out"
+    returned = process(ray.data.from_items(rows), out, **options).take_all()
+
+    results = read_results(out)
+    assert 0 < len(returned) == len(results) < len(rows)
+    assert sum(r["cost_usd"] for r in results.values()) <= 0.2
+    assert mock_stats(server)["requests"] == len(results)
+
+
+# --- pools: each endpoint's lanes on every worker drawing on its own cluster-wide budget ----------
+
+
+def test_a_pool_that_mixes_providers_runs_on_the_cluster_with_a_schema(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """The workers route each job as a local pool does, through embedded mocks the driver runs;
+    each row names its endpoint and is typed by the one schema; the day's counts are kept per
+    endpoint; a rerun sends nothing."""
+    from tests.schema_models import Invoice
+    from tests.test_pool import MIXED
+
+    rows = [{"id": f"j{i}", "prompt": f"say {i}", "model": "m"} for i in range(40)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    (tmp_path / "pool.toml").write_text(MIXED)
+    out = tmp_path / "out"
+    env = {**os.environ, **cluster}
+    command = [
+        sys.executable,
+        "-m",
+        "batcher",
+        "run",
+        str(jobs),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--pool",
+        str(tmp_path / "pool.toml"),
+        "--schema",
+        "tests.schema_models:Invoice",
+        "--max-concurrency",
+        "4",
+        "--ray",
+        cluster["address"],
+    ]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {r["id"] for r in rows}
+    by = {name: [r for r in results.values() if r["endpoint"] == name] for name in ("oa", "gm")}
+    assert by["oa"] and by["gm"], {k: len(v) for k, v in by.items()}
+    for row in results.values():
+        assert row["status"] == "ok", row
+        Invoice.model_validate(row["parsed"])  # whichever wire answered it
+    ledger = json.loads((out / "ledger.json").read_text())["models"]
+    assert {"oa/m", "gm/m"} <= set(ledger)
+    manifest = json.loads((out / "run.json").read_text())
+    assert set(manifest["endpoints"]) == {"oa", "gm"}
+
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "40 already done" in again.stdout
+    assert read_results(out) == results
+
+
+def test_each_endpoint_of_a_pool_is_paced_for_the_whole_cluster(
+    cluster: dict[str, str],
+    start_mock: StartMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two endpoints, each a server enforcing its RPM: every worker's lanes of an endpoint draw
+    on that endpoint's budget, so neither server sees more than its limit, and both serve."""
+    import ray.data
+
+    from batcher.ray import process
+
+    servers = {name: _mock(start_mock) for name in ("one", "two")}
+    pool = tmp_path / "pool.toml"
+    endpoints = []
+    for name, server in servers.items():
+        monkeypatch.setenv(f"KEY_{name.upper()}", f"sk-{name}")
+        endpoints.append(
+            f'[[endpoint]]\nname = "{name}"\nbase_url = "{server.base_url("openai")}"\n'
+            f'key_env = "KEY_{name.upper()}"\nrpm = {RPM}\nmodels = ["m"]\n'
+        )
+    pool.write_text("\n".join(endpoints))
+    rows = _rows(600)
+    ds = ray.data.from_items(rows, override_num_blocks=8)
+    options = {"model": "m", "pool_file": str(pool), "max_concurrency": 8}
+    returned = process(ds, tmp_path / "out", workers=WORKERS, batch_size=75, **options).take_all()
+
+    assert sorted(r["id"] for r in returned) == [r["id"] for r in rows]
+    results = read_results(tmp_path / "out")  # fails if an id appears twice
+    assert all(r["status"] == "ok" for r in results.values())
+    for name, server in servers.items():
+        stats = httpx_stats(server)
+        served = sum(r["endpoint"] == name for r in results.values())
+        assert served > 0 and stats["by_status"] == {"200": served}, (name, stats["by_status"])
+        per_second = [accepted for accepted, _ in stats["timeline"].values()]
+        assert max(per_second) <= _per_second_bound(), (name, per_second)

@@ -410,7 +410,7 @@ def test_a_cluster_run_loads_the_schema_on_the_driver_for_its_workers() -> None:
 
     from batcher._config.schema import OutputSchema, load_schema
     from batcher._core.completion import Completion
-    from batcher.ray import check_options
+    from batcher.ray.mapping import check_options
     from tests.schema_models import Invoice
 
     for spec, model in ((str(TICKETS), None), ("tests.schema_models:Invoice", Invoice)):

@@ -1,14 +1,17 @@
 """The lanes of one endpoint: one per model, made on first use with its limits, today's count of
-requests from the ledger, the endpoint's outage watch and its account's share of the quota store."""
+requests from the ledger, the endpoint's outage watch and its account's share of the quota store;
+or, on a cluster's worker, each lane gated by the cluster's budget of the endpoint's account,
+which counts the day for the whole cluster (no ledger on the worker)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from .._config.limits import LimitTable
 from .._core.clock import Clock
-from .lane import Lane
+from .lane import Gate, Lane
 from .ledger import DailyCount, Ledger
 from .outage import OutageWatch
 from .quota import Account, QuotaStore, SharedQuota, StoreUnreachable, new_holder
@@ -18,12 +21,14 @@ __all__ = ["Lanes"]
 
 class Lanes:
     """The lanes of a run's endpoint, one per model, made on first use with its limits and
-    today's quota; with a quota store, each shares its account's budget with other runs."""
+    today's quota; with a quota store, each shares its account's budget with other runs. With
+    ``gate`` (a model's gate on the cluster's budget, ``_admission.grants.Gate``) and no ledger,
+    each lane draws on that budget, which counts the day's requests."""
 
     def __init__(
         self,
         limits: LimitTable,
-        ledger: Ledger,
+        ledger: Ledger | None,
         clock: Clock,
         *,
         per_second: bool,
@@ -33,6 +38,7 @@ class Lanes:
         store: QuotaStore | None = None,
         account: Account | None = None,
         ledger_prefix: str = "",
+        gate: Callable[[str], Gate] | None = None,
     ) -> None:
         self.limits = limits
         self.ledger_prefix = ledger_prefix
@@ -48,13 +54,24 @@ class Lanes:
         self.store = store
         self.account = account
         self.holder = new_holder()
+        self.gate = gate
 
     def __getitem__(self, model: str) -> Lane:
         lane = self.by_model.get(model)
+        if lane is None and self.gate is not None:
+            lane = self.by_model[model] = Lane(
+                model,
+                replace(self.limits.for_model(model), rpd=None),  # the budget counts the day
+                self.clock,
+                per_second=self.per_second,
+                outage=self.outage,
+                gate=self.gate(model),
+            )
         if lane is None:
             limits = self.limits.for_model(model)
             daily = DailyCount(rolling=self.rolling, keep_times=limits.rpd is not None)
-            self.ledger.restore(self.ledger_prefix + model, daily)
+            if self.ledger is not None:
+                self.ledger.restore(self.ledger_prefix + model, daily)
             quota = None
             if self.store is not None and self.account is not None:
                 quota = SharedQuota(
@@ -86,7 +103,9 @@ class Lanes:
         return sorted(m for m, lane in self.by_model.items() if lane.succeeded and m != besides)
 
     def save(self) -> None:
-        """Write every lane's quota-day count to the ledger."""
+        """Write every lane's quota-day count to the ledger (if the lanes keep one)."""
+        if self.ledger is None:
+            return
         prefix = self.ledger_prefix
         self.ledger.save({prefix + m: lane.daily for m, lane in self.by_model.items()})
 

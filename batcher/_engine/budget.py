@@ -10,6 +10,10 @@ A job whose reservation would take the spend over the budget is not sent; the an
 reservation to what it really cost. With ``max_tokens`` on every job the spend cannot pass the
 budget (unless an answer's input was a quarter above its estimate); without it, an answer longer
 than any before may.
+
+On a cluster the workers share one ``Budget`` through ``SharedSpend`` (a Ray actor as it is): a
+worker reserves each job there before sending it and settles it after, so the whole cluster spends
+as one run would.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._config.prices import Prices
+from .._core.errors import UsageError
 
-__all__ = ["Budget", "Reservation"]
+__all__ = ["Budget", "Reservation", "SharedSpend", "unpriced"]
 
 INPUT_MARGIN = 1.25
 """The input estimate is a fit, not a bound: a reservation counts a quarter more input tokens."""
@@ -99,3 +104,51 @@ class Budget:
     @property
     def left(self) -> float:
         return max(0.0, self.limit - self.spent)
+
+
+def unpriced(model: str) -> UsageError:
+    """Why a run under ``--budget`` stopped at a model without a known price."""
+    return UsageError(
+        f"--budget: no price is known for model {model!r}, so nothing bounds "
+        "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
+    )
+
+
+class SharedSpend:
+    """One run directory's ``Budget`` shared by many workers (a cluster's): each reserves a job's
+    worst case here before sending it and settles it after. The first job that does not fit (or
+    whose model has no price) ends admission for every worker; what is in flight finishes. Its
+    methods are async so that it runs as a Ray async actor as it is; none of them awaits, so each
+    runs whole."""
+
+    def __init__(self, limit: float, spent: float, prices: Prices) -> None:
+        self.budget = Budget(limit, spent, prices)
+        self.stop: str | None = None
+        """Why admission ended at the budget, if it did."""
+        self.unpriced: str | None = None
+        """A model without a known price met under the budget: nothing bounds its cost."""
+
+    async def reserve(
+        self, model: str, input_tokens: int, max_tokens: int | None, what: str
+    ) -> Reservation | None:
+        """Set aside the worst case of ``what`` (a job), or None once admission has ended."""
+        if self.stop is not None or self.unpriced is not None:
+            return None
+        try:
+            reservation = self.budget.reserve(model, input_tokens, max_tokens)
+        except KeyError:
+            self.unpriced = model
+            return None
+        if reservation is None:
+            self.stop = f"the next {what} could take the spend over the budget"
+        return reservation
+
+    async def settle(
+        self, reservation: Reservation, cost: float | None, output_tokens: int | None
+    ) -> None:
+        """Replace a reservation by what its job cost (None: it was not answered)."""
+        self.budget.settle(reservation, cost, output_tokens)
+
+    async def stopped(self) -> tuple[str | None, str | None]:
+        """Why admission ended at the budget, and the model without a price, if either."""
+        return self.stop, self.unpriced

@@ -20,11 +20,11 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import TaskGroup
 
-from .._core.errors import Outage, QuotaExhausted, UsageError, WriteFailed
+from .._core.errors import Outage, QuotaExhausted, WriteFailed
 from .._rundir.attempts import Attempt, AttemptLog
 from .._rundir.rows import Record
 from .._rundir.store import ResultStore
-from .budget import Budget, Reservation
+from .budget import Budget, Reservation, unpriced
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
 
@@ -185,10 +185,7 @@ class Consumer:
         if self.outage is not None:
             raise self.outage
         if self.unpriced is not None:
-            raise UsageError(
-                f"--budget: no price is known for model {self.unpriced!r}, so nothing bounds "
-                "what its jobs cost; give its prices with --prices FILE (finished jobs are kept)"
-            )
+            raise unpriced(self.unpriced)
         if self.fatal is not None:
             raise self.fatal.error  # its message says what to fix (ProxyRefused: the proxy)
 

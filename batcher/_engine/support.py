@@ -39,10 +39,8 @@ def _images_out(o: RunOptions) -> bool:
 
 
 TABLE: tuple[Capability, ...] = (
-    Capability("a pool of endpoints", ("--pool",), lambda o: o.pool.pool_file is not None,
-               {"ray": "a pool is not carried to a cluster's workers yet; run without --ray"}),
-    Capability("a spend limit", ("--budget",), lambda o: o.costs.budget is not None,
-               {"ray": "a spend limit is not enforced across a cluster yet; run without --ray"}),
+    Capability("a pool of endpoints", ("--pool",), lambda o: o.pool.pool_file is not None),
+    Capability("a spend limit", ("--budget",), lambda o: o.costs.budget is not None),
     Capability("typed outputs", ("--schema",), lambda o: o.requests.schema is not None),
     Capability("images answered", ("--endpoint images", "--modalities text,image"), _images_out),
     Capability("image options", ("--size", "--quality", "--n", "--ipm"),

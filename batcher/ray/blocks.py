@@ -1,9 +1,7 @@
-"""Blocks of jobs on a cluster's workers: sent through gated lanes, each result written once.
+"""A block's results in the output directory, written exactly once however often its worker dies.
 
-A worker (``BlockWorker``, the callable ``batcher.ray`` maps over a dataset) sends a block's jobs
-through the same executor and lanes as a local run, its lanes gated by the cluster's budget
-(``_admission.grants``), and writes the block's results with the local run's discipline, in the same
-output directory (``BlockJournal``):
+A worker (``ray.worker.BlockWorker``) sends a block's jobs and writes their results with the local
+run's discipline, in the same output directory (``BlockJournal``):
 
     journal/blk-KEY               the number N of the block's segment (KEY: a hash of its ids)
     journal/seg-N.jsonl           the block's finished jobs, a line each, as they finish
@@ -14,56 +12,40 @@ rename), then the segment and the marker are deleted. A block retried after its 
 finds its marker: if the part exists the block was done, else the jobs in the segment are kept
 and only the others are sent. Workers claim segment numbers with an exclusive create, so two
 never share one; a local run's recovery (``ResultStore.open``) compacts any segment a dead
-worker left, whatever its block.
+worker left, whatever its block. Each worker holds ``DIR/journal/.writers`` shared while it writes
+a block, so that a driver's rerun can wait for the workers of a killed one (``wait_for_writers``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import os
-import threading
 import time
 from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from io import FileIO
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from .._admission.grants import Gate, Grant
-from .._admission.ipm import SharedImageGate
-from .._admission.lane import Lane
-from .._admission.ledger import DailyCount
-from .._admission.retry import RetryPolicy
-from .._config.options import UNPACED, RunOptions
-from .._config.schema import load_schema
-from .._core.clock import SystemClock
 from .._core.codec import dumps
-from .._core.errors import BatcherError, InputError, InputProblem, UsageError, WriteFailed
+from .._core.errors import UsageError, WriteFailed
 from .._core.idset import IdSet
-from .._engine.execute import Executor
-from .._engine.outcome import Deferred, Done, Fatal, Halted
-from .._engine.tally import Tally
-from .._jobs import Job
-from .._jobs._formats import parse_row
-from .._jobs._readers import BadRow
-from .._jobs._source import _job_problem
 from .._rundir.durable import fsync_dir, write_all, writing
-from .._rundir.rows import Record, result_schema
+from .._rundir.rows import Record
 from .._rundir.store import PART, ResultStore, read_part, read_segment
-from .._wire.endpoint import Target
-from .._wire.providers import get_provider
-from .._wire.providers._structured import SchemaProvider
 
-__all__ = ["JOB_COLUMN", "BlockJournal", "BlockWorker", "block_key", "done_hashes", "stable_hash"]
-
-JOB_COLUMN = "_batcher_job"
-"""A dataset column holding pickled ``Job`` objects (what ``batcher run --ray`` sends)."""
+__all__ = [
+    "WRITERS",
+    "BlockJournal",
+    "block_key",
+    "done_hashes",
+    "recover",
+    "stable_hash",
+    "wait_for_writers",
+    "writing_block",
+]
 
 
 def stable_hash(job_id: str) -> int:
@@ -250,220 +232,3 @@ def _cut_torn_line(segment: Path) -> None:
     if end != len(data):
         with segment.open("r+b") as f:
             f.truncate(end)
-
-
-class BlockWorker:
-    """Sends blocks of jobs and returns their results (a Ray Data ``map_batches`` callable).
-
-    It keeps one event loop on a thread of its own, so its lanes, their pacing and the
-    connections outlive each block. ``budget`` is the cluster's budget (a Ray actor handle, or
-    any object with ``grant`` / ``pause`` / ``images`` methods that ``.remote(...)`` to
-    awaitables). It sends as a local run does: the options' ``--endpoint`` and image options,
-    the output schema (loaded by the driver, ``batcher.ray.check_options``: each answer is
-    validated here and ``parsed`` typed as a local run types it), images saved under
-    ``out/images/`` before their job is journaled, and ``--ipm`` kept by the budget for the
-    whole cluster.
-    """
-
-    def __init__(
-        self,
-        out: str,
-        options: RunOptions,
-        base_url: str,
-        api_key: str,
-        budget: Any,
-        done: IdSet | None = None,
-        run: str = "",
-    ) -> None:
-        self.out = Path(out)
-        self.run = run
-        self.options = options
-        self.done = done if done is not None else IdSet()
-        self.budget = budget
-        self.schema = (
-            load_schema(options.requests.schema) if options.requests.schema is not None else None
-        )
-        provider = get_provider(options.endpoint.provider, options.media.api)
-        self.provider = provider if self.schema is None else SchemaProvider(provider, self.schema)
-        self.parsed = self.schema.arrow_type() if self.schema is not None else None
-        """The Arrow type of the ``parsed`` column (None without a schema)."""
-        self.defaults = {
-            k: v for k, v in options.media.job_defaults().items() if v not in (None, ())
-        }
-        """Job fields a row that leaves them unset takes (``--modalities``, ``--n``...)."""
-        endpoint = replace(options.endpoint, base_url=base_url, api_key=api_key, mock=None)
-        self.target = Target(endpoint, self.provider)
-        self.limits = options.limits.table()
-        self.clock = SystemClock()
-        self.lanes: dict[str, Lane] = {}
-        self._failed: BatcherError | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.executor = self._call(self._executor())
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _executor(self) -> Executor:
-        transport = self.target.transport(self.options.requests)
-        requests = self.options.requests
-        policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout)
-        prices = self.options.costs.prices()
-        tally = Tally(self.clock)
-        budget = self.budget
-
-        async def ask_images(model: str, now: float, n: int) -> float:
-            wait: float = await budget.images.remote(model, now, n, self.options.media.ipm)
-            return wait
-
-        return Executor(
-            transport,
-            self.target,
-            policy,
-            self.clock,
-            tally,
-            prices=prices,
-            out=self.out,
-            schema=self.schema,
-            ipm=self.options.media.ipm,
-            image_gate=lambda model: SharedImageGate(model, ask_images, self.clock),
-        )
-
-    def _lane(self, model: str) -> Lane:
-        lane = self.lanes.get(model)
-        if lane is None:
-            budget = self.budget
-
-            async def ask(m: str, now: float, want: int, tokens: float, settle: float) -> Grant:
-                grant: Grant = await budget.grant.remote(m, now, want, tokens, settle)
-                return grant
-
-            def tell(m: str, now: float, delay: float) -> None:
-                budget.pause.remote(m, now, delay)
-
-            limits = self.limits.for_model(model)
-            lane = Lane(
-                model,
-                replace(limits, rpd=None),  # the budget counts the day for the whole cluster
-                self.clock,
-                per_second=self.provider.per_second_limits,
-                daily=DailyCount(),
-                gate=Gate(model, ask, tell, self.clock),
-            )
-            self.lanes[model] = lane
-        return lane
-
-    def __call__(self, batch: Any) -> Any:
-        """One block (a pyarrow table of job rows) -> its results (a table of result rows)."""
-        import pyarrow as pa
-
-        with writing_block(self.out):
-            rows = self._call(self._block(batch.to_pylist()))
-        return pa.Table.from_pylist(rows, schema=result_schema(self.parsed))
-
-    def _jobs(self, rows: list[dict[str, Any]]) -> tuple[list[Job], list[Record]]:
-        """The block's jobs, and records for rows that cannot be sent (errors, as data)."""
-        import pickle
-
-        if rows and JOB_COLUMN in rows[0]:
-            return [pickle.loads(r[JOB_COLUMN]) for r in rows], []
-        opts = self.options
-        jobs: list[Job] = []
-        bad: list[Record] = []
-        for n, full in enumerate(rows):
-            row = {k: v for k, v in full.items() if v is not None}  # a table's missing values
-            try:
-                job_id, fields = parse_row(row, position_id="", columns=opts.columns)
-            except BadRow as e:
-                if not e.job_id:
-                    raise InputError(
-                        [InputProblem(f"row {n} of a block", e.message, None)]
-                    ) from None
-                bad.append(_invalid(e.job_id, e.message))
-                continue
-            if not job_id:
-                raise InputError(
-                    [InputProblem(f"row {n} of a block", "no id (give rows an id or --id-column)")]
-                )
-            job = fields.job(job_id, source="ray", default_model=opts.requests.model)
-            unset = {k: v for k, v in self.defaults.items() if getattr(job, k) in (None, ())}
-            if unset:
-                job = replace(job, **unset)
-            issue = _job_problem(job, opts.endpoint.provider, opts.media.api)
-            if issue:
-                bad.append(_invalid(job_id, issue))
-            else:
-                jobs.append(job)
-        return jobs, bad
-
-    async def _block(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self._failed is not None:
-            raise self._failed  # a fatal answer or an outage: this worker sends nothing more
-        jobs, bad = await anyio.to_thread.run_sync(self._jobs, rows)
-        todo = [j for j in jobs if not self.done.has_hash(stable_hash(j.id))]
-        bad = [r for r in bad if not self.done.has_hash(stable_hash(r.id))]
-        if not todo and not bad:
-            return []
-        key = block_key([*(j.id for j in todo), *(r.id for r in bad)])
-        journal = BlockJournal(self.out, key, self.parsed)
-        finished = {r["id"] for r in journal.begin()}
-        if journal.complete:
-            return journal.rows
-        for record in bad:
-            if record.id not in finished:
-                journal.append(record)
-        failure: list[tuple[BatcherError, str | None]] = []
-        limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
-
-        async def one(job: Job) -> None:
-            async with limiter:
-                if failure:
-                    return
-                assert job.model is not None
-                outcome = await self.executor.execute(job, self._lane(job.model))
-            if isinstance(outcome, Done):
-                try:
-                    journal.append(outcome.record)
-                except WriteFailed as e:
-                    failure.append((e, None))
-                    tg.cancel_scope.cancel()
-            elif isinstance(outcome, Fatal):
-                failure.append((outcome.error, outcome.model))
-                tg.cancel_scope.cancel()
-            elif isinstance(outcome, Halted):
-                failure.append((outcome.error, None))
-                tg.cancel_scope.cancel()
-            elif isinstance(outcome, Deferred):
-                pass  # the day's quota is spent: the job is left for a rerun after the reset
-
-        async with anyio.create_task_group() as tg:
-            for job in todo:
-                if job.id not in finished:
-                    tg.start_soon(one, job)
-        rows_out = await anyio.to_thread.run_sync(journal.finish)
-        if failure:
-            error, model = failure[0]
-            self._failed = error
-            await self.budget.fail.remote(self.run, error, model)
-            raise error
-        return rows_out
-
-
-def _invalid(job_id: str, why: str) -> Record:
-    """The record of a row that cannot be sent: an error of its own, kept as data."""
-    return Record(
-        id=job_id,
-        status="error",
-        text=None,
-        input_tokens=None,
-        output_tokens=None,
-        attempts=0,
-        error=why,
-        error_kind="invalid",
-        model=None,
-        finish_reason=None,
-        latency_ms=None,
-        response=None,
-        source="ray",
-    )

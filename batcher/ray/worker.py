@@ -1,0 +1,268 @@
+"""A cluster's worker: blocks of jobs sent through the run's endpoints, each result written once.
+
+``BlockWorker`` is the callable ``batcher.ray`` maps over a dataset. It reads a block's jobs
+(pickled by the driver, or rows parsed here for ``batcher.ray.process``), sends them through the
+same pool, executors and lanes as a local run, its lanes gated by the cluster's budgets
+(``ray.worker_pool``), reserves each job's cost first under ``--budget``, and journals the
+block's results in the output directory (``ray.blocks.BlockJournal``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .._admission.estimate import features
+from .._config.options import UNPACED, RunOptions
+from .._config.prices import Prices
+from .._config.schema import load_schema
+from .._core.clock import SystemClock
+from .._core.errors import BatcherError, InputError, InputProblem, WriteFailed
+from .._core.idset import IdSet
+from .._engine.budget import Reservation, unpriced
+from .._engine.outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .._engine.pool import Pool, PoolExecutor
+from .._engine.tally import Tally
+from .._jobs import Job
+from .._jobs._formats import parse_row
+from .._jobs._readers import BadRow
+from .._jobs._source import _job_problem
+from .._rundir.rows import Record, result_schema
+from .blocks import BlockJournal, block_key, stable_hash, writing_block
+from .endpoints import Endpoint
+from .worker_pool import open_worker_pool
+
+__all__ = ["JOB_COLUMN", "BlockWorker"]
+
+JOB_COLUMN = "_batcher_job"
+"""A dataset column holding pickled ``Job`` objects (what ``batcher run --ray`` sends)."""
+
+
+class BlockWorker:
+    """Sends blocks of jobs and returns their results (a Ray Data ``map_batches`` callable).
+
+    It keeps one event loop on a thread of its own, so its lanes, their pacing and the
+    connections outlive each block. ``endpoints`` are the run's (``ray.endpoints``: one without
+    ``--pool``), each with its account's budget (a Ray actor handle, or any object with ``grant``
+    / ``pause`` / ``images`` / ``fail`` methods that ``.remote(...)`` to awaitables); the jobs go
+    through them as a local run's go through its pool (``ray.worker_pool``). It sends as a local
+    run does: the image options, the output schema (loaded by the driver,
+    ``ray.mapping.check_options``: each answer is validated here and ``parsed`` typed as a local
+    run types it), images saved under ``out/images/`` before their job is journaled, and
+    ``--ipm`` kept by the budget for the whole cluster. Under ``--budget``, ``spend`` is the run's
+    ``_engine.budget.SharedSpend`` (an actor handle): each job's worst case is reserved there
+    before it is sent, at the ``prices`` the driver loaded, and once one does not fit this worker
+    sends nothing more.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        options: RunOptions,
+        endpoints: list[Endpoint],
+        done: IdSet | None = None,
+        run: str = "",
+        spend: Any = None,
+        prices: Prices | None = None,
+    ) -> None:
+        self.out = Path(out)
+        self.run = run
+        self.options = options
+        self.endpoints = endpoints
+        self.done = done if done is not None else IdSet()
+        self.spend = spend
+        self.prices = prices if prices is not None else options.costs.prices()
+        self._over_budget = False
+        """A job did not fit the spend: this worker sends nothing more."""
+        self.schema = (
+            load_schema(options.requests.schema) if options.requests.schema is not None else None
+        )
+        self.parsed = self.schema.arrow_type() if self.schema is not None else None
+        """The Arrow type of the ``parsed`` column (None without a schema)."""
+        self.defaults = {
+            k: v for k, v in options.media.job_defaults().items() if v not in (None, ())
+        }
+        """Job fields a row that leaves them unset takes (``--modalities``, ``--n``...)."""
+        self.wire = endpoints[0].spec.provider
+        """The wire of the run's first endpoint, which rows are read for (as a local run's)."""
+        self.served = (
+            None
+            if endpoints[0].spec.models is None
+            else {m for e in endpoints for m in e.spec.models or ()}
+        )
+        """Every model the pool's endpoints serve; None for a run without ``--pool``."""
+        self.clock = SystemClock()
+        self._failed: BatcherError | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.pool: Pool = self._call(self._open())
+        self.executor = PoolExecutor(self.pool, self.pool.routes[0].provider)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _open(self) -> Pool:
+        return open_worker_pool(
+            self.endpoints,
+            self.options,
+            schema=self.schema,
+            clock=self.clock,
+            tally=Tally(self.clock),
+            prices=self.prices,
+            out=self.out,
+        )
+
+    def __call__(self, batch: Any) -> Any:
+        """One block (a pyarrow table of job rows) -> its results (a table of result rows)."""
+        import pyarrow as pa
+
+        with writing_block(self.out):
+            rows = self._call(self._block(batch.to_pylist()))
+        return pa.Table.from_pylist(rows, schema=result_schema(self.parsed))
+
+    def _jobs(self, rows: list[dict[str, Any]]) -> tuple[list[Job], list[Record]]:
+        """The block's jobs, and records for rows that cannot be sent (errors, as data)."""
+        import pickle
+
+        if rows and JOB_COLUMN in rows[0]:
+            return [pickle.loads(r[JOB_COLUMN]) for r in rows], []
+        opts = self.options
+        jobs: list[Job] = []
+        bad: list[Record] = []
+        for n, full in enumerate(rows):
+            row = {k: v for k, v in full.items() if v is not None}  # a table's missing values
+            try:
+                job_id, fields = parse_row(row, position_id="", columns=opts.columns)
+            except BadRow as e:
+                if not e.job_id:
+                    raise InputError(
+                        [InputProblem(f"row {n} of a block", e.message, None)]
+                    ) from None
+                bad.append(_invalid(e.job_id, e.message))
+                continue
+            if not job_id:
+                raise InputError(
+                    [InputProblem(f"row {n} of a block", "no id (give rows an id or --id-column)")]
+                )
+            job = fields.job(job_id, source="ray", default_model=opts.requests.model)
+            unset = {k: v for k, v in self.defaults.items() if getattr(job, k) in (None, ())}
+            if unset:
+                job = replace(job, **unset)
+            issue = _job_problem(job, self.wire, opts.media.api, self.served)
+            if issue:
+                bad.append(_invalid(job_id, issue))
+            else:
+                jobs.append(job)
+        return jobs, bad
+
+    async def _block(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self._failed is not None:
+            raise self._failed  # a fatal answer or an outage: this worker sends nothing more
+        jobs, bad = await anyio.to_thread.run_sync(self._jobs, rows)
+        todo = [j for j in jobs if not self.done.has_hash(stable_hash(j.id))]
+        bad = [r for r in bad if not self.done.has_hash(stable_hash(r.id))]
+        if not todo and not bad:
+            return []
+        key = block_key([*(j.id for j in todo), *(r.id for r in bad)])
+        journal = BlockJournal(self.out, key, self.parsed)
+        finished = {r["id"] for r in journal.begin()}
+        if journal.complete:
+            return journal.rows
+        for record in bad:
+            if record.id not in finished:
+                journal.append(record)
+        failure: list[tuple[BatcherError, str | None]] = []
+        limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
+
+        async def one(job: Job) -> None:
+            async with limiter:
+                if failure or self._over_budget:
+                    return
+                assert job.model is not None
+                reservation = None
+                if self.spend is not None:
+                    reservation = await self._reserve(job)
+                    if reservation is None:  # left for a rerun with a larger budget
+                        self._over_budget = True
+                        _, model = await self.spend.stopped.remote()
+                        if model is not None:  # no price: nothing bounds its cost
+                            failure.append((unpriced(model), None))
+                            tg.cancel_scope.cancel()
+                        return
+                outcome: Outcome = ABANDONED
+                try:
+                    outcome = await self.executor.execute(job)
+                finally:
+                    if reservation is not None:
+                        with anyio.CancelScope(shield=True):
+                            await self._settle(reservation, outcome)
+            if isinstance(outcome, Done):
+                try:
+                    journal.append(outcome.record)
+                except WriteFailed as e:
+                    failure.append((e, None))
+                    tg.cancel_scope.cancel()
+            elif isinstance(outcome, Fatal):
+                failure.append((outcome.error, outcome.model))
+                tg.cancel_scope.cancel()
+            elif isinstance(outcome, Halted):
+                failure.append((outcome.error, None))
+                tg.cancel_scope.cancel()
+            elif isinstance(outcome, Deferred):
+                pass  # the day's quota is spent: the job is left for a rerun after the reset
+
+        async with anyio.create_task_group() as tg:
+            for job in todo:
+                if job.id not in finished:
+                    tg.start_soon(one, job)
+        rows_out = await anyio.to_thread.run_sync(journal.finish)
+        if failure:
+            error, model = failure[0]
+            self._failed = error
+            await self.endpoints[0].budget.fail.remote(self.run, error, model)
+            raise error
+        return rows_out
+
+    async def _reserve(self, job: Job) -> Reservation | None:
+        """Set aside the job's worst-case cost in the run's spend, as a local run does
+        (``Scheduler._reserve``); None if it does not fit."""
+        assert job.model is not None
+        tokens = self.pool.estimator(job.model).estimate(features(job.text), cautious=True)
+        what = f"job ({job.id}, {job.model})"
+        reservation: Reservation | None = await self.spend.reserve.remote(
+            job.model, tokens, job.max_tokens, what
+        )
+        return reservation
+
+    async def _settle(self, reservation: Reservation, outcome: Outcome) -> None:
+        """Replace the job's reservation by what it cost (nothing, if it was not answered)."""
+        if isinstance(outcome, Done):
+            record = outcome.record
+            await self.spend.settle.remote(reservation, record.cost_usd, record.output_tokens)
+        else:
+            await self.spend.settle.remote(reservation, None, None)
+
+
+def _invalid(job_id: str, why: str) -> Record:
+    """The record of a row that cannot be sent: an error of its own, kept as data."""
+    return Record(
+        id=job_id,
+        status="error",
+        text=None,
+        input_tokens=None,
+        output_tokens=None,
+        attempts=0,
+        error=why,
+        error_kind="invalid",
+        model=None,
+        finish_reason=None,
+        latency_ms=None,
+        response=None,
+        source="ray",
+    )

@@ -1,0 +1,102 @@
+"""A worker's pool: the run's endpoints as a local run has them (``_engine.pool``), each endpoint's
+lanes gated by the cluster-wide budget of its account (``_admission.grants``).
+
+The worker sends each job through ``PoolExecutor`` as a local run does: the endpoint that can send
+it soonest, a higher ``priority`` first, a refusal or a spent day moving the job on to another
+endpoint; each result names its endpoint. A lane still paces itself, and each admission waits for
+a slot its budget granted, so every worker's lanes of one account stay, together, under its
+limits; images per minute (``--ipm``) are counted by the same budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._admission.grants import Gate, Grant
+from .._admission.ipm import ImageAdmission, SharedImageGate
+from .._admission.lanes import Lanes
+from .._admission.retry import RetryPolicy
+from .._config.options import RunOptions
+from .._config.prices import Prices
+from .._config.schema import OutputSchema
+from .._core.clock import Clock
+from .._engine.execute import Executor
+from .._engine.pool import Pool
+from .._engine.tally import Tally
+from .._wire.endpoint import Target
+from .endpoints import Endpoint, endpoint_provider
+
+__all__ = ["open_worker_pool"]
+
+
+def open_worker_pool(
+    endpoints: list[Endpoint],
+    options: RunOptions,
+    *,
+    schema: OutputSchema | None,
+    clock: Clock,
+    tally: Tally,
+    prices: Prices,
+    out: Path,
+) -> Pool:
+    """The run's endpoints on this worker, each with its executor and its gated lanes (a pool of
+    one, serving every model, for a run without ``--pool``). Call it on the worker's event loop:
+    the transports open there."""
+    requests = options.requests
+    solo = len(endpoints) == 1 and endpoints[0].spec.models is None
+    pool = Pool(store=None)
+    for endpoint in endpoints:
+        spec = endpoint.spec
+        provider = endpoint_provider(spec.provider, options, schema)
+        target = Target(endpoint.options, provider)
+        target.key_source = endpoint.key_source  # the driver's words for the key, in messages
+        executor = Executor(
+            target.transport(requests),
+            target,
+            RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout),
+            clock,
+            tally,
+            prices=prices,
+            out=out,
+            schema=schema,
+            endpoint=spec.name,
+            ipm=options.media.ipm,
+            image_gate=_image_gates(endpoint.budget, options.media.ipm, clock),
+        )
+        lanes = Lanes(
+            spec.limits,
+            None,  # the budget counts the day for the whole cluster
+            clock,
+            per_second=provider.per_second_limits,
+            rolling=options.limits.quota_day == "rolling",
+            where=target.where if solo else f"endpoint {spec.name} ({target.where})",
+            max_outage=requests.max_outage,
+            gate=_gates(endpoint.budget, clock),
+        )
+        pool.add(spec, provider, executor, lanes, owned=True)
+    return pool
+
+
+def _gates(budget: Any, clock: Clock) -> Callable[[str], Gate]:
+    """Each model's gate on ``budget`` (a ``grants.Budget`` actor handle)."""
+
+    async def ask(model: str, now: float, want: int, tokens: float, settle: float) -> Grant:
+        grant: Grant = await budget.grant.remote(model, now, want, tokens, settle)
+        return grant
+
+    def tell(model: str, now: float, delay: float) -> None:
+        budget.pause.remote(model, now, delay)
+
+    return lambda model: Gate(model, ask, tell, clock)
+
+
+def _image_gates(budget: Any, ipm: int | None, clock: Clock) -> Callable[[str], ImageAdmission]:
+    """Each model's gate on ``budget``'s count of images per minute (``--ipm``)."""
+
+    async def ask(model: str, now: float, n: int) -> float:
+        wait: float = await budget.images.remote(model, now, n, ipm)
+        return wait
+
+    return lambda model: SharedImageGate(model, ask, clock)
