@@ -15,7 +15,8 @@ Cases, each at 100,000 and 1,000,000 jobs:
 
 and the readers of a finished run of that many jobs (written straight to Parquet by
 tests/synthetic_run.py: three models over a pool of two endpoints, retries, errors of each kind,
-hours of finishes), each to its end, with its wall time (and the report's size):
+hours of finishes), each to its end, with its wall and CPU time (start-up included; on a busy
+machine the CPU time is the steadier figure) and the report's size:
   report                    batcher report DIR;
   status                    batcher status DIR (with an empty in-memory quota store);
   show                      batcher show DIR (the first 20 rows in input order, of all of them).
@@ -40,14 +41,15 @@ from _common import mock_process
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/synthetic_run.py
 
-# The child's own peak (VmHWM, in KiB): getrusage's ru_maxrss would carry this process's peak
-# into the child across fork and exec, and this one holds the inputs it wrote.
+# The child's own peak (VmHWM, in KiB: getrusage's ru_maxrss would carry this process's peak
+# into the child across fork and exec, and this one holds the inputs it wrote) and CPU seconds.
 _WRAPPER = (
-    "import sys\n"
+    "import resource, sys\n"
     "from batcher._cli.main import main\n"
     "code = main(sys.argv[2:])\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-    "open(sys.argv[1], 'w').write(hwm)\n"
+    "use = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "open(sys.argv[1], 'w').write(f'{hwm} {use.ru_utime + use.ru_stime}')\n"
     "sys.exit(code)\n"
 )
 
@@ -181,9 +183,9 @@ def peak_rss_mib(args: list[str], seconds: float | None) -> float:
     return measured(args, seconds)[0]
 
 
-def measured(args: list[str], seconds: float | None) -> tuple[float, float, int]:
+def measured(args: list[str], seconds: float | None) -> tuple[float, float, float, int]:
     """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB,
-    its wall time in seconds (start-up included) and its exit code."""
+    its wall time and CPU time in seconds (start-up included) and its exit code."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         t0 = time.perf_counter()
         env = {**os.environ, "BENCH_KEY": "k"}
@@ -201,7 +203,8 @@ def measured(args: list[str], seconds: float | None) -> tuple[float, float, int]
                 proc.send_signal(signal.SIGINT)
         proc.wait(600)
         wall = time.perf_counter() - t0
-        return int(Path(rss.name).read_text() or 0) / 1024, wall, proc.returncode
+        hwm, cpu = (Path(rss.name).read_text() or "0 nan").split()
+        return int(hwm) / 1024, wall, float(cpu), proc.returncode
 
 
 READ_CASES = ("report", "status", "show")
@@ -222,11 +225,11 @@ def read_cases(folder: Path, n: int, cases: set[str]) -> None:
             "status": ["status", str(out), "--quota-store", "memory"],
             "show": ["show", str(out)],
         }[case]
-        rss, wall, code = measured(args, None)
+        rss, wall, cpu, code = measured(args, None)
         if code != 0:
             raise RuntimeError(f"batcher {' '.join(args)} exited {code}")
         size = f"{html.stat().st_size / 1e6:.2f}" if case == "report" else "-"
-        print(f"{case:14} {n:9,} {rss:13.1f} {wall:8.2f} {size:>8}", flush=True)
+        print(f"{case:14} {n:9,} {rss:13.1f} {wall:8.2f} {cpu:8.2f} {size:>8}", flush=True)
 
 
 def main() -> None:
@@ -245,7 +248,8 @@ def main() -> None:
         if runs:
             run_cases(folder, sizes, cases, opts.seconds)
         if cases & set(READ_CASES):
-            print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'seconds':>8} {'HTML MB':>8}")
+            head = f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'wall s':>8} {'CPU s':>8}"
+            print(f"{head} {'HTML MB':>8}", flush=True)
             for n in sizes:
                 read_cases(folder, n, cases)
 
