@@ -135,13 +135,13 @@ def write_run(
     a_schema = attempt_schema()
     for part, lo in enumerate(range(0, len(job), PART_ROWS), start=1):
         sl = slice(lo, lo + PART_ROWS)
-        j, fs = job[sl], fate_step[sl]
-        outcome = [steps[int(s)][0] for s in fs]
-        status = [steps[int(s)][1] for s in fs]
+        j, fs = job[sl], fate_step[sl].tolist()
+        outcome = [steps[s][0] for s in fs]
+        status = [steps[s][1] for s in fs]
         ok = np.array([o == "ok" for o in outcome])
         table = pa.table(
             {
-                "job_id": [f"job-{i:07d}" for i in j],
+                "job_id": [f"job-{i:07d}" for i in j.tolist()],
                 "attempt": attempt[sl].astype(np.int32),
                 "model": [MODELS[m] for m in model[j]],
                 "endpoint": [ENDPOINTS[e] for e in endpoint[j]],
@@ -155,7 +155,7 @@ def write_run(
                 "retry_after": pa.array([2.0 if s == 429 else None for s in status], pa.float64()),
                 "error": [
                     None if o == "ok" else ERRORS[o].replace("{i}", str(i))
-                    for o, i in zip(outcome, j, strict=True)
+                    for o, i in zip(outcome, j.tolist(), strict=True)
                 ],
                 "host": [HOSTS[ENDPOINTS[e]] for e in endpoint[j]],
             },
@@ -168,20 +168,32 @@ def write_run(
     r_schema = result_schema()
     order = np.argsort(finished, kind="stable")
     tries = np.array([len(f[1]) + 1 for f in FATES])[fate]
+    ok_fate = np.array([f[3] is None for f in FATES])
+    price_in = np.array([PRICES.get(m, (np.nan, np.nan))[0] for m in MODELS])[model]
+    price_out = np.array([PRICES.get(m, (np.nan, np.nan))[1] for m in MODELS])[model]
+    # an answer's tokens at its model's price; an error costs 0; a model without a price, null
+    cost = np.where(ok_fate[fate], (input_tokens * price_in + output_tokens * price_out) / 1e6, 0)
+    cost = np.where(np.isnan(price_in), np.nan, cost)
     for part, lo in enumerate(range(0, n, PART_ROWS), start=1):
-        j = order[lo : lo + PART_ROWS]
+        j = order[lo : lo + PART_ROWS].tolist()
         kinds = [FATES[f][3] for f in fate[j]]
-        ok = np.array([k is None for k in kinds])
+        ok = ok_fate[fate[j]]
         names = [MODELS[m] for m in model[j]]
         text = [
             f"Job {i}: {texts[i % len(texts)]}" if k is None else None
             for i, k in zip(j, kinds, strict=True)
         ]
-        cost = [
-            (inp * PRICES[m][0] + outp * PRICES[m][1]) / 1e6
-            if k is None and m in PRICES
-            else (0.0 if m in PRICES else None)
-            for m, inp, outp, k in zip(names, input_tokens[j], output_tokens[j], kinds, strict=True)
+        # the provider's answer as it came (its text is words, with nothing to escape)
+        response = [
+            None
+            if t is None
+            else f'{{"id": "chatcmpl-{i}", "object": "chat.completion", "model": "{m}", '
+            f'"choices": [{{"index": 0, "message": {{"role": "assistant", "content": "{t}"}}, '
+            f'"finish_reason": "stop"}}], "usage": {{"prompt_tokens": {a}, '
+            f'"completion_tokens": {b}}}}}'
+            for t, i, m, a, b in zip(
+                text, j, names, input_tokens[j].tolist(), output_tokens[j].tolist(), strict=True
+            )
         ]
         table = pa.table(
             {
@@ -199,32 +211,11 @@ def write_run(
                 "model": names,
                 "finish_reason": ["stop" if k is None else None for k in kinds],
                 "latency_ms": latency[j],
-                "response": [
-                    None
-                    if t is None
-                    else json.dumps(
-                        {
-                            "id": f"chatcmpl-{i}",
-                            "object": "chat.completion",
-                            "model": m,
-                            "choices": [
-                                {
-                                    "index": 0,
-                                    "message": {"role": "assistant", "content": t},
-                                    "finish_reason": "stop",
-                                }
-                            ],
-                            "usage": {"prompt_tokens": int(a), "completion_tokens": int(b)},
-                        }
-                    )
-                    for t, i, m, a, b in zip(
-                        text, j, names, input_tokens[j], output_tokens[j], strict=True
-                    )
-                ],
+                "response": response,
                 "source": [f"jobs.jsonl:{i + 1}" for i in j],
-                "fingerprint": [f"{(int(i) * 2654435761) % 2**64:016x}" for i in j],
+                "fingerprint": [f"{(i * 2654435761) % 2**64:016x}" for i in j],
                 "finished_at": finished[j],
-                "cost_usd": pa.array(cost, pa.float64()),
+                "cost_usd": pa.array(cost[j], mask=np.isnan(cost[j])),
                 "via": ["online"] * len(j),
                 "images": pa.array([[]] * len(j), r_schema.field("images").type),
                 "endpoint": [ENDPOINTS[e] for e in endpoint[j]],
