@@ -13,7 +13,7 @@ from typing import Any
 from .._config.prices import usd
 from .._core.errors import UsageError
 from .._rundir.manifest import Manifest
-from .._rundir.results import input_order, iter_tables
+from .._rundir.results import input_order, iter_pieces
 from .._rundir.rows import result_schema
 from .exits import EXIT_OK
 
@@ -109,26 +109,39 @@ def _first_rows(
     request: ShowRequest, manifest: Manifest, columns: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], int]:
     """The first ``limit`` rows in input order (errors only, if asked) and how many rows there
-    are, read a part at a time: each part's first rows in input order (sorted by Arrow on
-    ``input_order``'s key, computed on its columns) join those kept so far, so no more than a
-    part and the rows shown are ever held."""
+    are, read a part at a time: of each part, its ids and sources first; its first rows in
+    input order (sorted by Arrow on ``input_order``'s key) join those kept so far if any comes
+    before the last of them, and only then are their other columns read. A run's parts come
+    roughly in input order, so the answers' text is read from the first few parts alone."""
+    import numpy as np
     import pyarrow.compute as pc
 
     from .._config.schema import OutputSchema
 
-    read = list(dict.fromkeys((*columns, "status", "id", "source")))
+    keys = ["id", "source", "status"]
+    read = list(dict.fromkeys((*columns, *keys)))
     parsed = OutputSchema.from_json(manifest.schema).arrow_type() if manifest.schema else None
     key = input_order(manifest.inputs)
     kept: list[tuple[Any, int, dict[str, Any]]] = []  # (key, place in the reading, row)
     total = 0
-    for t in iter_tables(request.out, read, schema=result_schema(parsed)):
+    for piece in iter_pieces(request.out, keys, schema=result_schema(parsed)):
+        t = piece.table
+        rows = np.arange(t.num_rows)  # the rows of the part shown, if among the first
         if request.errors:
-            t = t.filter(pc.fill_null(pc.equal(t["status"], "error"), False))
+            errors = pc.coalesce(pc.equal(t["status"], "error"), False)
+            t, rows = t.filter(errors), rows[errors.to_numpy(zero_copy_only=False)]
         if request.limit and t.num_rows:
-            first = _first_in_order(t, manifest.inputs, request.limit)
-            rows = t.take(first).to_pylist()
-            kept += [(key(r), total + i, r) for i, r in zip(first.to_pylist(), rows, strict=True)]
-            kept = heapq.nsmallest(request.limit, kept, key=lambda k: (k[0], k[1]))
+            first = _first_in_order(t, manifest.inputs, request.limit).to_pylist()
+            found = [
+                (key(r), total + i, int(rows[i]))
+                for i, r in zip(first, t.take(first).to_pylist(), strict=True)
+            ]
+            if len(kept) == request.limit:
+                found = [f for f in found if (f[0], f[1]) < (kept[-1][0], kept[-1][1])]
+            if found:
+                more = piece.more(read).take([f[2] for f in found]).to_pylist()
+                kept += [(k, place, row) for (k, place, _), row in zip(found, more, strict=True)]
+                kept = heapq.nsmallest(request.limit, kept, key=lambda k: (k[0], k[1]))
         total += t.num_rows
     return [row for _, _, row in kept], total
 
@@ -158,14 +171,18 @@ def _order_keys(t: Any, inputs: Sequence[str]) -> Any:
 
     rank = {path: i for i, path in enumerate(inputs)}  # a path given twice: its last place
     later, last = len(inputs), len(inputs) + 1
-    source = pc.fill_null(t["source"], "").combine_chunks()
+    source = pc.coalesce(t["source"].combine_chunks(), "")
     python = pc.extract_regex(source, r"^jobs\[(?P<n>\p{Nd}+)\]$")
-    file = pc.extract_regex(source, r"^(?P<file>.*)(?::| row )(?P<line>\p{Nd}+)$")
+    # FILE:LINE or FILE row N: the separator and number that end the source (one place at most
+    # can, so the first found is the one Python's greedy (.*) leaves), on one line as (.*) is
+    suffix = r"(?::| row )(?P<line>\p{Nd}+)$"
+    file = pc.extract_regex(source, suffix)
     is_python = pc.is_valid(python).to_numpy(zero_copy_only=False)
-    is_file = pc.is_valid(file).to_numpy(zero_copy_only=False) & ~is_python
-    path = pc.struct_field(file, "file")
+    one_line = pc.invert(pc.match_substring(source, "\n")).to_numpy(zero_copy_only=False)
+    is_file = pc.is_valid(file).to_numpy(zero_copy_only=False) & one_line & ~is_python
+    path = pc.replace_substring_regex(source, pattern=suffix, replacement="")
     known = pc.index_in(path, value_set=pa.array(list(rank), pa.string()))
-    known = pc.fill_null(known, -1).to_numpy(zero_copy_only=False)
+    known = pc.coalesce(known, -1).to_numpy(zero_copy_only=False)
     ranks = np.append(np.array(list(rank.values()), np.int64), later)[known]  # -1: later
     number = pc.if_else(is_python, pc.struct_field(python, "n"), pc.struct_field(file, "line"))
     number = pc.cast(pc.if_else(is_python | is_file, number, "0"), pa.int64())
@@ -174,7 +191,7 @@ def _order_keys(t: Any, inputs: Sequence[str]) -> Any:
             "rank": np.where(is_python, -1, np.where(is_file, ranks, last)),
             "file": pc.if_else(is_file, path, ""),
             "line": number,
-            "id": pc.fill_null(t["id"], ""),
+            "id": pc.coalesce(t["id"], ""),
         }
     )
 

@@ -11,6 +11,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -20,9 +21,11 @@ M = TypeVar("M")
 R = TypeVar("R")
 
 __all__ = [
+    "Piece",
     "StatusRow",
     "damaged_files",
     "input_order",
+    "iter_pieces",
     "iter_rows",
     "iter_status",
     "iter_tables",
@@ -199,35 +202,83 @@ def iter_tables(
     memory bounded by a part's, whatever the number of rows. Columns a part predates are null;
     ``schema`` (default the stream's, without ``parsed``) types the journal's rows as compaction
     would. Read beside a live run as ``iter_status`` reads (moving nothing)."""
+    for piece in iter_pieces(out, columns, stream=stream, schema=schema, unreadable=unreadable):
+        yield piece.table
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One part, or journal segment not yet compacted, of a stream: some columns of its rows,
+    and how to read others of the same rows (null if the part has gone since)."""
+
+    table: Any
+    more: Callable[[list[str]], Any]
+
+
+def iter_pieces(
+    out: Path,
+    columns: list[str],
+    *,
+    stream: str = "results",
+    schema: Any = None,
+    unreadable: list[Path] | None = None,
+) -> Iterator[Piece]:
+    """``iter_tables``, each table with a way to read more of its rows' columns: a reader that
+    needs the wide columns (answers, errors) of a few rows reads them only for the parts that
+    hold those rows."""
     import pyarrow as pa
 
     from .attempts import attempt_schema
     from .rows import result_schema
 
     full = schema or (result_schema() if stream == "results" else attempt_schema())
-    wanted = pa.schema([full.field(c) for c in columns])
 
-    def part_tables(part: Path) -> list[Any] | None:
+    def typed(names: list[str]) -> Any:
+        return pa.schema([full.field(c) for c in names])
+
+    def part_pieces(part: Path) -> list[Piece] | None:
         read = _part_table(part, columns)
         if read is None:
             return None
-        t, names = read
+        t, present = read
         if t is None:
             return []
-        for c in columns:
-            if c not in names:
-                t = t.append_column(wanted.field(c), pa.nulls(t.num_rows, wanted.field(c).type))
-        return [t.select(columns)]
+        rows = t.num_rows
+        table = _with_nulls(t, present, typed(columns))
+        return [Piece(table, lambda names: _reread(part, names, rows, typed(names)))]
+
+    def segment_pieces(records: list[dict[str, Any]]) -> list[Piece]:
+        if not records:
+            return []
+        table = pa.Table.from_pylist(records, schema=typed(columns))
+        return [Piece(table, lambda names: pa.Table.from_pylist(records, schema=typed(names)))]
 
     parts_dir, journal = _stream_dirs(out, stream)
     yield from _walk(
-        parts_dir,
-        journal,
-        part_tables,
-        lambda records: [pa.Table.from_pylist(records, schema=wanted)] if records else [],
-        required=(),
-        unreadable=unreadable,
+        parts_dir, journal, part_pieces, segment_pieces, required=(), unreadable=unreadable
     )
+
+
+def _with_nulls(t: Any, present: set[str], wanted: Any) -> Any:
+    """``t`` with a null column for each of ``wanted`` it lacks (a part written before it), in
+    ``wanted``'s order."""
+    import pyarrow as pa
+
+    for field in wanted:
+        if field.name not in present:
+            t = t.append_column(field, pa.nulls(t.num_rows, field.type))
+    return t.select(wanted.names)
+
+
+def _reread(part: Path, names: list[str], rows: int, wanted: Any) -> Any:
+    """``names`` of the ``rows`` rows of ``part`` read a moment ago; null if it is gone since
+    (set aside by a run) or no longer reads."""
+    import pyarrow as pa
+
+    read = _part_table(part, names)
+    if read is None or read[0] is None or read[0].num_rows != rows:
+        return pa.table([pa.nulls(rows, f.type) for f in wanted], schema=wanted)
+    return _with_nulls(read[0], read[1], wanted)
 
 
 _FILE_SOURCE = re.compile(r"(.*)(?::| row )(\d+)")
