@@ -243,7 +243,7 @@ def equals(t: Any, name: str, value: str) -> Any:
     """Whether each row's ``name`` is ``value`` (false where null), as a numpy bool array."""
     import pyarrow.compute as pc
 
-    return pc.fill_null(pc.equal(t[name], value), False).to_numpy(zero_copy_only=False)
+    return pc.coalesce(pc.equal(t[name], value), False).to_numpy(zero_copy_only=False)
 
 
 def truthy(values: Any) -> Any:

@@ -188,7 +188,7 @@ def _read_results(out: Path, unreadable: list[Path]) -> tuple[Counter[str], Coun
     for t in iter_tables(out, columns, unreadable=unreadable):
         for row in pc.value_counts(t["status"]).to_pylist():
             counts[row["values"]] += row["counts"]
-        errors = t.filter(pc.fill_null(pc.equal(t["status"], "error"), False))
+        errors = t.filter(pc.coalesce(pc.equal(t["status"], "error"), False))
         for row in pc.value_counts(errors["error_kind"]).to_pylist():
             kinds[row["values"] or "unknown"] += row["counts"]
         finished = t["finished_at"].drop_null().to_numpy()
