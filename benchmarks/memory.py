@@ -13,7 +13,16 @@ Cases, each at 100,000 and 1,000,000 jobs:
   gen-images                --endpoint images: every job answers an image saved under DIR/images/;
                             for --seconds, then SIGINT.
 
+and the readers of a finished run of that many jobs (written straight to Parquet by
+tests/synthetic_run.py: three models over a pool of two endpoints, retries, errors of each kind,
+hours of finishes), each to its end, with its wall and CPU time (start-up included; on a busy
+machine the CPU time is the steadier figure) and the report's size:
+  report                    batcher report DIR;
+  status                    batcher status DIR (with an empty in-memory quota store);
+  show                      batcher show DIR (the first 20 rows in input order, of all of them).
+
     python benchmarks/memory.py [--seconds 20] [--sizes 100000,1000000] [--cases run-images,...]
+    python benchmarks/memory.py --sizes 100000,500000,1000000 --cases report,status,show
 """
 
 from __future__ import annotations
@@ -30,11 +39,17 @@ from pathlib import Path
 
 from _common import mock_process
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/synthetic_run.py
+
+# The child's own peak (VmHWM, in KiB: getrusage's ru_maxrss would carry this process's peak
+# into the child across fork and exec, and this one holds the inputs it wrote) and CPU seconds.
 _WRAPPER = (
     "import resource, sys\n"
     "from batcher._cli.main import main\n"
     "code = main(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    "use = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "open(sys.argv[1], 'w').write(f'{hwm} {use.ru_utime + use.ru_stime}')\n"
     "sys.exit(code)\n"
 )
 
@@ -165,7 +180,14 @@ def report(case: str, n: int, rss: float, out: Path) -> None:
 
 def peak_rss_mib(args: list[str], seconds: float | None) -> float:
     """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB."""
+    return measured(args, seconds)[0]
+
+
+def measured(args: list[str], seconds: float | None) -> tuple[float, float, float, int]:
+    """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB,
+    its wall time and CPU time in seconds (start-up included) and its exit code."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        t0 = time.perf_counter()
         env = {**os.environ, "BENCH_KEY": "k"}
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRAPPER, rss.name, *args],
@@ -180,7 +202,34 @@ def peak_rss_mib(args: list[str], seconds: float | None) -> float:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         proc.wait(600)
-        return int(Path(rss.name).read_text() or 0) / 1024
+        wall = time.perf_counter() - t0
+        hwm, cpu = (Path(rss.name).read_text() or "0 nan").split()
+        return int(hwm) / 1024, wall, float(cpu), proc.returncode
+
+
+READ_CASES = ("report", "status", "show")
+
+
+def read_cases(folder: Path, n: int, cases: set[str]) -> None:
+    """Write a finished run of ``n`` jobs, then measure each reader of it that ``cases`` names."""
+    from tests.synthetic_run import write_run
+
+    out = folder / f"run-{n}"
+    write_run(out, n)
+    html = folder / f"report-{n}.html"
+    for case in READ_CASES:
+        if case not in cases:
+            continue
+        args = {
+            "report": ["report", str(out), "-o", str(html)],
+            "status": ["status", str(out), "--quota-store", "memory"],
+            "show": ["show", str(out)],
+        }[case]
+        rss, wall, cpu, code = measured(args, None)
+        if code != 0:
+            raise RuntimeError(f"batcher {' '.join(args)} exited {code}")
+        size = f"{html.stat().st_size / 1e6:.2f}" if case == "report" else "-"
+        print(f"{case:14} {n:9,} {rss:13.1f} {wall:8.2f} {cpu:8.2f} {size:>8}", flush=True)
 
 
 def main() -> None:
@@ -193,9 +242,22 @@ def main() -> None:
     opts = ap.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",")]
     cases = set(opts.cases.split(","))
-    print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'finished':>9}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, mock_process() as url:
+    runs = cases - set(READ_CASES)
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if runs:
+            run_cases(folder, sizes, cases, opts.seconds)
+        if cases & set(READ_CASES):
+            head = f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'wall s':>8} {'CPU s':>8}"
+            print(f"{head} {'HTML MB':>8}", flush=True)
+            for n in sizes:
+                read_cases(folder, n, cases)
+
+
+def run_cases(folder: Path, sizes: list[int], cases: set[str], seconds: float) -> None:
+    """The cases of ``batcher run``, against the mock in its own process."""
+    print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'finished':>9}", flush=True)
+    with mock_process() as url:
         base = f"{url}/v1"
         common = [
             "--base-url",
@@ -211,7 +273,7 @@ def main() -> None:
             for name, path in (("run-jsonl", jsonl), ("run-parquet", parquet)):
                 if name in cases:
                     out = folder / f"out-{name}-{n}"
-                    rss = peak_rss_mib(["run", str(path), "--out", str(out), *common], opts.seconds)
+                    rss = peak_rss_mib(["run", str(path), "--out", str(out), *common], seconds)
                     report(name, n, rss, out)
             if "resume" in cases:
                 out = folder / f"out-resume-{n}"
@@ -221,18 +283,18 @@ def main() -> None:
             if "quota-wait" in cases:
                 out = folder / f"out-wait-{n}"
                 rss = peak_rss_mib(
-                    ["run", str(jsonl), "--out", str(out), "--rpd", "100", *common], opts.seconds
+                    ["run", str(jsonl), "--out", str(out), "--rpd", "100", *common], seconds
                 )
                 report("quota-wait", n, rss, out)
             images, draw = write_image_inputs(folder, n)
             if "run-images" in cases:
                 out = folder / f"out-images-{n}"
-                rss = peak_rss_mib(["run", str(images), "--out", str(out), *common], opts.seconds)
+                rss = peak_rss_mib(["run", str(images), "--out", str(out), *common], seconds)
                 report("run-images", n, rss, out)
             if "gen-images" in cases:
                 out = folder / f"out-gen-{n}"
                 args = ["run", str(draw), "--out", str(out), "--endpoint", "images", *common]
-                rss = peak_rss_mib(args, opts.seconds)
+                rss = peak_rss_mib(args, seconds)
                 report("gen-images", n, rss, out)
 
 

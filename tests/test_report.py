@@ -196,3 +196,67 @@ def test_a_pool_run_s_report_draws_each_endpoint_s_limit(tmp_path: Path) -> None
     assert ("gpt-4o-mini at first", "600 RPM") in lanes, lanes
     assert any(lane.endswith("at second") and limit == "300 RPM" for lane, limit in lanes), lanes
     assert "RPM limit 600" in html and "RPM limit 300" in html
+
+
+def test_a_large_run_s_report_is_bounded_and_holds_the_rows_totals(tmp_path: Path) -> None:
+    """200,000 jobs written straight to Parquet: the report keeps a fixed size (its series thinned
+    to 600 points) and its figures are the rows' own: totals, percentiles, the one long pause."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from batcher._cli.report_sketches import POINTS
+    from tests.synthetic_run import write_run
+
+    run = write_run(tmp_path / "big", 200_000)
+    target = tmp_path / "big.html"
+    assert main(["report", str(run.out), "-o", str(target)]) == 0
+    html = target.read_text()
+    assert len(html.encode()) < 1_000_000  # 6.7 MB when every row was drawn
+
+    results = pq.read_table(run.out / "results")
+    attempts = pq.read_table(run.out / "attempts")
+    ok = pc.sum(pc.equal(results["status"], "ok")).as_py()
+    assert _tile(html, "jobs") == "200000" and _tile(html, "ok") == str(ok)
+    assert _tile(html, "errors") == str(200_000 - ok) and _tile(html, "remaining") == "0"
+    assert _tile(html, "requests") == str(attempts.num_rows)
+    limited = pc.sum(pc.equal(attempts["http_status"], 429)).as_py()
+    assert _tile(html, "429s") == str(limited)
+    assert _tile(html, "input-tokens") == str(pc.sum(results["input_tokens"]).as_py())
+    assert _tile(html, "output-tokens") == str(pc.sum(results["output_tokens"]).as_py())
+    costs = [c for c in results["cost_usd"].to_pylist() if c is not None]
+    assert _tile(html, "cost") == usd(sum(costs))
+
+    # each lane's 429 ticks are thinned, their counts are not
+    assert sum(int(n.replace(",", "")) for n in re.findall(r">429 \(([\d,]+)\)<", html)) == limited
+    for points in re.findall(r'<polyline class="series"[^>]* points="([^"]*)"', html):
+        assert len(points.split()) <= POINTS + 1
+    for chart in re.findall(r'<figure class="chart" id="chart-requests-\d+">(.*?)</figure>', html):
+        assert chart.count('class="mark"') <= 2 * POINTS
+
+    # percentiles by nearest rank, within the 0.5% of a bucket of 1% (and the display's rounding)
+    answered = attempts.filter(pc.equal(attempts["outcome"], "ok"))["latency_ms"].to_numpy()
+    answered.sort()
+    row = re.search(r'<table class="percentiles">.*?<tbody><tr>(.*?)</tr>', html)
+    assert row is not None
+    cells = re.findall(r"<td>([^<]*)</td>", row.group(1))
+    count, *shown = [float(c.removesuffix(" ms").replace(",", "")) for c in cells]
+    assert count == len(answered)
+    for q, value in zip((0.5, 0.9, 0.99), shown[:3], strict=True):
+        exact = answered[int(np.ceil(q * len(answered))) - 1]
+        assert abs(value - exact) <= exact * 0.005 + 0.5, (q, value, exact)
+    assert shown[-1] == round(answered[-1])
+
+    # the run's one pause of half an hour, to the second
+    sent = np.sort(attempts["sent_at"].to_numpy())
+    [gap] = np.flatnonzero(np.diff(sent) >= 300)
+    pauses = re.search(r'<table class="gaps">.*?<tbody>(.*?)</tbody>', html)
+    assert pauses is not None
+    cells = re.findall(r"<td>([^<]*)</td>", pauses.group(1))
+    assert cells[:2] == [_local(sent[gap]), _local(sent[gap + 1])] and len(cells) == 3
+
+
+def _local(t: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")

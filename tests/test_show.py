@@ -117,3 +117,30 @@ def test_show_lists_rows_in_input_order_not_completion_order(
     assert "4 of 6 results" in out
     code, out, _ = _show(capsys, str(run_dir), "--errors")
     assert code == 0 and "bad-1" in out and "1 of 1 errors" in out
+
+
+def test_each_part_s_first_rows_are_picked_in_input_order() -> None:
+    """Arrow's key (``_first_in_order``) orders rows as ``input_order`` does: files by their place
+    among the inputs, then lines; Python jobs first; other files after; no source (or one over
+    two lines) last; and Python's where Arrow cannot (a line number past 64 bits)."""
+    import pyarrow as pa
+
+    from batcher._cli.show import _first_in_order
+    from batcher._rundir.results import input_order
+
+    inputs = ["b.jsonl", "a.parquet", "b.jsonl"]  # given twice: its last place counts
+    sources = [
+        "a.parquet row 10", "b.jsonl:2", "b.jsonl:10", "jobs[3]", "jobs[12]", "old.jsonl:1",
+        None, "weird", "a.parquet row 9", "b.jsonl:2", "c:d:7", "a.parquet:x", "b.jsonl\n:1",
+        "old.jsonl row 1:2",
+    ]  # fmt: skip
+    ids = [f"r{i}" for i in range(len(sources))]
+    ids[9] = "r0"  # a tie with row 1 but for the id
+    table = pa.table({"id": ids, "source": sources})
+    key = input_order(inputs)
+    rows = table.to_pylist()
+    expected = sorted(range(len(rows)), key=lambda i: key(rows[i]))
+    for n in (1, 5, len(rows)):
+        assert _first_in_order(table, inputs, n).to_pylist() == expected[:n]
+    huge = pa.table({"id": ["x", "y"], "source": ["b.jsonl:99999999999999999999", "b.jsonl:1"]})
+    assert _first_in_order(huge, inputs, 2).to_pylist() == [1, 0]

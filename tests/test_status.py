@@ -62,3 +62,23 @@ def test_status_after_exit_3_on_the_mock(
         line.startswith("daily quota spent (gpt-4o-mini): the remaining 20 jobs") for line in lines
     )
     assert not any("left" in line for line in lines), lines
+
+
+def test_status_sums_every_part_and_paces_the_last_ten_minutes(tmp_path: Path) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tests.synthetic_run import write_run
+
+    run = write_run(tmp_path / "run", 30_000)  # six parts, finishes over an hour
+    results = pq.read_table(run.out / "results")
+    status = read_status(run.out, run.end)
+    ok = pc.sum(pc.equal(results["status"], "ok")).as_py()
+    assert (status.ok, status.errors, status.remaining) == (ok, 30_000 - ok, 0)
+    errors = results.filter(pc.equal(results["status"], "error"))
+    kinds = {r["values"]: r["counts"] for r in pc.value_counts(errors["error_kind"]).to_pylist()}
+    assert status.error_kinds == kinds and len(kinds) == 4
+    times = sorted(results["finished_at"].to_pylist())
+    recent = [t for t in times if t >= times[-1] - 600]
+    assert status.pace == (len(recent) - 1) / (recent[-1] - recent[0]) * 60
+    assert len(recent) < len(times) / 2

@@ -20,22 +20,8 @@ from urllib.parse import urlsplit
 from .._config.prices import usd
 from .._progress import duration
 from .exits import EXIT_OK
-from .report_data import (
-    RunData,
-    error_kinds,
-    finish_times,
-    lane_loads,
-    latencies,
-    latency_bins,
-    long_gaps,
-    model_usage,
-    outcomes,
-    percentile,
-    quota_days,
-    read_run,
-    totals,
-    waits,
-)
+from .report_data import RunData, read_run
+from .report_sketches import POINTS
 from .svg import PALETTE, Marks, Series, bar_chart, hbar_chart, line_chart
 
 __all__ = ["render_report", "report_command", "write_report"]
@@ -69,7 +55,7 @@ class _Report:
 
     def __init__(self, data: RunData) -> None:
         self.data = data
-        self.t0, self.t1 = data.span()
+        self.t0, self.t1 = data.t0, data.t1
 
     def minutes(self, t: float) -> float:
         return (t - self.t0) / 60
@@ -77,7 +63,7 @@ class _Report:
     # --- sections ------------------------------------------------------------------------------
 
     def totals(self) -> str:
-        t = totals(self.data)
+        t = self.data.totals
         cells = [
             ("jobs", f"{t.jobs:,}"),
             ("ok", f"{t.ok:,}"),
@@ -105,8 +91,8 @@ class _Report:
         )
 
     def progress(self) -> str:
-        done = finish_times(self.data)
-        points = [(0.0, 0.0)] + [(self.minutes(t), i + 1) for i, t in enumerate(done)]
+        done = self.data.finishes.cumulative()
+        points = [(0.0, 0.0)] + [(self.minutes(t), n) for t, n in done]
         svg = line_chart(
             "Jobs done over time",
             [Series("jobs done", points)],
@@ -118,16 +104,25 @@ class _Report:
         caption = (
             "Finished jobs (ok or error) as they were written, against the jobs the inputs hold."
         )
+        if self.data.finishes.thinned:
+            caption += f" Counted at {POINTS} moments across the run."
         return _section("progress", "Jobs done over time", _figure("jobs", svg, caption))
 
     def lanes(self) -> str:
         parts = []
-        for i, load in enumerate(lane_loads(self.data, self.t0, self.t1)):
+        for i, load in enumerate(self.data.lanes):
             xs = [self.minutes(t) for t in load.centres]
             scale = 60 / load.width
+            limited, retries = load.rate_limited, load.retries
             marks = [
-                Marks("429", [self.minutes(t) for t in load.rate_limited]),
-                Marks("retries", [self.minutes(t) for t in load.retries], color="#ff7f0e", row=1),
+                Marks("429", [self.minutes(t) for t in limited.times()], count=limited.count),
+                Marks(
+                    "retries",
+                    [self.minutes(t) for t in retries.times()],
+                    color="#ff7f0e",
+                    row=1,
+                    count=retries.count,
+                ),
             ]
             r_svg = line_chart(
                 f"Requests per minute, {load.name}",
@@ -171,18 +166,18 @@ class _Report:
         return _section("lanes", "Pace against the limits", "".join(parts))
 
     def latency(self) -> str:
-        values = latencies(self.data)
-        if not values:
+        values = self.data.latencies
+        if not values.count:
             return _section("latency", "Latency", "<p>No answers yet.</p>")
         qs = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)]
         table = _table(
             ["answers", *(q for q, _ in qs)],
-            [[f"{len(values):,}", *(f"{percentile(values, p):,.0f} ms" for _, p in qs)]],
+            [[f"{values.count:,}", *(f"{values.percentile(p):,.0f} ms" for _, p in qs)]],
             "percentiles",
         )
         svg = bar_chart(
             "Latency of answered requests",
-            latency_bins(values),
+            values.bins(),
             x_label="milliseconds",
             y_label="requests",
         )
@@ -193,7 +188,7 @@ class _Report:
         return _section("latency", "Latency", table + _figure("latency", svg, caption))
 
     def models(self) -> str:
-        usage = model_usage(self.data)
+        usage = self.data.models
         table = _table(
             ["model", "jobs", "input tokens", "output tokens", "cost"],
             [
@@ -221,14 +216,14 @@ class _Report:
         return _section("models", "Tokens and cost per model", table + figure)
 
     def errors(self) -> str:
-        counts = outcomes(self.data)
+        counts = self.data.outcomes
         figure = _figure(
             "outcomes",
-            hbar_chart("Requests by outcome", [(k, v, f"{v:,}") for k, v in counts.most_common()]),
+            hbar_chart("Requests by outcome", [(k, v, f"{v:,}") for k, v in counts]),
             "Every request sent, by how it ended: ok, or the kind of error and HTTP status.",
         )
         parts = [figure]
-        kinds = error_kinds(self.data)
+        kinds = self.data.errors
         if not kinds:
             parts.append('<p id="no-errors">No job ended in error.</p>')
         for kind in kinds:
@@ -254,11 +249,11 @@ class _Report:
                     f"{q.rate_limited:,}",
                     f"{q.rpd:,}" if q.rpd else "-",
                 ]
-                for q in quota_days(self.data)
+                for q in self.data.quota_days
             ],
             "quota-days",
         )
-        waited = [(self.minutes(t), w) for t, w in waits(self.data)]
+        waited = [(self.minutes(t), w) for t, w in self.data.waits.pairs()]
         svg = line_chart(
             "Wait for the lane before each request",
             [Series("seconds waited", waited, color=PALETTE[3])],
@@ -268,13 +263,14 @@ class _Report:
         caption = (
             "How long each request waited for its lane (pacing, a 429's pause) before it was sent."
         )
+        if self.data.waits.thinned:
+            caption += f" The longest wait in each of {POINTS} stretches of the run."
         figure = _figure("waits", svg, caption)
-        total_wait = sum(w for _, w in waited)
         text = (
-            f"<p>Requests waited {duration(total_wait)} in all for their lanes; the longest "
-            f"wait was {duration(max((w for _, w in waited), default=0.0))}.</p>"
+            f"<p>Requests waited {duration(self.data.total_wait)} in all for their lanes; the "
+            f"longest wait was {duration(self.data.longest_wait)}.</p>"
         )
-        gaps = [[_local(b), _local(a), duration(a - b)] for b, a in long_gaps(self.data)]
+        gaps = [[_local(b), _local(a), duration(a - b)] for b, a in self.data.gaps]
         if gaps:
             text += "<h3>Pauses of five minutes or more</h3>" + _table(
                 ["from", "to", "for"], gaps, "gaps"

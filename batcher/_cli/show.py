@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from .._config.prices import usd
 from .._core.errors import UsageError
 from .._rundir.manifest import Manifest
-from .._rundir.results import input_order, iter_rows
+from .._rundir.results import input_order, iter_pieces
 from .._rundir.rows import result_schema
 from .exits import EXIT_OK
 
@@ -76,20 +76,7 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     if manifest is None:
         raise UsageError(f"{request.out} holds no batcher run (no run.json)")
     columns = request.chosen(parsed=manifest.schema is not None)
-    read = list(dict.fromkeys((*columns, "status", "id", "source")))
-    rows = iter_rows(request.out, read)
-    if request.errors:
-        rows = (r for r in rows if r["status"] == "error")
-    total = 0
-
-    def counted(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        nonlocal total
-        for row in rows:
-            total += 1
-            yield row
-
-    # the first rows in input order, holding no more than those shown
-    shown = heapq.nsmallest(request.limit, counted(rows), key=input_order(manifest.inputs))
+    shown, total = _first_rows(request, manifest, columns)
     more = total - len(shown)
     cells = [[_cell(c, row[c]) for c in columns] for row in shown]
     headers = [_HEADERS.get(c, c) for c in columns]
@@ -116,6 +103,97 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     if more:
         note += f" (-n {total} shows them all)"
     return table, note
+
+
+def _first_rows(
+    request: ShowRequest, manifest: Manifest, columns: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], int]:
+    """The first ``limit`` rows in input order (errors only, if asked) and how many rows there
+    are, read a part at a time: of each part, its ids and sources first; its first rows in
+    input order (sorted by Arrow on ``input_order``'s key) join those kept so far if any comes
+    before the last of them, and only then are their other columns read. A run's parts come
+    roughly in input order, so the answers' text is read from the first few parts alone."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from .._config.schema import OutputSchema
+
+    keys = ["id", "source", "status"]
+    read = list(dict.fromkeys((*columns, *keys)))
+    parsed = OutputSchema.from_json(manifest.schema).arrow_type() if manifest.schema else None
+    key = input_order(manifest.inputs)
+    kept: list[tuple[Any, int, dict[str, Any]]] = []  # (key, place in the reading, row)
+    total = 0
+    for piece in iter_pieces(request.out, keys, schema=result_schema(parsed)):
+        t = piece.table
+        rows = np.arange(t.num_rows)  # the rows of the part shown, if among the first
+        if request.errors:
+            errors = pc.coalesce(pc.equal(t["status"], "error"), False)
+            t, rows = t.filter(errors), rows[errors.to_numpy(zero_copy_only=False)]
+        if request.limit and t.num_rows:
+            first = _first_in_order(t, manifest.inputs, request.limit).to_pylist()
+            found = [
+                (key(r), total + i, int(rows[i]))
+                for i, r in zip(first, t.take(first).to_pylist(), strict=True)
+            ]
+            if len(kept) == request.limit:
+                found = [f for f in found if (f[0], f[1]) < (kept[-1][0], kept[-1][1])]
+            if found:
+                more = piece.more(read).take([f[2] for f in found]).to_pylist()
+                kept += [(k, place, row) for (k, place, _), row in zip(found, more, strict=True)]
+                kept = heapq.nsmallest(request.limit, kept, key=lambda k: (k[0], k[1]))
+        total += t.num_rows
+    return [row for _, _, row in kept], total
+
+
+def _first_in_order(t: Any, inputs: Sequence[str], n: int) -> Any:
+    """The indices of ``t``'s first ``n`` rows in input order: ``input_order``'s key computed
+    with Arrow (Python's, row by row, where Arrow cannot: a line number past 64 bits, digits
+    other than 0-9)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        keys = _order_keys(t, inputs)
+    except pa.ArrowInvalid:
+        key = input_order(inputs)
+        rows = t.select(["id", "source"]).to_pylist()
+        return pa.array(sorted(range(len(rows)), key=lambda i: key(rows[i]))[:n], pa.int64())
+    order = [("rank", "ascending"), ("file", "ascending"), ("line", "ascending")]
+    return pc.sort_indices(keys, sort_keys=[*order, ("id", "ascending")])[:n]
+
+
+def _order_keys(t: Any, inputs: Sequence[str]) -> Any:
+    """``input_order``'s key of each row of ``t`` as a table (rank, file, line, id)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rank = {path: i for i, path in enumerate(inputs)}  # a path given twice: its last place
+    later, last = len(inputs), len(inputs) + 1
+    source = pc.coalesce(t["source"].combine_chunks(), "")
+    python = pc.extract_regex(source, r"^jobs\[(?P<n>\p{Nd}+)\]$")
+    # FILE:LINE or FILE row N: the separator and number that end the source (one place at most
+    # can, so the first found is the one Python's greedy (.*) leaves), on one line as (.*) is
+    suffix = r"(?::| row )(?P<line>\p{Nd}+)$"
+    file = pc.extract_regex(source, suffix)
+    is_python = pc.is_valid(python).to_numpy(zero_copy_only=False)
+    one_line = pc.invert(pc.match_substring(source, "\n")).to_numpy(zero_copy_only=False)
+    is_file = pc.is_valid(file).to_numpy(zero_copy_only=False) & one_line & ~is_python
+    path = pc.replace_substring_regex(source, pattern=suffix, replacement="")
+    known = pc.index_in(path, value_set=pa.array(list(rank), pa.string()))
+    known = pc.coalesce(known, -1).to_numpy(zero_copy_only=False)
+    ranks = np.append(np.array(list(rank.values()), np.int64), later)[known]  # -1: later
+    number = pc.if_else(is_python, pc.struct_field(python, "n"), pc.struct_field(file, "line"))
+    number = pc.cast(pc.if_else(is_python | is_file, number, "0"), pa.int64())
+    return pa.table(
+        {
+            "rank": np.where(is_python, -1, np.where(is_file, ranks, last)),
+            "file": pc.if_else(is_file, path, ""),
+            "line": number,
+            "id": pc.coalesce(t["id"], ""),
+        }
+    )
 
 
 def show_command(args: argparse.Namespace) -> int:

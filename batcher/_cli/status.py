@@ -9,8 +9,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
+import numpy as np
 
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.quota import Spent, spent_today
@@ -22,7 +24,7 @@ from .._progress import duration
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.dirlock import Holder, holder
 from .._rundir.manifest import Manifest
-from .._rundir.results import damaged_files, iter_status, read_costs
+from .._rundir.results import damaged_files, iter_tables, read_costs
 from .exits import EXIT_OK
 
 __all__ = ["RunStatus", "read_status", "status_command"]
@@ -152,16 +154,8 @@ def read_status(out: Path, now: float) -> RunStatus:
     manifest = Manifest.read(out)
     if manifest is None:
         raise UsageError(f"{out} holds no batcher run (no run.json)")
-    counts: Counter[str] = Counter()
-    kinds: Counter[str] = Counter()
-    times: list[float] = []
     unreadable: list[Path] = []
-    for _, status, kind, finished_at in iter_status(out, unreadable=unreadable):
-        counts[status] += 1
-        if status == "error":
-            kinds[kind or "unknown"] += 1
-        if finished_at is not None:
-            times.append(finished_at)
+    counts, kinds, pace = _read_results(out, unreadable)
     spent = Ledger(out).spent(now, rolling=manifest.quota_day == "rolling")
     return RunStatus(
         total=manifest.total,
@@ -171,7 +165,7 @@ def read_status(out: Path, now: float) -> RunStatus:
         spent_today=spent,
         limits={m: manifest.limits_for(m) for m in spent},
         next_reset=DailyCount(rolling=False).resets_at(now),
-        pace=_pace(times),
+        pace=pace.per_minute(),
         running=holder(out),
         damaged=tuple(damaged_files(out, unreadable=unreadable)),
         spent_usd=read_costs(out),
@@ -181,13 +175,47 @@ def read_status(out: Path, now: float) -> RunStatus:
     )
 
 
-def _pace(times: list[float]) -> float | None:
-    if len(times) < 2:
-        return None
-    last = max(times)
-    recent = sorted(t for t in times if t >= last - PACE_WINDOW)
-    span = recent[-1] - recent[0]
-    return (len(recent) - 1) / span * 60 if span > 0 else None
+def _read_results(out: Path, unreadable: list[Path]) -> tuple[Counter[str], Counter[str], _Pace]:
+    """Finished jobs by status, errors by kind, and the pace of the last of them: summed a part
+    at a time (``iter_tables``), as ``iter_status`` reads them; unreadable parts are skipped and
+    appended to ``unreadable``."""
+    import pyarrow.compute as pc
+
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    pace = _Pace()
+    columns = ["status", "error_kind", "finished_at"]
+    for t in iter_tables(out, columns, unreadable=unreadable):
+        for row in pc.value_counts(t["status"]).to_pylist():
+            counts[row["values"]] += row["counts"]
+        errors = t.filter(pc.coalesce(pc.equal(t["status"], "error"), False))
+        for row in pc.value_counts(errors["error_kind"]).to_pylist():
+            kinds[row["values"] or "unknown"] += row["counts"]
+        finished = t["finished_at"].drop_null().to_numpy()
+        pace.add(finished)
+    return counts, kinds, pace
+
+
+class _Pace:
+    """The finish times within ``PACE_WINDOW`` of the last one seen, fed a part at a time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.recent = np.zeros(0)
+
+    def add(self, times: Any) -> None:
+        if not len(times):
+            return
+        self.count += len(times)
+        recent = np.concatenate((self.recent, times))
+        self.recent = recent[recent >= recent.max() - PACE_WINDOW]
+
+    def per_minute(self) -> float | None:
+        """Jobs finished per minute over the last ten minutes of finished jobs, if measurable."""
+        if self.count < 2:
+            return None
+        span = float(self.recent.max() - self.recent.min())
+        return (len(self.recent) - 1) / span * 60 if span > 0 else None
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -38,6 +38,8 @@ class Marks:
     color: str = "#d62728"
     row: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    count: int | None = None
+    """How many events there were, when ``xs`` draws fewer (one tick per stretch of many)."""
 
 
 def nice_ticks(low: float, high: float, n: int = 5) -> list[float]:
@@ -155,7 +157,8 @@ def line_chart(
                 f'<line class="mark" x1="{sx(x):.1f}" y1="{y - 5}" x2="{sx(x):.1f}" y2="{y + 1}" '
                 f'stroke="{m.color}" stroke-width="1.5"/>'
             )
-        legend.append((f"{m.name} ({len(m.xs):,})", m.color))
+        count = len(m.xs) if m.count is None else m.count
+        legend.append((f"{m.name} ({count:,})", m.color))
     for i, (name, color) in enumerate(legend):
         x = LEFT + 10 + 170 * i
         out.append(f'<rect x="{x}" y="{TOP - 2}" width="10" height="10" fill="{color}"/>')
