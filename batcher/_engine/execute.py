@@ -206,28 +206,8 @@ class Executor:
         day's count (RPD) and in the attempt log, where a row says so."""
         self.tally.requests += 1
         lane.count_resend()
-        if self.on_attempt is None:
-            return
-        now = self.clock.monotonic()
-        self.on_attempt(
-            Attempt(
-                job_id=job_id,
-                attempt=n,
-                model=model,
-                endpoint=self.endpoint,
-                sent_at=self.clock.time() - (now - sent),
-                waited_ms=0.0,
-                latency_ms=(now - sent) * 1000,
-                outcome="retryable",
-                http_status=None,
-                input_tokens=None,
-                output_tokens=None,
-                retry_after=None,
-                error="the server closed the kept-alive connection as the request left: sent again "
-                "on a new one",
-                host=self._host,
-            )
-        )
+        why = "the server closed the kept-alive connection as the request left: sent again"
+        self._log(job_id, n, model, sent, sent, error=RetryableError(why))
 
     def _log(
         self,
