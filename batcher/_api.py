@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import replace
 from typing import TYPE_CHECKING, Unpack
 
 import anyio
@@ -48,6 +49,16 @@ async def run(
     if options is not None and flat:
         raise TypeError("give options= or option keywords, not both")
     opts = options if options is not None else RunOptions(**flat)
+    if opts.requests.ray is not None and (opts.batch.mode != "online" or opts.batch.cancel_batches):
+        # The provider runs a batch: no worker has anything to do, so no cluster is started
+        log.warning(
+            "--mode %s needs no cluster: this machine submits and collects the batches%s; "
+            "--ray %s is not joined",
+            opts.batch.mode,
+            " and sends what auto leaves online" if opts.batch.mode == "auto" else "",
+            opts.requests.ray,
+        )
+        opts = replace(opts, requests=replace(opts.requests, ray=None))
     if opts.requests.ray is not None:
         if transport is not None or clock is not None:
             raise UsageError("a run on Ray takes no transport= or clock= (each worker has its own)")

@@ -296,22 +296,25 @@ def test_import_batcher_does_not_import_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize(
-    "flags",
-    [("--mode", "batch"), ("--cancel-batches",)],
-    ids=["batch-mode", "cancel-batches"],
-)
-def test_what_a_cluster_does_not_do_is_refused_before_ray_starts(
-    tmp_path: Path, flags: tuple[str, ...]
+@pytest.mark.parametrize("mode", ["batch", "auto"])
+def test_batches_with_ray_are_sent_from_this_machine_without_a_cluster(
+    tmp_path: Path, start_mock: StartMock, mode: str
 ) -> None:
-    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(2))
-    command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
+    """The provider runs a batch: no worker has anything to do, so the run submits and collects
+    the batches itself, says so, and joins no cluster (the address here has none: joining it
+    would fail)."""
+    server = start_mock(MockConfig())
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(6))
+    out = tmp_path / "out"
+    command = run_command(jobs, out, server.base_url("openai"), "--model", "m")
     env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
-    done = subprocess.run(
-        [*command, "--ray", "127.0.0.1:9", *flags], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 2, done.stderr
-    assert "--ray" in done.stderr
+    flags = ("--ray", "127.0.0.1:9", "--mode", mode, "--batch-min", "1", "--poll-interval", "0.2")
+    done = subprocess.run([*command, *flags], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"--mode {mode} needs no cluster" in done.stderr
+    assert "--ray 127.0.0.1:9 is not joined" in done.stderr
+    rows = read_results(out)
+    assert len(rows) == 6 and {r["via"] for r in rows.values()} == {"batch"}
 
 
 def test_sigint_ends_a_cluster_run_at_once_keeping_what_finished(

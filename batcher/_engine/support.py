@@ -45,10 +45,9 @@ TABLE: tuple[Capability, ...] = (
     Capability("images answered", ("--endpoint images", "--modalities text,image"), _images_out),
     Capability("image options", ("--size", "--quality", "--n", "--ipm"),
                lambda o: (o.media.size, o.media.quality, o.media.n, o.media.ipm) != (None,) * 4),
+    # with --ray, batch.run sends them from the driver and joins no cluster (it says so)
     Capability("provider batches", ("--mode batch|auto", "--cancel-batches"),
-               lambda o: o.batch.mode != "online" or o.batch.cancel_batches,
-               {"ray": "a cluster sends online requests only: provider batches are sent from "
-                       "one machine (run without --ray)"}),
+               lambda o: o.batch.mode != "online" or o.batch.cancel_batches),
 )  # fmt: skip
 """Every capability whose support differs by way (the others work on every way)."""
 
