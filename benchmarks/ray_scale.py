@@ -6,6 +6,9 @@ The mock runs in its own process (20-200 ms latency) enforcing one RPM limit, as
 side by side in one run. Figures are measured at the server: accepted requests per minute
 between its first and last accepted request, over the ceiling; the cluster's start-up (Ray's
 processes, the workers) is outside that span and reported apart, as the driver's wall time.
+``schema`` sends with ``--schema jobs/tickets.schema.json`` (each worker checks and types every
+answer); ``pool-of-two`` sends through a pool file of two endpoints, each its own mock process
+enforcing half the limit (the rate is the two servers' rates summed).
 
     python benchmarks/ray_scale.py [--minutes 1] [--only NAME]
 """
@@ -13,6 +16,7 @@ processes, the workers) is outside that span and reported apart, as the driver's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,32 +37,54 @@ class Case:
     provider: str
     rpm: int
     mock_flags: tuple[str, ...] = ()
+    run_flags: tuple[str, ...] = ()
+    endpoints: int = 1
 
 
+SCHEMA = str(Path(__file__).resolve().parents[1] / "jobs" / "tickets.schema.json")
 CASES = [
     Case("openai-per-minute", "openai", 1200, ("--openai-per-minute",)),
     Case("rpm-minute-windows", "gemini", 1200),
+    Case("schema", "openai", 1200, ("--openai-per-minute",), ("--schema", SCHEMA)),
+    Case("pool-of-two", "openai", 1200, ("--openai-per-minute",), endpoints=2),
 ]
 
 
 def run_once(case: Case, minutes: float, ray: bool) -> dict[str, float]:
-    limit = ("--rpm", str(case.rpm))
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        mock_process("--latency-ms", "20-200", *limit, *case.mock_flags) as url,
-    ):
+    share = case.rpm // case.endpoints
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        urls = [
+            stack.enter_context(
+                mock_process("--latency-ms", "20-200", "--rpm", str(share), *case.mock_flags)
+            )
+            for _ in range(case.endpoints)
+        ]
         jobs = write_jobs(Path(tmp) / "jobs.jsonl", int(case.rpm * minutes))
-        base = f"{url}/v1beta" if case.provider == "gemini" else f"{url}/v1"
         home = Path(tmp) / "home"
         home.mkdir()
         (home / "ray_bootstrap_config.yaml").write_text("{}\n")
         env = {**os.environ, **LOCAL_ENV, "HOME": str(home), "BENCH_KEY": "k"}
+        if case.endpoints == 1:
+            base = f"{urls[0]}/v1beta" if case.provider == "gemini" else f"{urls[0]}/v1"
+            where: tuple[str, ...] = ("--provider", case.provider, "--base-url", base)
+            where += ("--api-key-env", "BENCH_KEY", "--rpm", str(case.rpm))
+        else:
+            pool = Path(tmp) / "pool.toml"
+            pool.write_text(
+                "".join(
+                    f'[[endpoint]]\nname = "e{i}"\nbase_url = "{url}/v1"\n'
+                    f'key_env = "BENCH_KEY"\nrpm = {share}\nmodels = ["bench-model"]\n\n'
+                    for i, url in enumerate(urls)
+                )
+            )
+            where = ("--pool", str(pool))
         started = time.monotonic()
         subprocess.run(
             [
                 *(sys.executable, "-m", "batcher", "run", str(jobs), "--out", f"{tmp}/out"),
-                *("--provider", case.provider, "--base-url", base, "--api-key-env", "BENCH_KEY"),
-                *("--no-progress", "--max-concurrency", "32", *limit),
+                *where,
+                *("--no-progress", "--max-concurrency", "32", *case.run_flags),
                 *(("--ray", "local") if ray else ()),
             ],
             check=True,
@@ -67,10 +93,14 @@ def run_once(case: Case, minutes: float, ray: bool) -> dict[str, float]:
             stderr=subprocess.DEVNULL,
         )
         wall = time.monotonic() - started
-        stats = httpx.get(f"{url}/admin/stats").json()
-    span_min = (stats["last_accepted"] - stats["first_accepted"]) / 60
-    accepted, rejected = stats["accepted"], stats["rejected"]
-    achieved = (accepted - 1) / span_min
+        every = [httpx.get(f"{url}/admin/stats").json() for url in urls]
+    achieved = span_min = 0.0
+    accepted = rejected = 0
+    for stats in every:
+        span = (stats["last_accepted"] - stats["first_accepted"]) / 60
+        achieved += (stats["accepted"] - 1) / span
+        span_min = max(span_min, span)
+        accepted, rejected = accepted + stats["accepted"], rejected + stats["rejected"]
     return {
         "achieved": achieved,
         "efficiency": achieved / case.rpm,
