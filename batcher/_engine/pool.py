@@ -14,7 +14,7 @@ while another can send; the run stops (exit 4, 3, 75) only when no endpoint can 
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import httpx
 
 from .._admission.estimate import TokenEstimator
+from .._admission.ipm import ImageAdmission
 from .._admission.lane import Lane
 from .._admission.lanes import Lanes
 from .._admission.ledger import Ledger
@@ -44,7 +45,7 @@ from .execute import Executor, explain
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
 
-__all__ = ["Pool", "PoolExecutor", "Route", "open_pool", "spec_account"]
+__all__ = ["Pool", "PoolExecutor", "Route", "open_pool", "route_executor", "spec_account"]
 
 log = logging.getLogger("batcher")
 
@@ -326,18 +327,7 @@ def open_pool(
             target.start()
             transport = target.transport(opts.requests, httpx_transport)
         requests = opts.requests
-        executor = Executor(
-            transport,
-            target,
-            RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout),
-            clock,
-            tally,
-            prices=prices,
-            out=out,
-            schema=schema,
-            endpoint=spec.name,
-            ipm=opts.media.ipm,
-        )
+        executor = route_executor(spec, target, transport, opts, clock, tally, prices, out, schema)
         lanes = Lanes(
             spec.limits,
             ledger,
@@ -352,3 +342,32 @@ def open_pool(
         )
         pool.add(spec, provider, executor, lanes, owned=i > 0)
     return pool
+
+
+def route_executor(
+    spec: EndpointSpec,
+    target: Target,
+    transport: Transport,
+    options: RunOptions,
+    clock: Clock,
+    tally: Tally,
+    prices: Prices,
+    out: Path,
+    schema: OutputSchema | None,
+    image_gate: Callable[[str], ImageAdmission] | None = None,
+) -> Executor:
+    """The online executor of one endpoint of a run (a local run's or a cluster worker's)."""
+    requests = options.requests
+    return Executor(
+        transport,
+        target,
+        RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout),
+        clock,
+        tally,
+        prices=prices,
+        out=out,
+        schema=schema,
+        endpoint=spec.name,
+        ipm=options.media.ipm,
+        image_gate=image_gate,
+    )

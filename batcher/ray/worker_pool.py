@@ -17,13 +17,11 @@ from typing import Any
 from .._admission.grants import Gate, Grant
 from .._admission.ipm import ImageAdmission, SharedImageGate
 from .._admission.lanes import Lanes
-from .._admission.retry import RetryPolicy
 from .._config.options import RunOptions
 from .._config.prices import Prices
 from .._config.schema import OutputSchema
 from .._core.clock import Clock
-from .._engine.execute import Executor
-from .._engine.pool import Pool
+from .._engine.pool import Pool, route_executor
 from .._engine.tally import Tally
 from .._wire.endpoint import Target
 from .endpoints import Endpoint, endpoint_provider
@@ -52,18 +50,17 @@ def open_worker_pool(
         provider = endpoint_provider(spec.provider, options, schema)
         target = Target(endpoint.options, provider)
         target.key_source = endpoint.key_source  # the driver's words for the key, in messages
-        executor = Executor(
-            target.transport(requests),
+        executor = route_executor(
+            spec,
             target,
-            RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout),
+            target.transport(requests),
+            options,
             clock,
             tally,
-            prices=prices,
-            out=out,
-            schema=schema,
-            endpoint=spec.name,
-            ipm=options.media.ipm,
-            image_gate=_image_gates(endpoint.budget, options.media.ipm, clock),
+            prices,
+            out,
+            schema,
+            _image_gates(endpoint.budget, options.media.ipm, clock),
         )
         lanes = Lanes(
             spec.limits,
