@@ -54,6 +54,7 @@ def test_every_refusal_of_the_table_is_made_before_anything_is_written(tmp_path:
         "images answered": {"provider": "gemini", "modalities": ("text", "image")},
         "image options": {"size": "1024x1024"},
         "provider batches": {"mode": "batch"},
+        "embeddings": {"api": "embeddings"},
     }
     assert set(asked) == {cap.name for cap in TABLE}
     for cap in TABLE:

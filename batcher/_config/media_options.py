@@ -1,5 +1,6 @@
-"""The option group of images out (``MediaOptions``): what answers may hold, and the
-image-generation endpoint's parameters. ``RunOptions`` composes it."""
+"""The option group of what API a run speaks beyond chat (``MediaOptions``): what answers may
+hold, the image-generation endpoint's parameters and the embeddings endpoint's. ``RunOptions``
+composes it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any, Literal
 
 from .._core.errors import BadOption
 from .._core.flag import flag
+from .._jobs import TASK_TYPES
 
 __all__ = ["MediaOptions"]
 
 
 _MODALITIES = ("text", "image")
+_APIS = ("chat", "images", "embeddings")
 
 
 def _modalities(text: str) -> tuple[str, ...]:
@@ -27,7 +30,8 @@ def _modalities(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaOptions:
-    """Images out: what answers may hold, and the image-generation endpoint's parameters."""
+    """What API beyond chat: what answers may hold, the image-generation endpoint's parameters
+    and the embeddings endpoint's."""
 
     modalities: tuple[str, ...] = field(
         default=(),
@@ -38,17 +42,20 @@ class MediaOptions:
             parse=_modalities,
         ),
     )
-    api: Literal["chat", "images"] = field(
+    api: Literal["chat", "images", "embeddings"] = field(
         default="chat",
         metadata=flag(
-            "chat (default) or images: OpenAI-compatible POST /images/generations, each job's "
-            "prompt making images saved under DIR/images/",
-            choices=("chat", "images"),
+            "chat (default); images: OpenAI-compatible POST /images/generations, each job's "
+            "prompt making images saved under DIR/images/; embeddings: each job's text embedded "
+            "(OpenAI /embeddings, Gemini batchEmbedContents), many jobs packed in a request, "
+            "each vector in the column 'embedding'",
+            choices=_APIS,
             name="--endpoint",
         ),
     )
-    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), or images
-    (``images/generations``). ``--endpoint`` on the command line."""
+    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), images
+    (``images/generations``) or embeddings (``embeddings`` or ``batchEmbedContents``).
+    ``--endpoint`` on the command line."""
     size: str | None = field(
         default=None,
         metadata=flag(
@@ -71,14 +78,39 @@ class MediaOptions:
         ),
     )
 
+    dimensions: int | None = field(
+        default=None,
+        metadata=flag(
+            "--endpoint embeddings: vectors of N dimensions, for models that can shorten theirs "
+            "(OpenAI's text-embedding-3-*: dimensions; Gemini: outputDimensionality)",
+            metavar="N",
+        ),
+    )
+    task_type: str | None = field(
+        default=None,
+        metadata=flag(
+            "--endpoint embeddings on Gemini: the taskType of jobs that set none, e.g. "
+            "RETRIEVAL_DOCUMENT or RETRIEVAL_QUERY",
+            metavar="TYPE",
+        ),
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.modalities, str):
             object.__setattr__(self, "modalities", _modalities(self.modalities))
         bad = [m for m in self.modalities if m not in _MODALITIES]
         if bad:
             raise BadOption("modalities", f"takes text and/or image, not {bad}")
-        if self.api not in ("chat", "images"):
-            raise BadOption("api", f"takes chat or images, not {self.api!r}")
+        if self.api not in _APIS:
+            raise BadOption("api", f"takes chat, images or embeddings, not {self.api!r}")
+        if self.dimensions is not None and not 1 <= self.dimensions <= 65_536:
+            raise BadOption("dimensions", f"must be from 1 to 65,536, got {self.dimensions}")
+        if self.task_type is not None and self.task_type not in TASK_TYPES:
+            raise BadOption("task_type", f"takes one of {', '.join(TASK_TYPES)}")
+        embedding = ("dimensions", "task_type")
+        if self.api != "embeddings" and any(getattr(self, k) is not None for k in embedding):
+            which = "dimensions" if self.dimensions is not None else "task_type"
+            raise BadOption(which, "is an option of --endpoint embeddings")
         if self.n is not None and not 1 <= self.n <= 10:
             raise BadOption("n", "must be from 1 to 10")
         if self.ipm is not None and self.ipm < 1:
@@ -91,4 +123,5 @@ class MediaOptions:
             "n": self.n,
             "size": self.size,
             "quality": self.quality,
+            "task_type": self.task_type,
         }

@@ -33,3 +33,6 @@ class Completion:
     parsed: Any = None
     """The answer checked against the run's output schema (``SchemaProvider``), as the
     ``parsed`` column holds it."""
+    vectors: tuple[list[float], ...] = ()
+    """Embeddings answered, one per input in input order (``--endpoint embeddings``): a packed
+    request's answer holds one for each of its jobs, a job's own completion its one."""

@@ -115,6 +115,7 @@ class Consumer:
         nothing more is written: the job is left for a rerun, and the run stops."""
         if self.write_failed is not None:
             return False
+        record = self.store.fit(record)  # a vector of another length than the column's: an error
         try:
             seq = self.store.append(record)
         except WriteFailed as e:

@@ -41,6 +41,7 @@ from .._wire.endpoint import Target
 from .._wire.providers import Provider, get_provider, job_fingerprint
 from .._wire.providers._structured import SchemaProvider
 from .._wire.transport import Transport
+from .embed import PackLimits, send_pack
 from .execute import Executor, explain
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
@@ -139,6 +140,14 @@ class Pool:
         if self.solo:
             return self.routes[0].lane(model).blocked()
         return self[model].blocked()
+
+    def pack_limits(self, model: str) -> PackLimits:
+        """What one embeddings request of ``model`` may carry on every endpoint serving it (the
+        least of their wires' limits: a pack may go to any of them)."""
+        wires = [r.provider for r in self.routes if r.has(model)] or [self.routes[0].provider]
+        inputs = min(int(getattr(p, "max_inputs", 1)) for p in wires)
+        caps = [t for p in wires if (t := getattr(p, "max_tokens", None)) is not None]
+        return PackLimits(inputs, min(caps) if caps else None)
 
     def estimator(self, model: str) -> TokenEstimator:
         """What ``model``'s requests are estimated to take (its first lane's estimator)."""
@@ -243,6 +252,51 @@ class PoolExecutor:
                 return outcome
         return self._none_left(model, refusals, halted, deferred)
 
+    async def execute_pack(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Send embedding ``jobs`` (of one model) packed in one request through the route that
+        can send it soonest; the jobs a route cannot serve (refused, day spent, down) move on
+        together while another route can serve their model. An outcome per job, in order."""
+        model = jobs[0].model
+        assert model is not None
+        outcomes: dict[int, Outcome] = {}
+        pending = list(range(len(jobs)))
+        refusals: list[str] = []
+        halted: Halted | None = None
+        deferred: Deferred | None = None
+        spent: list[Route] = []
+        solo = self.pool.solo
+        while pending and (route := self.pool.pick(model, spent)) is not None:
+            theirs = route.theirs(model)
+            sent = [jobs[i] if theirs == model else replace(jobs[i], model=theirs) for i in pending]
+            results = await send_pack(route.executor, sent, route.lane(model))
+            again = []
+            why: str | None = None  # the route's refusal, said once for the pack
+            for i, outcome in zip(pending, results, strict=True):
+                if isinstance(outcome, Done):
+                    outcomes[i] = Done(self._as_asked(outcome.record, jobs[i], model, route))
+                elif isinstance(outcome, Fatal):
+                    if why is None:
+                        why = self._disable(route, model, outcome.error, refusals)
+                    if solo:
+                        error = FatalProviderError(why, status=outcome.error.status)
+                        outcomes[i] = Fatal(error, model)
+                    else:
+                        again.append(i)
+                elif isinstance(outcome, Halted):
+                    route.down, halted = True, outcome
+                    again.append(i)
+                elif isinstance(outcome, Deferred):
+                    if route not in spent:
+                        spent.append(route)
+                    deferred = outcome
+                    again.append(i)
+                else:
+                    outcomes[i] = outcome
+            pending = again
+        for i in pending:
+            outcomes[i] = self._none_left(model, refusals, halted, deferred)
+        return [outcomes[i] for i in range(len(jobs))]
+
     def _none_left(
         self, model: str, refusals: list[str], halted: Halted | None, deferred: Deferred | None
     ) -> Outcome:
@@ -320,7 +374,7 @@ def open_pool(
         if i == 0:
             provider, target, transport = first
         else:
-            provider = get_provider(spec.provider, opts.media.api)
+            provider = get_provider(spec.provider, opts.media.api, dimensions=opts.media.dimensions)
             if schema is not None:
                 provider = SchemaProvider(provider, schema)
             target = Target(spec_endpoint(spec), provider)

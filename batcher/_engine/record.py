@@ -83,6 +83,7 @@ def record_of(
             response=redact(completion.raw if raw is OWN else raw),  # type: ignore[arg-type]
             cost_usd=price(prices, model, completion, batch=batch),
             parsed=completion.parsed,
+            embedding=completion.vectors[0] if completion.vectors else None,
             **common,  # type: ignore[arg-type]
         )
     assert error is not None

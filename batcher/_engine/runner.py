@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._admission.estimate import features
 from .._admission.ledger import Ledger
 from .._admission.quota import QuotaStore, open_store
 from .._config.options import RunOptions
@@ -37,13 +38,14 @@ from .._rundir.results import read_costs, read_results
 from .._rundir.resume import done_now, plan_resume
 from .._rundir.store import ResultStore
 from .._wire.endpoint import Target
-from .._wire.providers import get_provider
+from .._wire.providers import get_provider, is_embedder
 from .._wire.providers._structured import SchemaProvider
 from .._wire.transport import Transport
 from . import support
 from .batchapi import BatchExecutor
 from .budget import Budget
 from .consume import Consumer
+from .embed import Packer
 from .pool import Pool, PoolExecutor, open_pool
 from .scheduler import Scheduler
 from .tally import Tally
@@ -81,7 +83,9 @@ class Runner:
             self.pool_specs[0].provider if self.pool_specs else opts.endpoint.provider
         )
         support.check(opts, provider=self.provider_name)  # what the run's ways cannot do
-        self.provider = get_provider(self.provider_name, opts.media.api)
+        self.provider = get_provider(
+            self.provider_name, opts.media.api, dimensions=opts.media.dimensions
+        )
         wires = {spec.provider for spec in self.pool_specs} if self.pool_specs else set()
         self.schema = _load_schema(opts.requests.schema, {self.provider_name, *wires})
         if self.schema is not None:
@@ -99,7 +103,11 @@ class Runner:
             served=served,
         )
         parsed = self.schema.arrow_type() if self.schema is not None else None
-        self.store = ResultStore(self.out, parsed=parsed)
+        self.embeds = is_embedder(self.provider)
+        """The run embeds: its jobs go packed many to a request, each vector a row."""
+        self.store = ResultStore(
+            self.out, parsed=parsed, embeddings=self.embeds, dimensions=opts.media.dimensions
+        )
         self.attempts = AttemptLog(self.out)
         self.limits = self.pool_specs[0].limits if self.pool_specs else opts.limits.table()
         self.prices = opts.costs.prices()
@@ -228,6 +236,7 @@ class Runner:
             max_concurrency=opts.requests.max_concurrency,
             wait_for_reset=opts.limits.on_daily_limit == "wait",
             grace=opts.requests.grace,
+            packer=_packer(pool) if self.embeds else None,
         )
         executor.on_attempt = consumer.attempt
 
@@ -340,6 +349,16 @@ class Runner:
             quota_stops=tuple(str(e) for e in consumer.quota_stops.values()),
             interrupted=self.stopping,
         )
+
+
+def _packer(pool: Pool) -> Packer:
+    """Packs the jobs of each model to its endpoints' request limits, by cautious estimates."""
+
+    def estimate(job: Job) -> int:
+        assert job.model is not None
+        return pool.estimator(job.model).estimate(features(job.text), cautious=True)
+
+    return Packer(pool.pack_limits, estimate)
 
 
 def _load_schema(spec: Any, wires: set[str]) -> OutputSchema | None:

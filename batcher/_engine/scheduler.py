@@ -32,6 +32,7 @@ from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .budget import Reservation
 from .consume import Consumer
+from .embed import Packer
 from .pool import Pool, PoolExecutor
 from .tally import Tally
 
@@ -65,6 +66,7 @@ class Scheduler:
         max_concurrency: int | None,
         wait_for_reset: bool,
         grace: float,
+        packer: Packer | None = None,
     ) -> None:
         self.source = source
         self.pool = pool
@@ -84,6 +86,8 @@ class Scheduler:
         """Workers wanted now (``_count_workers``)."""
         self.wait_for_reset = wait_for_reset
         self.grace = grace
+        self.packer = packer
+        """Packs embedding jobs many to a request (None: a request a job)."""
         self.stopping: int | None = None
         self._halting = False
         self._producer = anyio.CancelScope()
@@ -94,12 +98,14 @@ class Scheduler:
         self._idle.set()
         self._busy = anyio.Event()
         """Set while jobs are out (the worker count is kept only then)."""
-        self._jobs: MemoryObjectReceiveStream[Job] | None = None
+        self._jobs: MemoryObjectReceiveStream[Job | list[Job]] | None = None
         consumer.on_stop(self.halt, budget=lambda: self._producer.cancel())
 
     async def run(self) -> None:
         """Send every job not yet done, pass after pass while jobs wait for a quota reset."""
-        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](min(self.ceiling, 1024))
+        send_jobs, receive_jobs = anyio.create_memory_object_stream[Job | list[Job]](
+            min(self.ceiling, 1024)
+        )
         async with anyio.create_task_group() as keeper:
             self._keeper = keeper
             keeper.start_soon(self._keep_ledger)
@@ -169,7 +175,7 @@ class Scheduler:
         await self.clock.sleep(self.grace)
         self.stop_now()
 
-    async def _produce(self, stream: MemoryObjectSendStream[Job]) -> None:
+    async def _produce(self, stream: MemoryObjectSendStream[Job | list[Job]]) -> None:
         with self._producer:
             async with stream:
                 first = True
@@ -183,8 +189,11 @@ class Scheduler:
                     await self._wait_for_reset()
                     self.done = await anyio.to_thread.run_sync(self.refresh_done)
 
-    async def _one_pass(self, stream: MemoryObjectSendStream[Job], *, count_skipped: bool) -> None:
+    async def _one_pass(
+        self, stream: MemoryObjectSendStream[Job | list[Job]], *, count_skipped: bool
+    ) -> None:
         consumer = self.consumer
+        packer = self.packer
         for n, job in enumerate(self.source):
             if n % 1024 == 0:
                 # a long run of finished jobs must not starve the progress display or a SIGINT
@@ -198,14 +207,26 @@ class Scheduler:
                 consumer.quota_stops.setdefault(stopped.model, stopped)
                 consumer.deferred += 1
                 continue
-            if self._outstanding == 0:
-                self._idle = anyio.Event()  # set again when the last job of this pass is done
-                self._busy.set()
-            self._outstanding += 1
-            try:
-                stream.send_nowait(job)  # a worker is waiting: no forced turn of the loop
-            except anyio.WouldBlock:
-                await stream.send(job)
+            if packer is None:
+                await self._hand_out(stream, job)
+            else:
+                for pack in packer.add(job):
+                    await self._hand_out(stream, pack)
+        for pack in packer.flush() if packer is not None else ():
+            await self._hand_out(stream, pack)
+
+    async def _hand_out(
+        self, stream: MemoryObjectSendStream[Job | list[Job]], item: Job | list[Job]
+    ) -> None:
+        """Put a job (or a pack of them) on the stream the workers take from."""
+        if self._outstanding == 0:
+            self._idle = anyio.Event()  # set again when the last job of this pass is done
+            self._busy.set()
+        self._outstanding += 1
+        try:
+            stream.send_nowait(item)  # a worker is waiting: no forced turn of the loop
+        except anyio.WouldBlock:
+            await stream.send(item)
 
     async def _wait_for_reset(self) -> None:
         """Sleep until the earliest quota reset among the lanes that wait for one."""
@@ -219,14 +240,17 @@ class Scheduler:
         self.tally.waiting_until = None
         stops.clear()
 
-    async def _work(self, stream: MemoryObjectReceiveStream[Job]) -> None:
+    async def _work(self, stream: MemoryObjectReceiveStream[Job | list[Job]]) -> None:
         try:
             async with stream:
                 while self.workers <= max(1, self.target):  # else this one ends here
-                    job = await _next(stream)
-                    if job is None:
+                    item = await _next(stream)
+                    if item is None:
                         return
-                    await self._one(job)
+                    if isinstance(item, list):
+                        await self._pack(item)
+                    else:
+                        await self._one(item)
         finally:
             self.workers -= 1
 
@@ -244,6 +268,32 @@ class Scheduler:
                 self.consumer.failed(e)
                 outcome = None
             self.consumer.take(outcome, reservation)
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+            self._busy = anyio.Event()
+
+    async def _pack(self, jobs: list[Job]) -> None:
+        """Take a pack of embedding jobs through the executor as one request; each job's outcome
+        goes to the consumer on its own (under ``--budget`` each job reserves its own cost, and
+        one that does not fit is left for a rerun)."""
+        sent: list[tuple[Job, Reservation | None]] = []
+        for job in jobs:
+            if self._halting:
+                break
+            reservation = None
+            if self.consumer.budget is not None:
+                reservation = self._reserve(job)
+                if reservation is None:
+                    break
+            sent.append((job, reservation))
+        if sent and not self._halting:
+            outcomes = await self.executor.execute_pack([job for job, _ in sent])
+            for (_, reservation), outcome in zip(sent, outcomes, strict=True):
+                self.consumer.take(outcome, reservation)
+        else:
+            for _, reservation in sent:
+                self.consumer.take(None, reservation)
         self._outstanding -= 1
         if self._outstanding == 0:
             self._idle.set()
@@ -273,7 +323,7 @@ class Scheduler:
                 self.consumer.failed(e)
 
 
-async def _next(stream: MemoryObjectReceiveStream[Job]) -> Job | None:
+async def _next(stream: MemoryObjectReceiveStream[Job | list[Job]]) -> Job | list[Job] | None:
     """The next job, None at the end; without a forced turn of the loop when one is ready."""
     try:
         return stream.receive_nowait()

@@ -45,6 +45,17 @@ TABLE: tuple[Capability, ...] = (
     Capability("images answered", ("--endpoint images", "--modalities text,image"), _images_out),
     Capability("image options", ("--size", "--quality", "--n", "--ipm"),
                lambda o: (o.media.size, o.media.quality, o.media.n, o.media.ipm) != (None,) * 4),
+    Capability(
+        "embeddings",
+        ("--endpoint embeddings", "--dimensions", "--task-type"),
+        lambda o: o.media.api == "embeddings",
+        refused={
+            "batch": "not yet; they go online, many inputs packed in each request (run "
+            "--mode online)",
+            "ray": "not yet; they go from this process, many inputs packed in each request "
+            "(run without --ray)",
+        },
+    ),
     # with --ray, batch.run sends them from the driver and joins no cluster (it says so)
     Capability("provider batches", ("--mode batch|auto", "--cancel-batches"),
                lambda o: o.batch.mode != "online" or o.batch.cancel_batches),
@@ -72,8 +83,13 @@ def check(options: RunOptions, *, ray: bool = False, provider: str | None = None
                 flags = ", ".join(cap.flags)
                 raise UsageError(f"{flags} with {_WAY_FLAGS[way]}: {why}")
     media = options.media
-    if options.requests.schema is not None and media.api == "images":
-        raise UsageError("--schema asks for JSON answers: the images API has none")
+    if options.requests.schema is not None and media.api in ("images", "embeddings"):
+        raise UsageError(f"--schema asks for JSON answers: the {media.api} API has none")
+    if media.api == "embeddings":
+        if media.modalities or (media.size, media.quality, media.n, media.ipm) != (None,) * 4:
+            raise UsageError("--endpoint embeddings answers vectors: it takes no image options")
+        if media.task_type is not None and (provider or options.endpoint.provider) != "gemini":
+            raise UsageError("--task-type is Gemini's taskType: use --provider gemini")
     if "image" in media.modalities and (provider or options.endpoint.provider) != "gemini":
         raise UsageError(
             "--modalities text,image sets Gemini's responseModalities: use --provider gemini "

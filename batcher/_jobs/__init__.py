@@ -6,7 +6,7 @@ Each module holds one step of the way from input to job:
     _readers    JSONL, JSONL.gz and Parquet files as a stream of rows
     _columns    ColumnOptions: --prompt-column, --prompt-template, --id-column
     _fields     JobFields (a row's request), and the checks of one value in a row
-    _formats    which of the four line shapes a row has; the prompt, messages and column parsers
+    _formats    which of the five line shapes a row has; the prompt, messages, text, column parsers
     _openai_rows, _gemini_rows   the parsers of OpenAI's shapes and of Gemini batch lines
     _source     JobSource: the checking first pass (scan) and the sending second pass
 
@@ -16,10 +16,11 @@ A row is one input line or Parquet row; a record, elsewhere in batcher, is only 
 from __future__ import annotations
 
 from ._columns import ColumnOptions
-from ._model import Job, Message, NativeRequest, Part, ProviderName
+from ._model import TASK_TYPES, Job, Message, NativeRequest, Part, ProviderName
 from ._source import JobSource
 
 __all__ = [
+    "TASK_TYPES",
     "ColumnOptions",
     "Job",
     "JobSource",

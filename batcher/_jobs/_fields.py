@@ -63,6 +63,7 @@ class JobFields:
     sampling: Sampling = Sampling()
     native: NativeRequest | None = None
     image: ImageRequest = ImageRequest()
+    task_type: str | None = None
 
     def job(self, job_id: str, *, source: str, default_model: str | None) -> Job:
         """The job these fields make; a row that names no model gets ``default_model``."""
@@ -80,6 +81,7 @@ class JobFields:
             n=self.image.n,
             size=self.image.size,
             quality=self.image.quality,
+            task_type=self.task_type,
         )
 
 

@@ -1,11 +1,11 @@
-"""Line formats: which of the four shapes a row has, and the parser that turns it into a job.
+"""Line formats: which of the five shapes a row has, and the parser that turns it into a job.
 
-The shapes are a prompt, a chat ``messages`` list, an OpenAI Batch API line and a Gemini Batch API
-line; a ``ColumnOptions`` replaces them with a prompt column or template. Each parser returns a
-``JobFields``; the prompt, messages and column shapes are parsed here, OpenAI's in
-``_openai_rows`` and Gemini's in ``_gemini_rows``. Native batch lines also keep their body, so it
-is sent to its own provider untouched, and ``NativeRequest.unconvertible`` names what a conversion
-to the other would lose. Every check raises ``BadRow`` with the message a user sees.
+The shapes are a prompt, a chat ``messages`` list, a ``text`` to embed, an OpenAI Batch API line
+and a Gemini Batch API line; a ``ColumnOptions`` replaces them with a prompt column or template.
+Each parser returns a ``JobFields``; the prompt, messages, text and column shapes are parsed here,
+OpenAI's in ``_openai_rows`` and Gemini's in ``_gemini_rows``. Native batch lines also keep their
+body, so it is sent to its own provider untouched, and ``NativeRequest.unconvertible`` names what
+a conversion to the other would lose. Every check raises ``BadRow`` with the message a user sees.
 """
 
 from __future__ import annotations
@@ -78,10 +78,13 @@ def _parse_shape(
         return _parse_messages(row, base), row_id(row, "id")
     if "prompt" in row:
         return _parse_prompt(row, base), row_id(row, "id")
+    if "text" in row:
+        return _parse_text(row), row_id(row, "id")
     keys = ", ".join(sorted(row)[:8]) or "none"
     raise BadRow(
-        "unknown shape: expected 'prompt', 'messages', an OpenAI batch line ('custom_id', 'body') "
-        f"or a Gemini batch line ('key', 'request'); this line has keys: {keys}"
+        "unknown shape: expected 'prompt', 'messages', 'text' (to embed), an OpenAI batch line "
+        "('custom_id', 'body') or a Gemini batch line ('key', 'request'); this line has keys: "
+        f"{keys}"
     )
 
 
@@ -119,6 +122,14 @@ def _parse_prompt(row: Row, base: Path | None) -> JobFields:
     return JobFields(
         tuple(turns), str_of(row, "model"), sampling_of(row), image=_image_request(row)
     )
+
+
+def _parse_text(row: Row) -> JobFields:
+    """An embedding job, ``{"id", "text", "model"?, "task_type"?}``: the text to embed."""
+    text = str_of(row, "text")
+    if text is None:
+        raise BadRow("missing 'text'")
+    return JobFields((_user(text),), str_of(row, "model"), task_type=str_of(row, "task_type"))
 
 
 def _parse_messages(row: Row, base: Path | None) -> JobFields:

@@ -8,10 +8,22 @@ from typing import Any, Literal, TypeAlias
 
 from .._core.media import Media
 
-__all__ = ["Job", "Message", "NativeRequest", "Part", "ProviderName", "Role"]
+__all__ = ["TASK_TYPES", "Job", "Message", "NativeRequest", "Part", "ProviderName", "Role"]
 
 ProviderName: TypeAlias = Literal["openai", "gemini"]
 Role: TypeAlias = Literal["system", "user", "assistant"]
+
+TASK_TYPES = (
+    "SEMANTIC_SIMILARITY",
+    "CLASSIFICATION",
+    "CLUSTERING",
+    "RETRIEVAL_DOCUMENT",
+    "RETRIEVAL_QUERY",
+    "CODE_RETRIEVAL_QUERY",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+)
+"""Gemini's embedding task types (https://ai.google.dev/api/embeddings#tasktype)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,9 @@ class Job:
     """Size of generated images, e.g. ``1024x1024`` (the images endpoint)."""
     quality: str | None = None
     """Quality of generated images, e.g. ``high`` (the images endpoint)."""
+    task_type: str | None = None
+    """What the vector is for, e.g. ``RETRIEVAL_QUERY`` (the embeddings endpoint, Gemini's
+    ``taskType``)."""
 
     @classmethod
     def from_prompt(cls, id: str, prompt: str, **kwargs: Any) -> Job:

@@ -20,7 +20,7 @@ from .._core.idset import duplicates, id_hash
 from .._core.media import INLINE_LIMIT, media_problem
 from ._columns import ColumnOptions
 from ._formats import parse_row
-from ._model import Job, ProviderName
+from ._model import TASK_TYPES, Job, ProviderName
 from ._readers import BadRow, Row, check_paths, iter_rows
 
 __all__ = ["JobSource"]
@@ -181,6 +181,10 @@ def _job_problem(
         )
     if not job.messages or not any(m.role != "system" for m in job.messages):
         return "no user message to send"
+    if endpoint == "embeddings":
+        return _embed_problem(job, provider)
+    if job.task_type is not None:
+        return "'task_type' is a field of embedding jobs: use --endpoint embeddings"
     native = job.native
     if native is not None and native.provider != provider and native.unconvertible:
         return (
@@ -200,6 +204,22 @@ def _job_problem(
     if media and endpoint == "images":
         return "the images endpoint takes a prompt only: this job sends images or files"
     return _media_problem(job, provider) if media else None
+
+
+def _embed_problem(job: Job, provider: ProviderName) -> str | None:
+    """Why ``job`` cannot be embedded: an embedding request takes one text and nothing else."""
+    if job.native is not None:
+        return "--endpoint embeddings takes a 'text' (or a prompt), not a batch API line"
+    if len(job.messages) != 1 or job.messages[0].role != "user" or job.media:
+        return "--endpoint embeddings embeds one text: this job sends a conversation or files"
+    if not job.text:
+        return "the text to embed is empty (the providers refuse an empty input)"
+    if job.task_type is not None:
+        if provider != "gemini":
+            return "'task_type' is Gemini's (taskType): OpenAI's embeddings take none"
+        if job.task_type not in TASK_TYPES:
+            return f"'task_type' must be one of {', '.join(TASK_TYPES)}, not {job.task_type!r}"
+    return None
 
 
 def _image_request(job: Job) -> list[str]:

@@ -1,12 +1,13 @@
 """A finished job's row, as the journal and the Parquet parts hold it, and the Arrow schema of the
-results (with a ``parsed`` column of the run's output schema, when it has one)."""
+results (with a ``parsed`` column of the run's output schema, when it has one, and an
+``embedding`` column of one vector length, for a run of ``--endpoint embeddings``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Record", "image_type", "result_schema"]
+__all__ = ["Record", "embedding_type", "image_type", "result_schema"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class Record:
     (only runs with a schema have that column)."""
     endpoint: str | None = None
     """The name of the endpoint that answered: a pool's endpoint, or ``default``."""
+    embedding: list[float] | None = None
+    """The vector answered (``--endpoint embeddings``), as its ``embedding`` column holds it
+    (only embedding runs have that column)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""
@@ -53,9 +57,10 @@ class Record:
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
-def result_schema(parsed: Any = None) -> Any:
+def result_schema(parsed: Any = None, dimensions: int | None = None) -> Any:
     """The Arrow schema of the results; ``parsed`` is the Arrow type of the ``parsed`` column,
-    for a run with an output schema (``OutputSchema.arrow_type``)."""
+    for a run with an output schema (``OutputSchema.arrow_type``); ``dimensions`` the length of
+    the ``embedding`` column's vectors, for a run of embeddings."""
     import pyarrow as pa
 
     columns = [
@@ -79,7 +84,19 @@ def result_schema(parsed: Any = None) -> Any:
         ("images", pa.list_(image_type())),
         ("endpoint", pa.string()),
     ]
-    return pa.schema(columns if parsed is None else [*columns, ("parsed", parsed)])
+    if parsed is not None:
+        columns.append(("parsed", parsed))
+    if dimensions is not None:
+        columns.append(("embedding", embedding_type(dimensions)))
+    return pa.schema(columns)
+
+
+def embedding_type(dimensions: int) -> Any:
+    """``fixed_size_list<float32>[dimensions]``: what vector stores and Arrow readers take
+    without a copy (a flat buffer of floats, one stride a row)."""
+    import pyarrow as pa
+
+    return pa.list_(pa.float32(), dimensions)
 
 
 def image_type() -> Any:

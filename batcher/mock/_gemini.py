@@ -150,28 +150,7 @@ class GeminiNative:
         model, _, method = request.path[len(PREFIX) :].partition(":")
         if method != "generateContent":
             raise Refusal(_error(404, "NOT_FOUND", f"Method {method!r} not found."))
-        key = request.headers.get("x-goog-api-key") or request.query.get("key")
-        if not key:
-            raise Refusal(_error(403, "PERMISSION_DENIED", _NO_KEY))
-        if key.startswith("bad"):
-            raise Refusal(
-                _error(
-                    400,
-                    "INVALID_ARGUMENT",
-                    "API key not valid. Please pass a valid API key.",
-                    _BAD_KEY_DETAILS,
-                )
-            )
-        if model.startswith("no-such-"):
-            raise Refusal(
-                _error(
-                    404,
-                    "NOT_FOUND",
-                    f"models/{model} is not found for API version v1beta, or is not supported for "
-                    "generateContent. Call ListModels to see the list of available models and "
-                    "their supported methods.",
-                )
-            )
+        key = self.check_call(request, model)
         body = json_object(request.body, self.invalid)
         prompt, last_user, media_tokens = _contents_text(body, self.invalid)
         config = body.get("generationConfig", body.get("generation_config"))
@@ -196,6 +175,34 @@ class GeminiNative:
             images=images,
             schema=schema,
         )
+
+    def check_call(self, request: Request, model: str) -> str:
+        """The key of a call of ``model``; ``Refusal`` as Gemini refuses a missing or bad key,
+        or a model it does not have (``no-such-*``)."""
+        method = request.path.rpartition(":")[2]
+        key = request.headers.get("x-goog-api-key") or request.query.get("key")
+        if not key:
+            raise Refusal(_error(403, "PERMISSION_DENIED", _NO_KEY))
+        if key.startswith("bad"):
+            raise Refusal(
+                _error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "API key not valid. Please pass a valid API key.",
+                    _BAD_KEY_DETAILS,
+                )
+            )
+        if model.startswith("no-such-"):
+            raise Refusal(
+                _error(
+                    404,
+                    "NOT_FOUND",
+                    f"models/{model} is not found for API version v1beta, or is not supported for "
+                    f"{method}. Call ListModels to see the list of available models and "
+                    "their supported methods.",
+                )
+            )
+        return key
 
     def invalid(self, message: str) -> Response:
         return _error(400, "INVALID_ARGUMENT", message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._config import MockConfig
+from ._embeddings import GeminiEmbed, OpenAIEmbeddings
 from ._gemini import PREFIX as GEMINI_PREFIX
 from ._gemini import GeminiNative
 from ._gemini_openai import GeminiOpenAIChat
@@ -17,14 +18,18 @@ class Routes:
     """Wire formats by exact path, and by path prefix for paths that carry a name (a model).
 
     A prefix route matches one more path segment: ``/v1beta/models/m:generateContent`` but not
-    ``/v1beta/models/m/x``. All of them are ``POST`` routes.
+    ``/v1beta/models/m/x``; a method of its own (``:batchEmbedContents``) may go to another
+    format. All of them are ``POST`` routes.
     """
 
     def __init__(self, config: MockConfig) -> None:
         openai = OpenAIChat()
         self.files = MockFiles()
         images = OpenAIImages(self.files)
+        embeddings = OpenAIEmbeddings()
         self.exact: dict[str, WireFormat] = {
+            "/v1/embeddings": embeddings,
+            "/embeddings": embeddings,
             "/v1/chat/completions": openai,
             "/chat/completions": openai,
             "/v1/images/generations": images,
@@ -34,6 +39,10 @@ class Routes:
         self.prefixed: dict[str, WireFormat] = {
             GEMINI_PREFIX: GeminiNative(free_tier=config.free_tier),
         }
+        self.methods: dict[str, WireFormat] = {
+            "batchEmbedContents": GeminiEmbed(free_tier=config.free_tier),
+        }
+        """Formats of a prefix route's methods other than its own, by method."""
 
     def match(self, path: str) -> WireFormat | None:
         """The wire format that answers ``path``, if any."""
@@ -43,5 +52,5 @@ class Routes:
         for prefix, wire in self.prefixed.items():
             rest = path[len(prefix) :]
             if path.startswith(prefix) and rest and "/" not in rest:
-                return wire
+                return self.methods.get(rest.partition(":")[2], wire)
         return None

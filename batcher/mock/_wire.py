@@ -73,6 +73,10 @@ class Call:
     """Where images answered as URLs are served; None: answer them inline (base64)."""
     schema: Mapping[str, Any] | None = None
     """The JSON Schema the answer must fit, if the request asked for one."""
+    inputs: tuple[str, ...] = ()
+    """The texts to embed (an embeddings call: one vector each, in order)."""
+    dimensions: tuple[int, ...] = ()
+    """Each input's vector length (an embeddings call)."""
 
 
 @dataclass(frozen=True, slots=True)

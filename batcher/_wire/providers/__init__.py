@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..._core.errors import UsageError
 from ._base import Completion, ImageOut, Provider, RateHints, RequestSpec, rate_hints
+from ._embeddings import GeminiEmbeddings, OpenAIEmbeddings, is_embedder
 from ._gemini import GeminiProvider
 from ._http import fingerprint, job_fingerprint, send
 from ._images import OpenAIImagesProvider
@@ -17,6 +18,7 @@ __all__ = [
     "RequestSpec",
     "fingerprint",
     "get_provider",
+    "is_embedder",
     "job_fingerprint",
     "rate_hints",
     "send",
@@ -28,8 +30,14 @@ _PROVIDERS: dict[str, type[Provider]] = {
 }
 
 
-def get_provider(name: str, endpoint: str = "chat") -> Provider:
-    """The provider for a ``--provider`` name, and ``--endpoint`` (chat, or images)."""
+def get_provider(name: str, endpoint: str = "chat", *, dimensions: int | None = None) -> Provider:
+    """The provider for a ``--provider`` name, and ``--endpoint`` (chat, images or embeddings,
+    whose vectors have ``dimensions`` if given)."""
+    if endpoint == "embeddings":
+        if name not in _PROVIDERS:
+            raise UsageError(f"unknown provider {name!r}; choose openai or gemini")
+        embedder = OpenAIEmbeddings if name == "openai" else GeminiEmbeddings
+        return embedder(dimensions)
     if endpoint == "images":
         if name != "openai":
             raise UsageError(

@@ -1,0 +1,247 @@
+"""Embedding jobs packed many to a request: how packs are made (``Packer``) and sent
+(``send_pack``).
+
+An embeddings endpoint takes many inputs in one request (OpenAI up to 2,048 and 300,000 tokens,
+Gemini's ``batchEmbedContents`` 100), and its limits count a request as one request and its
+tokens: under an RPM limit, N inputs a request is N times the throughput. The scheduler hands the
+packs ``Packer`` makes to the pool; ``send_pack`` sends one through a lane as one request (its
+tokens the sum of its inputs' estimates) and returns an outcome per job, each for the one consumer
+to record, so a kill loses no more than a job sent alone would. A request refused for what it
+holds (an input too long: HTTP 400) is split in halves and each sent again, down to the one input
+at fault, which alone ends in an error row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import anyio
+
+from .._admission.estimate import Features, features
+from .._admission.lane import Lane
+from .._core.completion import Completion
+from .._core.errors import (
+    FatalProviderError,
+    Outage,
+    PermanentJobError,
+    ProviderError,
+    QuotaExhausted,
+    RetryableError,
+    TimedOut,
+)
+from .._jobs import Job
+from .._rundir.rows import Record
+from .._wire.providers import job_fingerprint, send
+from .execute import Executor, _Stopped
+from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .record import Answered, record_of
+
+__all__ = ["TOKEN_SHARE", "PackLimits", "Packer", "send_pack", "shares"]
+
+TOKEN_SHARE = 0.9
+"""The part of a request's token limit a pack is filled to, by cautious estimates: a tokenizer
+unlike the estimate's rule must not take a pack over the limit (which would cost a split)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PackLimits:
+    """What one request of a model may carry: inputs, and tokens summed over them (None: no
+    such limit)."""
+
+    inputs: int
+    tokens: int | None = None
+
+
+class Packer:
+    """Groups the jobs of a pass into packs, one open pack per model: a pack is handed out when
+    the next job would take it over its model's count or token limit, or when it is full.
+    ``limits`` gives a model's ``PackLimits``; ``estimate`` a job's tokens (cautious)."""
+
+    def __init__(self, limits: Callable[[str], PackLimits], estimate: Callable[[Job], int]) -> None:
+        self.limits = limits
+        self.estimate = estimate
+        self._open: dict[str, tuple[list[Job], int]] = {}  # model -> (its open pack, its tokens)
+
+    def add(self, job: Job) -> list[list[Job]]:
+        """Add ``job`` to its model's pack; the packs now ready to send (none, one or two)."""
+        model = job.model
+        assert model is not None
+        limits = self.limits(model)
+        tokens = self.estimate(job)
+        cap = None if limits.tokens is None else int(limits.tokens * TOKEN_SHARE)
+        ready = []
+        pack, used = self._open.get(model, ([], 0))
+        if pack and cap is not None and used + tokens > cap:
+            ready.append(pack)
+            pack, used = [], 0
+        pack.append(job)
+        used += tokens
+        if len(pack) >= limits.inputs:
+            ready.append(pack)
+            self._open.pop(model, None)
+        else:
+            self._open[model] = (pack, used)
+        return ready
+
+    def flush(self) -> list[list[Job]]:
+        """Every open pack (the pass is over)."""
+        packs = [pack for pack, _ in self._open.values()]
+        self._open.clear()
+        return packs
+
+
+def shares(total: int | None, weights: Sequence[float]) -> list[int | None]:
+    """``total`` tokens shared out in proportion to ``weights`` (largest remainders), so that the
+    shares add up to ``total`` exactly; all None if ``total`` is unknown. OpenAI reports one
+    request's tokens only: each input's row gets its part by its text's length."""
+    if total is None:
+        return [None] * len(weights)
+    whole = sum(weights)
+    if whole <= 0:
+        weights, whole = [1.0] * len(weights), float(len(weights))
+    exact = [total * w / whole for w in weights]
+    out = [int(e) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: out[i] - exact[i])
+    for i in by_remainder[: total - sum(out)]:
+        out[i] += 1
+    return list(out)
+
+
+def _summed(xs: Sequence[Features]) -> Features:
+    """A pack's features: its inputs' summed (the estimate is linear in them)."""
+    return (
+        sum(x[0] for x in xs),
+        sum(x[1] for x in xs),
+        sum(x[2] for x in xs),
+        sum(x[3] for x in xs),
+    )
+
+
+async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outcome]:
+    """Send ``jobs`` (of one model, resolved) as one request through ``lane``, with retries;
+    one outcome per job, in order. A request refused for what it holds is split in halves."""
+    if ex._halting:
+        return [ABANDONED] * len(jobs)
+    model = jobs[0].model
+    assert model is not None
+    provider = ex.provider
+    spec = provider.build_pack(jobs, model)  # type: ignore[attr-defined]
+    xs = [features(job.text) for job in jobs]
+    x = _summed(xs)
+    label = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} (+{len(jobs) - 1} packed)"
+    start = ex.clock.monotonic()
+    attempts = 0
+    sending = [False]
+
+    async def attempt() -> Completion:
+        nonlocal attempts
+        if ex._halting:
+            raise _Stopped
+        asked = ex.clock.monotonic()
+        async with lane.request(x) as slot:
+            attempts += 1
+            ex.tally.requests += 1
+            sending[0] = True
+            sent = ex.clock.monotonic()
+            try:
+                answer = await send(
+                    ex.transport,
+                    provider,
+                    spec,
+                    slot.observe,
+                    lambda: ex._resent(label, attempts, model, lane, sent),
+                )
+                if len(answer.vectors) != len(jobs):
+                    raise RetryableError(
+                        f"{len(answer.vectors)} embeddings answered for {len(jobs)} inputs",
+                        status=200,
+                        unanswered=False,
+                    )
+            except ProviderError as e:
+                if isinstance(e, TimedOut):
+                    ex.tally.timeouts += 1
+                ex._log(label, attempts, model, asked, sent, error=e)
+                raise
+            finally:
+                sending[0] = False
+            ex._log(label, attempts, model, asked, sent, answer=answer)
+            slot.done(answer.input_tokens)
+        return answer
+
+    ex.tally.in_flight += 1
+    scope = anyio.CancelScope()
+    ex._waiting[scope] = sending
+    error: ProviderError | None = None
+    try:
+        with scope:
+            answer = await ex.policy.call(attempt, clock=ex.clock)
+        if scope.cancelled_caught:
+            return [ABANDONED] * len(jobs)
+    except _Stopped:
+        return [ABANDONED] * len(jobs)
+    except FatalProviderError as e:
+        return [Fatal(e, model)] * len(jobs)
+    except QuotaExhausted as e:
+        return [Deferred(e)] * len(jobs)
+    except Outage as e:
+        return [Halted(e)] * len(jobs)
+    except ProviderError as e:
+        error = e
+    finally:
+        ex.tally.in_flight -= 1
+        del ex._waiting[scope]
+    if error is not None:
+        if isinstance(error, PermanentJobError) and len(jobs) > 1:
+            half = len(jobs) // 2
+            return await send_pack(ex, jobs[:half], lane) + await send_pack(ex, jobs[half:], lane)
+        return [Done(_record(ex, job, model, attempts, start, error=error)) for job in jobs]
+    return _answered(ex, jobs, model, attempts, start, answer, xs, lane)
+
+
+def _answered(
+    ex: Executor,
+    jobs: Sequence[Job],
+    model: str,
+    attempts: int,
+    start: float,
+    answer: Completion,
+    xs: Sequence[Features],
+    lane: Lane,
+) -> list[Outcome]:
+    """Each job's row of a packed answer: its vector, its share of the request's tokens, and
+    its cost; where the provider reports no tokens (Gemini), the cost of the estimated ones."""
+    tokens = shares(answer.input_tokens, [x[1] + x[2] for x in xs])
+    outcomes: list[Outcome] = []
+    for job, vector, share, x in zip(jobs, answer.vectors, tokens, xs, strict=True):
+        mine = replace(answer, input_tokens=share, vectors=(vector,))
+        record = _record(ex, job, model, attempts, start, completion=mine)
+        if share is None and ex.prices.price(model) is not None:
+            record = replace(record, cost_usd=ex.prices.cost(model, lane.estimator.estimate(x), 0))
+        outcomes.append(Done(record))
+    return outcomes
+
+
+def _record(
+    ex: Executor,
+    job: Job,
+    model: str,
+    attempts: int,
+    start: float,
+    *,
+    completion: Completion | None = None,
+    error: ProviderError | None = None,
+) -> Record:
+    """A job's row, fingerprinted as its own one-input request (whatever it was packed with);
+    an answer's row keeps no response (its vector is in ``embedding``)."""
+    how = Answered(
+        attempts=attempts,
+        latency_ms=(ex.clock.monotonic() - start) * 1000,
+        fingerprint=job_fingerprint(ex.provider, job, model),
+        finished_at=ex.clock.time(),
+        endpoint=ex.endpoint,
+    )
+    raw = None if completion is not None else error.body if error is not None else None
+    return record_of(
+        job, model, how, ex.prices, ex.target.redact, completion=completion, error=error, raw=raw
+    )

@@ -1,0 +1,151 @@
+"""The embeddings wire formats: OpenAI's ``POST {base}/embeddings`` and Gemini's
+``models/{m}:batchEmbedContents``, each taking many inputs in one request.
+
+OpenAI: ``{model, input: [str], dimensions?}`` answered ``{data: [{index, embedding}], model,
+usage: {prompt_tokens}}``; at most 2,048 inputs and 300,000 tokens summed over them in one
+request, 8,192 tokens an input; usage is the request's only.
+https://platform.openai.com/docs/api-reference/embeddings/create
+
+Gemini: ``{requests: [{model, content: {parts: [{text}]}, taskType?, outputDimensionality?}]}``
+answered ``{embeddings: [{values}]}``, in the order asked; the SDKs send at most 100 a call.
+https://ai.google.dev/api/embeddings#method:-models.batchembedcontents
+
+A job's own request (``build``: what its fingerprint hashes) is the one-input form of the same
+body, so a job's fingerprint does not depend on the jobs it was packed with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..._core.errors import RetryableError
+from ..._core.media import Inline, inline_now
+from ..._jobs import Job
+from ._base import Answer, Completion, RequestSpec, count, error_object, json_body, status_said
+from ._gemini import GeminiProvider, model_path
+from ._openai import OpenAIProvider
+
+__all__ = ["GeminiEmbeddings", "OpenAIEmbeddings", "is_embedder"]
+
+
+def is_embedder(provider: Any) -> bool:
+    """Whether ``provider`` speaks an embeddings wire (packs jobs: ``build_pack``)."""
+    return bool(getattr(provider, "embeds", False))
+
+
+def _vector(values: Any) -> list[float]:
+    """One embedding as floats (``TypeError`` if it is not a non-empty list of finite numbers)."""
+    if not isinstance(values, list) or not values:
+        raise TypeError("an embedding is a non-empty list of numbers")
+    out = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(out) != len(values) or not all(math.isfinite(v) for v in out):
+        raise TypeError("an embedding holds something that is not a finite number")
+    return out
+
+
+def _malformed(what: str, response: Answer) -> RetryableError:
+    return RetryableError(f"HTTP 200 {what}", status=200, body=response.text[:500])
+
+
+class OpenAIEmbeddings(OpenAIProvider):
+    """``POST {base}/embeddings`` with a Bearer key; errors as chat/completions's."""
+
+    embeds = True
+    max_inputs = 2048
+    """Inputs a request takes at most."""
+    max_tokens: int | None = 300_000
+    """Tokens summed over a request's inputs at most (None: no such limit known)."""
+    charges_output = False
+
+    def __init__(self, dimensions: int | None = None) -> None:
+        self.dimensions = dimensions
+
+    def build(self, job: Job, model: str, inline: Inline = inline_now) -> RequestSpec:
+        return self.build_pack([job], model)
+
+    def build_pack(self, jobs: Sequence[Job], model: str) -> RequestSpec:
+        """One request embedding every job's text, in order."""
+        body: dict[str, Any] = {"model": model, "input": [job.text for job in jobs]}
+        if self.dimensions is not None:
+            body["dimensions"] = self.dimensions
+        return RequestSpec("embeddings", body)
+
+    def parse(self, response: Answer) -> Completion:
+        body = json_body(response)
+        if response.status_code != 200:
+            raise self._error(response, body, response.status_code)
+        try:
+            data = sorted(body["data"], key=lambda d: int(d["index"]))
+            vectors = tuple(_vector(d["embedding"]) for d in data)
+            if [int(d["index"]) for d in data] != list(range(len(data))):
+                raise TypeError("data[].index does not number the inputs")
+            usage: Mapping[str, Any] = body.get("usage") or {}
+            model = body.get("model")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            if err := error_object(body):
+                raise self._error(response, body, status_said(err)) from None
+            raise _malformed(
+                "without data[].embedding: not an embeddings answer", response
+            ) from None
+        return Completion(
+            text=None,
+            finish_reason=None,
+            input_tokens=count(usage.get("prompt_tokens")),
+            output_tokens=0,
+            model=model if isinstance(model, str) else None,
+            raw="",
+            vectors=vectors,
+        )
+
+
+class GeminiEmbeddings(GeminiProvider):
+    """``POST {base}/models/{model}:batchEmbedContents`` with ``x-goog-api-key``."""
+
+    embeds = True
+    max_inputs = 100
+    max_tokens: int | None = None
+
+    def __init__(self, dimensions: int | None = None) -> None:
+        self.dimensions = dimensions
+
+    def build(self, job: Job, model: str, inline: Inline = inline_now) -> RequestSpec:
+        return self.build_pack([job], model)
+
+    def build_pack(self, jobs: Sequence[Job], model: str) -> RequestSpec:
+        """One request embedding every job's text, in order (each with its taskType)."""
+        name = f"models/{model.removeprefix('models/')}"
+        requests = []
+        for job in jobs:
+            one: dict[str, Any] = {"model": name, "content": {"parts": [{"text": job.text}]}}
+            if job.task_type is not None:
+                one["taskType"] = job.task_type
+            if self.dimensions is not None:
+                one["outputDimensionality"] = self.dimensions
+            requests.append(one)
+        return RequestSpec(model_path(model, "batchEmbedContents"), {"requests": requests})
+
+    def parse(self, response: Answer) -> Completion:
+        body = json_body(response)
+        if response.status_code != 200:
+            raise self._error(response, body, response.status_code)
+        if not isinstance(body, Mapping) or "embeddings" not in body:
+            if err := error_object(body):
+                raise self._error(response, body, status_said(err))
+            raise _malformed("without embeddings: not a batchEmbedContents answer", response)
+        try:
+            vectors = tuple(_vector(e["values"]) for e in body["embeddings"])
+            usage = body.get("usageMetadata") or {}
+            tokens = count(usage.get("promptTokenCount"))
+        except (KeyError, TypeError, AttributeError):
+            raise _malformed("with a malformed embeddings[].values", response) from None
+        return Completion(
+            text=None,
+            finish_reason=None,
+            input_tokens=tokens,
+            output_tokens=0,
+            model=None,
+            raw="",
+            vectors=vectors,
+        )
