@@ -346,3 +346,32 @@ def test_a_pool_serves_embeddings(tmp_path: Path) -> None:
     # packed to the smaller wire's count (Gemini's 100), whichever endpoint took each pack
     attempts = pq.read_table(tmp_path / "out" / "attempts").to_pylist()
     assert len(attempts) == 5
+
+
+# --- plan and bench -------------------------------------------------------------------------------
+
+
+def test_plan_counts_packed_requests_and_inputs_per_minute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batcher._cli.main import main
+
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(1000))
+    argv = ["plan", str(jobs), "--tier", "gemini-tier1", "--model", "gemini-embedding-001"]
+    assert main(argv) == 0
+    alone = capsys.readouterr().out
+    assert "RPM alone: 20 s" in alone  # a request a job: 1,000 requests at 3,000 RPM
+    assert main([*argv, "--endpoint", "embeddings"]) == 0
+    packed = capsys.readouterr().out
+    assert "packed: 10 requests" in packed and "RPM alone: 0 s" in packed
+    assert "inputs per minute at that pace" in packed
+
+
+def test_bench_counts_inputs_per_minute(capsys: pytest.CaptureFixture[str]) -> None:
+    from batcher._cli.main import main
+
+    argv = ["bench", "--tier", "gemini-tier1", "--model", "gemini-embedding-001", "--seconds", "2"]
+    assert main([*argv, "--endpoint", "embeddings"]) == 0
+    out = capsys.readouterr().out
+    assert "answered 429: 0.00%" in out
+    assert "inputs: " in out and "100.0 to a request on average" in out

@@ -53,6 +53,8 @@ class BenchResult:
     input_tokens: int
     peak_in_flight: int = 0
     """The most requests that were in flight at once."""
+    inputs: int | None = None
+    """Inputs embedded (``--endpoint embeddings``: many to a request); None for chat."""
 
     def lines(self, where: str) -> list[str]:
         """The report ``batcher bench`` prints; ``where`` names the endpoint measured."""
@@ -66,7 +68,16 @@ class BenchResult:
             f"  latency ms: p50 {self.latency_ms(0.5):.0f}, p90 {self.latency_ms(0.9):.0f},"
             f" p99 {self.latency_ms(0.99):.0f}",
             f"  in flight: up to {self.peak_in_flight:,} at once{self._needed()}",
+            *self._inputs(),
         ]
+
+    def _inputs(self) -> list[str]:
+        """Embeddings: the inputs per minute, the figure that counts when many go in a request."""
+        if self.inputs is None:
+            return []
+        each = self.inputs / max(1, self.ok)
+        per_minute = self.inputs / self.seconds * 60
+        return [f"  inputs: {per_minute:,.0f} per minute, {each:,.1f} to a request on average"]
 
     def _needed(self) -> str:
         """How many in flight the ceiling needs with these answer times (Little's law)."""
@@ -135,6 +146,16 @@ def _jobs(model: str, count: int) -> Iterator[Job]:
         yield Job.from_prompt(f"bench-{i}", f"Request {i}: {words}", model=model)
 
 
+def _count(limits: Limits, seconds: float, embeds: bool) -> int:
+    """Jobs enough to keep the load at the ceiling for ``seconds``: the RPM's worth, or for
+    embeddings as many inputs as the TPM (or the RPM's full requests) lets through."""
+    rpm = limits.rpm or 6000
+    if not embeds:
+        return int(rpm * seconds / 60 * 1.5) + 64
+    per_minute = rpm * 100 if not limits.tpm else min(rpm * 2048, limits.tpm // 10)
+    return int(per_minute * seconds / 60 * 1.5) + 256
+
+
 def pyplot() -> Any:
     """``matplotlib.pyplot``, drawing off screen; ``UsageError`` if matplotlib is not installed
     (``batcher bench --plot`` asks before it sends anything)."""
@@ -176,8 +197,8 @@ async def run_bench(
 ) -> BenchResult:
     """Run a synthetic load for ``seconds`` through a ``Runner`` and measure it."""
     model_limits = limits.for_model(model)
-    rpm = model_limits.rpm or 6000
-    count = int(rpm * seconds / 60 * 1.5) + 64
+    embeds = options.get("api") == "embeddings"
+    count = _count(model_limits, seconds, embeds)
     recorder = _Recording(httpx.AsyncHTTPTransport())
     opts = RunOptions(model=model, **options)
     with tempfile.TemporaryDirectory() as out:
@@ -186,9 +207,11 @@ async def run_bench(
             with anyio.move_on_after(seconds):
                 await runner.run()
             elapsed = anyio.current_time() - start
-            tokens = runner.statistics().input_tokens
+            stats = runner.statistics()
             peak = runner.peak_in_flight()
-    return BenchResult(model, model_limits, elapsed, tuple(recorder.samples), tokens, peak)
+    samples = tuple(recorder.samples)
+    inputs = stats.ok if embeds else None
+    return BenchResult(model, model_limits, elapsed, samples, stats.input_tokens, peak, inputs)
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -206,11 +229,15 @@ def bench_command(args: argparse.Namespace) -> int:
         "api_key_env": args.api_key_env,
         "max_concurrency": args.max_concurrency,
         "base_url": args.base_url,
+        "api": args.api,
+        "dimensions": args.dimensions,
     }
     if args.base_url is None:
         from ..mock import MockConfig
 
         options["mock"] = MockConfig(latency_ms=(20.0, 200.0), limits=limits)
+        if args.api == "embeddings" and args.dimensions is None:
+            options["dimensions"] = 8  # the mock's vectors short: the bench measures the rate
     result = anyio.run(
         lambda: run_bench(limits=limits, model=model, seconds=args.seconds, options=options),
         backend="asyncio",

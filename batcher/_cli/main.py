@@ -91,10 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("jobs", nargs="+", metavar="JOBS")
     add_flags(
         pl,
-        ("endpoint", "requests", "columns", "limits", "costs"),
+        ("endpoint", "requests", "columns", "limits", "costs", "media"),
         only=(
             *("provider", "model", "prompt_column", "prompt_template", "id_column"),
-            *("tier", "rpm", "tpm", "rpd", "limits_file", "prices_file", "schema"),
+            *("tier", "rpm", "tpm", "rpd", "limits_file", "prices_file", "schema", "api"),
         ),
         overrides={
             "provider": {
@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     b = command("bench", "drive a synthetic load and measure what a tier gives")
     add_flags(
         b,
-        ("limits", "requests", "endpoint"),
-        only=("tier", "model", "base_url", "api_key_env", "max_concurrency"),
+        ("limits", "requests", "endpoint", "media"),
+        only=("tier", "model", "base_url", "api_key_env", "max_concurrency", "api", "dimensions"),
         overrides={
             "tier": {"required": True},
             "model": {"help": "model (default: the tier's first)"},

@@ -6,6 +6,7 @@ import argparse
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from .._admission.estimate import TokenEstimator, features
 from .._config.cost_options import CostOptions
@@ -14,7 +15,9 @@ from .._config.prices import Price, Prices, usd
 from .._config.quota_options import LimitOptions
 from .._config.schema import OutputSchema
 from .._core.media import job_media_tokens
+from .._engine.embed import Packer, PackLimits
 from .._jobs import ColumnOptions, JobSource
+from .._wire.providers import get_provider
 from .exits import EXIT_OK
 from .flags import group_from_args
 
@@ -33,6 +36,13 @@ class ModelPlan:
     max_output_tokens: int | None = None
     """The sum of the jobs' ``max_tokens``, None if some job sets none."""
     price: Price | None = None
+    packed: int | None = None
+    """Requests the jobs go in when packed many to a request (embeddings); None: one a job."""
+
+    @property
+    def requests(self) -> int:
+        """Requests the model's jobs take."""
+        return self.jobs if self.packed is None else self.packed
 
     def cost(self, *, batch: bool = False) -> tuple[float, float | None] | None:
         """(Dollars for the input alone, at most with every answer ``max_tokens`` long or None
@@ -49,7 +59,7 @@ class ModelPlan:
         """Minutes each per-minute limit needs for this model's jobs."""
         out = {}
         if self.limits.rpm:
-            out["RPM"] = self.jobs / self.limits.rpm
+            out["RPM"] = self.requests / self.limits.rpm
         if self.limits.tpm:
             out["TPM"] = self.tpm_tokens / self.limits.tpm
         return out
@@ -63,7 +73,7 @@ class ModelPlan:
     def days(self) -> int | None:
         """Quota days the run spans (None: no daily limit, or none at all)."""
         rpd = self.limits.rpd
-        return math.ceil(self.jobs / rpd) if rpd else None
+        return math.ceil(self.requests / rpd) if rpd else None
 
     @property
     def binding(self) -> str:
@@ -85,11 +95,14 @@ def make_plan(
     limits: LimitTable,
     prices: Prices | None = None,
     schema: OutputSchema | None = None,
+    packs: PackLimits | None = None,
 ) -> list[ModelPlan]:
     """Read every job (checking it, as a run would) and sum its work per model. A ``schema``
     counts in every request's input tokens: both providers bill it as input (OpenAI turns it
     into part of the prompt; Gemini: "the size of the response schema counts towards the input
-    token limit", https://ai.google.dev/gemini-api/docs/structured-output)."""
+    token limit", https://ai.google.dev/gemini-api/docs/structured-output). ``packs``: the jobs
+    are embeddings, packed many to a request as a run packs them (``Packer``) within these
+    limits."""
     source.scan()
     provider = source.provider
     estimator = TokenEstimator()
@@ -97,6 +110,13 @@ def make_plan(
     tokens: dict[str, int] = defaultdict(int)
     charged: dict[str, int] = defaultdict(int)
     outputs: dict[str, int | None] = defaultdict(int)
+    requests: dict[str, int] = defaultdict(int)
+    packer = None
+    if packs is not None:
+        packer = Packer(
+            lambda model: packs,
+            lambda job: estimator.estimate(features(job.text), cautious=True),
+        )
     for job in source:
         model = job.model
         assert model is not None  # the scan refused jobs without one
@@ -109,8 +129,14 @@ def make_plan(
         charged[model] += est + ((job.max_tokens or 0) if provider == "openai" else 0)
         so_far = outputs[model]
         outputs[model] = (
-            None if so_far is None or job.max_tokens is None else so_far + job.max_tokens
+            None
+            if so_far is None or (job.max_tokens is None and packer is None)  # a vector: 0
+            else so_far + (job.max_tokens or 0)
         )
+        if packer is not None:
+            requests[model] += len(packer.add(job))
+    for pack in packer.flush() if packer is not None else ():
+        requests[pack[0].model or ""] += 1
     return [
         ModelPlan(
             m,
@@ -120,6 +146,7 @@ def make_plan(
             limits.for_model(m),
             outputs[m],
             prices.price(m) if prices is not None else None,
+            requests[m] if packer is not None else None,
         )
         for m in sorted(jobs)
     ]
@@ -132,6 +159,8 @@ def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
     out = [f"{total:,} jobs, about {tokens:,} input tokens{tier}"]
     for p in plans:
         out.append(f"\n{p.model}: {p.jobs:,} jobs, about {p.input_tokens:,} input tokens")
+        if p.packed is not None:
+            out.append(f"  packed: {p.packed:,} requests (many inputs to a request)")
         out.append(f"  limits: {p.limits.describe()}")
         for name, minutes in p.minutes_by.items():
             out.append(f"  {name} alone: {_minutes(minutes)}")
@@ -141,8 +170,10 @@ def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
             out.append(f"  RPD binds: {p.days} quota days ({p.limits.rpd:,} requests a day)")
         elif p.minutes is not None:
             out.append(f"  binding: {p.binding}; about {_minutes(p.minutes)}")
+            if p.minutes > 0 and p.packed is not None:
+                out.append(f"  inputs per minute at that pace: about {p.jobs / p.minutes:,.0f}")
             if p.minutes > 0:
-                per_second = p.jobs / (p.minutes * 60)
+                per_second = p.requests / (p.minutes * 60)
                 short, long = (math.ceil(per_second * s) for s in (3, 20))
                 out.append(
                     f"  in flight at that pace: about {short:,} with answers of 3 s, {long:,} of"
@@ -150,10 +181,11 @@ def describe_plan(plans: list[ModelPlan], tier: str = "") -> list[str]:
                 )
         else:
             out.append("  no per-minute limit known: the time depends on the server")
-        out.append(
-            "  by batch API (--mode batch): within 24 h (the completion window), most batches"
-            " sooner, outside these limits"
-        )
+        if p.packed is None:
+            out.append(
+                "  by batch API (--mode batch): within 24 h (the completion window), most batches"
+                " sooner, outside these limits"
+            )
         out.append("  " + _cost(p))
     return out
 
@@ -184,7 +216,14 @@ def plan_command(args: argparse.Namespace) -> int:
     limits = group_from_args(LimitOptions, args).table()
     provider = args.provider or (limits.tier.provider if limits.tier else "openai")
     columns = group_from_args(ColumnOptions, args)
-    source = JobSource(args.jobs, columns, provider=provider, default_model=args.model)
+    embeds = args.api == "embeddings"
+    source = JobSource(
+        args.jobs,
+        columns,
+        provider=provider,
+        default_model=args.model,
+        endpoint=args.api,
+    )
     schema = None
     if args.schema is not None:
         from .._config.schema import load_schema
@@ -192,7 +231,11 @@ def plan_command(args: argparse.Namespace) -> int:
         schema = load_schema(args.schema)
         schema.check_wire(provider)
     prices = group_from_args(CostOptions, args).prices()
-    plans = make_plan(source, limits=limits, prices=prices, schema=schema)
+    packs = None
+    if embeds:
+        wire: Any = get_provider(provider, "embeddings")
+        packs = PackLimits(wire.max_inputs, wire.max_tokens)
+    plans = make_plan(source, limits=limits, prices=prices, schema=schema, packs=packs)
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""
     print("\n".join(describe_plan(plans, tier)))
     if schema is not None:

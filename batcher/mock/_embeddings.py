@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,11 +41,11 @@ def default_dimensions(model: str) -> int:
 
 
 def mock_vector(model: str, text: str, dimensions: int) -> list[float]:
-    """The mock's embedding of ``text`` on ``model``: deterministic, of unit length."""
-    seed = int.from_bytes(hashlib.sha256(f"{model}\n{text}".encode()).digest()[:8], "big")
-    rng = random.Random(seed)
-    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    """The mock's embedding of ``text`` on ``model``: deterministic (two bytes of a SHAKE-256
+    stream of the two a coordinate), of unit length."""
+    stream = hashlib.shake_256(f"{model}\n{text}".encode()).digest(2 * dimensions)
+    values = [v - 32767.5 for v in array("H", stream)]
+    norm = math.sqrt(sum(v * v for v in values))
     return [round(v / norm, 6) for v in values]
 
 
