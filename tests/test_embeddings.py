@@ -375,3 +375,19 @@ def test_bench_counts_inputs_per_minute(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "answered 429: 0.00%" in out
     assert "inputs: " in out and "100.0 to a request on average" in out
+
+
+def test_a_parquet_column_or_template_is_embedded(tmp_path: Path, mock_server: MockServer) -> None:
+    from tests.helpers import write_parquet
+
+    rows = [{"key": f"k{i}", "title": f"T{i}", "body": f"body {i}"} for i in range(30)]
+    jobs = write_parquet(tmp_path / "docs.parquet", rows)
+    common = ("--model", MODEL["openai"], "--endpoint", "embeddings", "--dimensions", "4")
+    column = ("--prompt-column", "body", "--id-column", "key")
+    assert run_cli(mock_server, "openai", jobs, tmp_path / "a", *common, *column) == 0
+    template = ("--prompt-template", "{title}: {body}", "--id-column", "key")
+    assert run_cli(mock_server, "openai", jobs, tmp_path / "b", *common, *template) == 0
+    a, b = read_results(tmp_path / "a"), read_results(tmp_path / "b")
+    model = MODEL["openai"]
+    assert a["k3"]["embedding"] == pytest.approx(mock_vector(model, "body 3", 4), abs=1e-6)
+    assert b["k3"]["embedding"] == pytest.approx(mock_vector(model, "T3: body 3", 4), abs=1e-6)
