@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-import anyio
-
 from .._admission.estimate import Features, features
 from .._admission.lane import Lane
 from .._core.completion import Completion
@@ -33,7 +31,7 @@ from .._core.errors import (
 from .._jobs import Job
 from .._rundir.rows import Record
 from .._wire.providers import job_fingerprint, send
-from .execute import Executor, _Stopped
+from .execute import Executor, Stopped
 from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
 
@@ -121,7 +119,7 @@ def _summed(xs: Sequence[Features]) -> Features:
 async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outcome]:
     """Send ``jobs`` (of one model, resolved) as one request through ``lane``, with retries;
     one outcome per job, in order. A request refused for what it holds is split in halves."""
-    if ex._halting:
+    if ex.halting:
         return [ABANDONED] * len(jobs)
     model = jobs[0].model
     assert model is not None
@@ -136,8 +134,8 @@ async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outco
 
     async def attempt() -> Completion:
         nonlocal attempts
-        if ex._halting:
-            raise _Stopped
+        if ex.halting:
+            raise Stopped
         asked = ex.clock.monotonic()
         async with lane.request(x) as slot:
             attempts += 1
@@ -150,7 +148,7 @@ async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outco
                     provider,
                     spec,
                     slot.observe,
-                    lambda: ex._resent(label, attempts, model, lane, sent),
+                    lambda: ex.count_resent(label, attempts, model, lane, sent),
                 )
                 if len(answer.vectors) != len(jobs):
                     raise RetryableError(
@@ -161,36 +159,31 @@ async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outco
             except ProviderError as e:
                 if isinstance(e, TimedOut):
                     ex.tally.timeouts += 1
-                ex._log(label, attempts, model, asked, sent, error=e)
+                ex.log_attempt(label, attempts, model, asked, sent, error=e)
                 raise
             finally:
                 sending[0] = False
-            ex._log(label, attempts, model, asked, sent, answer=answer)
+            ex.log_attempt(label, attempts, model, asked, sent, answer=answer)
             slot.done(answer.input_tokens)
         return answer
 
-    ex.tally.in_flight += 1
-    scope = anyio.CancelScope()
-    ex._waiting[scope] = sending
     error: ProviderError | None = None
-    try:
-        with scope:
-            answer = await ex.policy.call(attempt, clock=ex.clock)
-        if scope.cancelled_caught:
+    with ex.stoppable(sending) as scope:
+        try:
+            with scope:
+                answer = await ex.policy.call(attempt, clock=ex.clock)
+            if scope.cancelled_caught:
+                return [ABANDONED] * len(jobs)
+        except Stopped:
             return [ABANDONED] * len(jobs)
-    except _Stopped:
-        return [ABANDONED] * len(jobs)
-    except FatalProviderError as e:
-        return [Fatal(e, model)] * len(jobs)
-    except QuotaExhausted as e:
-        return [Deferred(e)] * len(jobs)
-    except Outage as e:
-        return [Halted(e)] * len(jobs)
-    except ProviderError as e:
-        error = e
-    finally:
-        ex.tally.in_flight -= 1
-        del ex._waiting[scope]
+        except FatalProviderError as e:
+            return [Fatal(e, model)] * len(jobs)
+        except QuotaExhausted as e:
+            return [Deferred(e)] * len(jobs)
+        except Outage as e:
+            return [Halted(e)] * len(jobs)
+        except ProviderError as e:
+            error = e
     if error is not None:
         if isinstance(error, PermanentJobError) and len(jobs) > 1:
             half = len(jobs) // 2

@@ -8,7 +8,8 @@ batch-API executor plugs in beside this one with the same outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -50,10 +51,10 @@ from .tally import Tally
 if TYPE_CHECKING:
     import urllib.request
 
-__all__ = ["Executor", "explain"]
+__all__ = ["Executor", "Stopped", "explain"]
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The run is stopping: this job is not sent (again)."""
 
 
@@ -138,7 +139,7 @@ class Executor:
         async def attempt() -> Completion:
             nonlocal attempts
             if self._halting:
-                raise _Stopped
+                raise Stopped
             asked = self.clock.monotonic()
             if self.ipm is not None:
                 await self._gate(model).admit(job.n or 1)
@@ -153,42 +154,37 @@ class Executor:
                         self.provider,
                         spec,
                         slot.observe,
-                        lambda: self._resent(job.id, attempts, model, lane, sent),
+                        lambda: self.count_resent(job.id, attempts, model, lane, sent),
                     )
                     if any(i.data is None for i in answer.images):
                         answer = replace(answer, images=await _download(answer, self.target.opener))
                 except ProviderError as e:
                     if isinstance(e, TimedOut):
                         self.tally.timeouts += 1
-                    self._log(job.id, attempts, model, asked, sent, error=e)
+                    self.log_attempt(job.id, attempts, model, asked, sent, error=e)
                     raise
                 finally:
                     sending[0] = False
-                self._log(job.id, attempts, model, asked, sent, answer=answer)
+                self.log_attempt(job.id, attempts, model, asked, sent, answer=answer)
                 slot.done(answer.input_tokens)
             return answer
 
-        self.tally.in_flight += 1
-        scope = anyio.CancelScope()
-        self._waiting[scope] = sending
-        try:
-            with scope:
-                completion = await self.policy.call(attempt, clock=self.clock)
-            if scope.cancelled_caught:
+        with self.stoppable(sending) as scope:
+            try:
+                with scope:
+                    completion = await self.policy.call(attempt, clock=self.clock)
+                if scope.cancelled_caught:
+                    return ABANDONED
+            except Stopped:
                 return ABANDONED
-        except _Stopped:
-            return ABANDONED
-        except FatalProviderError as e:
-            return Fatal(e, model)
-        except QuotaExhausted as e:
-            return Deferred(e)
-        except Outage as e:
-            return Halted(e)
-        except ProviderError as e:
-            return Done(self._record(job, model, fp or spec, attempts, start, error=e))
-        finally:
-            self.tally.in_flight -= 1
-            del self._waiting[scope]
+            except FatalProviderError as e:
+                return Fatal(e, model)
+            except QuotaExhausted as e:
+                return Deferred(e)
+            except Outage as e:
+                return Halted(e)
+            except ProviderError as e:
+                return Done(self._record(job, model, fp or spec, attempts, start, error=e))
         images: list[dict[str, Any]] = []
         if completion.images:
             if self.out is None:
@@ -200,16 +196,34 @@ class Executor:
         record = self._record(job, model, fp or spec, attempts, start, completion=completion)
         return Done(replace(record, images=tuple(images)) if images else record)
 
-    def _resent(self, job_id: str, n: int, model: str, lane: Lane, sent: float) -> None:
+    @property
+    def halting(self) -> bool:
+        """Whether the run is stopping (``halt``): nothing more is sent."""
+        return self._halting
+
+    @contextmanager
+    def stoppable(self, sending: list[bool]) -> Iterator[anyio.CancelScope]:
+        """A cancel scope for one job's (or pack's) attempts, counted in flight while inside:
+        ``halt`` cancels it unless ``sending[0]`` says its request is out."""
+        scope = anyio.CancelScope()
+        self.tally.in_flight += 1
+        self._waiting[scope] = sending
+        try:
+            yield scope
+        finally:
+            self.tally.in_flight -= 1
+            del self._waiting[scope]
+
+    def count_resent(self, job_id: str, n: int, model: str, lane: Lane, sent: float) -> None:
         """Count a request the transport sent twice (the server closed the kept-alive connection
         as it left): the first may have reached the server, so it counts as a request, in the
         day's count (RPD) and in the attempt log, where a row says so."""
         self.tally.requests += 1
         lane.count_resend()
         why = "the server closed the kept-alive connection as the request left: sent again"
-        self._log(job_id, n, model, sent, sent, error=RetryableError(why))
+        self.log_attempt(job_id, n, model, sent, sent, error=RetryableError(why))
 
-    def _log(
+    def log_attempt(
         self,
         job_id: str,
         n: int,

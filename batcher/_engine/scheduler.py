@@ -1,9 +1,10 @@
 """The scheduler: passes over the inputs, skipping what is done, sending the rest through their
 models' lanes, deferring jobs whose daily quota is spent, and waiting for the reset.
 
-Workers take jobs from a bounded stream and hand each to the executor; the scheduler acts on the
-outcome: records a finished job, counts a deferred one, stops the run on a fatal answer. A stop
-(signal or fatal answer) halts admission; requests in flight get ``grace`` seconds, then are
+Workers take jobs from a bounded stream and hand each to the executor (an embeddings run's jobs go
+as packs, many to a request, ``_engine.embed``); the scheduler acts on each job's outcome:
+records a finished job, counts a deferred one, stops the run on a fatal answer. A stop (signal or
+fatal answer) halts admission; requests in flight get ``grace`` seconds, then are
 abandoned and left for a rerun.
 
 How many workers: as many as the lanes need in flight to hold their pace (each lane's rate times
