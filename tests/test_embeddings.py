@@ -165,6 +165,30 @@ def test_a_bad_input_costs_one_error_row_not_its_pack(
     assert _requests(mock_server) <= 1 + 2 * math.ceil(math.log2(n))
 
 
+def test_bad_inputs_in_both_halves_are_still_split_out(
+    tmp_path: Path, mock_server: MockServer
+) -> None:
+    rows = _rows(64, bad={10, 50})  # the mock refuses each with the same message
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    argv = ("--model", MODEL["gemini"], "--endpoint", "embeddings", "--dimensions", "4")
+    assert run_cli(mock_server, "gemini", jobs, tmp_path / "out", *argv) == EXIT_ERRORS
+    results = read_results(tmp_path / "out")
+    assert {k for k, r in results.items() if r["status"] != "ok"} == {"d00010", "d00050"}
+
+
+def test_an_error_of_the_request_itself_is_not_split_input_by_input(
+    tmp_path: Path, mock_server: MockServer
+) -> None:
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(500))
+    # ada-002 takes no dimensions: every request is refused, whatever it holds
+    argv = ("--model", "text-embedding-ada-002", "--endpoint", "embeddings", "--dimensions", "8")
+    assert run_cli(mock_server, "openai", jobs, tmp_path / "out", *argv) == EXIT_ERRORS
+    results = read_results(tmp_path / "out")
+    assert len(results) == 500
+    assert all("does not support specifying dimensions" in r["error"] for r in results.values())
+    assert _requests(mock_server) == 4  # the pack, its halves, one input alone
+
+
 def test_a_packed_request_is_one_request_for_the_rate_limits(
     tmp_path: Path, start_mock: Any
 ) -> None:

@@ -118,9 +118,63 @@ def _summed(xs: Sequence[Features]) -> Features:
 
 async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outcome]:
     """Send ``jobs`` (of one model, resolved) as one request through ``lane``, with retries;
-    one outcome per job, in order. A request refused for what it holds is split in halves."""
+    one outcome per job, in order. A request refused for what it holds is split (``_split``)."""
+    if not jobs:
+        return []
+    outcomes, refused = await _send_once(ex, jobs, lane)
+    if refused is None or len(jobs) == 1:
+        return outcomes
+    return await _split(ex, jobs, lane, refused, outcomes)
+
+
+async def _split(
+    ex: Executor,
+    jobs: Sequence[Job],
+    lane: Lane,
+    refused: PermanentJobError,
+    rows: list[Outcome],
+) -> list[Outcome]:
+    """``jobs`` were refused whole with ``refused`` (their error ``rows`` ready): send each half
+    alone, and split again each half refused, down to the inputs at fault. One bad input costs
+    about two requests a level. When both halves are refused as the whole was, the error may be
+    the request's own (a parameter the model does not take: every input would fail alone too, at
+    two requests an input); one input sent alone tells: refused alike, every row takes the error
+    without more requests."""
+    half = len(jobs) // 2
+    parts = [jobs[:half], jobs[half:]]
+    sent = [await _send_once(ex, part, lane) for part in parts]
+    if len(jobs) > 2 and all(e is not None and e.message == refused.message for _, e in sent):
+        probe, alike = await _send_once(ex, jobs[:1], lane)
+        if alike is not None and alike.message == refused.message:
+            return rows
+        rest = await send_pack(ex, parts[0][1:], lane)
+        return probe + rest + await _split_again(ex, parts[1], lane, sent[1])
+    out: list[Outcome] = []
+    for part, done in zip(parts, sent, strict=True):
+        out += await _split_again(ex, part, lane, done)
+    return out
+
+
+async def _split_again(
+    ex: Executor,
+    jobs: Sequence[Job],
+    lane: Lane,
+    sent: tuple[list[Outcome], PermanentJobError | None],
+) -> list[Outcome]:
+    """A half's outcomes as sent, or split again if it was refused (and holds more than one)."""
+    outcomes, refused = sent
+    if refused is None or len(jobs) == 1:
+        return outcomes
+    return await _split(ex, jobs, lane, refused, outcomes)
+
+
+async def _send_once(
+    ex: Executor, jobs: Sequence[Job], lane: Lane
+) -> tuple[list[Outcome], PermanentJobError | None]:
+    """Send ``jobs`` as one request, with retries: an outcome per job, and the error if the
+    request was refused for what it holds (each outcome then that error's row)."""
     if ex.halting:
-        return [ABANDONED] * len(jobs)
+        return [ABANDONED] * len(jobs), None
     model = jobs[0].model
     assert model is not None
     provider = ex.provider
@@ -173,23 +227,23 @@ async def send_pack(ex: Executor, jobs: Sequence[Job], lane: Lane) -> list[Outco
             with scope:
                 answer = await ex.policy.call(attempt, clock=ex.clock)
             if scope.cancelled_caught:
-                return [ABANDONED] * len(jobs)
+                return [ABANDONED] * len(jobs), None
         except Stopped:
-            return [ABANDONED] * len(jobs)
+            return [ABANDONED] * len(jobs), None
         except FatalProviderError as e:
-            return [Fatal(e, model)] * len(jobs)
+            return [Fatal(e, model)] * len(jobs), None
         except QuotaExhausted as e:
-            return [Deferred(e)] * len(jobs)
+            return [Deferred(e)] * len(jobs), None
         except Outage as e:
-            return [Halted(e)] * len(jobs)
+            return [Halted(e)] * len(jobs), None
         except ProviderError as e:
             error = e
     if error is not None:
-        if isinstance(error, PermanentJobError) and len(jobs) > 1:
-            half = len(jobs) // 2
-            return await send_pack(ex, jobs[:half], lane) + await send_pack(ex, jobs[half:], lane)
-        return [Done(_record(ex, job, model, attempts, start, error=error)) for job in jobs]
-    return _answered(ex, jobs, model, attempts, start, answer, xs, lane)
+        rows: list[Outcome] = [
+            Done(_record(ex, job, model, attempts, start, error=error)) for job in jobs
+        ]
+        return rows, error if isinstance(error, PermanentJobError) else None
+    return _answered(ex, jobs, model, attempts, start, answer, xs, lane), None
 
 
 def _answered(
