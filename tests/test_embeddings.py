@@ -231,7 +231,7 @@ def test_openai_answers_are_put_in_input_order_by_index() -> None:
     }
     answer = httpx.Response(200, json=body)
     completion = get_provider("openai", "embeddings").parse(answer)
-    assert completion.vectors == ([1.0, 0.0], [0.0, 1.0])
+    assert [list(v) for v in completion.vectors] == [[1.0, 0.0], [0.0, 1.0]]
     assert completion.input_tokens == 5
 
 

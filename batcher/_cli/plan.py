@@ -6,7 +6,6 @@ import argparse
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 from .._admission.estimate import TokenEstimator, features
 from .._config.cost_options import CostOptions
@@ -17,7 +16,7 @@ from .._config.schema import OutputSchema
 from .._core.media import job_media_tokens
 from .._engine.embed import Packer, PackLimits
 from .._jobs import ColumnOptions, JobSource
-from .._wire.providers import get_provider
+from .._wire.providers import get_provider, is_embedder
 from .exits import EXIT_OK
 from .flags import group_from_args
 
@@ -233,7 +232,8 @@ def plan_command(args: argparse.Namespace) -> int:
     prices = group_from_args(CostOptions, args).prices()
     packs = None
     if embeds:
-        wire: Any = get_provider(provider, "embeddings")
+        wire = get_provider(provider, "embeddings")
+        assert is_embedder(wire)
         packs = PackLimits(wire.max_inputs, wire.max_tokens)
     plans = make_plan(source, limits=limits, prices=prices, schema=schema, packs=packs)
     tier = f" under {args.tier} ({load_tiers()[0]})" if args.tier else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from typing import Any
 
 import orjson
@@ -26,15 +27,27 @@ JSONDecodeError = orjson.JSONDecodeError
 """What ``loads`` raises for text that is not JSON (a ``ValueError``, and the standard
 library's ``json.JSONDecodeError`` too)."""
 
-_FALLBACK = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+def _plain(value: Any) -> Any:
+    """What JSON holds for a value neither encoder knows: an ``array`` of numbers (an embedding,
+    held as float32 in memory, a quarter of a list of floats) as a list."""
+    if isinstance(value, array):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_FALLBACK = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_plain
+)
 
 
 def dumps(value: Any) -> bytes:
     """``value`` as compact UTF-8 JSON. What orjson cannot encode (integers beyond 64 bits, keys
-    that are not strings) goes by the standard library's rules, errors included. A float that is
-    not finite becomes ``null``: batcher's readers refuse those in jobs, so none reaches here."""
+    that are not strings) goes by the standard library's rules, errors included; an ``array`` as
+    a list. A float that is not finite becomes ``null``: batcher's readers refuse those in jobs,
+    so none reaches here."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_plain)
     except TypeError:
         return _FALLBACK.encode(value).encode()
 

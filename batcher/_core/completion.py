@@ -3,6 +3,7 @@ executor records (and ``InvalidOutput`` carries, so that a row keeps what was an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,6 @@ class Completion:
     parsed: Any = None
     """The answer checked against the run's output schema (``SchemaProvider``), as the
     ``parsed`` column holds it."""
-    vectors: tuple[list[float], ...] = ()
+    vectors: tuple[Sequence[float], ...] = ()
     """Embeddings answered, one per input in input order (``--endpoint embeddings``): a packed
     request's answer holds one for each of its jobs, a job's own completion its one."""

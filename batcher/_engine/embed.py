@@ -30,7 +30,7 @@ from .._core.errors import (
 )
 from .._jobs import Job
 from .._rundir.rows import Record
-from .._wire.providers import job_fingerprint, send
+from .._wire.providers import is_embedder, job_fingerprint, send
 from .execute import Executor, Stopped
 from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
@@ -178,7 +178,8 @@ async def _send_once(
     model = jobs[0].model
     assert model is not None
     provider = ex.provider
-    spec = provider.build_pack(jobs, model)  # type: ignore[attr-defined]
+    assert is_embedder(provider)  # the runner packs jobs only for an embeddings wire
+    spec = provider.build_pack(jobs, model)
     xs = [features(job.text) for job in jobs]
     x = _summed(xs)
     label = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} (+{len(jobs) - 1} packed)"

@@ -38,7 +38,7 @@ from .._core.errors import FatalProviderError, ProxyRefused, QuotaExhausted, Usa
 from .._jobs import Job
 from .._rundir.rows import Record
 from .._wire.endpoint import Target
-from .._wire.providers import Provider, get_provider, job_fingerprint
+from .._wire.providers import Provider, get_provider, is_embedder, job_fingerprint
 from .._wire.providers._structured import SchemaProvider
 from .._wire.transport import Transport
 from .embed import PackLimits, send_pack
@@ -144,10 +144,12 @@ class Pool:
     def pack_limits(self, model: str) -> PackLimits:
         """What one embeddings request of ``model`` may carry on every endpoint serving it (the
         least of their wires' limits: a pack may go to any of them)."""
-        wires = [r.provider for r in self.routes if r.has(model)] or [self.routes[0].provider]
-        inputs = min(int(getattr(p, "max_inputs", 1)) for p in wires)
-        caps = [t for p in wires if (t := getattr(p, "max_tokens", None)) is not None]
-        return PackLimits(inputs, min(caps) if caps else None)
+        routes = [r for r in self.routes if r.has(model)] or self.routes[:1]
+        wires = [r.provider for r in routes if is_embedder(r.provider)]
+        if not wires:
+            return PackLimits(1)
+        caps = [p.max_tokens for p in wires if p.max_tokens is not None]
+        return PackLimits(min(p.max_inputs for p in wires), min(caps) if caps else None)
 
     def estimator(self, model: str) -> TokenEstimator:
         """What ``model``'s requests are estimated to take (its first lane's estimator)."""

@@ -4,6 +4,7 @@ results (with a ``parsed`` column of the run's output schema, when it has one, a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -45,9 +46,9 @@ class Record:
     (only runs with a schema have that column)."""
     endpoint: str | None = None
     """The name of the endpoint that answered: a pool's endpoint, or ``default``."""
-    embedding: list[float] | None = None
-    """The vector answered (``--endpoint embeddings``), as its ``embedding`` column holds it
-    (only embedding runs have that column)."""
+    embedding: Sequence[float] | None = None
+    """The vector answered (``--endpoint embeddings``; float32, an ``array`` from the answer on),
+    as its ``embedding`` column holds it (only embedding runs have that column)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a journal line's object (``asdict`` without its deep copies)."""

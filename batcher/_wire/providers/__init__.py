@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..._core.errors import UsageError
 from ._base import Completion, ImageOut, Provider, RateHints, RequestSpec, rate_hints
-from ._embeddings import GeminiEmbeddings, OpenAIEmbeddings, is_embedder
+from ._embeddings import Embedder, GeminiEmbeddings, OpenAIEmbeddings, is_embedder
 from ._gemini import GeminiProvider
 from ._http import fingerprint, job_fingerprint, send
 from ._images import OpenAIImagesProvider
@@ -12,6 +12,7 @@ from ._openai import OpenAIProvider
 
 __all__ = [
     "Completion",
+    "Embedder",
     "ImageOut",
     "Provider",
     "RateHints",
