@@ -220,12 +220,21 @@ def test_task_type_and_dimensions_reach_each_wire() -> None:
     ).build_pack(  # type: ignore[attr-defined]
         jobs[:1], "text-embedding-3-small"
     )
-    assert openai.body == {"model": "text-embedding-3-small", "input": ["one"], "dimensions": 256}
+    assert openai.body == {
+        "model": "text-embedding-3-small",
+        "input": ["one"],
+        "dimensions": 256,
+        "encoding_format": "base64",
+    }
 
 
 def test_openai_answers_are_put_in_input_order_by_index() -> None:
+    import base64
+    import struct
+
+    first = base64.b64encode(struct.pack("<2f", 1.0, 0.0)).decode()
     body = {
-        "data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}],
+        "data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": first}],
         "model": "m",
         "usage": {"prompt_tokens": 5},
     }

@@ -12,8 +12,10 @@ https://ai.google.dev/api/embeddings#method:-models.batchembedcontents
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
+import struct
 from array import array
 from collections.abc import Mapping
 from typing import Any
@@ -47,6 +49,14 @@ def mock_vector(model: str, text: str, dimensions: int) -> list[float]:
     values = [v - 32767.5 for v in array("H", stream)]
     norm = math.sqrt(sum(v * v for v in values))
     return [round(v / norm, 6) for v in values]
+
+
+def _encoded(call: Call, text: str, dimensions: int) -> list[float] | str:
+    """A vector as the request asked: numbers, or base64 of little-endian float32s."""
+    vector = mock_vector(call.model, text, dimensions)
+    if call.encoding != "base64":
+        return vector
+    return base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode("ascii")
 
 
 def _dimensions(value: Any, model: str, invalid: Any) -> int:
@@ -106,6 +116,9 @@ class OpenAIEmbeddings(OpenAIChat):
                 self.invalid(f"Requested {total} tokens, max {self.max_tokens} tokens per request")
             )
         dimensions = _dimensions(body.get("dimensions"), model, self.invalid)
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise Refusal(self.invalid(f"Invalid value for encoding_format: {encoding!r}"))
         return Call(
             model=model,
             key=key,
@@ -113,11 +126,12 @@ class OpenAIEmbeddings(OpenAIChat):
             last_user="\n".join(inputs),
             inputs=tuple(inputs),
             dimensions=(dimensions,) * len(inputs),
+            encoding=encoding,
         )
 
     def answer(self, call: Call, reply: Reply, serial: int, headers: Mapping[str, str]) -> Response:
         data = [
-            {"object": "embedding", "index": i, "embedding": mock_vector(call.model, text, n)}
+            {"object": "embedding", "index": i, "embedding": _encoded(call, text, n)}
             for i, (text, n) in enumerate(zip(call.inputs, call.dimensions, strict=True))
         ]
         tokens = sum(count_tokens(t) for t in call.inputs)

@@ -77,6 +77,8 @@ class Call:
     """The texts to embed (an embeddings call: one vector each, in order)."""
     dimensions: tuple[int, ...] = ()
     """Each input's vector length (an embeddings call)."""
+    encoding: str = "float"
+    """How an embeddings call wants its vectors: numbers (``float``) or ``base64``."""
 
 
 @dataclass(frozen=True, slots=True)

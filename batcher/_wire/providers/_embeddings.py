@@ -1,9 +1,11 @@
 """The embeddings wire formats: OpenAI's ``POST {base}/embeddings`` and Gemini's
 ``models/{m}:batchEmbedContents``, each taking many inputs in one request.
 
-OpenAI: ``{model, input: [str], dimensions?}`` answered ``{data: [{index, embedding}], model,
-usage: {prompt_tokens}}``; at most 2,048 inputs and 300,000 tokens summed over them in one
-request, 8,192 tokens an input; usage is the request's only.
+OpenAI: ``{model, input: [str], dimensions?, encoding_format: "base64"}`` answered ``{data:
+[{index, embedding}], model, usage: {prompt_tokens}}``; at most 2,048 inputs and 300,000 tokens
+summed over them in one request, 8,192 tokens an input; usage is the request's only. Each
+``embedding`` comes as base64 of little-endian float32s (a quarter of the JSON numbers' bytes, read
+without a float object a number); a server that answers numbers anyway is read too.
 https://platform.openai.com/docs/api-reference/embeddings/create
 
 Gemini: ``{requests: [{model, content: {parts: [{text}]}, taskType?, outputDimensionality?}]}``
@@ -16,7 +18,10 @@ body, so a job's fingerprint does not depend on the jobs it was packed with.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeGuard
@@ -58,10 +63,28 @@ def is_embedder(provider: Provider) -> TypeGuard[Embedder]:
     return bool(getattr(provider, "embeds", False))
 
 
+def _base64_vector(text: str) -> array[float]:
+    """An embedding sent as base64 of little-endian float32s (``TypeError`` if it is not)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise TypeError("an embedding is not base64") from None
+    if not raw or len(raw) % 4:
+        raise TypeError("an embedding's bytes are not float32s")
+    out = array("f", raw)
+    if sys.byteorder == "big":
+        out.byteswap()
+    if not all(math.isfinite(v) for v in out):
+        raise TypeError("an embedding holds something that is not a finite float32")
+    return out
+
+
 def _vector(values: Any) -> array[float]:
     """One embedding as float32 (``TypeError`` if it is not a non-empty list of finite numbers):
     4 bytes a number from the answer on, where a list of floats holds 32 (a pack of 2,048
     vectors of 3,072 is 25 MB so, 200 MB as floats)."""
+    if isinstance(values, str):
+        return _base64_vector(values)
     if not isinstance(values, list) or not values:
         raise TypeError("an embedding is a non-empty list of numbers")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
@@ -94,6 +117,7 @@ class OpenAIEmbeddings(OpenAIProvider):
         body: dict[str, Any] = {"model": model, "input": [job.text for job in jobs]}
         if self.dimensions is not None:
             body["dimensions"] = self.dimensions
+        body["encoding_format"] = "base64"
         return RequestSpec("embeddings", body)
 
     def parse(self, response: Answer) -> Completion:
