@@ -16,7 +16,6 @@ import base64
 import hashlib
 import math
 import struct
-from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,9 +43,9 @@ def default_dimensions(model: str) -> int:
 
 def mock_vector(model: str, text: str, dimensions: int) -> list[float]:
     """The mock's embedding of ``text`` on ``model``: deterministic (two bytes of a SHAKE-256
-    stream of the two a coordinate), of unit length."""
+    stream, little-endian, a coordinate), of unit length."""
     stream = hashlib.shake_256(f"{model}\n{text}".encode()).digest(2 * dimensions)
-    values = [v - 32767.5 for v in array("H", stream)]
+    values = [v - 32767.5 for v in struct.unpack(f"<{dimensions}H", stream)]
     norm = math.sqrt(sum(v * v for v in values))
     return [round(v / norm, 6) for v in values]
 
