@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._core.clock import Clock, SystemClock
     from ._engine.runner import Runner, RunOptions
     from ._jobs import ColumnOptions
-    from ._rundir.results import results
+    from ._rundir.results import results, results_table
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
 # The option groups, one per section of RunOptions: (module, name there).
@@ -64,6 +64,7 @@ _LAZY = {
     "MediaOptions": ("._config.media_options", "MediaOptions"),
     "PoolOptions": ("._config.quota_options", "PoolOptions"),
     "results": ("._rundir.results", "results"),
+    "results_table": ("._rundir.results", "results_table"),
 }
 
 
@@ -121,6 +122,7 @@ __all__ = [
     "WriteFailed",
     "load_prices",
     "results",
+    "results_table",
     "run",
     "run_sync",
 ]

@@ -49,6 +49,7 @@ def test_public_names_are_pinned() -> None:
             "UsageError",
             "WriteFailed",
             "results",
+            "results_table",
             "run",
             "run_sync",
             "Price",

@@ -87,3 +87,28 @@ def test_a_frame_is_read_twice_the_same() -> None:
     source = JobSource(reader, ColumnOptions(prompt_column="text"), default_model="m")
     assert source.scan() == len(ROWS)
     assert sum(1 for _ in source) == len(ROWS)
+
+
+def test_results_table_holds_every_finished_job(tmp_path: Path) -> None:
+    """``batcher.results_table``: the parts and the journal not yet compacted, as one table."""
+    from batcher._rundir.store import ResultStore
+    from tests.helpers import make_record
+
+    out = tmp_path / "out"
+    batcher.run_sync(_table(), out, mock="instant", model="m", prompt_column="text")
+    store = ResultStore(out)  # a later run's rows, still in its journal
+    store.open()
+    store.append(make_record(1))
+    try:
+        table = batcher.results_table(out)
+    finally:
+        store.close()
+    assert table.num_rows == len(ROWS) + 1
+    assert "j1" in table.column("id").to_pylist()
+    assert batcher.results_table(out, columns=["id", "status"]).column_names == ["id", "status"]
+    frame = table.to_pandas()
+    assert (frame["status"] == "ok").all()
+    with pytest.raises(batcher.UsageError, match="no column"):
+        batcher.results_table(out, columns=["nope"])
+    with pytest.raises(batcher.UsageError, match="holds no run"):
+        batcher.results_table(tmp_path)
