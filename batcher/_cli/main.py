@@ -76,7 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = command("run", "run job files into an output directory")
-    r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
+    r.add_argument(
+        "jobs",
+        nargs="+",
+        metavar="JOBS",
+        help=".jsonl, .jsonl.gz or .parquet files: paths, or s3://, gs://, az://, hf:// URLs (with "
+        "globs: s3://bucket/prefix/*.parquet) or an https:// URL",
+    )
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
     add_flags(
         r,

@@ -1,0 +1,159 @@
+"""Inputs by URL: Parquet and JSONL in an S3-compatible server on loopback (moto), read through
+the code a real bucket is read through (pyarrow's S3 filesystem, ``AWS_ENDPOINT_URL``), a glob
+listed once, ids ``URL:ROW``; and no credential in anything batcher writes or prints."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import batcher
+from batcher import ColumnOptions, InputError
+from batcher._jobs import JobSource
+from batcher._jobs._remote import shown_url
+from tests.helpers import read_results
+from tests.s3_server import SECRET, S3Server, s3_server
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[S3Server]:
+    with s3_server() as s:
+        yield s
+
+
+@pytest.fixture
+def s3(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    for k, v in server.env.items():
+        monkeypatch.setenv(k, v)
+    return server
+
+
+def _bucket(s3: S3Server) -> str:
+    return s3.bucket(f"jobs-{os.getpid()}-{next(_names)}")
+
+
+def _parquet(rows: list[dict[str, object]], row_group_size: int = 1000) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink, row_group_size=row_group_size)
+    return sink.getvalue()
+
+
+def _jsonl(rows: list[dict[str, object]]) -> bytes:
+    import json
+
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_a_glob_of_parquet_files_runs_in_order_with_url_ids(s3: S3Server, tmp_path: Path) -> None:
+    bucket = _bucket(s3)
+    for name, first in (("b.parquet", 100), ("a.parquet", 0)):
+        rows = [{"text": f"doc {i}"} for i in range(first, first + 100)]
+        s3.put(bucket, f"in/{name}", _parquet(rows, row_group_size=30))
+    s3.put(bucket, "in/deeper/c.parquet", _parquet([{"text": "not matched"}]))
+    s3.put(bucket, "in/notes.txt", b"not matched either")
+    summary = batcher.run_sync(
+        f"s3://{bucket}/in/*.parquet",
+        tmp_path / "out",
+        mock="instant",
+        model="m",
+        prompt_column="text",
+    )
+    assert (summary.total, summary.ok) == (200, 200)
+    results = read_results(tmp_path / "out")
+    url = f"s3://{bucket}/in/a.parquet"
+    assert f"{url}:1" in results and f"s3://{bucket}/in/b.parquet:100" in results
+    assert results[f"{url}:7"]["source"] == f"{url} row 7"
+    manifest = batcher._rundir.manifest.Manifest.read(tmp_path / "out")
+    assert manifest is not None
+    assert manifest.inputs == (url, f"s3://{bucket}/in/b.parquet")
+
+
+def test_double_star_reaches_into_folders(s3: S3Server) -> None:
+    bucket = _bucket(s3)
+    s3.put(bucket, "p/x/1.jsonl", _jsonl([{"prompt": "one"}]))
+    s3.put(bucket, "p/x/y/2.jsonl.gz", gzip.compress(_jsonl([{"prompt": "two"}] * 3)))
+    source = JobSource(f"s3://{bucket}/p/**.jsonl*", default_model="m")
+    assert source.scan() == 4
+    assert [j.id for j in source][:2] == [
+        f"s3://{bucket}/p/x/1.jsonl:1",
+        f"s3://{bucket}/p/x/y/2.jsonl.gz:1",
+    ]
+
+
+def test_jsonl_is_streamed_in_pieces(s3: S3Server) -> None:
+    """Lines cross the reader's chunks: each one still comes out whole."""
+    from batcher._jobs._remote import _lines
+
+    data = _jsonl([{"prompt": "x" * (i % 50)} for i in range(300)])
+    stream = pa.BufferReader(data)
+    assert list(_lines(stream, size=7)) == data.rstrip(b"\n").split(b"\n")
+
+
+def test_urls_that_name_nothing_are_named_before_anything_runs(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    bucket = _bucket(s3)
+    s3.put(bucket, "in/a.parquet", _parquet([{"text": "x"}]))
+    with pytest.raises(InputError) as e:
+        batcher.run_sync(
+            [f"s3://{bucket}/in/missing.parquet", f"s3://{bucket}/none/*.parquet"],
+            tmp_path / "out",
+            mock="instant",
+            model="m",
+        )
+    assert [p.message for p in e.value.problems] == ["no such file", "no file matches"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_remote_file_missing_a_column_is_one_problem(s3: S3Server) -> None:
+    bucket = _bucket(s3)
+    s3.put(bucket, "a.parquet", _parquet([{"text": "x"}] * 10))
+    with pytest.raises(InputError, match=r"no column\(s\) \['body'\]") as e:
+        JobSource(f"s3://{bucket}/a.parquet", ColumnOptions(prompt_column="body")).scan()
+    assert len(e.value.problems) == 1
+
+
+def test_a_url_is_shown_without_its_credentials() -> None:
+    url = "https://user:pa55@example.com/data/x.parquet?X-Amz-Signature=abc#frag"
+    assert shown_url(url) == "https://example.com/data/x.parquet"
+
+
+def test_the_secret_never_reaches_output_or_the_run_directory(
+    server: S3Server, tmp_path: Path
+) -> None:
+    """A real ``batcher run`` of an s3:// glob, and one of a URL that names nothing: the secret
+    key it is reached with is in neither's stdout, stderr nor any file of the run directory."""
+    bucket = _bucket(server)
+    server.put(bucket, "in/a.parquet", _parquet([{"text": f"t{i}"} for i in range(50)]))
+    out = tmp_path / "out"
+    env = {**os.environ, **server.env, "ARROW_S3_LOG_LEVEL": "debug"}
+    seen = []
+    flags = ["--mock", "instant", "--model", "m", "--prompt-column", "text", "--no-progress"]
+    for url, code in ((f"s3://{bucket}/in/*.parquet", 0), (f"s3://{bucket}/nope.parquet", 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "batcher", "run", url, "--out", str(out), *flags],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == code, done.stderr.decode()
+        seen += [done.stdout, done.stderr]
+    assert b"50 jobs: 50 ok" in seen[0]
+    assert b"no such file" in seen[3]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files
+    for blob in [*seen, *(p.read_bytes() for p in files)]:
+        assert SECRET.encode() not in blob
