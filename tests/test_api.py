@@ -50,6 +50,8 @@ def test_public_names_are_pinned() -> None:
             "WriteFailed",
             "results",
             "results_table",
+            "export",
+            "Exported",
             "run",
             "run_sync",
             "Price",

@@ -157,3 +157,58 @@ def test_the_secret_never_reaches_output_or_the_run_directory(
     assert files
     for blob in [*seen, *(p.read_bytes() for p in files)]:
         assert SECRET.encode() not in blob
+
+
+def _run(url: str, out: Path, n_check: int | None = None) -> batcher.RunSummary:
+    return batcher.run_sync(url, out, mock="instant", model="m", prompt_column="text")
+
+
+def test_export_publishes_the_results_whole(s3: S3Server, tmp_path: Path) -> None:
+    bucket = _bucket(s3)
+    s3.put(bucket, "in/a.parquet", _parquet([{"text": f"t{i}"} for i in range(300)]))
+    out = tmp_path / "out"
+    _run(f"s3://{bucket}/in/a.parquet", out)
+    done = batcher.export(out, f"s3://{bucket}/results/")
+    assert done == batcher.Exported(f"s3://{bucket}/results/results.parquet", 300)
+    # no temporary left; the empty "results/" is pyarrow's marker of a folder it deleted from
+    assert [k for k in s3.keys(bucket, "results") if not k.endswith("/")] == [
+        "results/results.parquet"
+    ]
+    table = pq.read_table(io.BytesIO(s3.get(bucket, "results/results.parquet")))
+    assert table.sort_by("id").equals(batcher.results_table(out).sort_by("id"))
+
+
+def test_a_failed_export_leaves_nothing_at_the_destination(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batcher._rundir import results
+
+    bucket = _bucket(s3)
+    s3.put(bucket, "in/a.parquet", _parquet([{"text": f"t{i}"} for i in range(10)]))
+    out = tmp_path / "out"
+    _run(f"s3://{bucket}/in/a.parquet", out)
+    real = results.iter_tables
+
+    def failing(*args: object, **kwargs: object) -> Iterator[pa.Table]:
+        yield from real(*args, **kwargs)  # type: ignore[arg-type]
+        raise OSError("the network went away")
+
+    monkeypatch.setattr(results, "iter_tables", failing)
+    with pytest.raises(OSError, match="went away"):
+        batcher.export(out, f"s3://{bucket}/exported.parquet")
+    assert s3.keys(bucket, "exported") == []
+    assert [k for k in s3.keys(bucket) if "_batcher-export-" in k] == []
+
+
+def test_run_then_export_from_the_command_line(s3: S3Server, tmp_path: Path) -> None:
+    from batcher._cli.main import main
+
+    bucket = _bucket(s3)
+    s3.put(bucket, "in/a.jsonl", _jsonl([{"prompt": f"p{i}"} for i in range(20)]))
+    out, url = tmp_path / "out", f"s3://{bucket}/out/run1.parquet"
+    flags = ["--mock", "instant", "--model", "m", "--no-progress", "--export", url]
+    assert main(["run", f"s3://{bucket}/in/a.jsonl", "--out", str(out), *flags]) == 0
+    assert pq.read_table(io.BytesIO(s3.get(bucket, "out/run1.parquet"))).num_rows == 20
+    assert main(["export", str(out), str(tmp_path / "local")]) == 0
+    assert pq.read_table(tmp_path / "local" / "results.parquet").num_rows == 20
+    assert main(["export", str(out), f"s3://no-such-bucket-{os.getpid()}/x.parquet"]) == 74

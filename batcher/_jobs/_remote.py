@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._core.errors import InputError, InputProblem
 
-__all__ = ["RemoteFile", "expand", "is_url", "shown_url"]
+__all__ = ["RemoteFile", "expand", "filesystem", "is_url", "shown_url"]
 
 _SCHEMES = ("s3", "gs", "gcs", "az", "hf", "http", "https")
 _GLOB = "*?["
@@ -93,7 +93,7 @@ def expand(url: str) -> list[RemoteFile]:
 
     shown = shown_url(url)
     try:
-        fs, path = _filesystem(url)
+        fs, path = filesystem(url)
         web = url.lower().startswith(("http://", "https://"))
         if web or not any(c in path for c in _GLOB):
             info = fs.get_file_info(path)
@@ -130,10 +130,13 @@ def _join(prefix: str, path: str) -> str:
     return prefix + path if prefix.endswith("://") or prefix.endswith("/") else f"{prefix}/{path}"
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
-    """(the ``pyarrow.fs`` filesystem ``url`` is read through, its path there)."""
+def filesystem(url: str) -> tuple[Any, str]:
+    """(the ``pyarrow.fs`` filesystem ``url`` is read or written through, its path there); a
+    local path is the local filesystem's."""
     import pyarrow.fs as pafs
 
+    if not is_url(url):
+        return pafs.LocalFileSystem(), os.path.abspath(url)
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
     if scheme == "s3" or scheme in ("gs", "gcs"):
