@@ -10,7 +10,7 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +21,8 @@ import batcher
 from batcher import ColumnOptions, InputError
 from batcher._jobs import JobSource
 from batcher._jobs._remote import shown_url
-from tests.helpers import read_results
+from batcher.mock import MockConfig, MockServer, mock_reply
+from tests.helpers import kill_once_kept, read_results, run_command
 from tests.s3_server import SECRET, S3Server, s3_server
 
 _names = itertools.count()
@@ -212,3 +213,35 @@ def test_run_then_export_from_the_command_line(s3: S3Server, tmp_path: Path) -> 
     assert main(["export", str(out), str(tmp_path / "local")]) == 0
     assert pq.read_table(tmp_path / "local" / "results.parquet").num_rows == 20
     assert main(["export", str(out), f"s3://no-such-bucket-{os.getpid()}/x.parquet"]) == 74
+
+
+def test_a_run_from_the_bucket_resumes_after_a_kill_and_exports(
+    server: S3Server, tmp_path: Path, start_mock: Callable[[MockConfig], MockServer]
+) -> None:
+    """SIGKILL mid-run, then the same command: every job of the bucket's file once, and the
+    results exported back to the bucket."""
+    mock = start_mock(MockConfig(latency_ms=(10.0, 30.0)))
+    bucket = _bucket(server)
+    prompts = [f"resume prompt {i}" for i in range(1000)]
+    url = server.put(bucket, "in/jobs.parquet", _parquet([{"text": p} for p in prompts], 128))
+    out = tmp_path / "out"
+    command = run_command(url, out, mock.base_url("openai"), "--model", "m")
+    command += ["--prompt-column", "text", "--max-concurrency", "8"]
+    env = {**os.environ, **server.env, "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert kill_once_kept(proc, out, 200)
+    done = subprocess.run(
+        [*command, "--export", f"s3://{bucket}/out/"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Exported 1000 results to s3://{bucket}/out/results.parquet" in done.stdout
+    results = read_results(out)  # fails if an id appears twice
+    assert set(results) == {f"{url}:{i}" for i in range(1, 1001)}
+    assert results[f"{url}:5"]["text"] == mock_reply("m", prompts[4])
+    exported = pq.read_table(io.BytesIO(server.get(bucket, "out/results.parquet")))
+    assert sorted(exported.column("id").to_pylist()) == sorted(results)
