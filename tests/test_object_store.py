@@ -245,3 +245,18 @@ def test_a_run_from_the_bucket_resumes_after_a_kill_and_exports(
     assert results[f"{url}:5"]["text"] == mock_reply("m", prompts[4])
     exported = pq.read_table(io.BytesIO(server.get(bucket, "out/results.parquet")))
     assert sorted(exported.column("id").to_pylist()) == sorted(results)
+
+
+def test_remote_footers_are_checked_before_any_data_is_read(s3: S3Server) -> None:
+    """A file of the glob without the column is named at once, from its footer: the rows of the
+    files before it (one of them bad) are not read for it."""
+    bucket = _bucket(s3)
+    s3.put(bucket, "in/1.parquet", _parquet([{"text": "fine"}, {"text": None}]))
+    s3.put(bucket, "in/2.parquet", _parquet([{"body": "no text column"}]))
+    s3.put(bucket, "in/3.parquet", b"not parquet at all")
+    with pytest.raises(InputError) as e:
+        JobSource(f"s3://{bucket}/in/*.parquet", ColumnOptions(prompt_column="text")).scan()
+    where = [p.where for p in e.value.problems]
+    assert where == [f"s3://{bucket}/in/2.parquet", f"s3://{bucket}/in/3.parquet"]
+    assert "no column(s) ['text']" in e.value.problems[0].message
+    assert "cannot read Parquet file" in e.value.problems[1].message

@@ -19,7 +19,7 @@ from .._core.errors import InputError, InputProblem
 from ._frames import FrameInput
 from ._remote import RemoteFile
 
-__all__ = ["BadRow", "Row", "Rows", "check_paths", "frame_rows", "iter_rows"]
+__all__ = ["BadRow", "Row", "Rows", "check_footers", "check_paths", "frame_rows", "iter_rows"]
 
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
@@ -115,6 +115,30 @@ def _column_problem(names: set[str], columns: tuple[str, ...], shaped: bool) -> 
             "--prompt-column COL or build it with --prompt-template 'Summarize: {COL}'"
         )
     return None
+
+
+def check_footers(files: Sequence[RemoteFile], columns: tuple[str, ...], *, shaped: bool) -> int:
+    """Read only the footers of remote Parquet files, before any of their data: raise
+    ``InputError`` naming every file that cannot be read or lacks a column (the scan would find
+    it only once it had downloaded every file before it), else return how many rows they hold."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    problems, rows = [], 0
+    for f in files:
+        try:
+            with f.open_random() as source:
+                meta = pq.read_metadata(source)
+        except (OSError, pa.ArrowException) as e:
+            problems.append(InputProblem(str(f), f"cannot read Parquet file: {e}"))
+            continue
+        problem = _column_problem(set(meta.schema.to_arrow_schema().names), columns, shaped)
+        if problem is not None:
+            problems.append(InputProblem(str(f), problem))
+        rows += meta.num_rows
+    if problems:
+        raise InputError(problems)
+    return rows
 
 
 def _parquet_rows(path: Path | RemoteFile, columns: tuple[str, ...], shaped: bool) -> Rows:

@@ -9,6 +9,7 @@ the lines, only if two hashes repeat.
 
 from __future__ import annotations
 
+import logging
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -22,10 +23,12 @@ from ._columns import ColumnOptions
 from ._formats import parse_row
 from ._frames import FrameInput, as_frame
 from ._model import Job, ProviderName
-from ._readers import BadRow, Row, check_paths, frame_rows, iter_rows
+from ._readers import BadRow, Row, check_footers, check_paths, frame_rows, iter_rows
 from ._remote import RemoteFile, expand, is_url
 
 __all__ = ["JobSource"]
+
+log = logging.getLogger("batcher")
 
 _MAX_PROBLEMS = 20
 """How many input problems one error lists in full before it only counts the rest."""
@@ -116,6 +119,17 @@ class JobSource:
         """
         if self._named:
             check_paths(self.paths)
+            remote = [
+                p for p in self.paths if isinstance(p, RemoteFile) and p.name.endswith(".parquet")
+            ]
+            if remote:
+                shaped = not self.columns.maps_prompt
+                rows = check_footers(remote, self.columns.needed, shaped=shaped)
+                log.info(
+                    "%d remote Parquet file(s), %d rows by their footers: checking every job",
+                    len(remote),
+                    rows,
+                )
         problems: list[InputProblem] = []
         more = 0
         seen = array("Q")  # id hashes: 8 bytes a job, however many jobs
