@@ -19,8 +19,8 @@ import pytest
 
 import batcher
 from batcher import ColumnOptions, InputError
+from batcher._core.stores import shown_url
 from batcher._jobs import JobSource
-from batcher._jobs._remote import shown_url
 from batcher.mock import MockConfig, MockServer, mock_reply
 from tests.helpers import kill_once_kept, read_results, run_command
 from tests.s3_server import SECRET, S3Server, s3_server
@@ -260,3 +260,34 @@ def test_remote_footers_are_checked_before_any_data_is_read(s3: S3Server) -> Non
     assert where == [f"s3://{bucket}/in/2.parquet", f"s3://{bucket}/in/3.parquet"]
     assert "no column(s) ['text']" in e.value.problems[0].message
     assert "cannot read Parquet file" in e.value.problems[1].message
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_an_image_in_the_bucket_is_read_when_its_job_is_sent(
+    s3: S3Server, tmp_path: Path, provider: str
+) -> None:
+    import hashlib
+
+    from batcher.mock._media import make_png
+    from tests.helpers import write_jsonl
+
+    png = make_png("bucket", 40, 30)
+    bucket = _bucket(s3)
+    ref = s3.put(bucket, "pics/a.png", png)
+    rows = [
+        {"id": "ok", "prompt": "look", "images": [ref]},
+        {"id": "gone", "prompt": "look", "images": [f"s3://{bucket}/pics/missing.png"]},
+    ]
+    local = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    # a job file in the bucket: its relative ref is a URL beside it
+    relative = [{"id": "rel", "prompt": "look", "images": ["pics/a.png"]}]
+    remote = s3.put(bucket, "jobs.jsonl", _jsonl(relative))
+    summary = batcher.run_sync(
+        [str(local), remote], tmp_path / "out", mock="instant", model="m", provider=provider
+    )
+    assert (summary.ok, summary.errors) == (2, 1)  # the missing one is found only when sent
+    results = read_results(tmp_path / "out")
+    digest = hashlib.sha256(png).hexdigest()[:12]
+    for job in ("ok", "rel"):
+        assert results[job]["text"].endswith(f"look [image/png 40x30 sha256:{digest}]")
+    assert "missing.png" in results["gone"]["error"]

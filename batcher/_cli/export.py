@@ -36,7 +36,7 @@ def export_after_run(summary: RunSummary, out: str, url: str) -> int | None:
 
 
 def _export(out: str, url: str) -> int:
-    from .._jobs._remote import shown_url
+    from .._core.stores import shown_url
 
     try:
         done = export(out, url)

@@ -4,43 +4,25 @@ JSONL as a stream), a glob (``s3://bucket/prefix/*.parquet``) listed once.
 
 S3, GCS and Azure are pyarrow's own filesystems (in its wheel: nothing more to install); the Hub
 (``huggingface_hub``'s ``HfFileSystem``) and the web (``fsspec``'s ``HTTPFileSystem``) are fsspec
-filesystems seen through pyarrow's ``FSSpecHandler``, imported only when such a URL is given.
-Credentials come from each one's usual environment and configuration (``AWS_*`` and
-``~/.aws``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``, ``HF_TOKEN``); a URL's own
-user, password and query (a signed URL's signature) are used to read it but never shown: a file
-is named, in messages, ids and ``run.json``, by its URL without them.
+filesystems seen through pyarrow's ``FSSpecHandler`` (``_core.stores``), imported only when such
+a URL is given. A file is named, in messages, ids and ``run.json``, by its URL without the user,
+password and query it may carry (``shown_url``).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .._core.errors import InputError, InputProblem
+from .._core.stores import filesystem, shown_url
 
-__all__ = ["RemoteFile", "expand", "filesystem", "is_url", "shown_url"]
+__all__ = ["RemoteFile", "expand"]
 
-_SCHEMES = ("s3", "gs", "gcs", "az", "hf", "http", "https")
 _GLOB = "*?["
-
-
-def is_url(text: str) -> bool:
-    """``text`` names a file by a URL batcher reads (not a local path)."""
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.lower() in _SCHEMES
-
-
-def shown_url(url: str) -> str:
-    """``url`` as it may be shown, logged and recorded: without a user, password, query or
-    fragment."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,34 +110,3 @@ def expand(url: str) -> list[RemoteFile]:
 
 def _join(prefix: str, path: str) -> str:
     return prefix + path if prefix.endswith("://") or prefix.endswith("/") else f"{prefix}/{path}"
-
-
-def filesystem(url: str) -> tuple[Any, str]:
-    """(the ``pyarrow.fs`` filesystem ``url`` is read or written through, its path there); a
-    local path is the local filesystem's."""
-    import pyarrow.fs as pafs
-
-    if not is_url(url):
-        return pafs.LocalFileSystem(), os.path.abspath(url)
-    scheme, _, rest = url.partition("://")
-    scheme = scheme.lower()
-    if scheme == "s3" or scheme in ("gs", "gcs"):
-        bucket = rest.partition("/")[0]
-        # from the bucket alone, so that a glob's characters are not read as a URI's; pyarrow
-        # resolves the bucket's region, and honours AWS_ENDPOINT_URL (an S3-compatible store)
-        fs, _ = pafs.FileSystem.from_uri(f"{'s3' if scheme == 's3' else 'gs'}://{bucket}")
-        return fs, rest
-    if scheme == "az":
-        account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get(
-            "AZURE_STORAGE_ACCOUNT"
-        )
-        if not account:
-            raise ValueError("az:// needs the storage account in AZURE_STORAGE_ACCOUNT_NAME")
-        return pafs.AzureFileSystem(account_name=account), rest
-    if scheme == "hf":
-        from huggingface_hub import HfFileSystem
-
-        return pafs.PyFileSystem(pafs.FSSpecHandler(HfFileSystem())), rest
-    from fsspec.implementations.http import HTTPFileSystem
-
-    return pafs.PyFileSystem(pafs.FSSpecHandler(HTTPFileSystem())), url

@@ -19,12 +19,14 @@ from typing import Any, TypeAlias
 from .._core.errors import InputError, InputProblem, UsageError
 from .._core.idset import duplicates, id_hash
 from .._core.media import INLINE_LIMIT, media_problem
+from .._core.stores import is_url
 from ._columns import ColumnOptions
+from ._fields import Base
 from ._formats import parse_row
 from ._frames import FrameInput, as_frame
 from ._model import Job, ProviderName
 from ._readers import BadRow, Row, check_footers, check_paths, frame_rows, iter_rows
-from ._remote import RemoteFile, expand, is_url
+from ._remote import RemoteFile, expand
 
 __all__ = ["JobSource"]
 
@@ -169,14 +171,13 @@ class JobSource:
         for where, pos, item, base in self._located():
             yield self._job(where, pos, item, base)
 
-    def _located(self) -> Iterator[tuple[str, str, _Item, Path | None]]:
+    def _located(self) -> Iterator[tuple[str, str, _Item, Base]]:
         """(where, position id, item, folder its relative paths start from) for every row or
         Python object."""
         shaped = not self.columns.maps_prompt
         if self._named:
             for path in self.paths:
-                # a remote file's relative image paths are not local paths: they are refused
-                base = path.parent if isinstance(path, Path) else None
+                base = path.parent if isinstance(path, Path) else path.url.rpartition("/")[0]
                 for where, pos, row in iter_rows([path], self.columns.needed, shaped=shaped):
                     yield where, pos, row, base
         elif self.frame is not None:
@@ -186,7 +187,7 @@ class JobSource:
             for n, item in enumerate(self._items, start=1):
                 yield f"jobs[{n - 1}]", f"job-{n}", item, None
 
-    def _job(self, where: str, pos: str, item: _Item, base: Path | None) -> Job:
+    def _job(self, where: str, pos: str, item: _Item, base: Base) -> Job:
         if isinstance(item, BadRow):
             raise item
         if isinstance(item, Job):

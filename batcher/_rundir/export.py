@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._core.errors import UsageError
-from .._jobs._remote import filesystem, is_url, shown_url
+from .._core.stores import filesystem, is_url, shown_url
 
 __all__ = ["Exported", "export"]
 
