@@ -109,12 +109,18 @@ def test_urls_that_name_nothing_are_named_before_anything_runs(
     s3.put(bucket, "in/a.parquet", _parquet([{"text": "x"}]))
     with pytest.raises(InputError) as e:
         batcher.run_sync(
-            [f"s3://{bucket}/in/missing.parquet", f"s3://{bucket}/none/*.parquet"],
+            [
+                f"s3://{bucket}/in/missing.parquet",
+                f"s3://{bucket}/none/*.parquet",
+                f"s3://{bucket}/in/",
+            ],
             tmp_path / "out",
             mock="instant",
             model="m",
         )
-    assert [p.message for p in e.value.problems] == ["no such file", "no file matches"]
+    messages = [p.message for p in e.value.problems]
+    assert messages[:2] == ["no such file", "no file matches"]
+    assert messages[2] == f"a folder: name its files with a glob, e.g. s3://{bucket}/in/*.parquet"
     assert not (tmp_path / "out").exists()
 
 
@@ -129,6 +135,8 @@ def test_a_remote_file_missing_a_column_is_one_problem(s3: S3Server) -> None:
 def test_a_url_is_shown_without_its_credentials() -> None:
     url = "https://user:pa55@example.com/data/x.parquet?X-Amz-Signature=abc#frag"
     assert shown_url(url) == "https://example.com/data/x.parquet"
+    # a store's key keeps its ? and # (a glob's, or the name's own)
+    assert shown_url("s3://AKIA:secret@bkt/in/f?.parquet") == "s3://bkt/in/f?.parquet"
 
 
 def test_the_secret_never_reaches_output_or_the_run_directory(
@@ -291,3 +299,11 @@ def test_an_image_in_the_bucket_is_read_when_its_job_is_sent(
     for job in ("ok", "rel"):
         assert results[job]["text"].endswith(f"look [image/png 40x30 sha256:{digest}]")
     assert "missing.png" in results["gone"]["error"]
+
+
+def test_a_single_character_glob_names_the_files_by_their_urls(s3: S3Server) -> None:
+    bucket = _bucket(s3)
+    for name in ("f1", "f2", "f10"):
+        s3.put(bucket, f"in/{name}.jsonl", _jsonl([{"prompt": name}]))
+    source = JobSource(f"s3://{bucket}/in/f?.jsonl", default_model="m")
+    assert source.inputs == (f"s3://{bucket}/in/f1.jsonl", f"s3://{bucket}/in/f2.jsonl")

@@ -33,11 +33,16 @@ def is_url(text: str) -> bool:
 
 
 def shown_url(url: str) -> str:
-    """``url`` as it may be shown, logged and recorded: without a user, password, query or
-    fragment."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    """``url`` as it may be shown, logged and recorded: without a user or password, and for a web
+    URL without its query or fragment (a signed URL's signature). A store's key is kept whole: a
+    ``?`` or ``#`` in it is part of the name (or a glob's)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() in ("http", "https"):
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    authority, slash, key = rest.partition("/")
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{key}"
 
 
 def filesystem(url: str) -> tuple[Any, str]:
@@ -49,12 +54,13 @@ def filesystem(url: str) -> tuple[Any, str]:
         return pafs.LocalFileSystem(), os.path.abspath(url)
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
+    authority, slash, key = rest.partition("/")
     if scheme == "s3" or scheme in ("gs", "gcs"):
-        bucket = rest.partition("/")[0]
-        # from the bucket alone, so that a glob's characters are not read as a URI's; pyarrow
-        # resolves the bucket's region, and honours AWS_ENDPOINT_URL (an S3-compatible store)
-        fs, _ = pafs.FileSystem.from_uri(f"{'s3' if scheme == 's3' else 'gs'}://{bucket}")
-        return fs, rest
+        # from the bucket alone (and credentials given in it), so that a glob's characters are
+        # not read as a URI's; pyarrow resolves the bucket's region, and honours
+        # AWS_ENDPOINT_URL (an S3-compatible store)
+        fs, _ = pafs.FileSystem.from_uri(f"{'s3' if scheme == 's3' else 'gs'}://{authority}")
+        return fs, authority.rpartition("@")[2] + slash + key
     if scheme == "az":
         account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get(
             "AZURE_STORAGE_ACCOUNT"

@@ -79,6 +79,9 @@ def expand(url: str) -> list[RemoteFile]:
         web = url.lower().startswith(("http://", "https://"))
         if web or not any(c in path for c in _GLOB):
             info = fs.get_file_info(path)
+            if info.type == pafs.FileType.Directory:
+                hint = f"a folder: name its files with a glob, e.g. {shown.rstrip('/')}/*.parquet"
+                raise InputError([InputProblem(shown, hint)])
             if info.type != pafs.FileType.File:
                 raise InputError([InputProblem(shown, "no such file")])
             return [RemoteFile(shown, path, fs)]
@@ -104,9 +107,5 @@ def expand(url: str) -> list[RemoteFile]:
     )
     if not found:
         raise InputError([InputProblem(shown, "no file matches")])
-    prefix = shown[: len(shown) - len(path)] if shown.endswith(path) else shown.split("://")[0]
-    return [RemoteFile(_join(prefix, p), p, fs) for p in found]
-
-
-def _join(prefix: str, path: str) -> str:
-    return prefix + path if prefix.endswith("://") or prefix.endswith("/") else f"{prefix}/{path}"
+    scheme = shown.partition("://")[0]
+    return [RemoteFile(f"{scheme}://{p}", p, fs) for p in found]
