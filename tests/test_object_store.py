@@ -209,7 +209,9 @@ def test_a_failed_export_leaves_nothing_at_the_destination(
     assert [k for k in s3.keys(bucket) if "_batcher-export-" in k] == []
 
 
-def test_run_then_export_from_the_command_line(s3: S3Server, tmp_path: Path) -> None:
+def test_run_then_export_from_the_command_line(
+    s3: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from batcher._cli.main import main
 
     bucket = _bucket(s3)
@@ -220,7 +222,11 @@ def test_run_then_export_from_the_command_line(s3: S3Server, tmp_path: Path) -> 
     assert pq.read_table(io.BytesIO(s3.get(bucket, "out/run1.parquet"))).num_rows == 20
     assert main(["export", str(out), str(tmp_path / "local")]) == 0
     assert pq.read_table(tmp_path / "local" / "results.parquet").num_rows == 20
+    capsys.readouterr()
     assert main(["export", str(out), f"s3://no-such-bucket-{os.getpid()}/x.parquet"]) == 74
+    err = capsys.readouterr().err
+    assert f"cannot export to s3://no-such-bucket-{os.getpid()}/x.parquet" in err
+    assert "temporary" not in err  # nothing was left to remove
 
 
 def test_a_run_from_the_bucket_resumes_after_a_kill_and_exports(

@@ -90,11 +90,9 @@ def expand(url: str) -> list[RemoteFile]:
         listed = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except InputError:
         raise
-    except ImportError as e:
-        extra = "hf" if url.lower().startswith("hf://") else "s3"
-        raise InputError(
-            [InputProblem(shown, f"needs {e.name}: pip install 'batcher[{extra}]'")]
-        ) from None
+    except ImportError as e:  # the fsspec filesystems: the Hub's, the web's
+        needs = f"needs {e.name}: pip install 'batcher[hf]'"
+        raise InputError([InputProblem(shown, needs)]) from None
     except (OSError, ValueError) as e:
         raise InputError([InputProblem(shown, f"cannot read: {e}")]) from None
     depth = None if "**" in path else path.count("/")

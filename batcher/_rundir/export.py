@@ -41,6 +41,7 @@ def export(out: str | os.PathLike[str], url: str) -> Exported:
     itself if it ends in ``.parquet``, else ``results.parquet`` under it), published whole.
     Raises ``UsageError`` if ``out`` holds no run, ``OSError`` if the destination cannot be
     written (what was written is removed)."""
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     from .._config.schema import OutputSchema
@@ -79,7 +80,8 @@ def export(out: str | os.PathLike[str], url: str) -> Exported:
         fs.move(f"{temporary}/{name}", target)
     finally:
         try:
-            fs.delete_dir(temporary)
+            if fs.get_file_info(temporary).type != pafs.FileType.NotFound:
+                fs.delete_dir(temporary)
         except OSError as e:  # left behind, hidden from readers by its name
             log.warning("could not remove the export's temporary %s: %s", temporary, e)
     return Exported(shown_url(url), rows)
