@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from ._core.clock import Clock, SystemClock
     from ._engine.runner import Runner, RunOptions
     from ._jobs import ColumnOptions
-    from ._rundir.results import results
+    from ._rundir.export import Exported, export
+    from ._rundir.results import results, results_table
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
 # The option groups, one per section of RunOptions: (module, name there).
@@ -64,6 +65,9 @@ _LAZY = {
     "MediaOptions": ("._config.media_options", "MediaOptions"),
     "PoolOptions": ("._config.quota_options", "PoolOptions"),
     "results": ("._rundir.results", "results"),
+    "export": ("._rundir.export", "export"),
+    "Exported": ("._rundir.export", "Exported"),
+    "results_table": ("._rundir.results", "results_table"),
 }
 
 
@@ -89,6 +93,7 @@ __all__ = [
     "DamagedFile",
     "DirectoryLocked",
     "EndpointOptions",
+    "Exported",
     "FatalProviderError",
     "InputError",
     "InputProblem",
@@ -119,8 +124,10 @@ __all__ = [
     "SystemClock",
     "UsageError",
     "WriteFailed",
+    "export",
     "load_prices",
     "results",
+    "results_table",
     "run",
     "run_sync",
 ]

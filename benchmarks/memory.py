@@ -3,6 +3,9 @@
 Cases, each at 100,000 and 1,000,000 jobs:
   run-jsonl / run-parquet   read and check every job, then send for --seconds against the mock
                             provider (its own process, no latency), then SIGINT;
+  run-s3                    run-parquet's file read from an S3-compatible server on loopback
+                            (moto's, as the tests start it): s3://bench/jobs-N.parquet, streamed
+                            a row group at a time through pyarrow's S3 filesystem;
   resume                    every job already finished (results synthesised): the rerun loads
                             the done-set, checks every job against it and has nothing to send;
   quota-wait                --rpd 100 spent at once, the run waits for the reset with every
@@ -28,6 +31,7 @@ machine the CPU time is the steadier figure) and the report's size:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -36,10 +40,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import mock_process
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/synthetic_run.py
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/synthetic_run.py, s3_server.py
+
+from tests.s3_server import s3_server
 
 # The child's own peak (VmHWM, in KiB: getrusage's ru_maxrss would carry this process's peak
 # into the child across fork and exec, and this one holds the inputs it wrote) and CPU seconds.
@@ -178,17 +185,22 @@ def report(case: str, n: int, rss: float, out: Path) -> None:
     print(f"{case:14} {n:9,} {rss:13.1f} {done:9,}", flush=True)
 
 
-def peak_rss_mib(args: list[str], seconds: float | None) -> float:
+def peak_rss_mib(
+    args: list[str], seconds: float | None, env: dict[str, str] | None = None
+) -> float:
     """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB."""
-    return measured(args, seconds)[0]
+    return measured(args, seconds, env)[0]
 
 
-def measured(args: list[str], seconds: float | None) -> tuple[float, float, float, int]:
-    """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB,
-    its wall time and CPU time in seconds (start-up included) and its exit code."""
+def measured(
+    args: list[str], seconds: float | None, extra_env: dict[str, str] | None = None
+) -> tuple[float, float, float, int]:
+    """Run ``batcher ARGS`` (with ``extra_env``); SIGINT it after ``seconds`` (if given); return
+    its peak RSS in MiB, its wall time and CPU time in seconds (start-up included) and its exit
+    code."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         t0 = time.perf_counter()
-        env = {**os.environ, "BENCH_KEY": "k"}
+        env = {**os.environ, "BENCH_KEY": "k", **(extra_env or {})}
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRAPPER, rss.name, *args],
             env=env,
@@ -257,6 +269,14 @@ def main() -> None:
 def run_cases(folder: Path, sizes: list[int], cases: set[str], seconds: float) -> None:
     """The cases of ``batcher run``, against the mock in its own process."""
     print(f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'finished':>9}", flush=True)
+    with contextlib.ExitStack() as stack:
+        s3 = stack.enter_context(s3_server()) if "run-s3" in cases else None
+        if s3 is not None:
+            s3.bucket("bench")
+        _run_cases(folder, sizes, cases, seconds, s3)
+
+
+def _run_cases(folder: Path, sizes: list[int], cases: set[str], seconds: float, s3: Any) -> None:
     with mock_process() as url:
         base = f"{url}/v1"
         common = [
@@ -275,6 +295,12 @@ def run_cases(folder: Path, sizes: list[int], cases: set[str], seconds: float) -
                     out = folder / f"out-{name}-{n}"
                     rss = peak_rss_mib(["run", str(path), "--out", str(out), *common], seconds)
                     report(name, n, rss, out)
+            if s3 is not None:
+                s3.client.upload_file(str(parquet), "bench", parquet.name)
+                out = folder / f"out-run-s3-{n}"
+                args = ["run", f"s3://bench/{parquet.name}", "--out", str(out), *common]
+                rss = peak_rss_mib(args, seconds, s3.env)
+                report("run-s3", n, rss, out)
             if "resume" in cases:
                 out = folder / f"out-resume-{n}"
                 synthesise_results(out, jsonl, base)

@@ -92,7 +92,7 @@ def make_record(i: int, status: str = "ok") -> Record:
     )
 
 
-def run_command(jobs: Path, out: Path, base_url: str, *flags: str) -> list[str]:
+def run_command(jobs: Path | str, out: Path, base_url: str, *flags: str) -> list[str]:
     """``batcher run`` as a subprocess would be started by a user, against ``base_url``."""
     return [
         sys.executable,

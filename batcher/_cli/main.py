@@ -76,7 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = command("run", "run job files into an output directory")
-    r.add_argument("jobs", nargs="+", metavar="JOBS", help=".jsonl, .jsonl.gz or .parquet files")
+    r.add_argument(
+        "jobs",
+        nargs="+",
+        metavar="JOBS",
+        help=".jsonl, .jsonl.gz or .parquet files: paths, or s3://, gs://, az://, hf:// URLs (with "
+        "globs: s3://bucket/prefix/*.parquet) or an https:// URL",
+    )
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (results/ inside)")
     add_flags(
         r,
@@ -84,8 +90,22 @@ def _parser() -> argparse.ArgumentParser:
         overrides={"provider": {"default": None}},  # so that --pool can refuse it when given
     )
     r.add_argument("--no-progress", action="store_true", help="no progress display or lines")
+    r.add_argument(
+        "--export",
+        metavar="URL",
+        help="once the run is done, write its results as one Parquet file to URL (s3://, gs://, "
+        "az://, hf:// or a path; URL/results.parquet unless it ends in .parquet), published whole",
+    )
 
     command("tiers", "list the tier presets")
+
+    ex = command("export", "write the results in DIR to URL as one Parquet file, published whole")
+    ex.add_argument("dir", metavar="DIR")
+    ex.add_argument(
+        "url",
+        metavar="URL",
+        help="s3://, gs://, az://, hf:// or a path; URL/results.parquet unless it ends in .parquet",
+    )
 
     pl = command("plan", "how long JOBS will take under a tier, before sending")
     pl.add_argument("jobs", nargs="+", metavar="JOBS")
@@ -319,6 +339,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
             from .tiers import tiers_command
 
             return tiers_command
+        case "export":
+            from .export import export_command
+
+            return export_command
         case "plan":
             from .plan import plan_command
 

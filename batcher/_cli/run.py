@@ -70,6 +70,12 @@ def run_command(args: argparse.Namespace) -> int:
         for stop in summary.quota_stops:
             print(f"  {stop}", file=sys.stderr)
         print("Rerun the same command after the reset to go on.", file=sys.stderr)
+    if args.export is not None:
+        from .export import export_after_run
+
+        failed = export_after_run(summary, args.out, args.export)
+        if failed is not None:
+            return failed
     return summary.exit_code
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import urllib.request
 
 from .sniff import dimensions, sniff
+from .stores import STORES, read_stored
 
 __all__ = [
     "INLINE_LIMIT",
@@ -81,8 +82,10 @@ _FILE_TYPES = {
 class Media:
     """An image or a file a job sends: a reference to its bytes, never the bytes of a file.
 
-    ``ref`` is an absolute path, an ``http(s)://`` URL or a ``data:`` URI; ``data`` holds bytes
-    that came inline from a Parquet column (``ref`` is then a label such as ``<bytes>``).
+    ``ref`` is an absolute path, an ``http(s)://`` URL, an object store's URL (``s3://...``,
+    ``in_store``: read when its job is sent, never probed before) or a ``data:`` URI; ``data``
+    holds bytes that came inline from a Parquet column (``ref`` is then a label such as
+    ``<bytes>``).
     ``detail`` is OpenAI's image detail (``low``, ``high``, ``auto``)."""
 
     ref: str
@@ -93,6 +96,12 @@ class Media:
     @property
     def is_url(self) -> bool:
         return self.data is None and self.ref.startswith(("http://", "https://"))
+
+    @property
+    def in_store(self) -> bool:
+        """In object storage (``s3://``, ``gs://``, ``az://``, ``hf://``): batcher reads it (the
+        provider could not), only when its job is sent."""
+        return self.data is None and self.ref.startswith(STORES)
 
     @property
     def is_data_uri(self) -> bool:
@@ -200,9 +209,10 @@ def _inline(media: Media) -> bytes | None:
 
 def probe(media: Media, *, dims: bool = True) -> Probe:
     """Type, size and (with ``dims``) dimensions of a local or inline ref; ``OSError`` or
-    ``ValueError`` if it cannot be read. URLs are not fetched: their probe knows nothing. Without
+    ``ValueError`` if it cannot be read. URLs (a store's too) are not fetched: their probe knows
+    nothing. Without
     ``dims`` a file's first 64 bytes are read, which is all the scan needs."""
-    if media.is_url:
+    if media.is_url or media.in_store:
         return Probe(None, 0, None)
     data = _inline(media)
     if data is not None:
@@ -218,7 +228,7 @@ def load(media: Media) -> Loaded:
     cannot be read or is of an unknown type."""
     data = _inline(media)
     if data is None:
-        data = Path(media.ref).read_bytes()
+        data = read_stored(media.ref) if media.in_store else Path(media.ref).read_bytes()
     mime = sniff(data[:64])
     if mime is None:
         raise ValueError(f"{media.label}: not an image or file type batcher knows")
@@ -227,8 +237,8 @@ def load(media: Media) -> Loaded:
 
 def sha256_of(media: Media) -> str:
     """The SHA-256 of a ref's bytes, streamed from a file (never all held); of the URL for a URL,
-    whose bytes batcher does not fetch to compare."""
-    if media.is_url:
+    whose bytes batcher does not fetch to compare (a store's URL too)."""
+    if media.is_url or media.in_store:
         return hashlib.sha256(media.ref.encode()).hexdigest()
     data = _inline(media)
     if data is not None:
@@ -241,8 +251,9 @@ def sha256_of(media: Media) -> str:
 
 
 def media_problem(media: Media, provider: str) -> tuple[str | None, int]:
-    """(why ``media`` cannot be sent to ``provider`` or None, its size in bytes)."""
-    if media.is_url:
+    """(why ``media`` cannot be sent to ``provider`` or None, its size in bytes): a URL's (a
+    store's too) is known only once it is read, when its job is sent."""
+    if media.is_url or media.in_store:
         return None, 0
     try:
         p = probe(media, dims=False)
@@ -316,7 +327,7 @@ def inline_now(
 def inline_digest(media: Media) -> tuple[str, str]:
     """A stand-in for the data: its SHA-256, streamed, so a fingerprint covers the bytes without
     holding them (a changed image is a changed job)."""
-    mime = "" if media.is_url else (probe(media, dims=False).mime or "")
+    mime = "" if media.is_url or media.in_store else (probe(media, dims=False).mime or "")
     return mime, "sha256:" + sha256_of(media)
 
 

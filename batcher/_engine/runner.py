@@ -56,8 +56,13 @@ if TYPE_CHECKING:
 __all__ = ["JobsInput", "RunOptions", "Runner"]
 
 JobsInput = (
-    str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Job | Mapping[str, Any]]
+    str
+    | os.PathLike[str]
+    | Iterable[str | os.PathLike[str]]
+    | Iterable[Job | Mapping[str, Any]]
+    | Any  # a pyarrow Table or RecordBatchReader, a pandas or polars DataFrame, a datasets.Dataset
 )
+"""Files (paths or URLs), Python jobs, or a table or data frame of rows (``_jobs._frames``)."""
 
 
 class Runner:
@@ -94,7 +99,7 @@ class Runner:
             {m for spec in self.pool_specs for m in spec.models or ()} if self.pool_specs else None
         )
         self.source = JobSource(
-            jobs,  # type: ignore[arg-type]
+            jobs,
             opts.columns,
             provider=self.provider_name,
             default_model=opts.requests.model,
@@ -181,7 +186,7 @@ class Runner:
             model=opts.requests.model,
             base_url="mock" if target.is_mock else target.base_url,
             total=plan.total,
-            inputs=tuple(str(p) for p in self.source.paths),
+            inputs=self.source.inputs,
             quota_day=opts.limits.quota_day,
             limits=self.limits,
             schema=schema_json,

@@ -3,7 +3,9 @@
 Each module holds one step of the way from input to job:
 
     _model      Job, Message, Part, NativeRequest: what one request asks for
-    _readers    JSONL, JSONL.gz and Parquet files as a stream of rows
+    _readers    JSONL, JSONL.gz and Parquet files as a stream of rows, and tables' rows
+    _remote     files by URL (s3://, gs://, az://, hf://, https://) through pyarrow.fs
+    _frames     pyarrow tables, pandas and polars data frames, datasets.Dataset as record batches
     _columns    ColumnOptions: --prompt-column, --prompt-template, --id-column
     _fields     JobFields (a row's request), and the checks of one value in a row
     _formats    which of the five line shapes a row has; the prompt, messages, text, column parsers

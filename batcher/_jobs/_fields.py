@@ -13,13 +13,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from .._core.media import Media, MediaKind
+from .._core.stores import STORES
 from ._model import Job, Message, NativeRequest
 from ._readers import BadRow, Row
 
 __all__ = [
+    "Base",
     "ImageRequest",
     "JobFields",
     "Sampling",
@@ -161,9 +163,16 @@ def maybe_json(v: Any) -> Any:
 # --- image and file references --------------------------------------------------------------------
 
 
-def media_ref(value: Any, base: Path | None, kind: MediaKind, where: str) -> Media:
-    """One image or file reference: a path (relative to ``base``), an http(s) URL or a data: URI,
-    or an object ``{"url": REF, "detail": "low"|"high"|"auto"}``."""
+Base: TypeAlias = Path | str | None
+"""Where a row's relative image and file paths start from: its job file's folder, the URL of a
+remote job file's folder (``s3://bucket/jobs/``: a relative ref is a URL there), or None (the
+working directory, for Python jobs)."""
+
+
+def media_ref(value: Any, base: Base, kind: MediaKind, where: str) -> Media:
+    """One image or file reference: a path (relative to ``base``), an http(s) URL, an object
+    store's URL (``s3://...``, read when the job is sent) or a data: URI, or an object
+    ``{"url": REF, "detail": "low"|"high"|"auto"}``."""
     detail = None
     if isinstance(value, Mapping):
         detail = value.get("detail")
@@ -174,15 +183,17 @@ def media_ref(value: Any, base: Path | None, kind: MediaKind, where: str) -> Med
         return Media("<bytes>", kind, detail, bytes(value))
     if not isinstance(value, str) or not value:
         raise BadRow(f"{where} must be a path, an http(s) URL or a data: URI")
-    if value.startswith(("http://", "https://", "data:")):
+    if value.startswith(("http://", "https://", "data:", *STORES)):
         return Media(value, kind, detail)
     path = Path(value).expanduser()
+    if isinstance(base, str) and not path.is_absolute():
+        return Media(f"{base.rstrip('/')}/{value}", kind, detail)
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     return Media(os.path.abspath(path), kind, detail)
 
 
-def media_refs(row: Row, key: str, base: Path | None, kind: MediaKind) -> tuple[Media, ...]:
+def media_refs(row: Row, key: str, base: Base, kind: MediaKind) -> tuple[Media, ...]:
     """The refs listed under ``key`` (one ref or a list of them); none if the key is absent."""
     raw = maybe_json(row.get(key))
     if raw is None:

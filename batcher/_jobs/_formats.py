@@ -11,11 +11,11 @@ a conversion to the other would lose. Every check raises ``BadRow`` with the mes
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from .._core.media import Media
 from ._columns import ColumnOptions
 from ._fields import (
+    Base,
     ImageRequest,
     JobFields,
     count_of,
@@ -34,7 +34,7 @@ __all__ = ["parse_row"]
 
 
 def parse_row(
-    row: Row, *, position_id: str, columns: ColumnOptions, base: Path | None = None
+    row: Row, *, position_id: str, columns: ColumnOptions, base: Base = None
 ) -> tuple[str, JobFields]:
     """One row -> its job's id and fields; raises ``BadRow`` naming the problem and the id.
 
@@ -59,9 +59,7 @@ def parse_row(
 _PLAIN_PROMPT = frozenset({"id", "prompt", "model"})
 
 
-def _parse_shape(
-    row: Row, columns: ColumnOptions, base: Path | None
-) -> tuple[JobFields, str | None]:
+def _parse_shape(row: Row, columns: ColumnOptions, base: Base) -> tuple[JobFields, str | None]:
     """The row's fields and its own id (None: use the row's position), by its shape."""
     if row.keys() <= _PLAIN_PROMPT and not columns.maps_prompt:
         prompt, model = row.get("prompt"), row.get("model")
@@ -110,7 +108,7 @@ def _image_request(row: Row) -> ImageRequest:
     )
 
 
-def _parse_prompt(row: Row, base: Path | None) -> JobFields:
+def _parse_prompt(row: Row, base: Base) -> JobFields:
     prompt = str_of(row, "prompt")
     if prompt is None:
         raise BadRow("missing 'prompt'")
@@ -132,14 +130,14 @@ def _parse_text(row: Row) -> JobFields:
     return JobFields((_user(text),), str_of(row, "model"), task_type=str_of(row, "task_type"))
 
 
-def _parse_messages(row: Row, base: Path | None) -> JobFields:
+def _parse_messages(row: Row, base: Base) -> JobFields:
     messages, lost = openai_messages(row["messages"], base)
     if lost:
         raise BadRow(f"'messages' holds what batcher cannot send yet: {', '.join(lost)}")
     return JobFields(messages, str_of(row, "model"), sampling_of(row), image=_image_request(row))
 
 
-def _column_media(row: Row, column: str, base: Path | None) -> tuple[Media, ...]:
+def _column_media(row: Row, column: str, base: Base) -> tuple[Media, ...]:
     """The images of ``--image-column``: bytes, a path or URL, or a list of either; null: none."""
     if column not in row:
         raise BadRow(f"no column {column!r}")
@@ -165,7 +163,7 @@ def _add_media(fields: JobFields, media: tuple[Media, ...]) -> JobFields:
     return replace(fields, messages=tuple(turns))
 
 
-def _parse_columns(row: Row, columns: ColumnOptions, base: Path | None) -> JobFields:
+def _parse_columns(row: Row, columns: ColumnOptions, base: Base) -> JobFields:
     if columns.prompt_column is not None:
         if columns.prompt_column not in row:
             raise BadRow(f"no column {columns.prompt_column!r}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from .._core.media import Media
-from ._fields import JobFields, count_of, maybe_json, media_ref, sampling_of, str_of
+from ._fields import Base, JobFields, count_of, maybe_json, media_ref, sampling_of, str_of
 from ._model import Message, NativeRequest, Part, Role
 from ._readers import BadRow, Row
 
@@ -27,7 +26,7 @@ _OPENAI_ROLES: dict[str, Role] = {
 }
 
 
-def _openai_media(p: Mapping[str, Any], base: Path | None, where: str) -> Media | None:
+def _openai_media(p: Mapping[str, Any], base: Base, where: str) -> Media | None:
     """An ``image_url``, ``input_audio`` or ``file`` content part as a ref; None for another type.
 
     https://platform.openai.com/docs/api-reference/chat/create (messages[].content parts)."""
@@ -58,7 +57,7 @@ def _openai_media(p: Mapping[str, Any], base: Path | None, where: str) -> Media 
 
 
 def _openai_content(
-    content: Any, where: str, base: Path | None = None
+    content: Any, where: str, base: Base = None
 ) -> tuple[tuple[Part, ...], list[str]]:
     """OpenAI message content (a string or a list of typed parts) -> our parts, and what is lost."""
     if isinstance(content, str):
@@ -78,7 +77,7 @@ def _openai_content(
     raise BadRow(f"{where}: 'content' must be a string or a list of parts")
 
 
-def openai_messages(raw: Any, base: Path | None = None) -> tuple[tuple[Message, ...], list[str]]:
+def openai_messages(raw: Any, base: Base = None) -> tuple[tuple[Message, ...], list[str]]:
     """A chat ``messages`` list -> our messages, and what they hold that a conversion loses."""
     raw = maybe_json(raw)
     if not isinstance(raw, list) or not raw:
@@ -111,7 +110,7 @@ _OPENAI_BODY_KEYS = {
 }
 
 
-def parse_openai_batch(row: Row, base: Path | None) -> JobFields:
+def parse_openai_batch(row: Row, base: Base) -> JobFields:
     """An OpenAI Batch API line (``custom_id``, ``body``); its body is kept to send as it is."""
     url = row.get("url", "/v1/chat/completions")
     if url not in ("/v1/chat/completions", "/chat/completions"):

@@ -9,6 +9,7 @@ the lines, only if two hashes repeat.
 
 from __future__ import annotations
 
+import logging
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -18,12 +19,18 @@ from typing import Any, TypeAlias
 from .._core.errors import InputError, InputProblem, UsageError
 from .._core.idset import duplicates, id_hash
 from .._core.media import INLINE_LIMIT, media_problem
+from .._core.stores import is_url
 from ._columns import ColumnOptions
+from ._fields import Base
 from ._formats import parse_row
+from ._frames import FrameInput, as_frame
 from ._model import TASK_TYPES, Job, ProviderName
-from ._readers import BadRow, Row, check_paths, iter_rows
+from ._readers import BadRow, Row, check_footers, check_paths, frame_rows, iter_rows
+from ._remote import RemoteFile, expand
 
 __all__ = ["JobSource"]
+
+log = logging.getLogger("batcher")
 
 _MAX_PROBLEMS = 20
 """How many input problems one error lists in full before it only counts the rest."""
@@ -33,7 +40,8 @@ _Item: TypeAlias = Job | Row | BadRow
 
 
 class JobSource:
-    """Jobs from files (streamed, read once to check and once to send) or from Python objects.
+    """Jobs from files (local paths or URLs, streamed, read once to check and once to send), from a
+    table or data frame (read a record batch at a time, as a Parquet file) or from Python objects.
 
     Every job it yields has its model: the row's own, else ``default_model``. A Python iterable is
     read once into a list, since a generator cannot be read twice. ``served`` is every model the
@@ -42,7 +50,7 @@ class JobSource:
 
     def __init__(
         self,
-        jobs: str | Path | Iterable[str | Path] | Iterable[Job | Mapping[str, Any]],
+        jobs: str | Path | Iterable[str | Path] | Iterable[Job | Mapping[str, Any]] | Any,
         columns: ColumnOptions | None = None,
         *,
         provider: ProviderName = "openai",
@@ -58,21 +66,51 @@ class JobSource:
         self.endpoint = endpoint
         # Job fields a job that leaves them unset takes (modalities, n, size, quality)
         self.defaults = {k: v for k, v in (defaults or {}).items() if v not in (None, ())}
-        self.paths: list[Path] = []
+
+        self._named: list[str | Path] = []
+        """The files as given: paths, and URLs (a glob's files are listed on first use)."""
+        self._files: list[Path | RemoteFile] | None = None
         self._items: list[Job | Mapping[str, Any]] = []
+        self.frame: FrameInput | None = None
         if isinstance(jobs, str | Path):
-            self.paths = [Path(jobs)]
+            self._named = [_named(jobs)]
+        elif (frame := as_frame(jobs)) is not None:
+            self.frame = frame
         else:
             items = list(jobs)
             if items and all(isinstance(i, str | Path) for i in items):
-                self.paths = [Path(i) for i in items]  # type: ignore[arg-type]
+                self._named = [_named(i) for i in items]
             else:
                 for i in items:
                     if not isinstance(i, Job | Mapping):
                         raise UsageError(
                             f"jobs must be Job objects or mappings, got {type(i).__name__}"
                         )
-                self._items = items  # type: ignore[assignment]
+                self._items = items
+
+    @property
+    def paths(self) -> list[Path | RemoteFile]:
+        """The input files, a URL's glob listed (once, on first use: it may ask the network)."""
+        if self._files is None:
+            files: list[Path | RemoteFile] = []
+            problems: list[InputProblem] = []
+            for named in self._named:
+                if isinstance(named, Path):
+                    files.append(named)
+                    continue
+                try:
+                    files.extend(expand(named))
+                except InputError as e:
+                    problems.extend(e.problems)
+            if problems:
+                raise InputError(problems)
+            self._files = files
+        return self._files
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input files as ``run.json`` records them: paths, and URLs as shown."""
+        return tuple(str(p) for p in self.paths)
 
     def scan(self, visit: Callable[[Job], None] | None = None) -> int:
         """Check every job before anything is sent, and return how many there are.
@@ -81,8 +119,19 @@ class JobSource:
         is called with each good job until the first problem, so a caller can look at each job in
         the same pass.
         """
-        if self.paths:
+        if self._named:
             check_paths(self.paths)
+            remote = [
+                p for p in self.paths if isinstance(p, RemoteFile) and p.name.endswith(".parquet")
+            ]
+            if remote:
+                shaped = not self.columns.maps_prompt
+                rows = check_footers(remote, self.columns.needed, shaped=shaped)
+                log.info(
+                    "%d remote Parquet file(s), %d rows by their footers: checking every job",
+                    len(remote),
+                    rows,
+                )
         problems: list[InputProblem] = []
         more = 0
         seen = array("Q")  # id hashes: 8 bytes a job, however many jobs
@@ -122,20 +171,23 @@ class JobSource:
         for where, pos, item, base in self._located():
             yield self._job(where, pos, item, base)
 
-    def _located(self) -> Iterator[tuple[str, str, _Item, Path | None]]:
+    def _located(self) -> Iterator[tuple[str, str, _Item, Base]]:
         """(where, position id, item, folder its relative paths start from) for every row or
         Python object."""
-        if self.paths:
+        shaped = not self.columns.maps_prompt
+        if self._named:
             for path in self.paths:
-                for where, pos, row in iter_rows(
-                    [path], self.columns.needed, shaped=not self.columns.maps_prompt
-                ):
-                    yield where, pos, row, path.parent
+                base = path.parent if isinstance(path, Path) else path.url.rpartition("/")[0]
+                for where, pos, row in iter_rows([path], self.columns.needed, shaped=shaped):
+                    yield where, pos, row, base
+        elif self.frame is not None:
+            for where, pos, row in frame_rows(self.frame, self.columns.needed, shaped=shaped):
+                yield where, pos, row, None
         else:
             for n, item in enumerate(self._items, start=1):
                 yield f"jobs[{n - 1}]", f"job-{n}", item, None
 
-    def _job(self, where: str, pos: str, item: _Item, base: Path | None) -> Job:
+    def _job(self, where: str, pos: str, item: _Item, base: Base) -> Job:
         if isinstance(item, BadRow):
             raise item
         if isinstance(item, Job):
@@ -162,6 +214,11 @@ class JobSource:
                 yield InputProblem(where, f"duplicate id, first seen at {first[job.id]}", job.id)
             else:
                 first[job.id] = where
+
+
+def _named(item: str | Path) -> str | Path:
+    """A URL kept as text (a ``Path`` would fold its ``//``), a local file as a ``Path``."""
+    return item if isinstance(item, str) and is_url(item) else Path(item)
 
 
 def _job_problem(

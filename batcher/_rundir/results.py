@@ -32,6 +32,7 @@ __all__ = [
     "read_costs",
     "read_results",
     "results",
+    "results_table",
 ]
 
 _STATUS_COLUMNS = ("id", "status", "error_kind", "finished_at")
@@ -366,3 +367,31 @@ def results(out: str | os.PathLike[str], *, schema: Any = None) -> Iterator[tupl
     for row in iter_rows(path, ["id", "status", "parsed"]):
         if row["status"] == "ok" and row["parsed"] is not None:
             yield row["id"], reader.instance(row["parsed"])
+
+
+def results_table(out: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> Any:
+    """Every finished job of the run in ``out`` as one ``pyarrow.Table``, its columns those of
+    ``results/`` (``columns`` picks some): for ``.to_pandas()``, ``polars.from_arrow`` or a
+    query. Parts and the journal alike, read beside a live run as ``batcher status`` reads (a
+    part that cannot be read is left out). Raises ``UsageError`` if ``out`` holds no run or a
+    column is not one of the results'."""
+    import pyarrow as pa
+
+    from .._config.schema import OutputSchema
+    from .._core.errors import UsageError
+    from .manifest import Manifest
+    from .rows import result_schema
+
+    path = Path(out)
+    manifest = Manifest.read(path)
+    if manifest is None:
+        raise UsageError(f"{path} holds no run (no run.json)")
+    parsed = OutputSchema.from_json(manifest.schema).arrow_type() if manifest.schema else None
+    schema = result_schema(parsed)
+    names = list(columns) if columns is not None else schema.names
+    unknown = [c for c in names if c not in schema.names]
+    if unknown:
+        raise UsageError(f"no column(s) {unknown} in the results; they have {schema.names}")
+    wanted = pa.schema([schema.field(c) for c in names])
+    tables = list(iter_tables(path, names, schema=schema))
+    return pa.concat_tables(tables) if tables else wanted.empty_table()

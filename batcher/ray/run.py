@@ -93,7 +93,7 @@ def run_files(
             model=opts.requests.model,
             base_url="mock" if first.is_mock else first.base_url,
             total=plan.total,
-            inputs=tuple(str(p) for p in source.paths),
+            inputs=source.inputs,
             quota_day=opts.limits.quota_day,
             limits=endpoints.specs[0].limits,
             schema=schema_json,
