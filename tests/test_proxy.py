@@ -9,6 +9,7 @@ import base64
 import contextlib
 import socketserver
 import ssl
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -290,6 +291,76 @@ async def test_a_private_ca_is_trusted_from_ca_bundle_or_ssl_cert_file(
         assert await both(ssl_context()) == (200, 200)
     with pytest.raises(UsageError, match=r"--ca-bundle .*missing\.pem"):
         ssl_context(str(pem.with_name("missing.pem")))
+
+
+@pytest.mark.anyio
+async def test_system_trust_verifies_through_truststore_and_adds_the_ca_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mock: MockServer,
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    """``--system-trust``: a ``truststore.SSLContext``, whose verifier (the OS's) sees every
+    server's chain, for both clients; ``--ca-bundle`` with it trusts the file's CAs as well as
+    the system's, not instead."""
+    import truststore
+
+    api = sys.modules["truststore._api"]  # the package deletes its name for the module
+    authority, pem = ca
+    chains: list[str | None] = []
+    verify = api._verify_peercerts_impl
+
+    def counted(context: ssl.SSLContext, chain: list[bytes], server_hostname: str | None) -> None:
+        chains.append(server_hostname)
+        verify(context, chain, server_hostname=server_hostname)
+
+    monkeypatch.setattr(api, "_verify_peercerts_impl", counted)
+    assert isinstance(ssl_context(system=True), truststore.SSLContext)
+    assert isinstance(ssl_context(str(pem), system=True), truststore.SSLContext)
+    assert not isinstance(ssl_context(str(pem)), truststore.SSLContext)
+    async with _tls_front(mock.port, authority) as port:
+        base = f"https://127.0.0.1:{port}/v1"
+
+        async def both(context: ssl.SSLContext | None, url: str = base) -> tuple[int, int]:
+            client = _client(url, ssl_context=context)
+            try:
+                posted = await client.post("chat/completions", BODY)
+                other = await client.request("GET", "batches")  # aiohttp, same context
+                return posted.status_code, other.status_code
+            finally:
+                await client.aclose()
+
+        with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED"):
+            await both(ssl_context(system=True))  # the system's store alone knows no such CA
+        chains.clear()
+        assert await both(ssl_context(str(pem), system=True)) == (200, 200)
+        assert chains == ["127.0.0.1", "127.0.0.1"]  # one handshake each, both verified there
+        # as well as, not instead: on Linux the system's store is OpenSSL's default file, which
+        # $SSL_CERT_FILE names; a server another CA signed is trusted through it beside --ca-bundle
+        other, other_pem = trustme.CA(), tmp_path / "system.pem"
+        other.cert_pem.write_to_path(str(other_pem))
+        monkeypatch.setenv("SSL_CERT_FILE", str(other_pem))
+        async with _tls_front(mock.port, other) as port2:
+            context = ssl_context(str(pem), system=True)
+            assert await both(context) == (200, 200)
+            assert await both(context, f"https://127.0.0.1:{port2}/v1") == (200, 200)
+            with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED"):
+                await both(ssl_context(str(pem)), f"https://127.0.0.1:{port2}/v1")  # instead
+        monkeypatch.delenv("SSL_CERT_FILE")
+        chains.clear()
+        summary = await batcher.run(
+            JOBS,
+            tmp_path / "out",
+            base_url=base,
+            api_key="k",
+            model="m",
+            ca_bundle=str(pem),
+            system_trust=True,
+        )
+        assert (summary.ok, summary.exit_code) == (3, 0)
+    assert chains  # the run's connections too
+    with pytest.raises(UsageError, match=r"--ca-bundle .*missing\.pem"):
+        ssl_context(str(pem.with_name("missing.pem")), system=True)
 
 
 @pytest.mark.anyio

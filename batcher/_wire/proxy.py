@@ -152,17 +152,32 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
     return False
 
 
-def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext | None:
+def ssl_context(ca_bundle: str | None = None, *, system: bool = False) -> ssl.SSLContext | None:
     """The TLS context both clients verify servers with: only the certificates in ``ca_bundle``
     (``--ca-bundle``), else in ``$SSL_CERT_FILE`` (as OpenSSL and curl read it: a private CA, a
     corporate proxy's); None for each client's default (the system's trust store), made only
-    when a TLS connection needs it. ``UsageError`` if the file cannot be read."""
+    when a TLS connection needs it. ``UsageError`` if the file cannot be read.
+
+    ``system`` (``--system-trust``): a ``truststore.SSLContext``, which hands each server's chain
+    to the operating system's own verifier (Keychain on macOS, CryptoAPI on Windows, OpenSSL's
+    default paths on Linux), so a CA a company installed through its device management is
+    trusted; the file's CAs, if any, are trusted as well, not instead (truststore's macOS and
+    Windows verifiers take what ``load_verify_locations`` loaded as extra anchors, its Linux one
+    is OpenSSL with both: truststore/_macos.py, _windows.py, _openssl.py in
+    https://github.com/sethmlarson/truststore)."""
     source = "--ca-bundle" if ca_bundle else "$SSL_CERT_FILE"
     path = ca_bundle or os.environ.get("SSL_CERT_FILE") or None
-    if path is None:
+    if path is None and not system:
         return None
     try:
-        return ssl.create_default_context(cafile=path)
+        if not system:
+            return ssl.create_default_context(cafile=path)
+        import truststore  # only for runs that ask for it: it imports the OS's TLS bindings
+
+        context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if path is not None:
+            context.load_verify_locations(cafile=path)
+        return context
     except (OSError, ssl.SSLError) as e:
         raise UsageError(f"{source} {path}: not a readable PEM certificate bundle ({e})") from None
 
