@@ -24,9 +24,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .._core.errors import ProxyRefused, UsageError
+from .._core.errors import ProxyRefused, UntrustedCertificate, UsageError
 
-__all__ = ["Proxies", "Proxy", "proxy_refused", "ssl_context", "url_opener"]
+__all__ = [
+    "Proxies",
+    "Proxy",
+    "proxy_refused",
+    "ssl_context",
+    "untrusted_certificate",
+    "url_opener",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,20 @@ def proxy_refused(proxy: Proxy | None, status: int, where: str | None = None) ->
         "direct with --no-proxy",
         proxy=proxy.url if proxy is not None else None,
         status=status,
+    )
+
+
+def untrusted_certificate(host: str, port: int, error: BaseException) -> UntrustedCertificate:
+    """The error for a TLS certificate of ``host:port`` that does not verify (``error``, an
+    ``ssl.SSLCertVerificationError``: OpenSSL's reason, such as ``CERTIFICATE_VERIFY_FAILED``
+    and why): the run stops, since retrying cannot make it trusted, saying what would."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return UntrustedCertificate(
+        f"the TLS certificate presented for {where} is not trusted ({error}); the endpoint never "
+        "saw the request, so the API key is not in question. A proxy that inspects TLS, or a "
+        "server with a private CA, shows a certificate of its own CA: trust that CA with "
+        "--ca-bundle FILE (or $SSL_CERT_FILE), or the operating system's store, where a company "
+        "installs it, with --system-trust"
     )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.errors import RetryableError, TimedOut
 from .http1_parser import MAX_BODY, ProtocolError, size_text
-from .proxy import proxy_refused
+from .proxy import proxy_refused, untrusted_certificate
 
 if TYPE_CHECKING:
     import ssl
@@ -99,7 +99,8 @@ class AiohttpTransport:
     Its proxy is chosen per request by ``proxies`` (the lean client's rules, not aiohttp's own
     ``trust_env``, which reads no ``ALL_PROXY`` and no CIDR in ``NO_PROXY``), its credentials
     as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers. A proxy that
-    refuses us (a 407, or a 4xx to ``CONNECT``) is ``ProxyRefused``, not a retryable failure.
+    refuses us (a 407, or a 4xx to ``CONNECT``) is ``ProxyRefused``, a certificate no trusted CA
+    signed ``UntrustedCertificate``, not a retryable failure.
 
     A hostile server gets no more than from the lean client (``http1``): a POST's answer is
     capped at ``max_body``, and at ``max_inflated`` once gzip/deflate is undone, and must be
@@ -252,6 +253,8 @@ class AiohttpTransport:
                     f"{round(lasted, 1):g} s request deadline)"
                 ) from None
             raise _timed_out(type(e).__name__) from None
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise untrusted_certificate(url.host, url.port, e.certificate_error) from None
         except aiohttp.ClientError as e:
             raise _no_answer(e) from None
         except OSError as e:  # a socket error aiohttp did not wrap
