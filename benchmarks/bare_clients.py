@@ -1,8 +1,10 @@
-"""The baselines of ``overhead.py``: a bare client loop sending a job file's prompts, nothing else.
+"""The baselines of ``overhead.py`` and the candidates of ``transports.py``: a bare client loop
+sending a job file's prompts, nothing else.
 
     python benchmarks/bare_clients.py KIND JOBS BASE_URL CONCURRENCY [--uvloop]
 
-with ``KIND`` one of aiohttp, httpx, httpx-aiohttp, http1.
+with ``KIND`` one of aiohttp, httpx, httpx-aiohttp, http1, http1-httptools, aiohttp-batcher,
+pyreqwest, curl_cffi.
 
 ``CONCURRENCY`` workers on plain asyncio share the job file's lines; each builds the body batcher
 sends for a job (the same JSON chat body, compact UTF-8, ``content-type: application/json``, a
