@@ -32,6 +32,7 @@ def test_public_names_are_pinned() -> None:
             "InvalidOutput",
             "Job",
             "Message",
+            "NetworkRefused",
             "Outage",
             "Part",
             "PermanentJobError",
@@ -46,6 +47,7 @@ def test_public_names_are_pinned() -> None:
             "SchemaError",
             "Statistics",
             "SystemClock",
+            "UntrustedCertificate",
             "UsageError",
             "WriteFailed",
             "results",
@@ -68,7 +70,9 @@ def test_error_tree() -> None:
         assert issubclass(cls, batcher.BatcherError)
     for cls in (batcher.FatalProviderError, batcher.PermanentJobError, batcher.RetryableError):
         assert issubclass(cls, batcher.ProviderError)
-    assert issubclass(batcher.ProxyRefused, batcher.FatalProviderError)  # stops the run (exit 78)
+    for network in (batcher.ProxyRefused, batcher.UntrustedCertificate):  # stop the run (78)
+        assert issubclass(network, batcher.NetworkRefused)
+    assert issubclass(batcher.NetworkRefused, batcher.FatalProviderError)
     assert issubclass(batcher.InvalidOutput, batcher.RetryableError)  # retried, counts
     for usage in (batcher.DirectoryLocked, batcher.DamagedFile, batcher.SchemaError):
         assert issubclass(usage, batcher.UsageError)  # the CLI's exit 2

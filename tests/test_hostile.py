@@ -200,6 +200,26 @@ async def test_a_gzip_bomb_meets_the_default_64_mib_cap(kind: str) -> None:
     assert "over the 64 MiB cap once inflated (max_inflated)" in str(error)
 
 
+@pytest.mark.anyio
+async def test_a_gzip_body_cut_short_is_an_error_and_every_member_is_read(kind: str) -> None:
+    """aiohttp alone hands on what inflated of a gzip body cut short, as a 200: each client
+    undoes the coding with the lean parser's ``decode_body``, which reads every member too."""
+    cut = gzip.compress(b'{"answer": 1}')[:-6]  # the trailer's size and part of its CRC gone
+    wire = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(cut)
+    async with _hostile(_sends(wire + cut)) as url:
+        error = await _post(url, kind)
+    assert isinstance(error, RetryableError), repr(error)
+    assert "gzip body that does not decode" in str(error)
+    whole = gzip.compress(b'{"a": ') + gzip.compress(b"1}")
+    wire = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(whole)
+    async with _hostile(_sends(wire + whole)) as url:
+        client = _client(kind, url)
+        try:
+            assert (await client.post("chat/completions", b"{}")).content == b'{"a": 1}'
+        finally:
+            await client.aclose()
+
+
 def _trickle(every: float) -> Answer:
     """A head, then a chunked body a byte at a time, one per ``every`` seconds, forever: never
     silent for the read timeout, never done."""

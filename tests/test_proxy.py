@@ -9,16 +9,16 @@ import base64
 import contextlib
 import socketserver
 import ssl
+import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
 import batcher
-from batcher import ProxyRefused, RetryableError, UsageError
+from batcher import ProxyRefused, UntrustedCertificate, UsageError
 from batcher._cli.main import main
 from batcher._wire.http1 import Http1Transport
 from batcher._wire.proxy import Proxies, Proxy, ssl_context
@@ -26,6 +26,7 @@ from batcher._wire.transport import AiohttpTransport
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import read_results
 from tests.tinyproxy import tinyproxy
+from tests.tls_servers import tls_front
 
 _ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 SECRET = "s3cretPw"
@@ -53,36 +54,6 @@ def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
     pem = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(pem))
     return authority, pem
-
-
-@asynccontextmanager
-async def _tls_front(port: int, authority: trustme.CA) -> AsyncIterator[int]:
-    """TLS in front of the plain mock on ``port``: a forwarder with a certificate the private CA
-    issued for 127.0.0.1. Yields its own port."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
-    writers: list[asyncio.StreamWriter] = []
-
-    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ssl.SSLError):
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        w.close()
-
-    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
-        writers.extend((w, w2))
-        await asyncio.gather(pipe(r, w2), pipe(r2, w), return_exceptions=True)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for w in writers:
-            w.close()
-        await server.wait_closed()
 
 
 def _client(url: str, **kw: object) -> Http1Transport:
@@ -224,7 +195,7 @@ async def test_https_through_the_tunnel_of_a_proxy_that_wants_a_password(
     tmp_path: Path, mock: MockServer, ca: tuple[trustme.CA, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     authority, pem = ca
-    async with _tls_front(mock.port, authority) as port:
+    async with tls_front(mock.port, authority) as port:
         base = f"https://127.0.0.1:{port}/v1"
         with tinyproxy(tmp_path, auth=("batcher", SECRET)) as proxy:
             summary = await batcher.run(
@@ -271,7 +242,7 @@ async def test_a_private_ca_is_trusted_from_ca_bundle_or_ssl_cert_file(
     monkeypatch: pytest.MonkeyPatch, mock: MockServer, ca: tuple[trustme.CA, Path]
 ) -> None:
     authority, pem = ca
-    async with _tls_front(mock.port, authority) as port:
+    async with tls_front(mock.port, authority) as port:
         base = f"https://127.0.0.1:{port}/v1"
 
         async def both(context: ssl.SSLContext | None) -> tuple[int, int]:
@@ -283,13 +254,83 @@ async def test_a_private_ca_is_trusted_from_ca_bundle_or_ssl_cert_file(
             finally:
                 await client.aclose()
 
-        with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(UntrustedCertificate, match="CERTIFICATE_VERIFY_FAILED"):
             await both(ssl_context())  # the system's store knows no such CA
         assert await both(ssl_context(str(pem))) == (200, 200)
         monkeypatch.setenv("SSL_CERT_FILE", str(pem))
         assert await both(ssl_context()) == (200, 200)
     with pytest.raises(UsageError, match=r"--ca-bundle .*missing\.pem"):
         ssl_context(str(pem.with_name("missing.pem")))
+
+
+@pytest.mark.anyio
+async def test_system_trust_verifies_through_truststore_and_adds_the_ca_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    mock: MockServer,
+    ca: tuple[trustme.CA, Path],
+) -> None:
+    """``--system-trust``: a ``truststore.SSLContext``, whose verifier (the OS's) sees every
+    server's chain, for both clients; ``--ca-bundle`` with it trusts the file's CAs as well as
+    the system's, not instead."""
+    import truststore
+
+    api = sys.modules["truststore._api"]  # the package deletes its name for the module
+    authority, pem = ca
+    chains: list[str | None] = []
+    verify = api._verify_peercerts_impl
+
+    def counted(context: ssl.SSLContext, chain: list[bytes], server_hostname: str | None) -> None:
+        chains.append(server_hostname)
+        verify(context, chain, server_hostname=server_hostname)
+
+    monkeypatch.setattr(api, "_verify_peercerts_impl", counted)
+    assert isinstance(ssl_context(system=True), truststore.SSLContext)
+    assert isinstance(ssl_context(str(pem), system=True), truststore.SSLContext)
+    assert not isinstance(ssl_context(str(pem)), truststore.SSLContext)
+    async with tls_front(mock.port, authority) as port:
+        base = f"https://127.0.0.1:{port}/v1"
+
+        async def both(context: ssl.SSLContext | None, url: str = base) -> tuple[int, int]:
+            client = _client(url, ssl_context=context)
+            try:
+                posted = await client.post("chat/completions", BODY)
+                other = await client.request("GET", "batches")  # aiohttp, same context
+                return posted.status_code, other.status_code
+            finally:
+                await client.aclose()
+
+        with pytest.raises(UntrustedCertificate, match="CERTIFICATE_VERIFY_FAILED"):
+            await both(ssl_context(system=True))  # the system's store alone knows no such CA
+        chains.clear()
+        assert await both(ssl_context(str(pem), system=True)) == (200, 200)
+        assert chains == ["127.0.0.1", "127.0.0.1"]  # one handshake each, both verified there
+        # as well as, not instead: on Linux the system's store is OpenSSL's default file, which
+        # $SSL_CERT_FILE names; a server another CA signed is trusted through it beside --ca-bundle
+        other, other_pem = trustme.CA(), tmp_path / "system.pem"
+        other.cert_pem.write_to_path(str(other_pem))
+        monkeypatch.setenv("SSL_CERT_FILE", str(other_pem))
+        async with tls_front(mock.port, other) as port2:
+            context = ssl_context(str(pem), system=True)
+            assert await both(context) == (200, 200)
+            assert await both(context, f"https://127.0.0.1:{port2}/v1") == (200, 200)
+            with pytest.raises(UntrustedCertificate, match="CERTIFICATE_VERIFY_FAILED"):
+                await both(ssl_context(str(pem)), f"https://127.0.0.1:{port2}/v1")  # instead
+        monkeypatch.delenv("SSL_CERT_FILE")
+        chains.clear()
+        summary = await batcher.run(
+            JOBS,
+            tmp_path / "out",
+            base_url=base,
+            api_key="k",
+            model="m",
+            ca_bundle=str(pem),
+            system_trust=True,
+        )
+        assert (summary.ok, summary.exit_code) == (3, 0)
+    assert chains  # the run's connections too
+    with pytest.raises(UsageError, match=r"--ca-bundle .*missing\.pem"):
+        ssl_context(str(pem.with_name("missing.pem")), system=True)
 
 
 @pytest.mark.anyio
@@ -540,7 +581,7 @@ async def test_an_image_url_behind_a_private_ca_is_trusted_from_ca_bundle(
     tmp_path: Path, mock: MockServer, ca: tuple[trustme.CA, Path]
 ) -> None:
     authority, pem = ca
-    async with _tls_front(mock.port, authority) as port:
+    async with tls_front(mock.port, authority) as port:
         jobs = [{"id": "u", "prompt": "look", "images": [f"https://127.0.0.1:{port}{SAMPLE}"]}]
 
         async def run(out: str, ca_bundle: str | None) -> batcher.RunSummary:

@@ -282,8 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         BadOption,
         FatalProviderError,
         InputError,
+        NetworkRefused,
         Outage,
-        ProxyRefused,
         UsageError,
         WriteFailed,
     )
@@ -299,7 +299,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except InputError as e:
         _say(f"bad input, nothing was sent:\n{e}")
         return EXIT_USAGE
-    except ProxyRefused as e:
+    except NetworkRefused as e:  # a proxy, or a certificate: the message says what to fix
         _say(e.message)
         print("Finished jobs are kept; rerun the same command to go on.", file=sys.stderr)
         return EXIT_CONFIG

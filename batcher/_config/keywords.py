@@ -44,6 +44,7 @@ class RunKeywords(TypedDict, total=False):
     proxy: str | None
     no_proxy: bool
     ca_bundle: str | None
+    system_trust: bool
     grace: float
     ray: str | None
     schema: Any

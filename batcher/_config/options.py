@@ -233,10 +233,19 @@ class RequestOptions:
         default=None,
         metadata=flag(
             "trust only the CA certificates in this PEM file for TLS (default: $SSL_CERT_FILE, "
-            "else the system's)",
+            "else the system's); with --system-trust, these as well as the system's",
             metavar="FILE",
         ),
     )
+    system_trust: bool = field(
+        default=False,
+        metadata=flag(
+            "verify TLS with the operating system's trust store (macOS Keychain, Windows "
+            "certificate store, Linux's OpenSSL bundle), where a company installs its own CAs"
+        ),
+    )
+    """Verify servers through ``truststore`` (the OS's own verifier) instead of OpenSSL's
+    bundle. With ``ca_bundle`` (or ``$SSL_CERT_FILE``) the file's CAs are trusted as well."""
     grace: float = 5.0
     """Seconds in-flight requests get to finish after a stop (SIGINT / SIGTERM)."""
     ray: str | None = field(

@@ -12,7 +12,9 @@
     ├── QuotaExhausted        a model's daily quota is spent: its jobs wait for the reset (exit 3)
     └── ProviderError         what a provider answered, classified once
         ├── FatalProviderError      wrong for the whole run: bad key, unknown model
-        │   └── ProxyRefused        the proxy in between refused us: 407, a tunnel refused (exit 78)
+        │   └── NetworkRefused      the network in between, not the endpoint, stops us (exit 78)
+        │       ├── ProxyRefused        the proxy refused us: 407, a tunnel refused
+        │       └── UntrustedCertificate    a certificate no trusted CA signed
         ├── PermanentJobError       wrong for one job: a 400, a blocked prompt
         └── RetryableError          may pass: 5xx, timeouts, dropped connections
             ├── RateLimitError      a 429: the model's lane pauses (or stops for the day)
@@ -43,6 +45,7 @@ __all__ = [
     "InputError",
     "InputProblem",
     "InvalidOutput",
+    "NetworkRefused",
     "Outage",
     "PermanentJobError",
     "ProviderError",
@@ -53,6 +56,7 @@ __all__ = [
     "SchemaError",
     "StoreOutage",
     "TimedOut",
+    "UntrustedCertificate",
     "UsageError",
     "WriteFailed",
 ]
@@ -254,7 +258,19 @@ class FatalProviderError(ProviderError):
     kind = "fatal"
 
 
-class ProxyRefused(FatalProviderError):
+class NetworkRefused(FatalProviderError):
+    """What lies between batcher and the endpoint stops the run, not the endpoint: a proxy, or
+    a certificate batcher cannot trust. The endpoint never saw the request, so nothing is said
+    of the key; the network's settings need fixing (exit 78)."""
+
+
+class UntrustedCertificate(NetworkRefused):
+    """A TLS certificate no CA batcher trusts signed (``CERTIFICATE_VERIFY_FAILED``, a name that
+    does not match): a proxy that inspects TLS, or a server with a private CA. Retrying cannot
+    help; ``--ca-bundle`` or ``--system-trust`` can."""
+
+
+class ProxyRefused(NetworkRefused):
     """The HTTP proxy between batcher and the endpoint refused the run: it wants credentials or
     refused them (407), or will not open a tunnel to the endpoint (a 4xx to ``CONNECT``). The
     endpoint never saw the request, so nothing is said of the key; ``proxy`` is the proxy's URL

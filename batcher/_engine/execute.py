@@ -27,6 +27,7 @@ from .._config.schema import OutputSchema
 from .._core.clock import Clock
 from .._core.errors import (
     FatalProviderError,
+    NetworkRefused,
     Outage,
     PermanentJobError,
     ProviderError,
@@ -316,9 +317,11 @@ def _build_with_media(
 
 def explain(error: FatalProviderError, model: str, target: Target, worked: list[str]) -> str:
     """Say what is wrong in words a user can act on: which key, which model, what worked; or
-    which proxy, when it was a proxy that refused (the key never reached the endpoint)."""
-    if isinstance(error, ProxyRefused):
-        if error.proxy is None and target.proxy is not None:  # a 407 to a POST: name the proxy
+    which proxy, or certificate, when the network in between refused (the key never reached
+    the endpoint)."""
+    if isinstance(error, NetworkRefused):
+        # a 407 to a POST: name the proxy
+        if isinstance(error, ProxyRefused) and error.proxy is None and target.proxy is not None:
             error = proxy_refused(target.proxy, error.status or 407)
         return target.redact(error.message)
     where = target.where

@@ -34,7 +34,7 @@ from .._config.pool_file import EndpointSpec, spec_endpoint
 from .._config.prices import Prices
 from .._config.schema import OutputSchema
 from .._core.clock import Clock
-from .._core.errors import FatalProviderError, ProxyRefused, QuotaExhausted, UsageError
+from .._core.errors import FatalProviderError, NetworkRefused, QuotaExhausted, UsageError
 from .._jobs import Job
 from .._rundir.rows import Record
 from .._wire.endpoint import Target
@@ -235,7 +235,7 @@ class PoolExecutor:
                 why = self._disable(route, model, outcome.error, refusals)
                 if solo:  # the run's one endpoint refused: said as it is, of the same kind
                     e = outcome.error
-                    kind = ProxyRefused if isinstance(e, ProxyRefused) else FatalProviderError
+                    kind = type(e) if isinstance(e, NetworkRefused) else FatalProviderError
                     return Fatal(kind(why, status=e.status, body=e.body), model)
             elif isinstance(outcome, Halted):
                 route.down, halted = True, outcome

@@ -102,7 +102,7 @@ class Target:
         }
         found = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
         proxies = found if found else None
-        context = ssl_context(requests.ca_bundle)
+        context = ssl_context(requests.ca_bundle, system=requests.system_trust)
         self.proxy = proxies.for_url(self.base_url) if proxies else None
         self.opener = url_opener(proxies, context)
         headers = self.provider.auth_headers(self.key)

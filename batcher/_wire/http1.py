@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 from .._core.errors import TimedOut, UsageError
 from .http1_parser import MAX_BODY, MAX_HEAD, ProtocolError, ResponseParser
 from .http1_pool import Connection, ConnectionPool, _Deadline, _Silence, _Stale
-from .proxy import Proxies, proxy_refused
+from .proxy import Proxies, proxy_refused, untrusted_certificate
 from .transport import AiohttpTransport, Reply, _no_answer, _timed_out
 
 __all__ = ["Http1Transport"]
@@ -144,6 +144,8 @@ class Http1Transport:
                     conn = await self._connect()
                 except TimeoutError:
                     raise _timed_out("connect") from None
+                except ssl.SSLCertVerificationError as e:  # the origin's (through a tunnel too)
+                    raise untrusted_certificate(self._host, self._port, e) from None
                 except (OSError, ssl.SSLError) as e:
                     raise _no_answer(e) from None
             try:

@@ -22,6 +22,7 @@ __all__ = [
     "Headers",
     "ProtocolError",
     "ResponseParser",
+    "decode_body",
     "size_text",
 ]
 
@@ -316,7 +317,7 @@ class ResponseParser:
     def _finish(self, content: bytes) -> bool:
         encoding = self.headers.get("content-encoding")
         if encoding is not None and content:
-            content = _decode(content, encoding.strip().lower(), self._max_inflated)
+            content = decode_body(content, encoding.strip().lower(), self._max_inflated)
         self.content = content
         self._state = _DONE
         self._body = []
@@ -325,9 +326,10 @@ class ResponseParser:
         return True
 
 
-def _decode(content: bytes, encoding: str, cap: int = MAX_BODY) -> bytes:
-    """Undo a content coding the server applied though it was not asked to; at most ``cap``
-    bytes come out (a kilobyte of zeros deflated inflates a thousandfold: a "zip bomb")."""
+def decode_body(content: bytes, encoding: str, cap: int = MAX_BODY) -> bytes:
+    """Undo a content coding (``gzip``, ``deflate``: those asked for); at most ``cap`` bytes
+    come out (a kilobyte of zeros deflated inflates a thousandfold: a "zip bomb"). Every gzip
+    member is read, and a body cut short, or in another coding, is a ``ProtocolError``."""
     try:
         if encoding in ("gzip", "x-gzip"):
             return _inflate(content, 31, cap)

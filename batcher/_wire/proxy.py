@@ -24,9 +24,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .._core.errors import ProxyRefused, UsageError
+from .._core.errors import ProxyRefused, UntrustedCertificate, UsageError
 
-__all__ = ["Proxies", "Proxy", "proxy_refused", "ssl_context", "url_opener"]
+__all__ = [
+    "Proxies",
+    "Proxy",
+    "proxy_refused",
+    "ssl_context",
+    "untrusted_certificate",
+    "url_opener",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,20 @@ def proxy_refused(proxy: Proxy | None, status: int, where: str | None = None) ->
     )
 
 
+def untrusted_certificate(host: str, port: int, error: BaseException) -> UntrustedCertificate:
+    """The error for a TLS certificate of ``host:port`` that does not verify (``error``, an
+    ``ssl.SSLCertVerificationError``: OpenSSL's reason, such as ``CERTIFICATE_VERIFY_FAILED``
+    and why): the run stops, since retrying cannot make it trusted, saying what would."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return UntrustedCertificate(
+        f"the TLS certificate presented for {where} is not trusted ({error}); the endpoint never "
+        "saw the request, so the API key is not in question. A proxy that inspects TLS, or a "
+        "server with a private CA, shows a certificate of its own CA: trust that CA with "
+        "--ca-bundle FILE (or $SSL_CERT_FILE), or the operating system's store, where a company "
+        "installs it, with --system-trust"
+    )
+
+
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
     """Whether ``no_proxy`` names the host: urllib's own matching (names, suffixes, host:port,
     ``*``; on macOS and Windows the system's exceptions too), plus CIDR blocks for IP literals,
@@ -152,17 +173,32 @@ def _bypass(host: str, port: int, no_proxy: str) -> bool:
     return False
 
 
-def ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext | None:
+def ssl_context(ca_bundle: str | None = None, *, system: bool = False) -> ssl.SSLContext | None:
     """The TLS context both clients verify servers with: only the certificates in ``ca_bundle``
     (``--ca-bundle``), else in ``$SSL_CERT_FILE`` (as OpenSSL and curl read it: a private CA, a
     corporate proxy's); None for each client's default (the system's trust store), made only
-    when a TLS connection needs it. ``UsageError`` if the file cannot be read."""
+    when a TLS connection needs it. ``UsageError`` if the file cannot be read.
+
+    ``system`` (``--system-trust``): a ``truststore.SSLContext``, which hands each server's chain
+    to the operating system's own verifier (Keychain on macOS, CryptoAPI on Windows, OpenSSL's
+    default paths on Linux), so a CA a company installed through its device management is
+    trusted; the file's CAs, if any, are trusted as well, not instead (truststore's macOS and
+    Windows verifiers take what ``load_verify_locations`` loaded as extra anchors, its Linux one
+    is OpenSSL with both: truststore/_macos.py, _windows.py, _openssl.py in
+    https://github.com/sethmlarson/truststore)."""
     source = "--ca-bundle" if ca_bundle else "$SSL_CERT_FILE"
     path = ca_bundle or os.environ.get("SSL_CERT_FILE") or None
-    if path is None:
+    if path is None and not system:
         return None
     try:
-        return ssl.create_default_context(cafile=path)
+        if not system:
+            return ssl.create_default_context(cafile=path)
+        import truststore  # only for runs that ask for it: it imports the OS's TLS bindings
+
+        context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if path is not None:
+            context.load_verify_locations(cafile=path)
+        return context
     except (OSError, ssl.SSLError) as e:
         raise UsageError(f"{source} {path}: not a readable PEM certificate bundle ({e})") from None
 

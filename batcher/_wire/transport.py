@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.errors import RetryableError, TimedOut
-from .http1_parser import MAX_BODY, ProtocolError, size_text
-from .proxy import proxy_refused
+from .http1_parser import MAX_BODY, ProtocolError, decode_body, size_text
+from .proxy import proxy_refused, untrusted_certificate
 
 if TYPE_CHECKING:
     import ssl
@@ -99,7 +99,8 @@ class AiohttpTransport:
     Its proxy is chosen per request by ``proxies`` (the lean client's rules, not aiohttp's own
     ``trust_env``, which reads no ``ALL_PROXY`` and no CIDR in ``NO_PROXY``), its credentials
     as ``proxy_headers``; ``ssl_context`` (``--ca-bundle``) verifies servers. A proxy that
-    refuses us (a 407, or a 4xx to ``CONNECT``) is ``ProxyRefused``, not a retryable failure.
+    refuses us (a 407, or a 4xx to ``CONNECT``) is ``ProxyRefused``, a certificate no trusted CA
+    signed ``UntrustedCertificate``, not a retryable failure.
 
     A hostile server gets no more than from the lean client (``http1``): a POST's answer is
     capped at ``max_body``, and at ``max_inflated`` once gzip/deflate is undone, and must be
@@ -127,7 +128,12 @@ class AiohttpTransport:
         ``max_inflated``: the lean client's caps (default ``http1.MAX_BODY``, 64 MiB)."""
 
         self._base = base_url.rstrip("/") + "/"
-        self._headers = {**headers, "content-type": "application/json"}
+        # the codings decode_body undoes, and no others (aiohttp would add br with brotli)
+        self._headers = {
+            "accept-encoding": "gzip, deflate",
+            **headers,
+            "content-type": "application/json",
+        }
         self._limit = max_connections
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -162,7 +168,9 @@ class AiohttpTransport:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self._connect_timeout, sock_read=self._timeout
             ),
-            auto_decompress=True,
+            # decoded by decode_body, as the lean client's are: a gzip body cut short is an
+            # error (aiohttp hands on what inflated of it), every member of one is read
+            auto_decompress=False,
         )
         return self._session
 
@@ -252,6 +260,8 @@ class AiohttpTransport:
                     f"{round(lasted, 1):g} s request deadline)"
                 ) from None
             raise _timed_out(type(e).__name__) from None
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise untrusted_certificate(url.host, url.port, e.certificate_error) from None
         except aiohttp.ClientError as e:
             raise _no_answer(e) from None
         except OSError as e:  # a socket error aiohttp did not wrap
@@ -276,28 +286,31 @@ class _Caps:
 
 async def _read(response: Any, caps: _Caps, timer: asyncio.Timeout | None) -> bytes:
     """An aiohttp answer's body, within ``caps`` (a ``RetryableError`` naming the cap past, as
-    the lean client's); ``timer`` is pushed back a second per 64 KiB received. aiohttp inflates
-    gzip and deflate a piece at a time (since 3.13.3), so a bomb is stopped at the cap, not
-    after it has filled memory."""
+    the lean client's); ``timer`` is pushed back a second per 64 KiB received. The body is read
+    as sent, up to the body's cap, then its content coding undone by ``decode_body`` up to the
+    inflated cap, so a bomb stops at the cap, not after it has filled memory."""
     if response.content_length is not None and response.content_length > caps.body:
         response.close()
         raise _over(f"body over the {{}} cap ({caps.body_name})", caps.body)
-    coding = response.headers.get("content-encoding", "").strip().lower()
-    inflated = coding not in ("", "identity")
-    cap = caps.inflated if inflated else caps.body
     pieces: list[bytes] = []
     got = 0
     async for piece in response.content.iter_any():
         got += len(piece)
-        if got > cap:
+        if got > caps.body:
             response.close()
-            if inflated:
-                raise _over(f"body over the {{}} cap once inflated ({caps.inflated_name})", cap)
-            raise _over(f"body over the {{}} cap ({caps.body_name})", cap)
+            raise _over(f"body over the {{}} cap ({caps.body_name})", caps.body)
         pieces.append(piece)
         if timer is not None:
             timer.reschedule((timer.when() or 0.0) + len(piece) / _FLOOR_RATE)
-    return b"".join(pieces)
+    content = b"".join(pieces)
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    if coding and content:
+        try:
+            return decode_body(content, coding, caps.inflated)
+        except ProtocolError as e:
+            said = str(e).replace("(max_inflated)", f"({caps.inflated_name})")
+            raise _no_answer(ProtocolError(said)) from None
+    return content
 
 
 def _over(what: str, cap: int) -> RetryableError:
