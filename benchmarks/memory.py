@@ -194,14 +194,17 @@ def peak_rss_mib(args: list[str], seconds: float | None) -> float:
 def measured(args: list[str], seconds: float | None) -> tuple[float, float, float, int]:
     """Run ``batcher ARGS``; SIGINT it after ``seconds`` (if given); return its peak RSS in MiB,
     its wall time and CPU time in seconds (start-up included) and its exit code."""
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+    with (
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss,
+        tempfile.TemporaryFile("w+") as err,
+    ):
         t0 = time.perf_counter()
         env = {**os.environ, "BENCH_KEY": "k"}
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRAPPER, rss.name, *args],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=err,
         )
         if seconds is not None:
             deadline = time.monotonic() + seconds
@@ -209,8 +212,12 @@ def measured(args: list[str], seconds: float | None) -> tuple[float, float, floa
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        proc.wait(600)
+        proc.wait(1800)
         wall = time.perf_counter() - t0
+        if proc.returncode not in (0, -signal.SIGINT, 130):
+            err.seek(0)
+            print(f"batcher {' '.join(args)} exited {proc.returncode}:", file=sys.stderr)
+            print("".join(err.readlines()[-15:]), file=sys.stderr)
         hwm, cpu = (Path(rss.name).read_text() or "0 nan").split()
         return int(hwm) / 1024, wall, float(cpu), proc.returncode
 

@@ -148,6 +148,67 @@ def test_a_crash_at_every_step_loses_nothing_and_pays_nothing_twice(
     assert not BatchLog(tmp_path / "out").open_chunks()
 
 
+def _uploads(app: Any, seen: list[int], cut_at: int | None = None) -> Any:
+    """``app`` counting the batch input files uploaded to it (OpenAI's ``POST /files``) in
+    ``seen``; the upload numbered ``cut_at`` (from 1) stops after its first piece arrives, the
+    process standing for one that died mid-upload (the file never reaches the provider)."""
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        upload = scope["type"] == "http" and scope["method"] == "POST"
+        if upload and scope["path"].endswith("/files"):
+            seen.append(len(seen) + 1)
+            if seen[-1] == cut_at:
+                await receive()  # part of the body is in: the rest never comes
+                raise Crash("upload")
+        await app(scope, receive, send)
+
+    return counted
+
+
+def test_a_file_uploaded_before_a_crash_is_not_uploaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its id is recorded before the create call: the rerun creates the batch of that file."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)  # 10 jobs: three chunks
+    jobs = _jobs(tmp_path, 10)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    uploads: list[int] = []
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, _uploads(app, uploads), clock, crash_at="uploaded")
+    assert len(uploads) == 1 and not app.state.batch_creates
+    assert _virtual_run(tmp_path, jobs, _uploads(app, uploads), clock).ok == 10
+    assert len(uploads) == 3  # the first chunk's file was not sent again
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+    batches = app.pipeline.batches.batches.values()
+    assert len({b.input_file_id for b in batches}) == 3
+    assert not (tmp_path / "out" / "batch-files").exists() or not any(
+        p for p in (tmp_path / "out" / "batch-files").iterdir() if not p.name.startswith(".")
+    )  # a closed chunk's files are removed
+
+
+def test_a_kill_mid_upload_uploads_that_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose upload did not finish has no id recorded: the rerun uploads it again, and
+    every chunk still becomes one batch."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)
+    jobs = _jobs(tmp_path, 10)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    uploads: list[int] = []
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, _uploads(app, uploads, cut_at=2), clock)
+    assert len(app.state.batch_creates) == 1  # the first chunk's batch; the second's file cut
+    log = BatchLog(tmp_path / "out")
+    assert [c.file is not None for c in log.chunks.values()] == [True, False]
+    assert _virtual_run(tmp_path, jobs, _uploads(app, uploads), clock).ok == 10
+    assert len(uploads) == 4  # the cut one again, then the third chunk's
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+
+
 @pytest.mark.parametrize("inline", [True, False])
 def test_gemini_batch_lost_in_the_create_call_is_found_by_its_display_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
@@ -564,7 +625,7 @@ def test_a_batch_image_that_cannot_be_downloaded_is_an_error_row_not_a_crash(
         text="", finish_reason="stop", input_tokens=1, output_tokens=1, model="m", raw="{}",
         images=(ImageOut("image/png", url="http://127.0.0.1:9/gone.png"),),
     )  # fmt: skip
-    lines = LineRecords(None, load_prices(), SystemClock(), tmp_path)  # type: ignore[arg-type]
+    lines = LineRecords(load_prices(), SystemClock(), tmp_path)
     kept = anyio.run(lines.with_images, row, answer)
     assert kept.status == "error" and kept.error_kind == "retryable"
     assert "cannot download an image answered" in (kept.error or "")

@@ -26,19 +26,25 @@ URL in ``X-Goog-Upload-URL``; the bytes go there with ``upload, finalize``; the 
 file ``files/{id}``) and named in ``input_config.file_name``. Its answers come back as
 ``response.responsesFile``, a JSONL file of ``{"key", "response"}`` or ``{"key", "error"}`` lines
 downloaded from ``GET /download/v1beta/files/{id}:download?alt=media``.
+
+Either way the chunk's lines are first written to disk as a JSONL file of ``{"key", "request"}``:
+an inline batch reads it back into its create call (under 20 MB), a larger one is uploaded from
+it as it is read; a responses file is written to disk as it arrives and read a line at a time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..._core.errors import RetryableError
+from ..bodies import FileBody
 from ..transport import Reply, Transport
 from ._base import RequestSpec
-from ._batch import BatchInfo, BatchLine, check
+from ._batch import BatchInfo, BatchLine, check, file_lines
 from ._gemini import GeminiProvider, model_path
 from ._http import encode
 
@@ -76,34 +82,23 @@ class GeminiBatch:
     def __init__(self) -> None:
         self.provider = GeminiProvider()
 
+    def line(self, job_id: str, spec: RequestSpec) -> bytes:
+        return encode({"key": job_id, "request": spec.body})
+
     def size(self, job_id: str, spec: RequestSpec) -> int:
         return len(encode({"request": spec.body, "metadata": {"key": job_id}})) + 1
 
-    async def submit(
-        self,
-        transport: Transport,
-        model: str,
-        tag: str,
-        requests: Sequence[tuple[str, RequestSpec]],
-    ) -> BatchInfo:
-        size = sum(self.size(job_id, spec) for job_id, spec in requests)
+    async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
+        """The file's name once uploaded by the resumable protocol; None (inline) for a file
+        under the inline limit (a line inline is as long, give or take 14 bytes: the limit is
+        a megabyte under the documented 20 MB)."""
+        size = _size(path)
         if size <= self.inline_bytes:
-            inline = [{"request": s.body, "metadata": {"key": job_id}} for job_id, s in requests]
-            config: dict[str, Any] = {"requests": {"requests": inline}}
-        else:
-            lines = (encode({"key": job_id, "request": s.body}) + b"\n" for job_id, s in requests)
-            config = {"file_name": await self._upload(transport, tag, b"".join(lines))}
-        body = {"batch": {"display_name": tag, "input_config": config}}
-        path = model_path(model, "batchGenerateContent")
-        reply = await transport.request("POST", path, encode(body))
-        return _info(check(self.provider, reply, "creating the batch"))
-
-    async def _upload(self, transport: Transport, tag: str, data: bytes) -> str:
-        """Upload ``data`` as a JSONL file by the resumable protocol; return its name."""
+            return None
         start = {
             "x-goog-upload-protocol": "resumable",
             "x-goog-upload-command": "start",
-            "x-goog-upload-header-content-length": str(len(data)),
+            "x-goog-upload-header-content-length": str(size),
             "x-goog-upload-header-content-type": "application/jsonl",
         }
         meta = encode({"file": {"display_name": tag}})
@@ -114,9 +109,28 @@ class GeminiBatch:
             raise RetryableError("the Files API answered no X-Goog-Upload-URL", status=200)
         session = url.path + (f"?{url.query}" if url.query else "")  # on our own endpoint
         finish = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
-        reply = await transport.request("POST", session, data, "application/jsonl", finish)
+        reply = await transport.request(
+            "POST", session, FileBody(path), "application/jsonl", finish
+        )
         uploaded = check(self.provider, reply, "uploading the batch input file")
         return str(uploaded["file"]["name"])
+
+    async def create(
+        self, transport: Transport, model: str, tag: str, path: Path, file: str | None
+    ) -> BatchInfo:
+        config: dict[str, Any]
+        if file is not None:
+            config = {"file_name": file}
+        else:
+            inline = []
+            for raw in file_lines(path):
+                item = json.loads(raw)
+                inline.append({"request": item["request"], "metadata": {"key": item["key"]}})
+            config = {"requests": {"requests": inline}}
+        body = {"batch": {"display_name": tag, "input_config": config}}
+        path_ = model_path(model, "batchGenerateContent")
+        reply = await transport.request("POST", path_, encode(body))
+        return _info(check(self.provider, reply, "creating the batch"))
 
     async def get(self, transport: Transport, batch_id: str) -> BatchInfo:
         reply = await transport.request("GET", batch_id)
@@ -140,11 +154,13 @@ class GeminiBatch:
         check(self.provider, reply, f"cancelling {batch_id}")
 
     async def lines(
-        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
-    ) -> list[BatchLine]:
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str], folder: Path
+    ) -> Iterator[BatchLine]:
         response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output") or {}
         if response.get("responsesFile"):
-            return await self._download(transport, str(response["responsesFile"]))
+            name = str(response["responsesFile"])
+            dest = folder / f"{info.id.rpartition('/')[2]}.out.jsonl"
+            return await self._download(transport, name, dest)
         inlined = (response.get("inlinedResponses") or {}).get("inlinedResponses") or []
         out = []
         for n, item in enumerate(inlined):
@@ -156,23 +172,30 @@ class GeminiBatch:
                     continue
                 key = ids[n]  # no key: the responses keep the requests' order
             out.append(BatchLine(key, _reply(item), encode(item).decode()))
-        return out
+        return iter(out)
 
-    async def _download(self, transport: Transport, name: str) -> list[BatchLine]:
+    async def _download(self, transport: Transport, name: str, dest: Path) -> Iterator[BatchLine]:
         """The lines of a responses file: ``{"key", "response"}`` or ``{"key", "error"}``."""
         path = f"{DOWNLOAD}/{name.removeprefix('files/')}:download?alt=media"
-        reply = await transport.request("GET", path)
+        reply = await transport.download(path, dest)
         if not 200 <= reply.status_code < 300:
             check(self.provider, reply, f"downloading the responses file {name}")
-        out = []
-        for raw in reply.content.decode("utf-8", "replace").splitlines():
-            try:
-                item = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
-                out.append(BatchLine(item["key"], _reply(item), raw))
-        return out
+        return _read_lines(dest)
+
+
+def _size(path: Path) -> int:
+    """Bytes in the file at ``path`` (a stat: too quick to hand to a thread)."""
+    return path.stat().st_size
+
+
+def _read_lines(path: Path) -> Iterator[BatchLine]:
+    for raw in file_lines(path):
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+            yield BatchLine(item["key"], _reply(item), raw)
 
 
 def _reply(item: Mapping[str, Any]) -> Reply:
