@@ -109,6 +109,8 @@ class Submitter:
 
     def due(self) -> bool:
         """Whether another pass has something to do: retries, or jobs that waited for room."""
+        if self.budget_stopped:
+            return False
         return bool(self.retry) or (self.deferred and self.freed)
 
     async def run_pass(self, *, first: bool) -> None:
@@ -172,7 +174,8 @@ class Submitter:
                     return
                 self._cuts[key] = cut
             spec = cut.ep.provider.build(job, cut.ep.route.theirs(model), cut.ep.inline)
-            size = cut.ep.api.size(job.id, spec)
+            line = cut.ep.api.line(job.id, spec)
+            size = cut.ep.api.size(line)
             if cut.fits(size, tokens):
                 break
             del self._cuts[key]
@@ -186,7 +189,7 @@ class Submitter:
                 return
         fingerprint = job_fingerprint(self.fp_provider, job, model)
         entry = Entry(job.id, job.source, fingerprint, job.max_tokens)
-        cut.cut.add(entry, cut.ep.api.line(job.id, spec), size, tokens)
+        cut.cut.add(entry, line, size, tokens)
 
     def write(self, chunk: Chunk, jobs: list[Job]) -> None:
         """Write the files of ``chunk``, recorded by an earlier version without them, from its
@@ -197,7 +200,8 @@ class Submitter:
             spec = ep.provider.build(job, ep.route.theirs(chunk.model), ep.inline)
             fingerprint = job_fingerprint(self.fp_provider, job, chunk.model)
             entry = Entry(job.id, job.source, fingerprint, job.max_tokens)
-            cut.add(entry, ep.api.line(job.id, spec), ep.api.size(job.id, spec), 0)
+            line = ep.api.line(job.id, spec)
+            cut.add(entry, line, ep.api.size(line), 0)
         cut.place(chunk_folder(self.files, chunk.tag))
 
     def _open(self, model: str) -> _Open | None:

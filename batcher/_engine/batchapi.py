@@ -58,7 +58,15 @@ from .._core.errors import FatalProviderError, RetryableError
 from .._core.idset import IdBag, IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
-from .._rundir.chunk_files import Entry, chunk_folder, input_file, read_entries, remove_chunk
+from .._rundir.chunk_files import (
+    Entry,
+    chunk_folder,
+    count_entries,
+    input_file,
+    read_entries,
+    remove_chunk,
+    tidy_files,
+)
 from .._rundir.rows import Record
 from .._wire.providers import Provider
 from .._wire.providers._batch import BatchInfo, BatchLine
@@ -184,7 +192,9 @@ class BatchExecutor:
 
     async def _rebuild(self) -> None:
         """Write the files of open chunks an earlier version recorded without them, from one
-        pass over the inputs (a job that has left them since is left out)."""
+        pass over the inputs (a job that has left them since is left out); remove what no open
+        chunk needs (a closed chunk's, a cut a crash left unrecorded)."""
+        tidy_files(self.log.folder(), {c.tag for c in self.log.open_chunks()})
         missing = {
             c.tag: c for c in self.log.open_chunks() if read_entries(self._folder(c)) is None
         }
@@ -221,7 +231,7 @@ class BatchExecutor:
         """Upload ``chunk``'s input file from disk, unless a run before this one did and
         recorded its id, and create its batch."""
         folder = self._folder(chunk)
-        jobs = len(read_entries(folder) or ())
+        jobs = count_entries(folder)
         if not jobs:  # its jobs left the inputs since: nothing to send
             self._close(chunk)
             return

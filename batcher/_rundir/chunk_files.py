@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cut", "Entry", "chunk_folder", "input_file", "read_entries", "remove_chunk"]
+__all__ = [
+    "Cut",
+    "Entry",
+    "chunk_folder",
+    "count_entries",
+    "input_file",
+    "read_entries",
+    "remove_chunk",
+    "tidy_files",
+]
 
 INPUT = "input.jsonl"
 JOBS = "jobs.jsonl"
@@ -57,9 +66,31 @@ def read_entries(folder: Path) -> list[Entry] | None:
         return [Entry(*json.loads(line)) for line in f if line.endswith(b"\n")]
 
 
+def count_entries(folder: Path) -> int:
+    """How many jobs a chunk holds (its entries' lines, counted without parsing them)."""
+    count = 0
+    try:
+        with (folder / JOBS).open("rb") as f:
+            while piece := f.read(1024 * 1024):
+                count += piece.count(b"\n")
+    except FileNotFoundError:
+        return 0
+    return count
+
+
 def remove_chunk(folder: Path) -> None:
     """Remove a closed chunk's files (its input and results files)."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def tidy_files(files: Path, keep: set[str]) -> None:
+    """Remove from ``files`` every folder but those of the chunks ``keep`` (the open ones): a
+    closed chunk's that a crash left before removing it, a cut never recorded."""
+    if not files.is_dir():
+        return
+    for folder in files.iterdir():
+        if folder.name not in keep:
+            remove_chunk(folder)
 
 
 class Cut:

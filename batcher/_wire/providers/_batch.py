@@ -62,8 +62,8 @@ class BatchAPI(Protocol):
         """A request as a line of the input file (without its newline)."""
         ...
 
-    def size(self, job_id: str, spec: RequestSpec) -> int:
-        """Bytes a request takes in a batch."""
+    def size(self, line: bytes) -> int:
+        """Bytes a request takes in a batch, from its input-file ``line``."""
         ...
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:

@@ -85,8 +85,10 @@ class GeminiBatch:
     def line(self, job_id: str, spec: RequestSpec) -> bytes:
         return encode({"key": job_id, "request": spec.body})
 
-    def size(self, job_id: str, spec: RequestSpec) -> int:
-        return len(encode({"request": spec.body, "metadata": {"key": job_id}})) + 1
+    def size(self, line: bytes) -> int:
+        """As inline, ``{"request":R,"metadata":{"key":K}}``: 13 bytes more than the file's
+        ``{"key":K,"request":R}`` (compact JSON), and a comma or newline."""
+        return len(line) + 14
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
         """The file's name once uploaded by the resumable protocol; None (inline) for a file

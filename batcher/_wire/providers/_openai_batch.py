@@ -63,8 +63,8 @@ class OpenAIBatch:
         url = _endpoint(spec)
         return encode({"custom_id": job_id, "method": "POST", "url": url, "body": spec.body})
 
-    def size(self, job_id: str, spec: RequestSpec) -> int:
-        return len(self.line(job_id, spec)) + 1
+    def size(self, line: bytes) -> int:
+        return len(line) + 1
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str:
         body, content_type = _multipart({"purpose": "batch"}, ("file", f"{tag}.jsonl", path))
