@@ -61,13 +61,15 @@ def test_batch_rows_equal_online_rows(
     assert len(mock_stats(server)["batch_creates"]) == 1
 
 
+@pytest.mark.parametrize("limit", ["inline_bytes", "inline_requests"])
 def test_gemini_batches_over_the_inline_limit_go_as_files(
     tmp_path: Path,
     start_mock: Callable[[MockConfig], MockServer],
     api_keys: None,
     monkeypatch: pytest.MonkeyPatch,
+    limit: str,
 ) -> None:
-    monkeypatch.setattr(GeminiBatch, "inline_bytes", 0)
+    monkeypatch.setattr(GeminiBatch, limit, 3)  # bytes: none fits; requests: 4 jobs are over
     jobs = _jobs(tmp_path, 4, {1: "[[fail:400]]"})
     server = start_mock(MockConfig())
     flags = ("--model", "m")

@@ -78,6 +78,10 @@ class GeminiBatch:
     max_requests = 50_000
     max_bytes = 1900 * 1024 * 1024  # a file: under the Files API's 2 GB
     inline_bytes = 19 * 1024 * 1024  # under the documented 20 MB of an inline batch
+    inline_requests = 2_000
+    """Requests in an inline batch at most: its answers come back inside the batch's JSON, read
+    whole, where a responses file is read a line at a time (50,000 answers of a few KB inline
+    would be hundreds of MB once parsed)."""
 
     def __init__(self) -> None:
         self.provider = GeminiProvider()
@@ -92,10 +96,10 @@ class GeminiBatch:
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
         """The file's name once uploaded by the resumable protocol; None (inline) for a file
-        under the inline limit (a line inline is as long, give or take 14 bytes: the limit is
-        a megabyte under the documented 20 MB)."""
-        size = _size(path)
-        if size <= self.inline_bytes:
+        under the inline limits (a line inline is as long, give or take 14 bytes: the limit is
+        a megabyte under the documented 20 MB; and ``inline_requests``)."""
+        size, lines = _size(path)
+        if size <= self.inline_bytes and lines <= self.inline_requests:
             return None
         start = {
             "x-goog-upload-protocol": "resumable",
@@ -120,18 +124,14 @@ class GeminiBatch:
     async def create(
         self, transport: Transport, model: str, tag: str, path: Path, file: str | None
     ) -> BatchInfo:
-        config: dict[str, Any]
         if file is not None:
-            config = {"file_name": file}
-        else:
-            inline = []
-            for raw in file_lines(path):
-                item = json.loads(raw)
-                inline.append({"request": item["request"], "metadata": {"key": item["key"]}})
-            config = {"requests": {"requests": inline}}
-        body = {"batch": {"display_name": tag, "input_config": config}}
+            body = encode({"batch": {"display_name": tag, "input_config": {"file_name": file}}})
+        else:  # the file's lines inline, joined as bytes (no tree of the whole batch in memory)
+            config = encode({"display_name": tag, "input_config": {"requests": {"requests": []}}})
+            head, _, tail = config.rpartition(b"[]")
+            body = b"".join([b'{"batch":', head, b"[", _inline(path), b"]", tail, b"}"])
         path_ = model_path(model, "batchGenerateContent")
-        reply = await transport.request("POST", path_, encode(body))
+        reply = await transport.request("POST", path_, body)
         return _info(check(self.provider, reply, "creating the batch"))
 
     async def get(self, transport: Transport, batch_id: str) -> BatchInfo:
@@ -185,9 +185,25 @@ class GeminiBatch:
         return _read_lines(dest)
 
 
-def _size(path: Path) -> int:
-    """Bytes in the file at ``path`` (a stat: too quick to hand to a thread)."""
-    return path.stat().st_size
+def _size(path: Path) -> tuple[int, int]:
+    """Bytes and lines in the input file at ``path`` (too quick to hand to a thread)."""
+    lines = 0
+    with path.open("rb") as f:
+        while piece := f.read(1024 * 1024):
+            lines += piece.count(b"\n")
+    return path.stat().st_size, lines
+
+
+def _inline(path: Path) -> bytes:
+    """The input file's lines as inline requests, ``{"request", "metadata": {"key"}}``, joined
+    by commas."""
+    out = bytearray()
+    for raw in file_lines(path):
+        item = json.loads(raw)
+        if out:
+            out += b","
+        out += encode({"request": item["request"], "metadata": {"key": item["key"]}})
+    return bytes(out)
 
 
 def _read_lines(path: Path) -> Iterator[BatchLine]:
