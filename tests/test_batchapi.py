@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -209,6 +210,26 @@ def test_a_kill_mid_upload_uploads_that_file_again(
     assert len(uploads) == 4  # the cut one again, then the third chunk's
     creates = app.state.batch_creates
     assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+
+
+@pytest.mark.parametrize("step", ["recorded", "polled"])
+def test_a_chunk_recorded_without_its_files_is_sent_and_collected_from_the_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A directory an earlier version left has open chunks but no DIR/batch-files: their jobs
+    are read from the inputs again, and every job still ends exactly once."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)
+    jobs = _jobs(tmp_path, 10)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, app, clock, crash_at=step, poll_interval=60.0)
+    shutil.rmtree(tmp_path / "out" / "batch-files")
+    assert _virtual_run(tmp_path, jobs, app, clock, poll_interval=60.0).ok == 10
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+    rows = read_results(tmp_path / "out")
+    assert all(rows[f"j{i}"]["text"].endswith(f"hello {i} ") for i in range(10))
 
 
 @pytest.mark.parametrize("inline", [True, False])

@@ -77,7 +77,10 @@ class IdBag:
         self._recent: set[int] = set()
 
     def add(self, job_id: str) -> None:
-        self._recent.add(id_hash(job_id))
+        self.add_hash(id_hash(job_id))
+
+    def add_hash(self, key: int) -> None:
+        self._recent.add(key)
         if len(self._recent) >= self.MERGE:
             keys = array("Q", self._merged._keys)
             keys.extend(self._recent)

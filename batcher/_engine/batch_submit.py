@@ -88,8 +88,8 @@ class Submitter:
         self.sent = IdBag()
         """Jobs in a chunk: the open chunks' at the start, and every chunk recorded since."""
         for chunk in log_.open_chunks():
-            for job_id in chunk.ids:
-                self.sent.add(job_id)
+            for key in chunk.hashes:
+                self.sent.add_hash(key)
         self.retry: dict[str, int] = {}
         """Jobs whose line failed retryably, with the attempts they have had: the next pass
         puts them in a later batch."""

@@ -55,7 +55,7 @@ from .._config.cost_options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, RetryableError
-from .._core.idset import IdBag, IdSet
+from .._core.idset import IdBag, IdSet, id_hash
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.chunk_files import (
@@ -200,16 +200,17 @@ class BatchExecutor:
         }
         if not missing:
             return
-        wanted = {job_id: tag for tag, c in missing.items() for job_id in c.ids}
-        found: dict[str, dict[str, Job]] = {tag: {} for tag in missing}
+        wanted = {key: tag for tag, c in missing.items() for key in c.hashes}
+        found: dict[str, dict[int, Job]] = {tag: {} for tag in missing}
         for n, job in enumerate(self.source):
             if n % 1024 == 0:
                 await anyio.lowlevel.checkpoint()
-            tag = wanted.get(job.id)
+            key = id_hash(job.id)
+            tag = wanted.get(key)
             if tag is not None:
-                found[tag][job.id] = job
+                found[tag][key] = job
         for tag, chunk in missing.items():
-            jobs = [found[tag][i] for i in chunk.ids if i in found[tag]]
+            jobs = [found[tag][key] for key in chunk.hashes if key in found[tag]]
             self.submitter.write(chunk, jobs)
 
     async def _resolve(self) -> None:
