@@ -22,10 +22,10 @@ import anyio.lowlevel
 
 from .._config.cost_options import BatchOptions
 from .._core.clock import Clock
-from .._core.idset import IdBag
+from .._core.idset import IdBag, id_hash
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
-from .._rundir.chunk_files import Cut, Entry, chunk_folder
+from .._rundir.chunk_files import Cut, Entry, chunk_folder, has_entries, tidy_files
 from .._wire.providers import Provider, job_fingerprint
 from .batch_chunks import BatchEndpoint, Chunker
 from .budget import Reservation
@@ -190,6 +190,30 @@ class Submitter:
         fingerprint = job_fingerprint(self.fp_provider, job, model)
         entry = Entry(job.id, job.source, fingerprint, job.max_tokens)
         cut.cut.add(entry, line, size, tokens)
+
+    async def rebuild(self) -> None:
+        """Write the files of open chunks an earlier version recorded without them, from one
+        pass over the inputs (a job that has left them since is left out); remove what no open
+        chunk needs (a closed chunk's, a cut a crash left unrecorded)."""
+        tidy_files(self.files, {c.tag for c in self.log.open_chunks()})
+        missing = {
+            c.tag: c
+            for c in self.log.open_chunks()
+            if not has_entries(chunk_folder(self.files, c.tag))
+        }
+        if not missing:
+            return
+        wanted = {key: tag for tag, c in missing.items() for key in c.hashes}
+        found: dict[str, dict[int, Job]] = {tag: {} for tag in missing}
+        for n, job in enumerate(self.source):
+            if n % 1024 == 0:
+                await anyio.lowlevel.checkpoint()
+            key = id_hash(job.id)
+            tag = wanted.get(key)
+            if tag is not None:
+                found[tag][key] = job
+        for tag, chunk in missing.items():
+            self.write(chunk, [found[tag][key] for key in chunk.hashes if key in found[tag]])
 
     def write(self, chunk: Chunk, jobs: list[Job]) -> None:
         """Write the files of ``chunk``, recorded by an earlier version without them, from its

@@ -55,8 +55,8 @@ from .._config.cost_options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, RetryableError
-from .._core.idset import IdBag, IdSet, id_hash
-from .._jobs import Job, JobSource
+from .._core.idset import IdBag, IdSet
+from .._jobs import JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.chunk_files import (
     Entry,
@@ -65,7 +65,6 @@ from .._rundir.chunk_files import (
     input_file,
     read_entries,
     remove_chunk,
-    tidy_files,
 )
 from .._rundir.rows import Record
 from .._wire.providers import Provider
@@ -169,7 +168,7 @@ class BatchExecutor:
 
     async def run(self) -> int:
         """Resolve what the last run left, submit the rest, and (unless told not to) wait."""
-        await self._rebuild()
+        await self.submitter.rebuild()
         if self.consumer.budget is not None:  # batches an earlier run left may still bill
             self.reserved.update(_hold(self.consumer.budget, self.log))
         await self._resolve()
@@ -189,29 +188,6 @@ class BatchExecutor:
 
     def _folder(self, chunk: Chunk) -> Path:
         return chunk_folder(self.log.folder(), chunk.tag)
-
-    async def _rebuild(self) -> None:
-        """Write the files of open chunks an earlier version recorded without them, from one
-        pass over the inputs (a job that has left them since is left out); remove what no open
-        chunk needs (a closed chunk's, a cut a crash left unrecorded)."""
-        tidy_files(self.log.folder(), {c.tag for c in self.log.open_chunks()})
-        missing = {
-            c.tag: c for c in self.log.open_chunks() if read_entries(self._folder(c)) is None
-        }
-        if not missing:
-            return
-        wanted = {key: tag for tag, c in missing.items() for key in c.hashes}
-        found: dict[str, dict[int, Job]] = {tag: {} for tag in missing}
-        for n, job in enumerate(self.source):
-            if n % 1024 == 0:
-                await anyio.lowlevel.checkpoint()
-            key = id_hash(job.id)
-            tag = wanted.get(key)
-            if tag is not None:
-                found[tag][key] = job
-        for tag, chunk in missing.items():
-            jobs = [found[tag][key] for key in chunk.hashes if key in found[tag]]
-            self.submitter.write(chunk, jobs)
 
     async def _resolve(self) -> None:
         """Find the batch of every chunk recorded without one; submit those no batch has."""

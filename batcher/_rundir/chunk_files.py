@@ -25,6 +25,7 @@ __all__ = [
     "Entry",
     "chunk_folder",
     "count_entries",
+    "has_entries",
     "input_file",
     "read_entries",
     "remove_chunk",
@@ -64,6 +65,11 @@ def read_entries(folder: Path) -> list[Entry] | None:
         return None
     with f:
         return [Entry(*json.loads(line)) for line in f if line.endswith(b"\n")]
+
+
+def has_entries(folder: Path) -> bool:
+    """Whether a chunk has its ``jobs.jsonl`` (an earlier version recorded chunks without)."""
+    return (folder / JOBS).is_file()
 
 
 def count_entries(folder: Path) -> int:
