@@ -14,7 +14,14 @@ Cases, each at 100,000 and 1,000,000 jobs:
                             path): the scan checks every ref, each job reads its image when it is
                             sent; for --seconds, then SIGINT;
   gen-images                --endpoint images: every job answers an image saved under DIR/images/;
-                            for --seconds, then SIGINT.
+                            for --seconds, then SIGINT;
+  batch                     --mode batch against the mock's instant batches (answered at their
+                            first look), to its end: every job cut into files, uploaded, its
+                            batch created, and the answers collected. Besides the peak, the jobs
+                            prepared and uploaded a second (from the start of the process to the
+                            last batch created) and the answers collected a second (each batch's
+                            collection, from the look that found it finished to its close in
+                            DIR/batches.jsonl).
 
 and the readers of a finished run of that many jobs (written straight to Parquet by
 tests/synthetic_run.py: three models over a pool of two endpoints, retries, errors of each kind,
@@ -26,6 +33,7 @@ machine the CPU time is the steadier figure) and the report's size:
 
     python benchmarks/memory.py [--seconds 20] [--sizes 100000,1000000] [--cases run-images,...]
     python benchmarks/memory.py --sizes 100000,500000,1000000 --cases report,status,show
+    python benchmarks/memory.py --sizes 100000,1000000 --cases batch
 """
 
 from __future__ import annotations
@@ -198,14 +206,17 @@ def measured(
     """Run ``batcher ARGS`` (with ``extra_env``); SIGINT it after ``seconds`` (if given); return
     its peak RSS in MiB, its wall time and CPU time in seconds (start-up included) and its exit
     code."""
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+    with (
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss,
+        tempfile.TemporaryFile("w+") as err,
+    ):
         t0 = time.perf_counter()
         env = {**os.environ, "BENCH_KEY": "k", **(extra_env or {})}
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRAPPER, rss.name, *args],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=err,
         )
         if seconds is not None:
             deadline = time.monotonic() + seconds
@@ -213,8 +224,12 @@ def measured(
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        proc.wait(600)
+        proc.wait(1800)
         wall = time.perf_counter() - t0
+        if proc.returncode not in (0, -signal.SIGINT, 130):
+            err.seek(0)
+            print(f"batcher {' '.join(args)} exited {proc.returncode}:", file=sys.stderr)
+            print("".join(err.readlines()[-15:]), file=sys.stderr)
         hwm, cpu = (Path(rss.name).read_text() or "0 nan").split()
         return int(hwm) / 1024, wall, float(cpu), proc.returncode
 
@@ -244,6 +259,42 @@ def read_cases(folder: Path, n: int, cases: set[str]) -> None:
         print(f"{case:14} {n:9,} {rss:13.1f} {wall:8.2f} {cpu:8.2f} {size:>8}", flush=True)
 
 
+def batch_rates(out: Path, start: float, n: int) -> tuple[float, float]:
+    """Jobs prepared and uploaded a second (from ``start``, the process's start by the wall
+    clock, to the last batch created) and answers collected a second (summed over the batches,
+    from the look that found each finished to its close), read from ``DIR/batches.jsonl``."""
+    created = 0.0
+    finished: dict[str, float] = {}
+    collecting = 0.0
+    with (out / "batches.jsonl").open("rb") as f:
+        for line in f:
+            event = json.loads(line)
+            kind = event.get("event")
+            if kind == "submitted":
+                created = max(created, event["at"])
+            elif kind == "state" and event["state"] in ("completed", "expired", "cancelled"):
+                finished.setdefault(event["tag"], event["at"])
+            elif kind == "closed" and event["tag"] in finished:
+                collecting += event["at"] - finished[event["tag"]]
+    return n / max(created - start, 1e-9), n / max(collecting, 1e-9)
+
+
+def batch_case(folder: Path, n: int, jsonl: Path, common: list[str]) -> None:
+    """``--mode batch`` of ``n`` jobs to its end against the mock's instant batches."""
+    out = folder / f"out-batch-{n}"
+    args = ["run", str(jsonl), "--out", str(out), "--mode", "batch", "--poll-interval", "1s"]
+    start = time.time()
+    rss, wall, cpu, code = measured([*args, *common], None)
+    if code != 0:
+        raise RuntimeError(f"batcher {' '.join(args)} exited {code}")
+    from batcher._rundir.results import read_results
+
+    up, down = batch_rates(out, start, n)
+    done = sum(read_results(out).get(k, 0) for k in ("ok", "error"))
+    line = f"{'batch':14} {n:9,} {rss:13.1f} {wall:8.1f} {cpu:8.1f} {up:11,.0f} {down:11,.0f}"
+    print(f"{line} {done:9,}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -254,16 +305,29 @@ def main() -> None:
     opts = ap.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",")]
     cases = set(opts.cases.split(","))
-    runs = cases - set(READ_CASES)
+    runs = cases - set(READ_CASES) - {"batch"}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if runs:
             run_cases(folder, sizes, cases, opts.seconds)
+        if "batch" in cases:
+            batch_cases(folder, sizes)
         if cases & set(READ_CASES):
             head = f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'wall s':>8} {'CPU s':>8}"
             print(f"{head} {'HTML MB':>8}", flush=True)
             for n in sizes:
                 read_cases(folder, n, cases)
+
+
+def batch_cases(folder: Path, sizes: list[int]) -> None:
+    """The ``--mode batch`` case at each size, against the mock in its own process."""
+    head = f"{'case':14} {'jobs':>9} {'peak RSS MiB':>13} {'wall s':>8} {'CPU s':>8}"
+    print(f"{head} {'uploaded/s':>11} {'collected/s':>11} {'finished':>9}", flush=True)
+    with mock_process() as url:
+        common = ["--base-url", f"{url}/v1", "--api-key-env", "BENCH_KEY", "--no-progress"]
+        for n in sizes:
+            jsonl, _ = write_inputs(folder, n)
+            batch_case(folder, n, jsonl, common)
 
 
 def run_cases(folder: Path, sizes: list[int], cases: set[str], seconds: float) -> None:

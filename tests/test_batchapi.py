@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -61,13 +62,15 @@ def test_batch_rows_equal_online_rows(
     assert len(mock_stats(server)["batch_creates"]) == 1
 
 
+@pytest.mark.parametrize("limit", ["inline_bytes", "inline_requests"])
 def test_gemini_batches_over_the_inline_limit_go_as_files(
     tmp_path: Path,
     start_mock: Callable[[MockConfig], MockServer],
     api_keys: None,
     monkeypatch: pytest.MonkeyPatch,
+    limit: str,
 ) -> None:
-    monkeypatch.setattr(GeminiBatch, "inline_bytes", 0)
+    monkeypatch.setattr(GeminiBatch, limit, 3)  # bytes: none fits; requests: 4 jobs are over
     jobs = _jobs(tmp_path, 4, {1: "[[fail:400]]"})
     server = start_mock(MockConfig())
     flags = ("--model", "m")
@@ -146,6 +149,87 @@ def test_a_crash_at_every_step_loses_nothing_and_pays_nothing_twice(
     assert len(creates) == len(set(creates)) == 3  # no chunk submitted twice
     assert app.state.batch_lines == 10  # no job paid for twice
     assert not BatchLog(tmp_path / "out").open_chunks()
+
+
+def _uploads(app: Any, seen: list[int], cut_at: int | None = None) -> Any:
+    """``app`` counting the batch input files uploaded to it (OpenAI's ``POST /files``) in
+    ``seen``; the upload numbered ``cut_at`` (from 1) stops after its first piece arrives, the
+    process standing for one that died mid-upload (the file never reaches the provider)."""
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        upload = scope["type"] == "http" and scope["method"] == "POST"
+        if upload and scope["path"].endswith("/files"):
+            seen.append(len(seen) + 1)
+            if seen[-1] == cut_at:
+                await receive()  # part of the body is in: the rest never comes
+                raise Crash("upload")
+        await app(scope, receive, send)
+
+    return counted
+
+
+def test_a_file_uploaded_before_a_crash_is_not_uploaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its id is recorded before the create call: the rerun creates the batch of that file."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)  # 10 jobs: three chunks
+    jobs = _jobs(tmp_path, 10)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    uploads: list[int] = []
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, _uploads(app, uploads), clock, crash_at="uploaded")
+    assert len(uploads) == 1 and not app.state.batch_creates
+    assert _virtual_run(tmp_path, jobs, _uploads(app, uploads), clock).ok == 10
+    assert len(uploads) == 3  # the first chunk's file was not sent again
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+    batches = app.pipeline.batches.batches.values()
+    assert len({b.input_file_id for b in batches}) == 3
+    assert not (tmp_path / "out" / "batch-files").exists() or not any(
+        p for p in (tmp_path / "out" / "batch-files").iterdir() if not p.name.startswith(".")
+    )  # a closed chunk's files are removed
+
+
+def test_a_kill_mid_upload_uploads_that_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose upload did not finish has no id recorded: the rerun uploads it again, and
+    every chunk still becomes one batch."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)
+    jobs = _jobs(tmp_path, 10)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    uploads: list[int] = []
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, _uploads(app, uploads, cut_at=2), clock)
+    assert len(app.state.batch_creates) == 1  # the first chunk's batch; the second's file cut
+    log = BatchLog(tmp_path / "out")
+    assert [c.file is not None for c in log.chunks.values()] == [True, False]
+    assert _virtual_run(tmp_path, jobs, _uploads(app, uploads), clock).ok == 10
+    assert len(uploads) == 4  # the cut one again, then the third chunk's
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+
+
+@pytest.mark.parametrize("step", ["recorded", "polled"])
+def test_a_chunk_recorded_without_its_files_is_sent_and_collected_from_the_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A directory an earlier version left has open chunks but no DIR/batch-files: their jobs
+    are read from the inputs again, and every job still ends exactly once."""
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 4)
+    jobs = _jobs(tmp_path, 10)
+    clock = VirtualClock()
+    app = create_app(MockConfig(batch_delay=600.0), clock=clock.time)
+    with pytest.raises(Crash):
+        _virtual_run(tmp_path, jobs, app, clock, crash_at=step, poll_interval=60.0)
+    shutil.rmtree(tmp_path / "out" / "batch-files")
+    assert _virtual_run(tmp_path, jobs, app, clock, poll_interval=60.0).ok == 10
+    creates = app.state.batch_creates
+    assert len(creates) == len(set(creates)) == 3 and app.state.batch_lines == 10
+    rows = read_results(tmp_path / "out")
+    assert all(rows[f"j{i}"]["text"].endswith(f"hello {i} ") for i in range(10))
 
 
 @pytest.mark.parametrize("inline", [True, False])
@@ -564,7 +648,7 @@ def test_a_batch_image_that_cannot_be_downloaded_is_an_error_row_not_a_crash(
         text="", finish_reason="stop", input_tokens=1, output_tokens=1, model="m", raw="{}",
         images=(ImageOut("image/png", url="http://127.0.0.1:9/gone.png"),),
     )  # fmt: skip
-    lines = LineRecords(None, load_prices(), SystemClock(), tmp_path)  # type: ignore[arg-type]
+    lines = LineRecords(load_prices(), SystemClock(), tmp_path)
     kept = anyio.run(lines.with_images, row, answer)
     assert kept.status == "error" and kept.error_kind == "retryable"
     assert "cannot download an image answered" in (kept.error or "")

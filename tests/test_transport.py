@@ -8,10 +8,12 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from batcher import RetryableError
+from batcher._wire.bodies import FileBody
 from batcher._wire.http1 import Http1Transport
 from batcher._wire.transport import AiohttpTransport, HttpxTransport, Transport
 
@@ -145,3 +147,89 @@ async def test_a_server_that_never_answers_times_out(kind: str) -> None:
                 await transport.post("chat/completions", b"{}")
         finally:
             await transport.aclose()
+
+
+async def test_a_file_goes_up_from_disk_with_its_length_and_an_answer_down_to_disk(
+    kind: str, tmp_path: Path
+) -> None:
+    """A batch input file is sent as it is read (a length said, not chunked) between its
+    envelope's head and tail; a results file is written to disk as it arrives, an error's body
+    kept in the reply."""
+    data = bytes(range(256)) * 9000  # over two of FileBody's pieces
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(data)
+    got: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                return
+            lengths = [h for h in head.lower().split(b"\r\n") if h.startswith(b"content-length")]
+            body = await reader.readexactly(int(lengths[0].split(b":")[1])) if lengths else b""
+            got.append((head.lower(), body))
+            if head.startswith(b"POST"):
+                answer, status = b'{"id":"file-1"}', b"200 OK"
+            elif b"/missing" in head:
+                answer, status = b'{"error":"gone"}', b"404 Not Found"
+            else:
+                answer, status = data, b"200 OK"
+            writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: %d\r\n\r\n" % len(answer))
+            writer.write(answer)
+            await writer.drain()
+
+    async with _server(handler) as url:
+        transport = _make(kind, url)
+        try:
+            body = FileBody(source, b"HEAD", b"TAIL")
+            reply = await transport.request("POST", "files", body, "multipart/form-data")
+            dest = tmp_path / "out.jsonl"
+            down = await transport.download("files/file-1/content", dest)
+            missing = await transport.download("files/missing/content", tmp_path / "no.jsonl")
+        finally:
+            await transport.aclose()
+    assert reply.content == b'{"id":"file-1"}'
+    head, sent = got[0]
+    assert sent == b"HEAD" + data + b"TAIL" and b"transfer-encoding" not in head
+    assert (down.status_code, down.content, dest.read_bytes()) == (200, b"", data)
+    assert (missing.status_code, missing.content) == (404, b'{"error":"gone"}')
+    assert not (tmp_path / "no.jsonl").exists()
+
+
+@pytest.mark.parametrize("cut", [False, True])
+async def test_a_gzip_results_file_is_inflated_on_its_way_to_disk(
+    kind: str, tmp_path: Path, cut: bool
+) -> None:
+    """A results file sent gzip-coded (in two members, as a server concatenating parts may) is
+    written to disk inflated, a piece at a time; one cut short is a retryable error, not a file
+    that silently lacks its end."""
+    import gzip
+
+    data = b"".join(b'{"custom_id":"j%d","n":%d}\n' % (i, i) for i in range(40_000))
+    coded = gzip.compress(data[:300_000]) + gzip.compress(data[300_000:])
+    if cut:
+        coded = coded[: len(coded) - 20]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % len(coded)
+        )
+        writer.write(coded)
+        await writer.drain()
+        writer.close()
+
+    dest = tmp_path / "out.jsonl"
+    async with _server(handler) as url:
+        transport = _make(kind, url)
+        try:
+            if cut:
+                with pytest.raises(RetryableError):
+                    await transport.download("files/file-1/content", dest)
+                return
+            down = await transport.download("files/file-1/content", dest)
+        finally:
+            await transport.aclose()
+    assert (down.status_code, dest.read_bytes()) == (200, data)

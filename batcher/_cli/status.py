@@ -139,7 +139,7 @@ class RunStatus:
             counts = f", {succeeded or 0} ok / {failed or 0} failed of {total}" if total else ""
             state = chunk.state or ("submitted" if chunk.batch else "not yet submitted")
             out.append(
-                f"batch {chunk.batch or chunk.tag}: {state}, age {age}, {len(chunk.ids)} jobs"
+                f"batch {chunk.batch or chunk.tag}: {state}, age {age}, {len(chunk.hashes)} jobs"
                 f" of {chunk.model}{counts}"
             )
         return out

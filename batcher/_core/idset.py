@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["IdMap", "IdSet", "duplicates", "id_hash"]
+__all__ = ["IdBag", "IdMap", "IdSet", "duplicates", "id_hash"]
 
 _MASK = (1 << 64) - 1
 
@@ -64,6 +64,33 @@ class IdSet:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class IdBag:
+    """A set of ids that grows: the latest ids' hashes in a Python set, merged into a sorted
+    array (8 bytes an id) every ``MERGE`` of them, so a million ids take about 8 MB, not 100."""
+
+    MERGE = 65_536
+
+    def __init__(self) -> None:
+        self._merged = IdSet()
+        self._recent: set[int] = set()
+
+    def add(self, job_id: str) -> None:
+        self.add_hash(id_hash(job_id))
+
+    def add_hash(self, key: int) -> None:
+        self._recent.add(key)
+        if len(self._recent) >= self.MERGE:
+            keys = array("Q", self._merged._keys)
+            keys.extend(self._recent)
+            self._merged, self._recent = IdSet(keys), set()
+
+    def __contains__(self, job_id: object) -> bool:
+        if not isinstance(job_id, str):
+            return False
+        key = id_hash(job_id)
+        return key in self._recent or self._merged.has_hash(key)
 
 
 class IdMap:

@@ -2,14 +2,14 @@
 
 Each endpoint of the run's pool (one without ``--pool``) has its provider's batch API and its own
 batch queue. ``Chunker`` picks the endpoint a model's next chunk goes to (the highest
-``priority`` with room in its queue, then the least queued) and cuts the longest head of the
-waiting jobs that fits one batch of that endpoint (its requests and bytes per batch) and the room
-left in its queue.
+``priority`` with room in its queue, then the least queued); ``batch_submit`` cuts the chunk as
+the jobs stream past, as long as it fits one batch of that endpoint (its requests and bytes per
+batch) and the room left in its queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from .._core.media import Inline, inline_now
 from .._jobs import Job
 from .._rundir.batchlog import BatchLog, Chunk
 from .._wire.endpoint import Target
-from .._wire.providers import Provider, RequestSpec
+from .._wire.providers import Provider
 from .._wire.providers._batch import BatchAPI
 from .._wire.transport import Transport
 from .pool import Pool, Route
@@ -135,31 +135,6 @@ class Chunker:
             queued[key] = queued.get(key, 0) + chunk.tokens
         return queued
 
-    def next(
-        self,
-        model: str,
-        jobs: Sequence[Job],
-        queued: dict[tuple[str, str], int],
-        full: set[str],
-    ) -> tuple[BatchEndpoint, list[tuple[str, RequestSpec]], int] | None:
-        """The next chunk of ``jobs`` (a head of them), its endpoint and input tokens; None if no
-        endpoint serving ``model`` has room (``full``: those found without room so far)."""
-        while (ep := self.choose(model, queued, full)) is not None:
-            held = queued.get((ep.name, model), 0)
-            room = None if ep.queue_tokens is None else ep.queue_tokens - held
-            requests, tokens = self.cut(ep, model, jobs, room, first=not held)
-            if requests:
-                return ep, requests, tokens
-            full.add(ep.name)
-        return None
-
-    def requests(
-        self, ep: BatchEndpoint, model: str, jobs: Sequence[Job]
-    ) -> list[tuple[str, RequestSpec]]:
-        """The requests of ``jobs`` of ``model`` as ``ep`` sends them (its name for the model)."""
-        theirs, inline = ep.route.theirs(model), ep.inline
-        return [(job.id, ep.provider.build(job, theirs, inline)) for job in jobs]
-
     def tokens(self, job: Job) -> int:
         """A job's input tokens as estimated before sending (what a batch queue counts)."""
         return self.estimator.estimate(features(job.text), cautious=True)
@@ -180,24 +155,3 @@ class Chunker:
             if best is None or key < best:
                 best, chosen = key, ep
         return chosen
-
-    def cut(
-        self, ep: BatchEndpoint, model: str, jobs: Sequence[Job], room: int | None, *, first: bool
-    ) -> tuple[list[tuple[str, RequestSpec]], int]:
-        """The longest head of ``jobs`` that fits one batch of ``ep`` (its requests and bytes per
-        batch) and ``room`` tokens of its queue (``first``: one job at least, whatever its
-        tokens), with its input tokens."""
-        chunk: list[tuple[str, RequestSpec]] = []
-        size = tokens = 0
-        theirs = ep.route.theirs(model)
-        for job in jobs:
-            spec = ep.provider.build(job, theirs, ep.inline)
-            n, t = ep.api.size(job.id, spec), self.tokens(job)
-            fits = len(chunk) < ep.api.max_requests and size + n <= ep.api.max_bytes
-            if chunk and not fits:
-                break
-            if room is not None and tokens + t > room and (chunk or not first):
-                break
-            chunk.append((job.id, spec))
-            size, tokens = size + n, tokens + t
-        return chunk, tokens

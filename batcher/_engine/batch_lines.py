@@ -21,11 +21,10 @@ from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.completion import Completion
 from .._core.errors import ProviderError, RetryableError
-from .._jobs import Job
 from .._rundir.batchlog import Chunk
+from .._rundir.chunk_files import Entry
 from .._rundir.image_files import download, save_images
 from .._rundir.rows import Record
-from .._wire.providers import Provider, job_fingerprint
 from .._wire.providers._base import without_data
 from .._wire.providers._batch import BatchLine
 from .batch_chunks import BatchEndpoint
@@ -37,8 +36,7 @@ __all__ = ["LineRecords"]
 class LineRecords:
     """Makes the rows of a run's batch lines."""
 
-    def __init__(self, fingerprint_provider: Provider, prices: Prices, clock: Clock, out: Path):
-        self.fp_provider = fingerprint_provider
+    def __init__(self, prices: Prices, clock: Clock, out: Path):
         self.prices = prices
         self.clock = clock
         self.out = out
@@ -46,7 +44,7 @@ class LineRecords:
     def judge(
         self,
         ep: BatchEndpoint,
-        job: Job,
+        job: Entry,
         chunk: Chunk,
         line: BatchLine | None,
         unanswered: str,
@@ -68,7 +66,7 @@ class LineRecords:
     def record(
         self,
         ep: BatchEndpoint,
-        job: Job,
+        job: Entry,
         chunk: Chunk,
         line: BatchLine | None,
         *,
@@ -81,7 +79,7 @@ class LineRecords:
         how = Answered(
             attempts=chunk.attempt,
             latency_ms=max(0.0, now - submitted) * 1000,
-            fingerprint=job_fingerprint(self.fp_provider, job, chunk.model),
+            fingerprint=job.fingerprint,
             finished_at=now,
             via="batch",
             endpoint=ep.name,

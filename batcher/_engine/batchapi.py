@@ -5,11 +5,18 @@ for each answer (``Provider.parse``), and the same journal, so a job answered by
 the row it would have got online, with ``via = "batch"`` and the raw line as its ``response``.
 
 Exactly once across crashes rests on ``DIR/batches.jsonl`` (``_rundir.batchlog``): a chunk is
-recorded before its create call and its batch id after; a run first resolves every chunk the last
-one left (a chunk with no id is looked up by its tag in the provider's list, and submitted only if
-no batch has it), polls and collects the batches it has, and only then submits jobs in no chunk. A
-batch's lines are journaled, skipping jobs already done, before its chunk is closed; a crash in
-between collects it again, and the journal keeps one row per job.
+recorded (its files on disk, ``_rundir.chunk_files``) before its upload, its input file's id once
+uploaded, and its batch id after the create call; a run first resolves every chunk the last one
+left (a chunk with no id is looked up by its tag in the provider's list, and submitted only if no
+batch has it, from the file it uploaded if it recorded one), polls and collects the batches it
+has, and only then submits jobs in no chunk. A batch's lines are journaled, skipping jobs already
+done, before its chunk is closed; a crash in between collects it again, and the journal keeps one
+row per job.
+
+Nothing here holds the run's jobs: they are cut into chunks as the inputs stream past
+(``batch_submit``), each chunk's input file and its jobs' ids, sources and fingerprints go to
+disk as they are cut, and a finished batch's results file is downloaded to disk and read a line
+at a time, so a million-job run keeps about a chunk's ids in memory (``benchmarks/memory.py``).
 
 A line that failed in a way that may pass later (a 5xx, a 429, expired or cancelled before it
 ran) goes into a later batch until ``max_attempts``; in ``auto`` it is left to the online lanes
@@ -36,7 +43,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -47,15 +55,24 @@ from .._config.cost_options import BatchOptions
 from .._config.prices import Prices
 from .._core.clock import Clock
 from .._core.errors import FatalProviderError, RetryableError
-from .._core.idset import IdSet
-from .._jobs import Job, JobSource
+from .._core.idset import IdBag, IdSet
+from .._jobs import JobSource
 from .._rundir.batchlog import BatchLog, Chunk
+from .._rundir.chunk_files import (
+    Entry,
+    chunk_folder,
+    count_entries,
+    input_file,
+    read_entries,
+    remove_chunk,
+)
 from .._rundir.rows import Record
-from .._wire.providers import Provider, RequestSpec
+from .._wire.providers import Provider
 from .._wire.providers._batch import BatchInfo, BatchLine
-from .batch_chunks import Chunker, batch_api
+from .batch_chunks import BatchEndpoint, Chunker, batch_api
 from .batch_lines import LineRecords
 from .batch_looks import Schedule
+from .batch_submit import Submitter
 from .budget import Budget, Reservation
 from .consume import Consumer
 from .outcome import Done
@@ -67,9 +84,10 @@ log = logging.getLogger("batcher")
 
 T = TypeVar("T")
 
-STEPS = ("recorded", "created", "polled", "collecting")
-"""The named steps a test can crash the executor at: a chunk recorded but not created, created
-but its id not recorded, a round of polling done, some of a batch's lines journaled."""
+STEPS = ("recorded", "uploaded", "created", "polled", "collecting")
+"""The named steps a test can crash the executor at: a chunk recorded but not uploaded, its file
+uploaded and recorded but no batch created, created but its id not recorded, a round of polling
+done, some of a batch's lines journaled."""
 
 
 class BatchExecutor:
@@ -96,8 +114,6 @@ class BatchExecutor:
         self.chunker = Chunker(pool, options.batch_queue_tokens, self.log, self.policy, clock)
         for chunk in self.log.open_chunks():
             self.chunker.endpoint(chunk)  # before anything is sent: each pending batch's key
-        self.fp_provider = fingerprint_provider
-        """Fingerprints every job as the run's first endpoint asks it (see ``PoolExecutor``)."""
         self.source = source
         self.consumer = consumer
         self.store = consumer.store
@@ -108,20 +124,29 @@ class BatchExecutor:
         self.done = done
         self.prices = prices
         self.step = step or (lambda name: None)
-        self.jobs: dict[str, Job] = {}
-        """The jobs of open chunks, by id: what a line's record is made from."""
-        self.written: set[str] = set()
+        self.written = IdBag()
         """Jobs journaled by this run."""
-        self.retry: list[tuple[Job, int]] = []
-        """Jobs whose line failed retryably, with the attempts they have had."""
-        self.waiting: dict[tuple[str, int], list[Job]] = {}
-        """Jobs not yet in a chunk, by model and attempt, for room in a batch queue."""
         self.reserved: dict[str, Reservation] = {}
         """Under ``--budget``, each open chunk's worst case, by tag, until it is collected."""
-        self.lines = LineRecords(fingerprint_provider, prices, clock, self.store.out)
+        self.lines = LineRecords(prices, clock, self.store.out)
+        self.submitter = Submitter(
+            chunker=self.chunker,
+            log_=self.log,
+            source=source,
+            fingerprint_provider=fingerprint_provider,
+            consumer=consumer,
+            clock=clock,
+            options=options,
+            is_done=self.is_done,
+            create=self._create,
+            reserved=self.reserved,
+            step=lambda name: self.step(name),
+        )
+        """Cuts the jobs into chunks as the inputs stream past; fingerprints every job as the
+        run's first endpoint asks it (see ``PoolExecutor``)."""
+        self.spent = (0.0, 0)
+        """The cost and the longest answer of the batch being collected."""
         self.stopping = False
-        self.budget_stopped = False
-        """A chunk would have taken the spend over ``--budget``: nothing more is submitted."""
         self._sleep = anyio.CancelScope()
         self.cancelling = options.cancel_batches or options.mode == "online"
         """Cancel the batches of the directory and collect what they answered: asked for, or a
@@ -131,7 +156,7 @@ class BatchExecutor:
         consumer.on_stop(lambda: None, budget=self._end_submitting)
 
     def _end_submitting(self) -> None:
-        self.budget_stopped = True
+        self.submitter.budget_stopped = True
 
     def stop(self) -> None:
         """Stop waiting: the batches keep running at the provider, and a rerun collects them."""
@@ -143,7 +168,9 @@ class BatchExecutor:
 
     async def run(self) -> int:
         """Resolve what the last run left, submit the rest, and (unless told not to) wait."""
-        fresh = await self._read_jobs()
+        await self.submitter.rebuild()
+        if self.consumer.budget is not None:  # batches an earlier run left may still bill
+            self.reserved.update(_hold(self.consumer.budget, self.log))
         await self._resolve()
         if self.cancelling:
             if not self.options.cancel_batches and self.log.open_chunks():
@@ -155,29 +182,12 @@ class BatchExecutor:
                     self.store.out,
                 )
             await self._cancel_all()
-        elif self.options.mode == "auto" and len(fresh) < self.options.batch_min:
-            if fresh:
-                log.info("%d jobs left, fewer than --batch-min: sending them online", len(fresh))
         else:
-            await self._submit_jobs(fresh, attempt=1)
+            await self.submitter.run_pass(first=True)
         return await self._wait()
 
-    async def _read_jobs(self) -> list[Job]:
-        """One pass over the inputs: the jobs of open chunks (kept by id) and the jobs in none."""
-        pending = {i for chunk in self.log.open_chunks() for i in chunk.ids}
-        fresh: list[Job] = []
-        for n, job in enumerate(self.source):
-            if n % 1024 == 0:
-                await anyio.lowlevel.checkpoint()
-            if self.is_done(job.id):
-                self.tally.skipped += 1
-            elif job.id in pending:
-                self.jobs[job.id] = job
-            else:
-                fresh.append(job)
-        if self.consumer.budget is not None:  # batches an earlier run left may still bill
-            self.reserved = _hold(self.consumer.budget, self.log.open_chunks(), self.jobs)
-        return fresh
+    def _folder(self, chunk: Chunk) -> Path:
+        return chunk_folder(self.log.folder(), chunk.tag)
 
     async def _resolve(self) -> None:
         """Find the batch of every chunk recorded without one; submit those no batch has."""
@@ -190,75 +200,39 @@ class BatchExecutor:
                 log.info("batch %s of chunk %s found in the provider's list", found.id, chunk.tag)
                 self.log.submitted(chunk, found.id, self.clock.time())
             elif self.cancelling:  # never sent: nothing to cancel, its jobs are left as they are
-                self.log.closed(chunk, self.clock.time())
+                self._close(chunk)
             else:
-                jobs = [self.jobs[i] for i in chunk.ids if i in self.jobs]
-                await self._create(chunk, self.chunker.requests(ep, chunk.model, jobs))
+                await self._create(chunk)
 
-    async def _submit_jobs(self, jobs: Sequence[Job], *, attempt: int) -> None:
-        for job in jobs:
-            assert job.model is not None  # the source resolves every job's model
-            self.jobs[job.id] = job
-            self.waiting.setdefault((job.model, attempt), []).append(job)
-        await self._submit_waiting()
-
-    async def _submit_waiting(self) -> None:
-        """Cut the waiting jobs into chunks and submit them, each model's through the endpoints
-        that serve it (the highest ``priority`` first, then the one with the least queued), as
-        far as their batch queues have room (all of them without ``batch_queue_tokens``; one
-        chunk at least into a queue holding none of the model's) and ``--budget`` allows."""
-        queued = self.chunker.queued()
-        for (model, attempt), jobs in list(self.waiting.items()):
-            full: set[str] = set()
-            while jobs and not self.budget_stopped:
-                cut = self.chunker.next(model, jobs, queued, full)
-                if cut is None:
-                    break
-                ep, requests, tokens = cut
-                taken = jobs[: len(requests)]
-                reservation = None
-                if self.consumer.budget is not None:
-                    reservation = self.consumer.reserve(
-                        model,
-                        tokens,
-                        [job.max_tokens for job in taken],
-                        f"batch ({len(taken)} jobs of {model})",
-                        batch=True,
-                    )
-                    if reservation is None:
-                        break
-                del jobs[: len(requests)]
-                queued[(ep.name, model)] = queued.get((ep.name, model), 0) + tokens
-                ids = [job_id for job_id, _ in requests]
-                chunk = self.log.new_chunk(
-                    model, ids, attempt, self.clock.time(), tokens, endpoint=ep.name
-                )
-                if reservation is not None:
-                    self.reserved[chunk.tag] = reservation
-                self.step("recorded")
-                await self._create(chunk, requests)
-            if not jobs:
-                del self.waiting[(model, attempt)]
-        if self.budget_stopped and self.waiting:
-            left = sum(len(jobs) for jobs in self.waiting.values())
-            log.info("%d jobs not submitted: --budget would be crossed", left)
-            self.waiting.clear()
-
-    async def _create(self, chunk: Chunk, requests: list[tuple[str, RequestSpec]]) -> None:
-        if not requests:  # its jobs left the inputs since: nothing to send
-            self.log.closed(chunk, self.clock.time())
+    async def _create(self, chunk: Chunk) -> None:
+        """Upload ``chunk``'s input file from disk, unless a run before this one did and
+        recorded its id, and create its batch."""
+        folder = self._folder(chunk)
+        jobs = count_entries(folder)
+        if not jobs:  # its jobs left the inputs since: nothing to send
+            self._close(chunk)
             return
         ep = self.chunker.endpoint(chunk)
+        path = input_file(folder)
+        if chunk.file is None:
+            file = await ep.call(ep.api.upload, chunk.tag, path)
+            if file is not None:  # None: the requests go inline in the create call
+                self.log.uploaded(chunk, file, self.clock.time())
+                self.step("uploaded")
         theirs = ep.route.theirs(chunk.model)
-        info = await ep.call(ep.api.submit, theirs, chunk.tag, requests)
+        info = await ep.call(ep.api.create, theirs, chunk.tag, path, chunk.file)
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
         self.looks.submitted(chunk)
-        self.tally.requests += len(requests)
-        self.tally.in_flight += len(requests)
-        log.info(
-            "batch %s submitted: %d jobs of %s (%s)", info.id, len(requests), chunk.model, chunk.tag
-        )
+        self.tally.requests += jobs
+        self.tally.in_flight += jobs
+        log.info("batch %s submitted: %d jobs of %s (%s)", info.id, jobs, chunk.model, chunk.tag)
+
+    def _close(self, chunk: Chunk) -> None:
+        """Record ``chunk`` closed, then remove its files."""
+        self.log.closed(chunk, self.clock.time())
+        remove_chunk(self._folder(chunk))
+        self.submitter.freed = True
 
     async def _cancel_all(self) -> None:
         for chunk in self.log.open_chunks():
@@ -303,13 +277,8 @@ class BatchExecutor:
             first = False
             self.tally.batches = _states(self.log.open_chunks())
             self.step("polled")
-            if self.retry and not self.cancelling:
-                again, self.retry = self.retry, []
-                for attempt in sorted({a for _, a in again}):
-                    jobs = [job for job, a in again if a == attempt]
-                    await self._submit_jobs(jobs, attempt=attempt + 1)
-            if self.waiting and not self.cancelling:
-                await self._submit_waiting()
+            if self.submitter.due() and not self.cancelling:
+                await self.submitter.run_pass(first=False)
             open_chunks = self.log.open_chunks()
             if not open_chunks or self.options.no_wait:
                 break
@@ -321,39 +290,61 @@ class BatchExecutor:
         return len(self.log.open_chunks())
 
     async def _collect(self, chunk: Chunk, info: BatchInfo) -> None:
-        """Journal the answered lines of a finished batch, then close its chunk."""
-        ids = chunk.ids
+        """Journal the answered lines of a finished batch, read a line at a time from its
+        results downloaded to disk, then close its chunk."""
         ep = self.chunker.endpoint(chunk)
-        lines = await ep.call(ep.api.lines, info, ids)
-        cost, longest = 0.0, 0
-        by_id: dict[str, BatchLine] = {}
-        for answered in lines:
-            by_id.setdefault(answered.job_id, answered)
+        folder = self._folder(chunk)
+        entries = read_entries(folder) or []
+        by_id = {entry.id: entry for entry in entries}
+        ids = [entry.id for entry in entries]
+        lines = await ep.call(ep.api.lines, info, ids, folder)
         unanswered = f"batch {info.id} ended {info.state} without answering this job"
         if info.error:
             unanswered += f" ({info.error})"
-        for job_id in ids:
-            self.tally.in_flight = max(0, self.tally.in_flight - 1)
-            job = self.jobs.get(job_id)
-            if job is None or self.is_done(job_id):
-                continue  # left the inputs, or answered already (online, or a collect before)
-            line = by_id.get(job_id)
-            answer = self.lines.judge(ep, job, chunk, line, unanswered)
-            if isinstance(answer, RetryableError):
-                if self.options.mode == "auto" or self.cancelling:
-                    continue  # the online lanes finish it, or a later run sends it again
-                if chunk.attempt < self.max_attempts:
-                    self.retry.append((job, chunk.attempt))
-                    continue
-                answer = self.lines.record(ep, job, chunk, line, error=answer), None
-            record = await self.lines.with_images(*answer)
-            self._write(record)
-            cost += record.cost_usd or 0.0
-            longest = max(longest, record.output_tokens or 0)
-        self.log.closed(chunk, self.clock.time())
+        self.spent = (0.0, 0)
+        seen: set[str] = set()
+        for n, line in enumerate(lines):
+            if n % 1024 == 0:
+                await anyio.lowlevel.checkpoint()
+            entry = by_id.get(line.job_id)
+            if entry is None or line.job_id in seen:
+                continue  # not one of this batch's jobs, or answered twice (the first counts)
+            seen.add(line.job_id)
+            await self._journal(ep, chunk, entry, line, unanswered)
+        for entry in entries:
+            if entry.id not in seen:
+                await self._journal(ep, chunk, entry, None, unanswered)
+        self.tally.in_flight = max(0, self.tally.in_flight - len(entries))
+        self._close(chunk)
         reservation = self.reserved.pop(chunk.tag, None) or Reservation(chunk.model, 0.0)
         if self.consumer.budget is not None:  # the batch's worst case becomes what it cost
+            cost, longest = self.spent
             self.consumer.budget.settle(reservation, cost, longest or None)
+
+    async def _journal(
+        self,
+        ep: BatchEndpoint,
+        chunk: Chunk,
+        entry: Entry,
+        line: BatchLine | None,
+        unanswered: str,
+    ) -> None:
+        """Journal the row of ``entry``'s job from its ``line`` (None: the batch did not answer
+        it), unless it goes into a later batch or online, or is done already."""
+        if self.is_done(entry.id):
+            return  # answered already (online, or a collect before)
+        answer = self.lines.judge(ep, entry, chunk, line, unanswered)
+        if isinstance(answer, RetryableError):
+            if self.options.mode == "auto" or self.cancelling:
+                return  # the online lanes finish it, or a later run sends it again
+            if chunk.attempt < self.max_attempts:
+                self.submitter.retry[entry.id] = chunk.attempt
+                return
+            answer = self.lines.record(ep, entry, chunk, line, error=answer), None
+        record = await self.lines.with_images(*answer)
+        self._write(record)
+        cost, longest = self.spent
+        self.spent = (cost + (record.cost_usd or 0.0), max(longest, record.output_tokens or 0))
 
     def _write(self, record: Record) -> None:
         """Hand a line's outcome to the consumer; a failed write stops here, before the chunk is
@@ -365,12 +356,13 @@ class BatchExecutor:
         self.step("collecting")
 
 
-def _hold(budget: Budget, chunks: list[Chunk], jobs: dict[str, Job]) -> dict[str, Reservation]:
+def _hold(budget: Budget, log_: BatchLog) -> dict[str, Reservation]:
     """The worst case of each batch an earlier run submitted, set aside by tag (an unpriced
     model's batch is not: its lines count as they are read)."""
     held = {}
-    for chunk in chunks:
-        outputs = [jobs[i].max_tokens for i in chunk.ids if i in jobs]
+    for chunk in log_.open_chunks():
+        entries = read_entries(chunk_folder(log_.folder(), chunk.tag)) or []
+        outputs = [entry.max_tokens for entry in entries]
         with contextlib.suppress(KeyError):
             reservation = budget.reserve(chunk.model, chunk.tokens, outputs, batch=True, force=True)
             if reservation is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from .._config.prices import Prices
 from .._core.completion import Completion
@@ -12,10 +13,20 @@ from .._core.errors import InvalidOutput, ProviderError
 from .._jobs import Job
 from .._rundir.rows import Record
 
-__all__ = ["OWN", "Answered", "price", "record_of"]
+__all__ = ["OWN", "Answered", "Sourced", "price", "record_of"]
 
 OWN = object()
 """``record_of``'s ``raw`` default: the row keeps the answer's own text (or the error's body)."""
+
+
+class Sourced(Protocol):
+    """What a row needs of its job besides the answer: its id and where it was read."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +56,7 @@ def price(
 
 
 def record_of(
-    job: Job,
+    job: Job | Sourced,
     model: str,
     how: Answered,
     prices: Prices,

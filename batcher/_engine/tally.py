@@ -13,6 +13,10 @@ from .._rundir.rows import Record
 
 __all__ = ["Tally"]
 
+BUCKET = 0.25
+"""Seconds of finishes counted as one entry of the recent window: a batch collected at
+thousands of lines a second keeps 240 entries for its last minute, not one per job."""
+
 
 class Tally:
     """Counts of one run: jobs by outcome, requests, tokens, and finishes over the last minute."""
@@ -32,7 +36,8 @@ class Tally:
         self.batches: str | None = None
         """The provider batches being waited for, by state, while a batch run waits."""
         """Wall-clock time of the quota reset the run waits for, while it waits."""
-        self._recent = SlidingWindow(60.0)  # finished jobs: [finished at, tokens]
+        self._recent = SlidingWindow(60.0)  # finishes by BUCKET: [first at, tokens]
+        self._finishes = SlidingWindow(60.0)  # the same buckets: [first at, jobs]
 
     def start(self) -> None:
         self.started = self.clock.monotonic()
@@ -47,11 +52,14 @@ class Tally:
         self.input_tokens += tin
         self.output_tokens += tout
         self.cost_usd += record.cost_usd or 0.0
-        self._recent.add(self.clock.monotonic(), tin + tout)
+        now = self.clock.monotonic()
+        _count(self._recent, now, tin + tout)
+        _count(self._finishes, now, 1)
 
     def statistics(self) -> Statistics:
         now = self.clock.monotonic()
         self._recent.expire(now)
+        self._finishes.expire(now)
         span = min(self._recent.width, max(now - self.started, 1e-9))
         scale = 60.0 / span
         return Statistics(
@@ -64,7 +72,7 @@ class Tally:
             requests=self.requests,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
-            requests_per_minute=len(self._recent) * scale,
+            requests_per_minute=self._finishes.total * scale,
             tokens_per_minute=self._recent.total * scale,
             elapsed=now - self.started if self.started else 0.0,
             quota_wait=(
@@ -109,3 +117,14 @@ class Tally:
             spent_usd=dict(spent or {}),
             budget_stop=budget_stop if interrupted is None else None,
         )
+
+
+def _count(window: SlidingWindow, now: float, weight: float) -> None:
+    """Add ``weight`` at ``now`` to ``window``: to its newest entry if that began less than
+    ``BUCKET`` ago, else as a new entry (the window's oldest leaving as they age out)."""
+    if len(window) and now - window[len(window) - 1][0] < BUCKET:
+        entry = window[len(window) - 1]
+        window.adjust(entry, entry[1] + weight, now)
+    else:
+        window.expire(now)
+        window.add(now, weight)

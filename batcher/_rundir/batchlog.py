@@ -3,16 +3,22 @@
 An append-only log, one JSON event a line, each flushed and fsynced before the step it guards
 goes on (batches are few, so the fsyncs cost nothing that matters):
 
-    {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "endpoint", "at"}   before create
-    {"event": "submitted", "tag", "batch", "at"}                   after it answered
+    {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "endpoint", "at"}   before upload
+    {"event": "uploaded", "tag", "file", "at"}                     its input file uploaded
+    {"event": "submitted", "tag", "batch", "at"}                   after create answered
     {"event": "state", "tag", "state", "total", "succeeded", "failed", "at"}   when it changes
     {"event": "closed", "tag", "at"}                               its lines are all journaled
 
 A chunk without ``submitted`` may or may not have become a batch (the process died during the
 create call): its tag, sent as the batch's metadata or display name, finds it in the provider's
-list, and only if none has it is the chunk submitted again. A chunk submitted and not closed is
-polled and collected by the next run instead of being sent again. A torn last line (killed
-mid-write) is dropped: the step it recorded had not gone on.
+list, and only if none has it is the chunk submitted again, from the file it uploaded if it
+recorded one (a file whose upload did not finish is uploaded again). A chunk submitted and not
+closed is polled and collected by the next run instead of being sent again. A torn last line
+(killed mid-write) is dropped: the step it recorded had not gone on.
+
+A chunk's files live in ``DIR/batch-files/`` (``chunk_files``): its input file as uploaded and its
+jobs' ids, sources and fingerprints, written before its chunk event and removed once it is
+closed, so that neither the jobs nor their requests are held in memory while a batch runs.
 """
 
 from __future__ import annotations
@@ -20,15 +26,19 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._core.errors import WriteFailed
+from .._core.idset import id_hash
 
-__all__ = ["BatchLog", "Chunk"]
+__all__ = ["FILES", "BatchLog", "Chunk"]
 
 NAME = "batches.jsonl"
+FILES = "batch-files"
+"""The folder of the chunks' input files, job lists and downloaded results."""
 
 
 @dataclass(slots=True)
@@ -37,13 +47,13 @@ class Chunk:
 
     tag: str
     model: str
-    ids: list[str]
-    """The jobs in request order (Gemini's answers may come back matched only by order)."""
     attempt: int
     created: float
     tokens: int = 0
     """The jobs' input tokens as estimated (what the model's batch queue counts)."""
     batch: str | None = None
+    file: str | None = None
+    """The provider's id of its uploaded input file, once uploaded."""
     submitted: float | None = None
     state: str | None = None
     counts: tuple[int | None, int | None, int | None] = (None, None, None)
@@ -51,6 +61,9 @@ class Chunk:
     closed: bool = False
     endpoint: str = "default"
     """The endpoint of the run's pool whose key submitted it (``default`` without a pool)."""
+    hashes: array[int] = field(default_factory=lambda: array("Q"))
+    """Its jobs' id hashes (``idset.id_hash``) in request order, while it is open: 8 bytes a
+    job where the ids themselves (in its chunk event) take about 70."""
 
 
 class BatchLog:
@@ -83,20 +96,23 @@ class BatchLog:
             self.chunks[e["tag"]] = Chunk(
                 e["tag"],
                 e["model"],
-                list(e["ids"]),
                 int(e["attempt"]),
                 float(e["at"]),
                 int(e.get("tokens") or 0),
                 endpoint=str(e.get("endpoint") or "default"),
+                hashes=array("Q", (id_hash(str(i)) for i in e["ids"])),
             )
         elif (chunk := self.chunks.get(e["tag"])) is not None:
-            if kind == "submitted":
+            if kind == "uploaded":
+                chunk.file = str(e["file"])
+            elif kind == "submitted":
                 chunk.batch, chunk.submitted = str(e["batch"]), float(e["at"])
             elif kind == "state":
                 chunk.state = e["state"]
                 chunk.counts = (e.get("total"), e.get("succeeded"), e.get("failed"))
             elif kind == "closed":
                 chunk.closed = True
+                chunk.hashes = array("Q")  # nothing more to do with its jobs
 
     def _append(self, event: dict[str, Any]) -> None:
         line = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
@@ -117,6 +133,16 @@ class BatchLog:
         """Chunks whose batch has not been collected yet, oldest first."""
         return [c for c in self.chunks.values() if not c.closed]
 
+    def next_tag(self) -> str:
+        """The tag of the next chunk recorded: this directory's next one."""
+        return f"batcher-{self.run_id}-{len(self.chunks) + 1:05d}"
+
+    def folder(self) -> Path:
+        """``DIR/batch-files/``, made if it is not there."""
+        folder = self.path.parent / FILES
+        folder.mkdir(exist_ok=True)
+        return folder
+
     def new_chunk(
         self,
         model: str,
@@ -127,8 +153,8 @@ class BatchLog:
         *,
         endpoint: str = "default",
     ) -> Chunk:
-        """Record a chunk before its create call; its tag is this directory's next one."""
-        tag = f"batcher-{self.run_id}-{len(self.chunks) + 1:05d}"
+        """Record a chunk before its upload and create calls; its tag is ``next_tag()``."""
+        tag = self.next_tag()
         self._append(
             {
                 "event": "chunk",
@@ -142,6 +168,9 @@ class BatchLog:
             }
         )
         return self.chunks[tag]
+
+    def uploaded(self, chunk: Chunk, file: str, now: float) -> None:
+        self._append({"event": "uploaded", "tag": chunk.tag, "file": file, "at": now})
 
     def submitted(self, chunk: Chunk, batch: str, now: float) -> None:
         self._append({"event": "submitted", "tag": chunk.tag, "batch": batch, "at": now})

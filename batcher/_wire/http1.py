@@ -24,9 +24,11 @@ import functools
 import re
 import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from .._core.errors import TimedOut, UsageError
+from .bodies import FileBody
 from .http1_parser import MAX_BODY, MAX_HEAD, ProtocolError, ResponseParser
 from .http1_pool import Connection, ConnectionPool, _Deadline, _Silence, _Stale
 from .proxy import Proxies, proxy_refused, untrusted_certificate
@@ -255,11 +257,14 @@ class Http1Transport:
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: bytes | FileBody | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         return await self._other.request(method, path, body, content_type, headers)
+
+    async def download(self, path: str, dest: Path) -> Reply:
+        return await self._other.download(path, dest)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

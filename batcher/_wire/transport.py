@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .._core.errors import RetryableError, TimedOut
-from .http1_parser import MAX_BODY, ProtocolError, decode_body, size_text
+from .bodies import FileBody
+from .http1_parser import MAX_BODY, Inflater, ProtocolError, size_text
 from .proxy import proxy_refused, untrusted_certificate
 
 if TYPE_CHECKING:
@@ -68,13 +70,19 @@ class Transport(Protocol):
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: bytes | FileBody | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """Any other call (the batch APIs' GETs, uploads and downloads): ``path`` under the base
         URL, or under its host when it starts with ``/``; ``body`` sent as ``content_type`` (JSON
-        unless said), with ``headers`` besides the endpoint's; failures as for ``post``."""
+        unless said; a ``FileBody`` read from disk as it is sent), with ``headers`` besides the
+        endpoint's; failures as for ``post``."""
+        ...
+
+    async def download(self, path: str, dest: Path) -> Reply:
+        """``GET path`` (as ``request``) with a 2xx answer's body written to ``dest`` as it
+        arrives (the ``Reply`` then has none); any other answer's body in the ``Reply``."""
         ...
 
     async def aclose(self) -> None: ...
@@ -203,9 +211,11 @@ class AiohttpTransport:
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: bytes | FileBody | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        sink: Path | None = None,
     ) -> Reply:
         from yarl import URL
 
@@ -213,24 +223,37 @@ class AiohttpTransport:
         given = {name.lower() for name in extra}
         extra = {**{k: v for k, v in self._headers.items() if k.lower() not in given}, **extra}
         url = URL(self._base).join(URL(path)) if path.startswith("/") else self._url(path)
-        deadline = self._deadline + len(body or b"") / _FLOOR_RATE
-        return await self._exchange(method, url, body, extra, deadline, self._file_caps, grows=True)
+        data: Any = body
+        if isinstance(body, FileBody):  # its length said, so it is not sent chunked
+            size = body.size
+            data, extra = body.pieces(), {**extra, "content-length": str(size)}
+        else:
+            size = len(body or b"")
+        deadline = self._deadline + size / _FLOOR_RATE
+        return await self._exchange(
+            method, url, data, extra, deadline, self._file_caps, grows=True, sink=sink
+        )
+
+    async def download(self, path: str, dest: Path) -> Reply:
+        return await self.request("GET", path, sink=dest)
 
     async def _exchange(
         self,
         method: str,
         url: Any,
-        body: bytes | None,
+        body: Any,
         headers: Mapping[str, str],
         deadline: float,
         caps: _Caps,
         *,
         grows: bool = False,
+        sink: Path | None = None,
     ) -> Reply:
         """One request and its whole answer within ``deadline`` seconds of the call (a second
-        more per 64 KiB received if it ``grows``), its body within ``caps``; every failure as
-        a ``RetryableError`` (``TimedOut`` once the request may have been read), but a proxy's
-        refusal (a 407, a 4xx to ``CONNECT``), which is ``ProxyRefused``."""
+        more per 64 KiB received if it ``grows``), its body within ``caps`` (a 2xx answer's
+        written to ``sink`` if given); every failure as a ``RetryableError`` (``TimedOut`` once
+        the request may have been read), but a proxy's refusal (a 407, a 4xx to ``CONNECT``),
+        which is ``ProxyRefused``."""
         import aiohttp
 
         session = self._session or self._open()
@@ -244,6 +267,10 @@ class AiohttpTransport:
                     method, url, data=body, headers=headers, **self._via(url)
                 ) as response,
             ):
+                if sink is not None and 200 <= response.status < 300:
+                    with sink.open("wb") as f:
+                        await _read(response, caps, timer if grows else None, f)
+                    return Reply(response.status, response.headers, b"")
                 content = await _read(response, caps, timer if grows else None)
                 if response.status == 407:  # only a proxy says 407 (RFC 9110 15.5.8)
                     raise proxy_refused(self._proxy(url), 407, url.host)
@@ -284,32 +311,38 @@ class _Caps:
     inflated_name: str
 
 
-async def _read(response: Any, caps: _Caps, timer: asyncio.Timeout | None) -> bytes:
+async def _read(
+    response: Any, caps: _Caps, timer: asyncio.Timeout | None, sink: BinaryIO | None = None
+) -> bytes:
     """An aiohttp answer's body, within ``caps`` (a ``RetryableError`` naming the cap past, as
-    the lean client's); ``timer`` is pushed back a second per 64 KiB received. The body is read
-    as sent, up to the body's cap, then its content coding undone by ``decode_body`` up to the
-    inflated cap, so a bomb stops at the cap, not after it has filled memory."""
+    the lean client's), or written to ``sink`` as it arrives (then b""); ``timer`` is pushed
+    back a second per 64 KiB received. The body is read as sent (aiohttp decodes nothing), up to
+    the body's cap, its content coding undone by the lean parser's ``Inflater`` up to the
+    inflated cap, so a bomb stops at the cap and a gzip body cut short is an error."""
     if response.content_length is not None and response.content_length > caps.body:
         response.close()
         raise _over(f"body over the {{}} cap ({caps.body_name})", caps.body)
-    pieces: list[bytes] = []
-    got = 0
-    async for piece in response.content.iter_any():
-        got += len(piece)
-        if got > caps.body:
-            response.close()
-            raise _over(f"body over the {{}} cap ({caps.body_name})", caps.body)
-        pieces.append(piece)
-        if timer is not None:
-            timer.reschedule((timer.when() or 0.0) + len(piece) / _FLOOR_RATE)
-    content = b"".join(pieces)
     coding = response.headers.get("content-encoding", "").strip().lower()
-    if coding and content:
-        try:
-            return decode_body(content, coding, caps.inflated)
-        except ProtocolError as e:
-            said = str(e).replace("(max_inflated)", f"({caps.inflated_name})")
-            raise _no_answer(ProtocolError(said)) from None
+    try:
+        inflater = Inflater(coding, caps.inflated)
+        pieces: list[bytes] = []
+        got = 0
+        async for piece in response.content.iter_any():
+            got += len(piece)
+            if got > caps.body:
+                response.close()
+                raise _over(f"body over the {{}} cap ({caps.body_name})", caps.body)
+            if sink is None:
+                pieces.append(piece)
+            else:
+                sink.write(inflater.feed(piece))
+            if timer is not None:
+                timer.reschedule((timer.when() or 0.0) + len(piece) / _FLOOR_RATE)
+        content = inflater.feed(b"".join(pieces)) if pieces else b""
+        inflater.end()
+    except ProtocolError as e:
+        said = str(e).replace("(max_inflated)", f"({caps.inflated_name})")
+        raise _no_answer(ProtocolError(said)) from None
     return content
 
 
@@ -351,7 +384,7 @@ class HttpxTransport:
             response = await self.client.post(path, content=body)
         except httpx.TimeoutException as e:
             raise _timed_out(type(e).__name__) from None
-        except httpx.TransportError as e:
+        except (httpx.TransportError, ProtocolError) as e:
             raise _no_answer(e) from None
         return Reply(response.status_code, response.headers, response.content)
 
@@ -359,21 +392,43 @@ class HttpxTransport:
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: bytes | FileBody | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        sink: Path | None = None,
     ) -> Reply:
         import httpx
 
         extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
         url = self.client.base_url.join(path) if path.startswith("/") else path
+        content: Any = body
+        if isinstance(body, FileBody):  # its length said, so it is not sent chunked
+            content, extra = body.pieces(), {**extra, "content-length": str(body.size)}
+        request = self.client.build_request(method, url, content=content, headers=extra)
         try:
-            response = await self.client.request(method, url, content=body, headers=extra)
+            response = await self.client.send(request, stream=True)
+            try:
+                if sink is not None and response.is_success:
+                    # inflated as the other transports do (every gzip member, a cut body an error)
+                    coding = response.headers.get("content-encoding", "").strip().lower()
+                    inflater = Inflater(coding, MAX_FILE)
+                    with sink.open("wb") as f:
+                        async for piece in response.aiter_raw():
+                            f.write(inflater.feed(piece))
+                    inflater.end()
+                    return Reply(response.status_code, response.headers, b"")
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as e:
             raise _timed_out(type(e).__name__) from None
-        except httpx.TransportError as e:
+        except (httpx.TransportError, ProtocolError) as e:
             raise _no_answer(e) from None
         return Reply(response.status_code, response.headers, response.content)
+
+    async def download(self, path: str, dest: Path) -> Reply:
+        return await self.request("GET", path, sink=dest)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -1,5 +1,6 @@
-"""What every batch API provides: submit a chunk of requests, look at it, find it by its tag,
-cancel it, and read its lines back as the answers the online parser reads.
+"""What every batch API provides: upload a chunk's input file (written to disk as it is cut),
+create a batch of it, look at it, find it by its tag, cancel it, and read its lines back (from a
+file downloaded to disk, a line at a time) as the answers the online parser reads.
 
 A batch line's request is the online request body (``Provider.build``), and its answer is handed
 to the same ``Provider.parse`` as an online answer, so a job answered by a batch gets the record
@@ -8,15 +9,16 @@ it would have got online.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..._core.errors import ProviderError, RetryableError
 from ..transport import Reply, Transport
 from ._base import Provider, RequestSpec, json_body
 
-__all__ = ["BatchAPI", "BatchInfo", "BatchLine", "check"]
+__all__ = ["BatchAPI", "BatchInfo", "BatchLine", "check", "file_lines"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +58,24 @@ class BatchAPI(Protocol):
     max_bytes: int
     """Bytes of requests in one batch at most (an input file, or an inline request)."""
 
-    def size(self, job_id: str, spec: RequestSpec) -> int:
-        """Bytes a request takes in a batch."""
+    def line(self, job_id: str, spec: RequestSpec) -> bytes:
+        """A request as a line of the input file (without its newline)."""
         ...
 
-    async def submit(
-        self,
-        transport: Transport,
-        model: str,
-        tag: str,
-        requests: Sequence[tuple[str, RequestSpec]],
+    def size(self, line: bytes) -> int:
+        """Bytes a request takes in a batch, from its input-file ``line``."""
+        ...
+
+    async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
+        """Upload the input file at ``path`` (its lines made by ``line``), read from disk as it
+        is sent; its file's id, or None when the batch is created with its requests inline."""
+        ...
+
+    async def create(
+        self, transport: Transport, model: str, tag: str, path: Path, file: str | None
     ) -> BatchInfo:
-        """Create a batch of ``requests`` (job id, request), tagged ``tag``."""
+        """Create a batch tagged ``tag`` of the uploaded ``file``, or (None) of the lines of
+        ``path`` inline."""
         ...
 
     async def get(self, transport: Transport, batch_id: str) -> BatchInfo: ...
@@ -79,10 +87,20 @@ class BatchAPI(Protocol):
     async def cancel(self, transport: Transport, batch_id: str) -> None: ...
 
     async def lines(
-        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
-    ) -> list[BatchLine]:
-        """The answered lines of a finished batch; ``ids`` are its jobs in request order."""
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str], folder: Path
+    ) -> Iterator[BatchLine]:
+        """The answered lines of a finished batch, its results files downloaded into ``folder``
+        and read a line at a time; ``ids`` are its jobs in request order."""
         ...
+
+
+def file_lines(path: Path) -> Iterator[str]:
+    """The lines of a downloaded results file, one at a time (a bad UTF-8 byte replaced)."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="\n") as f:
+        for raw in f:
+            raw = raw.rstrip("\r\n")
+            if raw:
+                yield raw
 
 
 def check(provider: Provider, reply: Reply, what: str) -> Any:

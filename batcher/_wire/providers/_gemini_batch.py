@@ -26,19 +26,25 @@ URL in ``X-Goog-Upload-URL``; the bytes go there with ``upload, finalize``; the 
 file ``files/{id}``) and named in ``input_config.file_name``. Its answers come back as
 ``response.responsesFile``, a JSONL file of ``{"key", "response"}`` or ``{"key", "error"}`` lines
 downloaded from ``GET /download/v1beta/files/{id}:download?alt=media``.
+
+Either way the chunk's lines are first written to disk as a JSONL file of ``{"key", "request"}``:
+an inline batch reads it back into its create call (under 20 MB), a larger one is uploaded from
+it as it is read; a responses file is written to disk as it arrives and read a line at a time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..._core.errors import RetryableError
+from ..bodies import FileBody
 from ..transport import Reply, Transport
 from ._base import RequestSpec
-from ._batch import BatchInfo, BatchLine, check
+from ._batch import BatchInfo, BatchLine, check, file_lines
 from ._gemini import GeminiProvider, model_path
 from ._http import encode
 
@@ -72,38 +78,33 @@ class GeminiBatch:
     max_requests = 50_000
     max_bytes = 1900 * 1024 * 1024  # a file: under the Files API's 2 GB
     inline_bytes = 19 * 1024 * 1024  # under the documented 20 MB of an inline batch
+    inline_requests = 2_000
+    """Requests in an inline batch at most: its answers come back inside the batch's JSON, read
+    whole, where a responses file is read a line at a time (50,000 answers of a few KB inline
+    would be hundreds of MB once parsed)."""
 
     def __init__(self) -> None:
         self.provider = GeminiProvider()
 
-    def size(self, job_id: str, spec: RequestSpec) -> int:
-        return len(encode({"request": spec.body, "metadata": {"key": job_id}})) + 1
+    def line(self, job_id: str, spec: RequestSpec) -> bytes:
+        return encode({"key": job_id, "request": spec.body})
 
-    async def submit(
-        self,
-        transport: Transport,
-        model: str,
-        tag: str,
-        requests: Sequence[tuple[str, RequestSpec]],
-    ) -> BatchInfo:
-        size = sum(self.size(job_id, spec) for job_id, spec in requests)
-        if size <= self.inline_bytes:
-            inline = [{"request": s.body, "metadata": {"key": job_id}} for job_id, s in requests]
-            config: dict[str, Any] = {"requests": {"requests": inline}}
-        else:
-            lines = (encode({"key": job_id, "request": s.body}) + b"\n" for job_id, s in requests)
-            config = {"file_name": await self._upload(transport, tag, b"".join(lines))}
-        body = {"batch": {"display_name": tag, "input_config": config}}
-        path = model_path(model, "batchGenerateContent")
-        reply = await transport.request("POST", path, encode(body))
-        return _info(check(self.provider, reply, "creating the batch"))
+    def size(self, line: bytes) -> int:
+        """As inline, ``{"request":R,"metadata":{"key":K}}``: 13 bytes more than the file's
+        ``{"key":K,"request":R}`` (compact JSON), and a comma or newline."""
+        return len(line) + 14
 
-    async def _upload(self, transport: Transport, tag: str, data: bytes) -> str:
-        """Upload ``data`` as a JSONL file by the resumable protocol; return its name."""
+    async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
+        """The file's name once uploaded by the resumable protocol; None (inline) for a file
+        under the inline limits (a line inline is as long, give or take 14 bytes: the limit is
+        a megabyte under the documented 20 MB; and ``inline_requests``)."""
+        size, lines = _size(path)
+        if size <= self.inline_bytes and lines <= self.inline_requests:
+            return None
         start = {
             "x-goog-upload-protocol": "resumable",
             "x-goog-upload-command": "start",
-            "x-goog-upload-header-content-length": str(len(data)),
+            "x-goog-upload-header-content-length": str(size),
             "x-goog-upload-header-content-type": "application/jsonl",
         }
         meta = encode({"file": {"display_name": tag}})
@@ -114,9 +115,24 @@ class GeminiBatch:
             raise RetryableError("the Files API answered no X-Goog-Upload-URL", status=200)
         session = url.path + (f"?{url.query}" if url.query else "")  # on our own endpoint
         finish = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
-        reply = await transport.request("POST", session, data, "application/jsonl", finish)
+        reply = await transport.request(
+            "POST", session, FileBody(path), "application/jsonl", finish
+        )
         uploaded = check(self.provider, reply, "uploading the batch input file")
         return str(uploaded["file"]["name"])
+
+    async def create(
+        self, transport: Transport, model: str, tag: str, path: Path, file: str | None
+    ) -> BatchInfo:
+        if file is not None:
+            body = encode({"batch": {"display_name": tag, "input_config": {"file_name": file}}})
+        else:  # the file's lines inline, joined as bytes (no tree of the whole batch in memory)
+            config = encode({"display_name": tag, "input_config": {"requests": {"requests": []}}})
+            head, _, tail = config.rpartition(b"[]")
+            body = b"".join([b'{"batch":', head, b"[", _inline(path), b"]", tail, b"}"])
+        path_ = model_path(model, "batchGenerateContent")
+        reply = await transport.request("POST", path_, body)
+        return _info(check(self.provider, reply, "creating the batch"))
 
     async def get(self, transport: Transport, batch_id: str) -> BatchInfo:
         reply = await transport.request("GET", batch_id)
@@ -140,11 +156,13 @@ class GeminiBatch:
         check(self.provider, reply, f"cancelling {batch_id}")
 
     async def lines(
-        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
-    ) -> list[BatchLine]:
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str], folder: Path
+    ) -> Iterator[BatchLine]:
         response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output") or {}
         if response.get("responsesFile"):
-            return await self._download(transport, str(response["responsesFile"]))
+            name = str(response["responsesFile"])
+            dest = folder / f"{info.id.rpartition('/')[2]}.out.jsonl"
+            return await self._download(transport, name, dest)
         inlined = (response.get("inlinedResponses") or {}).get("inlinedResponses") or []
         out = []
         for n, item in enumerate(inlined):
@@ -156,23 +174,46 @@ class GeminiBatch:
                     continue
                 key = ids[n]  # no key: the responses keep the requests' order
             out.append(BatchLine(key, _reply(item), encode(item).decode()))
-        return out
+        return iter(out)
 
-    async def _download(self, transport: Transport, name: str) -> list[BatchLine]:
+    async def _download(self, transport: Transport, name: str, dest: Path) -> Iterator[BatchLine]:
         """The lines of a responses file: ``{"key", "response"}`` or ``{"key", "error"}``."""
         path = f"{DOWNLOAD}/{name.removeprefix('files/')}:download?alt=media"
-        reply = await transport.request("GET", path)
+        reply = await transport.download(path, dest)
         if not 200 <= reply.status_code < 300:
             check(self.provider, reply, f"downloading the responses file {name}")
-        out = []
-        for raw in reply.content.decode("utf-8", "replace").splitlines():
-            try:
-                item = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
-                out.append(BatchLine(item["key"], _reply(item), raw))
-        return out
+        return _read_lines(dest)
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """Bytes and lines in the input file at ``path`` (too quick to hand to a thread)."""
+    lines = 0
+    with path.open("rb") as f:
+        while piece := f.read(1024 * 1024):
+            lines += piece.count(b"\n")
+    return path.stat().st_size, lines
+
+
+def _inline(path: Path) -> bytes:
+    """The input file's lines as inline requests, ``{"request", "metadata": {"key"}}``, joined
+    by commas."""
+    out = bytearray()
+    for raw in file_lines(path):
+        item = json.loads(raw)
+        if out:
+            out += b","
+        out += encode({"request": item["request"], "metadata": {"key": item["key"]}})
+    return bytes(out)
+
+
+def _read_lines(path: Path) -> Iterator[BatchLine]:
+    for raw in file_lines(path):
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+            yield BatchLine(item["key"], _reply(item), raw)
 
 
 def _reply(item: Mapping[str, Any]) -> Reply:

@@ -17,19 +17,24 @@ https://platform.openai.com/docs/api-reference/files/create:
   "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``; a request the batch
   never ran (expired, cancelled) has ``response: null`` and ``error: {"code", "message"}``
   (``batch_expired``, ``batch_cancelled``).
+
+The input file is sent from disk as it is read, in a multipart body of known length; the results
+files are written to disk as they arrive and read a line at a time.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..._core.errors import PermanentJobError, RetryableError
+from ..bodies import FileBody
 from ..transport import Reply, Transport
 from ._base import RequestSpec
-from ._batch import BatchInfo, BatchLine, check
+from ._batch import BatchInfo, BatchLine, check, file_lines
 from ._http import encode
 from ._openai import OpenAIProvider
 
@@ -54,27 +59,27 @@ class OpenAIBatch:
     def __init__(self) -> None:
         self.provider = OpenAIProvider()
 
-    def _line(self, job_id: str, spec: RequestSpec) -> bytes:
+    def line(self, job_id: str, spec: RequestSpec) -> bytes:
         url = _endpoint(spec)
         return encode({"custom_id": job_id, "method": "POST", "url": url, "body": spec.body})
 
-    def size(self, job_id: str, spec: RequestSpec) -> int:
-        return len(self._line(job_id, spec)) + 1
+    def size(self, line: bytes) -> int:
+        return len(line) + 1
 
-    async def submit(
-        self,
-        transport: Transport,
-        model: str,
-        tag: str,
-        requests: Sequence[tuple[str, RequestSpec]],
-    ) -> BatchInfo:
-        data = b"".join(self._line(job_id, spec) + b"\n" for job_id, spec in requests)
-        body, content_type = _multipart({"purpose": "batch"}, ("file", f"{tag}.jsonl", data))
+    async def upload(self, transport: Transport, tag: str, path: Path) -> str:
+        body, content_type = _multipart({"purpose": "batch"}, ("file", f"{tag}.jsonl", path))
         reply = await transport.request("POST", "files", body, content_type)
-        uploaded = check(self.provider, reply, "uploading the batch input file")
+        return str(check(self.provider, reply, "uploading the batch input file")["id"])
+
+    async def create(
+        self, transport: Transport, model: str, tag: str, path: Path, file: str | None
+    ) -> BatchInfo:
+        with path.open("rb") as f:  # every line goes to one endpoint: the first line's
+            first = f.readline()
+        endpoint = json.loads(first).get("url") if first.strip() else ENDPOINT
         create = {
-            "input_file_id": uploaded["id"],
-            "endpoint": _endpoint(requests[0][1]) if requests else ENDPOINT,
+            "input_file_id": file,
+            "endpoint": endpoint or ENDPOINT,
             "completion_window": "24h",
             "metadata": {TAG_KEY: tag},
         }
@@ -103,21 +108,19 @@ class OpenAIBatch:
         check(self.provider, reply, f"cancelling batch {batch_id}")
 
     async def lines(
-        self, transport: Transport, info: BatchInfo, ids: Sequence[str]
-    ) -> list[BatchLine]:
-        out: list[BatchLine] = []
+        self, transport: Transport, info: BatchInfo, ids: Sequence[str], folder: Path
+    ) -> Iterator[BatchLine]:
+        files = []
         for key in ("output_file_id", "error_file_id"):
             file_id = info.raw.get(key)
             if not file_id:
                 continue
-            reply = await transport.request("GET", f"files/{file_id}/content")
+            dest = folder / f"{info.id}.{key.removesuffix('_file_id')}.jsonl"
+            reply = await transport.download(f"files/{file_id}/content", dest)
             if not 200 <= reply.status_code < 300:
                 check(self.provider, reply, f"downloading {key} {file_id}")
-            for raw in reply.content.decode("utf-8", "replace").splitlines():
-                line = _parse_line(raw)
-                if line is not None:
-                    out.append(line)
-        return out
+            files.append(dest)
+        return _read_lines(files)
 
 
 def _info(batch: Mapping[str, Any]) -> BatchInfo:
@@ -136,6 +139,14 @@ def _info(batch: Mapping[str, Any]) -> BatchInfo:
         error=error,
         raw=batch,
     )
+
+
+def _read_lines(files: list[Path]) -> Iterator[BatchLine]:
+    for path in files:
+        for raw in file_lines(path):
+            line = _parse_line(raw)
+            if line is not None:
+                yield line
 
 
 def _parse_line(raw: str) -> BatchLine | None:
@@ -160,22 +171,21 @@ def _parse_line(raw: str) -> BatchLine | None:
     return BatchLine(job_id, PermanentJobError(message, body=raw), raw)
 
 
-def _multipart(fields: Mapping[str, str], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
-    """A ``multipart/form-data`` body of text ``fields`` and one file, and its content type."""
+def _multipart(fields: Mapping[str, str], file: tuple[str, str, Path]) -> tuple[FileBody, str]:
+    """A ``multipart/form-data`` body of text ``fields`` and one file (read from disk as it is
+    sent), and its content type."""
     boundary = f"batcher-{uuid.uuid4().hex}"
     parts = [
         f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         for name, value in fields.items()
     ]
-    name, filename, data = file
+    name, filename, path = file
     parts.append(
         f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; filename="{filename}"\r\n'
         f"content-type: application/jsonl\r\n\r\n".encode()
-        + data
-        + b"\r\n"
     )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return FileBody(path, b"".join(parts), tail), f"multipart/form-data; boundary={boundary}"
 
 
 def _endpoint(spec: RequestSpec) -> str:
