@@ -6,9 +6,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from batcher.mock import MockConfig, MockServer
 from tests.redis_server import flush, redis_server
+
+# The machine running the suite is shared and noisy: a property's example is never failed for
+# taking long (hypothesis' default 200 ms deadline failed a least-squares property under load);
+# what a property asserts is its invariant, never its speed (benchmarks measure speed).
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session")
