@@ -48,7 +48,12 @@ class Pipeline:
         self.clock = clock
         self.state = MockState()
         self.routes = Routes(config)
-        self.enforcer = Enforcer(config.limits.for_model, clock, quantized=config.openai_per_second)
+        self.enforcer = Enforcer(
+            config.limits.for_model,
+            clock,
+            quantized=config.openai_per_second,
+            window=config.openai_window,
+        )
         self._faults = FaultDealer(config.faults, config.seed + 1)
         self._latency = random.Random(config.seed)
         self._structured = StructuredAnswers()
