@@ -2,8 +2,9 @@
 
 The mock runs in its own process with 20-200 ms latency (the ``slow-*`` cases: 2-4 s and 10-30 s,
 a real model's answer times) and enforces the limits the way each provider does: Gemini in
-clock-minute windows; OpenAI per-minute limits quantized per second, rejections counted; and an
-OpenAI-compatible server enforcing over a sliding minute instead. ``batcher run`` is given the
+clock-minute windows; OpenAI per-minute limits quantized per second, rejections counted; an
+OpenAI-compatible server enforcing over a sliding minute instead; and per clock 10 s (as Azure
+OpenAI may). ``batcher run`` is given the
 same limits and runs long enough for several windows, with no ``--max-concurrency`` (what a
 user's run does) unless a case says. Figures are measured at the server: accepted requests (or
 input tokens) per minute between the first and the last accepted request's admission by the
@@ -45,6 +46,7 @@ class Case:
     mock_flags: tuple[str, ...] = ()
     concurrency: int | None = None
     latency: str = "20-200"
+    jobs: int | None = None  # a fixed number of jobs, else as many as --minutes needs
 
 
 CASES = [
@@ -64,6 +66,29 @@ CASES = [
     Case("rpm-per-second-30k", "openai", ("--rpm", "30000"), "rpm", 30000),
     Case("tpm-english-cjk", "gemini", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
     Case("tpm-per-second-cjk", "openai", ("--tpm", "60000", "--rpm", "100000"), "tpm", 60000, True),
+    # TPM enforced per clock 10 s (as Azure may), 250 jobs: the first windows come before the
+    # estimator has learned the tokenizer. The mock's counts English and Chinese at about 1.6x
+    # chars/4 (1.07x batcher's starting rule); "-far" scales them by 1.6 more (1.7x the rule)
+    Case(
+        "tpm-10s-windows-cjk",
+        "openai",
+        ("--tpm", "60000", "--rpm", "100000"),
+        "tpm",
+        60000,
+        True,
+        ("--openai-window", "10"),
+        jobs=250,
+    ),
+    Case(
+        "tpm-10s-windows-far",
+        "openai",
+        ("--tpm", "60000", "--rpm", "100000"),
+        "tpm",
+        60000,
+        True,
+        ("--openai-window", "10", "--token-scale", "1.6"),
+        jobs=250,
+    ),
     # real answer times: a few hundred tokens (2-4 s), long generations (10-30 s)
     Case("slow-2-4s-1200", "openai", ("--rpm", "1200"), "rpm", 1200, latency="2000-4000"),
     Case("slow-10-30s-600", "openai", ("--rpm", "600"), "rpm", 600, latency="10000-30000"),
@@ -85,6 +110,7 @@ CASES = [
 def write_jobs(path: Path, case: Case, minutes: float) -> int:
     rng = random.Random(7)
     n = int(case.ceiling * minutes) if case.binding == "rpm" else int(400 * minutes)
+    n = case.jobs or n
     with path.open("w") as f:
         for i in range(n):
             if case.mixed_text:

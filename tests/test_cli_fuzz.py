@@ -135,6 +135,7 @@ MOCK_FLAGS: dict[str, list[str] | None] = {
     "--slow-ms": ["10", "-1", "x"],
     "--openai-per-minute": NO_VALUE,
     "--openai-window": ["10", "0", "nan", "x", "61"],
+    "--token-scale": ["1.6", "0", "-1", "inf", "x"],
     "--batch-delay": ["30", "-1", "inf", "x"],
     "--batch-gradual": NO_VALUE,
 }

@@ -8,6 +8,7 @@ piece again), count. Two admin routes read and reset the counters: ``GET /admin/
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -67,6 +68,12 @@ class Pipeline:
             creates=lambda tag: self.state.batch_creates.append(tag),
         )
 
+    def _count(self, text: str) -> int:
+        """The prompt tokens of ``text``: the mock's tokenizer, times ``token_scale``."""
+        tokens = count_tokens(text)
+        scale = self.config.token_scale
+        return tokens if scale == 1.0 else math.ceil(tokens * scale)
+
     async def handle(self, request: Request) -> Response:
         """The answer to ``request``."""
         batch = await self.batches.handle(request)
@@ -120,7 +127,7 @@ class Pipeline:
         fault = self._faults.deal(call.last_user)
         if fault is not None and (online or fault is not Fault.SLOW):
             await self._act_out(fault, wire)
-        prompt_tokens = count_tokens(call.prompt) + call.media_tokens
+        prompt_tokens = self._count(call.prompt) + call.media_tokens
         admitted = None
         if online:
             project = self.config.project_of(call.key)
