@@ -49,9 +49,13 @@ class Slot:
     async def __aenter__(self) -> Slot:
         lane = self._lane
         x = self._features
-        estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
-        tokens = estimate + self._output
-        lane.check_size(tokens)
+        if x is None:
+            tokens = self._known + self._output
+            lane.check_size(tokens)
+        else:
+            # whether it can ever fit is by the estimate; it is charged the cautious one
+            lane.check_size(lane.estimator.estimate(x) + self._output)
+            tokens = self._estimate()
         lane.waiting += 1
         try:
             self._entry = await lane.admit(tokens, self._estimate if x is not None else None)
