@@ -124,6 +124,7 @@ def test_any_answers_for_a_long_time_keep_every_estimate_finite_and_positive(
         got = estimator.estimate(x)
         assert isinstance(got, int) and got >= 1
         assert estimator.estimate(x, cautious=True) >= 1
+        assert estimator.charge(x) >= 1
     assert 0.0 <= estimator.doubt <= 1.0
 
 
@@ -140,23 +141,24 @@ def test_nothing_it_is_fed_makes_an_estimate_fail() -> None:
     assert estimator.samples == 0  # none of those is evidence
     assert estimator.weights == [0.0, 0.25, 1.0, 1.0]
     estimator.weights = [math.nan, math.inf, 0.0, 0.0]  # however it got there
-    assert estimator.estimate((1.0, 400.0, 0.0, 0.0)) == 200  # the starting rule, doubled
+    assert estimator.estimate((1.0, 400.0, 0.0, 0.0)) == 125  # the starting rule, and a quarter
+    assert estimator.charge((1.0, 400.0, 0.0, 0.0)) == 200  # the starting rule, doubted
     assert estimator.estimate((1.0, math.inf, 0.0, 0.0)) >= 1
 
 
-def test_a_cautious_estimate_doubts_until_answers_say_how_far_estimates_fall_short() -> None:
-    """Before any answer a cautious estimate is double the estimate (a tokenizer unlike the rule
+def test_a_charge_doubts_the_estimate_until_answers_say_how_far_estimates_fall_short() -> None:
+    """Before any answer a lane's charge is double the estimate (a tokenizer unlike the rule
     may count up to twice as much); each answer keeps at least its own shortfall and lets the
     doubt before it fade, so a fitted tokenizer is trusted within a handful of answers; a 429 on
     tokens brings the doubt back."""
     estimator = TokenEstimator()
     x = features("word " * 400)  # 500 tokens by the rule
-    assert (estimator.estimate(x), estimator.estimate(x, cautious=True)) == (500, 1_000)
+    assert (estimator.estimate(x), estimator.charge(x)) == (500, 1_000)
     estimator.learn(x, 900)  # the server's tokenizer counts 1.8 times the rule
     assert estimator.doubt == pytest.approx(0.8)  # that answer's shortfall
     for _ in range(12):
         estimator.learn(x, 900)
     assert estimator.estimate(x) == pytest.approx(900, rel=0.01)
-    assert estimator.estimate(x, cautious=True) <= 900 * 1.02  # learned, and trusted
+    assert estimator.charge(x) <= 900 * 1.02  # learned, and trusted
     estimator.distrust()
-    assert estimator.estimate(x, cautious=True) == pytest.approx(1_800, rel=0.01)
+    assert estimator.charge(x) == pytest.approx(1_800, rel=0.01)

@@ -32,8 +32,10 @@ def features(text: str, media_tokens: int = 0) -> Features:
 _N = 4
 
 
+CALIBRATED = 20
+"""Answers after which the estimate is trusted as it is (by ``cautious`` estimates)."""
 DOUBT = 1.0
-"""How far a cautious estimate allows the truth to exceed the estimate before any answer has
+"""How far a lane's charge allows the truth to exceed the estimate before any answer has
 taught the estimator, and again after a 429 on tokens: a tokenizer unlike the starting rule
 (another vocabulary, another script) counts half as much again."""
 FORGET_DOUBT = 0.7
@@ -74,27 +76,39 @@ class TokenEstimator:
         self._lam = forgetting
         self.samples = 0
         self.doubt = DOUBT
-        """The share by which the truth may exceed an estimate (a cautious estimate adds it): at
-        least the latest answer's shortfall, the ones before it fading by ``FORGET_DOUBT``."""
+        """The share by which the truth may exceed an estimate (``charge`` adds it): at least
+        the latest answer's shortfall, the ones before it fading by ``FORGET_DOUBT``."""
 
     def estimate(self, x: Features, *, cautious: bool = False) -> int:
-        """Estimated tokens for features ``x`` (at least 1). ``cautious`` adds the ``doubt``:
-        what a lane charges a request until its answer reports the truth, so that a tokenizer
-        the estimator has not learned yet does not overshoot the TPM with requests in flight
-        (a slow start on tokens: the charge falls to the estimate as answers calibrate it)."""
-        w = self.weights
-        raw = w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3]
+        """Estimated tokens for features ``x`` (at least 1). ``cautious`` adds a quarter until
+        the estimator has learned from ``CALIBRATED`` answers (a batch's size, a budget's
+        reservation: before that, a tokenizer unlike the starting rule counts more)."""
+        raw = self._raw(x)
         if not math.isfinite(raw):
             # never expected (``learn`` keeps the weights finite), but an estimate must not
-            # crash a run: the starting rule, with the starting doubt
-            raw = _rule(x) * (1 + DOUBT)
-        elif cautious:
-            raw *= 1 + self.doubt
-        return max(1, math.ceil(raw)) if raw < _HUGE else _HUGE
+            # crash a run: the starting rule, with the uncalibrated quarter
+            raw = _rule(x) * 1.25
+        elif cautious and self.samples < CALIBRATED:
+            raw *= 1.25
+        return _whole(raw)
+
+    def charge(self, x: Features) -> int:
+        """What a lane charges a request of features ``x`` until its answer says what it cost:
+        the estimate plus the ``doubt``, so that a tokenizer the estimator has not learned yet
+        does not overshoot the TPM with requests in flight (a slow start on tokens: the charge
+        falls to the estimate as answers calibrate it)."""
+        raw = self._raw(x)
+        if not math.isfinite(raw):
+            raw = _rule(x)  # as ``estimate``: never expected
+        return _whole(raw * (1 + self.doubt))
+
+    def _raw(self, x: Features) -> float:
+        w = self.weights
+        return w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3]
 
     def distrust(self) -> None:
         """A 429 on tokens: estimates may fall short again (the tokenizer, or the prompts,
-        changed), so cautious ones add at least the starting ``DOUBT`` until answers say."""
+        changed), so charges add at least the starting ``DOUBT`` until answers say."""
         self.doubt = max(self.doubt, DOUBT)
 
     def learn(self, x: Features, reported: int) -> None:
@@ -154,6 +168,11 @@ class TokenEstimator:
             p02, p12, p22, p23,
             p03, p13, p23, p33,
         ]  # fmt: skip
+
+
+def _whole(raw: float) -> int:
+    """A positive whole number of tokens, ``_HUGE`` at most."""
+    return max(1, math.ceil(raw)) if raw < _HUGE else _HUGE
 
 
 def _rule(x: Features) -> float:
