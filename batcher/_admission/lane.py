@@ -122,7 +122,8 @@ class Lane:
         self.clock = clock
         self._per_second = False
         """Evidence (a 429) that limits are enforced per second: tokens are then capped per
-        second too, and no longer borrow a second's budget ahead."""
+        sliding second too (the cap, not the pace: pacing still lets a second's tokens ahead,
+        which the cap bounds, so lateness is not lost rate)."""
         self.estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._lock = anyio.Lock()
@@ -190,7 +191,7 @@ class Lane:
     def _start(self, now: float, tokens: int, probe_at: float) -> float:
         """When pacing, the caps and any pause let a request of ``tokens`` leave."""
         self.day.check(self.limits.rpd)
-        t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
+        t_tolerance = 1.0 if self.limits.tpm else 0.0
         cap = self.cap.wait(
             now, tokens, self.limits, self.share, per_second=self._per_second, margin=self.margin
         )
