@@ -444,3 +444,17 @@ def test_a_request_that_queued_is_charged_what_the_estimator_says_when_its_turn_
     charged = run_virtual(main)
     assert charged[0] == 1_000  # the starting rule, doubled: nothing learned yet
     assert charged[-1] > 1_500  # the last in the queue: what the answers taught
+
+
+def test_the_admissions_kept_for_the_short_token_cap_stay_short_without_a_tpm() -> None:
+    """Every admission is kept for the cap over 10 s, read only where there is a TPM: without
+    one it must not grow for the whole run (hours at hundreds a second)."""
+
+    async def main() -> int:
+        lane = Lane("m", Limits(rpm=6_000), VirtualClock())
+        for _ in range(3_000):  # 30 s at 100 a second
+            async with lane.request(1) as slot:
+                slot.done(None)  # an answer that reports no tokens settles nothing
+        return len(lane.cap._short)
+
+    assert run_virtual(main) <= 1_001  # 10 s of them

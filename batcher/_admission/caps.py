@@ -39,6 +39,7 @@ class MinuteCap:
         """Record an admission at ``now``; return its entry (for ``settle``)."""
         entry = self._admissions.add(now, float(tokens))
         self._short.hold(entry)
+        self._short.expire(now)  # read only where there is a TPM: kept short regardless
         return entry
 
     def settle(self, entry: list[float], tokens: int, now: float) -> None:
