@@ -1,6 +1,6 @@
 """The baselines of ``overhead.py``: a bare client loop sending a job file's prompts, nothing else.
 
-    python benchmarks/bare_clients.py KIND JOBS BASE_URL CONCURRENCY [--uvloop]
+    python benchmarks/bare_clients.py KIND JOBS BASE_URL CONCURRENCY [--uvloop] [--rate R]
 
 with ``KIND`` one of aiohttp, httpx, httpx-aiohttp, http1.
 
@@ -16,7 +16,9 @@ parses its JSON. Prints how many answers were 200. The clients:
   http1           batcher's own ``Http1Transport`` (``batcher/_wire/http1.py``), ``max_connections``
                   CONCURRENCY: what a run sends over
 
-``--uvloop`` runs the loop on uvloop (installed separately: it is not a dependency).
+``--uvloop`` runs the loop on uvloop (installed separately: it is not a dependency). ``--rate R``
+paces the sends: job k leaves no earlier than k / R seconds after the first (a late one leaves at
+once, so lateness is never lost rate): the bare loop ``throughput.py --bare`` holds a lane against.
 """
 
 from __future__ import annotations
@@ -120,9 +122,12 @@ async def http1_client(stack: AsyncExitStack, base: str, concurrency: int) -> Se
     return send
 
 
-async def main(kind: str, path: str, base: str, concurrency: int) -> int:
+async def main(kind: str, path: str, base: str, concurrency: int, rate: float = 0.0) -> int:
     base = base.rstrip("/") + "/"
     ok = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
     async with AsyncExitStack() as stack:
         if kind == "aiohttp":
             send = await aiohttp_client(stack, base, concurrency)
@@ -135,8 +140,15 @@ async def main(kind: str, path: str, base: str, concurrency: int) -> int:
 
         async def worker(lines: Iterator[str]) -> None:
             nonlocal ok
+            nonlocal sent
             for line in lines:  # shared by the workers: each takes the next job
+                if rate:
+                    slot, sent = start + sent / rate, sent + 1
+                    if slot > loop.time():
+                        await asyncio.sleep(slot - loop.time())
                 status, content = await send(body_of(line))
+                if status == 429 and rate:
+                    continue  # paced past the limit: the server counts it
                 if status != 200:
                     raise RuntimeError(f"HTTP {status}: {content[:200]!r}")
                 json.loads(content)
@@ -150,7 +162,12 @@ async def main(kind: str, path: str, base: str, concurrency: int) -> int:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--uvloop"]
-    coroutine = main(args[0], args[1], args[2], int(args[3]))
+    rate = 0.0
+    if "--rate" in args:
+        i = args.index("--rate")
+        rate = float(args.pop(i + 1))
+        args.pop(i)
+    coroutine = main(args[0], args[1], args[2], int(args[3]), rate)
     if "--uvloop" in sys.argv:
         import uvloop
 

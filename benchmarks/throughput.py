@@ -10,7 +10,12 @@ user's run does) unless a case says. Figures are measured at the server: accepte
 input tokens) per minute between the first and the last accepted request's admission by the
 server's limits (before its latency), over the ceiling.
 
-    python benchmarks/throughput.py [--minutes 2] [--only NAME]...
+    python benchmarks/throughput.py [--minutes 2] [--only NAME]... [--bare]
+
+``--bare`` adds, after each RPM case on the OpenAI wire, the same jobs sent by a bare paced loop
+(``bare_clients.py http1 --rate``: the transport batcher sends over, each job leaving at its slot
+at 0.99 of the limit, a late one at once, nothing else) against a fresh mock: what this machine
+and the mock allow at that rate, beside what the lane reached, so the rest is the run's own loss.
 """
 
 from __future__ import annotations
@@ -121,7 +126,7 @@ def write_jobs(path: Path, case: Case, minutes: float) -> int:
     return n
 
 
-def run_case(case: Case, minutes: float) -> dict[str, float]:
+def run_case(case: Case, minutes: float, *, bare: bool = False) -> dict[str, float]:
     with (
         tempfile.TemporaryDirectory() as tmp,
         mock_process("--latency-ms", case.latency, *case.limit_flags, *case.mock_flags) as url,
@@ -130,29 +135,21 @@ def run_case(case: Case, minutes: float) -> dict[str, float]:
         n = write_jobs(jobs, case, minutes)
         base = f"{url}/v1beta" if case.provider == "gemini" else f"{url}/v1"
         env = {**os.environ, "BENCH_KEY": "k"}
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "batcher",
-                "run",
-                str(jobs),
-                "--out",
-                f"{tmp}/out",
-                "--provider",
-                case.provider,
-                "--base-url",
-                base,
-                "--api-key-env",
-                "BENCH_KEY",
+        if bare:
+            rate = case.ceiling * 0.99 / 60
+            command = [
+                *(sys.executable, str(Path(__file__).with_name("bare_clients.py"))),
+                *("http1", str(jobs), base, str(max(16, int(rate * 0.5))), "--rate", str(rate)),
+            ]
+        else:
+            command = [
+                *(sys.executable, "-m", "batcher", "run", str(jobs), "--out", f"{tmp}/out"),
+                *("--provider", case.provider, "--base-url", base, "--api-key-env", "BENCH_KEY"),
                 "--no-progress",
                 *(("--max-concurrency", str(case.concurrency)) if case.concurrency else ()),
                 *case.limit_flags,
-            ],
-            check=False,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+            ]
+        subprocess.run(command, check=False, env=env, stdout=subprocess.DEVNULL)
         stats = httpx.get(f"{url}/admin/stats").json()
     # the rate the server's limits admitted (answer times, up to 30 s, would blur the span)
     span_min = (stats["last_admitted"] - stats["first_admitted"]) / 60
@@ -176,6 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--only", choices=[c.name for c in CASES], action="append")
+    ap.add_argument("--bare", action="store_true", help="a bare paced loop after each RPM case")
     args = ap.parse_args()
     print(
         f"{'case':22} {'ceiling':>14} {'achieved':>10} {'efficiency':>10} {'429 share':>9}"
@@ -184,13 +182,17 @@ def main() -> None:
     for case in CASES:
         if args.only and case.name not in args.only:
             continue
-        r = run_case(case, args.minutes)
         ceiling = f"{case.ceiling:,} {case.binding.upper()}"
-        print(
-            f"{case.name:22} {ceiling:>14} {r['achieved']:10,.0f} {r['efficiency']:10.3f}"
-            f" {r['share_429']:9.2%} {r['jobs']:6} {r['minutes']:7.2f}",
-            flush=True,
-        )
+        bare = args.bare and case.binding == "rpm" and case.provider == "openai"
+        for name, r in (
+            (case.name, run_case(case, args.minutes)),
+            *(((" bare loop", run_case(case, args.minutes, bare=True)),) if bare else ()),
+        ):
+            print(
+                f"{name:22} {ceiling:>14} {r['achieved']:10,.0f} {r['efficiency']:10.3f}"
+                f" {r['share_429']:9.2%} {r['jobs']:6} {r['minutes']:7.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
