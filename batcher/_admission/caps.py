@@ -3,11 +3,11 @@
 Pacing spreads a lane's requests evenly; the cap keeps the admissions of the last minute (the
 tokens each was charged, corrected once its answer reports them), and a request never makes them
 exceed the limit, whatever pacing allowed. Tokens are capped over any ``SHORT`` seconds too, at
-that part of the per-minute limit (by the pace's margin): a server may enforce its per-minute
-limit over short windows (Azure OpenAI over 1 or 10 s), where pacing's one second of tokens ahead
-would overspend a window. Where a 429 has shown that the per-minute limits are enforced per
-second, a second's admissions are capped at a second's tokens too. The successful answers of the
-last minute say what the limit is when a 429 comes and none is known.
+that part of the per-minute limit: a server may enforce its per-minute limit over short windows
+(Azure OpenAI over 1 or 10 s), where pacing's one second of tokens ahead would overspend one (the
+pace keeps its margin below the caps). Where a 429 has shown that the per-minute limits are
+enforced per second, a second's admissions are capped at a second's tokens too. The successful
+answers of the last minute say what the limit is when a 429 comes and none is known.
 """
 
 from __future__ import annotations
@@ -62,11 +62,10 @@ class MinuteCap:
         share: float,
         *,
         per_second: bool,
-        margin: float = 1.0,
     ) -> float:
         """When the cap lets a request of ``tokens`` in (``now`` if it does already), for a lane
-        with ``share`` of ``limits``; ``per_second``: tokens are capped per second too. Over
-        ``SHORT`` seconds tokens are capped at ``margin`` of that part of the limit."""
+        with ``share`` of ``limits``; ``per_second``: tokens are capped per second too, and over
+        ``SHORT`` seconds always."""
         window = self._admissions
         window.expire(now)
         rpm = max(1, int(limits.rpm * share)) if limits.rpm is not None else None
@@ -82,7 +81,7 @@ class MinuteCap:
                     at = max(at, t + WINDOW)
                     break
         if tpm is not None:
-            at = max(at, self._short_wait(now, tokens, tpm * margin * SHORT / WINDOW))
+            at = max(at, self._short_wait(now, tokens, tpm * SHORT / WINDOW))
             if per_second:
                 at = max(at, self._second_wait(now, tokens, tpm / 60))
         return at

@@ -192,9 +192,7 @@ class Lane:
         """When pacing, the caps and any pause let a request of ``tokens`` leave."""
         self.day.check(self.limits.rpd)
         t_tolerance = 1.0 if self.limits.tpm else 0.0
-        cap = self.cap.wait(
-            now, tokens, self.limits, self.share, per_second=self._per_second, margin=self.margin
-        )
+        cap = self.cap.wait(now, tokens, self.limits, self.share, per_second=self._per_second)
         held = max(probe_at, self.pace.paused_until, cap)
         if self._quantized and (gap := self.pace.gap(self.share)):
             held = max(held, self._last + gap)
