@@ -457,3 +457,30 @@ def test_the_admissions_kept_for_the_short_token_cap_stay_short_without_a_tpm() 
         return len(lane.cap._short)
 
     assert run_virtual(main) <= 1_001  # 10 s of them
+
+
+def test_a_429_on_tokens_makes_the_lane_charge_double_again_until_answers_say() -> None:
+    """After a 429 on tokens the estimates may fall short (the prompts or the tokenizer
+    changed): the next request is charged double its estimate, as before any answer."""
+    from batcher._admission.estimate import features
+
+    x = features("word " * 400)  # 500 tokens by the starting rule
+
+    async def main() -> list[float]:
+        lane = Lane("m", Limits(tpm=600_000), VirtualClock())
+        charged: list[float] = []
+        for _ in range(12):
+            async with lane.request(x) as slot:
+                charged.append(slot._entry[1])
+                slot.done(500)  # the rule was right
+        with contextlib.suppress(RateLimitError):
+            async with lane.request(x) as slot:
+                raise RateLimitError("429", retry_after=1.0, scope="tokens")
+        async with lane.request(x) as slot:
+            charged.append(slot._entry[1])
+        return charged
+
+    charged = run_virtual(main)
+    assert charged[0] == 1_000  # before any answer
+    assert charged[11] <= 510  # answers said the estimate holds
+    assert charged[-1] == 1_000  # after the 429 on tokens
