@@ -1,7 +1,7 @@
 """The baselines of ``overhead.py`` and the candidates of ``transports.py``: a bare client loop
 sending a job file's prompts, nothing else.
 
-    python benchmarks/bare_clients.py KIND JOBS BASE_URL CONCURRENCY [--uvloop]
+    python benchmarks/bare_clients.py KIND JOBS BASE_URL CONCURRENCY [--uvloop] [--rate R]
 
 with ``KIND`` one of aiohttp, httpx, httpx-aiohttp, http1, http1-httptools, aiohttp-batcher,
 pyreqwest, curl_cffi.
@@ -28,7 +28,9 @@ parses its JSON. Prints how many answers were 200. The clients:
 The last five take the caps and timeouts of batcher's transports (``CAPS``), so that the
 hostile cases of ``transports.py`` hold each to the same bounds.
 
-``--uvloop`` runs the loop on uvloop (installed separately: it is not a dependency).
+``--uvloop`` runs the loop on uvloop (installed separately: it is not a dependency). ``--rate R``
+paces the sends: job k leaves no earlier than k / R seconds after the first (a late one leaves at
+once, so lateness is never lost rate): the bare loop ``throughput.py --bare`` holds a lane against.
 """
 
 from __future__ import annotations
@@ -297,16 +299,26 @@ async def make_client(
     raise SystemExit(f"unknown client {kind!r}")
 
 
-async def main(kind: str, path: str, base: str, concurrency: int) -> int:
+async def main(kind: str, path: str, base: str, concurrency: int, rate: float = 0.0) -> int:
     base = base.rstrip("/") + "/"
     ok = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
     async with AsyncExitStack() as stack:
         send = await make_client(kind, stack, base, concurrency)
 
         async def worker(lines: Iterator[str]) -> None:
             nonlocal ok
+            nonlocal sent
             for line in lines:  # shared by the workers: each takes the next job
+                if rate:
+                    slot, sent = start + sent / rate, sent + 1
+                    if slot > loop.time():
+                        await asyncio.sleep(slot - loop.time())
                 status, content = await send(body_of(line))
+                if status == 429 and rate:
+                    continue  # paced past the limit: the server counts it
                 if status != 200:
                     raise RuntimeError(f"HTTP {status}: {content[:200]!r}")
                 json.loads(content)
@@ -320,7 +332,12 @@ async def main(kind: str, path: str, base: str, concurrency: int) -> int:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--uvloop"]
-    coroutine = main(args[0], args[1], args[2], int(args[3]))
+    rate = 0.0
+    if "--rate" in args:
+        i = args.index("--rate")
+        rate = float(args.pop(i + 1))
+        args.pop(i)
+    coroutine = main(args[0], args[1], args[2], int(args[3]), rate)
     if "--uvloop" in sys.argv:
         import uvloop
 

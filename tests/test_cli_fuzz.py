@@ -134,6 +134,8 @@ MOCK_FLAGS: dict[str, list[str] | None] = {
     "--drop": ["0.1", "nan"],
     "--slow-ms": ["10", "-1", "x"],
     "--openai-per-minute": NO_VALUE,
+    "--openai-window": ["10", "0", "nan", "x", "61"],
+    "--token-scale": ["1.6", "0", "-1", "inf", "x"],
     "--batch-delay": ["30", "-1", "inf", "x"],
     "--batch-gradual": NO_VALUE,
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -123,6 +124,8 @@ def test_any_answers_for_a_long_time_keep_every_estimate_finite_and_positive(
         got = estimator.estimate(x)
         assert isinstance(got, int) and got >= 1
         assert estimator.estimate(x, cautious=True) >= 1
+        assert estimator.charge(x) >= 1
+    assert 0.0 <= estimator.doubt <= 1.0
 
 
 def test_nothing_it_is_fed_makes_an_estimate_fail() -> None:
@@ -139,4 +142,23 @@ def test_nothing_it_is_fed_makes_an_estimate_fail() -> None:
     assert estimator.weights == [0.0, 0.25, 1.0, 1.0]
     estimator.weights = [math.nan, math.inf, 0.0, 0.0]  # however it got there
     assert estimator.estimate((1.0, 400.0, 0.0, 0.0)) == 125  # the starting rule, and a quarter
+    assert estimator.charge((1.0, 400.0, 0.0, 0.0)) == 200  # the starting rule, doubted
     assert estimator.estimate((1.0, math.inf, 0.0, 0.0)) >= 1
+
+
+def test_a_charge_doubts_the_estimate_until_answers_say_how_far_estimates_fall_short() -> None:
+    """Before any answer a lane's charge is double the estimate (a tokenizer unlike the rule
+    may count up to twice as much); each answer keeps at least its own shortfall and lets the
+    doubt before it fade, so a fitted tokenizer is trusted within a handful of answers; a 429 on
+    tokens brings the doubt back."""
+    estimator = TokenEstimator()
+    x = features("word " * 400)  # 500 tokens by the rule
+    assert (estimator.estimate(x), estimator.charge(x)) == (500, 1_000)
+    estimator.learn(x, 900)  # the server's tokenizer counts 1.8 times the rule
+    assert estimator.doubt == pytest.approx(0.8)  # that answer's shortfall
+    for _ in range(12):
+        estimator.learn(x, 900)
+    assert estimator.estimate(x) == pytest.approx(900, rel=0.01)
+    assert estimator.charge(x) <= 900 * 1.02  # learned, and trusted
+    estimator.distrust()
+    assert estimator.charge(x) == pytest.approx(1_800, rel=0.01)

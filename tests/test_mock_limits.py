@@ -26,8 +26,9 @@ class Wall:
         return self.now
 
 
-def _client(wall: Wall, **limits: Any) -> httpx.AsyncClient:
-    app = create_app(MockConfig(limits=LimitTable.build(**limits)), clock=wall)
+def _client(wall: Wall, window: float = 1.0, **limits: Any) -> httpx.AsyncClient:
+    config = MockConfig(limits=LimitTable.build(**limits), openai_window=window)
+    app = create_app(config, clock=wall)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mock")
 
 
@@ -115,6 +116,24 @@ async def test_openai_quantizes_per_second_counts_rejections_and_sends_headers()
         assert (await _openai(client, max_tokens=90)).status_code == 200  # prompt + max_tokens
         tokens = await _openai(client, max_tokens=90)
         assert tokens.status_code == 429 and tokens.json()["error"]["type"] == "tokens"
+
+
+async def test_openai_limits_quantized_per_10_s_windows_as_azure_may() -> None:
+    wall = Wall()
+    async with _client(wall, window=10.0, rpm=12) as client:  # 2 requests per 10 s
+        wall.now += 9.5  # late in the first window: its whole quantum is still there
+        assert [(await _openai(client)).status_code for _ in range(3)] == [200, 200, 429]
+        assert (await _openai(client)).headers["retry-after-ms"] == "500"
+        wall.now += 0.5  # the next 10 s
+        assert (await _openai(client)).status_code == 200
+    async with _client(wall, window=10.0, tpm=600) as client:  # 100 tokens per 10 s
+        assert (await _openai(client, max_tokens=80)).status_code == 200  # prompt + max_tokens
+        tokens = await _openai(client, max_tokens=80)
+        assert tokens.status_code == 429 and tokens.json()["error"]["type"] == "tokens"
+        wall.now += 9.9
+        assert (await _openai(client, max_tokens=80)).status_code == 429  # the same window
+        wall.now += 0.1
+        assert (await _openai(client, max_tokens=80)).status_code == 200
 
 
 async def test_geminis_openai_endpoint_wraps_its_429_in_a_list() -> None:

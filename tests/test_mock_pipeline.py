@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -92,3 +93,13 @@ async def test_reset_starts_new_counters() -> None:
     stats = await pipeline.handle(Request("GET", "/admin/stats", query={"timeline": "1"}))
     data = json.loads(stats.body)
     assert data["requests"] == 0 and data["timeline"] == {}
+
+
+async def test_token_scale_counts_and_reports_that_many_times_the_tokenizers_tokens() -> None:
+    text = "Rate limits are enforced per model, so a runner paces its requests evenly."
+    plain = json.loads((await Pipeline(MockConfig()).handle(_chat(text))).body)["usage"]
+    scaled = Pipeline(MockConfig(token_scale=1.6))
+    usage = json.loads((await scaled.handle(_chat(text))).body)["usage"]
+    assert usage["prompt_tokens"] == math.ceil(plain["prompt_tokens"] * 1.6)
+    assert usage["completion_tokens"] == plain["completion_tokens"]  # the answer is unscaled
+    assert scaled.state.input_tokens == usage["prompt_tokens"]

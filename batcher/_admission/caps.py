@@ -2,7 +2,10 @@
 
 Pacing spreads a lane's requests evenly; the cap keeps the admissions of the last minute (the
 tokens each was charged, corrected once its answer reports them), and a request never makes them
-exceed the limit, whatever pacing allowed. Where a 429 has shown that the per-minute limits are
+exceed the limit, whatever pacing allowed. Tokens are capped over any ``SHORT`` seconds too, at
+that part of the per-minute limit: a server may enforce its per-minute limit over short windows
+(Azure OpenAI over 1 or 10 s), where pacing's one second of tokens ahead would overspend one (the
+pace keeps its margin below the caps). Where a 429 has shown that the per-minute limits are
 enforced per second, a second's admissions are capped at a second's tokens too. The successful
 answers of the last minute say what the limit is when a 429 comes and none is known.
 """
@@ -13,24 +16,35 @@ from .._config.limits import Limits
 from .._core.window import SlidingWindow
 from .pace import WINDOW
 
-__all__ = ["MinuteCap"]
+__all__ = ["SHORT", "MinuteCap"]
+
+SHORT = 10.0
+"""Seconds of the shortest window a per-minute token limit is assumed enforced over, from the
+start: Azure OpenAI "evaluates the rate of incoming requests over a small period of time,
+typically 1 or 10 seconds" (https://learn.microsoft.com/en-us/azure/ai-services/openai/how-to/quota).
+One second is assumed only on the evidence of a 429, as capping each second costs rate."""
 
 
 class MinuteCap:
     """The admissions and the successful answers of one lane's last minute."""
 
-    __slots__ = ("_admissions", "_answers")
+    __slots__ = ("_admissions", "_answers", "_short")
 
     def __init__(self) -> None:
         self._admissions = SlidingWindow(WINDOW)  # [admitted at, tokens charged]
+        self._short = SlidingWindow(SHORT)  # the same entries, of the last SHORT seconds
         self._answers = SlidingWindow(WINDOW)  # successful answers: [answered at, tokens]
 
     def admit(self, now: float, tokens: int) -> list[float]:
         """Record an admission at ``now``; return its entry (for ``settle``)."""
-        return self._admissions.add(now, float(tokens))
+        entry = self._admissions.add(now, float(tokens))
+        self._short.hold(entry)
+        self._short.expire(now)  # read only where there is a TPM: kept short regardless
+        return entry
 
     def settle(self, entry: list[float], tokens: int, now: float) -> None:
         """The admission ``entry`` was answered at ``now``, and really cost ``tokens``."""
+        self._short.reweigh(entry, float(tokens), now)
         self._admissions.adjust(entry, float(tokens), now)
         self._answers.add(now, float(tokens))
         self._answers.expire(now)
@@ -41,10 +55,17 @@ class MinuteCap:
         return admissions.total / len(admissions) if len(admissions) else None
 
     def wait(
-        self, now: float, tokens: int, limits: Limits, share: float, *, per_second: bool
+        self,
+        now: float,
+        tokens: int,
+        limits: Limits,
+        share: float,
+        *,
+        per_second: bool,
     ) -> float:
         """When the cap lets a request of ``tokens`` in (``now`` if it does already), for a lane
-        with ``share`` of ``limits``; ``per_second``: tokens are capped per second too."""
+        with ``share`` of ``limits``; ``per_second``: tokens are capped per second too, and over
+        ``SHORT`` seconds always."""
         window = self._admissions
         window.expire(now)
         rpm = max(1, int(limits.rpm * share)) if limits.rpm is not None else None
@@ -59,9 +80,25 @@ class MinuteCap:
                 if excess <= 0:
                     at = max(at, t + WINDOW)
                     break
-        if per_second and tpm is not None:
-            at = max(at, self._second_wait(now, tokens, tpm / 60))
+        if tpm is not None:
+            at = max(at, self._short_wait(now, tokens, tpm * SHORT / WINDOW))
+            if per_second:
+                at = max(at, self._second_wait(now, tokens, tpm / 60))
         return at
+
+    def _short_wait(self, now: float, tokens: int, budget: float) -> float:
+        """When the tokens admitted in the last ``SHORT`` seconds leave room for ``tokens``
+        within ``budget`` (a request alone in the window always fits)."""
+        short = self._short
+        short.expire(now)
+        if not len(short) or short.total + tokens <= budget:
+            return now
+        excess = short.total + tokens - budget
+        for t, cost in short:
+            excess -= cost
+            if excess <= 0:
+                return t + SHORT
+        return short[len(short) - 1][0] + SHORT
 
     def _second_wait(self, now: float, tokens: int, budget: float) -> float:
         """When the tokens admitted in the last second leave room for ``tokens`` within a

@@ -33,7 +33,14 @@ _N = 4
 
 
 CALIBRATED = 20
-"""Answers after which the estimate is trusted as it is."""
+"""Answers after which the estimate is trusted as it is (by ``cautious`` estimates)."""
+DOUBT = 1.0
+"""How far a lane's charge allows the truth to exceed the estimate before any answer has
+taught the estimator, and again after a 429 on tokens: a tokenizer unlike the starting rule
+(another vocabulary, another script) counts half as much again."""
+FORGET_DOUBT = 0.7
+"""What each answer keeps of the doubt before it (at least its own shortfall): a well-fitted
+estimator is trusted after a handful of answers, a noisy one stays doubted."""
 
 _RULE = (0.0, 0.25, 1.0, 1.0)
 """The starting weights: the common rule (4 characters a token, a CJK character a token, the
@@ -68,20 +75,41 @@ class TokenEstimator:
         self._p = list(_PRIOR_P)
         self._lam = forgetting
         self.samples = 0
+        self.doubt = DOUBT
+        """The share by which the truth may exceed an estimate (``charge`` adds it): at least
+        the latest answer's shortfall, the ones before it fading by ``FORGET_DOUBT``."""
 
     def estimate(self, x: Features, *, cautious: bool = False) -> int:
         """Estimated tokens for features ``x`` (at least 1). ``cautious`` adds a quarter until
-        the estimator has learned from ``CALIBRATED`` answers: before that, a tokenizer unlike
-        the starting rule (another language, another vocabulary) would overshoot the TPM."""
-        w = self.weights
-        raw = w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3]
+        the estimator has learned from ``CALIBRATED`` answers (a batch's size, a budget's
+        reservation: before that, a tokenizer unlike the starting rule counts more)."""
+        raw = self._raw(x)
         if not math.isfinite(raw):
             # never expected (``learn`` keeps the weights finite), but an estimate must not
             # crash a run: the starting rule, with the uncalibrated quarter
             raw = _rule(x) * 1.25
         elif cautious and self.samples < CALIBRATED:
             raw *= 1.25
-        return max(1, math.ceil(raw)) if raw < _HUGE else _HUGE
+        return _whole(raw)
+
+    def charge(self, x: Features) -> int:
+        """What a lane charges a request of features ``x`` until its answer says what it cost:
+        the estimate plus the ``doubt``, so that a tokenizer the estimator has not learned yet
+        does not overshoot the TPM with requests in flight (a slow start on tokens: the charge
+        falls to the estimate as answers calibrate it)."""
+        raw = self._raw(x)
+        if not math.isfinite(raw):
+            raw = _rule(x)  # as ``estimate``: never expected
+        return _whole(raw * (1 + self.doubt))
+
+    def _raw(self, x: Features) -> float:
+        w = self.weights
+        return w[0] * x[0] + w[1] * x[1] + w[2] * x[2] + w[3] * x[3]
+
+    def distrust(self) -> None:
+        """A 429 on tokens: estimates may fall short again (the tokenizer, or the prompts,
+        changed), so charges add at least the starting ``DOUBT`` until answers say."""
+        self.doubt = max(self.doubt, DOUBT)
 
     def learn(self, x: Features, reported: int) -> None:
         """Fit the weights a step towards ``reported`` tokens for features ``x``."""
@@ -101,7 +129,10 @@ class TokenEstimator:
         c = p[8] * x0 + p[9] * x1 + p[10] * x2 + p[11] * x3
         d = p[12] * x0 + p[13] * x1 + p[14] * x2 + p[15] * x3
         denom = lam + x0 * a + x1 * b + x2 * c + x3 * d
-        err = (reported - (w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3)) / denom
+        predicted = w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3
+        err = (reported - predicted) / denom
+        short = min(1.0, (reported - predicted) / predicted) if predicted >= 1.0 else 0.0
+        self.doubt = max(0.0, short, self.doubt * FORGET_DOUBT)
         weights = [w[0] + a * err, w[1] + b * err, w[2] + c * err, w[3] + d * err]
         f, inv = 1.0 / denom, 1.0 / lam
         ga, gb, gc = a * f, b * f, c * f
@@ -137,6 +168,11 @@ class TokenEstimator:
             p02, p12, p22, p23,
             p03, p13, p23, p33,
         ]  # fmt: skip
+
+
+def _whole(raw: float) -> int:
+    """A positive whole number of tokens, ``_HUGE`` at most."""
+    return max(1, math.ceil(raw)) if raw < _HUGE else _HUGE
 
 
 def _rule(x: Features) -> float:

@@ -10,10 +10,11 @@ a minute ever holds more requests than the pacing allowed (at most ``(60 + LATE)
 paced rate, under the limit at the 0.99 margin). A 429 anywhere pushes every later slot past
 its delay and slows the pacing, as it would in one lane.
 
-``Gate`` is the worker's side: a lane's ``Gate`` (see ``_admission.lane``) drawing slots from its
-grants. The budget is reached through one async callable (``Ask``), so the same gate serves a Ray
-actor (``batcher.ray``) or, later, any store that can grant the same way. The budget also keeps
-each model's images of the last minute (``--ipm``) for the workers' ``ipm.SharedImageGate``.
+``Gate`` is the worker's side: a lane's ``Gate`` (the protocol in ``_admission.gate``) drawing
+slots from its grants. The budget is reached through one async callable (``Ask``), so the same
+gate serves a Ray actor (``batcher.ray``) or, later, any store that can grant the same way. The
+budget also keeps each model's images of the last minute (``--ipm``) for the workers'
+``ipm.SharedImageGate``.
 """
 
 from __future__ import annotations

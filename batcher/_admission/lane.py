@@ -11,7 +11,10 @@ error, never a deadlock). Admissions are spread evenly, never burst beyond a few
 per-minute limit per second is not tripped, and at hundreds of requests a second the event loop's
 lag is not lost rate. The cap (``MinuteCap``, in ``_admission.caps``): the admissions of the last
 minute are kept, and a request never makes them exceed the limit, whatever pacing allowed; this
-makes "at most N in any minute" exact.
+makes "at most N in any minute" exact. Tokens are capped over any 10 s too, where a server may
+enforce its limit (a second's tokens ahead would overspend such a window). A request is charged
+its estimate and the estimator's doubt until its answer says what it cost: a slow start on tokens
+while the estimator learns the tokenizer, and again after a 429 on tokens.
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
 sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
@@ -44,7 +47,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -57,6 +59,7 @@ from .caps import MinuteCap
 from .day import QuotaDay
 from .estimate import Features, TokenEstimator
 from .flight import InFlight
+from .gate import Gate
 from .ledger import DailyCount
 from .opening import Opening
 from .outage import OutageWatch
@@ -64,7 +67,7 @@ from .pace import WINDOW, Pace
 from .quota import SharedQuota
 from .slot import Slot
 
-__all__ = ["Gate", "Lane", "LaneStats"]
+__all__ = ["Lane", "LaneStats"]
 
 EARLY = 0.002
 """How long before its paced time a request may leave rather than sleep. At thousands of
@@ -85,28 +88,6 @@ class LaneStats:
     today: int
     paused_for: float
     stopped: str | None
-
-
-class Gate(Protocol):
-    """Capacity granted from outside the process (a cluster's shared budget, ``_admission.grants``).
-
-    A gated lane still paces itself; each admission also waits for ``admit``, and what the lane
-    learns (a 429's pause, the tokens an answer really cost) is passed on, so that every lane
-    drawing on the same budget hears of it.
-    """
-
-    async def admit(self, tokens: int, waiting: int) -> None:
-        """Wait for a granted slot for a request of ``tokens``; ``waiting`` requests queue here
-        (so a grant can cover them all). Raises ``QuotaExhausted`` when the day's are spent."""
-        ...
-
-    def paused(self, delay: float) -> None:
-        """A 429 paused this lane for ``delay`` seconds."""
-        ...
-
-    def settle(self, charged: float, actual: float) -> None:
-        """A request charged ``charged`` tokens at admission really cost ``actual``."""
-        ...
 
 
 class Lane:
@@ -141,7 +122,8 @@ class Lane:
         self.clock = clock
         self._per_second = False
         """Evidence (a 429) that limits are enforced per second: tokens are then capped per
-        second too, and no longer borrow a second's budget ahead."""
+        sliding second too (the cap, not the pace: pacing still lets a second's tokens ahead,
+        which the cap bounds, so lateness is not lost rate)."""
         self.estimator = TokenEstimator()
         self._rng = rng or random.Random()
         self._lock = anyio.Lock()
@@ -209,7 +191,7 @@ class Lane:
     def _start(self, now: float, tokens: int, probe_at: float) -> float:
         """When pacing, the caps and any pause let a request of ``tokens`` leave."""
         self.day.check(self.limits.rpd)
-        t_tolerance = 1.0 if self.limits.tpm and not self._per_second else 0.0
+        t_tolerance = 1.0 if self.limits.tpm else 0.0
         cap = self.cap.wait(now, tokens, self.limits, self.share, per_second=self._per_second)
         held = max(probe_at, self.pace.paused_until, cap)
         if self._quantized and (gap := self.pace.gap(self.share)):
@@ -351,6 +333,8 @@ class Lane:
         else:
             delay = min(60.0, 2.0**self._strikes) * self._rng.uniform(0.5, 1.0)
         self._strikes += 1
+        if error.scope == "tokens":
+            self.estimator.distrust()  # the tokens were more than estimated, perhaps
         if self.pace.pause(now + delay):
             self._per_second = True
         if self.gate is not None:

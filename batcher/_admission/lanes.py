@@ -11,7 +11,8 @@ from dataclasses import replace
 
 from .._config.limits import LimitTable
 from .._core.clock import Clock
-from .lane import Gate, Lane
+from .gate import Gate
+from .lane import Lane
 from .ledger import DailyCount, Ledger
 from .outage import OutageWatch
 from .quota import Account, QuotaStore, SharedQuota, StoreUnreachable, new_holder

@@ -49,9 +49,13 @@ class Slot:
     async def __aenter__(self) -> Slot:
         lane = self._lane
         x = self._features
-        estimate = lane.estimator.estimate(x, cautious=True) if x is not None else self._known
-        tokens = estimate + self._output
-        lane.check_size(tokens)
+        if x is None:
+            tokens = self._known + self._output
+            lane.check_size(tokens)
+        else:
+            # whether it can ever fit is by the cautious estimate; it is charged more in doubt
+            lane.check_size(lane.estimator.estimate(x, cautious=True) + self._output)
+            tokens = self._estimate()
         lane.waiting += 1
         try:
             self._entry = await lane.admit(tokens, self._estimate if x is not None else None)
@@ -63,7 +67,7 @@ class Slot:
     def _estimate(self) -> int:
         """The tokens this request is charged: its prompt's estimate now, and its output."""
         assert self._features is not None
-        return self._lane.estimator.estimate(self._features, cautious=True) + self._output
+        return self._lane.estimator.charge(self._features) + self._output
 
     def observe(self, hints: RateHints) -> None:
         """Adopt the limits an answer's ``x-ratelimit-*`` headers reveal (errors included)."""

@@ -190,6 +190,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="enforce OpenAI-style limits over a sliding minute, not quantized per second",
     )
+    m.add_argument(
+        "--openai-window",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="quantize OpenAI-style limits per this many seconds (default 1; Azure: 1 or 10)",
+    )
+    m.add_argument(
+        "--token-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="count prompt tokens X times the mock's own tokenizer (default 1)",
+    )
     add_flags(m, ("limits",), only=("tier", "rpm", "tpm", "rpd"))
     for flag, what in (
         ("--fail-500", "answer 500"),

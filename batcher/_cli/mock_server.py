@@ -26,12 +26,22 @@ def mock_server_command(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if not 0 <= args.batch_delay < math.inf:
         raise UsageError(f"--batch-delay must be 0 or more seconds, got {args.batch_delay}")
+    if not 0 < args.openai_window <= 60:
+        raise UsageError(
+            f"--openai-window must be more than 0 and at most 60, got {args.openai_window}"
+        )
+    if not 0 < args.token_scale <= 100:
+        raise UsageError(
+            f"--token-scale must be more than 0 and at most 100, got {args.token_scale}"
+        )
     config = MockConfig(
         latency_ms=_latency(args.latency_ms),
         seed=args.seed,
         limits=limits,
         faults=faults,
         openai_per_second=not args.openai_per_minute,
+        openai_window=args.openai_window,
+        token_scale=args.token_scale,
         batch_delay=args.batch_delay,
         batch_gradual=args.batch_gradual,
     )

@@ -40,6 +40,19 @@ class SlidingWindow:
         while events and events[0][0] <= cutoff:
             self.total -= events.popleft()[1]
 
+    def hold(self, entry: list[float]) -> None:
+        """Record ``entry`` (another window's, of a time no older than this one's newest): one
+        event in two windows, one list, so a correction through either reaches both."""
+        self._events.append(entry)
+        self.total += entry[1]
+
+    def reweigh(self, entry: list[float], weight: float, now: float) -> None:
+        """The total as if ``entry`` weighed ``weight`` (while it is in the window), leaving the
+        entry itself to ``adjust`` through the window that owns it."""
+        self.expire(now)
+        if entry[0] > now - self.width:
+            self.total += weight - entry[1]
+
     def adjust(self, entry: list[float], weight: float, now: float) -> None:
         """Correct an event's weight; the total changes only while the event is in the window."""
         self.expire(now)

@@ -30,6 +30,12 @@ class MockConfig:
     openai_per_second: bool = True
     """OpenAI-style limits quantized per second (OpenAI's own), or over a sliding minute (a
     compatible server that does not quantize)."""
+    openai_window: float = 1.0
+    """Seconds per quantum of OpenAI-style limits: 1 (OpenAI's own), or 10 as Azure OpenAI may
+    evaluate them (60,000 TPM is then 10,000 tokens in each clock 10 s)."""
+    token_scale: float = 1.0
+    """The prompt tokens counted (and reported) are this many times the mock's own tokenizer's,
+    rounded up: a vocabulary unlike any starting estimate, which a client has to learn."""
     projects: dict[str, str] = field(default_factory=dict)
     """Key -> project: keys of one project share its limits, a project of one key has its own;
     keys not named here share one project."""

@@ -6,8 +6,11 @@ and each key it names alone is a project of its own; keys it does not name share
 Gemini: per model, per clock minute (requests and input tokens) and per Pacific quota day; only
 accepted requests count. OpenAI: per model, the per-minute limits quantized per second (60,000 RPM
 is 1,000 a second), a request charged its prompt tokens plus ``max_tokens``, and rejected requests
-count against the limit too. With ``quantized=False`` the OpenAI style is enforced over a sliding
-minute instead, as an OpenAI-compatible server that does not quantize would.
+count against the limit too. ``window`` quantizes them per that many seconds instead: Azure OpenAI
+evaluates its limits "over a small period of time, typically 1 or 10 seconds"
+(https://learn.microsoft.com/en-us/azure/ai-services/openai/how-to/quota), so 60,000 TPM is then
+10,000 tokens in each clock 10 s. With ``quantized=False`` the OpenAI style is enforced over a
+sliding minute instead, as an OpenAI-compatible server that does not quantize would.
 """
 
 from __future__ import annotations
@@ -56,10 +59,14 @@ class Enforcer:
         clock: Callable[[], float] = time.time,
         *,
         quantized: bool = True,
+        window: float = 1.0,
     ) -> None:
         self.limits_for = limits_for
         self.clock = clock
         self.quantized = quantized
+        self.window = window
+        """Seconds per quantum of the OpenAI style: its per-minute limits are ``window / 60`` of
+        them in each clock window of that many seconds."""
         self._usage: dict[tuple[str, str, str], _Usage] = defaultdict(
             _Usage
         )  # style, project, model
@@ -117,20 +124,21 @@ class Enforcer:
         return None
 
     def _openai(self, u: _Usage, limits: Limits, now: float, tokens: int) -> Rejection | None:
-        second = int(now)
-        if u.window != second:
-            u.window, u.requests, u.tokens = second, 0, 0
+        quantum = int(now // self.window)
+        if u.window != quantum:
+            u.window, u.requests, u.tokens = quantum, 0, 0
         u.minute.add(now, tokens)
         u.minute.expire(now)
         if rejected := self._day(u, now, limits.rpd):
             return rejected
         if not self.quantized:
             return self._sliding_minute(u, limits, now, tokens)
-        retry = 1 - now % 1
+        share = self.window / 60
+        retry = self.window - now % self.window
         u.requests += 1  # rejected requests count too
-        if limits.rpm is not None and u.requests > limits.rpm / 60:
+        if limits.rpm is not None and u.requests > limits.rpm * share:
             return Rejection("requests", limits.rpm, len(u.minute), retry)
-        if limits.tpm is not None and u.tokens and u.tokens + tokens > limits.tpm / 60:
+        if limits.tpm is not None and u.tokens and u.tokens + tokens > limits.tpm * share:
             return Rejection("tokens", limits.tpm, int(u.minute.total), retry)
         u.tokens += tokens
         u.today += 1
@@ -155,7 +163,7 @@ class Enforcer:
             return {}
         u = self._usage[("openai", project, model)]
         now = self.clock()
-        reset = f"{max(1, math.ceil((1 - now % 1) * 1000))}ms"
+        reset = f"{max(1, math.ceil((self.window - now % self.window) * 1000))}ms"
         out = {}
         if limits.rpm is not None:
             out["x-ratelimit-limit-requests"] = str(limits.rpm)

@@ -8,6 +8,7 @@ piece again), count. Two admin routes read and reset the counters: ``GET /admin/
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -48,7 +49,12 @@ class Pipeline:
         self.clock = clock
         self.state = MockState()
         self.routes = Routes(config)
-        self.enforcer = Enforcer(config.limits.for_model, clock, quantized=config.openai_per_second)
+        self.enforcer = Enforcer(
+            config.limits.for_model,
+            clock,
+            quantized=config.openai_per_second,
+            window=config.openai_window,
+        )
         self._faults = FaultDealer(config.faults, config.seed + 1)
         self._latency = random.Random(config.seed)
         self._structured = StructuredAnswers()
@@ -61,6 +67,12 @@ class Pipeline:
             gradual=config.batch_gradual,
             creates=lambda tag: self.state.batch_creates.append(tag),
         )
+
+    def _count(self, text: str) -> int:
+        """The prompt tokens of ``text``: the mock's tokenizer, times ``token_scale``."""
+        tokens = count_tokens(text)
+        scale = self.config.token_scale
+        return tokens if scale == 1.0 else math.ceil(tokens * scale)
 
     async def handle(self, request: Request) -> Response:
         """The answer to ``request``."""
@@ -115,7 +127,7 @@ class Pipeline:
         fault = self._faults.deal(call.last_user)
         if fault is not None and (online or fault is not Fault.SLOW):
             await self._act_out(fault, wire)
-        prompt_tokens = count_tokens(call.prompt) + call.media_tokens
+        prompt_tokens = self._count(call.prompt) + call.media_tokens
         admitted = None
         if online:
             project = self.config.project_of(call.key)
