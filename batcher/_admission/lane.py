@@ -108,6 +108,10 @@ class Gate(Protocol):
         """A request charged ``charged`` tokens at admission really cost ``actual``."""
         ...
 
+    async def flush(self) -> None:
+        """Give back what was granted and not used, so only requests sent stay counted."""
+        ...
+
 
 class Lane:
     """Admission control for one model.

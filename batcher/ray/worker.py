@@ -27,6 +27,7 @@ from .._core.idset import IdSet
 from .._engine.budget import Reservation, unpriced
 from .._engine.outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .._engine.pool import Pool, PoolExecutor
+from .._engine.scheduler import BEAT_EVERY
 from .._engine.tally import Tally
 from .._jobs import Job
 from .._jobs._formats import parse_row
@@ -97,6 +98,10 @@ class BlockWorker:
         )
         """Every model the pool's endpoints serve; None for a run without ``--pool``."""
         self.clock = SystemClock()
+        self._beat: asyncio.Task[None] | None = None
+        self._counted: dict[tuple[str, str], int] = {}
+        """Requests each (endpoint, model) lane sent through the quota store that the budget's
+        day already counts."""
         self._failed: BatcherError | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -108,7 +113,7 @@ class BlockWorker:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _open(self) -> Pool:
-        return open_worker_pool(
+        pool = await open_worker_pool(
             self.endpoints,
             self.options,
             schema=self.schema,
@@ -117,6 +122,34 @@ class BlockWorker:
             prices=self.prices,
             out=self.out,
         )
+        if pool.store is not None:  # leases renewed while this worker lives, as a run's are
+            self._beat = asyncio.get_running_loop().create_task(self._keep_leases(pool))
+        return pool
+
+    async def _keep_leases(self, pool: Pool) -> None:
+        """Renew the lanes' leases in the quota store every second (``Scheduler``'s pace): a
+        lane with demand holds its share, an idle one lets the others have it."""
+        while True:
+            await anyio.sleep(BEAT_EVERY)
+            await pool.beat()
+
+    async def _end_block(self) -> None:
+        """Hand back what the lanes hold of the day's quota and did not send (a gate's slots, a
+        store's reserved block), so that the day counts the requests sent: the next block asks
+        afresh. Requests admitted through a store are counted in the budget's day too, under
+        their endpoint's name, for the run's ledger."""
+        now = self.clock.time()
+        for endpoint, route in zip(self.endpoints, self.pool.routes, strict=True):
+            for model, lane in list(route.lanes.by_model.items()):
+                if lane.gate is not None:
+                    await lane.gate.flush()
+                if lane.quota is not None:
+                    await lane.quota.close()
+                    key = (endpoint.spec.name, model)
+                    spent = lane.daily.spent(now)
+                    sent, self._counted[key] = spent - self._counted.get(key, 0), spent
+                    if sent > 0:
+                        await endpoint.budget.count_sent.remote(model, now, sent, key[0])
 
     def __call__(self, batch: Any) -> Any:
         """One block (a pyarrow table of job rows) -> its results (a table of result rows)."""
@@ -217,10 +250,14 @@ class BlockWorker:
             elif isinstance(outcome, Deferred):
                 pass  # the day's quota is spent: the job is left for a rerun after the reset
 
-        async with anyio.create_task_group() as tg:
-            for job in todo:
-                if job.id not in finished:
-                    tg.start_soon(one, job)
+        try:
+            async with anyio.create_task_group() as tg:
+                for job in todo:
+                    if job.id not in finished:
+                        tg.start_soon(one, job)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._end_block()
         rows_out = await anyio.to_thread.run_sync(journal.finish)
         if failure:
             error, model = failure[0]
