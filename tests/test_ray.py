@@ -890,3 +890,18 @@ def test_a_worker_reaches_the_drivers_mock_directly_whatever_proxy_is_set(
     stats = httpx.get(f"{server.url}/admin/stats", trust_env=False).json()  # not by the proxy
     assert stats["requests"] == 2
     assert set(read_results(tmp_path)) == {"a", "b"}
+
+
+def test_bad_input_into_a_new_directory_leaves_nothing_there_as_a_local_run(
+    cluster: dict[str, str], tmp_path: Path, start_mock: StartMock
+) -> None:
+    """The driver starts its run as ``Runner`` does (``_rundir.start``): a new directory's inputs
+    are checked before the lock and the store write there."""
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": \n')
+    out = tmp_path / "out"
+    done = _cluster_run(cluster, jobs, out, server.base_url("openai"), "--model", "m", exit=2)
+    assert "jobs.jsonl:2: not valid JSON" in done.stderr
+    assert not out.exists()
+    assert mock_stats(server)["requests"] == 0

@@ -51,6 +51,7 @@ from .._core.idset import IdSet
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.rows import Record
+from .._rundir.store import ResultStore
 from .._wire.providers import Provider, RequestSpec
 from .._wire.providers._batch import BatchInfo, BatchLine
 from .batch_chunks import Chunker, batch_api
@@ -83,7 +84,7 @@ class BatchExecutor:
         pool: Pool,
         fingerprint_provider: Provider,
         source: JobSource,
-        consumer: Consumer,
+        consumer: Consumer[ResultStore],
         clock: Clock,
         options: BatchOptions,
         max_attempts: int,

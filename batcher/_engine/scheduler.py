@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -56,7 +57,7 @@ class Scheduler:
         source: JobSource,
         pool: Pool,
         executor: PoolExecutor,
-        consumer: Consumer,
+        consumer: Consumer[Any],
         tally: Tally,
         clock: Clock,
         *,

@@ -4,7 +4,8 @@
 (pickled by the driver, or rows parsed here for ``batcher.ray.process``), sends them through the
 same pool, executors and lanes as a local run, its lanes gated by the cluster's budgets
 (``ray.worker_pool``), reserves each job's cost first under ``--budget``, and journals the
-block's results in the output directory (``ray.blocks.BlockJournal``).
+block's results in the output directory (``ray.blocks.BlockJournal``) through the run's one consumer
+of outcomes (``_engine.consume.Consumer``), as a local run journals its results.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from .._config.options import UNPACED, RunOptions
 from .._config.prices import Prices
 from .._config.schema import load_schema
 from .._core.clock import SystemClock
-from .._core.errors import BatcherError, InputError, InputProblem, WriteFailed
+from .._core.errors import BatcherError, InputError, InputProblem
 from .._core.idset import IdSet
-from .._engine.budget import Reservation, unpriced
-from .._engine.outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .._engine.budget import Reservation
+from .._engine.consume import Consumer
+from .._engine.outcome import ABANDONED, Done, Outcome
 from .._engine.pool import Pool, PoolExecutor
 from .._engine.scheduler import BEAT_EVERY
 from .._engine.tally import Tally
@@ -98,6 +100,8 @@ class BlockWorker:
         )
         """Every model the pool's endpoints serve; None for a run without ``--pool``."""
         self.clock = SystemClock()
+        self.tally = Tally(self.clock)
+        """This worker's counts (the driver counts the run's from the rows that come back)."""
         self._beat: asyncio.Task[None] | None = None
         self._counted: dict[tuple[str, str], int] = {}
         """Requests each (endpoint, model) lane sent through the quota store that the budget's
@@ -118,7 +122,7 @@ class BlockWorker:
             self.options,
             schema=self.schema,
             clock=self.clock,
-            tally=Tally(self.clock),
+            tally=self.tally,
             prices=self.prices,
             out=self.out,
         )
@@ -207,15 +211,18 @@ class BlockWorker:
         finished = {r["id"] for r in journal.begin()}
         if journal.complete:
             return journal.rows
+        # the run's one consumer of outcomes, writing into this block's journal: a finished job
+        # is journaled, a deferred one left for a rerun, a fatal answer, an outage or a failed
+        # write stops the block (and this worker)
+        consumer: Consumer[BlockJournal] = Consumer(journal, self.tally)
         for record in bad:
             if record.id not in finished:
-                journal.append(record)
-        failure: list[tuple[BatcherError, str | None]] = []
+                consumer.record(record)
         limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
 
         async def one(job: Job) -> None:
             async with limiter:
-                if failure or self._over_budget:
+                if consumer.stopped or consumer.unpriced or self._over_budget:
                     return
                 assert job.model is not None
                 reservation = None
@@ -225,7 +232,7 @@ class BlockWorker:
                         self._over_budget = True
                         _, model = await self.spend.stopped.remote()
                         if model is not None:  # no price: nothing bounds its cost
-                            failure.append((unpriced(model), None))
+                            consumer.unpriced = model
                             tg.cancel_scope.cancel()
                         return
                 outcome: Outcome = ABANDONED
@@ -235,23 +242,11 @@ class BlockWorker:
                     if reservation is not None:
                         with anyio.CancelScope(shield=True):
                             await self._settle(reservation, outcome)
-            if isinstance(outcome, Done):
-                try:
-                    journal.append(outcome.record)
-                except WriteFailed as e:
-                    failure.append((e, None))
-                    tg.cancel_scope.cancel()
-            elif isinstance(outcome, Fatal):
-                failure.append((outcome.error, outcome.model))
-                tg.cancel_scope.cancel()
-            elif isinstance(outcome, Halted):
-                failure.append((outcome.error, None))
-                tg.cancel_scope.cancel()
-            elif isinstance(outcome, Deferred):
-                pass  # the day's quota is spent: the job is left for a rerun after the reset
+            consumer.take(outcome)
 
         try:
             async with anyio.create_task_group() as tg:
+                consumer.on_stop(tg.cancel_scope.cancel)
                 for job in todo:
                     if job.id not in finished:
                         tg.start_soon(one, job)
@@ -259,11 +254,14 @@ class BlockWorker:
             with anyio.CancelScope(shield=True):
                 await self._end_block()
         rows_out = await anyio.to_thread.run_sync(journal.finish)
-        if failure:
-            error, model = failure[0]
+        try:
+            consumer.raise_stop()
+        except BatcherError as error:
+            fatal = consumer.fatal
+            model = fatal.model if fatal is not None and error is fatal.error else None
             self._failed = error
             await self.endpoints[0].budget.fail.remote(self.run, error, model)
-            raise error
+            raise
         return rows_out
 
     async def _reserve(self, job: Job) -> Reservation | None:
