@@ -10,13 +10,19 @@ processes, the workers) is outside that span and reported apart, as the driver's
 answer); ``pool-of-two`` sends through a pool file of two endpoints, each its own mock process
 enforcing half the limit (the rate is the two servers' rates summed).
 
+``--scale`` shows how the rate scales with the cluster instead: 1, 2 and 4 workers (actors of
+``batcher.ray.process``, on a local cluster of as many logical CPUs) through 1 and 2 endpoints
+(each its own mock process enforcing its share of the ceiling), each as a ratio of the ceiling.
+
     python benchmarks/ray_scale.py [--minutes 1] [--only NAME]
+    python benchmarks/ray_scale.py --scale [--minutes 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -110,12 +116,91 @@ def run_once(case: Case, minutes: float, ray: bool) -> dict[str, float]:
     }
 
 
+SCALE_RPM = 1200
+SCALE_CHILD = """
+import json, sys
+import ray.data
+from batcher.ray import connect, process
+workers, jobs, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+options = json.loads(sys.argv[4])
+connect("local", num_cpus=workers)
+rows = [json.loads(line) for line in open(jobs)]
+ds = ray.data.from_items(rows, override_num_blocks=4 * workers)
+process(ds, out, workers=workers, batch_size=128, **options).materialize()
+"""
+
+
+def scale_once(workers: int, endpoints: int, minutes: float) -> dict[str, float]:
+    """``batcher.ray.process`` with ``workers`` actors through ``endpoints`` mock processes that
+    together enforce ``SCALE_RPM``; the rate measured at the servers, as ``run_once``'s."""
+    share = SCALE_RPM // endpoints
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        urls = [
+            stack.enter_context(
+                mock_process("--latency-ms", "20-200", "--rpm", str(share), "--openai-per-minute")
+            )
+            for _ in range(endpoints)
+        ]
+        jobs = write_jobs(Path(tmp) / "jobs.jsonl", int(SCALE_RPM * minutes))
+        home = Path(tmp) / "home"
+        home.mkdir()
+        (home / "ray_bootstrap_config.yaml").write_text("{}\n")
+        env = {**os.environ, **LOCAL_ENV, "HOME": str(home), "BENCH_KEY": "k"}
+        options: dict[str, object] = {"max_concurrency": 32}
+        if endpoints == 1:
+            options |= {"base_url": f"{urls[0]}/v1", "api_key_env": "BENCH_KEY"}
+            options |= {"rpm": SCALE_RPM}
+        else:
+            pool = Path(tmp) / "pool.toml"
+            pool.write_text(
+                "".join(
+                    f'[[endpoint]]\nname = "e{i}"\nbase_url = "{url}/v1"\n'
+                    f'key_env = "BENCH_KEY"\nrpm = {share}\nmodels = ["bench-model"]\n\n'
+                    for i, url in enumerate(urls)
+                )
+            )
+            options |= {"pool_file": str(pool)}
+        child = [sys.executable, "-c", SCALE_CHILD, str(workers), str(jobs), f"{tmp}/out"]
+        subprocess.run(
+            [*child, json.dumps(options)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        every = [httpx.get(f"{url}/admin/stats").json() for url in urls]
+    achieved = 0.0
+    accepted = rejected = 0
+    for stats in every:
+        span = (stats["last_accepted"] - stats["first_accepted"]) / 60
+        achieved += (stats["accepted"] - 1) / span
+        accepted, rejected = accepted + stats["accepted"], rejected + stats["rejected"]
+    return {"achieved": achieved, "share_429": rejected / (accepted + rejected)}
+
+
+def scale(minutes: float) -> None:
+    print(f"{'workers':>7} {'endpoints':>9} {'ceiling':>10} {'achieved':>9} {'efficiency':>10}")
+    for endpoints in (1, 2):
+        for workers in (1, 2, 4):
+            r = scale_once(workers, endpoints, minutes)
+            print(
+                f"{workers:7} {endpoints:9} {SCALE_RPM:>6,} RPM {r['achieved']:9,.0f}"
+                f" {r['achieved'] / SCALE_RPM:10.3f}   429: {r['share_429']:.2%}",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--only", choices=[c.name for c in CASES])
+    ap.add_argument("--scale", action="store_true", help="1, 2, 4 workers; 1 and 2 endpoints")
     args = ap.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs")
+    if args.scale:
+        scale(args.minutes)
+        return
     print(
         f"{'case':20} {'how':8} {'ceiling':>10} {'achieved':>9} {'efficiency':>10}"
         f" {'429 share':>9} {'minutes':>7} {'wall s':>7}"

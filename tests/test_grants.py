@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher._admission.grants import LATE, Budget, Gate, Grant, Pacer
+from batcher._admission.grants import LATE, Budget, Gate, GiveBack, Grant, Pacer
 from batcher._admission.lane import Lane
 from batcher._config.limits import Limits, LimitTable
 from batcher._core.errors import QuotaExhausted, RateLimitError
@@ -77,9 +77,11 @@ def test_the_days_quota_stops_grants_until_the_reset() -> None:
 
 
 def _gated(budget: Budget, clock: VirtualClock, limits: Limits) -> Lane:
-    async def ask(model: str, now: float, want: int, tokens: float, settle: float) -> Grant:
+    async def ask(
+        model: str, now: float, want: int, tokens: float, settle: float, back: GiveBack | None
+    ) -> Grant:
         await anyio.sleep(0.002)  # a round trip to the actor
-        return await budget.grant(model, now, want, tokens, settle)
+        return await budget.grant(model, now, want, tokens, settle, back)
 
     def tell(model: str, now: float, delay: float) -> None:
         budget.pacers[model].pause(now, delay)
@@ -167,3 +169,70 @@ def test_budget_keeps_the_days_counts_and_takes_a_ledgers() -> None:
 
     days = run_virtual(main)
     assert days["m"]["count"] == 2  # type: ignore[index]
+
+
+def test_the_day_counts_the_requests_sent_not_the_slots_granted() -> None:
+    """A gate asks for slots for every request waiting; some are not used in time (a request
+    slow to come) or not at all (the work ran out): they are given back with the next ask and
+    at the end, so the day counts what was sent."""
+    limits = Limits(rpm=600, rpd=10_000)
+    budget = Budget(LimitTable(everywhere=limits))
+
+    async def main() -> int:
+        clock = VirtualClock()
+
+        async def ask(
+            model: str, now: float, want: int, tokens: float, settle: float, back: GiveBack | None
+        ) -> Grant:
+            return await budget.grant(model, now, want, tokens, settle, back)
+
+        gate = Gate("m", ask, lambda *_: None, clock)
+        sent = 0
+        for _ in range(3):
+            await gate.admit(10, waiting=5)  # five asked for, one sent
+            sent += 1
+            await anyio.sleep(2.0)  # the others' slots go stale meanwhile
+        for _ in range(2):
+            await gate.admit(10, waiting=5)
+            sent += 1
+        assert budget.pacers["m"].granted["default"] > sent
+        await gate.flush()
+        return sent
+
+    sent = run_virtual(main)
+    assert run_virtual(budget.days)["m"]["count"] == sent == 5
+    assert run_virtual(budget.counters)["m"][0] == sent
+
+
+def test_slots_given_back_untouched_are_granted_again_at_once() -> None:
+    """A grant nobody used and nobody granted after is rewound: the next grant starts where
+    it started, so a block's last grant costs the cluster no time."""
+    pacer = Pacer(Limits(rpm=600))
+    first = pacer.grant(EPOCH, 5, 1)
+    end = first.start + first.count * first.interval
+    used = 2
+    back = GiveBack(first.count - used, first.start + used * first.interval, end)
+    pacer.give_back(EPOCH, back)
+    assert pacer.count().spent(EPOCH) == used
+    again = pacer.grant(EPOCH, 5, 1)
+    assert again.start == pytest.approx(first.start + used * first.interval)
+    # a grant made after it keeps its slots: the pace is not rewound under them
+    third = pacer.grant(EPOCH, 1, 1)
+    end = again.start + again.count * again.interval
+    pacer.give_back(EPOCH, GiveBack(again.count, again.start, end))
+    assert pacer.grant(EPOCH, 1, 1).start > third.start
+
+
+def test_endpoints_of_one_project_keep_their_own_counts_under_one_daily_limit() -> None:
+    async def main() -> tuple[dict[str, object], dict[str, object], Grant]:
+        budget = Budget(LimitTable(everywhere=Limits(rpm=6000, rpd=10)))
+        await budget.configure(budget.limits, {"m": {"day": None, "count": 0}}, "one")
+        await budget.grant("m", EPOCH, 4, 1, 0, None, "one")
+        await budget.grant("m", EPOCH, 5, 1, 0, None, "two")
+        last = await budget.grant("m", EPOCH, 5, 1, 0, None, "two")
+        return await budget.days("one"), await budget.days("two"), last
+
+    one, two, last = run_virtual(main)
+    assert one["m"]["count"] == 4  # type: ignore[index]
+    assert two["m"]["count"] == 6  # type: ignore[index]
+    assert last.count == 1  # the project's 10 a day, whichever endpoint spends them

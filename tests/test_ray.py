@@ -723,3 +723,185 @@ def test_each_endpoint_of_a_pool_is_paced_for_the_whole_cluster(
         assert served > 0 and stats["by_status"] == {"200": served}, (name, stats["by_status"])
         per_second = [accepted for accepted, _ in stats["timeline"].values()]
         assert max(per_second) <= _per_second_bound(), (name, per_second)
+
+
+# --- what a cluster counts: the day's requests, in the ledger and the quota store -----------------
+
+
+def _project_pool(tmp_path: Path, servers: dict[str, MockServer], project: str = "p") -> Path:
+    """A pool file of endpoints on one project, each a server of its own."""
+    pool = tmp_path / "pool.toml"
+    pool.write_text(
+        "\n".join(
+            f'[[endpoint]]\nname = "{name}"\nbase_url = "{server.base_url("openai")}"\n'
+            f'key_env = "OPENAI_API_KEY"\nproject = "{project}"\nrpm = {RPM}\nmodels = ["m"]\n'
+            for name, server in servers.items()
+        )
+    )
+    return pool
+
+
+def test_the_day_counts_each_request_sent_once_under_its_endpoint(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path
+) -> None:
+    """Two endpoints on one project: the ledger keeps each one's requests under its own name,
+    as a local pool does, and they and the quota store count exactly what the servers saw
+    (counted when sent, not when granted)."""
+    import anyio
+
+    from batcher._admission.quota import spent_today
+
+    servers = {name: _mock(start_mock, latency=(0.0, 5.0)) for name in ("one", "two")}
+    pool = _project_pool(tmp_path, servers)
+    rows = [{**r, "model": "m"} for r in _rows(300)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray"}
+    command = [
+        *run_command(jobs, out, "http://unused")[:7],  # no --base-url: the pool's
+        "--no-progress",
+        "--pool",
+        str(pool),
+        "--max-concurrency",
+        "8",
+        "--ray",
+        cluster["address"],
+    ]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = read_results(out)
+    assert len(results) == len(rows)
+    seen = {name: mock_stats(server)["requests"] for name, server in servers.items()}
+    assert sum(seen.values()) == len(rows)
+    ledger = json.loads((out / "ledger.json").read_text())["models"]
+    assert {name: ledger[f"{name}/m"]["count"] for name in servers} == seen
+    spent = anyio.run(spent_today, None, time.time())
+    assert [(s.label, s.model, s.count) for s in spent] == [("project p", "m", len(rows))]
+
+
+def test_a_cluster_and_a_local_run_on_one_redis_store_share_one_budget(
+    cluster: dict[str, str], start_mock: StartMock, tmp_path: Path, redis_url: str
+) -> None:
+    """With ``--quota-store redis://...`` the workers' lanes share the key's limits through the
+    store, as a local run's do: a cluster run and a local run at once stay, together, under one
+    RPM (no second holds more than one pace allows) and one RPD (the server sees no more than
+    it), and the store counts exactly the requests the server saw."""
+    import anyio
+
+    from batcher._admission.quota import spent_today
+
+    rpm, rpd = 600, 150
+    server = start_mock(
+        MockConfig(
+            latency_ms=(0.0, 5.0),
+            limits=LimitTable(everywhere=Limits(rpm=rpm)),
+            openai_per_second=False,
+        )
+    )
+    rows = [{**r, "model": "m"} for r in _rows(300)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    env = {**os.environ, **cluster, "OPENAI_API_KEY": "sk-ray"}
+    flags = ("--rpm", str(rpm), "--rpd", str(rpd), "--on-daily-limit", "exit")
+    flags += ("--quota-store", redis_url)
+    base_url = server.base_url("openai")
+
+    def start(name: str, *more: str) -> subprocess.Popen[str]:
+        command = run_command(jobs, tmp_path / name, base_url, *flags, *more)
+        return subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    runs = {"ray": start("ray", "--ray", cluster["address"])}
+    deadline = time.monotonic() + 120
+    while not _under_way(tmp_path / "ray", lines=5):  # the cluster sends: the local run joins
+        assert runs["ray"].poll() is None, runs["ray"].communicate()
+        assert time.monotonic() < deadline, "the cluster sent nothing in time"
+        time.sleep(0.05)
+    runs["local"] = start("local")
+    for name, run in runs.items():
+        _, stderr = run.communicate(timeout=200)
+        assert run.returncode == 3, (name, stderr[-3000:])  # the rest waits for the reset
+
+    finished = {name: len(read_results(tmp_path / name)) for name in runs}
+    assert all(finished.values()), finished  # both sent
+    assert sum(finished.values()) == rpd  # the day used whole, and no more
+    stats = httpx_stats(server)
+    assert stats["by_status"] == {"200": rpd}, stats["by_status"]
+    # one pace, not two: any five seconds hold what one lane would send in them (a holder's new
+    # share reaches the others within a beat, so one second may hold a few more)
+    per_second = {int(t): accepted for t, (accepted, _) in stats["timeline"].items()}
+    five = [sum(per_second.get(t + i, 0) for i in range(5)) for t in per_second]
+    assert max(five) <= 5 * rpm / 60 + 6, per_second
+    spent = anyio.run(spent_today, redis_url, time.time())
+    assert [(s.model, s.count) for s in spent] == [("m", rpd)]
+
+
+# --- a worker without a cluster: what it sends through --------------------------------------------
+
+
+class _Handle:
+    """A ``grants.Budget`` reached as a Ray actor handle is (``handle.method.remote(...)``), in
+    this process: each ``remote`` call is the budget's coroutine."""
+
+    def __init__(self, budget: object) -> None:
+        self._budget = budget
+
+    def __getattr__(self, name: str) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(remote=getattr(self._budget, name))
+
+
+@pytest.mark.parametrize("loopback_mock", [True, False], ids=["driver-mock", "other-server"])
+def test_a_worker_reaches_the_drivers_mock_directly_whatever_proxy_is_set(
+    start_mock: StartMock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback_mock: bool
+) -> None:
+    """The environment names a proxy (which could not reach anyone's loopback): a worker sends
+    to the driver's embedded mock directly, as a local run sends to its own, and to any other
+    endpoint through the proxy, as a local run does."""
+    import pyarrow as pa
+
+    from batcher._admission.grants import Budget
+    from batcher._config.options import RunOptions
+    from batcher._config.pool_file import EndpointSpec
+    from batcher.ray.endpoints import Endpoint
+    from batcher.ray.worker import BlockWorker
+
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    options = RunOptions(model="m", base_url=server.base_url("openai"), api_key="sk-ray")
+    spec = EndpointSpec("default", "openai", models=None, limits=options.limits.table())
+    budget = _Handle(Budget(options.limits.table()))
+    endpoint = Endpoint(spec, options.endpoint, "the api_key option", budget, None, loopback_mock)
+    worker = BlockWorker(str(tmp_path), options, [endpoint])
+    target = worker.pool.routes[0].executor.target  # type: ignore[attr-defined]
+    if not loopback_mock:
+        assert target.proxy is not None and target.proxy.url == "http://127.0.0.1:9"
+        return
+    assert target.proxy is None
+    rows = worker(pa.Table.from_pylist([{"id": "a", "prompt": "hi"}, {"id": "b", "prompt": "yo"}]))
+    assert sorted(rows.column("status").to_pylist()) == ["ok", "ok"]
+    import httpx
+
+    stats = httpx.get(f"{server.url}/admin/stats", trust_env=False).json()  # not by the proxy
+    assert stats["requests"] == 2
+    assert set(read_results(tmp_path)) == {"a", "b"}
+
+
+def test_bad_input_into_a_new_directory_leaves_nothing_there_as_a_local_run(
+    cluster: dict[str, str], tmp_path: Path, start_mock: StartMock
+) -> None:
+    """The driver starts its run as ``Runner`` does (``_rundir.start``): a new directory's inputs
+    are checked before the lock and the store write there."""
+    server = _mock(start_mock, latency=(0.0, 0.0))
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": \n')
+    out = tmp_path / "out"
+    done = _cluster_run(cluster, jobs, out, server.base_url("openai"), "--model", "m", exit=2)
+    assert "jobs.jsonl:2: not valid JSON" in done.stderr
+    assert not out.exists()
+    assert mock_stats(server)["requests"] == 0

@@ -32,3 +32,7 @@ class Gate(Protocol):
     def settle(self, charged: float, actual: float) -> None:
         """A request charged ``charged`` tokens at admission really cost ``actual``."""
         ...
+
+    async def flush(self) -> None:
+        """Give back what was granted and not used, so only requests sent stay counted."""
+        ...

@@ -31,10 +31,12 @@ from .ipm import ImageWindow
 from .ledger import DailyCount
 from .pace import WINDOW, Pace
 
-__all__ = ["LATE", "Ask", "Budget", "Gate", "Grant", "Pacer"]
+__all__ = ["LATE", "Ask", "Budget", "Gate", "GiveBack", "Grant", "Pacer"]
 
 LATE = 0.1
 """Seconds after its time that a granted slot may still be used."""
+DEFAULT = "default"
+"""The endpoint of a run without ``--pool`` (the name a pool's endpoint has otherwise)."""
 CHUNK_SECONDS = 0.5
 """A grant covers at most this much of a lane's paced rate (and at least one request)."""
 
@@ -50,16 +52,29 @@ class Grant:
     stopped: tuple[str, float] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Slots of a grant a worker did not use: ``count`` in all (gone stale, or never reached),
+    the time of the first it never reached (``unreached``) and when the grant ends (``end``)."""
+
+    count: int
+    unreached: float
+    end: float
+
+
 class Pacer:
     """One model's pacing for a whole cluster: a lane's ``Pace``, granting slots in runs, and
-    the quota day's count."""
+    the quota day's count of each endpoint drawing on it (their sum is the account's)."""
 
-    def __init__(
-        self, limits: Limits, daily: DailyCount | None = None, *, per_second: bool = False
-    ) -> None:
+    def __init__(self, limits: Limits, *, per_second: bool = False, rolling: bool = False) -> None:
         self.pace = Pace(limits, per_second=per_second)
-        self.daily = daily or DailyCount()
-        self.granted = 0
+        self.rolling = rolling
+        self.keep_times = limits.rpd is not None
+        self.days: dict[str, DailyCount] = {}
+        """Each endpoint's requests in the quota day: counted when granted, and uncounted when
+        a worker gives back slots it did not use, so that what stays counted was sent."""
+        self.granted: dict[str, int] = {}
+        """Slots granted per endpoint, less those given back: requests sent (or in flight)."""
         self.pauses = 0
 
     @property
@@ -74,6 +89,19 @@ class Pacer:
     def margin(self) -> float:
         return self.pace.margin
 
+    def count(self, endpoint: str = DEFAULT) -> DailyCount:
+        """``endpoint``'s count of the quota day (made on first use)."""
+        count = self.days.get(endpoint)
+        if count is None:
+            count = self.days[endpoint] = DailyCount(
+                rolling=self.rolling, keep_times=self.keep_times
+            )
+        return count
+
+    def spent(self, now: float) -> int:
+        """The account's requests in the quota day: every endpoint's."""
+        return sum(count.spent(now) for count in self.days.values())
+
     def chunk(self) -> int:
         """The most slots one grant holds: ``CHUNK_SECONDS`` of the paced rate, at least one."""
         rpm = self.limits.rpm
@@ -81,25 +109,39 @@ class Pacer:
             return 64
         return max(1, int(rpm * self.margin * CHUNK_SECONDS / WINDOW))
 
-    def grant(self, now: float, want: int, tokens: float) -> Grant:
-        """Up to ``want`` slots for requests of about ``tokens`` each, from ``now`` (wall time)."""
+    def grant(self, now: float, want: int, tokens: float, endpoint: str = DEFAULT) -> Grant:
+        """Up to ``want`` slots for requests of about ``tokens`` each, from ``now`` (wall time),
+        counted in ``endpoint``'s day."""
         want = max(1, min(want, self.chunk()))
+        count = self.count(endpoint)
         rpd = self.limits.rpd
         if rpd is not None:
-            left = rpd - self.daily.spent(now)
+            left = rpd - self.spent(now)
             if left <= 0:
                 why = (
                     "no daily quota (RPD 0)"
                     if rpd == 0
                     else f"the day's {rpd:,} requests are spent"
                 )
-                return Grant(now, 0.0, 0, (why, self.daily.resets_at(now)))
+                resets = [c.resets_at(now) for c in self.days.values() if c.spent(now)]
+                return Grant(now, 0.0, 0, (why, min(resets, default=count.resets_at(now))))
             want = min(want, left)
         start, interval = self.pace.grant(now, want, tokens)
         for _ in range(want):
-            self.daily.add(now)
-        self.granted += want
+            count.add(now)
+        self.granted[endpoint] = self.granted.get(endpoint, 0) + want
         return Grant(start, interval, want)
+
+    def give_back(self, now: float, back: GiveBack, endpoint: str = DEFAULT) -> None:
+        """A worker did not use ``back.count`` slots of ``endpoint``'s grant: they are not
+        counted in the day; and if no slot was granted after them, the pace goes back to the
+        first it never reached, so the next grant starts there."""
+        if back.count <= 0:
+            return
+        self.count(endpoint).take_back(now, back.count)
+        self.granted[endpoint] = max(0, self.granted.get(endpoint, 0) - back.count)
+        if back.unreached < back.end and self.pace.r_next == back.end:
+            self.pace.r_next = max(now, back.unreached)
 
     def settle(self, tokens: float) -> None:
         """Answers said their requests cost ``tokens`` more (or fewer) than was charged."""
@@ -113,8 +155,10 @@ class Pacer:
 
 class Budget:
     """The budgets of one project (an endpoint and key): a ``Pacer`` per model, made on first
-    use. Its methods are async so that it runs as a Ray async actor as it is; none of them awaits
-    anything, so each runs whole."""
+    use. Endpoints that share the project (a pool's, on one project) draw on the same pacers,
+    each its own count of the day (``endpoint``: the name it keeps its ledger under). Its methods
+    are async so that it runs as a Ray async actor as it is; none of them awaits anything, so
+    each runs whole."""
 
     def __init__(
         self, limits: LimitTable, *, per_second: bool = False, rolling: bool = False
@@ -131,28 +175,55 @@ class Budget:
         pacer = self.pacers.get(model)
         if pacer is None:
             limits = self.limits.for_model(model)
-            daily = DailyCount(rolling=self.rolling, keep_times=limits.rpd is not None)
-            pacer = self.pacers[model] = Pacer(limits, daily, per_second=self.per_second)
+            pacer = self.pacers[model] = Pacer(
+                limits, per_second=self.per_second, rolling=self.rolling
+            )
         return pacer
 
-    async def configure(self, limits: LimitTable, days: dict[str, dict[str, Any]]) -> None:
-        """Take a run's limits (the latest run's win) and, for models not yet counted here, the
-        day's counts its ledger holds."""
+    async def configure(
+        self, limits: LimitTable, days: dict[str, dict[str, Any]], endpoint: str = DEFAULT
+    ) -> None:
+        """Take a run's limits (the latest run's win) and, for models ``endpoint`` has not yet
+        counted here, the day's counts its ledger holds."""
         self.limits = limits
         for model, pacer in self.pacers.items():
             pacer.limits = limits.for_model(model)
         for model, saved in days.items():
-            if model not in self.pacers:
-                self._pacer(model).daily.restore(saved)
+            pacer = self._pacer(model)
+            if endpoint not in pacer.days:
+                pacer.count(endpoint).restore(saved)
 
-    async def grant(self, model: str, now: float, want: int, tokens: float, settle: float) -> Grant:
+    async def grant(
+        self,
+        model: str,
+        now: float,
+        want: int,
+        tokens: float,
+        settle: float,
+        back: GiveBack | None = None,
+        endpoint: str = DEFAULT,
+    ) -> Grant:
+        """Up to ``want`` slots of ``model`` for ``endpoint`` (none if ``want`` is 0), after
+        taking back the slots of its last grant a worker did not use (``back``) and the
+        tokens its answers cost more or less than charged (``settle``)."""
         pacer = self._pacer(model)
+        if back is not None:
+            pacer.give_back(now, back, endpoint)
         if settle:
             pacer.settle(settle)
-        return pacer.grant(now, want, tokens)
+        if want <= 0:
+            return Grant(now, 0.0, 0)
+        return pacer.grant(now, want, tokens, endpoint)
 
     async def pause(self, model: str, now: float, delay: float) -> None:
         self._pacer(model).pause(now, delay)
+
+    async def count_sent(self, model: str, now: float, n: int, endpoint: str = DEFAULT) -> None:
+        """``endpoint``'s workers sent ``n`` requests of ``model`` admitted by a quota store,
+        not by this budget: counted in its day all the same, for the run's ledger."""
+        count = self._pacer(model).count(endpoint)
+        for _ in range(n):
+            count.add(now)
 
     async def images(self, model: str, now: float, n: int, ipm: int) -> float:
         """Take ``n`` images of ``model``'s ``ipm`` at ``now`` (wall time): 0 if taken, else
@@ -163,9 +234,11 @@ class Budget:
         window.ipm = ipm
         return window.take(now, n)
 
-    async def days(self) -> dict[str, dict[str, Any]]:
-        """Each model's quota-day count, as the ledger saves it."""
-        return {m: p.daily.snapshot() for m, p in self.pacers.items()}
+    async def days(self, endpoint: str = DEFAULT) -> dict[str, dict[str, Any]]:
+        """Each model's quota-day count of ``endpoint``, as the ledger saves it."""
+        return {
+            m: p.days[endpoint].snapshot() for m, p in self.pacers.items() if endpoint in p.days
+        }
 
     async def fail(self, run: str, error: BaseException, model: str | None) -> None:
         """A worker of run ``run`` stopped on ``error`` (a fatal answer for ``model``, an outage);
@@ -175,20 +248,23 @@ class Budget:
     async def failure(self, run: str) -> tuple[BaseException, str | None] | None:
         return self.failures.pop(run, None)
 
-    async def counters(self) -> dict[str, tuple[int, int]]:
-        """Each model's slots granted and 429 pauses so far."""
-        return {m: (p.granted, p.pauses) for m, p in self.pacers.items()}
+    async def counters(self, endpoint: str = DEFAULT) -> dict[str, tuple[int, int]]:
+        """Each model's slots granted to ``endpoint`` and not given back (its requests sent),
+        and the 429 pauses, so far."""
+        return {m: (p.granted.get(endpoint, 0), p.pauses) for m, p in self.pacers.items()}
 
 
-Ask: TypeAlias = Callable[[str, float, int, float, float], Awaitable[Grant]]
-"""``ask(model, now, want, tokens, settle)``: a grant from the budget (``Budget.grant``)."""
+Ask: TypeAlias = Callable[[str, float, int, float, float, GiveBack | None], Awaitable[Grant]]
+"""``ask(model, now, want, tokens, settle, back)``: a grant from the budget (``Budget.grant``)."""
 Tell: TypeAlias = Callable[[str, float, float], None]
 """``tell(model, now, delay)``: pass a 429's pause on to the budget, without waiting."""
 
 
 class Gate:
     """A worker lane's side of the budget: takes slots from its grants, asking for more when
-    they run out, and passes on pauses and token corrections."""
+    they run out, and passes on pauses and token corrections. The slots of a grant it did not
+    use are given back with the next ask (or ``flush``), so the budget counts the day's
+    requests as they are sent, not as they are granted."""
 
     def __init__(self, model: str, ask: Ask, tell: Tell, clock: Clock) -> None:
         self.model = model
@@ -197,6 +273,7 @@ class Gate:
         self._clock = clock
         self._grant = Grant(0.0, 0.0, 0)
         self._next = 0  # the next unused slot of the grant
+        self._used = 0  # slots of the grant taken (the rest went stale or were never reached)
         self._settle = 0.0  # token corrections not yet sent
 
     async def admit(self, tokens: int, waiting: int) -> None:
@@ -208,16 +285,38 @@ class Gate:
                 i = math.ceil((now - LATE - g.start) / g.interval)  # skip slots gone stale
             if i < g.count and (g.interval > 0 or now - LATE <= g.start):
                 self._next = i + 1
+                self._used += 1
                 at = g.start + i * g.interval
                 if at > now:
                     await self._clock.sleep(at - now)
                 return
             settle, self._settle = self._settle, 0.0
-            grant = await self._ask(self.model, now, waiting, float(tokens), settle)
+            back = self._unused()
+            self._grant, self._next, self._used = Grant(0.0, 0.0, 0), 0, 0
+            grant = await self._ask(self.model, now, waiting, float(tokens), settle, back)
             if grant.stopped is not None:
                 why, resets_at = grant.stopped
                 raise QuotaExhausted(self.model, why, resets_at)
-            self._grant, self._next = grant, 0
+            self._grant = grant
+
+    def _unused(self) -> GiveBack | None:
+        """The slots of the grant held that were not taken, if any."""
+        g = self._grant
+        if g.count - self._used <= 0:
+            return None
+        return GiveBack(
+            g.count - self._used, g.start + self._next * g.interval, g.start + g.count * g.interval
+        )
+
+    async def flush(self) -> None:
+        """Give back the grant's slots not taken, and the token corrections not yet sent: the
+        budget's count of the day is then the requests this lane sent (a worker's block is
+        done; the next asks afresh)."""
+        settle, self._settle = self._settle, 0.0
+        back = self._unused()
+        self._grant, self._next, self._used = Grant(0.0, 0.0, 0), 0, 0
+        if back is not None or settle:
+            await self._ask(self.model, self._clock.time(), 0, 0.0, settle, back)
 
     def paused(self, delay: float) -> None:
         self._tell(self.model, self._clock.time(), delay)

@@ -62,6 +62,14 @@ class DailyCount:
         if self.keep_times:
             self.times.add(wall)
 
+    def take_back(self, wall: float, n: int) -> None:
+        """Uncount ``n`` requests counted ahead (granted to a worker) and never sent."""
+        self._roll(wall)
+        self.count = max(0, self.count - n)
+        if self.keep_times:
+            self.times.drop_newest(n)
+            self.count = len(self.times)
+
     def resets_at(self, wall: float) -> float:
         """When the count next goes down: the Pacific midnight, or the oldest request + 24 h."""
         if not self.rolling:

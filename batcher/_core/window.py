@@ -70,6 +70,11 @@ class SlidingWindow:
         out.reverse()
         return out
 
+    def drop_newest(self, n: int) -> None:
+        """Forget the ``n`` newest events (taken back: they did not happen)."""
+        for _ in range(min(n, len(self._events))):
+            self.total -= self._events.pop()[1]
+
     def times(self) -> list[float]:
         """The events' times, oldest first."""
         return [e[0] for e in self._events]

@@ -26,6 +26,7 @@ from .._core.idset import IdBag, id_hash
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.chunk_files import Cut, Entry, chunk_folder, has_entries, tidy_files
+from .._rundir.store import ResultStore
 from .._wire.providers import Provider, job_fingerprint
 from .batch_chunks import BatchEndpoint, Chunker
 from .budget import Reservation
@@ -66,7 +67,7 @@ class Submitter:
         log_: BatchLog,
         source: JobSource,
         fingerprint_provider: Provider,
-        consumer: Consumer,
+        consumer: Consumer[ResultStore],
         clock: Clock,
         options: BatchOptions,
         is_done: Callable[[str], bool],

@@ -67,6 +67,7 @@ from .._rundir.chunk_files import (
     remove_chunk,
 )
 from .._rundir.rows import Record
+from .._rundir.store import ResultStore
 from .._wire.providers import Provider
 from .._wire.providers._batch import BatchInfo, BatchLine
 from .batch_chunks import BatchEndpoint, Chunker, batch_api
@@ -101,7 +102,7 @@ class BatchExecutor:
         pool: Pool,
         fingerprint_provider: Provider,
         source: JobSource,
-        consumer: Consumer,
+        consumer: Consumer[ResultStore],
         clock: Clock,
         options: BatchOptions,
         max_attempts: int,

@@ -10,12 +10,16 @@ case before it is sent, and its outcome settles it.
 
 Journal segments are compacted into Parquet parts on worker threads while the run goes on, inside
 ``running()``; a write that fails there stops the run like one that fails on the loop.
+
+Results go to a ``Sink``: a run's ``ResultStore``, or, on a cluster's worker, the journal of the
+block it sends (``ray.blocks.BlockJournal``), whose outcomes are handled here all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,20 +27,40 @@ from anyio.abc import TaskGroup
 from .._core.errors import Outage, QuotaExhausted, WriteFailed
 from .._rundir.attempts import Attempt, AttemptLog
 from .._rundir.rows import Record
-from .._rundir.store import ResultStore
 from .budget import Budget, Reservation, unpriced
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "Sink"]
 
 
-class Consumer:
+class Sink(Protocol):
+    """Where finished jobs are journaled, one at a time, each durable once ``append`` returns."""
+
+    def append(self, record: Record) -> int | None:
+        """Journal one result; the number of a journal segment now full (to ``compact``), if
+        one is."""
+        ...
+
+    def compact(self, seq: int) -> None:
+        """Write segment ``seq`` as a part of the results."""
+        ...
+
+    def fit(self, record: Record) -> Record:
+        """``record`` as it can be written (an embedding of another length than the column's
+        becomes an error row)."""
+        ...
+
+
+SinkT = TypeVar("SinkT", bound=Sink)
+
+
+class Consumer(Generic[SinkT]):
     """Acts on every outcome of a run and writes its results and attempts."""
 
     def __init__(
         self,
-        store: ResultStore,
+        store: SinkT,
         tally: Tally,
         *,
         attempts: AttemptLog | None = None,

@@ -1,7 +1,8 @@
 """The runner: one run of a set of jobs into an output directory, as an ``async with`` object.
 
 Entering checks the inputs (nothing is sent if any is bad), resolves the key and the endpoint, and
-opens the results store; ``run()`` hands the work to the scheduler; leaving compacts the journal
+opens the results store (``_rundir.start``: the lock, ``run.json``, resuming, as a cluster's
+driver does too); ``run()`` hands the work to the scheduler; leaving compacts the journal
 into Parquet and saves the quota ledger. ``statistics()`` is a snapshot at any moment. The parts it
 wires together each live in their own module: the source (``_jobs``), resuming (``_rundir.resume``),
 the scheduler and lanes (``_engine.scheduler``), the executor (``_engine.execute``), the tally
@@ -31,11 +32,9 @@ from .._core.stats import RunSummary, Statistics
 from .._jobs import Job, JobSource
 from .._rundir.attempts import AttemptLog
 from .._rundir.batchlog import BatchLog
-from .._rundir.dirlock import DirLock
-from .._rundir.image_files import clear_partial
-from .._rundir.manifest import Manifest
 from .._rundir.results import read_costs, read_results
-from .._rundir.resume import done_now, plan_resume
+from .._rundir.resume import done_now
+from .._rundir.start import RunStart
 from .._rundir.store import ResultStore
 from .._wire.endpoint import Target
 from .._wire.providers import get_provider, is_embedder
@@ -118,12 +117,12 @@ class Runner:
         self.prices = opts.costs.prices()
         self.lanes: Pool | None = None
         """The run's endpoints and their lanes, once entered."""
-        self.consumer: Consumer | None = None
+        self.consumer: Consumer[ResultStore] | None = None
         self.tally = Tally(self.clock)
         self.changed: list[str] = []
         self._httpx_transport = transport
         self._target: Target | None = None
-        self._lock = DirLock(self.out)
+        self._start = RunStart(self.out, self.store, self.source)
         self._transport: Transport | None = None
         self._scheduler: Scheduler | None = None
         self._batch: BatchExecutor | None = None
@@ -133,11 +132,8 @@ class Runner:
         self._pool: Pool | None = None
 
     async def __aenter__(self) -> Runner:
-        # Into a directory no run has written to, the inputs are checked before the lock and the
-        # store write there, so that bad input leaves nothing in it; else plan_resume checks them.
-        fresh = not (self.store.journal_dir.exists() or self.store.results_dir.exists())
-        scanned = await anyio.to_thread.run_sync(self.source.scan) if fresh else None
-        self._lock.acquire()  # before anything in DIR is read or written
+        scanned = await anyio.to_thread.run_sync(self._start.scan_if_fresh)
+        self._start.acquire()  # before anything in DIR is read or written
         try:
             await self._open(scanned)
         except BaseException:
@@ -153,7 +149,7 @@ class Runner:
             self._target.stop()
         if self._pool is not None:
             self._pool.stop()
-        self._lock.release()
+        self._start.release()
 
     async def _open(self, scanned: int | None) -> None:
         opts = self.options
@@ -161,12 +157,8 @@ class Runner:
         target = Target(spec_endpoint(specs[0]) if specs else opts.endpoint, self.provider)
         ledger = Ledger(self.out)
         schema_json = self.schema.to_json() if self.schema is not None else None
-        old = Manifest.read(self.out)
-        if old is not None:
-            old.check_same_run(self.provider_name, opts.requests.model, self.out)
-            old.check_same_schema(schema_json, self.out, opts.resume.redo_changed)
         plan = await anyio.to_thread.run_sync(
-            plan_resume, self.source, self.store, self.provider, opts.resume, scanned
+            self._start.plan, self.provider, self.provider_name, opts, schema_json, scanned
         )
         self.tally.total, self.changed = plan.total, plan.changed
         await anyio.to_thread.run_sync(self.attempts.open)  # recover what a crash left
@@ -181,17 +173,14 @@ class Runner:
         # would list a dead mock port in every ``batcher status`` of the machine for a day.
         mock = target.is_mock and specs is None
         self._store = store = await open_store("memory" if mock else opts.pool.quota_store)
-        Manifest(
+        self._start.begin(
+            opts,
             provider=self.provider_name,
-            model=opts.requests.model,
             base_url="mock" if target.is_mock else target.base_url,
             total=plan.total,
-            inputs=self.source.inputs,
-            quota_day=opts.limits.quota_day,
-            limits=self.limits,
             schema=schema_json,
-            endpoints={spec.name: spec.limits for spec in specs} if specs else {},
-        ).write(self.out)
+            pool=specs,
+        )
         transport = target.transport(opts.requests, self._httpx_transport)
         self._transport = transport
         self.lanes = pool = self._pool = open_pool(
@@ -228,7 +217,6 @@ class Runner:
                 done=plan.done,
                 prices=self.prices,
             )
-        clear_partial(self.out)
         self._scheduler = Scheduler(
             self.source,
             pool,

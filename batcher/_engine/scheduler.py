@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -58,7 +59,7 @@ class Scheduler:
         source: JobSource,
         pool: Pool,
         executor: PoolExecutor,
-        consumer: Consumer,
+        consumer: Consumer[Any],
         tally: Tally,
         clock: Clock,
         *,

@@ -58,6 +58,10 @@ class Target:
         self.base_url = _quote_path((endpoint.base_url or provider.default_base_url).rstrip("/"))
         self._mock_config = _mock_config(endpoint.mock) if endpoint.mock is not None else None
         self._mock: MockServer | None = None
+        self.loopback_mock = False
+        """The endpoint is an embedded mock another process of this machine started (a cluster
+        driver's, reached from its workers): like ``is_mock``, never sent through the
+        environment's proxy, which could not reach its loopback."""
         self.proxy: Proxy | None = None
         """The proxy requests to the endpoint go through, once ``transport`` has chosen it."""
         self.opener: urllib.request.OpenerDirector | None = None
@@ -100,7 +104,8 @@ class Target:
             "timeout": requests.timeout,
             "connect_timeout": min(requests.timeout, 30.0),
         }
-        found = Proxies(requests.proxy, use_env=not (requests.no_proxy or self.is_mock))
+        mock = self.is_mock or self.loopback_mock
+        found = Proxies(requests.proxy, use_env=not (requests.no_proxy or mock))
         proxies = found if found else None
         context = ssl_context(requests.ca_bundle, system=requests.system_trust)
         self.proxy = proxies.for_url(self.base_url) if proxies else None

@@ -202,6 +202,15 @@ class BlockJournal:
             raise WriteFailed.from_os_error(e, self.store._segment(self.seq)) from e
         self.rows.append(row)
 
+    def compact(self, seq: int) -> None:
+        """Nothing to compact along the way (``_engine.consume.Sink``): the block's part is
+        written whole by ``finish``."""
+
+    def fit(self, record: Record) -> Record:
+        """As it comes (``_engine.consume.Sink``): a cluster runs no embeddings, whose vectors'
+        length is what a run's store fits."""
+        return record
+
     def finish(self) -> list[dict[str, Any]]:
         """Write the block's part, then delete its segment and marker; return its rows."""
         import pyarrow as pa

@@ -6,9 +6,13 @@ A run without ``--pool`` has one endpoint, its ``--endpoint`` options serving ev
 of one, as a local run has); with ``--pool``, the pool file's. The lanes of an endpoint on every
 worker draw on its account's budget (its project, else its key and URL): a named, detached async
 actor (``_admission.grants.Budget``), made by the first driver that asks and found by the rest,
-so endpoints of one project share it as they share a quota store on one machine. The budgets'
-quota-day counts are kept in ``DIR/ledger.json`` (under the endpoint's name in a pool, as a local
-pool keeps them) and counted in the quota store runs on the account share.
+so endpoints of one project share it as they share a quota store on one machine. Each endpoint's
+quota-day count is kept in ``DIR/ledger.json`` (under its name in a pool, as a local pool keeps
+them) and counted in the quota store runs on the account share.
+
+With ``--quota-store`` (a Redis URL, or ``local``: SQLite on each worker's machine), the workers'
+lanes share each account's limits through that store instead, as a local run's do: clusters and
+local runs on one project then draw on one budget. The embedded mock's budget stays the actor.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .._admission.grants import Budget
+from .._admission.grants import DEFAULT, Budget
 from .._admission.ledger import DailyCount, Ledger
 from .._admission.quota import Account
 from .._config.options import EndpointOptions, RunOptions
@@ -46,6 +50,12 @@ class Endpoint:
     """Where the key came from, for messages."""
     budget: Any
     """The cluster-wide budget of its account (a Ray actor handle, ``budget``)."""
+    store: str | None = None
+    """The quota store (``--quota-store``) its lanes share the account's limits through, in
+    place of the budget's grants; None: the budget grants."""
+    loopback_mock: bool = False
+    """It is an embedded mock the driver runs on loopback: sent to directly, as a local run
+    sends to its own, whatever proxy the environment names."""
 
 
 def run_specs(options: RunOptions) -> tuple[list[EndpointSpec], bool]:
@@ -100,7 +110,8 @@ def budget(
     prefix = f"{spec.name}/" if spec is not None else ""
     saved: dict[str, Any] = dict(Ledger(out)._saved) if out is not None else {}
     days = {k.removeprefix(prefix): v for k, v in saved.items() if k.startswith(prefix)}
-    import_ray().get(actor.configure.remote(limits, days))
+    name = spec.name if spec is not None else DEFAULT
+    import_ray().get(actor.configure.remote(limits, days, name))
     return actor
 
 
@@ -121,6 +132,10 @@ class Endpoints:
         ]
         self.budgets: list[Any] = []
         self._before: list[dict[str, int]] = []
+        store = options.pool.quota_store
+        self.store = None if store in (None, "memory") else store
+        """The quota store the workers share each account's limits through (``--quota-store``
+        given, and not ``memory``: one process's), else None (the budgets grant)."""
 
     @property
     def first(self) -> Target:
@@ -144,12 +159,17 @@ class Endpoints:
             budget(target, self.options, out, None if self.solo else spec)
             for spec, target in zip(self.specs, self.targets, strict=True)
         ]
-        self._before = [_granted(actor) for actor in self.budgets]
+        self._before = [
+            _granted(actor, spec.name) for spec, actor in zip(self.specs, self.budgets, strict=True)
+        ]
         endpoints = []
         for spec, target, actor in zip(self.specs, self.targets, self.budgets, strict=True):
             where = self.options.endpoint if self.solo else spec_endpoint(spec)
             sends = replace(where, base_url=target.base_url, api_key=target.key, mock=None)
-            endpoints.append(Endpoint(spec, sends, target.key_source, actor))
+            store = None if target.is_mock else self.store
+            endpoints.append(
+                Endpoint(spec, sends, target.key_source, actor, store, loopback_mock=target.is_mock)
+            )
         return endpoints
 
     def stop(self) -> None:
@@ -158,33 +178,32 @@ class Endpoints:
             target.stop()
 
     def keep_counts(self, out: Path) -> None:
-        """Keep the budgets' quota-day counts in ``out``'s ledger, as a local run does, and count
-        this run's requests in the quota store runs on each account share. Endpoints sharing an
-        account share its budget: the first of them keeps its counts."""
+        """Keep each endpoint's quota-day counts in ``out``'s ledger, as a local run does (under
+        its name in a pool, even where endpoints share an account), and count this run's requests
+        in the quota store runs on each account share, unless the workers counted them there as
+        they sent (``--quota-store``)."""
         ray = import_ray()
         counts: dict[str, DailyCount] = {}
-        seen: set[str] = set()
-        for i, (spec, target) in enumerate(zip(self.specs, self.targets, strict=True)):
-            account = spec_account(spec, target)
-            if account.id in seen or i >= len(self.budgets):
-                continue
-            seen.add(account.id)
-            actor = self.budgets[i]
+        for spec, target, actor, before in zip(
+            self.specs, self.targets, self.budgets, self._before, strict=False
+        ):
             prefix = "" if self.solo else f"{spec.name}/"
-            for model, saved in ray.get(actor.days.remote()).items():
+            for model, saved in ray.get(actor.days.remote(spec.name)).items():
                 count = DailyCount(rolling="times" in saved, keep_times="times" in saved)
                 count.restore(saved)
                 counts[prefix + model] = count
-            now = _granted(actor)
-            sent = {m: n - self._before[i].get(m, 0) for m, n in now.items()}
-            if not target.is_mock:  # the embedded mock spends no one's quota
-                _count_in_store(self.options, account, sent)
+            if target.is_mock or self.store is not None:
+                continue  # the embedded mock spends no one's quota; a store counted as it went
+            now = _granted(actor, spec.name)
+            sent = {m: n - before.get(m, 0) for m, n in now.items()}
+            _count_in_store(self.options, spec_account(spec, target), sent)
         Ledger(out).save(counts)
 
 
-def _granted(actor: Any) -> dict[str, int]:
-    """Requests the budget has granted so far, per model."""
-    counters: dict[str, tuple[int, int]] = import_ray().get(actor.counters.remote())
+def _granted(actor: Any, endpoint: str) -> dict[str, int]:
+    """Requests the budget has granted ``endpoint`` so far and not taken back (sent), per
+    model."""
+    counters: dict[str, tuple[int, int]] = import_ray().get(actor.counters.remote(endpoint))
     return {model: granted for model, (granted, _) in counters.items()}
 
 

@@ -1,6 +1,6 @@
 """``batcher run --ray``: a run of job files on a cluster, reading and writing its output directory
-as a local run does (the lock, ``run.json``, resuming, the ledger, the summary), and its stop on a
-signal (``Interrupt``).
+as a local run does (the lock, ``run.json``, resuming: ``_rundir.start``, as ``Runner`` does; the
+ledger, the summary), and its stop on a signal (``Interrupt``).
 
 The driver reads and checks the jobs, hands those not yet finished to the workers as pickled rows
 of a dataset, counts their result rows as they come back, and says how the run ended: a fatal
@@ -23,11 +23,9 @@ from .._core.idset import IdSet
 from .._core.stats import RunSummary
 from .._engine.tally import Tally
 from .._jobs import JobSource
-from .._rundir.dirlock import DirLock
-from .._rundir.image_files import clear_partial
-from .._rundir.manifest import Manifest
-from .._rundir.resume import plan_resume
 from .._rundir.rows import Record
+from .._rundir.start import RunStart
+from .._rundir.store import ResultStore
 from .blocks import recover, wait_for_writers
 from .cluster import connect, import_ray
 from .endpoints import Endpoints
@@ -76,30 +74,23 @@ def run_files(
         defaults=opts.media.job_defaults(),
         served=endpoints.served,
     )
-    lock = DirLock(path)
-    lock.acquire()
+    start = RunStart(path, ResultStore(path, parsed=parsed), source)
+    scanned = start.scan_if_fresh()
+    start.acquire()  # before anything in DIR is read or written
     try:
         wait_for_writers(path)
-        old = Manifest.read(path)
-        if old is not None:
-            old.check_same_run(provider_name, opts.requests.model, path)
-            old.check_same_schema(schema_json, path, opts.resume.redo_changed)
+        plan = start.plan(first.provider, provider_name, opts, schema_json, scanned)
         check_no_batches(path)
-        store = recover(path, parsed)
-        plan = plan_resume(source, store, first.provider, opts.resume)
+        recover(path, parsed)  # what dead workers left is compacted; no block marker is kept
         endpoints.start()
-        Manifest(
+        start.begin(
+            opts,
             provider=provider_name,
-            model=opts.requests.model,
             base_url="mock" if first.is_mock else first.base_url,
             total=plan.total,
-            inputs=source.inputs,
-            quota_day=opts.limits.quota_day,
-            limits=endpoints.specs[0].limits,
             schema=schema_json,
-            endpoints={} if endpoints.solo else {s.name: s.limits for s in endpoints.specs},
-        ).write(path)
-        clear_partial(path)
+            pool=None if endpoints.solo else endpoints.specs,
+        )
         tally = tally or Tally(ThreadClock())
         tally.total = plan.total
         rows = []
@@ -177,7 +168,7 @@ def run_files(
         )
     finally:
         endpoints.stop()
-        lock.release()
+        start.release()
 
 
 class Interrupt:

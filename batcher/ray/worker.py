@@ -4,7 +4,8 @@
 (pickled by the driver, or rows parsed here for ``batcher.ray.process``), sends them through the
 same pool, executors and lanes as a local run, its lanes gated by the cluster's budgets
 (``ray.worker_pool``), reserves each job's cost first under ``--budget``, and journals the
-block's results in the output directory (``ray.blocks.BlockJournal``).
+block's results in the output directory (``ray.blocks.BlockJournal``) through the run's one consumer
+of outcomes (``_engine.consume.Consumer``), as a local run journals its results.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from .._config.options import UNPACED, RunOptions
 from .._config.prices import Prices
 from .._config.schema import load_schema
 from .._core.clock import SystemClock
-from .._core.errors import BatcherError, InputError, InputProblem, WriteFailed
+from .._core.errors import BatcherError, InputError, InputProblem
 from .._core.idset import IdSet
-from .._engine.budget import Reservation, unpriced
-from .._engine.outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .._engine.budget import Reservation
+from .._engine.consume import Consumer
+from .._engine.outcome import ABANDONED, Done, Outcome
 from .._engine.pool import Pool, PoolExecutor
+from .._engine.scheduler import BEAT_EVERY
 from .._engine.tally import Tally
 from .._jobs import Job
 from .._jobs._formats import parse_row
@@ -97,6 +100,12 @@ class BlockWorker:
         )
         """Every model the pool's endpoints serve; None for a run without ``--pool``."""
         self.clock = SystemClock()
+        self.tally = Tally(self.clock)
+        """This worker's counts (the driver counts the run's from the rows that come back)."""
+        self._beat: asyncio.Task[None] | None = None
+        self._counted: dict[tuple[str, str], int] = {}
+        """Requests each (endpoint, model) lane sent through the quota store that the budget's
+        day already counts."""
         self._failed: BatcherError | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -108,15 +117,43 @@ class BlockWorker:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _open(self) -> Pool:
-        return open_worker_pool(
+        pool = await open_worker_pool(
             self.endpoints,
             self.options,
             schema=self.schema,
             clock=self.clock,
-            tally=Tally(self.clock),
+            tally=self.tally,
             prices=self.prices,
             out=self.out,
         )
+        if pool.store is not None:  # leases renewed while this worker lives, as a run's are
+            self._beat = asyncio.get_running_loop().create_task(self._keep_leases(pool))
+        return pool
+
+    async def _keep_leases(self, pool: Pool) -> None:
+        """Renew the lanes' leases in the quota store every second (``Scheduler``'s pace): a
+        lane with demand holds its share, an idle one lets the others have it."""
+        while True:
+            await anyio.sleep(BEAT_EVERY)
+            await pool.beat()
+
+    async def _end_block(self) -> None:
+        """Hand back what the lanes hold of the day's quota and did not send (a gate's slots, a
+        store's reserved block), so that the day counts the requests sent: the next block asks
+        afresh. Requests admitted through a store are counted in the budget's day too, under
+        their endpoint's name, for the run's ledger."""
+        now = self.clock.time()
+        for endpoint, route in zip(self.endpoints, self.pool.routes, strict=True):
+            for model, lane in list(route.lanes.by_model.items()):
+                if lane.gate is not None:
+                    await lane.gate.flush()
+                if lane.quota is not None:
+                    await lane.quota.close()
+                    key = (endpoint.spec.name, model)
+                    spent = lane.daily.spent(now)
+                    sent, self._counted[key] = spent - self._counted.get(key, 0), spent
+                    if sent > 0:
+                        await endpoint.budget.count_sent.remote(model, now, sent, key[0])
 
     def __call__(self, batch: Any) -> Any:
         """One block (a pyarrow table of job rows) -> its results (a table of result rows)."""
@@ -174,15 +211,18 @@ class BlockWorker:
         finished = {r["id"] for r in journal.begin()}
         if journal.complete:
             return journal.rows
+        # the run's one consumer of outcomes, writing into this block's journal: a finished job
+        # is journaled, a deferred one left for a rerun, a fatal answer, an outage or a failed
+        # write stops the block (and this worker)
+        consumer: Consumer[BlockJournal] = Consumer(journal, self.tally)
         for record in bad:
             if record.id not in finished:
-                journal.append(record)
-        failure: list[tuple[BatcherError, str | None]] = []
+                consumer.record(record)
         limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
 
         async def one(job: Job) -> None:
             async with limiter:
-                if failure or self._over_budget:
+                if consumer.stopped or consumer.unpriced or self._over_budget:
                     return
                 assert job.model is not None
                 reservation = None
@@ -192,7 +232,7 @@ class BlockWorker:
                         self._over_budget = True
                         _, model = await self.spend.stopped.remote()
                         if model is not None:  # no price: nothing bounds its cost
-                            failure.append((unpriced(model), None))
+                            consumer.unpriced = model
                             tg.cancel_scope.cancel()
                         return
                 outcome: Outcome = ABANDONED
@@ -202,31 +242,26 @@ class BlockWorker:
                     if reservation is not None:
                         with anyio.CancelScope(shield=True):
                             await self._settle(reservation, outcome)
-            if isinstance(outcome, Done):
-                try:
-                    journal.append(outcome.record)
-                except WriteFailed as e:
-                    failure.append((e, None))
-                    tg.cancel_scope.cancel()
-            elif isinstance(outcome, Fatal):
-                failure.append((outcome.error, outcome.model))
-                tg.cancel_scope.cancel()
-            elif isinstance(outcome, Halted):
-                failure.append((outcome.error, None))
-                tg.cancel_scope.cancel()
-            elif isinstance(outcome, Deferred):
-                pass  # the day's quota is spent: the job is left for a rerun after the reset
+            consumer.take(outcome)
 
-        async with anyio.create_task_group() as tg:
-            for job in todo:
-                if job.id not in finished:
-                    tg.start_soon(one, job)
+        try:
+            async with anyio.create_task_group() as tg:
+                consumer.on_stop(tg.cancel_scope.cancel)
+                for job in todo:
+                    if job.id not in finished:
+                        tg.start_soon(one, job)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._end_block()
         rows_out = await anyio.to_thread.run_sync(journal.finish)
-        if failure:
-            error, model = failure[0]
+        try:
+            consumer.raise_stop()
+        except BatcherError as error:
+            fatal = consumer.fatal
+            model = fatal.model if fatal is not None and error is fatal.error else None
             self._failed = error
             await self.endpoints[0].budget.fail.remote(self.run, error, model)
-            raise error
+            raise
         return rows_out
 
     async def _reserve(self, job: Job) -> Reservation | None:
