@@ -218,6 +218,8 @@ def _job_problem(
     media = job.media
     if media and endpoint == "images":
         return "the images endpoint takes a prompt only: this job sends images or files"
+    if endpoint == "responses" and job.stop:
+        return "the Responses API takes no stop sequences: drop 'stop' or use --endpoint chat"
     why = _media_problem(job, provider) if media else None
     if why is None and endpoint == "responses":
         why = _responses_media_problem(job)
