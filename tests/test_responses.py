@@ -334,6 +334,8 @@ def test_what_the_responses_api_cannot_take_is_refused_before_sending(
         ("gemini", ARGV),
         ("openai", (*ARGV, "--mode", "batch")),
         ("openai", (*ARGV, "--size", "1024x1024")),
+        ("gemini", ("--reasoning-effort", "low")),
+        ("openai", ("--endpoint", "embeddings", "--reasoning-effort", "low")),
     ):
         assert run_cli(mock_server, provider, jobs, out, *flags, "--model", "m") == EXIT_USAGE
         assert not out.exists()

@@ -100,6 +100,13 @@ def check(options: RunOptions, *, ray: bool = False, provider: str | None = None
             raise UsageError("--endpoint embeddings answers vectors: it takes no image options")
         if media.task_type is not None and (provider or options.endpoint.provider) != "gemini":
             raise UsageError("--task-type is Gemini's taskType: use --provider gemini")
+    if media.reasoning_effort is not None and (
+        media.api in ("images", "embeddings") or (provider or options.endpoint.provider) != "openai"
+    ):
+        raise UsageError(
+            "--reasoning-effort is OpenAI's (chat's reasoning_effort, the Responses API's "
+            "reasoning.effort): use --provider openai with --endpoint chat or responses"
+        )
     if media.api == "responses":
         if media.modalities or (media.size, media.quality, media.n, media.ipm) != (None,) * 4:
             raise UsageError("--endpoint responses answers text: it takes no image options")
