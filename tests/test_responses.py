@@ -410,3 +410,44 @@ def test_kill_9_mid_run_then_resume_leaves_every_job_once(tmp_path: Path, start_
     assert set(got) == {r["id"] for r in rows}
     assert {r["status"] for r in got.values()} == {"ok"}
     assert kills >= 1
+
+
+# --- the mock's wire ------------------------------------------------------------------------------
+
+
+def _call(body: dict[str, Any]) -> Any:
+    from batcher.mock._wire import Request
+
+    headers = {"authorization": "Bearer k"}
+    return Request("POST", "/v1/responses", headers, {}, json.dumps(body).encode())
+
+
+@pytest.mark.anyio
+async def test_the_mock_enforces_chats_limits_and_refuses_as_openai() -> None:
+    from batcher._config.limits import LimitTable
+    from batcher.mock._pipeline import Pipeline
+
+    config = MockConfig(limits=LimitTable.build(rpm=2), openai_per_second=False)
+    pipeline = Pipeline(config, clock=lambda: 1000.0)
+    body = {"model": "m", "input": "hello", "reasoning": {"effort": "low"}}
+    first = await pipeline.handle(_call(body))
+    assert first.status == 200
+    assert dict(first.headers)["x-ratelimit-limit-requests"] == "2"
+    answer = json.loads(first.body)
+    assert answer["output"][0]["type"] == "reasoning"
+    assert answer["output"][1]["content"][0]["text"] == mock_reply("m", "hello")
+    assert answer["usage"]["output_tokens_details"]["reasoning_tokens"] == REASONING_TOKENS["low"]
+    assert (await pipeline.handle(_call(body))).status == 200
+    limited = await pipeline.handle(_call(body))  # the third request of the minute
+    assert limited.status == 429
+    assert json.loads(limited.body)["error"]["code"] == "rate_limit_exceeded"
+    for bad, said in (
+        ({**body, "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"model": "m", "input": []}, "'input'"),
+        (
+            {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file"}]}]},
+            "file_data",
+        ),
+    ):
+        refused = await Pipeline(MockConfig()).handle(_call(bad))
+        assert refused.status == 400 and said in json.loads(refused.body)["error"]["message"]
