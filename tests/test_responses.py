@@ -332,7 +332,7 @@ def test_what_the_responses_api_cannot_take_is_refused_before_sending(
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"id": "a", "prompt": "x"}])
     for provider, flags in (
         ("gemini", ARGV),
-        ("openai", (*ARGV, "--mode", "batch")),
+        ("openai", (*ARGV, "--ray", "local")),
         ("openai", (*ARGV, "--size", "1024x1024")),
         ("gemini", ("--reasoning-effort", "low")),
         ("openai", ("--endpoint", "embeddings", "--reasoning-effort", "low")),
@@ -451,3 +451,23 @@ async def test_the_mock_enforces_chats_limits_and_refuses_as_openai() -> None:
     ):
         refused = await Pipeline(MockConfig()).handle(_call(bad))
         assert refused.status == 400 and said in json.loads(refused.body)["error"]["message"]
+
+
+@pytest.mark.parametrize("mode", ["batch", "auto"])
+def test_batch_mode_sends_responses_lines_at_half_price(
+    tmp_path: Path, mock_server: MockServer, mode: str
+) -> None:
+    rows = [{"id": f"b{i}", "prompt": f"Ana: lamp {i} broke"} for i in range(6)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    argv = (*ARGV, "--model", "gpt-5-mini", "--schema", str(TICKETS), "--mode", mode)
+    assert run_cli(mock_server, "openai", jobs, out, *argv, "--batch-min", "1") == 0
+    got = read_results(out)
+    assert {(r["status"], r["via"]) for r in got.values()} == {("ok", "batch")}
+    thought = REASONING_TOKENS["medium"]  # gpt-5-mini reasons by default
+    for row in got.values():
+        assert row["parsed"]["sentiment"] in ("positive", "neutral", "negative")
+        assert row["output_tokens"] == count_tokens(row["text"]) + thought
+        # gpt-5-mini: $0.25 in, $2.00 out a million tokens, half price by batch
+        want = (row["input_tokens"] * 0.25 + row["output_tokens"] * 2.00) / 2e6
+        assert row["cost_usd"] == pytest.approx(want)

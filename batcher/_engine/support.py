@@ -61,9 +61,7 @@ TABLE: tuple[Capability, ...] = (
         ("--endpoint responses",),
         lambda o: o.media.api == "responses",
         refused={
-            "batch": "not yet; its batch lines go to /v1/responses, which batcher's batch "
-            "chunks do not build yet (run --mode online)",
-            "ray": "not yet; a cluster's workers speak chat/completions (run without --ray)",
+            "ray": "not yet; a cluster's workers are not tested on it (run without --ray)",
         },
     ),
     # with --ray, batch.run sends them from the driver and joins no cluster (it says so)
