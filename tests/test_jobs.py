@@ -200,6 +200,7 @@ def test_the_default_model_fills_in_only_where_a_job_names_none(tmp_path: Path) 
 
 def test_the_package_exports() -> None:
     assert batcher._jobs.__all__ == [
+        "REASONING_EFFORTS",
         "TASK_TYPES",
         "ColumnOptions",
         "Job",

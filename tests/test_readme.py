@@ -55,6 +55,7 @@ def test_every_refusal_of_the_table_is_made_before_anything_is_written(tmp_path:
         "image options": {"size": "1024x1024"},
         "provider batches": {"mode": "batch"},
         "embeddings": {"api": "embeddings"},
+        "OpenAI's Responses API": {"api": "responses"},
     }
     assert set(asked) == {cap.name for cap in TABLE}
     for cap in TABLE:

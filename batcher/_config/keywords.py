@@ -71,12 +71,13 @@ class RunKeywords(TypedDict, total=False):
     batch_queue_tokens: int | None
     poll_interval: float
     modalities: tuple[str, ...]
-    api: Literal["chat", "images", "embeddings"]
+    api: Literal["chat", "responses", "images", "embeddings"]
     size: str | None
     quality: str | None
     n: int | None
     ipm: int | None
     dimensions: int | None
     task_type: str | None
+    reasoning_effort: str | None
     pool_file: str | None
     quota_store: str | None

@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 from .._core.errors import BadOption
 from .._core.flag import flag
-from .._jobs import TASK_TYPES
+from .._jobs import REASONING_EFFORTS, TASK_TYPES
 
 __all__ = ["MediaOptions"]
 
 
 _MODALITIES = ("text", "image")
-_APIS = ("chat", "images", "embeddings")
+_APIS = ("chat", "responses", "images", "embeddings")
 
 
 def _modalities(text: str) -> tuple[str, ...]:
@@ -42,18 +42,20 @@ class MediaOptions:
             parse=_modalities,
         ),
     )
-    api: Literal["chat", "images", "embeddings"] = field(
+    api: Literal["chat", "responses", "images", "embeddings"] = field(
         default="chat",
         metadata=flag(
-            "chat (default); images: OpenAI-compatible POST /images/generations, each job's "
-            "prompt making images saved under DIR/images/; embeddings: each job's text embedded "
-            "(OpenAI /embeddings, Gemini batchEmbedContents), many jobs packed in a request, "
-            "each vector in the column 'embedding'",
+            "chat (default); responses: OpenAI's POST /responses, the same jobs (newer models "
+            "are offered there only); images: OpenAI-compatible POST /images/generations, each "
+            "job's prompt making images saved under DIR/images/; embeddings: each job's text "
+            "embedded (OpenAI /embeddings, Gemini batchEmbedContents), many jobs packed in a "
+            "request, each vector in the column 'embedding'",
             choices=_APIS,
             name="--endpoint",
         ),
     )
-    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), images
+    """Which API of the provider: chat (``chat/completions`` or ``generateContent``), OpenAI's
+    responses (``responses``), images
     (``images/generations``) or embeddings (``embeddings`` or ``batchEmbedContents``).
     ``--endpoint`` on the command line."""
     size: str | None = field(
@@ -95,6 +97,15 @@ class MediaOptions:
         ),
     )
 
+    reasoning_effort: str | None = field(
+        default=None,
+        metadata=flag(
+            "how hard OpenAI's reasoning models think, for jobs that set none: low, medium or "
+            "high (the Responses API's reasoning.effort, chat's reasoning_effort)",
+            choices=REASONING_EFFORTS,
+        ),
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.modalities, str):
             object.__setattr__(self, "modalities", _modalities(self.modalities))
@@ -102,7 +113,9 @@ class MediaOptions:
         if bad:
             raise BadOption("modalities", f"takes text and/or image, not {bad}")
         if self.api not in _APIS:
-            raise BadOption("api", f"takes chat, images or embeddings, not {self.api!r}")
+            raise BadOption("api", f"takes {', '.join(_APIS)}, not {self.api!r}")
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise BadOption("reasoning_effort", f"takes one of {', '.join(REASONING_EFFORTS)}")
         if self.dimensions is not None and not 1 <= self.dimensions <= 65_536:
             raise BadOption("dimensions", f"must be from 1 to 65,536, got {self.dimensions}")
         if self.task_type is not None and self.task_type not in TASK_TYPES:
@@ -124,4 +137,5 @@ class MediaOptions:
             "size": self.size,
             "quality": self.quality,
             "task_type": self.task_type,
+            "reasoning_effort": self.reasoning_effort,
         }

@@ -88,9 +88,24 @@ class OutputSchema:
             _ = self.strict_schema
         _ = self._validate
 
-    def request(self, provider: str, body: dict[str, Any]) -> dict[str, Any]:
+    def request(
+        self, provider: str, body: dict[str, Any], *, responses: bool = False
+    ) -> dict[str, Any]:
         """``body`` asking for answers in this schema; a body that already asks for a format of
-        its own (a native batch-API line) is left as it is."""
+        its own (a native batch-API line) is left as it is. ``responses``: the body is OpenAI's
+        Responses API's, which takes the same strict schema under ``text.format``."""
+        if provider == "openai" and responses:
+            # https://platform.openai.com/docs/api-reference/responses/create#responses-create-text
+            text = dict(body.get("text") or {})
+            if "format" in text:
+                return body
+            text["format"] = {
+                "type": "json_schema",
+                "name": self.name,
+                "schema": self.strict_schema,
+                "strict": True,
+            }
+            return {**body, "text": text}
         if provider == "openai":
             # https://platform.openai.com/docs/api-reference/chat/create#chat-create-response_format
             if "response_format" in body:

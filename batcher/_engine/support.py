@@ -56,6 +56,14 @@ TABLE: tuple[Capability, ...] = (
             "(run without --ray)",
         },
     ),
+    Capability(
+        "OpenAI's Responses API",
+        ("--endpoint responses",),
+        lambda o: o.media.api == "responses",
+        refused={
+            "ray": "not yet; a cluster's workers are not tested on it (run without --ray)",
+        },
+    ),
     # with --ray, batch.run sends them from the driver and joins no cluster (it says so)
     Capability("provider batches", ("--mode batch|auto", "--cancel-batches"),
                lambda o: o.batch.mode != "online" or o.batch.cancel_batches),
@@ -90,6 +98,20 @@ def check(options: RunOptions, *, ray: bool = False, provider: str | None = None
             raise UsageError("--endpoint embeddings answers vectors: it takes no image options")
         if media.task_type is not None and (provider or options.endpoint.provider) != "gemini":
             raise UsageError("--task-type is Gemini's taskType: use --provider gemini")
+    if media.reasoning_effort is not None and (
+        media.api in ("images", "embeddings") or (provider or options.endpoint.provider) != "openai"
+    ):
+        raise UsageError(
+            "--reasoning-effort is OpenAI's (chat's reasoning_effort, the Responses API's "
+            "reasoning.effort): use --provider openai with --endpoint chat or responses"
+        )
+    if media.api == "responses":
+        if media.modalities or (media.size, media.quality, media.n, media.ipm) != (None,) * 4:
+            raise UsageError("--endpoint responses answers text: it takes no image options")
+        if (provider or options.endpoint.provider) != "openai":
+            raise UsageError(
+                "--endpoint responses speaks OpenAI's Responses API: use --provider openai"
+            )
     if "image" in media.modalities and (provider or options.endpoint.provider) != "gemini":
         raise UsageError(
             "--modalities text,image sets Gemini's responseModalities: use --provider gemini "

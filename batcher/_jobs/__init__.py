@@ -18,10 +18,11 @@ A row is one input line or Parquet row; a record, elsewhere in batcher, is only 
 from __future__ import annotations
 
 from ._columns import ColumnOptions
-from ._model import TASK_TYPES, Job, Message, NativeRequest, Part, ProviderName
+from ._model import REASONING_EFFORTS, TASK_TYPES, Job, Message, NativeRequest, Part, ProviderName
 from ._source import JobSource
 
 __all__ = [
+    "REASONING_EFFORTS",
     "TASK_TYPES",
     "ColumnOptions",
     "Job",

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 from .._core.media import Media, MediaKind
 from .._core.stores import STORES
-from ._model import Job, Message, NativeRequest
+from ._model import REASONING_EFFORTS, Job, Message, NativeRequest
 from ._readers import BadRow, Row
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "JobFields",
     "Sampling",
     "count_of",
+    "effort_of",
     "maybe_json",
     "media_ref",
     "media_refs",
@@ -45,6 +46,7 @@ class Sampling:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ class JobFields:
             max_tokens=s.max_tokens,
             top_p=s.top_p,
             stop=s.stop,
+            reasoning_effort=s.reasoning_effort,
             native=self.native,
             source=source,
             n=self.image.n,
@@ -135,7 +138,20 @@ def sampling_of(obj: Mapping[str, Any]) -> Sampling:
         max_tokens=count_of(obj, "max_tokens"),
         top_p=number_of(obj, "top_p"),
         stop=stop_of(obj.get("stop"), "stop"),
+        reasoning_effort=effort_of(obj),
     )
+
+
+def effort_of(obj: Mapping[str, Any]) -> str | None:
+    """A row's ``reasoning_effort``, or the Responses form ``reasoning: {effort}``."""
+    v = obj.get("reasoning_effort")
+    if v is None and isinstance(obj.get("reasoning"), Mapping):
+        v = obj["reasoning"].get("effort")
+    if v is None:
+        return None
+    if v not in REASONING_EFFORTS:
+        raise BadRow(f"'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}, got {v!r}")
+    return str(v)
 
 
 def row_id(row: Row, key: str) -> str | None:

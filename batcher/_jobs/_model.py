@@ -8,7 +8,16 @@ from typing import Any, Literal, TypeAlias
 
 from .._core.media import Media
 
-__all__ = ["TASK_TYPES", "Job", "Message", "NativeRequest", "Part", "ProviderName", "Role"]
+__all__ = [
+    "REASONING_EFFORTS",
+    "TASK_TYPES",
+    "Job",
+    "Message",
+    "NativeRequest",
+    "Part",
+    "ProviderName",
+    "Role",
+]
 
 ProviderName: TypeAlias = Literal["openai", "gemini"]
 Role: TypeAlias = Literal["system", "user", "assistant"]
@@ -24,6 +33,10 @@ TASK_TYPES = (
     "FACT_VERIFICATION",
 )
 """Gemini's embedding task types (https://ai.google.dev/api/embeddings#tasktype)."""
+
+REASONING_EFFORTS = ("low", "medium", "high")
+"""How hard an OpenAI reasoning model thinks (Responses ``reasoning.effort``, chat's
+``reasoning_effort``); https://platform.openai.com/docs/guides/reasoning"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,8 @@ class Job:
     task_type: str | None = None
     """What the vector is for, e.g. ``RETRIEVAL_QUERY`` (the embeddings endpoint, Gemini's
     ``taskType``)."""
+    reasoning_effort: str | None = None
+    """How hard an OpenAI reasoning model thinks: low, medium or high (``REASONING_EFFORTS``)."""
 
     @classmethod
     def from_prompt(cls, id: str, prompt: str, **kwargs: Any) -> Job:

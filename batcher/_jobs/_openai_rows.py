@@ -107,6 +107,7 @@ _OPENAI_BODY_KEYS = {
     "max_completion_tokens",
     "top_p",
     "stop",
+    "reasoning_effort",
 }
 
 

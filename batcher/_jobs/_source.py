@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 from .._core.errors import InputError, InputProblem, UsageError
 from .._core.idset import duplicates, id_hash
-from .._core.media import INLINE_LIMIT, media_problem
+from .._core.media import INLINE_LIMIT, media_problem, probe
 from .._core.stores import is_url
 from ._columns import ColumnOptions
 from ._fields import Base
@@ -238,11 +238,26 @@ def _job_problem(
         )
     if not job.messages or not any(m.role != "system" for m in job.messages):
         return "no user message to send"
+    if job.reasoning_effort is not None and (provider != "openai" or endpoint in _NO_EFFORT):
+        return (
+            "'reasoning_effort' is OpenAI's (chat's reasoning_effort, the Responses API's "
+            "reasoning.effort): use --provider openai with --endpoint chat or responses"
+        )
     if endpoint == "embeddings":
         return _embed_problem(job, provider)
     if job.task_type is not None:
         return "'task_type' is a field of embedding jobs: use --endpoint embeddings"
     native = job.native
+    if (
+        endpoint == "responses"
+        and native is not None
+        and (native.provider != "openai" or native.unconvertible)
+    ):
+        lost = ", ".join(native.unconvertible) or "its Gemini request"
+        return (
+            f"--endpoint responses builds its requests from a job's turns: this batch line's "
+            f"{lost} has no place in them (write the job as a 'messages' line)"
+        )
     if native is not None and native.provider != provider and native.unconvertible:
         return (
             f"this {native.provider} batch line cannot be sent to {provider} without losing "
@@ -260,7 +275,29 @@ def _job_problem(
     media = job.media
     if media and endpoint == "images":
         return "the images endpoint takes a prompt only: this job sends images or files"
-    return _media_problem(job, provider) if media else None
+    if endpoint == "responses" and job.stop:
+        return "the Responses API takes no stop sequences: drop 'stop' or use --endpoint chat"
+    why = _media_problem(job, provider) if media else None
+    if why is None and endpoint == "responses":
+        why = _responses_media_problem(job)
+    return why
+
+
+_NO_EFFORT = frozenset({"images", "embeddings"})
+"""Endpoints whose requests have no reasoning effort."""
+
+
+def _responses_media_problem(job: Job) -> str | None:
+    """Why a file of ``job`` cannot go to the Responses API: it takes images and files
+    (``input_image``, ``input_file``) but no audio. Called once ``_media_problem`` found every
+    file readable. https://platform.openai.com/docs/api-reference/responses/create"""
+    for m in job.media:
+        if m.is_url:
+            continue
+        mime = probe(m, dims=False).mime or ""
+        if mime.startswith("audio/"):
+            return f"{m.kind} {m.label}: the Responses API takes no audio (use --endpoint chat)"
+    return None
 
 
 def _embed_problem(job: Job, provider: ProviderName) -> str | None:

@@ -16,8 +16,8 @@ from ._wire import Request, Response, json_response
 
 __all__ = ["OpenAIBatches"]
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/images/generations")
-"""The Batch API endpoints the mock runs (OpenAI's take more: embeddings, responses...)."""
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/images/generations")
+"""The Batch API endpoints the mock runs (OpenAI's take more: embeddings, moderations...)."""
 
 
 class OpenAIBatches(BatchAPI):

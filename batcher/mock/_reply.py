@@ -34,8 +34,13 @@ def _cut(text: str, max_tokens: int | None) -> tuple[str, bool]:
 
 def reply_to(call: Call, input_tokens: int, text: str | None = None) -> Reply:
     """The answer to ``call``, whose prompt counts ``input_tokens``: ``text`` if given (a
-    structured answer), else the echo of ``mock_reply``."""
+    structured answer), else the echo of ``mock_reply``. A call's reasoning tokens are spent
+    first: ``max_tokens`` bounds them and the text together."""
     if text is None:
         text = mock_reply(call.model, call.last_user)
-    text, cut = _cut(text, call.max_tokens)
-    return Reply(text, cut, input_tokens, count_tokens(text))
+    thought = call.reasoning_tokens
+    room = call.max_tokens
+    if room is not None and thought >= room:
+        return Reply("", True, input_tokens, room, room)
+    text, cut = _cut(text, None if room is None else room - thought)
+    return Reply(text, cut, input_tokens, count_tokens(text) + thought, thought)

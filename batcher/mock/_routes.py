@@ -9,6 +9,7 @@ from ._gemini import GeminiNative
 from ._gemini_openai import GeminiOpenAIChat
 from ._images import MockFiles, OpenAIImages
 from ._openai import OpenAIChat
+from ._responses import OpenAIResponses
 from ._wire import WireFormat
 
 __all__ = ["Routes"]
@@ -27,9 +28,12 @@ class Routes:
         self.files = MockFiles()
         images = OpenAIImages(self.files)
         embeddings = OpenAIEmbeddings()
+        responses = OpenAIResponses()
         self.exact: dict[str, WireFormat] = {
             "/v1/embeddings": embeddings,
             "/embeddings": embeddings,
+            "/v1/responses": responses,
+            "/responses": responses,
             "/v1/chat/completions": openai,
             "/chat/completions": openai,
             "/v1/images/generations": images,

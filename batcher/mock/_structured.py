@@ -30,8 +30,15 @@ _DEEP = 4
 def schema_of_request(body: Mapping[str, Any]) -> Any:
     """The response schema a request asks for, in either wire format, or None.
 
-    OpenAI: ``response_format: {"type": "json_schema", "json_schema": {"schema": ...}}``;
+    OpenAI: ``response_format: {"type": "json_schema", "json_schema": {"schema": ...}}``, or
+    on the Responses API ``text: {"format": {"type": "json_schema", "schema": ...}}``;
     Gemini: ``generationConfig.responseJsonSchema`` (or the older ``responseSchema``)."""
+    text = body.get("text")
+    if isinstance(text, Mapping) and isinstance(text.get("format"), Mapping):
+        fmt = text["format"]
+        if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), Mapping):
+            return fmt["schema"]
+        return None
     fmt = body.get("response_format")
     if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema")

@@ -79,16 +79,21 @@ class Call:
     """Each input's vector length (an embeddings call)."""
     encoding: str = "float"
     """How an embeddings call wants its vectors: numbers (``float``) or ``base64``."""
+    reasoning_tokens: int = 0
+    """Tokens a reasoning model thinks before it answers (the Responses API): they come out of
+    ``max_tokens`` first, and count as output."""
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The mock's answer to a call: its text, whether ``max_tokens`` cut it, its token counts."""
+    """The mock's answer to a call: its text, whether ``max_tokens`` cut it, its token counts
+    (``output_tokens`` includes ``reasoning_tokens``, as OpenAI counts them)."""
 
     text: str
     cut: bool
     input_tokens: int
     output_tokens: int
+    reasoning_tokens: int = 0
 
 
 class Refusal(Exception):

@@ -9,6 +9,7 @@ from ._gemini import GeminiProvider
 from ._http import fingerprint, job_fingerprint, send
 from ._images import OpenAIImagesProvider
 from ._openai import OpenAIProvider
+from ._responses import OpenAIResponses
 
 __all__ = [
     "Completion",
@@ -32,13 +33,20 @@ _PROVIDERS: dict[str, type[Provider]] = {
 
 
 def get_provider(name: str, endpoint: str = "chat", *, dimensions: int | None = None) -> Provider:
-    """The provider for a ``--provider`` name, and ``--endpoint`` (chat, images or embeddings,
-    whose vectors have ``dimensions`` if given)."""
+    """The provider for a ``--provider`` name, and ``--endpoint`` (chat, responses, images or
+    embeddings, whose vectors have ``dimensions`` if given)."""
     if endpoint == "embeddings":
         if name not in _PROVIDERS:
             raise UsageError(f"unknown provider {name!r}; choose openai or gemini")
         embedder = OpenAIEmbeddings if name == "openai" else GeminiEmbeddings
         return embedder(dimensions)
+    if endpoint == "responses":
+        if name != "openai":
+            raise UsageError(
+                "--endpoint responses speaks OpenAI's Responses API (OpenAI or a compatible "
+                "server): use --provider openai"
+            )
+        return OpenAIResponses()
     if endpoint == "images":
         if name != "openai":
             raise UsageError(

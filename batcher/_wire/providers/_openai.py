@@ -78,6 +78,8 @@ def build_body(job: Job, model: str, inline: Inline = inline_now) -> dict[str, A
         body["top_p"] = job.top_p
     if job.stop:
         body["stop"] = list(job.stop)
+    if job.reasoning_effort is not None:
+        body["reasoning_effort"] = job.reasoning_effort
     return body
 
 

@@ -42,7 +42,8 @@ __all__ = ["OpenAIBatch"]
 
 ENDPOINT = "/v1/chat/completions"
 """The batch endpoint of chat requests; an images API request goes to ``/v1/images/generations``
-(the Batch API's ``endpoint`` takes either, among others: its create reference)."""
+and a Responses API one to ``/v1/responses`` (the Batch API's ``endpoint`` takes each, among
+others: its create reference)."""
 TAG_KEY = "batcher_tag"
 """The metadata key whose value is batcher's tag of the batch."""
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})

@@ -35,7 +35,8 @@ class SchemaProvider:
 
     def build(self, job: Job, model: str, *inline: Inline) -> RequestSpec:
         spec = self.inner.build(job, model, *inline)
-        return replace(spec, body=self.schema.request(self.name, spec.body))
+        responses = spec.path == "responses"  # OpenAI's Responses API: text.format
+        return replace(spec, body=self.schema.request(self.name, spec.body, responses=responses))
 
     def parse(self, response: Answer) -> Completion:
         completion = self.inner.parse(response)
