@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import batcher
 from batcher._admission.estimate import TokenEstimator, features
 from batcher._cli.exits import EXIT_USAGE
 from batcher._core.tokens import count_tokens
@@ -117,6 +118,12 @@ def test_every_input_is_one_row_packed_to_the_wires_count(
     assert set(results) == {r["id"] for r in rows}
     table = pq.read_table(out / "results")
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    # the library's readers carry the column too: the table typed as the parts, rows as lists
+    whole = batcher.results_table(out, columns=["id", "embedding"])
+    assert whole.schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    assert whole.num_rows == n
+    first = dict(batcher.results(out))[rows[0]["id"]]
+    assert first["embedding"] == pytest.approx(results[rows[0]["id"]]["embedding"])
     for row in rows[:50]:
         got = results[row["id"]]
         assert got["status"] == "ok" and got["text"] is None and got["response"] is None

@@ -378,7 +378,13 @@ def test_results_yields_model_instances_of_the_ok_rows(
         next(batcher.results(out, schema=TICKETS))
     assert run_cli(mock_server, "openai", jobs, tmp_path / "plain") == 0
     with pytest.raises(batcher.UsageError, match="holds no run with a --schema"):
-        next(batcher.results(tmp_path / "plain"))
+        next(batcher.results(tmp_path / "plain", schema=Invoice))
+    rows = dict(batcher.results(tmp_path / "plain"))  # no schema: each ok job's row
+    plain_table = read_results(tmp_path / "plain")
+    assert set(rows) == {k for k, r in plain_table.items() if r["status"] == "ok"} and rows
+    assert all(rows[k]["text"] == plain_table[k]["text"] for k in rows)
+    with pytest.raises(batcher.UsageError, match="holds no run"):
+        next(batcher.results(tmp_path / "nothing"))
 
 
 def test_plan_counts_the_schema_in_the_input_tokens(
