@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .._core.errors import RetryableError, TimedOut
+from .answer_caps import MAX_BODY, ProtocolError, size_text
 from .bodies import FileBody
-from .http1_parser import MAX_BODY, Inflater, ProtocolError, size_text
+from .codings import Inflater
 from .proxy import proxy_refused, untrusted_certificate
 
 if TYPE_CHECKING:
@@ -317,7 +318,7 @@ async def _read(
     """An aiohttp answer's body, within ``caps`` (a ``RetryableError`` naming the cap past, as
     the lean client's), or written to ``sink`` as it arrives (then b""); ``timer`` is pushed
     back a second per 64 KiB received. The body is read as sent (aiohttp decodes nothing), up to
-    the body's cap, its content coding undone by the lean parser's ``Inflater`` up to the
+    the body's cap, its content coding undone by ``codings.Inflater`` up to the
     inflated cap, so a bomb stops at the cap and a gzip body cut short is an error."""
     if response.content_length is not None and response.content_length > caps.body:
         response.close()
