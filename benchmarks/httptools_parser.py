@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import httptools
 
-from batcher._wire.http1_parser import (
-    MAX_BODY,
-    MAX_HEAD,
-    Headers,
-    ProtocolError,
-    decode_body,
-    size_text,
-)
+from batcher._wire.answer_caps import MAX_BODY, MAX_HEAD, ProtocolError, size_text
+from batcher._wire.codings import decode_body
+from batcher._wire.http1_parser import Headers
 
 __all__ = ["LlhttpParser"]
 

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 import batcher
 from batcher import RetryableError
 from batcher._core.errors import TimedOut
+from batcher._wire.answer_caps import ProtocolError
 from batcher._wire.http1 import Http1Transport
-from batcher._wire.http1_parser import ProtocolError, ResponseParser
+from batcher._wire.http1_parser import ResponseParser
 from batcher._wire.transport import AiohttpTransport, Transport
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]

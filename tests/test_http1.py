@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 import batcher
 from batcher import RetryableError, UntrustedCertificate, UsageError
+from batcher._wire.answer_caps import ProtocolError
 from batcher._wire.http1 import Http1Transport
-from batcher._wire.http1_parser import ProtocolError, ResponseParser
+from batcher._wire.http1_parser import ResponseParser
 from batcher._wire.providers._base import rate_hints
 
 try:

@@ -229,7 +229,8 @@ def test_a_pool_whose_keys_are_all_refused_names_every_refusal_in_its_last_word(
     from batcher._config.pool_file import EndpointSpec
     from batcher._core.errors import FatalProviderError
     from batcher._engine.outcome import Fatal
-    from batcher._engine.pool import Pool, PoolExecutor
+    from batcher._engine.pool import Pool
+    from batcher._engine.pool_executor import PoolExecutor
 
     def executor(name: str) -> Any:
         target = SimpleNamespace(

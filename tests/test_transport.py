@@ -15,7 +15,8 @@ import pytest
 from batcher import RetryableError
 from batcher._wire.bodies import FileBody
 from batcher._wire.http1 import Http1Transport
-from batcher._wire.transport import AiohttpTransport, HttpxTransport, Transport
+from batcher._wire.httpx_transport import HttpxTransport
+from batcher._wire.transport import AiohttpTransport, Transport
 
 pytestmark = pytest.mark.anyio
 

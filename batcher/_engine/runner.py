@@ -45,7 +45,8 @@ from .batchapi import BatchExecutor
 from .budget import Budget
 from .consume import Consumer
 from .embed import Packer
-from .pool import Pool, PoolExecutor, open_pool
+from .pool import Pool, open_pool
+from .pool_executor import PoolExecutor
 from .scheduler import Scheduler
 from .tally import Tally
 

@@ -35,7 +35,8 @@ from .._jobs import Job, JobSource
 from .budget import Reservation
 from .consume import Consumer
 from .embed import Packer
-from .pool import Pool, PoolExecutor
+from .pool import Pool
+from .pool_executor import PoolExecutor
 from .tally import Tally
 
 __all__ = ["Scheduler"]

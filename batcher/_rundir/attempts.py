@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .store import JournalStore
+from .journal import JournalStore
 
 __all__ = ["Attempt", "AttemptLog"]
 

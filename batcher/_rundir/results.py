@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from .store import read_part, read_segment
+from .journal import read_part, read_segment
 
 M = TypeVar("M")
 R = TypeVar("R")

@@ -14,9 +14,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from .._config.options import EndpointOptions, RequestOptions, concurrency_ceiling, option_flag
 from .._core.errors import UsageError
 from .http1 import Http1Transport
+from .httpx_transport import HttpxTransport
 from .providers import Provider
 from .proxy import Proxies, Proxy, ssl_context, url_opener
-from .transport import HttpxTransport, Transport
+from .transport import Transport
 
 if TYPE_CHECKING:
     import urllib.request

@@ -28,8 +28,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from .._core.errors import TimedOut, UsageError
+from .answer_caps import MAX_BODY, MAX_HEAD, ProtocolError
 from .bodies import FileBody
-from .http1_parser import MAX_BODY, MAX_HEAD, ProtocolError, ResponseParser
+from .http1_parser import ResponseParser
 from .http1_pool import Connection, ConnectionPool, _Deadline, _Silence, _Stale
 from .proxy import Proxies, proxy_refused, untrusted_certificate
 from .transport import AiohttpTransport, Reply, _no_answer, _timed_out

@@ -11,7 +11,8 @@ import asyncio
 import time
 from collections import deque
 
-from .http1_parser import ProtocolError, ResponseParser
+from .answer_caps import ProtocolError
+from .http1_parser import ResponseParser
 
 __all__ = ["Connection", "ConnectionPool"]
 

@@ -8,7 +8,8 @@ self-hosted servers. ``AiohttpTransport`` carries everything else (the batch API
 downloads, with redirects and large bodies). ``HttpxTransport`` wraps an ``httpx.AsyncClient``:
 for an ``httpx`` transport a caller passes in (``httpx.MockTransport`` in tests, a proxy's
 transport), and for ``bench``. Either way the rest of batcher sees a ``Reply`` or a
-``RetryableError``, never a client's own exceptions.
+``RetryableError``, never a client's own exceptions. (``HttpxTransport`` is in
+``httpx_transport``.)
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .._core.errors import RetryableError, TimedOut
+from .answer_caps import MAX_BODY, ProtocolError, size_text
 from .bodies import FileBody
-from .http1_parser import MAX_BODY, Inflater, ProtocolError, size_text
+from .codings import Inflater
 from .proxy import proxy_refused, untrusted_certificate
 
 if TYPE_CHECKING:
     import ssl
 
-    import httpx
-
     from .proxy import Proxies, Proxy
 
-__all__ = ["MAX_FILE", "AiohttpTransport", "HttpxTransport", "Reply", "Transport"]
+__all__ = ["MAX_FILE", "AiohttpTransport", "Reply", "Transport"]
 
 MAX_FILE = 4 * 2**30
 """The largest answer to a batch API's call, as sent and once inflated: a results file (Gemini
@@ -317,7 +317,7 @@ async def _read(
     """An aiohttp answer's body, within ``caps`` (a ``RetryableError`` naming the cap past, as
     the lean client's), or written to ``sink`` as it arrives (then b""); ``timer`` is pushed
     back a second per 64 KiB received. The body is read as sent (aiohttp decodes nothing), up to
-    the body's cap, its content coding undone by the lean parser's ``Inflater`` up to the
+    the body's cap, its content coding undone by ``codings.Inflater`` up to the
     inflated cap, so a bomb stops at the cap and a gzip body cut short is an error."""
     if response.content_length is not None and response.content_length > caps.body:
         response.close()
@@ -350,85 +350,3 @@ def _over(what: str, cap: int) -> RetryableError:
     """The lean client's error for an answer past a cap: ``what`` with the cap's size in it."""
 
     return _no_answer(ProtocolError("an answer " + what.format(size_text(cap))))
-
-
-class HttpxTransport:
-    """An ``httpx.AsyncClient``, for an httpx transport given by the caller."""
-
-    def __init__(
-        self,
-        base_url: str,
-        headers: Mapping[str, str],
-        *,
-        max_connections: int,
-        timeout: float,
-        connect_timeout: float,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        import httpx  # not imported by runs that do not use it (a seventh of a second)
-
-        self.client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers={**headers, "content-type": "application/json"},
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
-        )
-
-    async def post(self, path: str, body: bytes) -> Reply:
-        import httpx
-
-        try:
-            response = await self.client.post(path, content=body)
-        except httpx.TimeoutException as e:
-            raise _timed_out(type(e).__name__) from None
-        except (httpx.TransportError, ProtocolError) as e:
-            raise _no_answer(e) from None
-        return Reply(response.status_code, response.headers, response.content)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | FileBody | None = None,
-        content_type: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        sink: Path | None = None,
-    ) -> Reply:
-        import httpx
-
-        extra = {**(headers or {}), **({"content-type": content_type} if content_type else {})}
-        url = self.client.base_url.join(path) if path.startswith("/") else path
-        content: Any = body
-        if isinstance(body, FileBody):  # its length said, so it is not sent chunked
-            content, extra = body.pieces(), {**extra, "content-length": str(body.size)}
-        request = self.client.build_request(method, url, content=content, headers=extra)
-        try:
-            response = await self.client.send(request, stream=True)
-            try:
-                if sink is not None and response.is_success:
-                    # inflated as the other transports do (every gzip member, a cut body an error)
-                    coding = response.headers.get("content-encoding", "").strip().lower()
-                    inflater = Inflater(coding, MAX_FILE)
-                    with sink.open("wb") as f:
-                        async for piece in response.aiter_raw():
-                            f.write(inflater.feed(piece))
-                    inflater.end()
-                    return Reply(response.status_code, response.headers, b"")
-                await response.aread()
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as e:
-            raise _timed_out(type(e).__name__) from None
-        except (httpx.TransportError, ProtocolError) as e:
-            raise _no_answer(e) from None
-        return Reply(response.status_code, response.headers, response.content)
-
-    async def download(self, path: str, dest: Path) -> Reply:
-        return await self.request("GET", path, sink=dest)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()

@@ -33,8 +33,9 @@ from .._core.codec import dumps
 from .._core.errors import UsageError, WriteFailed
 from .._core.idset import IdSet
 from .._rundir.durable import fsync_dir, write_all, writing
+from .._rundir.journal import PART, read_part, read_segment
 from .._rundir.rows import Record
-from .._rundir.store import PART, ResultStore, read_part, read_segment
+from .._rundir.store import ResultStore
 
 __all__ = [
     "WRITERS",

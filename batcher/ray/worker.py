@@ -28,7 +28,8 @@ from .._core.idset import IdSet
 from .._engine.budget import Reservation
 from .._engine.consume import Consumer
 from .._engine.outcome import ABANDONED, Done, Outcome
-from .._engine.pool import Pool, PoolExecutor
+from .._engine.pool import Pool
+from .._engine.pool_executor import PoolExecutor
 from .._engine.scheduler import BEAT_EVERY
 from .._engine.tally import Tally
 from .._jobs import Job
