@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from ._core.clock import Clock, SystemClock
     from ._engine.runner import Runner, RunOptions
     from ._jobs import ColumnOptions
+    from ._rundir.answers import results, results_table
     from ._rundir.export import Exported, export
-    from ._rundir.results import results, results_table
 
 # Loaded on first use, so that `batcher --help` and `batcher status` start fast (no httpx, anyio).
 # The option groups, one per section of RunOptions: (module, name there).
@@ -66,10 +66,10 @@ _LAZY = {
     "BatchOptions": ("._config.cost_options", "BatchOptions"),
     "MediaOptions": ("._config.media_options", "MediaOptions"),
     "PoolOptions": ("._config.quota_options", "PoolOptions"),
-    "results": ("._rundir.results", "results"),
+    "results": ("._rundir.answers", "results"),
     "export": ("._rundir.export", "export"),
     "Exported": ("._rundir.export", "Exported"),
-    "results_table": ("._rundir.results", "results_table"),
+    "results_table": ("._rundir.answers", "results_table"),
 }
 
 
