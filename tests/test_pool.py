@@ -396,3 +396,37 @@ priority = 1
     )
     assert "endpoint 'b'" in capsys.readouterr().err
     assert not (out / "results").exists() or not read_results(out)
+
+
+def test_priority_decides_between_idle_endpoints_however_slow_the_clock_reads() -> None:
+    """Two idle endpoints can both send now, so the preferred one is picked, even when a thread
+    switch between two clock readings (10 ms and more on a loaded machine, more than a request's
+    spacing at 6,000 RPM) makes the first endpoint look later than the second: every lane is
+    judged at one reading."""
+    from typing import Any
+
+    from batcher._admission.lane import Lane
+    from batcher._config.pool_file import EndpointSpec
+    from batcher._engine.pool import Pool
+
+    class SlowReads:
+        """A clock whose first reading is 0 and every later one 20 ms on."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def monotonic(self) -> float:
+            self.reads += 1
+            return 0.0 if self.reads == 1 else 0.02
+
+        def time(self) -> float:
+            return 1_700_000_000.0
+
+    clock: Any = SlowReads()
+    pool = Pool(None)
+    for name, priority in (("one", 5), ("two", 0)):
+        spec = EndpointSpec(name=name, provider="openai", models={"m": "m"}, priority=priority)
+        lanes: Any = {"m": Lane("m", Limits(rpm=6000), clock)}
+        pool.add(spec, None, None, lanes, owned=False)  # type: ignore[arg-type]
+    route = pool.pick("m")
+    assert route is not None and route.spec.name == "one"

@@ -356,10 +356,10 @@ class Lane:
         """Seconds between two requests at the lane's pace (0 without an RPM)."""
         return self.pace.interval(self.limits.rpm, self.share)
 
-    def eta(self) -> float:
-        """About when a request joining the lane now would leave (monotonic time): for choosing
-        between lanes that serve one model. Down endpoints are probed, so they come last."""
-        now = self.clock.monotonic()
+    def eta(self, now: float) -> float:
+        """About when a request joining the lane at ``now`` would leave (monotonic time): for
+        choosing between lanes that serve one model. Down endpoints are probed, so they come
+        last."""
         start = max(now, self.pace.paused_until, self.pace.r_next)
         if self.outage.down:
             start = max(start, now + 60.0)

@@ -160,12 +160,14 @@ class Pool:
             return route if ok else None
         best: tuple[float, int, int] | None = None
         chosen = None
+        now: float | None = None  # one reading for every lane: a thread switch between two
+        # readings (10 ms and more on a loaded machine) would otherwise outweigh the priority
         for route in self.candidates(model):
             lane = route.lane(model)
             if route in skip or lane.blocked() is not None:
                 continue
-            now = lane.clock.monotonic()
-            wait = max(0.0, lane.eta() - now - lane.spacing())
+            now = lane.clock.monotonic() if now is None else now
+            wait = max(0.0, lane.eta(now) - now - lane.spacing())
             key = (wait, -route.spec.priority, lane.waiting)
             if best is None or key < best:
                 best, chosen = key, route
