@@ -12,13 +12,14 @@ removed once it is closed.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .._core.codec import dumps, loads
 
 __all__ = [
     "Cut",
@@ -64,7 +65,7 @@ def read_entries(folder: Path) -> list[Entry] | None:
     except FileNotFoundError:
         return None
     with f:
-        return [Entry(*json.loads(line)) for line in f if line.endswith(b"\n")]
+        return [Entry(*loads(line)) for line in f if line.endswith(b"\n")]
 
 
 def has_entries(folder: Path) -> bool:
@@ -118,7 +119,7 @@ class Cut:
     def add(self, entry: Entry, line: bytes, size: int, tokens: int) -> None:
         self._input.write(line + b"\n")
         row: list[Any] = [entry.id, entry.source, entry.fingerprint, entry.max_tokens]
-        self._jobs.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        self._jobs.write(dumps(row) + b"\n")
         self.ids.append(entry.id)
         self.max_tokens.append(entry.max_tokens)
         self.size += size

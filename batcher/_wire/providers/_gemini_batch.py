@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..._core.codec import loads
 from ..._core.errors import RetryableError
 from ..bodies import FileBody
 from ..transport import Reply, Transport
@@ -209,8 +210,8 @@ def _inline(path: Path) -> bytes:
 def _read_lines(path: Path) -> Iterator[BatchLine]:
     for raw in file_lines(path):
         try:
-            item = json.loads(raw)
-        except json.JSONDecodeError:
+            item = loads(raw)  # orjson: a third of the standard library's time
+        except ValueError:
             continue
         if isinstance(item, Mapping) and isinstance(item.get("key"), str):
             yield BatchLine(item["key"], _reply(item), raw)

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..._core.codec import loads
 from ..._core.errors import PermanentJobError, RetryableError
 from ..bodies import FileBody
 from ..transport import Reply, Transport
@@ -153,9 +154,9 @@ def _read_lines(files: list[Path]) -> Iterator[BatchLine]:
 def _parse_line(raw: str) -> BatchLine | None:
     """One output or error line; None for a line that is not one (it cannot be matched)."""
     try:
-        line = json.loads(raw)
+        line = loads(raw)  # orjson: a third of the standard library's time, a line per job
         job_id = line["custom_id"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
     if not isinstance(job_id, str):
         return None
