@@ -86,12 +86,15 @@ class Media:
     ``in_store``: read when its job is sent, never probed before) or a ``data:`` URI; ``data``
     holds bytes that came inline from a Parquet column (``ref`` is then a label such as
     ``<bytes>``).
-    ``detail`` is OpenAI's image detail (``low``, ``high``, ``auto``)."""
+    ``detail`` is OpenAI's image detail (``low``, ``high``, ``auto``). ``uploaded`` is set when
+    the bytes went through the provider's Files API: (its file id, or URI on Gemini; the MIME
+    type), which the part names instead of carrying the bytes."""
 
     ref: str
     kind: MediaKind = "image"
     detail: str | None = None
     data: bytes | None = None
+    uploaded: tuple[str, str] | None = None
 
     @property
     def is_url(self) -> bool:
