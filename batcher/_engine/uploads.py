@@ -1,0 +1,137 @@
+"""Files sent through the provider's Files API instead of inline (``--upload``).
+
+Each distinct file (by SHA-256) is uploaded once per run and account: a lock per digest makes
+the jobs that need it at once wait for one upload. Its id goes to ``DIR/uploads.jsonl``
+(``_rundir.uploads``), so a rerun within the file's lifetime names it again; one that has
+expired, or is about to, is uploaded again. ``auto`` uploads a file too big to go inline, and a
+file a job sends that an earlier job of the run sent (the second use on: the first went inline);
+on Gemini audio always. ``always`` uploads every file that can be; ``never`` none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+import anyio
+
+from .._core.media import INLINE_LIMIT, Media, probe, sha256_of, uploadable
+from .._jobs import Job
+from .._rundir.uploads import UploadLog, UploadRecord
+from .._wire.providers._base import Provider
+from .._wire.providers._files import gemini_upload, openai_upload
+from .._wire.transport import Transport
+
+__all__ = ["UPLOAD_MODES", "UploadMode", "Uploads"]
+
+UploadMode: TypeAlias = Literal["auto", "always", "never"]
+UPLOAD_MODES: tuple[UploadMode, ...] = ("auto", "always", "never")
+
+_MARGIN = 3600.0
+"""Seconds a recorded file must still live to be named again: a job may wait and retry a while
+after its file was chosen."""
+
+
+class Uploads:
+    """The files of one account (an endpoint and its key) uploaded for a run's jobs."""
+
+    def __init__(
+        self,
+        mode: UploadMode,
+        provider: Provider,
+        transport: Transport,
+        account: str,
+        log: UploadLog,
+        clock: Callable[[], float],
+    ) -> None:
+        self.mode = mode
+        self.provider = provider
+        self.transport = transport
+        self.account = account
+        self.log = log
+        self.clock = clock
+        self.bytes = 0
+        """Bytes uploaded by this run (the benchmark's measure)."""
+        self._locks: dict[str, anyio.Lock] = {}  # digest -> held while it is being uploaded
+        self._seen: set[str] = set()  # digests a job of this run has sent, inline or not
+        self._digests: dict[str, str] = {}  # a path -> its digest (hashed once per run)
+
+    async def prepare(self, job: Job) -> Job:
+        """``job`` with the files it should not send inline marked uploaded, uploading them
+        first where no live upload of them is known; ``job`` itself if none."""
+        if self.mode == "never" or not job.media:
+            return job
+        chosen = await anyio.to_thread.run_sync(self._choose, job)
+        if not chosen:
+            return job
+        named: dict[Media, tuple[str, str]] = {}
+        for media, (digest, mime) in chosen.items():
+            named[media] = (await self._upload(media, digest, mime), mime)
+        return job.with_media(lambda m: replace(m, uploaded=named[m]) if m in named else m)
+
+    def forget(self, job: Job) -> None:
+        """The provider said a file ``job`` named is unknown: upload it again next time."""
+        for m in job.media:
+            if m.uploaded is not None:
+                self.log.forget(m.uploaded[0])
+
+    def _choose(self, job: Job) -> dict[Media, tuple[str, str]]:
+        """The files of ``job`` to upload, with (digest, MIME type): read off the event loop."""
+        found: list[tuple[Media, str, str, int]] = []
+        total = 0
+        for m in job.media:
+            p = probe(m, dims=False)
+            total += p.size
+            if p.mime is None or not uploadable(m, p.mime, self.provider.name):
+                continue
+            digest = self._digests.get(m.ref)
+            if digest is None:
+                digest = self._digests[m.ref] = sha256_of(m)
+            found.append((m, digest, p.mime, p.size))
+        over = total * 4 // 3 > INLINE_LIMIT.get(self.provider.name, 1 << 62)
+        chosen: dict[Media, tuple[str, str]] = {}
+        for m, digest, mime, _size in found:
+            audio = self.provider.name == "gemini" and mime.startswith(("audio/", "video/"))
+            if self.mode == "always" or over or audio or digest in self._seen:
+                chosen[m] = (digest, mime)
+            self._seen.add(digest)
+        return chosen
+
+    async def _upload(self, media: Media, digest: str, mime: str) -> str:
+        """What a request names the file by: a live recorded upload's, else a new one's."""
+        lock = self._locks.setdefault(digest, anyio.Lock())
+        async with lock:
+            rec = self.log.find(digest, self.account, self.clock(), _MARGIN)
+            if rec is not None:
+                return rec.ref
+            path = Path(media.ref)
+            size = (await anyio.Path(path).stat()).st_size
+            what = f"uploading {media.ref}"
+            if self.provider.name == "gemini":
+                up = await gemini_upload(
+                    self.transport,
+                    self.provider,
+                    path,
+                    size=size,
+                    mime=mime,
+                    name=digest,
+                    what=what,
+                )
+            else:
+                up = await openai_upload(
+                    self.transport,
+                    self.provider,
+                    path,
+                    purpose="user_data",
+                    filename=path.name,
+                    mime=mime,
+                    what=what,
+                )
+            self.bytes += size
+            rec = UploadRecord(
+                digest, self.account, up.ref, up.name, mime, up.expires, self.clock()
+            )
+            self.log.add(rec)
+            return rec.ref
