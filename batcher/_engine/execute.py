@@ -48,6 +48,7 @@ from .._wire.transport import Transport
 from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
 from .tally import Tally
+from .uploads import Uploads
 
 if TYPE_CHECKING:
     import urllib.request
@@ -76,7 +77,10 @@ class Executor:
         endpoint: str = "default",
         ipm: int | None = None,
         image_gate: Callable[[str], ImageAdmission] | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
+        self.uploads = uploads
+        """Sends files through the provider's Files API (``--upload``); None: all inline."""
         self.endpoint = endpoint
         """The endpoint's name, in each result's ``endpoint`` column."""
         self.out = out
@@ -122,11 +126,15 @@ class Executor:
         if job.media:
             # files are read (and URLs fetched for Gemini) off the event loop, when sent
             try:
+                sent = job if self.uploads is None else await self.uploads.prepare(job)
                 spec, fp, media_tokens = await anyio.to_thread.run_sync(
-                    _build_with_media, self.provider, job, model, self.target.opener
+                    _build_with_media, self.provider, job, sent, model, self.target.opener
                 )
             except (OSError, ValueError) as e:
                 error = PermanentJobError(f"cannot send its images or files: {e}")
+                return Done(self._record(job, model, None, 0, start, error=error))
+            except ProviderError as e:
+                error = PermanentJobError(f"cannot upload its files: {e}")
                 return Done(self._record(job, model, None, 0, start, error=error))
         else:
             spec = self.provider.build(job, model)
@@ -306,12 +314,17 @@ async def _download(
 
 
 def _build_with_media(
-    provider: Provider, job: Job, model: str, opener: urllib.request.OpenerDirector | None
+    provider: Provider,
+    job: Job,
+    sent: Job,
+    model: str,
+    opener: urllib.request.OpenerDirector | None,
 ) -> tuple[RequestSpec, str, int]:
-    """The request of a job with images or files (their bytes read now, URLs fetched through
-    ``opener`` for a wire that takes inline data only), its fingerprint (over their hashes, as
-    the resume check computes it) and their tokens by the provider's rule."""
-    spec = provider.build(job, model, partial(inline_now, opener=opener))
+    """The request of ``sent`` (``job`` with some files marked uploaded), its other images and
+    files read now (URLs fetched through ``opener`` for a wire that takes inline data only),
+    ``job``'s fingerprint (over their hashes, as the resume check computes it) and their tokens
+    by the provider's rule."""
+    spec = provider.build(sent, model, partial(inline_now, opener=opener))
     return spec, job_fingerprint(provider, job, model), job_media_tokens(job.media, provider.name)
 
 

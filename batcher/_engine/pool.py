@@ -13,6 +13,7 @@ while another can send; the run stops (exit 4, 3, 75) only when no endpoint can 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from .._core.clock import Clock
 from .._core.errors import FatalProviderError, NetworkRefused, QuotaExhausted, UsageError
 from .._jobs import Job
 from .._rundir.rows import Record
+from .._rundir.uploads import UploadLog
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, get_provider, is_embedder, job_fingerprint
 from .._wire.providers._structured import SchemaProvider
@@ -45,6 +47,7 @@ from .embed import PackLimits, send_pack
 from .execute import Executor, explain
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
+from .uploads import Uploads
 
 __all__ = ["Pool", "PoolExecutor", "Route", "open_pool", "route_executor", "spec_account"]
 
@@ -426,4 +429,18 @@ def route_executor(
         endpoint=spec.name,
         ipm=options.media.ipm,
         image_gate=image_gate,
+        uploads=route_uploads(target, transport, options, clock, out),
     )
+
+
+def route_uploads(
+    target: Target, transport: Transport, options: RunOptions, clock: Clock, out: Path
+) -> Uploads | None:
+    """What sends an endpoint's files through its Files API (``--upload``), or None."""
+    if options.media.upload == "never" or options.media.api not in ("chat", "responses"):
+        return None
+    # whose files: the endpoint and a hash of its key (a rerun with another key uploads again)
+    key = hashlib.sha256((target.key or "").encode()).hexdigest()[:16]
+    account = f"{target.base_url} {key}"
+    log = UploadLog(out)
+    return Uploads(options.media.upload, target.provider, transport, account, log, clock.time)

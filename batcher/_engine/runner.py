@@ -105,6 +105,7 @@ class Runner:
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
             served=served,
+            upload=opts.media.upload != "never" and opts.media.api in ("chat", "responses"),
         )
         parsed = self.schema.arrow_type() if self.schema is not None else None
         self.embeds = is_embedder(self.provider)
