@@ -57,6 +57,7 @@ class Uploads:
         self._locks: dict[str, anyio.Lock] = {}  # digest -> held while it is being uploaded
         self._seen: set[str] = set()  # digests a job of this run has sent, inline or not
         self._digests: dict[str, str] = {}  # a path -> its digest (hashed once per run)
+        self._mine: dict[str, UploadRecord] = {}  # digest -> this run's upload of it
 
     async def prepare(self, job: Job) -> Job:
         """``job`` with the files it should not send inline marked uploaded, uploading them
@@ -76,6 +77,9 @@ class Uploads:
         for m in job.media:
             if m.uploaded is not None:
                 self.log.forget(m.uploaded[0])
+                for digest, rec in list(self._mine.items()):
+                    if rec.ref == m.uploaded[0]:
+                        del self._mine[digest]
 
     def _choose(self, job: Job) -> dict[Media, tuple[str, str]]:
         """The files of ``job`` to upload, with (digest, MIME type): read off the event loop."""
@@ -103,8 +107,10 @@ class Uploads:
         """What a request names the file by: a live recorded upload's, else a new one's."""
         lock = self._locks.setdefault(digest, anyio.Lock())
         async with lock:
-            rec = self.log.find(digest, self.account, self.clock(), _MARGIN)
-            if rec is not None:
+            # this run's own upload while it lives; an earlier run's only with time to spare
+            now = self.clock()
+            rec = self._mine.get(digest) or self.log.find(digest, self.account, now, _MARGIN)
+            if rec is not None and (rec.expires is None or rec.expires > now):
                 return rec.ref
             path = Path(media.ref)
             size = (await anyio.Path(path).stat()).st_size
@@ -130,8 +136,7 @@ class Uploads:
                     what=what,
                 )
             self.bytes += size
-            rec = UploadRecord(
-                digest, self.account, up.ref, up.name, mime, up.expires, self.clock()
-            )
+            rec = UploadRecord(digest, self.account, up.ref, up.name, mime, up.expires, now)
             self.log.add(rec)
+            self._mine[digest] = rec
             return rec.ref
