@@ -17,6 +17,7 @@ from typing import Literal, TypeAlias
 
 import anyio
 
+from .._core.errors import ProviderError
 from .._core.media import INLINE_LIMIT, Media, probe, sha256_of, uploadable
 from .._jobs import Job
 from .._rundir.uploads import UploadLog, UploadRecord
@@ -58,6 +59,7 @@ class Uploads:
         self._seen: set[str] = set()  # digests a job of this run has sent, inline or not
         self._digests: dict[str, str] = {}  # a path -> its digest (hashed once per run)
         self._mine: dict[str, UploadRecord] = {}  # digest -> this run's upload of it
+        self._refused = False  # an upload failed: send inline what can go inline
 
     async def prepare(self, job: Job) -> Job:
         """``job`` with the files it should not send inline marked uploaded, uploading them
@@ -68,8 +70,19 @@ class Uploads:
         if not chosen:
             return job
         named: dict[Media, tuple[str, str]] = {}
-        for media, (digest, mime) in chosen.items():
-            named[media] = (await self._upload(media, digest, mime), mime)
+        for media, (digest, mime, needed) in chosen.items():
+            if self._refused and not needed:
+                continue
+            try:
+                named[media] = (await self._upload(media, digest, mime), mime)
+            except ProviderError:
+                if needed:
+                    raise
+                # a compatible server without a Files API (or a key without it): inline, as
+                # before, what can go inline
+                self._refused = True
+        if not named:
+            return job
         return job.with_media(lambda m: replace(m, uploaded=named[m]) if m in named else m)
 
     def forget(self, job: Job) -> None:
@@ -81,8 +94,9 @@ class Uploads:
                     if rec.ref == m.uploaded[0]:
                         del self._mine[digest]
 
-    def _choose(self, job: Job) -> dict[Media, tuple[str, str]]:
-        """The files of ``job`` to upload, with (digest, MIME type): read off the event loop."""
+    def _choose(self, job: Job) -> dict[Media, tuple[str, str, bool]]:
+        """The files of ``job`` to upload, with (digest, MIME type, whether it cannot go inline
+        instead): read off the event loop."""
         found: list[tuple[Media, str, str, int]] = []
         total = 0
         for m in job.media:
@@ -95,11 +109,11 @@ class Uploads:
                 digest = self._digests[m.ref] = sha256_of(m)
             found.append((m, digest, p.mime, p.size))
         over = total * 4 // 3 > INLINE_LIMIT.get(self.provider.name, 1 << 62)
-        chosen: dict[Media, tuple[str, str]] = {}
+        chosen: dict[Media, tuple[str, str, bool]] = {}
         for m, digest, mime, _size in found:
             audio = self.provider.name == "gemini" and mime.startswith(("audio/", "video/"))
             if self.mode == "always" or over or audio or digest in self._seen:
-                chosen[m] = (digest, mime)
+                chosen[m] = (digest, mime, self.mode == "always" or over)
             self._seen.add(digest)
         return chosen
 
