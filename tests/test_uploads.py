@@ -122,3 +122,20 @@ def test_a_file_over_the_inline_limit_goes_by_upload_and_never_refuses_it(
     [row] = read_results(out).values()
     assert "[application/pdf sha256:" in row["text"]
     assert len(mock_server.uploaded) == 1
+
+
+def test_a_file_the_provider_no_longer_has_is_uploaded_again(
+    tmp_path: Path, start_mock: object
+) -> None:
+    server = start_mock(MockConfig())  # type: ignore[operator]
+    pdfs = _pdfs(tmp_path, 1)
+    first, second = tmp_path / "first", tmp_path / "second"
+    flags = ("--model", "gpt-4o", "--upload", "always")
+    assert run_cli(server, "openai", _jobs(tmp_path, pdfs, 2), first, *flags) == 0
+    server._pipeline.batches.store.mimes.clear()  # deleted on the provider's side
+    second.mkdir()
+    shutil.copy(first / "uploads.jsonl", second / "uploads.jsonl")
+    assert run_cli(server, "openai", _jobs(tmp_path, pdfs, 3, "b.jsonl"), second, *flags) == 0
+    got = read_results(second)
+    assert all(row["error"] is None for row in got.values()) and len(got) == 3
+    assert len(server.uploaded) == 1  # uploaded again once, for all three jobs

@@ -126,9 +126,9 @@ class Executor:
         if job.media:
             # files are read (and URLs fetched for Gemini) off the event loop, when sent
             try:
-                sent = job if self.uploads is None else await self.uploads.prepare(job)
+                outgoing = job if self.uploads is None else await self.uploads.prepare(job)
                 spec, fp, media_tokens = await anyio.to_thread.run_sync(
-                    _build_with_media, self.provider, job, sent, model, self.target.opener
+                    _build_with_media, self.provider, job, outgoing, model, self.target.opener
                 )
             except (OSError, ValueError) as e:
                 error = PermanentJobError(f"cannot send its images or files: {e}")
@@ -138,17 +138,26 @@ class Executor:
                 return Done(self._record(job, model, None, 0, start, error=error))
         else:
             spec = self.provider.build(job, model)
-            fp, media_tokens = None, 0
+            fp, media_tokens, outgoing = None, 0, job
         text = job.text if self.schema is None else f"{job.text}\n{self.schema.text}"
         x = features(text, media_tokens)
         output = (job.max_tokens or 0) if self.provider.charges_output else 0
         attempts = 0
         sending = [False]
 
+        stale = [False]  # the provider said a file the request names is unknown
+
         async def attempt() -> Completion:
-            nonlocal attempts
+            nonlocal attempts, spec, outgoing
             if self._halting:
                 raise Stopped
+            if stale[0] and self.uploads is not None:  # upload it again, then send again
+                stale[0] = False
+                self.uploads.forget(outgoing)
+                outgoing = await self.uploads.prepare(job)
+                spec, _, _ = await anyio.to_thread.run_sync(
+                    _build_with_media, self.provider, job, outgoing, model, self.target.opener
+                )
             asked = self.clock.monotonic()
             if self.ipm is not None:
                 await self._gate(model).admit(job.n or 1)
@@ -171,6 +180,9 @@ class Executor:
                     if isinstance(e, TimedOut):
                         self.tally.timeouts += 1
                     self.log_attempt(job.id, attempts, model, asked, sent, error=e)
+                    if _file_unknown(e, outgoing) and attempts == 1:
+                        stale[0] = True
+                        raise RetryableError(f"a file it names is gone: {e.message}") from e
                     raise
                 finally:
                     sending[0] = False
@@ -311,6 +323,15 @@ async def _download(
         return await anyio.to_thread.run_sync(download, answer.images, opener)
     except OSError as e:
         raise RetryableError(f"cannot download an image answered: {e}", unanswered=False) from None
+
+
+def _file_unknown(error: ProviderError, sent: Job) -> bool:
+    """Whether ``error`` refuses a request for naming an uploaded file the provider no longer
+    has (expired or deleted before its recorded expiry): OpenAI answers 400/404 naming the file,
+    Gemini 400/403/404 ("File ... not exist" or no permission to it)."""
+    if isinstance(error, RetryableError) or not any(m.uploaded for m in sent.media):
+        return False
+    return error.status in (400, 403, 404) and "file" in error.message.lower()
 
 
 def _build_with_media(
