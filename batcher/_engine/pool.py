@@ -414,8 +414,10 @@ def route_executor(
     out: Path,
     schema: OutputSchema | None,
     image_gate: Callable[[str], ImageAdmission] | None = None,
+    upload: bool = True,
 ) -> Executor:
-    """The online executor of one endpoint of a run (a local run's or a cluster worker's)."""
+    """The online executor of one endpoint of a run (a local run's or a cluster worker's);
+    ``upload``: it may send files through the Files API (not yet on a cluster's workers)."""
     requests = options.requests
     return Executor(
         transport,
@@ -429,7 +431,7 @@ def route_executor(
         endpoint=spec.name,
         ipm=options.media.ipm,
         image_gate=image_gate,
-        uploads=route_uploads(target, transport, options, clock, out),
+        uploads=route_uploads(target, transport, options, clock, out) if upload else None,
     )
 
 
