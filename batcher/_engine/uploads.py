@@ -5,7 +5,9 @@ the jobs that need it at once wait for one upload. Its id goes to ``DIR/uploads.
 (``_rundir.uploads``), so a rerun within the file's lifetime names it again; one that has
 expired, or is about to, is uploaded again. ``auto`` uploads a file too big to go inline, and a
 file a job sends that an earlier job of the run sent (the second use on: the first went inline);
-on Gemini audio always. ``always`` uploads every file that can be; ``never`` none.
+on Gemini audio always. ``always`` uploads every file that can be; ``never`` none. When an
+upload ``auto`` chose is refused (a compatible server without a Files API), what can go inline
+goes inline from then on.
 """
 
 from __future__ import annotations
@@ -53,8 +55,6 @@ class Uploads:
         self.account = account
         self.log = log
         self.clock = clock
-        self.bytes = 0
-        """Bytes uploaded by this run (the benchmark's measure)."""
         self._locks: dict[str, anyio.Lock] = {}  # digest -> held while it is being uploaded
         self._seen: set[str] = set()  # digests a job of this run has sent, inline or not
         self._digests: dict[str, str] = {}  # a path -> its digest (hashed once per run)
@@ -149,7 +149,6 @@ class Uploads:
                     mime=mime,
                     what=what,
                 )
-            self.bytes += size
             rec = UploadRecord(digest, self.account, up.ref, up.name, mime, up.expires, now)
             self.log.add(rec)
             self._mine[digest] = rec
