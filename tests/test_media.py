@@ -304,3 +304,20 @@ def test_the_fingerprint_follows_the_image_bytes(tmp_path: Path) -> None:
     assert fp() == before
     image.write_bytes(make_png("other", 40, 30))
     assert fp() != before
+
+
+def test_an_uploaded_file_is_named_by_its_id_not_sent(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from batcher._wire.providers._responses import build_body as responses_body
+
+    rows = [{"prompt": "read", "files": [data_uri(WAV)]}]
+    [job] = _jobs(write_jsonl(tmp_path / "j.jsonl", rows))
+    up = job.with_media(lambda m: replace(m, uploaded=("file-abc", "application/pdf")))
+    assert job.media[0].uploaded is None  # the job itself is unchanged
+    chat = openai_body(up, "m")["messages"][0]["content"][1]
+    assert chat == {"type": "file", "file": {"file_id": "file-abc"}}
+    resp = responses_body(up, "m")["input"][0]["content"][1]
+    assert resp == {"type": "input_file", "file_id": "file-abc"}
+    part = gemini_body(up)["contents"][0]["parts"][1]
+    assert part == {"fileData": {"fileUri": "file-abc", "mimeType": "application/pdf"}}

@@ -56,6 +56,7 @@ def test_every_refusal_of_the_table_is_made_before_anything_is_written(tmp_path:
         "provider batches": {"mode": "batch"},
         "embeddings": {"api": "embeddings"},
         "OpenAI's Responses API": {"api": "responses"},
+        "files through the Files API": {"upload": "always"},
     }
     assert set(asked) == {cap.name for cap in TABLE}
     for cap in TABLE:

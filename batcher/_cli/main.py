@@ -238,6 +238,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer a batch's lines one by one over --batch-delay, not all at its end",
     )
+    m.add_argument(
+        "--file-ttl",
+        type=float,
+        default=48 * 3600.0,
+        metavar="SECONDS",
+        help="seconds an uploaded file lives (default 48 h, as Gemini's); requests naming it "
+        "after are refused",
+    )
     return p
 
 

@@ -44,6 +44,7 @@ def mock_server_command(args: argparse.Namespace) -> int:
         token_scale=args.token_scale,
         batch_delay=args.batch_delay,
         batch_gradual=args.batch_gradual,
+        file_ttl=args.file_ttl,
     )
     server = MockServer(config, port=args.port)
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)

@@ -222,6 +222,7 @@ def plan_command(args: argparse.Namespace) -> int:
         provider=provider,
         default_model=args.model,
         endpoint=args.api,
+        upload=args.api in ("chat", "responses"),  # as a run's default --upload auto does
     )
     schema = None
     if args.schema is not None:

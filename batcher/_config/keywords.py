@@ -79,5 +79,6 @@ class RunKeywords(TypedDict, total=False):
     dimensions: int | None
     task_type: str | None
     reasoning_effort: str | None
+    upload: Literal["auto", "always", "never"]
     pool_file: str | None
     quota_store: str | None

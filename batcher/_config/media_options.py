@@ -97,6 +97,19 @@ class MediaOptions:
         ),
     )
 
+    upload: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata=flag(
+            "send files through the provider's Files API rather than inline: auto (default) "
+            "for files over the inline limit (Gemini 20 MB, OpenAI 50 MB) or sent by more than "
+            "one job, and audio on Gemini; always; never (inline, over-limit jobs refused). "
+            "Each file is uploaded once, recorded in DIR/uploads.jsonl for reruns",
+            choices=("auto", "always", "never"),
+        ),
+    )
+    """When files go through the Files API (OpenAI's ``/files``, Gemini's upload), uploaded
+    once by SHA-256 and named by id in every request that sends them."""
+
     reasoning_effort: str | None = field(
         default=None,
         metadata=flag(
@@ -124,6 +137,8 @@ class MediaOptions:
         if self.api != "embeddings" and any(getattr(self, k) is not None for k in embedding):
             which = "dimensions" if self.dimensions is not None else "task_type"
             raise BadOption(which, "is an option of --endpoint embeddings")
+        if self.upload not in ("auto", "always", "never"):
+            raise BadOption("upload", f"takes auto, always or never, not {self.upload!r}")
         if self.n is not None and not 1 <= self.n <= 10:
             raise BadOption("n", "must be from 1 to 10")
         if self.ipm is not None and self.ipm < 1:

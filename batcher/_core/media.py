@@ -46,6 +46,7 @@ __all__ = [
     "openai_image_tokens",
     "probe",
     "sha256_of",
+    "uploadable",
 ]
 
 MediaKind: TypeAlias = Literal["image", "file"]
@@ -58,8 +59,8 @@ INLINE_LIMIT = {"gemini": 20 * 1024 * 1024, "openai": 50 * 1024 * 1024}
 
 Gemini: "the total request size must be under 20 MB" for inline data
 (https://ai.google.dev/gemini-api/docs/image-understanding); larger files go through the Files
-API, which batcher does not use yet: such a job is refused in the scan. OpenAI: "up to 50 MB total
-payload size per request" (https://platform.openai.com/docs/guides/images-vision)."""
+API (``--upload``, ``uploadable``), else such a job is refused in the scan. OpenAI: "up to 50 MB
+total payload size per request" (https://platform.openai.com/docs/guides/images-vision)."""
 
 _IMAGE_TYPES = {
     # https://platform.openai.com/docs/guides/images-vision: PNG, JPEG, WEBP, non-animated GIF.
@@ -86,12 +87,15 @@ class Media:
     ``in_store``: read when its job is sent, never probed before) or a ``data:`` URI; ``data``
     holds bytes that came inline from a Parquet column (``ref`` is then a label such as
     ``<bytes>``).
-    ``detail`` is OpenAI's image detail (``low``, ``high``, ``auto``)."""
+    ``detail`` is OpenAI's image detail (``low``, ``high``, ``auto``). ``uploaded`` is set when
+    the bytes went through the provider's Files API: (its file id, or URI on Gemini; the MIME
+    type), which the part names instead of carrying the bytes."""
 
     ref: str
     kind: MediaKind = "image"
     detail: str | None = None
     data: bytes | None = None
+    uploaded: tuple[str, str] | None = None
 
     @property
     def is_url(self) -> bool:
@@ -270,6 +274,18 @@ def media_problem(media: Media, provider: str) -> tuple[str | None, int]:
     if p.mime not in taken:
         return f"{media.kind} {media.label}: {p.mime} is not a type {provider} takes", 0
     return None, p.size
+
+
+def uploadable(media: Media, mime: str | None, provider: str) -> bool:
+    """Whether ``media`` can go through ``provider``'s Files API rather than inline: a local
+    file (a path), and on OpenAI a file part (a PDF: chat's ``file`` and the Responses API's
+    ``input_file`` take a ``file_id``, ``image_url`` and ``input_audio`` do not); on Gemini any
+    (https://ai.google.dev/gemini-api/docs/files)."""
+    if media.data is not None or media.is_url or media.in_store or media.is_data_uri:
+        return False
+    if provider == "gemini":
+        return True
+    return mime is not None and not mime.startswith(("image/", "audio/"))
 
 
 _URL_LIMIT = 20 * 1024 * 1024

@@ -48,6 +48,7 @@ from .._wire.transport import Transport
 from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
 from .tally import Tally
+from .uploads import Uploads
 
 if TYPE_CHECKING:
     import urllib.request
@@ -76,7 +77,10 @@ class Executor:
         endpoint: str = "default",
         ipm: int | None = None,
         image_gate: Callable[[str], ImageAdmission] | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
+        self.uploads = uploads
+        """Sends files through the provider's Files API (``--upload``); None: all inline."""
         self.endpoint = endpoint
         """The endpoint's name, in each result's ``endpoint`` column."""
         self.out = out
@@ -122,25 +126,38 @@ class Executor:
         if job.media:
             # files are read (and URLs fetched for Gemini) off the event loop, when sent
             try:
+                outgoing = job if self.uploads is None else await self.uploads.prepare(job)
                 spec, fp, media_tokens = await anyio.to_thread.run_sync(
-                    _build_with_media, self.provider, job, model, self.target.opener
+                    _build_with_media, self.provider, job, outgoing, model, self.target.opener
                 )
             except (OSError, ValueError) as e:
                 error = PermanentJobError(f"cannot send its images or files: {e}")
                 return Done(self._record(job, model, None, 0, start, error=error))
+            except ProviderError as e:
+                error = PermanentJobError(f"cannot upload its files: {e}")
+                return Done(self._record(job, model, None, 0, start, error=error))
         else:
             spec = self.provider.build(job, model)
-            fp, media_tokens = None, 0
+            fp, media_tokens, outgoing = None, 0, job
         text = job.text if self.schema is None else f"{job.text}\n{self.schema.text}"
         x = features(text, media_tokens)
         output = (job.max_tokens or 0) if self.provider.charges_output else 0
         attempts = 0
         sending = [False]
 
+        stale = [False]  # the provider said a file the request names is unknown
+
         async def attempt() -> Completion:
-            nonlocal attempts
+            nonlocal attempts, spec, outgoing
             if self._halting:
                 raise Stopped
+            if stale[0] and self.uploads is not None:  # upload it again, then send again
+                stale[0] = False
+                self.uploads.forget(outgoing)
+                outgoing = await self.uploads.prepare(job)
+                spec, _, _ = await anyio.to_thread.run_sync(
+                    _build_with_media, self.provider, job, outgoing, model, self.target.opener
+                )
             asked = self.clock.monotonic()
             if self.ipm is not None:
                 await self._gate(model).admit(job.n or 1)
@@ -163,6 +180,9 @@ class Executor:
                     if isinstance(e, TimedOut):
                         self.tally.timeouts += 1
                     self.log_attempt(job.id, attempts, model, asked, sent, error=e)
+                    if _file_unknown(e, outgoing) and attempts == 1:
+                        stale[0] = True
+                        raise RetryableError(f"a file it names is gone: {e.message}") from e
                     raise
                 finally:
                     sending[0] = False
@@ -305,13 +325,27 @@ async def _download(
         raise RetryableError(f"cannot download an image answered: {e}", unanswered=False) from None
 
 
+def _file_unknown(error: ProviderError, sent: Job) -> bool:
+    """Whether ``error`` refuses a request for naming an uploaded file the provider no longer
+    has (expired or deleted before its recorded expiry): OpenAI answers 400/404 naming the file,
+    Gemini 400/403/404 ("File ... not exist" or no permission to it)."""
+    if isinstance(error, RetryableError) or not any(m.uploaded for m in sent.media):
+        return False
+    return error.status in (400, 403, 404) and "file" in error.message.lower()
+
+
 def _build_with_media(
-    provider: Provider, job: Job, model: str, opener: urllib.request.OpenerDirector | None
+    provider: Provider,
+    job: Job,
+    sent: Job,
+    model: str,
+    opener: urllib.request.OpenerDirector | None,
 ) -> tuple[RequestSpec, str, int]:
-    """The request of a job with images or files (their bytes read now, URLs fetched through
-    ``opener`` for a wire that takes inline data only), its fingerprint (over their hashes, as
-    the resume check computes it) and their tokens by the provider's rule."""
-    spec = provider.build(job, model, partial(inline_now, opener=opener))
+    """The request of ``sent`` (``job`` with some files marked uploaded), its other images and
+    files read now (URLs fetched through ``opener`` for a wire that takes inline data only),
+    ``job``'s fingerprint (over their hashes, as the resume check computes it) and their tokens
+    by the provider's rule."""
+    spec = provider.build(sent, model, partial(inline_now, opener=opener))
     return spec, job_fingerprint(provider, job, model), job_media_tokens(job.media, provider.name)
 
 

@@ -14,6 +14,7 @@ while another can send; the run stops (exit 4, 3, 75) only when no endpoint can 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .._config.prices import Prices
 from .._config.schema import OutputSchema
 from .._core.clock import Clock
 from .._core.errors import QuotaExhausted, UsageError
+from .._rundir.uploads import UploadLog
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, get_provider, is_embedder
 from .._wire.providers._structured import SchemaProvider
@@ -42,6 +44,7 @@ from .._wire.transport import Transport
 from .embed import PackLimits
 from .execute import Executor
 from .tally import Tally
+from .uploads import Uploads
 
 __all__ = ["Pool", "Route", "open_pool", "route_executor", "spec_account"]
 
@@ -254,8 +257,10 @@ def route_executor(
     out: Path,
     schema: OutputSchema | None,
     image_gate: Callable[[str], ImageAdmission] | None = None,
+    upload: bool = True,
 ) -> Executor:
-    """The online executor of one endpoint of a run (a local run's or a cluster worker's)."""
+    """The online executor of one endpoint of a run (a local run's or a cluster worker's);
+    ``upload``: it may send files through the Files API (not yet on a cluster's workers)."""
     requests = options.requests
     return Executor(
         transport,
@@ -269,4 +274,18 @@ def route_executor(
         endpoint=spec.name,
         ipm=options.media.ipm,
         image_gate=image_gate,
+        uploads=route_uploads(target, transport, options, clock, out) if upload else None,
     )
+
+
+def route_uploads(
+    target: Target, transport: Transport, options: RunOptions, clock: Clock, out: Path
+) -> Uploads | None:
+    """What sends an endpoint's files through its Files API (``--upload``), or None."""
+    if options.media.upload == "never" or options.media.api not in ("chat", "responses"):
+        return None
+    # whose files: the endpoint and a hash of its key (a rerun with another key uploads again)
+    key = hashlib.sha256((target.key or "").encode()).hexdigest()[:16]
+    account = f"{target.base_url} {key}"
+    log = UploadLog(out)
+    return Uploads(options.media.upload, target.provider, transport, account, log, clock.time)

@@ -106,6 +106,10 @@ class Runner:
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
             served=served,
+            # over the inline limit only online: batch requests carry their files inline
+            upload=opts.media.upload != "never"
+            and opts.media.api in ("chat", "responses")
+            and opts.batch.mode == "online",
         )
         parsed = self.schema.arrow_type() if self.schema is not None else None
         self.embeds = is_embedder(self.provider)

@@ -64,6 +64,16 @@ TABLE: tuple[Capability, ...] = (
             "ray": "not yet; a cluster's workers are not tested on it (run without --ray)",
         },
     ),
+    Capability(
+        "files through the Files API",
+        ("--upload always",),
+        lambda o: o.media.upload == "always",
+        refused={
+            "batch": "not yet; batch requests carry their files inline (run --mode online; "
+            "--upload auto uploads online only)",
+            "ray": "not yet; a cluster's workers send files inline (run without --ray)",
+        },
+    ),
     # with --ray, batch.run sends them from the driver and joins no cluster (it says so)
     Capability("provider batches", ("--mode batch|auto", "--cancel-batches"),
                lambda o: o.batch.mode != "online" or o.batch.cancel_batches),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
 from .._core.media import Media
@@ -114,3 +114,16 @@ class Job:
     def media(self) -> tuple[Media, ...]:
         """Every image and file the job sends, in order."""
         return tuple(p.media for m in self.messages for p in m.parts if p.media is not None)
+
+    def with_media(self, swap: Callable[[Media], Media]) -> Job:
+        """This job with each image or file replaced by ``swap`` of it (a ref marked uploaded)."""
+        messages = tuple(
+            replace(
+                m,
+                parts=tuple(
+                    p if p.media is None else replace(p, media=swap(p.media)) for p in m.parts
+                ),
+            )
+            for m in self.messages
+        )
+        return replace(self, messages=messages)

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 from .._core.errors import InputError, InputProblem, UsageError
 from .._core.idset import duplicates, id_hash
-from .._core.media import INLINE_LIMIT, media_problem, probe
+from .._core.media import INLINE_LIMIT, media_problem, probe, uploadable
 from .._core.stores import is_url
 from ._columns import ColumnOptions
 from ._fields import Base
@@ -58,9 +58,12 @@ class JobSource:
         endpoint: str = "chat",
         defaults: Mapping[str, Any] | None = None,
         served: Collection[str] | None = None,
+        upload: bool = False,
     ) -> None:
         self.columns = columns or ColumnOptions()
         self.served = served
+        self.upload = upload
+        """Files over the inline limit may go through the provider's Files API (``--upload``)."""
         self.provider = provider
         self.default_model = default_model
         self.endpoint = endpoint
@@ -152,7 +155,7 @@ class JobSource:
                 continue
             total += 1
             seen.append(id_hash(job.id))
-            issue = _job_problem(job, self.provider, self.endpoint, self.served)
+            issue = _job_problem(job, self.provider, self.endpoint, self.served, self.upload)
             if issue:
                 problem(InputProblem(where, issue, job.id))
             elif visit is not None and not problems:
@@ -226,6 +229,7 @@ def _job_problem(
     provider: ProviderName,
     endpoint: str = "chat",
     served: Collection[str] | None = None,
+    upload: bool = False,
 ) -> str | None:
     """Why this job (its model already resolved) cannot be sent to ``provider``, or to the
     endpoints serving the models ``served``, or None."""
@@ -277,7 +281,7 @@ def _job_problem(
         return "the images endpoint takes a prompt only: this job sends images or files"
     if endpoint == "responses" and job.stop:
         return "the Responses API takes no stop sequences: drop 'stop' or use --endpoint chat"
-    why = _media_problem(job, provider) if media else None
+    why = _media_problem(job, provider, upload) if media else None
     if why is None and endpoint == "responses":
         why = _responses_media_problem(job)
     return why
@@ -329,20 +333,28 @@ def _image_request(job: Job) -> list[str]:
     return asked + [name for name in ("size", "quality") if getattr(job, name) is not None]
 
 
-def _media_problem(job: Job, provider: ProviderName) -> str | None:
-    """Why an image or file of ``job`` cannot be sent, or why all of them together are too big to
-    send inline (their base64 is 4/3 of their size)."""
+def _media_problem(job: Job, provider: ProviderName, upload: bool = False) -> str | None:
+    """Why an image or file of ``job`` cannot be sent, or why those it sends inline are together
+    too big to (their base64 is 4/3 of their size); with ``upload`` the files that can go
+    through the provider's Files API do not count."""
     total = 0
     for m in job.media:
         why, size = media_problem(m, provider)
         if why is not None:
             return why
+        if upload and size and uploadable(m, probe(m, dims=False).mime, provider):
+            continue
         total += size
     limit = INLINE_LIMIT[provider]
     if total * 4 // 3 > limit:
+        how = (
+            "--upload never sends all inline; auto sends files through the Files API"
+            if not upload
+            else "counting what goes inline, not what goes through the Files API"
+        )
         return (
             f"its images and files come to {total / 2**20:.1f} MiB, over {provider}'s inline "
-            f"request limit of {limit // 2**20} MB once base64-encoded (batcher does not upload "
-            "through a Files API yet): make them smaller or send fewer per job"
+            f"request limit of {limit // 2**20} MB once base64-encoded ({how}): make them "
+            "smaller or send fewer per job"
         )
     return None

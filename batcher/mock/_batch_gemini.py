@@ -42,6 +42,8 @@ class GeminiBatches(BatchAPI):
         """Answer Gemini inline responses without their metadata, as users report the service
         does: clients must match them by order."""
         self.uploads: dict[str, bytes] = {}  # resumable upload sessions not yet finalized
+        self.types: dict[str, str] = {}  # upload session -> the MIME type its start declared
+        self._sessions = 0  # sessions opened: numbers them (never reused, as uploads shrinks)
 
     async def handle(self, request: Request) -> Response | None:
         if request.path == "/upload/v1beta/files" and request.method == "POST":
@@ -96,8 +98,10 @@ class GeminiBatches(BatchAPI):
             )
         command = request.headers.get("x-goog-upload-command", "")
         if command == "start":
-            session = f"upload-{len(self.uploads) + 1}"
+            self._sessions += 1
+            session = f"upload-{self._sessions}"
             self.uploads[session] = b""
+            self.types[session] = request.headers.get("x-goog-upload-header-content-type", "")
             host = request.headers.get("host", "mock")
             url = f"http://{host}/upload/v1beta/files?upload_id={session}"
             return json_response(
@@ -107,14 +111,20 @@ class GeminiBatches(BatchAPI):
         if session not in self.uploads or "finalize" not in command:
             return _gemini_error(400, "INVALID_ARGUMENT", "no such upload session")
         del self.uploads[session]
+        declared = self.types.pop(session, "")
         files = self.store.files
         name = f"files/mock{len(files) + 1:06d}"
-        files[name] = request.body
+        # a batch's input lines, or a file a request names (by its uri, in fileData)
+        mime = None if declared in ("", "application/jsonl") else declared
+        expires = self.store.keep(name, request.body, mime)
+        host = request.headers.get("host", "mock")
         file = {
             "name": name,
-            "mimeType": "application/jsonl",
+            "mimeType": declared or "application/jsonl",
             "sizeBytes": str(len(request.body)),
             "createTime": _iso(self.store.clock()),
+            "expirationTime": _iso(expires),
+            "uri": f"http://{host}/v1beta/{name}",
             "state": "ACTIVE",
         }
         return json_response(200, {"file": file}, {"x-goog-upload-status": "final"})

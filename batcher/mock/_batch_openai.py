@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .._core.sniff import sniff
 from ._batch_store import Batch, BatchAPI
 from ._wire import Request, Response, json_response
 
@@ -65,18 +66,23 @@ class OpenAIBatches(BatchAPI):
             return _openai_error(401, "Incorrect API key provided.", "invalid_api_key")
         fields = _multipart(request)
         data = fields.get("file")
-        if fields.get("purpose") != b"batch" or data is None:
-            return _openai_error(400, "a file and purpose=batch are required")
+        purpose = fields.get("purpose")
+        if purpose not in (b"batch", b"user_data") or data is None:
+            return _openai_error(400, "a file and purpose=batch or user_data are required")
         files = self.store.files
         file_id = f"file-mock{len(files) + 1:06d}"
-        files[file_id] = data
+        # a user_data file is one a request names
+        # (https://platform.openai.com/docs/guides/pdf-files)
+        mime = (sniff(data[:64]) or "application/octet-stream") if purpose == b"user_data" else None
+        expires = self.store.keep(file_id, data, mime)
         body = {
             "id": file_id,
             "object": "file",
             "bytes": len(data),
             "created_at": int(self.store.clock()),
-            "filename": "batch.jsonl",
-            "purpose": "batch",
+            "expires_at": int(expires),
+            "filename": "batch.jsonl" if mime is None else "file",
+            "purpose": purpose.decode(),
         }
         return json_response(200, body)
 

@@ -67,6 +67,7 @@ class BatchStore:
         delay: float = 0.0,
         gradual: bool = False,
         creates: Callable[[str], None] = lambda tag: None,
+        file_ttl: float = 48 * 3600.0,
     ) -> None:
         self.answer = answer
         self.clock = clock
@@ -75,6 +76,27 @@ class BatchStore:
         self.creates = creates
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, Batch] = {}
+        self.file_ttl = file_ttl
+        self.expires: dict[str, float] = {}  # file id -> when it expires (the mock's clock)
+        self.mimes: dict[str, str] = {}  # file id -> MIME type, of files a request may name
+        self.uploaded = 0  # bytes of files uploaded for requests to name (not batch inputs)
+
+    def keep(self, file_id: str, data: bytes, mime: str | None = None) -> float:
+        """Keep an uploaded file, which expires ``file_ttl`` from now: when it does."""
+        self.files[file_id] = data
+        expires = self.clock() + self.file_ttl
+        self.expires[file_id] = expires
+        if mime is not None:
+            self.mimes[file_id] = mime
+            self.uploaded += len(data)
+        return expires
+
+    def named(self, file_id: str) -> tuple[str, bytes] | None:
+        """(MIME type, bytes) of a file a request names, None if there is none or it expired."""
+        data, mime = self.files.get(file_id), self.mimes.get(file_id)
+        if data is None or mime is None or self.clock() >= self.expires.get(file_id, 0.0):
+            return None
+        return mime, data
 
     def add(self, batch: Batch) -> None:
         """Keep a batch just created."""

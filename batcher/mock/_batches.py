@@ -29,8 +29,11 @@ class BatchService:
         omit_keys: bool = False,
         gradual: bool = False,
         creates: Callable[[str], None] = lambda tag: None,
+        file_ttl: float = 48 * 3600.0,
     ) -> None:
-        self.store = BatchStore(answer, clock, delay=delay, gradual=gradual, creates=creates)
+        self.store = BatchStore(
+            answer, clock, delay=delay, gradual=gradual, creates=creates, file_ttl=file_ttl
+        )
         self.gemini = GeminiBatches(self.store, omit_keys=omit_keys)
         self.openai = OpenAIBatches(self.store)
 

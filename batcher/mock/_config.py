@@ -36,6 +36,10 @@ class MockConfig:
     token_scale: float = 1.0
     """The prompt tokens counted (and reported) are this many times the mock's own tokenizer's,
     rounded up: a vocabulary unlike any starting estimate, which a client has to learn."""
+    file_ttl: float = 48 * 3600.0
+    """Seconds (of the mock's clock) an uploaded file lives: Gemini keeps files 48 h
+    (https://ai.google.dev/gemini-api/docs/files); a test sets a few seconds to see a rerun
+    upload again once they have expired. After it, a request naming the file is refused."""
     projects: dict[str, str] = field(default_factory=dict)
     """Key -> project: keys of one project share its limits, a project of one key has its own;
     keys not named here share one project."""

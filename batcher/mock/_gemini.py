@@ -9,6 +9,7 @@ from typing import Any
 
 from ._limits import Rejection
 from ._media import BadMedia, Described, describe_b64, describe_url, make_png
+from ._named_files import describe_named
 from ._structured import schema_of_request, with_schema
 from ._wire import Call, LimitStyle, Refusal, Reply, Request, Response, json_object, json_response
 
@@ -109,7 +110,10 @@ def _gemini_part(p: Mapping[str, Any]) -> Described:
         return describe_b64(str(inline.get("data", "")), "gemini", mime, None)
     file = p.get("fileData", p.get("file_data"))
     if isinstance(file, Mapping):
-        return describe_url(str(file.get("fileUri", file.get("file_uri", ""))), "gemini")
+        uri = str(file.get("fileUri", file.get("file_uri", "")))
+        if "/v1beta/files/" in uri:  # uploaded through the Files API: named by its resource
+            return describe_named("files/" + uri.rpartition("/files/")[2], "gemini")
+        return describe_url(uri, "gemini")
     return Described("", 0)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._limits import Rejection
 from ._media import BadMedia, Described, describe_b64, describe_data_uri, describe_url
+from ._named_files import describe_named
 from ._structured import schema_of_request, with_schema
 from ._wire import Call, LimitStyle, Refusal, Reply, Request, Response, json_object, json_response
 
@@ -49,6 +50,8 @@ def _part(p: Mapping[str, Any], rule: str) -> Described:
     if kind == "file":
         file = p.get("file")
         data = file.get("file_data") if isinstance(file, Mapping) else None
+        if isinstance(file, Mapping) and "file_id" in file:
+            return describe_named(file["file_id"], rule)
         if not isinstance(data, str):
             raise BadMedia("file.file_data is required")
         return describe_data_uri(data, rule, None)

@@ -21,6 +21,7 @@ from ._config import MockConfig
 from ._faults import Fault, FaultDealer
 from ._images import FILES, serve_file
 from ._limits import Enforcer
+from ._named_files import NAMED
 from ._reply import reply_to
 from ._routes import Routes
 from ._state import MockState
@@ -66,6 +67,7 @@ class Pipeline:
             omit_keys=config.batch_omit_keys,
             gradual=config.batch_gradual,
             creates=lambda tag: self.state.batch_creates.append(tag),
+            file_ttl=config.file_ttl,
         )
 
     def _count(self, text: str) -> int:
@@ -101,11 +103,14 @@ class Pipeline:
         return text_response(404, "Not Found")
 
     async def _call(self, wire: WireFormat, request: Request) -> Response:
+        named = NAMED.set(self.batches.store.named)  # files this request may name by id
         try:
             response = await self._serve(wire, request)
         except Refusal as refusal:
             response = refusal.response
             self.state.record(0 if response.drop else response.status, self.clock())
+        finally:
+            NAMED.reset(named)
         return response
 
     async def answer_line(self, request: Request) -> Response:

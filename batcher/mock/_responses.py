@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._media import BadMedia, Described, describe_data_uri, describe_url
+from ._named_files import describe_named
 from ._openai import OpenAIChat
 from ._structured import schema_of_request, with_schema
 from ._wire import Call, Refusal, Reply, Request, Response, json_object, json_response
@@ -36,16 +37,18 @@ def _media(p: Mapping[str, Any]) -> Described:
         url = p.get("image_url")
         detail = p.get("detail")
         if not isinstance(url, str):
-            raise BadMedia("input_image.image_url is required (file_id is not served)")
+            raise BadMedia("input_image.image_url is required (or a file_id)")
         if url.startswith("data:"):
             return describe_data_uri(url, "openai", detail if isinstance(detail, str) else None)
         if url.startswith(("http://", "https://")):
             return describe_url(url, "openai")
         raise BadMedia("input_image.image_url must be an http(s) URL or a data: URI")
     if kind == "input_file":
+        if "file_id" in p:
+            return describe_named(p["file_id"], "openai")
         data = p.get("file_data")
         if not isinstance(data, str):
-            raise BadMedia("input_file.file_data is required (file_id is not served)")
+            raise BadMedia("input_file.file_data is required (or a file_id)")
         return describe_data_uri(data, "openai", None)
     raise BadMedia(f"unknown content part type {kind!r}")
 

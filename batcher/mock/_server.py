@@ -70,6 +70,12 @@ class MockServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def uploaded(self) -> dict[str, int]:
+        """Files uploaded for requests to name (not batch inputs): their bytes, by id."""
+        store = self._pipeline.batches.store
+        return {name: len(store.files[name]) for name in store.mimes}
+
     def base_url(self, provider: str) -> str:
         """The base URL a client of ``provider``'s wire format should use."""
         return f"{self.url}/v1beta" if provider == "gemini" else f"{self.url}/v1"

@@ -73,6 +73,7 @@ async def open_worker_pool(
             out,
             schema,
             _image_gates(endpoint.budget, options.media.ipm, clock),
+            upload=False,  # files go inline from a cluster's workers (support.py refuses always)
         )
         lanes = Lanes(
             spec.limits,

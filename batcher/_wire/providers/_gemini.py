@@ -43,10 +43,15 @@ _BLOCKED_FINISH = frozenset(
 
 
 def _part(p: Part, inline: Inline) -> dict[str, Any]:
-    """A text part, or an image or file as ``inlineData {mimeType, data}`` (a URL fetched first).
-    https://ai.google.dev/gemini-api/docs/image-understanding#inline-image"""
+    """A text part, or an image or file as ``inlineData {mimeType, data}`` (a URL fetched first),
+    or as ``fileData {fileUri, mimeType}`` once uploaded through the Files API.
+    https://ai.google.dev/gemini-api/docs/image-understanding#inline-image,
+    https://ai.google.dev/gemini-api/docs/files"""
     if p.media is None:
         return {"text": p.text}
+    if p.media.uploaded is not None:
+        uri, mime = p.media.uploaded
+        return {"fileData": {"fileUri": uri, "mimeType": mime}}
     mime, data = inline(p.media)
     return {"inlineData": {"mimeType": mime, "data": data}}
 

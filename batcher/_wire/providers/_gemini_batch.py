@@ -38,20 +38,17 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..._core.codec import loads
-from ..._core.errors import RetryableError
-from ..bodies import FileBody
 from ..transport import Reply, Transport
 from ._base import RequestSpec
 from ._batch import BatchInfo, BatchLine, check, file_lines
+from ._files import gemini_upload
 from ._gemini import GeminiProvider, model_path
 from ._http import encode
 
 __all__ = ["GeminiBatch"]
 
-UPLOAD = "/upload/v1beta/files"
 DOWNLOAD = "/download/v1beta/files"
 """The Files API's upload and download paths, on the API's host beside ``/v1beta``."""
 _FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
@@ -102,25 +99,11 @@ class GeminiBatch:
         size, lines = _size(path)
         if size <= self.inline_bytes and lines <= self.inline_requests:
             return None
-        start = {
-            "x-goog-upload-protocol": "resumable",
-            "x-goog-upload-command": "start",
-            "x-goog-upload-header-content-length": str(size),
-            "x-goog-upload-header-content-type": "application/jsonl",
-        }
-        meta = encode({"file": {"display_name": tag}})
-        reply = await transport.request("POST", UPLOAD, meta, headers=start)
-        check(self.provider, reply, "starting the upload of the batch input file")
-        url = urlsplit(reply.headers.get("x-goog-upload-url", ""))
-        if not url.path:
-            raise RetryableError("the Files API answered no X-Goog-Upload-URL", status=200)
-        session = url.path + (f"?{url.query}" if url.query else "")  # on our own endpoint
-        finish = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
-        reply = await transport.request(
-            "POST", session, FileBody(path), "application/jsonl", finish
+        what = "the upload of the batch input file"
+        uploaded = await gemini_upload(
+            transport, self.provider, path, size=size, mime="application/jsonl", name=tag, what=what
         )
-        uploaded = check(self.provider, reply, "uploading the batch input file")
-        return str(uploaded["file"]["name"])
+        return uploaded.name
 
     async def create(
         self, transport: Transport, model: str, tag: str, path: Path, file: str | None

@@ -30,7 +30,8 @@ def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
     """A message's content: its text, or content parts when it carries images or files.
 
     Images go as ``image_url`` (a URL as given, else a data: URI), audio as ``input_audio``,
-    other files (PDFs) as ``file`` with ``file_data``.
+    other files (PDFs) as ``file`` with ``file_data``, or with ``file_id`` once uploaded to
+    ``/files``.
     https://platform.openai.com/docs/guides/images-vision, .../guides/audio, .../guides/pdf-files
     """
     if all(p.media is None for p in m.parts):
@@ -41,6 +42,9 @@ def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
         if media is None:
             if p.text:
                 parts.append({"type": "text", "text": p.text})
+            continue
+        if media.uploaded is not None:
+            parts.append({"type": "file", "file": {"file_id": media.uploaded[0]}})
             continue
         if media.kind == "image" and media.is_url:
             image: dict[str, Any] = {"url": media.ref}

@@ -25,17 +25,16 @@ files are written to disk as they arrive and read a line at a time.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..._core.codec import loads
 from ..._core.errors import PermanentJobError, RetryableError
-from ..bodies import FileBody
 from ..transport import Reply, Transport
 from ._base import RequestSpec
 from ._batch import BatchInfo, BatchLine, check, file_lines
+from ._files import openai_upload
 from ._http import encode
 from ._openai import OpenAIProvider
 
@@ -69,9 +68,17 @@ class OpenAIBatch:
         return len(line) + 1
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str:
-        body, content_type = _multipart({"purpose": "batch"}, ("file", f"{tag}.jsonl", path))
-        reply = await transport.request("POST", "files", body, content_type)
-        return str(check(self.provider, reply, "uploading the batch input file")["id"])
+        what = "uploading the batch input file"
+        uploaded = await openai_upload(
+            transport,
+            self.provider,
+            path,
+            purpose="batch",
+            filename=f"{tag}.jsonl",
+            mime="application/jsonl",
+            what=what,
+        )
+        return uploaded.ref
 
     async def create(
         self, transport: Transport, model: str, tag: str, path: Path, file: str | None
@@ -171,23 +178,6 @@ def _parse_line(raw: str) -> BatchLine | None:
     if code in _NOT_RUN or not code:
         return BatchLine(job_id, RetryableError(message, body=raw), raw)
     return BatchLine(job_id, PermanentJobError(message, body=raw), raw)
-
-
-def _multipart(fields: Mapping[str, str], file: tuple[str, str, Path]) -> tuple[FileBody, str]:
-    """A ``multipart/form-data`` body of text ``fields`` and one file (read from disk as it is
-    sent), and its content type."""
-    boundary = f"batcher-{uuid.uuid4().hex}"
-    parts = [
-        f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    name, filename, path = file
-    parts.append(
-        f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-        f"content-type: application/jsonl\r\n\r\n".encode()
-    )
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    return FileBody(path, b"".join(parts), tail), f"multipart/form-data; boundary={boundary}"
 
 
 def _endpoint(spec: RequestSpec) -> str:

@@ -42,8 +42,8 @@ def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
     """A turn's content: its text, or parts when it carries images or files.
 
     Images go as ``input_image`` (a URL as given, else a data: URI, with ``detail``), other files
-    (PDFs) as ``input_file`` with ``file_data`` (a data: URI). An assistant turn's text is an
-    ``output_text`` part. https://platform.openai.com/docs/guides/images-vision?api-mode=responses,
+    (PDFs) as ``input_file`` with ``file_data`` (a data: URI), or ``file_id`` once uploaded. An
+    assistant turn's text is an ``output_text`` part. https://platform.openai.com/docs/guides/images-vision?api-mode=responses,
     https://platform.openai.com/docs/guides/pdf-files?api-mode=responses"""
     if all(p.media is None for p in m.parts):
         return m.text
@@ -54,6 +54,9 @@ def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
         if media is None:
             if p.text:
                 parts.append({"type": text_type, "text": p.text})
+            continue
+        if media.uploaded is not None:
+            parts.append({"type": "input_file", "file_id": media.uploaded[0]})
             continue
         if media.kind == "image" and media.is_url:
             url = media.ref
