@@ -291,3 +291,29 @@ def test_lanes_sharing_a_budget_count_one_rpd_and_stop_together() -> None:
     admitted, stops = run_virtual(main)
     assert admitted == 25
     assert len(stops) == 3 and all("25 requests are spent" in s for s in stops)
+
+
+def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Runs started together on one new quota file: SQLite answers "database is locked" at once
+    to some of them while another switches the file to WAL (its busy timeout does not cover
+    that), which used to end a run with exit 2; each opener now waits its turn."""
+    import threading
+
+    failures: list[BaseException] = []
+    for trial in range(40):
+        path = tmp_path / f"q{trial}" / "quota.sqlite3"
+        start = threading.Barrier(6)
+
+        def open_it(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                SqliteStore(path)
+            except BaseException as e:
+                failures.append(e)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []

@@ -44,14 +44,34 @@ class SqliteStore:
             self._db = sqlite3.connect(
                 path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
-            if "seen" not in columns:  # a file written before ``seen`` was kept
-                self._db.execute("ALTER TABLE account ADD COLUMN seen REAL")
+            self._prepare(time.monotonic() + 30.0)
         except (OSError, sqlite3.Error) as e:
             raise UsageError(f"cannot open the quota store {path}: {e}") from None
+
+    def _prepare(self, deadline: float) -> None:
+        """WAL mode and the tables. Processes opening a new file at once can meet "database is
+        locked" here at once, the busy timeout notwithstanding (switching to WAL and recovering a
+        WAL do not wait on SQLite's busy handler): tried again until ``deadline``."""
+        pause = 0.01
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(account)")}
+                if "seen" not in columns:  # a file written before ``seen`` was kept
+                    try:
+                        self._db.execute("ALTER TABLE account ADD COLUMN seen REAL")
+                    except sqlite3.OperationalError as e:
+                        if "duplicate column" not in str(e):  # not another process's, just now
+                            raise
+                return
+            except sqlite3.OperationalError as e:
+                busy = "locked" in str(e) or "busy" in str(e)
+                if not busy or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)  # at start-up, before the run sends anything
+                pause = min(pause * 2, 0.5)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` in one write transaction."""
