@@ -5,7 +5,6 @@ half the price, a bad input one error row, ``auto``, and exactly once across cra
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 from batcher import Runner, RunOptions, RunSummary
 from batcher._core.tokens import count_tokens
 from batcher._engine.batchapi import STEPS
-from batcher._engine.embed import TOKEN_SHARE
 from batcher._rundir.batchlog import BatchLog
 from batcher._wire.providers._embeddings import GeminiEmbeddings, OpenAIEmbeddings
 from batcher._wire.providers._gemini_batch import GeminiBatch
@@ -156,12 +154,10 @@ def test_openai_lines_pack_by_count_and_tokens_and_a_batch_by_inputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(OpenAIEmbeddings, "max_inputs", 3)
-    monkeypatch.setattr(OpenAIEmbeddings, "max_tokens", 400)
-    monkeypatch.setattr(OpenAIBatch, "max_requests", 5)  # inputs a batch, counted in jobs
-    words = " ".join(["lorem"] * 100)  # ~100 tokens an input: three fit no line of 360
-    rows = [
-        {"id": f"d{i:03d}", "text": f"{i} {words if i % 4 == 0 else 'short'}"} for i in range(23)
-    ]
+    monkeypatch.setattr(OpenAIEmbeddings, "max_tokens", 200)
+    monkeypatch.setattr(OpenAIBatch, "max_requests", 6)  # inputs a batch, counted in jobs
+    words = " ".join(["lorem"] * 50)  # about 100 tokens: two of them fill no line of 200
+    rows = [{"id": f"d{i:03d}", "text": f"{i} {words if i % 2 else 'short'}"} for i in range(24)]
     jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
     clock = VirtualClock()
     app = create_app(MockConfig(), clock=clock.time)
@@ -170,14 +166,15 @@ def test_openai_lines_pack_by_count_and_tokens_and_a_batch_by_inputs(
     got = read_results(tmp_path / "out")
     assert set(got) == {r["id"] for r in rows} and all(r["status"] == "ok" for r in got.values())
     made = _batches(app)
-    assert len(made) == math.ceil(23 / 5)
+    assert len(made) == 24 // 6
     for batch in made:
-        assert sum(_inputs(batch)) <= 5
+        assert sum(_inputs(batch)) <= 6
         for _, body in batch.lines:
             assert len(body["input"]) <= 3
-            assert sum(count_tokens(t) for t in body["input"]) <= 400 * TOKEN_SHARE + 110
-    assert sum(len(b.lines) for b in made) > math.ceil(23 / 3)  # the token cap cut some lines
-    assert app.state.batch_lines == sum(len(b.lines) for b in made)
+            assert sum(count_tokens(t) for t in body["input"]) <= 200
+    # by count alone, two lines of three a batch; the tokens cut them to a long input a line
+    assert [len(b.lines) for b in made] == [3] * 4
+    assert app.state.batch_lines == 12
 
 
 def test_the_mock_refuses_an_embeddings_batch_over_50000_inputs() -> None:
