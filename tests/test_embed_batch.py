@@ -148,6 +148,9 @@ def test_gemini_embeddings_over_the_inline_limit_go_as_a_file(
     )
     (made,) = _batches(app)
     assert made.input_file_id is not None and made.output_file_id is not None
+    key, request = made.lines[0]  # an EmbedContentRequest, its model the batch's
+    assert key == "d000" and "model" not in request
+    assert request == {"content": {"parts": [{"text": "document 0"}]}, "outputDimensionality": 4}
 
 
 def test_openai_lines_pack_by_count_and_tokens_and_a_batch_by_inputs(

@@ -3,7 +3,8 @@ without holding its jobs or its requests in memory.
 
 ``input.jsonl`` is the batch's input file as the provider takes it (the lines of its wire's
 ``BatchAPI.line``), uploaded from disk as it is read; ``jobs.jsonl`` holds, in request order, what
-each line's row needs besides the answer (``Entry``: id, source, fingerprint, ``max_tokens``); the
+each line's row needs besides the answer (``Entry``: id, source, fingerprint, ``max_tokens``; a
+line that packs many embedding inputs stands for as many entries, in its inputs' order); the
 results files a finished batch answers are downloaded beside them. A chunk is written as it is cut
 into a folder of its own (``Cut``), made durable and moved to its tag's name before its chunk
 event is recorded in ``DIR/batches.jsonl``, so a recorded chunk always has its files; they are

@@ -167,6 +167,8 @@ class GeminiBatch:
         self, transport: Transport, info: BatchInfo, ids: Sequence[str], folder: Path
     ) -> Iterator[BatchLine]:
         response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output") or {}
+        if isinstance(response.get("output"), Mapping):  # the batch itself, its output within
+            response = response["output"]
         if response.get("responsesFile"):
             name = str(response["responsesFile"])
             dest = folder / f"{info.id.rpartition('/')[2]}.out.jsonl"
