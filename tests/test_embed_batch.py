@@ -5,6 +5,8 @@ half the price, a bad input one error row, ``auto``, and exactly once across cra
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from batcher._wire.providers._openai_batch import OpenAIBatch
 from batcher.mock import MockConfig, MockServer, create_app
 from batcher.mock._batch_store import Batch
 from batcher.mock._embeddings import mock_vector
-from tests.helpers import read_results, run_cli, write_jsonl
+from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
+from tests.test_batchapi import _KILL_AT
 from tests.virtual import VirtualClock, run_virtual
 
 MODEL = {"openai": "text-embedding-3-small", "gemini": "gemini-embedding-001"}
@@ -282,3 +285,27 @@ def test_a_crash_at_every_step_loses_nothing_and_pays_nothing_twice(
     else:  # a line a job
         assert len(creates) == 3 and app.state.batch_lines == 10
     assert not BatchLog(tmp_path / "out").open_chunks()
+
+
+@pytest.mark.parametrize("step", ["created", "collecting"])
+def test_kill_9_then_a_rerun_finishes_exactly_once(
+    tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None, step: str
+) -> None:
+    jobs = _jobs(tmp_path, 5, bad={3})  # one line of five, refused; then five alone
+    server = start_mock(MockConfig(batch_delay=0.3))
+    out = tmp_path / "out"
+    flags = ("--model", MODEL["openai"], "--endpoint", "embeddings", "--dimensions", "4")
+    command = run_command(jobs, out, server.base_url("openai"), *flags, "--mode", "batch")
+    command += ["--poll-interval", "0.1"]
+    killed = subprocess.run(
+        [command[0], "-c", _KILL_AT, step, *command[3:]], capture_output=True, timeout=100
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    done = subprocess.run(command, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 1, done.stderr
+    rows = read_results(out)
+    assert len(rows) == 5 and rows["d003"]["error_kind"] == "permanent"
+    assert all(r["status"] == "ok" for k, r in rows.items() if k != "d003")
+    stats = mock_stats(server)
+    creates = stats["batch_creates"]
+    assert len(creates) == len(set(creates)) == 2 and stats["batch_lines"] == 1 + 5
