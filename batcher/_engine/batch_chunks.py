@@ -22,7 +22,7 @@ from .._core.media import Inline, inline_now
 from .._jobs import Job
 from .._rundir.batchlog import BatchLog, Chunk
 from .._wire.endpoint import Target
-from .._wire.providers import Provider
+from .._wire.providers import Provider, is_embedder
 from .._wire.providers._batch import BatchAPI
 from .._wire.transport import Transport
 from .pool import Pool, Route
@@ -33,11 +33,14 @@ T = TypeVar("T")
 
 
 def batch_api(provider: Provider) -> BatchAPI:
-    """The batch API of ``provider``'s wire format."""
+    """The batch API of ``provider``'s wire format (Gemini's takes embeddings by a method of
+    their own)."""
     from .._wire.providers._gemini_batch import GeminiBatch
     from .._wire.providers._openai_batch import OpenAIBatch
 
-    return OpenAIBatch() if provider.name == "openai" else GeminiBatch()
+    if provider.name == "openai":
+        return OpenAIBatch()
+    return GeminiBatch(embeddings=is_embedder(provider))
 
 
 @dataclass(eq=False)

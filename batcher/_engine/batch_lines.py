@@ -5,7 +5,9 @@ line as its ``response`` (its inline images left out), ``via = "batch"`` and the
 Images an answer holds (Gemini's image models, OpenAI's images endpoint) are saved under
 ``DIR/images/`` before the row is written, as online (``_rundir.image_files``). A line that failed
 in a way that may pass later is handed back as its ``RetryableError``: the executor decides
-whether it goes into a later batch, online, or becomes an error row.
+whether it goes into a later batch, online, or becomes an error row. An embedding's row keeps no
+response, as online (its vector is in ``embedding``); a line that answered many embeddings comes
+split into one line a job, each parsed already (``batch_embed``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ class LineRecords:
                 raise RetryableError(unanswered)
             if isinstance(line.answer, ProviderError):
                 raise line.answer
-            completion = ep.provider.parse(line.answer)
+            if isinstance(line.answer, Completion):  # a job's part of a packed line
+                completion = line.answer
+            else:
+                completion = ep.provider.parse(line.answer)
         except RetryableError as e:
             return e
         except ProviderError as e:
@@ -87,6 +92,8 @@ class LineRecords:
         raw = line.raw if line is not None else None
         if raw is not None and completion is not None and completion.images:
             raw = _without_images(raw)
+        if completion is not None and completion.vectors:
+            raw = None  # as online: the vector is in ``embedding``
         record = record_of(
             job,
             chunk.model,
@@ -97,6 +104,11 @@ class LineRecords:
             error=error,
             raw=raw,
         )
+        estimate = line.estimate if line is not None else None
+        unreported = completion is not None and completion.input_tokens is None
+        if unreported and estimate is not None and self.prices.price(chunk.model) is not None:
+            cost = self.prices.cost(chunk.model, estimate, 0, batch=True)  # as online's estimate
+            record = replace(record, cost_usd=cost)
         return record
 
     async def with_images(self, record: Record, completion: Completion | None) -> Record:

@@ -8,6 +8,9 @@ and the next begins; a model whose every endpoint's queue is full is passed over
 the pass, and its jobs wait for another pass once a batch has been collected. So memory holds a
 cut's ids, not its jobs nor its requests, whatever the number of jobs.
 
+Embeddings on a batch API whose lines take many inputs (OpenAI's) are packed into lines as the
+cut is written (``batch_embed.LinePacker``); a job whose packed line was refused goes alone.
+
 In ``auto``, the first ``batch_min`` jobs are held back until there are that many: fewer go
 online instead, as before.
 """
@@ -27,8 +30,9 @@ from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.chunk_files import Cut, Entry, chunk_folder, has_entries, tidy_files
 from .._rundir.store import ResultStore
-from .._wire.providers import Provider, job_fingerprint
+from .._wire.providers import Provider, is_embedder, job_fingerprint
 from .batch_chunks import BatchEndpoint, Chunker
+from .batch_embed import LinePacker
 from .budget import Reservation
 from .consume import Consumer
 
@@ -40,9 +44,18 @@ log = logging.getLogger("batcher")
 class _Open:
     """A model's cut being written, for one attempt, and the endpoint it goes to."""
 
-    def __init__(self, ep: BatchEndpoint, cut: Cut, room: int | None, first: bool) -> None:
+    def __init__(
+        self,
+        ep: BatchEndpoint,
+        cut: Cut,
+        room: int | None,
+        first: bool,
+        packer: LinePacker | None = None,
+    ) -> None:
         self.ep = ep
         self.cut = cut
+        self.packer = packer
+        """Packs embeddings many to a line (None: a line a job)."""
         self.room = room
         """Input tokens left in the endpoint's queue for the model (None: no bound)."""
         self.first = first
@@ -94,6 +107,9 @@ class Submitter:
         self.retry: dict[str, int] = {}
         """Jobs whose line failed retryably, with the attempts they have had: the next pass
         puts them in a later batch."""
+        self.alone: set[str] = set()
+        """Jobs of an embeddings line refused for what it held (``batch_embed.Resend``): the
+        next pass puts each alone on a line."""
         self.deferred = False
         """The last pass left jobs for want of room in a batch queue."""
         self.freed = False
@@ -190,7 +206,12 @@ class Submitter:
                 return
         fingerprint = job_fingerprint(self.fp_provider, job, model)
         entry = Entry(job.id, job.source, fingerprint, job.max_tokens)
-        cut.cut.add(entry, line, size, tokens)
+        if cut.packer is not None:
+            alone = job.id in self.alone
+            cut.packer.add(cut.cut, job, entry, line, size, tokens, alone=alone)
+        else:
+            cut.cut.add(entry, line, size, tokens)
+        self.alone.discard(job.id)
 
     async def rebuild(self) -> None:
         """Write the files of open chunks an earlier version recorded without them, from one
@@ -237,7 +258,10 @@ class Submitter:
             return None
         held = self._queued.get((ep.name, model), 0)
         room = None if ep.queue_tokens is None else ep.queue_tokens - held
-        return _Open(ep, Cut(self.files), room, first=not held)
+        packer = None
+        if ep.api.packs and is_embedder(ep.provider):
+            packer = LinePacker(ep, model, self.chunker.tokens)
+        return _Open(ep, Cut(self.files), room, first=not held, packer=packer)
 
     def _defer(self, job: Job, attempt: int) -> None:
         """No room for ``job`` in any queue: a pass after the next collect takes it."""
@@ -253,6 +277,8 @@ class Submitter:
         """Record a full cut as a chunk (its worst case set aside first under ``--budget``)
         and create its batch."""
         files = cut.cut
+        if cut.packer is not None:
+            cut.packer.flush(files)
         reservation = None
         if self.consumer.budget is not None:
             what = f"batch ({len(files.ids)} jobs of {model})"

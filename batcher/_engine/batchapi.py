@@ -68,9 +68,10 @@ from .._rundir.chunk_files import (
 )
 from .._rundir.rows import Record
 from .._rundir.store import ResultStore
-from .._wire.providers import Provider
+from .._wire.providers import Provider, is_embedder
 from .._wire.providers._batch import BatchInfo, BatchLine
 from .batch_chunks import BatchEndpoint, Chunker, batch_api
+from .batch_embed import Resend, split_lines
 from .batch_lines import LineRecords
 from .batch_looks import Schedule
 from .batch_submit import Submitter
@@ -299,6 +300,8 @@ class BatchExecutor:
         by_id = {entry.id: entry for entry in entries}
         ids = [entry.id for entry in entries]
         lines = await ep.call(ep.api.lines, info, ids, folder)
+        if is_embedder(ep.provider):  # a line may answer many jobs: one line a job
+            lines = split_lines(ep.api, ep.provider, folder, entries, lines, self.chunker.estimator)
         unanswered = f"batch {info.id} ended {info.state} without answering this job"
         if info.error:
             unanswered += f" ({info.error})"
@@ -338,6 +341,10 @@ class BatchExecutor:
         if isinstance(answer, RetryableError):
             if self.options.mode == "auto" or self.cancelling:
                 return  # the online lanes finish it, or a later run sends it again
+            if isinstance(answer, Resend):  # alone on a line of the next batch, whatever try
+                self.submitter.alone.add(entry.id)
+                self.submitter.retry[entry.id] = chunk.attempt
+                return
             if chunk.attempt < self.max_attempts:
                 self.submitter.retry[entry.id] = chunk.attempt
                 return

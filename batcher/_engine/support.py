@@ -50,8 +50,6 @@ TABLE: tuple[Capability, ...] = (
         ("--endpoint embeddings", "--dimensions", "--task-type"),
         lambda o: o.media.api == "embeddings",
         refused={
-            "batch": "not yet; they go online, many inputs packed in each request (run "
-            "--mode online)",
             "ray": "not yet; they go from this process, many inputs packed in each request "
             "(run without --ray)",
         },

@@ -3,7 +3,8 @@ without holding its jobs or its requests in memory.
 
 ``input.jsonl`` is the batch's input file as the provider takes it (the lines of its wire's
 ``BatchAPI.line``), uploaded from disk as it is read; ``jobs.jsonl`` holds, in request order, what
-each line's row needs besides the answer (``Entry``: id, source, fingerprint, ``max_tokens``); the
+each line's row needs besides the answer (``Entry``: id, source, fingerprint, ``max_tokens``; a
+line that packs many embedding inputs stands for as many entries, in its inputs' order); the
 results files a finished batch answers are downloaded beside them. A chunk is written as it is cut
 into a folder of its own (``Cut``), made durable and moved to its tag's name before its chunk
 event is recorded in ``DIR/batches.jsonl``, so a recorded chunk always has its files; they are
@@ -116,14 +117,21 @@ class Cut:
         """Bytes of its requests in a batch (``BatchAPI.size``)."""
         self.tokens = 0
 
-    def add(self, entry: Entry, line: bytes, size: int, tokens: int) -> None:
-        self._input.write(line + b"\n")
+    def add(self, entry: Entry, line: bytes | None, size: int, tokens: int) -> None:
+        """Add a job: its entry, and its ``line`` (None: it goes in a line that holds many
+        jobs, written by ``line`` once complete, as an embeddings pack)."""
+        if line is not None:
+            self._input.write(line + b"\n")
         row: list[Any] = [entry.id, entry.source, entry.fingerprint, entry.max_tokens]
         self._jobs.write(dumps(row) + b"\n")
         self.ids.append(entry.id)
         self.max_tokens.append(entry.max_tokens)
         self.size += size
         self.tokens += tokens
+
+    def line(self, line: bytes) -> None:
+        """Write a line holding jobs already added (``add`` with no line), in their order."""
+        self._input.write(line + b"\n")
 
     def place(self, folder: Path) -> None:
         """Make its files durable and move them to ``folder`` (its tag's, any stale one an

@@ -4,7 +4,10 @@ https://ai.google.dev/api/batch-api: ``POST /v1beta/models/{m}:batchGenerateCont
 requests or ``input_config.file_name`` (answered inline, or as a ``responsesFile``), ``GET
 /v1beta/batches`` (``pageSize``, ``pageToken``), ``GET /v1beta/batches/{id}``, ``POST
 /v1beta/batches/{id}:cancel``; the Files API's resumable upload (``POST /upload/v1beta/files``)
-and ``GET /download/v1beta/files/{id}:download``.
+and ``GET /download/v1beta/files/{id}:download``. ``POST /v1beta/models/{m}:asyncBatchEmbedContent``
+makes a batch of embeddings the same way (https://ai.google.dev/gemini-api/docs/batch-mode#batch-
+embedding): each line one ``EmbedContentRequest``, answered by the mock's ``batchEmbedContents``
+route as a one-input request, and given back as an ``EmbedContentResponse`` (``{"embedding"}``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ _GEMINI_BATCH = "type.googleapis.com/google.ai.generativelanguage.v1beta.Generat
 _GEMINI_OUTPUT = (
     "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
 )
+_EMBED = "asyncBatchEmbedContent"
+"""The method that makes a batch of embeddings (kept as its ``Batch.endpoint``)."""
+_EMBED_BATCH = "type.googleapis.com/google.ai.generativelanguage.v1beta.EmbedContentBatch"
+_EMBED_OUTPUT = "type.googleapis.com/google.ai.generativelanguage.v1beta.EmbedContentBatchOutput"
 
 
 class GeminiBatches(BatchAPI):
@@ -62,6 +69,11 @@ class GeminiBatches(BatchAPI):
             if request.method != "POST":
                 return None
             return self._create(request, path[len("models/") : -len(":batchGenerateContent")])
+        if path.startswith("models/") and path.endswith(f":{_EMBED}"):
+            if request.method != "POST":
+                return None
+            model = path[len("models/") : -len(_EMBED) - 1]
+            return self._create(request, model, endpoint=_EMBED)
         if path == "batches" and request.method == "GET":
             mine = self.mine()
             size = int(request.query.get("pageSize") or 50)
@@ -87,7 +99,24 @@ class GeminiBatches(BatchAPI):
         return None
 
     def line_path(self, batch: Batch) -> str:
+        if batch.endpoint == _EMBED:
+            return f"/v1beta/models/{batch.model}:batchEmbedContents"
         return f"/v1beta/models/{batch.model}:generateContent"
+
+    def line_body(self, batch: Batch, body: dict[str, Any]) -> dict[str, Any]:
+        """An embeddings line as a one-input ``batchEmbedContents`` request (its model the
+        batch's unless it names one)."""
+        if batch.endpoint == _EMBED:
+            return {"requests": [{"model": f"models/{batch.model}", **body}]}
+        return body
+
+    def line_answer(self, batch: Batch, status: int, answer: Any) -> Any:
+        """A ``batchEmbedContents`` answer of one input as the ``EmbedContentResponse`` an
+        embeddings batch gives."""
+        if batch.endpoint == _EMBED and status == 200 and isinstance(answer, dict):
+            (embedding,) = answer["embeddings"]
+            return {"embedding": embedding}
+        return answer
 
     def _upload(self, request: Request) -> Response:
         """The Files API's resumable upload: ``start`` opens a session, ``upload, finalize``
@@ -129,7 +158,9 @@ class GeminiBatches(BatchAPI):
         }
         return json_response(200, {"file": file}, {"x-goog-upload-status": "final"})
 
-    def _create(self, request: Request, model: str) -> Response:
+    def _create(
+        self, request: Request, model: str, endpoint: str = "batchGenerateContent"
+    ) -> Response:
         if not request.headers.get("x-goog-api-key"):
             return _gemini_error(
                 403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."
@@ -159,6 +190,7 @@ class GeminiBatches(BatchAPI):
             headers={"x-goog-api-key": request.headers.get("x-goog-api-key", "")},
             state="BATCH_STATE_PENDING",
             input_file_id=file_name,
+            endpoint=endpoint,
         )
         store.add(item)
         return json_response(200, self._op(item))
@@ -166,8 +198,9 @@ class GeminiBatches(BatchAPI):
     def _op(self, batch: Batch) -> dict[str, Any]:
         ok = sum(1 for _, status, _ in batch.answers if status == 200)
         done = batch.state in self.final
+        embeds = batch.endpoint == _EMBED
         meta = {
-            "@type": _GEMINI_BATCH,
+            "@type": _EMBED_BATCH if embeds else _GEMINI_BATCH,
             "model": f"models/{batch.model}",
             "displayName": batch.tag,
             "name": batch.id,
@@ -185,7 +218,8 @@ class GeminiBatches(BatchAPI):
             batch.state == "BATCH_STATE_CANCELLED" and bool(batch.answers)
         )
         if answered and batch.output_file_id is not None:
-            op["response"] = {"@type": _GEMINI_OUTPUT, "responsesFile": batch.output_file_id}
+            output = _EMBED_OUTPUT if embeds else _GEMINI_OUTPUT
+            op["response"] = {"@type": output, "responsesFile": batch.output_file_id}
         elif answered:
             items = []
             for key, status, body in batch.answers:
@@ -194,7 +228,8 @@ class GeminiBatches(BatchAPI):
                     item["metadata"] = {"key": key}
                 items.append(item)
             inlined = {"inlinedResponses": items}
-            op["response"] = {"@type": _GEMINI_OUTPUT, "inlinedResponses": inlined}
+            output = _EMBED_OUTPUT if embeds else _GEMINI_OUTPUT
+            op["response"] = {"@type": output, "inlinedResponses": inlined}
         return op
 
     def keep_answers(self, batch: Batch) -> None:

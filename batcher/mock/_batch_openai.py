@@ -3,7 +3,9 @@
 https://platform.openai.com/docs/api-reference/batch: ``POST /v1/files`` (multipart,
 ``purpose=batch``), ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches``
 (``after``, ``limit``), ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. A batch's
-answers go into an output file and an error file (expired lines included).
+answers go into an output file and an error file (expired lines included). An embeddings batch
+(``/v1/embeddings``) holds at most 50,000 inputs across its lines, as OpenAI's create refuses
+more (https://platform.openai.com/docs/api-reference/batch/create).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from ._wire import Request, Response, json_response
 
 __all__ = ["OpenAIBatches"]
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/images/generations")
-"""The Batch API endpoints the mock runs (OpenAI's take more: embeddings, moderations...)."""
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/images/generations", "/v1/embeddings")
+"""The Batch API endpoints the mock runs (OpenAI's take more: moderations, completions...)."""
+MAX_EMBEDDING_INPUTS = 50_000
+"""Inputs an embeddings batch holds at most, across all its requests."""
 
 
 class OpenAIBatches(BatchAPI):
@@ -100,6 +104,14 @@ class OpenAIBatches(BatchAPI):
             return _openai_error(400, f"endpoint must be one of {', '.join(ENDPOINTS)}, window 24h")
         if any(line.get("url") != endpoint for line in lines):
             return _openai_error(400, "every line's url must be the batch's endpoint")
+        if endpoint == "/v1/embeddings":
+            inputs = sum(_inputs(b.get("input")) for _, b in requests)
+            if inputs > MAX_EMBEDDING_INPUTS:
+                return _openai_error(
+                    400,
+                    f"an embeddings batch holds at most {MAX_EMBEDDING_INPUTS} inputs across its "
+                    f"requests: this one holds {inputs}",
+                )
         tag = str((body.get("metadata") or {}).get("batcher_tag") or "")
         batch = Batch(
             id=f"batch_mock{len(store.batches) + 1:06d}",
@@ -196,6 +208,11 @@ class OpenAIBatches(BatchAPI):
                 file_id = f"file-mock{len(files) + 1:06d}"
                 files[file_id] = "".join(json.dumps(x) + "\n" for x in lines).encode()
                 setattr(batch, attr, file_id)
+
+
+def _inputs(value: Any) -> int:
+    """The inputs an embeddings request's ``input`` holds."""
+    return len(value) if isinstance(value, list) else 1
 
 
 def _multipart(request: Request) -> dict[str, bytes]:

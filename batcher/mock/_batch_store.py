@@ -50,7 +50,8 @@ class Batch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     endpoint: str = "/v1/chat/completions"
-    """OpenAI's: the path every line goes to (chat completions, or image generations)."""
+    """OpenAI's: the path every line goes to (chat completions, image generations...);
+    Gemini's: the method that made it (``batchGenerateContent``, ``asyncBatchEmbedContent``)."""
 
 
 class BatchStore:
@@ -132,6 +133,14 @@ class BatchAPI(ABC):
     def line_path(self, batch: Batch) -> str:
         """The online route that answers a line of ``batch``."""
 
+    def line_body(self, batch: Batch, body: dict[str, Any]) -> dict[str, Any]:
+        """A line's request as the online route that answers it takes it."""
+        return body
+
+    def line_answer(self, batch: Batch, status: int, answer: Any) -> Any:
+        """The online route's answer to a line as the batch gives it back."""
+        return answer
+
     @abstractmethod
     def keep_answers(self, batch: Batch) -> None:
         """``batch`` ended: put the lines it answered where this API gives them."""
@@ -185,11 +194,12 @@ class BatchAPI(ABC):
             if key in expire:
                 batch.expired.append(key)
                 continue
-            raw = json.dumps(body).encode()
+            raw = json.dumps(self.line_body(batch, body)).encode()
             response = await self.store.answer(Request("POST", path, batch.headers, {}, raw))
             try:
                 answer = json.loads(response.body)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 answer = {"error": {"message": "The server had an error processing this line."}}
                 response = Response(500)
+            answer = self.line_answer(batch, response.status, answer)
             batch.answers.append((key, response.status, answer))

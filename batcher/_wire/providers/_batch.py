@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..._core.completion import Completion
 from ..._core.errors import ProviderError, RetryableError
 from ..transport import Reply, Transport
 from ._base import Provider, RequestSpec, json_body
@@ -43,11 +44,15 @@ class BatchInfo:
 @dataclass(frozen=True, slots=True)
 class BatchLine:
     """One answered line: whose job, its answer as an HTTP reply (for ``Provider.parse``) or the
-    error that stood in for one, and the line as the provider wrote it."""
+    error that stood in for one, and the line as the provider wrote it. A line that answered
+    many jobs (an embeddings pack) is handed on as one ``BatchLine`` a job, its answer that
+    job's part already parsed (a ``Completion``) and ``estimate`` its input tokens estimated
+    (what its row costs where the provider reports none, as online)."""
 
     job_id: str
-    answer: Reply | ProviderError
+    answer: Reply | ProviderError | Completion
     raw: str
+    estimate: int | None = None
 
 
 class BatchAPI(Protocol):
@@ -57,6 +62,8 @@ class BatchAPI(Protocol):
     """Requests in one batch at most."""
     max_bytes: int
     """Bytes of requests in one batch at most (an input file, or an inline request)."""
+    packs: bool
+    """Whether an embeddings line may carry many jobs' inputs (OpenAI's), or one (Gemini's)."""
 
     def line(self, job_id: str, spec: RequestSpec) -> bytes:
         """A request as a line of the input file (without its newline)."""
@@ -64,6 +71,11 @@ class BatchAPI(Protocol):
 
     def size(self, line: bytes) -> int:
         """Bytes a request takes in a batch, from its input-file ``line``."""
+        ...
+
+    def inputs(self, line: bytes) -> tuple[str, list[str]]:
+        """An embeddings input ``line``'s key (its answer's) and the texts it embeds, in
+        order."""
         ...
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:

@@ -27,6 +27,14 @@ file ``files/{id}``) and named in ``input_config.file_name``. Its answers come b
 ``response.responsesFile``, a JSONL file of ``{"key", "response"}`` or ``{"key", "error"}`` lines
 downloaded from ``GET /download/v1beta/files/{id}:download?alt=media``.
 
+Embeddings go the same way through ``POST models/{model}:asyncBatchEmbedContent``
+(https://developers.googleblog.com/gemini-batch-api-now-supports-embeddings-and-openai-compatibility
+and https://ai.google.dev/gemini-api/docs/batch-mode#batch-embedding): the batch (``display_name``,
+``input_config``) has the same shape, each request is one ``EmbedContentRequest`` (``{"content":
+{"parts": [{"text"}]}, "taskType"?, "outputDimensionality"?}``, its model the batch's), and each
+answer an ``EmbedContentResponse`` (``{"embedding": {"values"}}``), inline or a responses file's
+line as above. A line holds one input: ``batchEmbedContents``' many-input form has no batch twin.
+
 Either way the chunk's lines are first written to disk as a JSONL file of ``{"key", "request"}``:
 an inline batch reads it back into its create call (under 20 MB), a larger one is uploaded from
 it as it is read; a responses file is written to disk as it arrives and read a line at a time.
@@ -81,11 +89,26 @@ class GeminiBatch:
     whole, where a responses file is read a line at a time (50,000 answers of a few KB inline
     would be hundreds of MB once parsed)."""
 
-    def __init__(self) -> None:
+    packs = False
+    """A line holds one request, one input (an embedding too)."""
+
+    def __init__(self, *, embeddings: bool = False) -> None:
         self.provider = GeminiProvider()
+        self.embeddings = embeddings
+        """Batches of ``EmbedContentRequest`` (``asyncBatchEmbedContent``), not of
+        ``GenerateContentRequest``."""
 
     def line(self, job_id: str, spec: RequestSpec) -> bytes:
+        if self.embeddings:  # batchEmbedContents' one request, less its model (the batch's)
+            one = {k: v for k, v in spec.body["requests"][0].items() if k != "model"}
+            return encode({"key": job_id, "request": one})
         return encode({"key": job_id, "request": spec.body})
+
+    def inputs(self, line: bytes) -> tuple[str, list[str]]:
+        """An embeddings input line's key and its one text."""
+        item = loads(line)
+        parts = item["request"]["content"]["parts"]
+        return str(item["key"]), ["".join(str(p.get("text", "")) for p in parts)]
 
     def size(self, line: bytes) -> int:
         """As inline, ``{"request":R,"metadata":{"key":K}}``: 13 bytes more than the file's
@@ -114,7 +137,8 @@ class GeminiBatch:
             config = encode({"display_name": tag, "input_config": {"requests": {"requests": []}}})
             head, _, tail = config.rpartition(b"[]")
             body = b"".join([b'{"batch":', head, b"[", _inline(path), b"]", tail, b"}"])
-        path_ = model_path(model, "batchGenerateContent")
+        method = "asyncBatchEmbedContent" if self.embeddings else "batchGenerateContent"
+        path_ = model_path(model, method)
         reply = await transport.request("POST", path_, body)
         return _info(check(self.provider, reply, "creating the batch"))
 
@@ -143,10 +167,13 @@ class GeminiBatch:
         self, transport: Transport, info: BatchInfo, ids: Sequence[str], folder: Path
     ) -> Iterator[BatchLine]:
         response = info.raw.get("response") or (info.raw.get("metadata") or {}).get("output") or {}
+        if isinstance(response.get("output"), Mapping):  # the batch itself, its output within
+            response = response["output"]
         if response.get("responsesFile"):
             name = str(response["responsesFile"])
             dest = folder / f"{info.id.rpartition('/')[2]}.out.jsonl"
             return await self._download(transport, name, dest)
+        embeds = self.embeddings
         inlined = (response.get("inlinedResponses") or {}).get("inlinedResponses") or []
         out = []
         for n, item in enumerate(inlined):
@@ -157,7 +184,7 @@ class GeminiBatch:
                 if n >= len(ids):
                     continue
                 key = ids[n]  # no key: the responses keep the requests' order
-            out.append(BatchLine(key, _reply(item), encode(item).decode()))
+            out.append(BatchLine(key, _reply(item, embeds), encode(item).decode()))
         return iter(out)
 
     async def _download(self, transport: Transport, name: str, dest: Path) -> Iterator[BatchLine]:
@@ -166,7 +193,7 @@ class GeminiBatch:
         reply = await transport.download(path, dest)
         if not 200 <= reply.status_code < 300:
             check(self.provider, reply, f"downloading the responses file {name}")
-        return _read_lines(dest)
+        return _read_lines(dest, self.embeddings)
 
 
 def _size(path: Path) -> tuple[int, int]:
@@ -190,18 +217,20 @@ def _inline(path: Path) -> bytes:
     return bytes(out)
 
 
-def _read_lines(path: Path) -> Iterator[BatchLine]:
+def _read_lines(path: Path, embeds: bool) -> Iterator[BatchLine]:
     for raw in file_lines(path):
         try:
             item = loads(raw)  # orjson: a third of the standard library's time
         except ValueError:
             continue
         if isinstance(item, Mapping) and isinstance(item.get("key"), str):
-            yield BatchLine(item["key"], _reply(item), raw)
+            yield BatchLine(item["key"], _reply(item, embeds), raw)
 
 
-def _reply(item: Mapping[str, Any]) -> Reply:
-    """An inline response as the online answer it stands for."""
+def _reply(item: Mapping[str, Any], embeds: bool = False) -> Reply:
+    """An inline response as the online answer it stands for; an ``EmbedContentResponse`` as
+    the one-input ``batchEmbedContents`` answer (``embeddings: [embedding]``) the embeddings
+    wire reads."""
     error = item.get("error")
     if isinstance(error, Mapping):
         code = error.get("code")
@@ -210,7 +239,12 @@ def _reply(item: Mapping[str, Any]) -> Reply:
         )
         body = {"error": {"code": status, "message": error.get("message") or "", "status": name}}
         return Reply(status, {}, encode(body))
-    return Reply(200, {}, encode(item.get("response") or {}))
+    response = item.get("response") or {}
+    if embeds and isinstance(response, Mapping) and "embedding" in response:
+        embedding = response["embedding"]
+        response = {k: v for k, v in response.items() if k != "embedding"}
+        response["embeddings"] = [embedding]
+    return Reply(200, {}, encode(response))
 
 
 def _state(word: str) -> str:

@@ -18,6 +18,12 @@ https://platform.openai.com/docs/api-reference/files/create:
   never ran (expired, cancelled) has ``response: null`` and ``error: {"code", "message"}``
   (``batch_expired``, ``batch_cancelled``).
 
+Embeddings go to ``/v1/embeddings``, a line's body the online request's (``{model, input:
+[texts], dimensions?, encoding_format}``): a line packs many jobs' inputs as an online request
+does, its ``custom_id`` its first job's, and its answer's ``data[i].index`` ties each vector to its
+input. A batch of them holds at most 50,000 inputs across its lines (the Batch API's create
+reference), which ``max_requests`` bounds, counted in jobs.
+
 The input file is sent from disk as it is read, in a multipart body of known length; the results
 files are written to disk as they arrive and read a line at a time.
 """
@@ -56,6 +62,8 @@ class OpenAIBatch:
 
     max_requests = 50_000
     max_bytes = 190 * 1024 * 1024  # under the documented 200 MB, for the multipart's envelope
+    packs = True
+    """An embeddings line carries many inputs (the online request's ``input`` list)."""
 
     def __init__(self) -> None:
         self.provider = OpenAIProvider()
@@ -66,6 +74,12 @@ class OpenAIBatch:
 
     def size(self, line: bytes) -> int:
         return len(line) + 1
+
+    def inputs(self, line: bytes) -> tuple[str, list[str]]:
+        """An embeddings input line's ``custom_id`` and its texts, in order."""
+        item = loads(line)
+        texts = item["body"]["input"]
+        return str(item["custom_id"]), [texts] if isinstance(texts, str) else list(texts)
 
     async def upload(self, transport: Transport, tag: str, path: Path) -> str:
         what = "uploading the batch input file"
