@@ -135,6 +135,13 @@ def test_every_input_is_one_row_packed_to_the_wires_count(
         assert sum(tokens) == sum(count_tokens(r["text"]) for r in rows)
     else:  # Gemini reports none
         assert tokens == [None] * n
+    # the attempt log: a row per request, naming every job it packed, the first as its job_id
+    attempts = pq.read_table(out / "attempts").to_pylist()
+    assert len(attempts) == 3
+    packed = [a["packed"] for a in attempts]
+    assert all(a["job_id"] == ids[0] for a, ids in zip(attempts, packed, strict=True))
+    assert sorted(len(ids) for ids in packed) == [7, PER_REQUEST[provider], PER_REQUEST[provider]]
+    assert sorted(i for ids in packed for i in ids) == sorted(r["id"] for r in rows)
 
 
 def test_packs_stay_under_the_token_limit_of_a_request(

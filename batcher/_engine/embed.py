@@ -182,7 +182,8 @@ async def _send_once(
     spec = provider.build_pack(jobs, model)
     xs = [features(job.text) for job in jobs]
     x = _summed(xs)
-    label = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} (+{len(jobs) - 1} packed)"
+    first = jobs[0].id
+    packed = [job.id for job in jobs] if len(jobs) > 1 else None  # the attempt log's ``packed``
     start = ex.clock.monotonic()
     attempts = 0
     sending = [False]
@@ -203,7 +204,7 @@ async def _send_once(
                     provider,
                     spec,
                     slot.observe,
-                    lambda: ex.count_resent(label, attempts, model, lane, sent),
+                    lambda: ex.count_resent(first, attempts, model, lane, sent, packed),
                 )
                 if len(answer.vectors) != len(jobs):
                     raise RetryableError(
@@ -214,11 +215,11 @@ async def _send_once(
             except ProviderError as e:
                 if isinstance(e, TimedOut):
                     ex.tally.timeouts += 1
-                ex.log_attempt(label, attempts, model, asked, sent, error=e)
+                ex.log_attempt(first, attempts, model, asked, sent, error=e, packed=packed)
                 raise
             finally:
                 sending[0] = False
-            ex.log_attempt(label, attempts, model, asked, sent, answer=answer)
+            ex.log_attempt(first, attempts, model, asked, sent, answer=answer, packed=packed)
             slot.done(answer.input_tokens)
         return answer
 

@@ -8,7 +8,7 @@ batch-API executor plugs in beside this one with the same outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -235,14 +235,22 @@ class Executor:
             self.tally.in_flight -= 1
             del self._waiting[scope]
 
-    def count_resent(self, job_id: str, n: int, model: str, lane: Lane, sent: float) -> None:
+    def count_resent(
+        self,
+        job_id: str,
+        n: int,
+        model: str,
+        lane: Lane,
+        sent: float,
+        packed: Sequence[str] | None = None,
+    ) -> None:
         """Count a request the transport sent twice (the server closed the kept-alive connection
         as it left): the first may have reached the server, so it counts as a request, in the
         day's count (RPD) and in the attempt log, where a row says so."""
         self.tally.requests += 1
         lane.count_resend()
         why = "the server closed the kept-alive connection as the request left: sent again"
-        self.log_attempt(job_id, n, model, sent, sent, error=RetryableError(why))
+        self.log_attempt(job_id, n, model, sent, sent, error=RetryableError(why), packed=packed)
 
     def log_attempt(
         self,
@@ -254,8 +262,10 @@ class Executor:
         *,
         answer: Completion | None = None,
         error: ProviderError | None = None,
+        packed: Sequence[str] | None = None,
     ) -> None:
-        """Tell ``on_attempt`` how one request went."""
+        """Tell ``on_attempt`` how one request went (``packed``: the ids of a packed request's
+        jobs, ``job_id`` the first)."""
         if self.on_attempt is None:
             return
         now = self.clock.monotonic()
@@ -275,6 +285,7 @@ class Executor:
                 retry_after=getattr(error, "retry_after", None),
                 error=self.target.redact(error.message)[:500] if error is not None else None,
                 host=self._host,
+                packed=list(packed) if packed else None,
             )
         )
 
