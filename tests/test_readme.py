@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from batcher._cli.main import _parser
+from batcher._cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_every_cli_flag_is_documented_in_its_commands_heading() -> None:
     """Both ways: every flag a command's argparse takes is in its README heading (``run``: its
     flag table), by one of its spellings, and every flag there is one the command takes."""
     readme = (ROOT / "README.md").read_text()
-    subparsers = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    subparsers = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name, sub in subparsers.items():
         documented = _documented_flags(name, readme)
         taken = [a.option_strings for a in sub._actions if a.option_strings]
