@@ -438,3 +438,20 @@ def test_a_parquet_column_or_template_is_embedded(tmp_path: Path, mock_server: M
     model = MODEL["openai"]
     assert a["k3"]["embedding"] == pytest.approx(mock_vector(model, "body 3", 4), abs=1e-6)
     assert b["k3"]["embedding"] == pytest.approx(mock_vector(model, "T3: body 3", 4), abs=1e-6)
+
+
+def test_a_pack_over_the_days_quota_waits_whole_and_a_fatal_answer_stops_the_run(
+    tmp_path: Path, mock_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pack ends as a job does, for every job in it: deferred to the reset (exit 3, its jobs
+    left for a rerun), or stopped by a fatal answer (exit 4, nothing written)."""
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(150))  # Gemini's packs: 100 and 50
+    argv = ("--model", MODEL["gemini"], "--endpoint", "embeddings", "--dimensions", "4")
+    spent = ("--rpd", "1", "--on-daily-limit", "exit")
+    assert run_cli(mock_server, "gemini", jobs, tmp_path / "out", *argv, *spent) == 3
+    results = read_results(tmp_path / "out")
+    assert len(results) == 100 and all(r["status"] == "ok" for r in results.values())
+    assert "50 jobs wait for it" in capsys.readouterr().err
+    gone = ("--model", "no-such-embedder", "--endpoint", "embeddings", "--dimensions", "4")
+    assert run_cli(mock_server, "gemini", jobs, tmp_path / "gone", *gone) == 4
+    assert read_results(tmp_path / "gone") == {}

@@ -20,11 +20,8 @@ from .._admission.estimate import Features, features
 from .._admission.lane import Lane
 from .._core.completion import Completion
 from .._core.errors import (
-    FatalProviderError,
-    Outage,
     PermanentJobError,
     ProviderError,
-    QuotaExhausted,
     RetryableError,
     TimedOut,
 )
@@ -32,7 +29,7 @@ from .._jobs import Job
 from .._rundir.rows import Record
 from .._wire.providers import is_embedder, job_fingerprint, send
 from .execute import Executor, Stopped
-from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .outcome import ABANDONED, Done, Outcome
 from .record import Answered, record_of
 
 __all__ = ["TOKEN_SHARE", "PackLimits", "Packer", "send_pack", "shares"]
@@ -223,28 +220,14 @@ async def _send_once(
             slot.done(answer.input_tokens)
         return answer
 
-    error: ProviderError | None = None
-    with ex.stoppable(sending) as scope:
-        try:
-            with scope:
-                answer = await ex.policy.call(attempt, clock=ex.clock)
-            if scope.cancelled_caught:
-                return [ABANDONED] * len(jobs), None
-        except Stopped:
-            return [ABANDONED] * len(jobs), None
-        except FatalProviderError as e:
-            return [Fatal(e, model)] * len(jobs), None
-        except QuotaExhausted as e:
-            return [Deferred(e)] * len(jobs), None
-        except Outage as e:
-            return [Halted(e)] * len(jobs), None
-        except ProviderError as e:
-            error = e
-    if error is not None:
+    answer = await ex.attempts(attempt, sending, model)
+    if isinstance(answer, ProviderError):
         rows: list[Outcome] = [
-            Done(_record(ex, job, model, attempts, start, error=error)) for job in jobs
+            Done(_record(ex, job, model, attempts, start, error=answer)) for job in jobs
         ]
-        return rows, error if isinstance(error, PermanentJobError) else None
+        return rows, answer if isinstance(answer, PermanentJobError) else None
+    if not isinstance(answer, Completion):
+        return [answer] * len(jobs), None
     return _answered(ex, jobs, model, attempts, start, answer, xs, lane), None
 
 

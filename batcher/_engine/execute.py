@@ -8,7 +8,7 @@ batch-API executor plugs in beside this one with the same outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -190,22 +190,11 @@ class Executor:
                 slot.done(answer.input_tokens)
             return answer
 
-        with self.stoppable(sending) as scope:
-            try:
-                with scope:
-                    completion = await self.policy.call(attempt, clock=self.clock)
-                if scope.cancelled_caught:
-                    return ABANDONED
-            except Stopped:
-                return ABANDONED
-            except FatalProviderError as e:
-                return Fatal(e, model)
-            except QuotaExhausted as e:
-                return Deferred(e)
-            except Outage as e:
-                return Halted(e)
-            except ProviderError as e:
-                return Done(self._record(job, model, fp or spec, attempts, start, error=e))
+        completion = await self.attempts(attempt, sending, model)
+        if isinstance(completion, ProviderError):
+            return Done(self._record(job, model, fp or spec, attempts, start, error=completion))
+        if not isinstance(completion, Completion):
+            return completion
         images: list[dict[str, Any]] = []
         if completion.images:
             if self.out is None:
@@ -221,6 +210,31 @@ class Executor:
     def halting(self) -> bool:
         """Whether the run is stopping (``halt``): nothing more is sent."""
         return self._halting
+
+    async def attempts(
+        self, attempt: Callable[[], Awaitable[Completion]], sending: list[bool], model: str
+    ) -> Completion | ProviderError | Outcome:
+        """``attempt`` (one request of a job or pack, logged) under the retry policy: its answer,
+        the error it ended on (the job's row), or how it stopped: abandoned (a halt), fatal,
+        deferred to the daily reset, halted by an outage. Shared by a job and a pack (``embed``),
+        whose attempts differ before and after the request but end the same ways."""
+        with self.stoppable(sending) as scope:
+            try:
+                with scope:
+                    completion = await self.policy.call(attempt, clock=self.clock)
+                if scope.cancelled_caught:
+                    return ABANDONED
+            except Stopped:
+                return ABANDONED
+            except FatalProviderError as e:
+                return Fatal(e, model)
+            except QuotaExhausted as e:
+                return Deferred(e)
+            except Outage as e:
+                return Halted(e)
+            except ProviderError as e:
+                return e
+        return completion
 
     @contextmanager
     def stoppable(self, sending: list[bool]) -> Iterator[anyio.CancelScope]:
