@@ -158,6 +158,7 @@ def write_run(
                     for o, i in zip(outcome, j.tolist(), strict=True)
                 ],
                 "host": [HOSTS[ENDPOINTS[e]] for e in endpoint[j]],
+                "packed": pa.nulls(len(j), a_schema.field("packed").type),
             },
             schema=a_schema,
         )

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from batcher import SchemaError
-from batcher._cli.main import _version, main
+from batcher._cli.main import main
+from batcher._cli.parser import batcher_version
 from batcher._config.schema import load_schema
 
 
@@ -17,7 +18,7 @@ def test_version_prints_the_installed_version_and_exits_0(
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"batcher {_version()}"
+    assert capsys.readouterr().out.strip() == f"batcher {batcher_version()}"
 
 
 def test_a_mistyped_flag_gets_the_commands_closest_flag(

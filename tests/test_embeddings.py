@@ -135,6 +135,13 @@ def test_every_input_is_one_row_packed_to_the_wires_count(
         assert sum(tokens) == sum(count_tokens(r["text"]) for r in rows)
     else:  # Gemini reports none
         assert tokens == [None] * n
+    # the attempt log: a row per request, naming every job it packed, the first as its job_id
+    attempts = pq.read_table(out / "attempts").to_pylist()
+    assert len(attempts) == 3
+    packed = [a["packed"] for a in attempts]
+    assert all(a["job_id"] == ids[0] for a, ids in zip(attempts, packed, strict=True))
+    assert sorted(len(ids) for ids in packed) == [7, PER_REQUEST[provider], PER_REQUEST[provider]]
+    assert sorted(i for ids in packed for i in ids) == sorted(r["id"] for r in rows)
 
 
 def test_packs_stay_under_the_token_limit_of_a_request(
@@ -431,3 +438,20 @@ def test_a_parquet_column_or_template_is_embedded(tmp_path: Path, mock_server: M
     model = MODEL["openai"]
     assert a["k3"]["embedding"] == pytest.approx(mock_vector(model, "body 3", 4), abs=1e-6)
     assert b["k3"]["embedding"] == pytest.approx(mock_vector(model, "T3: body 3", 4), abs=1e-6)
+
+
+def test_a_pack_over_the_days_quota_waits_whole_and_a_fatal_answer_stops_the_run(
+    tmp_path: Path, mock_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pack ends as a job does, for every job in it: deferred to the reset (exit 3, its jobs
+    left for a rerun), or stopped by a fatal answer (exit 4, nothing written)."""
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", _rows(150))  # Gemini's packs: 100 and 50
+    argv = ("--model", MODEL["gemini"], "--endpoint", "embeddings", "--dimensions", "4")
+    spent = ("--rpd", "1", "--on-daily-limit", "exit")
+    assert run_cli(mock_server, "gemini", jobs, tmp_path / "out", *argv, *spent) == 3
+    results = read_results(tmp_path / "out")
+    assert len(results) == 100 and all(r["status"] == "ok" for r in results.values())
+    assert "50 jobs wait for it" in capsys.readouterr().err
+    gone = ("--model", "no-such-embedder", "--endpoint", "embeddings", "--dimensions", "4")
+    assert run_cli(mock_server, "gemini", jobs, tmp_path / "gone", *gone) == 4
+    assert read_results(tmp_path / "gone") == {}

@@ -132,3 +132,18 @@ async def test_a_model_name_with_a_query_and_dot_segments_reaches_the_wire_quote
             max_attempts=1,
         )
     assert lines == ["POST /v1beta/models/..%2Fx%3Falt%3Dsse%23y:generateContent HTTP/1.1"]
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "redacted"),
+    [
+        ("sk-test-0123456789", "echo: sk-test-0123456789!", "echo: [API key]!"),
+        ("a", "a banana and a plan", "a banana and a plan"),  # a one-letter test key
+        ("abc1234", "abc1234 is seven", "abc1234 is seven"),
+        ("abcd1234", "abcd1234 is eight", "[API key] is eight"),
+    ],
+)
+def test_only_a_key_of_a_meaningful_length_is_redacted(key: str, text: str, redacted: str) -> None:
+    target = Target(EndpointOptions(api_key=key), get_provider("openai"))
+    assert target.redact(text) == redacted
+    assert target.redact(None) is None

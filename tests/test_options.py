@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from batcher import BadOption, RunOptions, UsageError
-from batcher._cli.main import _parser, main
+from batcher._cli.main import main
+from batcher._cli.parser import build_parser
 from batcher._config.options import EndpointOptions, RequestOptions
 from batcher._config.quota_options import LimitOptions
 from batcher._core.flag import duration
@@ -33,7 +34,7 @@ def test_flat_keywords_and_groups_build_the_same_options() -> None:
 def test_every_option_with_a_flag_is_a_flag_of_run() -> None:
     run = next(
         a
-        for a in _parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
+        for a in build_parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
         if a.prog.endswith(" run")
     )
     dests = {a.dest for a in run._actions}

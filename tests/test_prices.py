@@ -43,6 +43,31 @@ def test_packaged_prices_are_dated_and_sourced() -> None:
     assert flash is not None and (flash.input, flash.output, flash.batch) == (0.30, 2.50, 0.5)
 
 
+# The packaged figures as checked on 2026-12-07 (the sources are named in prices.toml's header):
+# (input, output, cached_input) per million tokens; every one of these has a batch share of 0.5.
+CHECKED = {
+    "gemini-2.5-pro": (1.25, 10.00, 0.125),
+    "gemini-2.5-flash": (0.30, 2.50, 0.03),
+    "gemini-2.5-flash-lite": (0.10, 0.40, 0.01),
+    "gpt-4o": (2.50, 10.00, 1.25),
+    "gpt-4o-mini": (0.15, 0.60, 0.075),
+    "gpt-4.1": (2.00, 8.00, 0.50),
+    "gpt-4.1-mini": (0.40, 1.60, 0.10),
+    "gpt-4.1-nano": (0.10, 0.40, 0.025),
+    "gpt-5": (1.25, 10.00, 0.125),
+    "gpt-5-mini": (0.25, 2.00, 0.025),
+    "o3": (2.00, 8.00, 0.50),
+    "o4-mini": (1.10, 4.40, 0.275),
+}
+
+
+@pytest.mark.parametrize(("model", "figures"), sorted(CHECKED.items()))
+def test_packaged_prices_are_the_checked_ones(model: str, figures: tuple[float, ...]) -> None:
+    price = load_prices().price(model)
+    assert price is not None
+    assert (price.input, price.output, price.cached_input, price.batch) == (*figures, 0.5)
+
+
 def test_costs_against_hand_computed_figures() -> None:
     pro = Price(input=1.25, output=10.0, batch=0.5)
     # 1,000 input at $1.25/M = $0.00125; 500 output at $10/M = $0.005

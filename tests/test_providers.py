@@ -65,6 +65,21 @@ def test_openai_completion() -> None:
     assert json.loads(c.raw) == body
 
 
+def test_an_openai_refusal_is_a_permanent_error_with_its_text() -> None:
+    message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    body = {
+        "model": "gpt-x",
+        "choices": [{"message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 6},
+    }
+    with pytest.raises(PermanentJobError, match="the model refused: I can't help with that") as e:
+        get_provider("openai").parse(_response(200, body))
+    assert e.value.status == 200
+    # a null refusal (what every answer carries) is no refusal
+    message.update(content="hi", refusal=None)
+    assert get_provider("openai").parse(_response(200, body)).text == "hi"
+
+
 def test_gemini_completion_skips_thoughts_and_counts_them_as_output() -> None:
     body = {
         "candidates": [

@@ -171,3 +171,28 @@ def test_other_models_keep_going_while_one_waits_for_its_reset(tmp_path: Path) -
     )
     assert len([p for p in before if p.startswith("slow")]) == 2
     assert sorted(after) == ["slow 2", "slow 3"]
+
+
+def test_the_wait_for_the_reset_is_said_once_with_its_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the CLI prints by default (its ``batcher`` logger is at INFO): a run that waits for
+    the daily reset says so, once, naming when the quota resets."""
+    clock = VirtualClock(start=EPOCH - 3600)  # 23:00 Pacific
+    server = Server()
+    server.clock = clock
+    jobs = [{"id": f"s{i}", "prompt": f"slow {i}"} for i in range(4)]
+
+    async def main() -> RunSummary:
+        opts = RunOptions(api_key="k", model="m", base_url="http://p.test/v1", rpd=2)
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.MockTransport(server)
+        ) as runner:
+            return await runner.run()
+
+    with caplog.at_level("INFO", logger="batcher"):
+        summary = run_virtual(main)
+    assert summary.ok == 4
+    said = [r for r in caplog.records if "waiting for the daily quota" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "INFO"
+    assert "the day's 2 requests are spent; the quota resets at" in said[0].getMessage()

@@ -144,3 +144,29 @@ def test_each_part_s_first_rows_are_picked_in_input_order() -> None:
         assert _first_in_order(table, inputs, n).to_pylist() == expected[:n]
     huge = pa.table({"id": ["x", "y"], "source": ["b.jsonl:99999999999999999999", "b.jsonl:1"]})
     assert _first_in_order(huge, inputs, 2).to_pylist() == [1, 0]
+
+
+def test_show_abbreviates_an_embedding_to_its_dimension_and_first_values(
+    tmp_path: Path,
+    mock_server: MockServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    rows = [{"id": f"d{i}", "text": f"document {i}"} for i in range(3)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    argv = ("--model", "text-embedding-3-small", "--endpoint", "embeddings", "--dimensions", "8")
+    assert run_cli(mock_server, "openai", jobs, out, *argv) == 0
+    capsys.readouterr()
+    code, shown, err = _show(capsys, str(out), "--columns", "id,embedding")
+    assert code == 0, err
+    vectors = {r["id"]: r["embedding"] for r in read_results(out).values()}
+    body = [line.split(None, 1) for line in shown.splitlines() if line.lstrip().startswith("d")]
+    assert sorted(i for i, _ in body) == ["d0", "d1", "d2"]
+    for job, cell in body:
+        first = ", ".join(f"{x:.4g}" for x in vectors[job][:4])
+        assert cell.strip() == f"[8] {first}, …"
+    # a column the run lacks (no --schema here) is refused, naming those it has
+    code, _, err = _show(capsys, str(out), "--columns", "id,parsed")
+    assert code == 2 and "no column parsed" in err

@@ -12,9 +12,9 @@ from typing import Any
 
 from .._config.prices import usd
 from .._core.errors import UsageError
+from .._rundir.answers import stored_schema
 from .._rundir.manifest import Manifest
 from .._rundir.results import input_order, iter_pieces
-from .._rundir.rows import result_schema
 from .exits import EXIT_OK
 
 __all__ = ["ShowRequest", "show_command", "show_table"]
@@ -27,6 +27,8 @@ _WIDE = {"text", "error", "response", "source", "parsed"}
 """Columns that share the width left over (cut at the terminal's edge); the others fit content."""
 CELL = 200
 """Characters of a long text cell shown; the rest is cut with an ellipsis."""
+VECTOR_SHOWN = 4
+"""Values of an embedding shown, after its dimension: the rest would be noise in a table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +40,11 @@ class ShowRequest:
     errors: bool = False
     columns: tuple[str, ...] | None = None
 
-    def chosen(self, parsed: bool = False) -> tuple[str, ...]:
-        """The columns to show; ``UsageError`` naming an unknown one and those that exist.
-        ``parsed``: the run has a ``parsed`` column (it was run with ``--schema``)."""
-        known = [*result_schema().names, *(["parsed"] if parsed else [])]
+    def chosen(self, schema: Any) -> tuple[str, ...]:
+        """The columns to show; ``UsageError`` naming an unknown one and those that exist in
+        ``schema``, the results' (with ``parsed`` after ``--schema``, ``embedding`` for a run of
+        embeddings)."""
+        known = list(schema.names)
         columns = self.columns or (ERROR_COLUMNS if self.errors else DEFAULT_COLUMNS)
         unknown = [c for c in columns if c not in known]
         if unknown:
@@ -54,6 +57,9 @@ def _cell(column: str, value: Any) -> str:
         return "-"
     if column == "cost_usd":
         return usd(value)
+    if column == "embedding":  # the dimension and the first values: [1536] 0.0123, -0.0456, …
+        head = ", ".join(f"{x:.4g}" for x in value[:VECTOR_SHOWN])
+        return f"[{len(value)}] {head}" + (", …" if len(value) > VECTOR_SHOWN else "")
     if column == "parsed":
         value = json.dumps(value, ensure_ascii=False, default=str)
     elif column == "latency_ms":
@@ -75,8 +81,12 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
     manifest = Manifest.read(request.out)
     if manifest is None:
         raise UsageError(f"{request.out} holds no batcher run (no run.json)")
-    columns = request.chosen(parsed=manifest.schema is not None)
-    shown, total = _first_rows(request, manifest, columns)
+    from .._config.schema import OutputSchema
+
+    parsed = OutputSchema.from_json(manifest.schema).arrow_type() if manifest.schema else None
+    schema = stored_schema(request.out, parsed)
+    columns = request.chosen(schema)
+    shown, total = _first_rows(request, manifest, columns, schema)
     more = total - len(shown)
     cells = [[_cell(c, row[c]) for c in columns] for row in shown]
     headers = [_HEADERS.get(c, c) for c in columns]
@@ -106,7 +116,7 @@ def show_table(request: ShowRequest, width: int = 100) -> tuple[Any, str]:
 
 
 def _first_rows(
-    request: ShowRequest, manifest: Manifest, columns: tuple[str, ...]
+    request: ShowRequest, manifest: Manifest, columns: tuple[str, ...], schema: Any
 ) -> tuple[list[dict[str, Any]], int]:
     """The first ``limit`` rows in input order (errors only, if asked) and how many rows there
     are, read a part at a time: of each part, its ids and sources first; its first rows in
@@ -116,15 +126,12 @@ def _first_rows(
     import numpy as np
     import pyarrow.compute as pc
 
-    from .._config.schema import OutputSchema
-
     keys = ["id", "source", "status"]
     read = list(dict.fromkeys((*columns, *keys)))
-    parsed = OutputSchema.from_json(manifest.schema).arrow_type() if manifest.schema else None
     key = input_order(manifest.inputs)
     kept: list[tuple[Any, int, dict[str, Any]]] = []  # (key, place in the reading, row)
     total = 0
-    for piece in iter_pieces(request.out, keys, schema=result_schema(parsed)):
+    for piece in iter_pieces(request.out, keys, schema=schema):
         t = piece.table
         rows = np.arange(t.num_rows)  # the rows of the part shown, if among the first
         if request.errors:

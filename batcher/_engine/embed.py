@@ -20,11 +20,8 @@ from .._admission.estimate import Features, features
 from .._admission.lane import Lane
 from .._core.completion import Completion
 from .._core.errors import (
-    FatalProviderError,
-    Outage,
     PermanentJobError,
     ProviderError,
-    QuotaExhausted,
     RetryableError,
     TimedOut,
 )
@@ -32,7 +29,7 @@ from .._jobs import Job
 from .._rundir.rows import Record
 from .._wire.providers import is_embedder, job_fingerprint, send
 from .execute import Executor, Stopped
-from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
+from .outcome import ABANDONED, Done, Outcome
 from .record import Answered, record_of
 
 __all__ = ["TOKEN_SHARE", "PackLimits", "Packer", "send_pack", "shares"]
@@ -182,7 +179,8 @@ async def _send_once(
     spec = provider.build_pack(jobs, model)
     xs = [features(job.text) for job in jobs]
     x = _summed(xs)
-    label = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} (+{len(jobs) - 1} packed)"
+    first = jobs[0].id
+    packed = [job.id for job in jobs] if len(jobs) > 1 else None  # the attempt log's ``packed``
     start = ex.clock.monotonic()
     attempts = 0
     sending = [False]
@@ -203,7 +201,7 @@ async def _send_once(
                     provider,
                     spec,
                     slot.observe,
-                    lambda: ex.count_resent(label, attempts, model, lane, sent),
+                    lambda: ex.count_resent(first, attempts, model, lane, sent, packed),
                 )
                 if len(answer.vectors) != len(jobs):
                     raise RetryableError(
@@ -214,36 +212,22 @@ async def _send_once(
             except ProviderError as e:
                 if isinstance(e, TimedOut):
                     ex.tally.timeouts += 1
-                ex.log_attempt(label, attempts, model, asked, sent, error=e)
+                ex.log_attempt(first, attempts, model, asked, sent, error=e, packed=packed)
                 raise
             finally:
                 sending[0] = False
-            ex.log_attempt(label, attempts, model, asked, sent, answer=answer)
+            ex.log_attempt(first, attempts, model, asked, sent, answer=answer, packed=packed)
             slot.done(answer.input_tokens)
         return answer
 
-    error: ProviderError | None = None
-    with ex.stoppable(sending) as scope:
-        try:
-            with scope:
-                answer = await ex.policy.call(attempt, clock=ex.clock)
-            if scope.cancelled_caught:
-                return [ABANDONED] * len(jobs), None
-        except Stopped:
-            return [ABANDONED] * len(jobs), None
-        except FatalProviderError as e:
-            return [Fatal(e, model)] * len(jobs), None
-        except QuotaExhausted as e:
-            return [Deferred(e)] * len(jobs), None
-        except Outage as e:
-            return [Halted(e)] * len(jobs), None
-        except ProviderError as e:
-            error = e
-    if error is not None:
+    answer = await ex.attempts(attempt, sending, model)
+    if isinstance(answer, ProviderError):
         rows: list[Outcome] = [
-            Done(_record(ex, job, model, attempts, start, error=error)) for job in jobs
+            Done(_record(ex, job, model, attempts, start, error=answer)) for job in jobs
         ]
-        return rows, error if isinstance(error, PermanentJobError) else None
+        return rows, answer if isinstance(answer, PermanentJobError) else None
+    if not isinstance(answer, Completion):
+        return [answer] * len(jobs), None
     return _answered(ex, jobs, model, attempts, start, answer, xs, lane), None
 
 

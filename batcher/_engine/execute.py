@@ -8,7 +8,7 @@ batch-API executor plugs in beside this one with the same outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -190,22 +190,11 @@ class Executor:
                 slot.done(answer.input_tokens)
             return answer
 
-        with self.stoppable(sending) as scope:
-            try:
-                with scope:
-                    completion = await self.policy.call(attempt, clock=self.clock)
-                if scope.cancelled_caught:
-                    return ABANDONED
-            except Stopped:
-                return ABANDONED
-            except FatalProviderError as e:
-                return Fatal(e, model)
-            except QuotaExhausted as e:
-                return Deferred(e)
-            except Outage as e:
-                return Halted(e)
-            except ProviderError as e:
-                return Done(self._record(job, model, fp or spec, attempts, start, error=e))
+        completion = await self.attempts(attempt, sending, model)
+        if isinstance(completion, ProviderError):
+            return Done(self._record(job, model, fp or spec, attempts, start, error=completion))
+        if not isinstance(completion, Completion):
+            return completion
         images: list[dict[str, Any]] = []
         if completion.images:
             if self.out is None:
@@ -222,6 +211,31 @@ class Executor:
         """Whether the run is stopping (``halt``): nothing more is sent."""
         return self._halting
 
+    async def attempts(
+        self, attempt: Callable[[], Awaitable[Completion]], sending: list[bool], model: str
+    ) -> Completion | ProviderError | Outcome:
+        """``attempt`` (one request of a job or pack, logged) under the retry policy: its answer,
+        the error it ended on (the job's row), or how it stopped: abandoned (a halt), fatal,
+        deferred to the daily reset, halted by an outage. Shared by a job and a pack (``embed``),
+        whose attempts differ before and after the request but end the same ways."""
+        with self.stoppable(sending) as scope:
+            try:
+                with scope:
+                    completion = await self.policy.call(attempt, clock=self.clock)
+                if scope.cancelled_caught:
+                    return ABANDONED
+            except Stopped:
+                return ABANDONED
+            except FatalProviderError as e:
+                return Fatal(e, model)
+            except QuotaExhausted as e:
+                return Deferred(e)
+            except Outage as e:
+                return Halted(e)
+            except ProviderError as e:
+                return e
+        return completion
+
     @contextmanager
     def stoppable(self, sending: list[bool]) -> Iterator[anyio.CancelScope]:
         """A cancel scope for one job's (or pack's) attempts, counted in flight while inside:
@@ -235,14 +249,22 @@ class Executor:
             self.tally.in_flight -= 1
             del self._waiting[scope]
 
-    def count_resent(self, job_id: str, n: int, model: str, lane: Lane, sent: float) -> None:
+    def count_resent(
+        self,
+        job_id: str,
+        n: int,
+        model: str,
+        lane: Lane,
+        sent: float,
+        packed: Sequence[str] | None = None,
+    ) -> None:
         """Count a request the transport sent twice (the server closed the kept-alive connection
         as it left): the first may have reached the server, so it counts as a request, in the
         day's count (RPD) and in the attempt log, where a row says so."""
         self.tally.requests += 1
         lane.count_resend()
         why = "the server closed the kept-alive connection as the request left: sent again"
-        self.log_attempt(job_id, n, model, sent, sent, error=RetryableError(why))
+        self.log_attempt(job_id, n, model, sent, sent, error=RetryableError(why), packed=packed)
 
     def log_attempt(
         self,
@@ -254,8 +276,10 @@ class Executor:
         *,
         answer: Completion | None = None,
         error: ProviderError | None = None,
+        packed: Sequence[str] | None = None,
     ) -> None:
-        """Tell ``on_attempt`` how one request went."""
+        """Tell ``on_attempt`` how one request went (``packed``: the ids of a packed request's
+        jobs, ``job_id`` the first)."""
         if self.on_attempt is None:
             return
         now = self.clock.monotonic()
@@ -275,6 +299,7 @@ class Executor:
                 retry_after=getattr(error, "retry_after", None),
                 error=self.target.redact(error.message)[:500] if error is not None else None,
                 host=self._host,
+                packed=list(packed) if packed else None,
             )
         )
 

@@ -14,7 +14,7 @@ from .results import _stream_dirs, iter_rows, iter_tables
 
 M = TypeVar("M")
 
-__all__ = ["results", "results_table"]
+__all__ = ["results", "results_table", "stored_schema"]
 
 
 @overload
@@ -45,7 +45,7 @@ def results(out: str | os.PathLike[str], *, schema: Any = None) -> Iterator[tupl
                 f"{path} holds no run with a --schema: it has no parsed answers to read as "
                 "schema= (leave it out for the rows)"
             )
-        names = list(_schema_of(path, None).names)
+        names = list(stored_schema(path, None).names)
         for row in iter_rows(path, names):
             if row["status"] == "ok":
                 yield row["id"], row
@@ -66,7 +66,7 @@ def results(out: str | os.PathLike[str], *, schema: Any = None) -> Iterator[tupl
             yield row["id"], reader.instance(row["parsed"])
 
 
-def _schema_of(path: Path, parsed: Any) -> Any:
+def stored_schema(path: Path, parsed: Any) -> Any:
     """The results' Arrow schema of the run in ``path``: with ``parsed`` (the Arrow type of its
     schema's answers) and, for a run of embeddings, the ``embedding`` column of the length its
     first readable part holds, else its journal's first vector."""
@@ -107,7 +107,7 @@ def results_table(out: str | os.PathLike[str], *, columns: Sequence[str] | None 
     if manifest is None:
         raise UsageError(f"{path} holds no run (no run.json)")
     parsed = OutputSchema.from_json(manifest.schema).arrow_type() if manifest.schema else None
-    schema = _schema_of(path, parsed)
+    schema = stored_schema(path, parsed)
     names = list(columns) if columns is not None else schema.names
     unknown = [c for c in names if c not in schema.names]
     if unknown:

@@ -47,6 +47,9 @@ class Attempt:
     error: str | None = None
     host: str | None = None
     """The endpoint's host and port (never a key)."""
+    packed: list[str] | None = None
+    """A packed request's job ids (``--endpoint embeddings``), in the order sent, ``job_id``
+    the first of them; None for a request of one job."""
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELDS}
@@ -74,6 +77,7 @@ def attempt_schema() -> Any:
             ("retry_after", pa.float64()),
             ("error", pa.string()),
             ("host", pa.string()),
+            ("packed", pa.list_(pa.string())),
         ]
     )
 

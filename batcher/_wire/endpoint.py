@@ -30,6 +30,9 @@ __all__ = ["Target", "resolve_key"]
 
 MOCK_KEY = "mock-key"
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a % that starts no escape: itself, %25
+REDACTED_KEY_LENGTH = 8
+"""The shortest key ``redact`` replaces: a shorter one (a test's ``k``) is no secret, and replacing
+it would mangle every answer holding its letters; providers' keys run to 39 characters and more."""
 
 
 def resolve_key(endpoint: EndpointOptions, provider: Provider) -> tuple[str, str]:
@@ -128,8 +131,9 @@ class Target:
     @overload
     def redact(self, text: None) -> None: ...
     def redact(self, text: str | None) -> str | None:
-        """The key, should a server echo it back, never reaches results, logs or errors."""
-        if text is None or not self.key:
+        """The key, should a server echo it back, never reaches results, logs or errors (a key
+        shorter than ``REDACTED_KEY_LENGTH`` is left: it would be found inside ordinary words)."""
+        if text is None or len(self.key) < REDACTED_KEY_LENGTH:
             return text
         return text.replace(self.key, "[API key]")
 

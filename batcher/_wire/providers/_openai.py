@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..._core.errors import FatalProviderError, RateLimitError, RetryableError
+from ..._core.errors import FatalProviderError, PermanentJobError, RateLimitError, RetryableError
 from ..._core.media import Inline, inline_now
 from ..._jobs import Job, Message, ProviderName
 from ._base import (
@@ -108,8 +108,11 @@ class OpenAIProvider:
             raise self._error(response, body, response.status_code)
         try:
             choice = body["choices"][0]
+            # a refusal (structured outputs) comes as a string beside a null content
+            # (platform.openai.com/docs/guides/structured-outputs#refusals)
+            refused = str_or_none(choice["message"].get("refusal"))
             usage: Mapping[str, Any] = body.get("usage") or {}
-            return Completion(
+            completion = Completion(
                 text=str_or_none(choice["message"].get("content")),
                 finish_reason=str_or_none(choice.get("finish_reason")),
                 input_tokens=count(usage.get("prompt_tokens")),
@@ -125,6 +128,11 @@ class OpenAIProvider:
                 status=200,
                 body=response.text[:500],
             ) from None
+        if refused:  # as the Responses API's refusal part: the job's error, not an answer
+            raise PermanentJobError(
+                f"the model refused: {refused[:300]}", status=200, body=response.text
+            )
+        return completion
 
     def _error(self, response: Answer, body: Any, status: int) -> Exception:
         """The error an answer's body says, as an answer of ``status`` would be (an error under
