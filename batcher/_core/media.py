@@ -72,9 +72,19 @@ _FILE_TYPES = {
     # input_audio takes wav and mp3; the file part takes PDFs
     # (https://platform.openai.com/docs/guides/audio, .../guides/pdf-files).
     "openai": frozenset({"application/pdf", "audio/wav", "audio/mpeg"}),
-    # https://ai.google.dev/gemini-api/docs/audio and .../document-processing.
+    # https://ai.google.dev/gemini-api/docs/audio, .../document-processing and
+    # .../video-understanding (video through the Files API, PROCESSING until it can be used).
     "gemini": frozenset(
-        {"application/pdf", "audio/wav", "audio/mpeg", "audio/flac", "audio/ogg", "audio/aac"}
+        {
+            "application/pdf",
+            "audio/wav",
+            "audio/mpeg",
+            "audio/flac",
+            "audio/ogg",
+            "audio/aac",
+            "video/mp4",
+            "video/webm",
+        }
     ),
 }
 

@@ -22,6 +22,7 @@ import anyio.lowlevel
 
 from .._config.cost_options import BatchOptions
 from .._core.clock import Clock
+from .._core.errors import PermanentJobError, ProviderError
 from .._core.idset import IdBag, id_hash
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
@@ -31,6 +32,8 @@ from .._wire.providers import Provider, job_fingerprint
 from .batch_chunks import BatchEndpoint, Chunker
 from .budget import Reservation
 from .consume import Consumer
+from .outcome import Done
+from .record import Answered, record_of
 
 __all__ = ["Submitter"]
 
@@ -174,7 +177,15 @@ class Submitter:
                     self._defer(job, attempt)
                     return
                 self._cuts[key] = cut
-            spec = cut.ep.provider.build(job, cut.ep.route.theirs(model), cut.ep.inline)
+            sent = job
+            uploads = cut.ep.route.executor.uploads
+            if uploads is not None and job.media:  # its files named by id, uploaded first
+                try:
+                    sent = await uploads.prepare(job, batch=True)
+                except ProviderError as e:
+                    self._refused(cut.ep, job, model, e)
+                    return
+            spec = cut.ep.provider.build(sent, cut.ep.route.theirs(model), cut.ep.inline)
             line = cut.ep.api.line(job.id, spec)
             size = cut.ep.api.size(line)
             if cut.fits(size, tokens):
@@ -191,6 +202,24 @@ class Submitter:
         fingerprint = job_fingerprint(self.fp_provider, job, model)
         entry = Entry(job.id, job.source, fingerprint, job.max_tokens)
         cut.cut.add(entry, line, size, tokens)
+
+    def _refused(self, ep: BatchEndpoint, job: Job, model: str, error: ProviderError) -> None:
+        """A file of ``job`` could not go up (the provider refused it): its row says so, and
+        it goes in no batch."""
+        how = Answered(
+            attempts=0,
+            latency_ms=0.0,
+            fingerprint=job_fingerprint(self.fp_provider, job, model),
+            finished_at=self.clock.time(),
+            via="batch",
+            endpoint=ep.name,
+        )
+        why = PermanentJobError(f"cannot upload its files: {error.message}", status=error.status)
+        prices = ep.route.executor.prices
+        self.consumer.take(Done(record_of(job, model, how, prices, ep.target.redact, error=why)))
+        if self.consumer.write_failed is not None:
+            raise self.consumer.write_failed
+        self.sent.add(job.id)  # answered: no later pass puts it in a batch
 
     async def rebuild(self) -> None:
         """Write the files of open chunks an earlier version recorded without them, from one
