@@ -136,6 +136,8 @@ class Executor:
             except ProviderError as e:
                 error = PermanentJobError(f"cannot upload its files: {e}")
                 return Done(self._record(job, model, None, 0, start, error=error))
+            except Outage as e:  # the Files API stayed down for --max-outage
+                return Halted(e)
         else:
             spec = self.provider.build(job, model)
             fp, media_tokens, outgoing = None, 0, job
