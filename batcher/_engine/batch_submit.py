@@ -10,6 +10,10 @@ cut's ids, not its jobs nor its requests, whatever the number of jobs.
 
 In ``auto``, the first ``batch_min`` jobs are held back until there are that many: fewer go
 online instead, as before.
+
+A job's files that go through the Files API (``--upload``) go up before its line is written, which
+names them by id (``Uploads.prepare``); a job whose file the provider refuses gets its error row
+at once and goes in no batch.
 """
 
 from __future__ import annotations
