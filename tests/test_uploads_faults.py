@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -265,3 +267,37 @@ def test_a_gemini_video_processing_too_long_fails_its_jobs(tmp_path: Path) -> No
     assert "long.mp4" in error and "PROCESSING" in error
     # 1 + 2 + 4 + 8 s, then every 10 s up to the limit: then no more
     assert len(reads) == 4 + math.ceil((PROCESSING_LIMIT - 15) / 10)
+
+
+def test_ctrl_c_while_a_video_is_processing_leaves_its_jobs_for_a_rerun(tmp_path: Path) -> None:
+    video = tmp_path / "slow.mp4"
+    video.write_bytes(MP4)
+    rows = [{"id": f"j{q}", "prompt": "q", "files": [str(video)]} for q in range(2)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    clock = VirtualClock()
+    app = create_app(MockConfig(file_processing=3600.0), clock=clock.time)
+    opts = RunOptions(
+        api_key="sk-test-uploads", provider="gemini", model="gemini-2.5-flash",
+        base_url="http://mock.test/v1beta",
+    )  # fmt: skip
+    stopped_at: list[float] = []
+
+    async def main() -> tuple[RunSummary, float]:
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.ASGITransport(app=app)
+        ) as runner:
+
+            async def ctrl_c() -> None:
+                await anyio.sleep(60.0)
+                stopped_at.append(clock.monotonic())
+                runner.stop(signal.SIGINT)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ctrl_c)
+                summary = await runner.run()
+            return summary, clock.monotonic()
+
+    summary, ended = run_virtual(main)
+    assert (summary.ok, summary.errors) == (0, 0)  # left for a rerun, not failed
+    assert ended - stopped_at[0] < 5.0  # not kept waiting for the file
+    assert not (tmp_path / "out" / "uploads.jsonl").exists()

@@ -126,7 +126,12 @@ class Executor:
         if job.media:
             # files are read (and URLs fetched for Gemini) off the event loop, when sent
             try:
-                outgoing = job if self.uploads is None else await self.uploads.prepare(job)
+                outgoing = job
+                if self.uploads is not None:  # a wait (retries, a file PROCESSING) halt ends
+                    with self.stoppable([False]) as scope, scope:
+                        outgoing = await self.uploads.prepare(job)
+                    if scope.cancelled_caught:
+                        return ABANDONED
                 spec, fp, media_tokens = await anyio.to_thread.run_sync(
                     _build_with_media, self.provider, job, outgoing, model, self.target.opener
                 )
