@@ -15,6 +15,7 @@ import pytest
 from batcher._engine.uploads import BATCH_MARGIN
 from batcher.mock import MockConfig, MockServer
 from tests.helpers import read_results, run_cli, write_jsonl
+from tests.test_media import PNG
 from tests.test_uploads import _jobs, _pdfs, _records
 
 pytestmark = pytest.mark.usefixtures("api_keys")
@@ -129,3 +130,35 @@ def test_a_batch_names_a_recorded_file_only_if_it_outlives_the_batch(
     assert len(server.uploaded) == 2 + again
     assert run_cli(server, "gemini", rerun, third, *flags) == 0  # online: an hour is enough
     assert len(server.uploaded) == 2 + again
+
+
+@pytest.mark.parametrize("mode", ["online", "batch"])
+def test_the_responses_api_names_an_uploaded_image_by_id(
+    tmp_path: Path, mock_server: MockServer, mode: str
+) -> None:
+    """Its ``input_image`` takes a ``file_id`` (chat's ``image_url`` does not): an image goes up
+    once, for "vision", and every request names it."""
+    (tmp_path / "pic.png").write_bytes(PNG)
+    rows = [{"id": f"j{q}", "prompt": f"q{q}", "images": ["pic.png"]} for q in range(3)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    flags = ("--endpoint", "responses", "--model", "gpt-4o", "--upload", "always", "--mode", mode)
+    assert run_cli(mock_server, "openai", jobs, out, *flags) == 0
+    got = read_results(out)
+    assert len(got) == 3 and all("[image/png 40x30 sha256:" in r["text"] for r in got.values())
+    assert list(mock_server.uploaded.values()) == [len(PNG)]
+    [record] = _records(out)
+    assert record["mime"] == "image/png"
+    if mode == "batch":
+        for body in _lines(mock_server):
+            [part] = [p for m in body["input"] for p in m["content"] if p["type"] != "input_text"]
+            assert part == {"type": "input_image", "file_id": record["ref"], "detail": "auto"}
+
+
+def test_chat_still_sends_images_inline(tmp_path: Path, mock_server: MockServer) -> None:
+    (tmp_path / "pic.png").write_bytes(PNG)
+    rows = [{"id": f"j{q}", "prompt": "q", "images": ["pic.png"]} for q in range(2)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    flags = ("--model", "gpt-4o", "--upload", "always", "--mode", "batch")
+    assert run_cli(mock_server, "openai", jobs, tmp_path / "out", *flags) == 0
+    assert mock_server.uploaded == {}

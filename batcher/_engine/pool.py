@@ -293,5 +293,15 @@ def route_uploads(
     policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout, paced=False)
     mode = options.media.upload
     where = f"the Files API at {target.where}"
-    outage = requests.max_outage
-    return Uploads(mode, target.provider, transport, account, log, clock, policy, where, outage)
+    return Uploads(
+        mode,
+        target.provider,
+        transport,
+        account,
+        log,
+        clock,
+        policy,
+        where,
+        max_outage=requests.max_outage,
+        api=options.media.api,
+    )

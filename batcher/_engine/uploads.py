@@ -96,6 +96,7 @@ class Uploads:
         policy: RetryPolicy | None = None,
         where: str = "the Files API",
         max_outage: float = 1800.0,
+        api: str = "chat",
     ) -> None:
         self.mode = mode
         self.provider = provider
@@ -108,6 +109,8 @@ class Uploads:
         self.where = where
         """The endpoint, as an outage of its Files API names it."""
         self.max_outage = max_outage
+        self.api = api
+        """The run's API (``chat``, ``responses``): the Responses API names images by id too."""
         """Seconds an upload is tried again before the run ends as an outage (``--max-outage``)."""
         self._locks: dict[str, anyio.Lock] = {}  # digest -> held while it is being uploaded
         self._seen: set[str] = set()  # digests a job of this run has sent, inline or not
@@ -158,7 +161,7 @@ class Uploads:
         for m in job.media:
             p = probe(m, dims=False)
             total += p.size
-            if p.mime is None or not uploadable(m, p.mime, self.provider.name):
+            if p.mime is None or not uploadable(m, p.mime, self.provider.name, self.api):
                 continue
             digest = self._digests.get(m.ref)
             if digest is None:
@@ -235,11 +238,13 @@ class Uploads:
             return await gemini_upload(
                 self.transport, self.provider, path, size=size, mime=mime, name=digest, what=what
             )
+        # an image the Responses API names is uploaded for "vision"
+        # (https://platform.openai.com/docs/guides/images-vision?api-mode=responses)
         return await openai_upload(
             self.transport,
             self.provider,
             path,
-            purpose="user_data",
+            purpose="vision" if mime.startswith("image/") else "user_data",
             filename=path.name,
             mime=mime,
             what=what,
