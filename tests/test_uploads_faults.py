@@ -301,3 +301,21 @@ def test_ctrl_c_while_a_video_is_processing_leaves_its_jobs_for_a_rerun(tmp_path
     assert (summary.ok, summary.errors) == (0, 0)  # left for a rerun, not failed
     assert ended - stopped_at[0] < 5.0  # not kept waiting for the file
     assert not (tmp_path / "out" / "uploads.jsonl").exists()
+
+
+def test_auto_sends_a_file_inline_when_the_files_api_is_down(tmp_path: Path) -> None:
+    """A file ``auto`` chose (a second use) but that can go inline is not worth waiting an
+    outage for: after one round of retries it goes inline, and so do later ones."""
+    [pdf] = _pdfs(tmp_path, 1)
+    rows = [{"id": f"j{q}", "prompt": "q", "files": [str(tmp_path / pdf)]} for q in range(4)]
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    seen: list[bytes] = []
+
+    async def answer(n: int, body: bytes) -> Any:
+        return _error(503, "The server is overloaded.")
+
+    summary = _run(tmp_path, rows, _faulty(app, answer, seen), clock, model="gpt-4o")
+    assert (summary.ok, summary.errors, summary.exit_code) == (4, 0, 0)
+    assert 1 < len(seen) <= 5  # one round of the run's attempts, once
+    assert sum(clock.sleeps) < 300.0  # not an outage's wait

@@ -12,8 +12,9 @@ inline goes inline from then on.
 A batch's requests name files too (``prepare(job, batch=True)``, as its input file is cut): such a
 file must outlive the batch, which may run 24 h, so only one with ``BATCH_MARGIN`` left is named
 again. An upload that fails retryably (a 5xx, a 429, a timeout, a reset connection) is retried as
-a request is, with the run's retry settings, round after round until ``--max-outage`` has
-passed: then the run ends as for an endpoint's outage (a rerun goes on). A refusal (another
+a request is, with the run's retry settings; a file that cannot go inline round after round
+until ``--max-outage`` has passed: then the run ends as for an endpoint's outage (a rerun goes
+on); one ``auto`` chose but could send inline goes inline after one round. A refusal (another
 4xx) fails the jobs that need that file, naming it, once per run.
 A Gemini file still ``PROCESSING`` (a video) is read again, at growing intervals, until it is
 ``ACTIVE``; ``FAILED``, or ``PROCESSING_LIMIT`` seconds on, fails its jobs.
@@ -109,9 +110,9 @@ class Uploads:
         self.where = where
         """The endpoint, as an outage of its Files API names it."""
         self.max_outage = max_outage
+        """Seconds an upload is tried again before the run ends as an outage (``--max-outage``)."""
         self.api = api
         """The run's API (``chat``, ``responses``): the Responses API names images by id too."""
-        """Seconds an upload is tried again before the run ends as an outage (``--max-outage``)."""
         self._locks: dict[str, anyio.Lock] = {}  # digest -> held while it is being uploaded
         self._seen: set[str] = set()  # digests a job of this run has sent, inline or not
         self._digests: dict[str, str] = {}  # a path -> its digest (hashed once per run)
@@ -133,13 +134,16 @@ class Uploads:
             if self._refused and not needed:
                 continue
             try:
-                named[media] = (await self._upload(media, digest, mime, batch), mime)
+                ref = await self._upload(media, digest, mime, batch, needed)
             except (ProviderError, Outage) as e:
                 if needed or isinstance(e, FileUnusable):
                     raise
-                # a compatible server without a Files API (or a key without it): inline, as
-                # before, what can go inline
+                # a compatible server without a Files API (or a key without it), or one down:
+                # inline, as before, what can go inline
                 self._refused = True
+                continue
+            if ref is not None:
+                named[media] = (ref, mime)
         if not named:
             return job
         return job.with_media(lambda m: replace(m, uploaded=named[m]) if m in named else m)
@@ -176,13 +180,19 @@ class Uploads:
             self._seen.add(digest)
         return chosen
 
-    async def _upload(self, media: Media, digest: str, mime: str, batch: bool) -> str:
-        """What a request names the file by: a live recorded upload's, else a new one's."""
+    async def _upload(
+        self, media: Media, digest: str, mime: str, batch: bool, needed: bool
+    ) -> str | None:
+        """What a request names the file by: a live recorded upload's, else a new one's; None
+        if it need not go up and the Files API failed while this job waited for the lock.
+        ``needed``: it cannot go inline, so a failing Files API is waited for (``_retried``)."""
         lock = self._locks.setdefault(digest, anyio.Lock())
         async with lock:
             refused = self._refusals.get(digest)
             if refused is not None:
                 raise refused
+            if self._refused and not needed:
+                return None
             # this run's own upload while it lives; an earlier run's only with time to spare;
             # for a batch, either only if it outlives the batch (or, where the provider keeps
             # files less long than that, this run's within the hour after its upload)
@@ -197,9 +207,9 @@ class Uploads:
             if rec is not None:
                 return rec.ref
             try:
-                up = await self._retried(partial(self._send, media, digest, mime))
+                up = await self._retried(partial(self._send, media, digest, mime), needed)
                 if up.state != "ACTIVE":
-                    up = await self._until_active(media, up)
+                    up = await self._until_active(media, up, needed)
             except FileRefused as e:
                 self._refusals[digest] = e
                 raise
@@ -214,17 +224,18 @@ class Uploads:
             self._mine[digest] = rec
             return rec.ref
 
-    async def _retried(self, call: Callable[[], Awaitable[Uploaded]]) -> Uploaded:
-        """``call`` retried as a request is, round after round of the run's attempts (a pause of
-        the longest backoff between), until ``max_outage`` has passed: then the run ends as for
-        an endpoint's outage."""
+    async def _retried(self, call: Callable[[], Awaitable[Uploaded]], patient: bool) -> Uploaded:
+        """``call`` retried as a request is; ``patient`` (a file that cannot go inline), round
+        after round of the run's attempts (a pause of the longest backoff between), until
+        ``max_outage`` has passed: then, or after one round if not ``patient`` (its job sends
+        it inline instead), ``Outage``, which ends the run as for an endpoint's."""
         start = self.clock.monotonic()
         while True:
             try:
                 return await self.policy.call(call, clock=self.clock)
             except RetryableError as e:
                 lasted = self.clock.monotonic() - start
-                if lasted >= self.max_outage:
+                if not patient or lasted >= self.max_outage:
                     raise Outage(self.where, lasted, e.message) from e
                 log.info("%s: %s; trying again", self.where, e.message)
             await self.clock.sleep(self.policy.max_wait)
@@ -250,9 +261,9 @@ class Uploads:
             what=what,
         )
 
-    async def _until_active(self, media: Media, up: Uploaded) -> Uploaded:
+    async def _until_active(self, media: Media, up: Uploaded, patient: bool) -> Uploaded:
         """``up`` once the Files API has it ``ACTIVE``, read again at growing intervals while it
-        is ``PROCESSING``; ``FileRefused`` if it ``FAILED`` or is still not ready after
+        is ``PROCESSING``; ``FileUnusable`` if it ``FAILED`` or is still not ready after
         ``PROCESSING_LIMIT`` seconds."""
         start = self.clock.monotonic()
         wait = _FIRST_LOOK
@@ -266,7 +277,7 @@ class Uploads:
             await self.clock.sleep(wait)
             wait = min(2 * wait, _LONGEST_LOOK)
             up = await self._retried(
-                partial(gemini_file, self.transport, self.provider, up.name, what)
+                partial(gemini_file, self.transport, self.provider, up.name, what), patient
             )
         if up.state != "ACTIVE":
             why = f": {up.error}" if up.error else ""
