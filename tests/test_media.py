@@ -76,6 +76,9 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
         (webp_vp8l(300, 200), "image/webp", (300, 200)),
         (WAV, "audio/wav", None),
         (PDF, "application/pdf", None),
+        (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", "video/mp4", None),
+        (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00M4A isom", None, None),  # audio
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm", "video/webm", None),
         (b"plain text, not an image", None, None),
     ],
 )

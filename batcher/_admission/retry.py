@@ -31,6 +31,9 @@ class RetryPolicy:
 
     ``timeout`` is the request timeout: the time budget is at least two of them, so that a
     request that timed out once is tried again (within ``max_attempts``).
+
+    ``paced`` False is for calls no lane paces (uploads through a Files API): a 429 then waits
+    the server's delay, or the backoff, like any other retryable failure.
     """
 
     max_attempts: int = 5
@@ -39,14 +42,16 @@ class RetryPolicy:
     max_wait: float = 30.0
     max_server_wait: float = 300.0
     timeout: float = 0.0
+    paced: bool = True
 
     def _wait(self) -> Callable[[RetryCallState], float]:
         backoff = wait_random_exponential(multiplier=self.initial, max=self.max_wait)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, RateLimitError) or (
-                isinstance(exc, RetryableError) and not exc.counted
+            if self.paced and (
+                isinstance(exc, RateLimitError)
+                or (isinstance(exc, RetryableError) and not exc.counted)
             ):
                 return 0.0  # the lane holds every request back: for a 429's delay, or an outage
             if isinstance(exc, RetryableError) and exc.retry_after is not None:

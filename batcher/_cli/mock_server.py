@@ -45,6 +45,7 @@ def mock_server_command(args: argparse.Namespace) -> int:
         batch_delay=args.batch_delay,
         batch_gradual=args.batch_gradual,
         file_ttl=args.file_ttl,
+        file_processing=args.file_processing,
     )
     server = MockServer(config, port=args.port)
     print(f"mock provider on {server.url}; base URL {server.base_url(args.provider)}", flush=True)

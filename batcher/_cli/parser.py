@@ -234,4 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds an uploaded file lives (default 48 h, as Gemini's); requests naming it "
         "after are refused",
     )
+    m.add_argument(
+        "--file-processing",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds a video uploaded to Gemini's Files API stays PROCESSING before it is "
+        "ACTIVE (default 0); requests naming it meanwhile are refused",
+    )
     return p

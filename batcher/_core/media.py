@@ -72,9 +72,19 @@ _FILE_TYPES = {
     # input_audio takes wav and mp3; the file part takes PDFs
     # (https://platform.openai.com/docs/guides/audio, .../guides/pdf-files).
     "openai": frozenset({"application/pdf", "audio/wav", "audio/mpeg"}),
-    # https://ai.google.dev/gemini-api/docs/audio and .../document-processing.
+    # https://ai.google.dev/gemini-api/docs/audio, .../document-processing and
+    # .../video-understanding (video through the Files API, PROCESSING until it can be used).
     "gemini": frozenset(
-        {"application/pdf", "audio/wav", "audio/mpeg", "audio/flac", "audio/ogg", "audio/aac"}
+        {
+            "application/pdf",
+            "audio/wav",
+            "audio/mpeg",
+            "audio/flac",
+            "audio/ogg",
+            "audio/aac",
+            "video/mp4",
+            "video/webm",
+        }
     ),
 }
 
@@ -276,14 +286,18 @@ def media_problem(media: Media, provider: str) -> tuple[str | None, int]:
     return None, p.size
 
 
-def uploadable(media: Media, mime: str | None, provider: str) -> bool:
+def uploadable(media: Media, mime: str | None, provider: str, api: str = "chat") -> bool:
     """Whether ``media`` can go through ``provider``'s Files API rather than inline: a local
     file (a path), and on OpenAI a file part (a PDF: chat's ``file`` and the Responses API's
-    ``input_file`` take a ``file_id``, ``image_url`` and ``input_audio`` do not); on Gemini any
+    ``input_file`` take a ``file_id``, ``image_url`` and ``input_audio`` do not), and through
+    the Responses API (``api``) an image too (``input_image`` takes a ``file_id``:
+    https://platform.openai.com/docs/api-reference/responses/create); on Gemini any
     (https://ai.google.dev/gemini-api/docs/files)."""
     if media.data is not None or media.is_url or media.in_store or media.is_data_uri:
         return False
     if provider == "gemini":
+        return True
+    if api == "responses" and mime is not None and mime.startswith("image/"):
         return True
     return mime is not None and not mime.startswith(("image/", "audio/"))
 

@@ -11,6 +11,12 @@ import struct
 __all__ = ["dimensions", "sniff"]
 
 
+_MP4_BRANDS = frozenset(
+    {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"M4V ", b"mmp4"}
+)
+"""The major brands of an ISO media file that is an MP4 video (not HEIF, not M4A audio)."""
+
+
 def sniff(head: bytes) -> str | None:
     """The MIME type of content starting with ``head``, by its magic bytes; None if unknown."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -27,6 +33,10 @@ def sniff(head: bytes) -> str | None:
         return "image/heic"
     if head[4:8] == b"ftyp" and head[8:12] in (b"mif1", b"msf1"):
         return "image/heif"
+    if head[4:8] == b"ftyp" and head[8:12] in _MP4_BRANDS:
+        return "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3") and b"webm" in head[:64]:  # EBML, doctype webm
+        return "video/webm"
     if head.startswith(b"%PDF-"):
         return "application/pdf"
     if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):

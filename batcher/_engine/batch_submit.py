@@ -13,6 +13,10 @@ cut is written (``batch_embed.LinePacker``); a job whose packed line was refused
 
 In ``auto``, the first ``batch_min`` jobs are held back until there are that many: fewer go
 online instead, as before.
+
+A job's files that go through the Files API (``--upload``) go up before its line is written, which
+names them by id (``Uploads.prepare``); a job whose file the provider refuses gets its error row
+at once and goes in no batch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import anyio.lowlevel
 
 from .._config.cost_options import BatchOptions
 from .._core.clock import Clock
+from .._core.errors import PermanentJobError, ProviderError
 from .._core.idset import IdBag, id_hash
 from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
@@ -35,6 +40,8 @@ from .batch_chunks import BatchEndpoint, Chunker
 from .batch_embed import LinePacker
 from .budget import Reservation
 from .consume import Consumer
+from .outcome import Done
+from .record import Answered, record_of
 
 __all__ = ["Submitter"]
 
@@ -190,7 +197,15 @@ class Submitter:
                     self._defer(job, attempt)
                     return
                 self._cuts[key] = cut
-            spec = cut.ep.provider.build(job, cut.ep.route.theirs(model), cut.ep.inline)
+            sent = job
+            uploads = cut.ep.route.executor.uploads
+            if uploads is not None and job.media:  # its files named by id, uploaded first
+                try:
+                    sent = await uploads.prepare(job, batch=True)
+                except ProviderError as e:
+                    self._refused(cut.ep, job, model, e)
+                    return
+            spec = cut.ep.provider.build(sent, cut.ep.route.theirs(model), cut.ep.inline)
             line = cut.ep.api.line(job.id, spec)
             size = cut.ep.api.size(line)
             if cut.fits(size, tokens):
@@ -212,6 +227,24 @@ class Submitter:
         else:
             cut.cut.add(entry, line, size, tokens)
         self.alone.discard(job.id)
+
+    def _refused(self, ep: BatchEndpoint, job: Job, model: str, error: ProviderError) -> None:
+        """A file of ``job`` could not go up (the provider refused it): its row says so, and
+        it goes in no batch."""
+        how = Answered(
+            attempts=0,
+            latency_ms=0.0,
+            fingerprint=job_fingerprint(self.fp_provider, job, model),
+            finished_at=self.clock.time(),
+            via="batch",
+            endpoint=ep.name,
+        )
+        why = PermanentJobError(f"cannot upload its files: {error.message}", status=error.status)
+        prices = ep.route.executor.prices
+        self.consumer.take(Done(record_of(job, model, how, prices, ep.target.redact, error=why)))
+        if self.consumer.write_failed is not None:
+            raise self.consumer.write_failed
+        self.sent.add(job.id)  # answered: no later pass puts it in a batch
 
     async def rebuild(self) -> None:
         """Write the files of open chunks an earlier version recorded without them, from one

@@ -126,7 +126,12 @@ class Executor:
         if job.media:
             # files are read (and URLs fetched for Gemini) off the event loop, when sent
             try:
-                outgoing = job if self.uploads is None else await self.uploads.prepare(job)
+                outgoing = job
+                if self.uploads is not None:  # a wait (retries, a file PROCESSING) halt ends
+                    with self.stoppable([False]) as scope, scope:
+                        outgoing = await self.uploads.prepare(job)
+                    if scope.cancelled_caught:
+                        return ABANDONED
                 spec, fp, media_tokens = await anyio.to_thread.run_sync(
                     _build_with_media, self.provider, job, outgoing, model, self.target.opener
                 )
@@ -136,6 +141,8 @@ class Executor:
             except ProviderError as e:
                 error = PermanentJobError(f"cannot upload its files: {e}")
                 return Done(self._record(job, model, None, 0, start, error=error))
+            except Outage as e:  # the Files API stayed down for --max-outage
+                return Halted(e)
         else:
             spec = self.provider.build(job, model)
             fp, media_tokens, outgoing = None, 0, job

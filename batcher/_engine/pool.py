@@ -288,4 +288,20 @@ def route_uploads(
     key = hashlib.sha256((target.key or "").encode()).hexdigest()[:16]
     account = f"{target.base_url} {key}"
     log = UploadLog(out)
-    return Uploads(options.media.upload, target.provider, transport, account, log, clock.time)
+    requests = options.requests
+    # retried as a request is; no lane paces an upload's 429, so it waits its own delay
+    policy = RetryPolicy(max_attempts=requests.max_attempts, timeout=requests.timeout, paced=False)
+    mode = options.media.upload
+    where = f"the Files API at {target.where}"
+    return Uploads(
+        mode,
+        target.provider,
+        transport,
+        account,
+        log,
+        clock,
+        policy,
+        where,
+        max_outage=requests.max_outage,
+        api=options.media.api,
+    )

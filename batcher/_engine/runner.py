@@ -106,10 +106,8 @@ class Runner:
             endpoint=opts.media.api,
             defaults=opts.media.job_defaults(),
             served=served,
-            # over the inline limit only online: batch requests carry their files inline
-            upload=opts.media.upload != "never"
-            and opts.media.api in ("chat", "responses")
-            and opts.batch.mode == "online",
+            # a file over the inline limit goes through the Files API, online and in batches
+            upload=opts.media.upload != "never" and opts.media.api in ("chat", "responses"),
         )
         parsed = self.schema.arrow_type() if self.schema is not None else None
         self.embeds = is_embedder(self.provider)

@@ -67,8 +67,6 @@ TABLE: tuple[Capability, ...] = (
         ("--upload always",),
         lambda o: o.media.upload == "always",
         refused={
-            "batch": "not yet; batch requests carry their files inline (run --mode online; "
-            "--upload auto uploads online only)",
             "ray": "not yet; a cluster's workers send files inline (run without --ray)",
         },
     ),

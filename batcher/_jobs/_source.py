@@ -281,7 +281,7 @@ def _job_problem(
         return "the images endpoint takes a prompt only: this job sends images or files"
     if endpoint == "responses" and job.stop:
         return "the Responses API takes no stop sequences: drop 'stop' or use --endpoint chat"
-    why = _media_problem(job, provider, upload) if media else None
+    why = _media_problem(job, provider, upload, endpoint) if media else None
     if why is None and endpoint == "responses":
         why = _responses_media_problem(job)
     return why
@@ -333,7 +333,9 @@ def _image_request(job: Job) -> list[str]:
     return asked + [name for name in ("size", "quality") if getattr(job, name) is not None]
 
 
-def _media_problem(job: Job, provider: ProviderName, upload: bool = False) -> str | None:
+def _media_problem(
+    job: Job, provider: ProviderName, upload: bool = False, endpoint: str = "chat"
+) -> str | None:
     """Why an image or file of ``job`` cannot be sent, or why those it sends inline are together
     too big to (their base64 is 4/3 of their size); with ``upload`` the files that can go
     through the provider's Files API do not count."""
@@ -342,7 +344,7 @@ def _media_problem(job: Job, provider: ProviderName, upload: bool = False) -> st
         why, size = media_problem(m, provider)
         if why is not None:
             return why
-        if upload and size and uploadable(m, probe(m, dims=False).mime, provider):
+        if upload and size and uploadable(m, probe(m, dims=False).mime, provider, endpoint):
             continue
         total += size
     limit = INLINE_LIMIT[provider]

@@ -3,11 +3,12 @@
 https://ai.google.dev/api/batch-api: ``POST /v1beta/models/{m}:batchGenerateContent`` with inline
 requests or ``input_config.file_name`` (answered inline, or as a ``responsesFile``), ``GET
 /v1beta/batches`` (``pageSize``, ``pageToken``), ``GET /v1beta/batches/{id}``, ``POST
-/v1beta/batches/{id}:cancel``; the Files API's resumable upload (``POST /upload/v1beta/files``)
-and ``GET /download/v1beta/files/{id}:download``. ``POST /v1beta/models/{m}:asyncBatchEmbedContent``
-makes a batch of embeddings the same way (https://ai.google.dev/gemini-api/docs/batch-mode#batch-
-embedding): each line one ``EmbedContentRequest``, answered by the mock's ``batchEmbedContents``
-route as a one-input request, and given back as an ``EmbedContentResponse`` (``{"embedding"}``).
+/v1beta/batches/{id}:cancel``; the Files API's resumable upload (``POST /upload/v1beta/files``),
+``GET /v1beta/files/{id}`` (a file's state) and ``GET /download/v1beta/files/{id}:download``.
+``POST /v1beta/models/{m}:asyncBatchEmbedContent`` makes a batch of embeddings the same way
+(https://ai.google.dev/gemini-api/docs/batch-mode#batch-embedding): each line one
+``EmbedContentRequest``, answered by the mock's ``batchEmbedContents`` route as a one-input
+request, and given back as an ``EmbedContentResponse`` (``{"embedding"}``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class GeminiBatches(BatchAPI):
         if not path.startswith("beta/"):
             return None
         path = path[len("beta/") :]
+        if path.startswith("files/") and request.method == "GET":  # files.get: its state
+            if path not in self.store.expires or self.store.clock() >= self.store.expires[path]:
+                return _gemini_error(404, "NOT_FOUND", f"File {path} not found.")
+            file = self._file(path, request.headers.get("host", "mock"))
+            if file["state"] == "FAILED":
+                file["error"] = {"code": 3, "message": "The video could not be processed."}
+            return json_response(200, file)
         if path.startswith("models/") and path.endswith(":batchGenerateContent"):
             if request.method != "POST":
                 return None
@@ -145,18 +153,23 @@ class GeminiBatches(BatchAPI):
         name = f"files/mock{len(files) + 1:06d}"
         # a batch's input lines, or a file a request names (by its uri, in fileData)
         mime = None if declared in ("", "application/jsonl") else declared
-        expires = self.store.keep(name, request.body, mime)
-        host = request.headers.get("host", "mock")
-        file = {
+        self.store.keep(name, request.body, mime)
+        file = self._file(name, request.headers.get("host", "mock"))
+        return json_response(200, {"file": file}, {"x-goog-upload-status": "final"})
+
+    def _file(self, name: str, host: str) -> dict[str, Any]:
+        """The ``File`` resource of ``name`` (https://ai.google.dev/api/files#File)."""
+        store = self.store
+        expires = store.expires[name]
+        return {
             "name": name,
-            "mimeType": declared or "application/jsonl",
-            "sizeBytes": str(len(request.body)),
-            "createTime": _iso(self.store.clock()),
+            "mimeType": store.mimes.get(name, "application/jsonl"),
+            "sizeBytes": str(len(store.files[name])),
+            "createTime": _iso(expires - store.file_ttl),
             "expirationTime": _iso(expires),
             "uri": f"http://{host}/v1beta/{name}",
-            "state": "ACTIVE",
+            "state": store.state(name),
         }
-        return json_response(200, {"file": file}, {"x-goog-upload-status": "final"})
 
     def _create(
         self, request: Request, model: str, endpoint: str = "batchGenerateContent"

@@ -71,13 +71,14 @@ class OpenAIBatches(BatchAPI):
         fields = _multipart(request)
         data = fields.get("file")
         purpose = fields.get("purpose")
-        if purpose not in (b"batch", b"user_data") or data is None:
-            return _openai_error(400, "a file and purpose=batch or user_data are required")
+        if purpose not in (b"batch", b"user_data", b"vision") or data is None:
+            return _openai_error(400, "a file and purpose=batch, user_data or vision are required")
         files = self.store.files
         file_id = f"file-mock{len(files) + 1:06d}"
-        # a user_data file is one a request names
-        # (https://platform.openai.com/docs/guides/pdf-files)
-        mime = (sniff(data[:64]) or "application/octet-stream") if purpose == b"user_data" else None
+        # a user_data or vision file is one a request names
+        # (https://platform.openai.com/docs/guides/pdf-files, .../images-vision)
+        named = purpose != b"batch"
+        mime = (sniff(data[:64]) or "application/octet-stream") if named else None
         expires = self.store.keep(file_id, data, mime)
         body = {
             "id": file_id,

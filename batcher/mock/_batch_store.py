@@ -11,6 +11,11 @@ once k/n of ``batch_delay`` has passed, and a batch cancelled meanwhile ends wit
 answered by then (its output file, its Gemini responses), as OpenAI documents for a cancelled
 batch's partial results. ``state.batch_creates`` lists the tags of
 every batch created, for tests that check none was created twice.
+
+A video uploaded for requests to name stays ``PROCESSING`` for ``file_processing`` seconds, as
+Gemini's does while it extracts the frames (https://ai.google.dev/api/files#State), then is
+``ACTIVE``, or ``FAILED`` if its bytes hold ``[[file:fail]]``; a request naming it before it is
+``ACTIVE`` is refused.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from typing import Any, ClassVar
 
 from ._wire import Request, Response
 
-__all__ = ["EXPIRE", "Batch", "BatchAPI", "BatchStore", "LineAnswer"]
+__all__ = ["EXPIRE", "FILE_FAIL", "Batch", "BatchAPI", "BatchStore", "LineAnswer"]
 
 LineAnswer = Callable[[Request], Awaitable[Response]]
 
 EXPIRE = "[[batch:expire]]"
+FILE_FAIL = b"[[file:fail]]"
 
 
 @dataclass
@@ -69,6 +75,7 @@ class BatchStore:
         gradual: bool = False,
         creates: Callable[[str], None] = lambda tag: None,
         file_ttl: float = 48 * 3600.0,
+        file_processing: float = 0.0,
     ) -> None:
         self.answer = answer
         self.clock = clock
@@ -81,6 +88,8 @@ class BatchStore:
         self.expires: dict[str, float] = {}  # file id -> when it expires (the mock's clock)
         self.mimes: dict[str, str] = {}  # file id -> MIME type, of files a request may name
         self.uploaded = 0  # bytes of files uploaded for requests to name (not batch inputs)
+        self.file_processing = file_processing
+        self.ready: dict[str, float] = {}  # file id -> when its processing ends (a video's)
 
     def keep(self, file_id: str, data: bytes, mime: str | None = None) -> float:
         """Keep an uploaded file, which expires ``file_ttl`` from now: when it does."""
@@ -90,12 +99,24 @@ class BatchStore:
         if mime is not None:
             self.mimes[file_id] = mime
             self.uploaded += len(data)
+            if mime.startswith("video/"):
+                self.ready[file_id] = self.clock() + self.file_processing
         return expires
+
+    def state(self, file_id: str) -> str:
+        """The Files API's state of a file: ``PROCESSING``, ``ACTIVE`` or ``FAILED``."""
+        if self.clock() < self.ready.get(file_id, 0.0):
+            return "PROCESSING"
+        if file_id in self.ready and FILE_FAIL in self.files.get(file_id, b""):
+            return "FAILED"
+        return "ACTIVE"
 
     def named(self, file_id: str) -> tuple[str, bytes] | None:
         """(MIME type, bytes) of a file a request names, None if there is none or it expired."""
         data, mime = self.files.get(file_id), self.mimes.get(file_id)
         if data is None or mime is None or self.clock() >= self.expires.get(file_id, 0.0):
+            return None
+        if self.state(file_id) != "ACTIVE":
             return None
         return mime, data
 

@@ -30,9 +30,16 @@ class BatchService:
         gradual: bool = False,
         creates: Callable[[str], None] = lambda tag: None,
         file_ttl: float = 48 * 3600.0,
+        file_processing: float = 0.0,
     ) -> None:
         self.store = BatchStore(
-            answer, clock, delay=delay, gradual=gradual, creates=creates, file_ttl=file_ttl
+            answer,
+            clock,
+            delay=delay,
+            gradual=gradual,
+            creates=creates,
+            file_ttl=file_ttl,
+            file_processing=file_processing,
         )
         self.gemini = GeminiBatches(self.store, omit_keys=omit_keys)
         self.openai = OpenAIBatches(self.store)

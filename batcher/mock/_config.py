@@ -40,6 +40,10 @@ class MockConfig:
     """Seconds (of the mock's clock) an uploaded file lives: Gemini keeps files 48 h
     (https://ai.google.dev/gemini-api/docs/files); a test sets a few seconds to see a rerun
     upload again once they have expired. After it, a request naming the file is refused."""
+    file_processing: float = 0.0
+    """Seconds (of the mock's clock) a video uploaded to Gemini's Files API stays ``PROCESSING``
+    before it is ``ACTIVE`` (``FAILED`` if its bytes hold ``[[file:fail]]``), as Gemini's does
+    (https://ai.google.dev/api/files#State); a request naming it meanwhile is refused."""
     projects: dict[str, str] = field(default_factory=dict)
     """Key -> project: keys of one project share its limits, a project of one key has its own;
     keys not named here share one project."""

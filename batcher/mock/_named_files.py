@@ -19,11 +19,11 @@ NAMED: ContextVar[Callable[[str], tuple[str, bytes] | None]] = ContextVar(
 )
 
 
-def describe_named(file_id: object, provider: str) -> Described:
+def describe_named(file_id: object, provider: str, detail: str | None = None) -> Described:
     """The file uploaded as ``file_id``, described as an inline one is; ``BadMedia`` if there is
     no such file (never uploaded, or expired)."""
     found = NAMED.get()(file_id) if isinstance(file_id, str) else None
     if found is None:
         raise BadMedia(f"No such File object: {file_id}")
     mime, data = found
-    return describe_bytes(data, provider, mime, None)
+    return describe_bytes(data, provider, mime, detail)

@@ -68,6 +68,7 @@ class Pipeline:
             gradual=config.batch_gradual,
             creates=lambda tag: self.state.batch_creates.append(tag),
             file_ttl=config.file_ttl,
+            file_processing=config.file_processing,
         )
 
     def _count(self, text: str) -> int:
@@ -120,10 +121,13 @@ class Pipeline:
         if wire is None:
             return text_response(404, "Not Found")
         self.state.batch_lines += 1
+        named = NAMED.set(self.batches.store.named)  # files a line may name by id
         try:
             response = await self._serve(wire, request, online=False)
         except Refusal as refusal:
             response = refusal.response
+        finally:
+            NAMED.reset(named)
         return wire.internal() if response.drop else response
 
     async def _serve(self, wire: WireFormat, request: Request, *, online: bool = True) -> Response:

@@ -36,6 +36,10 @@ def _media(p: Mapping[str, Any]) -> Described:
     if kind == "input_image":
         url = p.get("image_url")
         detail = p.get("detail")
+        if "file_id" in p:
+            return describe_named(
+                p["file_id"], "openai", detail if isinstance(detail, str) else None
+            )
         if not isinstance(url, str):
             raise BadMedia("input_image.image_url is required (or a file_id)")
         if url.startswith("data:"):

@@ -7,8 +7,11 @@ protocol (https://ai.google.dev/api/files): ``POST /upload/v1beta/files`` with
 ``X-Goog-Upload-Protocol: resumable`` / ``-Command: start`` answers an ``X-Goog-Upload-URL``, to
 which the bytes go with ``-Command: upload, finalize``; it answers ``{"file": {"name", "uri",
 "expirationTime"}}``, and a request names the file as ``fileData {fileUri, mimeType}``. Gemini
-keeps a file 48 hours (https://ai.google.dev/gemini-api/docs/files). The batch APIs upload their
-input files through these too.
+keeps a file 48 hours (https://ai.google.dev/gemini-api/docs/files). A Gemini file is ``state``
+``PROCESSING`` until it can be used (a video's frames are being extracted), then ``ACTIVE``, or
+``FAILED`` (https://ai.google.dev/api/files#State); ``GET /v1beta/files/{id}`` reads it again
+(https://ai.google.dev/api/files#method:-files.get). The batch APIs upload their input files
+through these too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..._core.errors import RetryableError
@@ -27,7 +31,14 @@ from ._base import Provider
 from ._batch import check
 from ._http import encode
 
-__all__ = ["GEMINI_UPLOAD", "Uploaded", "gemini_upload", "multipart", "openai_upload"]
+__all__ = [
+    "GEMINI_UPLOAD",
+    "Uploaded",
+    "gemini_file",
+    "gemini_upload",
+    "multipart",
+    "openai_upload",
+]
 
 GEMINI_UPLOAD = "/upload/v1beta/files"
 
@@ -35,11 +46,15 @@ GEMINI_UPLOAD = "/upload/v1beta/files"
 @dataclass(frozen=True, slots=True)
 class Uploaded:
     """A file the provider keeps: what a request names it by (OpenAI's id, Gemini's uri), its
-    resource name, and when it expires (epoch seconds; None if the provider said not)."""
+    resource name, and when it expires (epoch seconds; None if the provider said not); Gemini's
+    ``state`` (``PROCESSING``, ``ACTIVE``, ``FAILED``: ``ACTIVE`` where the provider has none)
+    and, if it failed, why."""
 
     ref: str
     name: str
     expires: float | None
+    state: str = "ACTIVE"
+    error: str | None = None
 
 
 def multipart(
@@ -107,7 +122,17 @@ async def gemini_upload(
     session = url.path + (f"?{url.query}" if url.query else "")  # on our own endpoint
     finish = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
     reply = await transport.request("POST", session, FileBody(path), mime, finish)
-    file = check(provider, reply, what)["file"]
+    return _gemini_file(check(provider, reply, what)["file"])
+
+
+async def gemini_file(transport: Transport, provider: Provider, name: str, what: str) -> Uploaded:
+    """The Gemini file ``name`` (``files/...``) as the Files API has it now (its state)."""
+    reply = await transport.request("GET", name)
+    return _gemini_file(check(provider, reply, what))
+
+
+def _gemini_file(file: Mapping[str, Any]) -> Uploaded:
+    """A Gemini ``File`` resource (https://ai.google.dev/api/files#File) as ``Uploaded``."""
     expires = file.get("expirationTime")
     when = None
     if isinstance(expires, str):
@@ -115,4 +140,13 @@ async def gemini_upload(
             when = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
         except ValueError:
             when = None
-    return Uploaded(str(file.get("uri") or file["name"]), str(file["name"]), when)
+    state = file.get("state")
+    error = file.get("error")
+    why = str(error.get("message") or error) if isinstance(error, Mapping) else None
+    return Uploaded(
+        str(file.get("uri") or file["name"]),
+        str(file["name"]),
+        when,
+        state if isinstance(state, str) and state != "STATE_UNSPECIFIED" else "ACTIVE",
+        why,
+    )

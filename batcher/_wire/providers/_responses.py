@@ -42,7 +42,8 @@ def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
     """A turn's content: its text, or parts when it carries images or files.
 
     Images go as ``input_image`` (a URL as given, else a data: URI, with ``detail``), other files
-    (PDFs) as ``input_file`` with ``file_data`` (a data: URI), or ``file_id`` once uploaded. An
+    (PDFs) as ``input_file`` with ``file_data`` (a data: URI); either with ``file_id`` once
+    uploaded. An
     assistant turn's text is an ``output_text`` part. https://platform.openai.com/docs/guides/images-vision?api-mode=responses,
     https://platform.openai.com/docs/guides/pdf-files?api-mode=responses"""
     if all(p.media is None for p in m.parts):
@@ -56,7 +57,13 @@ def _content(m: Message, inline: Inline) -> str | list[dict[str, Any]]:
                 parts.append({"type": text_type, "text": p.text})
             continue
         if media.uploaded is not None:
-            parts.append({"type": "input_file", "file_id": media.uploaded[0]})
+            file_id, mime = media.uploaded
+            if mime.startswith("image/"):
+                parts.append(
+                    {"type": "input_image", "file_id": file_id, "detail": media.detail or "auto"}
+                )
+            else:
+                parts.append({"type": "input_file", "file_id": file_id})
             continue
         if media.kind == "image" and media.is_url:
             url = media.ref
