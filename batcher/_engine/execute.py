@@ -48,7 +48,7 @@ from .._wire.transport import Transport
 from .outcome import ABANDONED, Deferred, Done, Fatal, Halted, Outcome
 from .record import Answered, record_of
 from .tally import Tally
-from .uploads import Uploads
+from .uploads import Uploads, file_unknown
 
 if TYPE_CHECKING:
     import urllib.request
@@ -187,7 +187,7 @@ class Executor:
                     if isinstance(e, TimedOut):
                         self.tally.timeouts += 1
                     self.log_attempt(job.id, attempts, model, asked, sent, error=e)
-                    if _file_unknown(e, outgoing) and attempts == 1:
+                    if file_unknown(e, outgoing) and attempts == 1:
                         stale[0] = True
                         raise RetryableError(f"a file it names is gone: {e.message}") from e
                     raise
@@ -355,15 +355,6 @@ async def _download(
         return await anyio.to_thread.run_sync(download, answer.images, opener)
     except OSError as e:
         raise RetryableError(f"cannot download an image answered: {e}", unanswered=False) from None
-
-
-def _file_unknown(error: ProviderError, sent: Job) -> bool:
-    """Whether ``error`` refuses a request for naming an uploaded file the provider no longer
-    has (expired or deleted before its recorded expiry): OpenAI answers 400/404 naming the file,
-    Gemini 400/403/404 ("File ... not exist" or no permission to it)."""
-    if isinstance(error, RetryableError) or not any(m.uploaded for m in sent.media):
-        return False
-    return error.status in (400, 403, 404) and "file" in error.message.lower()
 
 
 def _build_with_media(

@@ -49,6 +49,7 @@ __all__ = [
     "FileUnusable",
     "UploadMode",
     "Uploads",
+    "file_unknown",
 ]
 
 log = logging.getLogger("batcher")
@@ -283,3 +284,12 @@ class Uploads:
             why = f": {up.error}" if up.error else ""
             raise FileUnusable(f"{media.ref} is {up.state} at the Files API ({up.name}){why}")
         return up
+
+
+def file_unknown(error: ProviderError, sent: Job) -> bool:
+    """Whether ``error`` refuses a request for naming an uploaded file the provider no longer
+    has (expired or deleted before its recorded expiry): OpenAI answers 400/404 naming the file,
+    Gemini 400/403/404 ("File ... not exist" or no permission to it)."""
+    if isinstance(error, RetryableError) or not any(m.uploaded for m in sent.media):
+        return False
+    return error.status in (400, 403, 404) and "file" in error.message.lower()
