@@ -231,3 +231,47 @@ def test_mock_server_batch_delay_lets_a_user_try_no_wait(
     # an hour from done: a rerun looks at the batch, submits nothing again, and exits 6 again
     assert run_cli(server, "openai", jobs, out, *flags) == 6
     assert len(server.app.state.batch_creates) == 1 and not read_results(out)
+
+
+def test_a_429_to_a_batch_control_call_waits_the_servers_delay(tmp_path: Path) -> None:
+    """No lane paces the batch API's own calls (upload, create, get): a 429 to one waits the
+    server's Retry-After before the next try, where a paced policy would try again at once and
+    spend its attempts in a burst."""
+
+    import httpx
+
+    from batcher import Runner, RunOptions, RunSummary
+    from batcher.mock import MockConfig, create_app
+    from tests.helpers import write_jsonl
+    from tests.virtual import VirtualClock, run_virtual
+
+    clock = VirtualClock()
+    app = create_app(MockConfig(), clock=clock.time)
+    refused: list[str] = []
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        creating = scope["type"] == "http" and scope["method"] == "POST"
+        if creating and scope["path"].endswith("/batches") and len(refused) < 2:
+            refused.append(scope["path"])
+            body = b'{"error": {"message": "Rate limit reached.", "type": "requests"}}'
+            head = [(b"content-type", b"application/json"), (b"retry-after", b"7")]
+            await send({"type": "http.response.start", "status": 429, "headers": head})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"id": f"j{q}", "prompt": "q"} for q in range(3)])
+    opts = RunOptions(
+        api_key="sk-test-batch-429", base_url="http://mock.test/v1", model="gpt-4o", mode="batch"
+    )
+
+    async def main() -> RunSummary:
+        async with Runner(
+            jobs, tmp_path / "out", opts, clock=clock, transport=httpx.ASGITransport(app=wrapped)
+        ) as runner:
+            return await runner.run()
+
+    summary = run_virtual(main)
+    assert (summary.ok, summary.exit_code) == (3, 0)
+    assert len(refused) == 2
+    assert clock.sleeps.count(7.0) == 2

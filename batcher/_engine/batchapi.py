@@ -112,7 +112,8 @@ class BatchExecutor:
         step: Callable[[str], None] | None = None,
     ) -> None:
         self.log = BatchLog(consumer.store.out)
-        self.policy = RetryPolicy(max_attempts=max_attempts)
+        # no lane paces the batch API's own calls: a 429 waits its Retry-After (or a backoff)
+        self.policy = RetryPolicy(max_attempts=max_attempts, paced=False)
         self.chunker = Chunker(pool, options.batch_queue_tokens, self.log, self.policy, clock)
         for chunk in self.log.open_chunks():
             self.chunker.endpoint(chunk)  # before anything is sent: each pending batch's key
