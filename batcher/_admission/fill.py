@@ -12,6 +12,7 @@ otherwise. No request is made later by one let through ahead of it, so none wait
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 
 import anyio
 
@@ -68,12 +69,7 @@ class Fillers:
 
     def ahead(self) -> list[Waiter]:
         """The oldest ``LOOKAHEAD`` still queued."""
-        out = []
-        for waiter in self.waiting:
-            out.append(waiter)
-            if len(out) == LOOKAHEAD:
-                break
-        return out
+        return list(islice(self.waiting, LOOKAHEAD))
 
     def admitted(self, waiter: Waiter, entry: list[float]) -> None:
         """The holder let ``waiter`` through with the admission ``entry``: wake it."""

@@ -221,28 +221,31 @@ class Lane:
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 return now
             wake = start
-            if self.fillers.waiting and probe_at <= now:
+            if self.fillers.waiting and probe_at <= now and self._fillable(now):
                 start = self._fill(now, tokens, probe_at, start)
                 wake = min(start, self.cap.next_room(now))
             await self.clock.sleep(max(wake - now, 1e-6))
+
+    def _fillable(self, now: float) -> bool:
+        """Whether a request queued behind the holder could be let through now: the caps, not
+        the pace or a pause, hold the holder back, and nothing else holds every request."""
+        rpd, pace = self.limits.rpd, self.pace
+        return not (
+            self.gate is not None
+            or not self.opening.is_open
+            or self.outage.down
+            or (self.quota is not None and self.quota.left < 2)
+            or (rpd is not None and self.daily.spent(self.clock.time()) + 2 > rpd)
+            or pace.paused_until > now
+            or pace.paced(1.0) > now + EARLY  # the pace holds any request behind it as much
+        )
 
     def _fill(self, now: float, tokens: int, probe_at: float, start: float) -> float:
         """Let requests queued behind the one of ``tokens`` (due to leave at ``start``) go now
         where the caps and the pace let them without making it later (backfilling): a second's
         tokens, packed first come first served, leave a gap too small for the next prompt that
         a smaller one behind it fills. Return when the one of ``tokens`` may leave."""
-        rpd = self.limits.rpd
-        if (
-            self.gate is not None
-            or not self.opening.is_open
-            or self.outage.down
-            or (self.quota is not None and self.quota.left < 2)
-            or (rpd is not None and self.daily.spent(self.clock.time()) + 2 > rpd)
-        ):
-            return start
         pace = self.pace
-        if pace.paused_until > now or pace.paced(1.0) > now + EARLY:
-            return start  # the pace holds back any request behind it as much
         for waiter in self.fillers.ahead():
             fill = waiter.charge()
             if self._start(now, fill, probe_at) > now:
