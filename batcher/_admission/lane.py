@@ -17,7 +17,9 @@ its estimate and the estimator's doubt until its answer says what it cost: a slo
 while the estimator learns the tokenizer, and again after a 429 on tokens.
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
-sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
+sleep, so a 429 that pauses the lane holds back even a request that was already waiting. Where a
+token cap holds the holder back, a smaller request queued behind it that fits goes first if that
+makes the holder no later (backfilling, ``Fillers`` in ``_admission.fill``). A lane
 starts with one request and admits more once it is answered or a few seconds after it left
 (``Opening``, in ``_admission.opening``).
 
