@@ -484,3 +484,36 @@ def test_a_429_on_tokens_makes_the_lane_charge_double_again_until_answers_say() 
     assert charged[0] == 1_000  # before any answer
     assert charged[11] <= 510  # answers said the estimate holds
     assert charged[-1] == 1_000  # after the 429 on tokens
+
+
+@pytest.mark.parametrize("with_small", [True, False])
+def test_a_smaller_request_queued_behind_fills_the_second_without_delaying_the_one_ahead(
+    with_small: bool,
+) -> None:
+    """Tokens capped per second: 700 leave, 600 must wait a second for them to expire, and a
+    200 queued behind the 600 fits in what is left of this second, so it leaves now (first come
+    first served would have left that room unused); the 600 leaves when it would have alone."""
+
+    async def main() -> dict[int, float]:
+        lane = Lane("m", Limits(tpm=60_000), VirtualClock(), per_second=True)
+        with contextlib.suppress(RateLimitError):
+            async with lane.request(1):
+                raise RateLimitError("429", retry_after=0.5, scope="tokens")
+        left: dict[int, float] = {}
+
+        async def one(tokens: int) -> None:
+            async with lane.request(tokens) as slot:
+                left[tokens] = anyio.current_time()
+                slot.done(tokens)
+
+        async with anyio.create_task_group() as tg:
+            for tokens in (700, 600, 200) if with_small else (700, 600):
+                tg.start_soon(one, tokens)
+                await anyio.sleep(0.001)  # queued in this order
+        return left
+
+    left = run_virtual(main)
+    start = left[700]
+    assert left[600] == pytest.approx(start + 1.0, abs=0.01)
+    if with_small:
+        assert left[200] == pytest.approx(start, abs=0.01)

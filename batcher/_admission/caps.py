@@ -42,6 +42,24 @@ class MinuteCap:
         self._short.expire(now)  # read only where there is a TPM: kept short regardless
         return entry
 
+    def take_back(self, entry: list[float]) -> None:
+        """Forget the admission ``entry``, the newest, recorded a moment ago: it did not happen."""
+        self._admissions.drop_newest(1)
+        if len(self._short) and self._short[len(self._short) - 1] is entry:
+            self._short.drop_newest(1)
+
+    def next_room(self, now: float) -> float:
+        """The next time after ``now`` that an admission leaves a window the caps read (the
+        minute, ``SHORT`` seconds, the second): room may open for a request then."""
+        at = float("inf")
+        for window, width in ((self._admissions, WINDOW), (self._short, SHORT)):
+            if len(window):
+                at = min(at, window[0][0] + width)
+        recent = self._admissions.newer_than(now - 1.0)
+        if recent:
+            at = min(at, recent[0][0] + 1.0)
+        return at
+
     def settle(self, entry: list[float], tokens: int, now: float) -> None:
         """The admission ``entry`` was answered at ``now``, and really cost ``tokens``."""
         self._short.reweigh(entry, float(tokens), now)

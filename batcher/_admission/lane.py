@@ -17,7 +17,9 @@ its estimate and the estimator's doubt until its answer says what it cost: a slo
 while the estimator learns the tokenizer, and again after a 429 on tokens.
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
-sleep, so a 429 that pauses the lane holds back even a request that was already waiting. A lane
+sleep, so a 429 that pauses the lane holds back even a request that was already waiting. Where a
+token cap holds the holder back, a smaller request queued behind it that fits goes first if that
+makes the holder no later (backfilling, ``Fillers`` in ``_admission.fill``). A lane
 starts with one request and admits more once it is answered or a few seconds after it left
 (``Opening``, in ``_admission.opening``).
 
@@ -58,6 +60,7 @@ from .._wire.providers import RateHints
 from .caps import MinuteCap
 from .day import QuotaDay
 from .estimate import Features, TokenEstimator
+from .fill import Fillers, Waiter
 from .flight import InFlight
 from .gate import Gate
 from .ledger import DailyCount
@@ -138,6 +141,8 @@ class Lane:
         self.refused: FatalProviderError | None = None
         """The provider refused this lane's key or model: every later attempt fails the same way
         without being sent (a pool then moves the job to another endpoint)."""
+        self.fillers = Fillers()
+        """Requests queued for the lock on a lane with a TPM, that its holder may let through."""
         self._demand_mark = 0
         self.waiting = 0
         """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
@@ -202,7 +207,9 @@ class Lane:
         return max(held, paced)
 
     async def _wait_turn(self, tokens: int) -> float:
-        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time."""
+        """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time.
+        Meanwhile, requests queued behind that fit without delaying it go ahead (``_fill``),
+        and where the caps hold it, it wakes as each admission leaves a window to try again."""
         while True:
             if self.refused is not None:
                 raise self.refused
@@ -215,7 +222,46 @@ class Lane:
                 # not leave: some clients write the request before their first suspension
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 return now
-            await self.clock.sleep(max(start - now, 1e-6))
+            wake = start
+            if self.fillers.waiting and probe_at <= now and self._fillable(now):
+                start = self._fill(now, tokens, probe_at, start)
+                wake = min(start, self.cap.next_room(now))
+            await self.clock.sleep(max(wake - now, 1e-6))
+
+    def _fillable(self, now: float) -> bool:
+        """Whether a request queued behind the holder could be let through now: the caps, not
+        the pace or a pause, hold the holder back, and nothing else holds every request."""
+        rpd, pace = self.limits.rpd, self.pace
+        return not (
+            self.gate is not None
+            or not self.opening.is_open
+            or self.outage.down
+            or (self.quota is not None and self.quota.left < 2)
+            or (rpd is not None and self.daily.spent(self.clock.time()) + 2 > rpd)
+            or pace.paused_until > now
+            or pace.paced(1.0) > now + EARLY  # the pace holds any request behind it as much
+        )
+
+    def _fill(self, now: float, tokens: int, probe_at: float, start: float) -> float:
+        """Let requests queued behind the one of ``tokens`` (due to leave at ``start``) go now
+        where the caps and the pace let them without making it later (backfilling): a second's
+        tokens, packed first come first served, leave a gap too small for the next prompt that
+        a smaller one behind it fills. Return when the one of ``tokens`` may leave."""
+        pace = self.pace
+        for waiter in self.fillers.ahead():
+            fill = waiter.charge()
+            if self._start(now, fill, probe_at) > now:
+                continue
+            saved = pace.r_next, pace.t_next, self._last
+            entry = self._commit(now, fill, arrived=waiter.arrived, count=False)
+            later = self._start(now, tokens, probe_at)
+            if later > start:
+                pace.r_next, pace.t_next, self._last = saved
+                self.cap.take_back(entry)
+                continue
+            self._count()
+            self.fillers.admitted(waiter, entry)
+        return start
 
     async def admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
@@ -242,7 +288,31 @@ class Lane:
             if self._start(now, tokens, float("-inf")) <= now:
                 return self._commit(now, tokens, arrived=now)
         arrived = self.clock.monotonic()
+        if not self.limits.tpm:
+            return await self._admit_in_turn(tokens, fresh, arrived)
+        # requests of varied tokens: one queued may be let through by the holder (``_fill``)
+        waiter = self.fillers.join(tokens, fresh, arrived)
+        try:
+            with waiter.scope:
+                return await self._admit_in_turn(tokens, fresh, arrived, waiter)
+            return waiter.admitted_entry()  # let through by the holder: its scope was cancelled
+        finally:
+            self.fillers.leave(waiter)
+
+    async def _admit_in_turn(
+        self,
+        tokens: int,
+        fresh: Callable[[], int] | None,
+        arrived: float,
+        waiter: Waiter | None = None,
+    ) -> list[float]:
+        """Queue for the lock, then wait for the turn of a request of ``tokens``."""
+        gate = self.gate
         async with self._lock:
+            if waiter is not None:
+                if waiter.entry is not None:  # let through as the lock came: nothing to wait for
+                    return waiter.entry
+                self.fillers.leave(waiter)
             if fresh is not None:
                 tokens = fresh()
             self._held = True
@@ -286,8 +356,12 @@ class Lane:
         """The most requests this lane had in flight at once."""
         return self.flight.peak
 
-    def _commit(self, now: float, tokens: int, *, arrived: float) -> list[float]:
-        """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on."""
+    def _commit(
+        self, now: float, tokens: int, *, arrived: float, count: bool = True
+    ) -> list[float]:
+        """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on.
+        ``count=False`` leaves the counters (``_count``) to a caller that may yet take it back
+        (``MinuteCap.take_back``, the pace restored)."""
         # A request that was already waiting when its slot came (asleep for it, or queued for
         # the lock) and leaves late keeps up to half an interval (at least EARLY) of that
         # lateness as credit: the loop's wake-up and handover lag, paid on every request at
@@ -304,10 +378,15 @@ class Lane:
             base = now
         pace.advance(base, now, tokens, self.share)
         self._last = now
+        if count:
+            self._count()
+        return self.cap.admit(now, tokens)
+
+    def _count(self) -> None:
+        """Count an admission: in the day, the lane's total, the outage watch."""
         self.day.add()
         self.admitted += 1
         self.outage.admitted()
-        return self.cap.admit(now, tokens)
 
     def settle(self, entry: list[float], tokens: int) -> None:
         """The answer said the request cost ``tokens``: correct the charge made at admission."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -244,8 +245,14 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
 
 def _header_duration(headers: Mapping[str, str], name: str) -> float | None:
     v = headers.get(name)
-    if v is None:
-        return None
+    return None if v is None else _duration(v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _duration(v: str) -> float | None:
+    """A header's duration in seconds (a number, or Go-style as OpenAI sends ``998ms``): read
+    on every answer, and the values repeat (a reset is at most a window's milliseconds), so
+    each is parsed once; a failed ``float`` costs an exception every time otherwise."""
     try:
         return float(v)
     except ValueError:
