@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batcher import FatalProviderError, PermanentJobError, QuotaExhausted, RateLimitError
-from batcher._admission.lane import EARLY, Lane, LaneStats
+from batcher._admission.lane import Lane
 from batcher._admission.opening import OPEN_AFTER
+from batcher._admission.pace import EARLY
 from batcher._config.limits import Limits
 from batcher._wire.providers import RateHints
 from tests.virtual import VirtualClock, run_virtual
@@ -225,8 +226,9 @@ def test_a_job_larger_than_a_minute_of_tokens_is_refused_and_a_large_one_passes(
 
 
 def test_unknown_limits_are_learned_from_a_429_and_from_headers() -> None:
-    async def main() -> LaneStats:
-        lane = Lane("m", Limits(), VirtualClock())
+    async def main() -> float:
+        clock = VirtualClock()
+        lane = Lane("m", Limits(), clock)
         assert lane.limits.rpm is None
         for _ in range(7):
             async with lane.request(10) as slot:
@@ -241,9 +243,9 @@ def test_unknown_limits_are_learned_from_a_429_and_from_headers() -> None:
             slot.observe(RateHints(limit_requests=50))  # a higher number does not raise a limit
             assert lane.limits.rpm == 5
             slot.observe(RateHints(remaining_requests=0, reset_requests=2.5, limit_requests=5))
-            return lane.statistics()
+            return lane.pace.paused_until - clock.monotonic()
 
-    assert run_virtual(main).paused_for == pytest.approx(2.5)
+    assert run_virtual(main) == pytest.approx(2.5)
 
 
 def test_daily_budget_stops_the_lane_until_the_pacific_midnight() -> None:
@@ -262,7 +264,7 @@ def test_daily_budget_stops_the_lane_until_the_pacific_midnight() -> None:
         await anyio.sleep(info.value.resets_at - clock.time())
         async with lane.request(1):  # a new quota day
             pass
-        return lane.statistics().today, info.value.resets_at
+        return lane.daily.spent(clock.time()), info.value.resets_at
 
     today, resets_at = run_virtual(main)
     assert today == 1

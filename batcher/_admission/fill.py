@@ -3,7 +3,7 @@
 A lane admits first come first served: the request holding its lock waits for its turn, and the
 others queue for the lock. Where a token cap holds the first back (a second's tokens are spent,
 or nearly), a smaller request behind it may fit in what is left without making the first any
-later: the holder lets it through (backfilling, ``Lane._fill``), and its waiter, woken by the
+later: the holder lets it through (backfilling, ``Fillers.fill``), and its waiter, woken by the
 cancellation of its wait for the lock, returns the admission made for it. Prompts of several
 hundred tokens packed in order into a second's 1,000 leave about a tenth of every second unused
 otherwise. No request is made later by one let through ahead of it, so none waits for ever.
@@ -11,10 +11,16 @@ otherwise. No request is made later by one let through ahead of it, so none wait
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import anyio
+
+from .pace import EARLY
+
+if TYPE_CHECKING:
+    from .lane import Lane
 
 __all__ = ["LOOKAHEAD", "Fillers", "Waiter"]
 
@@ -63,6 +69,23 @@ class Fillers:
         self.waiting[waiter] = None
         return waiter
 
+    async def queue(
+        self,
+        tokens: int,
+        fresh: Callable[[], int] | None,
+        arrived: float,
+        turn: Callable[[Waiter], Awaitable[list[float]]],
+    ) -> list[float]:
+        """A request of ``tokens`` queues for the lock and waits its ``turn``, unless the holder
+        lets it through first (its scope cancelled, its admission made): the admission."""
+        waiter = self.join(tokens, fresh, arrived)
+        try:
+            with waiter.scope:
+                return await turn(waiter)
+            return waiter.admitted_entry()  # let through by the holder: its scope was cancelled
+        finally:
+            self.leave(waiter)
+
     def leave(self, waiter: Waiter) -> None:
         """``waiter`` got the lock, was let through, or gave up."""
         self.waiting.pop(waiter, None)
@@ -76,3 +99,37 @@ class Fillers:
         waiter.entry = entry
         self.leave(waiter)
         waiter.scope.cancel()
+
+    def fillable(self, lane: Lane, now: float) -> bool:
+        """Whether a request queued behind ``lane``'s holder could be let through now: the caps,
+        not the pace or a pause, hold the holder back, and nothing else holds every request."""
+        rpd, pace = lane.limits.rpd, lane.pace
+        return not (
+            lane.gate is not None
+            or not lane.opening.is_open
+            or lane.outage.down
+            or (lane.quota is not None and lane.quota.left < 2)
+            or (rpd is not None and lane.daily.spent(lane.clock.time()) + 2 > rpd)
+            or pace.paused_until > now
+            or pace.paced(1.0) > now + EARLY  # the pace holds any request behind it as much
+        )
+
+    def fill(self, lane: Lane, now: float, tokens: int, probe_at: float, start: float) -> float:
+        """Let requests queued behind ``lane``'s holder of ``tokens`` (due to leave at ``start``)
+        go now where the caps and the pace let them without making it later: a second's tokens,
+        packed first come first served, leave a gap too small for the next prompt that a smaller
+        one behind it fills. Return when the holder may leave."""
+        pace = lane.pace
+        for waiter in self.ahead():
+            fill = waiter.charge()
+            if lane.leave_time(now, fill, probe_at) > now:
+                continue
+            saved = pace.r_next, pace.t_next, lane.last_left
+            entry = lane.commit(now, fill, arrived=waiter.arrived, count=False)
+            if lane.leave_time(now, tokens, probe_at) > start:
+                pace.r_next, pace.t_next, lane.last_left = saved
+                lane.cap.take_back(entry)
+                continue
+            lane.count_admission()
+            self.admitted(waiter, entry)
+        return start

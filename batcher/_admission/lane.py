@@ -1,20 +1,14 @@
 """A lane: admission for one model of one account (a project, or a key), paced to sit just under
 its limits.
 
-Two mechanisms hold each limit. Pacing (``Pace``, the arithmetic shared with a cluster's budget):
-requests and tokens are each paced by a theoretical arrival time (GCRA, the virtual-scheduling form
-of a leaky bucket): a request may leave once the clock reaches ``pace.r_next``, which then moves on
-by one request's share of the minute; tokens work the same way with a tolerance of one second's
-budget, so a job larger than a second's tokens still passes (and one larger than a minute's is an
-error, never a deadlock). Admissions are spread evenly, never burst beyond a few milliseconds' worth
-(``EARLY``, and the lateness a waiting request keeps as credit), so a provider that enforces a
-per-minute limit per second is not tripped, and at hundreds of requests a second the event loop's
-lag is not lost rate. The cap (``MinuteCap``, in ``_admission.caps``): the admissions of the last
-minute are kept, and a request never makes them exceed the limit, whatever pacing allowed; this
-makes "at most N in any minute" exact. Tokens are capped over any 10 s too, where a server may
-enforce its limit (a second's tokens ahead would overspend such a window). A request is charged
-its estimate and the estimator's doubt until its answer says what it cost: a slow start on tokens
-while the estimator learns the tokenizer, and again after a 429 on tokens.
+Two mechanisms hold each limit. Pacing (``Pace``, in ``_admission.pace``, the arithmetic shared
+with a cluster's budget: GCRA on requests, and on tokens with a second's tolerance) spreads
+admissions evenly, never in bursts beyond ``EARLY``'s worth and the lateness a waiting request
+keeps as credit, so per-second enforcement is not tripped and the event loop's lag is not lost
+rate. The cap (``MinuteCap``, in ``_admission.caps``) keeps the last minute's admissions: a request
+never makes them exceed the limit, whatever pacing allowed, and tokens are capped over any 10 s
+too. A request is charged its estimate and the estimator's doubt until its answer says what it
+cost: a slow start on tokens while the estimator learns the tokenizer, and after a token 429.
 
 Admission is serialised by a FIFO lock, and the holder re-reads the lane's state after every
 sleep, so a 429 that pauses the lane holds back even a request that was already waiting. Where a
@@ -36,19 +30,13 @@ lane then paces at its share of the per-minute limits (one over the processes se
 the day's requests in blocks reserved from the shared store, so together they stay under the limits
 and count one RPD. A lane whose day's requests are spent stops until the reset (``QuotaDay``, in
 ``_admission.day``).
-
-We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
-lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
-``acquire`` raises when one request costs more than the bucket holds (a prompt larger than a
-second's tokens), and a limiter can be neither re-rated when headers reveal the real limit nor
-paused for a 429's delay, which is most of what a lane does.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import anyio.lowlevel
@@ -66,31 +54,11 @@ from .gate import Gate
 from .ledger import DailyCount
 from .opening import Opening
 from .outage import OutageWatch
-from .pace import WINDOW, Pace
+from .pace import EARLY, WINDOW, Pace
 from .quota import SharedQuota
 from .slot import Slot
 
-__all__ = ["Lane", "LaneStats"]
-
-EARLY = 0.002
-"""How long before its paced time a request may leave rather than sleep. At thousands of
-requests a second the pace is finer than a turn of the event loop, and holding each request to
-it costs a sleep (a timer, a wake-up, a handover of the lock) for nearly every one; the pace
-still moves on by a whole interval per request, so the rate holds, a burst is at most this long's
-worth of requests (0.2% of a second's), and the caps and pauses stay exact."""
-
-
-@dataclass(frozen=True, slots=True)
-class LaneStats:
-    """A lane's counters and current limits: for ``bench``, the tests, and what a user inspects."""
-
-    model: str
-    limits: Limits
-    admitted: int
-    rate_limited: int
-    today: int
-    paused_for: float
-    stopped: str | None
+__all__ = ["Lane"]
 
 
 class Lane:
@@ -148,7 +116,7 @@ class Lane:
         """Attempts waiting for admission: with ``admitted``, whether the lane has demand."""
         self.opening = Opening(clock)
         self.flight = InFlight(clock)
-        self._last = float("-inf")
+        self.last_left = float("-inf")
         self.admitted = 0
         self.rate_limited = 0
         self.succeeded = 0
@@ -193,14 +161,14 @@ class Lane:
                 f"{tpm:,} tokens per minute; it can never be sent"
             )
 
-    def _start(self, now: float, tokens: int, probe_at: float) -> float:
+    def leave_time(self, now: float, tokens: int, probe_at: float) -> float:
         """When pacing, the caps and any pause let a request of ``tokens`` leave."""
         self.day.check(self.limits.rpd)
         t_tolerance = 1.0 if self.limits.tpm else 0.0
         cap = self.cap.wait(now, tokens, self.limits, self.share, per_second=self._per_second)
         held = max(probe_at, self.pace.paused_until, cap)
         if self._quantized and (gap := self.pace.gap(self.share)):
-            held = max(held, self._last + gap)
+            held = max(held, self.last_left + gap)
         paced = self.pace.paced(t_tolerance)
         if held <= now and paced <= now + EARLY:
             return now  # at most EARLY before its pace: not worth a sleep
@@ -208,7 +176,7 @@ class Lane:
 
     async def _wait_turn(self, tokens: int) -> float:
         """Sleep until pacing, the cap and any pause let ``tokens`` go; return the time.
-        Meanwhile, requests queued behind that fit without delaying it go ahead (``_fill``),
+        Meanwhile, requests queued behind that fit without delaying it go ahead (``Fillers.fill``),
         and where the caps hold it, it wakes as each admission leaves a window to try again."""
         while True:
             if self.refused is not None:
@@ -216,52 +184,17 @@ class Lane:
             await self.day.ensure(self.limits)
             probe_at = await self.outage.wait_for_probe()
             now = self.clock.monotonic()
-            start = self._start(now, tokens, probe_at)
+            start = self.leave_time(now, tokens, probe_at)
             if start <= now:
                 # a request whose job was cancelled while it waited (the run is halting) must
                 # not leave: some clients write the request before their first suspension
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 return now
             wake = start
-            if self.fillers.waiting and probe_at <= now and self._fillable(now):
-                start = self._fill(now, tokens, probe_at, start)
+            if self.fillers.waiting and probe_at <= now and self.fillers.fillable(self, now):
+                start = self.fillers.fill(self, now, tokens, probe_at, start)
                 wake = min(start, self.cap.next_room(now))
             await self.clock.sleep(max(wake - now, 1e-6))
-
-    def _fillable(self, now: float) -> bool:
-        """Whether a request queued behind the holder could be let through now: the caps, not
-        the pace or a pause, hold the holder back, and nothing else holds every request."""
-        rpd, pace = self.limits.rpd, self.pace
-        return not (
-            self.gate is not None
-            or not self.opening.is_open
-            or self.outage.down
-            or (self.quota is not None and self.quota.left < 2)
-            or (rpd is not None and self.daily.spent(self.clock.time()) + 2 > rpd)
-            or pace.paused_until > now
-            or pace.paced(1.0) > now + EARLY  # the pace holds any request behind it as much
-        )
-
-    def _fill(self, now: float, tokens: int, probe_at: float, start: float) -> float:
-        """Let requests queued behind the one of ``tokens`` (due to leave at ``start``) go now
-        where the caps and the pace let them without making it later (backfilling): a second's
-        tokens, packed first come first served, leave a gap too small for the next prompt that
-        a smaller one behind it fills. Return when the one of ``tokens`` may leave."""
-        pace = self.pace
-        for waiter in self.fillers.ahead():
-            fill = waiter.charge()
-            if self._start(now, fill, probe_at) > now:
-                continue
-            saved = pace.r_next, pace.t_next, self._last
-            entry = self._commit(now, fill, arrived=waiter.arrived, count=False)
-            later = self._start(now, tokens, probe_at)
-            if later > start:
-                pace.r_next, pace.t_next, self._last = saved
-                self.cap.take_back(entry)
-                continue
-            self._count()
-            self.fillers.admitted(waiter, entry)
-        return start
 
     async def admit(self, tokens: int, fresh: Callable[[], int] | None = None) -> list[float]:
         """Wait until a request of ``tokens`` may leave; return its entry in the window.
@@ -285,19 +218,14 @@ class Lane:
             and self.refused is None
         ):
             now = self.clock.monotonic()
-            if self._start(now, tokens, float("-inf")) <= now:
-                return self._commit(now, tokens, arrived=now)
+            if self.leave_time(now, tokens, float("-inf")) <= now:
+                return self.commit(now, tokens, arrived=now)
         arrived = self.clock.monotonic()
         if not self.limits.tpm:
             return await self._admit_in_turn(tokens, fresh, arrived)
-        # requests of varied tokens: one queued may be let through by the holder (``_fill``)
-        waiter = self.fillers.join(tokens, fresh, arrived)
-        try:
-            with waiter.scope:
-                return await self._admit_in_turn(tokens, fresh, arrived, waiter)
-            return waiter.admitted_entry()  # let through by the holder: its scope was cancelled
-        finally:
-            self.fillers.leave(waiter)
+        # requests of varied tokens: one queued may be let through by the holder (``Fillers.fill``)
+        turn = partial(self._admit_in_turn, tokens, fresh, arrived)
+        return await self.fillers.queue(tokens, fresh, arrived, turn)
 
     async def _admit_in_turn(
         self,
@@ -331,7 +259,7 @@ class Lane:
                 self._held = False
             if probe:
                 self.opening.probe_left(now)
-            return self._commit(now, tokens, arrived=arrived)
+            return self.commit(now, tokens, arrived=arrived)
 
     # --- how many in flight ----------------------------------------------------------------------
 
@@ -356,12 +284,10 @@ class Lane:
         """The most requests this lane had in flight at once."""
         return self.flight.peak
 
-    def _commit(
-        self, now: float, tokens: int, *, arrived: float, count: bool = True
-    ) -> list[float]:
+    def commit(self, now: float, tokens: int, *, arrived: float, count: bool = True) -> list[float]:
         """Record an admission at ``now`` of a request that ``arrived`` then; move the pace on.
-        ``count=False`` leaves the counters (``_count``) to a caller that may yet take it back
-        (``MinuteCap.take_back``, the pace restored)."""
+        ``count=False`` leaves the counters (``count_admission``) to a caller that may yet take
+        it back (``MinuteCap.take_back``, the pace restored)."""
         # A request that was already waiting when its slot came (asleep for it, or queued for
         # the lock) and leaves late keeps up to half an interval (at least EARLY) of that
         # lateness as credit: the loop's wake-up and handover lag, paid on every request at
@@ -377,12 +303,12 @@ class Lane:
         else:
             base = now
         pace.advance(base, now, tokens, self.share)
-        self._last = now
+        self.last_left = now
         if count:
-            self._count()
+            self.count_admission()
         return self.cap.admit(now, tokens)
 
-    def _count(self) -> None:
+    def count_admission(self) -> None:
         """Count an admission: in the day, the lane's total, the outage watch."""
         self.day.add()
         self.admitted += 1
@@ -423,7 +349,7 @@ class Lane:
 
     def observe(self, hints: RateHints) -> None:
         """Adopt the limits that ``x-ratelimit-*`` headers reveal; pause if they say none remain."""
-        self.pace.adopt(hints, self.clock.monotonic(), self._last, self.share)
+        self.pace.adopt(hints, self.clock.monotonic(), self.last_left, self.share)
 
     # --- for the scheduler, a pool, and what a user inspects -------------------------------------
 
@@ -453,14 +379,3 @@ class Lane:
     def blocked(self) -> QuotaExhausted | None:
         """Why the lane sends nothing until a quota reset, or None if it may send."""
         return self.day.blocked(self.limits.rpd)
-
-    def statistics(self) -> LaneStats:
-        return LaneStats(
-            model=self.model,
-            limits=self.limits,
-            admitted=self.admitted,
-            rate_limited=self.rate_limited,
-            today=self.daily.spent(self.clock.time()),
-            paused_for=max(0.0, self.pace.paused_until - self.clock.monotonic()),
-            stopped=str(self.day.stopped) if self.day.stopped else None,
-        )

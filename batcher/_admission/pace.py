@@ -10,6 +10,12 @@ Limits an answer's headers reveal are adopted as they come (``adopt``).
 Every time here is one the caller gives: a lane (``_admission.lane``) paces one process's requests
 on its clock, a cluster's budget (``_admission.grants``) grants runs of slots in wall time, both
 with this.
+
+We pace ourselves instead of using aiolimiter: its bucket starts full (a bucket sized to a minute
+lets the whole minute's budget through at once, the burst that per-second enforcement punishes),
+``acquire`` raises when one request costs more than the bucket holds (a prompt larger than a
+second's tokens), and a limiter can be neither re-rated when headers reveal the real limit nor
+paused for a 429's delay, which is most of what a lane does.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import math
 from .._config.limits import Limits
 from .._wire.providers import RateHints
 
-__all__ = ["MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
+__all__ = ["EARLY", "MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
 
 WINDOW = 60.0
 """Requests and tokens per minute are per this many seconds."""
@@ -27,6 +33,12 @@ MARGIN = 0.99
 """The share of each limit a pace aims at, to absorb the clock's jitter."""
 PER_SECOND_MARGIN = 0.965
 """The share once a 429 shows that a per-minute limit is enforced per second."""
+EARLY = 0.002
+"""How long before its paced time a request may leave rather than sleep. At thousands of
+requests a second the pace is finer than a turn of the event loop, and holding each request to
+it costs a sleep (a timer, a wake-up, a handover of the lock) for nearly every one; the pace
+still moves on by a whole interval per request, so the rate holds, a burst is at most this long's
+worth of requests (0.2% of a second's), and the caps and pauses stay exact."""
 
 
 class Pace:
