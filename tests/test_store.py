@@ -161,6 +161,31 @@ def test_an_append_on_a_full_disk_fails_and_loses_nothing_written_before(
     assert _recovered(tmp_path) == ["j0", "j1", "j2", "j4"]
 
 
+def test_held_rows_are_written_in_one_go_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _FillingStore(tmp_path, segment_size=4)
+    store.open()
+    store.append(make_record(0))
+    segment = tmp_path / "journal" / "seg-000001.jsonl"
+    store.hold()
+    for i in range(1, 4):
+        assert store.append(make_record(i)) is None
+    assert segment.read_bytes().count(b"\n") == 1  # held: nothing written yet
+    assert store.flush() == 1  # three lines in one write fill the segment
+    assert segment.read_bytes().count(b"\n") == 4
+    store.hold()
+    for i in range(4, 7):
+        store.append(make_record(i))
+    monkeypatch.setattr(_FillingFile, "space", 40)  # the group is longer than that
+    with pytest.raises(WriteFailed):
+        store.flush()
+    monkeypatch.setattr(_FillingFile, "space", None)
+    store.append(make_record(7))  # not held any more
+    store.compact(1)
+    assert _recovered(tmp_path) == ["j0", "j1", "j2", "j3", "j7"]
+
+
 @pytest.mark.parametrize("fails", ["write_table", "fsync", "replace"])
 def test_a_compaction_that_fails_leaves_its_segment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str

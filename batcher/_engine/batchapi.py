@@ -41,6 +41,7 @@ the rest: no job is sent online while a batch holding it may still answer it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -304,17 +305,24 @@ class BatchExecutor:
             unanswered += f" ({info.error})"
         self.spent = (0.0, 0)
         seen: set[str] = set()
-        for n, line in enumerate(lines):
-            if n % 1024 == 0:
-                await anyio.lowlevel.checkpoint()
-            entry = by_id.get(line.job_id)
-            if entry is None or line.job_id in seen:
-                continue  # not one of this batch's jobs, or answered twice (the first counts)
-            seen.add(line.job_id)
-            await self._journal(ep, chunk, entry, line, unanswered)
-        for entry in entries:
-            if entry.id not in seen:
-                await self._journal(ep, chunk, entry, None, unanswered)
+        lines = iter(lines)
+        while stretch := list(itertools.islice(lines, 1024)):
+            await anyio.lowlevel.checkpoint()
+            # A stretch's rows go to the journal in one write, before anything else runs (an
+            # answer's images, downloaded on a thread, are the one wait inside).
+            with self.consumer.grouped():
+                for line in stretch:
+                    entry = by_id.get(line.job_id)
+                    if entry is None or line.job_id in seen:
+                        continue  # not one of this batch's jobs, or answered twice (the first)
+                    seen.add(line.job_id)
+                    await self._journal(ep, chunk, entry, line, unanswered)
+            self._written()
+        with self.consumer.grouped():
+            for entry in entries:
+                if entry.id not in seen:
+                    await self._journal(ep, chunk, entry, None, unanswered)
+        self._written()
         self.tally.in_flight = max(0, self.tally.in_flight - len(entries))
         self._close(chunk)
         reservation = self.reserved.pop(chunk.tag, None) or Reservation(chunk.model, 0.0)
@@ -346,6 +354,11 @@ class BatchExecutor:
         self._write(record)
         cost, longest = self.spent
         self.spent = (cost + (record.cost_usd or 0.0), max(longest, record.output_tokens or 0))
+
+    def _written(self) -> None:
+        """Stop here if a group of lines could not be written, before the chunk is closed."""
+        if self.consumer.write_failed is not None:
+            raise self.consumer.write_failed
 
     def _write(self, record: Record) -> None:
         """Hand a line's outcome to the consumer; a failed write stops here, before the chunk is

@@ -17,9 +17,9 @@ block it sends (``ray.blocks.BlockJournal``), whose outcomes are handled here al
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Generic, Protocol, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,7 +31,7 @@ from .budget import Budget, Reservation, unpriced
 from .outcome import Deferred, Done, Fatal, Halted, Outcome
 from .tally import Tally
 
-__all__ = ["Consumer", "Sink"]
+__all__ = ["Consumer", "Holds", "Sink"]
 
 
 class Sink(Protocol):
@@ -50,6 +50,15 @@ class Sink(Protocol):
         """``record`` as it can be written (an embedding of another length than the column's
         becomes an error row)."""
         ...
+
+
+@runtime_checkable
+class Holds(Protocol):
+    """A sink that can journal a group of results in one write (``JournalStore``)."""
+
+    def hold(self) -> None: ...
+
+    def flush(self) -> int | None: ...
 
 
 SinkT = TypeVar("SinkT", bound=Sink)
@@ -149,6 +158,28 @@ class Consumer(Generic[SinkT]):
         if seq is not None:
             self._compact(self.store.compact, seq)
         return True
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """The results recorded inside reach the journal in one write as it ends (a sink that
+        cannot hold them writes each as it comes). Counted as they are recorded, they are
+        durable only after: a caller marks nothing done on them (a batch's chunk collected)
+        until this has ended and ``write_failed`` is still None."""
+        store = self.store
+        if not isinstance(store, Holds) or self.write_failed is not None:
+            yield
+            return
+        store.hold()
+        try:
+            yield
+        finally:
+            try:
+                seq = store.flush()
+            except WriteFailed as e:
+                self.failed(e)
+            else:
+                if seq is not None:
+                    self._compact(self.store.compact, seq)
 
     def attempt(self, attempt: Attempt) -> None:
         """Journal one request in the attempt log; a failed write stops the run as a result's
