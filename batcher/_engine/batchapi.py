@@ -86,6 +86,10 @@ log = logging.getLogger("batcher")
 
 T = TypeVar("T")
 
+STRETCH = 256
+"""A batch's answers journaled in one write (``Consumer.grouped``): a write a line cost more than
+the rest of a line's journaling, and a longer stretch would hold more answers parsed ahead."""
+
 STEPS = ("recorded", "uploaded", "created", "polled", "collecting")
 """The named steps a test can crash the executor at: a chunk recorded but not uploaded, its file
 uploaded and recorded but no batch created, created but its id not recorded, a round of polling
@@ -306,7 +310,7 @@ class BatchExecutor:
         self.spent = (0.0, 0)
         seen: set[str] = set()
         lines = iter(lines)
-        while stretch := list(itertools.islice(lines, 1024)):
+        while stretch := list(itertools.islice(lines, STRETCH)):
             await anyio.lowlevel.checkpoint()
             # A stretch's rows go to the journal in one write, before anything else runs (an
             # answer's images, downloaded on a thread, are the one wait inside).
@@ -318,6 +322,7 @@ class BatchExecutor:
                     seen.add(line.job_id)
                     await self._journal(ep, chunk, entry, line, unanswered)
             self._written()
+            await self.consumer.caught_up()
         with self.consumer.grouped():
             for entry in entries:
                 if entry.id not in seen:
