@@ -8,7 +8,7 @@ Exactly once across crashes rests on ``DIR/batches.jsonl`` (``_rundir.batchlog``
 recorded (its files on disk, ``_rundir.chunk_files``) before its upload, its input file's id once
 uploaded, and its batch id after the create call; a run first resolves every chunk the last one
 left (a chunk with no id is looked up by its tag in the provider's list, and submitted only if no
-batch has it, from the file it uploaded if it recorded one), polls and collects the batches it
+batch has it, from the file it uploaded if that still lives), polls and collects the batches it
 has, and only then submits jobs in no chunk. A batch's lines are journaled, skipping jobs already
 done, before its chunk is closed; a crash in between collects it again, and the journal keeps one
 row per job.
@@ -211,22 +211,15 @@ class BatchExecutor:
                 await self._create(chunk)
 
     async def _create(self, chunk: Chunk) -> None:
-        """Upload ``chunk``'s input file from disk, unless a run before this one did and
-        recorded its id, and create its batch."""
+        """Create ``chunk``'s batch of its input file on disk (``BatchEndpoint.submit``: uploaded
+        unless a run before this one did and recorded a file that still lives)."""
         folder = self._folder(chunk)
         jobs = count_entries(folder)
         if not jobs:  # its jobs left the inputs since: nothing to send
             self._close(chunk)
             return
         ep = self.chunker.endpoint(chunk)
-        path = input_file(folder)
-        if chunk.file is None:
-            file = await ep.call(ep.api.upload, chunk.tag, path)
-            if file is not None:  # None: the requests go inline in the create call
-                self.log.uploaded(chunk, file, self.clock.time())
-                self.step("uploaded")
-        theirs = ep.route.theirs(chunk.model)
-        info = await ep.call(ep.api.create, theirs, chunk.tag, path, chunk.file)
+        info = await ep.submit(self.log, chunk, input_file(folder), self.step)
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
         self.looks.submitted(chunk)

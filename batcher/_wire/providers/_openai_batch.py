@@ -34,7 +34,7 @@ from ..._core.errors import PermanentJobError, RetryableError
 from ..transport import Reply, Transport
 from ._base import RequestSpec
 from ._batch import BatchInfo, BatchLine, check, file_lines
-from ._files import openai_upload
+from ._files import Uploaded, openai_upload
 from ._http import encode
 from ._openai import OpenAIProvider
 
@@ -67,7 +67,7 @@ class OpenAIBatch:
     def size(self, line: bytes) -> int:
         return len(line) + 1
 
-    async def upload(self, transport: Transport, tag: str, path: Path) -> str:
+    async def upload(self, transport: Transport, tag: str, path: Path) -> Uploaded:
         what = "uploading the batch input file"
         uploaded = await openai_upload(
             transport,
@@ -78,7 +78,7 @@ class OpenAIBatch:
             mime="application/jsonl",
             what=what,
         )
-        return uploaded.ref
+        return uploaded
 
     async def create(
         self, transport: Transport, model: str, tag: str, path: Path, file: str | None
