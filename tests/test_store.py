@@ -328,3 +328,47 @@ def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
     monkeypatch.setattr(_results, "read_segment", compacted_first)
     assert read_results(tmp_path) == {"ok": 3}
     assert not (tmp_path / "journal" / "seg-000001.jsonl").exists()
+
+
+def test_a_consumer_caught_up_waits_for_the_segment_being_compacted(tmp_path: Path) -> None:
+    """Between a batch's stretches the collector waits for the compaction a full segment
+    started, so that no more than one segment's rows are held beside the one filling."""
+    import threading
+
+    import anyio
+
+    from batcher._core.clock import SystemClock
+    from batcher._engine.consume import Consumer
+    from batcher._engine.tally import Tally
+
+    release = threading.Event()
+    compacted: list[int] = []
+
+    class _SlowStore(ResultStore):
+        def compact(self, seq: int) -> None:
+            release.wait(10)
+            super().compact(seq)
+            compacted.append(seq)
+
+    store = _SlowStore(tmp_path, segment_size=2)
+    store.open()
+    consumer = Consumer(store, Tally(SystemClock()))
+
+    async def main() -> list[str]:
+        steps: list[str] = []
+        async with consumer.running(), anyio.create_task_group() as tg:
+            for i in range(2):  # a full segment: its compaction starts on a worker thread
+                consumer.record(make_record(i))
+
+            async def collector() -> None:
+                await consumer.caught_up()
+                steps.append(f"caught up after {compacted}")
+
+            tg.start_soon(collector)
+            await anyio.wait_all_tasks_blocked()
+            steps.append("waiting")
+            release.set()
+        await consumer.caught_up()  # nothing compacting: at once
+        return steps
+
+    assert anyio.run(main) == ["waiting", "caught up after [1]"]
