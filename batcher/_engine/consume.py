@@ -97,7 +97,7 @@ class Consumer(Generic[SinkT]):
         self._budget_stops: list[Callable[[], None]] = []
         self._tg: TaskGroup | None = None
         self._compactions = 0  # started on worker threads and not ended
-        self._compaction_ended = anyio.Event()  # set as one ends; replaced by who waits next
+        self._compaction_ended: anyio.Event | None = None  # set as one ends; made by who waits
 
     def on_stop(
         self, halt: Callable[[], None], *, budget: Callable[[], None] | None = None
@@ -282,4 +282,5 @@ class Consumer(Generic[SinkT]):
             self.failed(e)
         finally:
             self._compactions -= 1
-            self._compaction_ended.set()
+            if self._compaction_ended is not None:
+                self._compaction_ended.set()
