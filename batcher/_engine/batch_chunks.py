@@ -4,7 +4,9 @@ Each endpoint of the run's pool (one without ``--pool``) has its provider's batc
 batch queue. ``Chunker`` picks the endpoint a model's next chunk goes to (the highest
 ``priority`` with room in its queue, then the least queued); ``batch_submit`` cuts the chunk as
 the jobs stream past, as long as it fits one batch of that endpoint (its requests and bytes per
-batch) and the room left in its queue.
+batch) and the room left in its queue. An endpoint creates a chunk's batch (``submit``): its input
+file uploaded, unless an earlier run recorded one that still lives, and uploaded again if the
+provider answers that it no longer has it.
 """
 
 from __future__ import annotations
@@ -113,30 +115,32 @@ class BatchEndpoint:
         before this one recorded a file that still lives (``file_lives``); one the provider
         answers it no longer has is uploaded again, once. Each upload is recorded in
         ``batches`` (its id and expiry) before the create call."""
-        fresh = chunk.file is None or not file_lives(chunk, self.clock.time())
+        file, fresh = chunk.file, chunk.file is None or not file_lives(chunk, self.clock.time())
         if fresh:
-            if chunk.file is not None:
-                log.info("input file %s of %s expires: uploading it again", chunk.file, chunk.tag)
-            await self._upload(batches, chunk, path, step)
+            if file is not None:
+                log.info("input file %s of %s expires: uploading it again", file, chunk.tag)
+            file = await self._upload(batches, chunk, path, step)
         theirs = self.route.theirs(chunk.model)
         try:
-            return await self.call(self.api.create, theirs, chunk.tag, path, chunk.file)
+            return await self.call(self.api.create, theirs, chunk.tag, path, file)
         except FatalProviderError as e:
             if fresh or not file_unknown(e):
                 raise
-            log.info(
-                "input file %s of %s is gone (%s): uploading it again", chunk.file, chunk.tag, e
-            )
-        await self._upload(batches, chunk, path, step)
-        return await self.call(self.api.create, theirs, chunk.tag, path, chunk.file)
+            log.info("input file %s of %s is gone (%s): uploading it again", file, chunk.tag, e)
+        file = await self._upload(batches, chunk, path, step)
+        return await self.call(self.api.create, theirs, chunk.tag, path, file)
 
     async def _upload(
         self, batches: BatchLog, chunk: Chunk, path: Path, step: Callable[[str], None]
-    ) -> None:
+    ) -> str | None:
+        """Upload ``chunk``'s input file and record it; the name a create call takes, or None
+        when the batch takes its requests inline."""
         file = await self.call(self.api.upload, chunk.tag, path)
-        if file is not None:  # None: the requests go inline in the create call
-            batches.uploaded(chunk, file.name, file.expires, self.clock.time())
-            step("uploaded")
+        if file is None:
+            return None
+        batches.uploaded(chunk, file.name, file.expires, self.clock.time())
+        step("uploaded")
+        return file.name
 
     @property
     def inline(self) -> Inline:
