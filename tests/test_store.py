@@ -161,6 +161,31 @@ def test_an_append_on_a_full_disk_fails_and_loses_nothing_written_before(
     assert _recovered(tmp_path) == ["j0", "j1", "j2", "j4"]
 
 
+def test_held_rows_are_written_in_one_go_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _FillingStore(tmp_path, segment_size=4)
+    store.open()
+    store.append(make_record(0))
+    segment = tmp_path / "journal" / "seg-000001.jsonl"
+    store.hold()
+    for i in range(1, 4):
+        assert store.append(make_record(i)) is None
+    assert segment.read_bytes().count(b"\n") == 1  # held: nothing written yet
+    assert store.flush() == 1  # three lines in one write fill the segment
+    assert segment.read_bytes().count(b"\n") == 4
+    store.hold()
+    for i in range(4, 7):
+        store.append(make_record(i))
+    monkeypatch.setattr(_FillingFile, "space", 40)  # the group is longer than that
+    with pytest.raises(WriteFailed):
+        store.flush()
+    monkeypatch.setattr(_FillingFile, "space", None)
+    store.append(make_record(7))  # not held any more
+    store.compact(1)
+    assert _recovered(tmp_path) == ["j0", "j1", "j2", "j3", "j7"]
+
+
 @pytest.mark.parametrize("fails", ["write_table", "fsync", "replace"])
 def test_a_compaction_that_fails_leaves_its_segment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
@@ -303,3 +328,47 @@ def test_status_reads_a_segment_compacted_while_it_reads_from_its_part(
     monkeypatch.setattr(_results, "read_segment", compacted_first)
     assert read_results(tmp_path) == {"ok": 3}
     assert not (tmp_path / "journal" / "seg-000001.jsonl").exists()
+
+
+def test_a_consumer_caught_up_waits_for_the_segment_being_compacted(tmp_path: Path) -> None:
+    """Between a batch's stretches the collector waits for the compaction a full segment
+    started, so that no more than one segment's rows are held beside the one filling."""
+    import threading
+
+    import anyio
+
+    from batcher._core.clock import SystemClock
+    from batcher._engine.consume import Consumer
+    from batcher._engine.tally import Tally
+
+    release = threading.Event()
+    compacted: list[int] = []
+
+    class _SlowStore(ResultStore):
+        def compact(self, seq: int) -> None:
+            release.wait(10)
+            super().compact(seq)
+            compacted.append(seq)
+
+    store = _SlowStore(tmp_path, segment_size=2)
+    store.open()
+    consumer = Consumer(store, Tally(SystemClock()))
+
+    async def main() -> list[str]:
+        steps: list[str] = []
+        async with consumer.running(), anyio.create_task_group() as tg:
+            for i in range(2):  # a full segment: its compaction starts on a worker thread
+                consumer.record(make_record(i))
+
+            async def collector() -> None:
+                await consumer.caught_up()
+                steps.append(f"caught up after {compacted}")
+
+            tg.start_soon(collector)
+            await anyio.wait_all_tasks_blocked()
+            steps.append("waiting")
+            release.set()
+        await consumer.caught_up()  # nothing compacting: at once
+        return steps
+
+    assert anyio.run(main) == ["waiting", "caught up after [1]"]

@@ -4,14 +4,18 @@ Each endpoint of the run's pool (one without ``--pool``) has its provider's batc
 batch queue. ``Chunker`` picks the endpoint a model's next chunk goes to (the highest
 ``priority`` with room in its queue, then the least queued); ``batch_submit`` cuts the chunk as
 the jobs stream past, as long as it fits one batch of that endpoint (its requests and bytes per
-batch) and the room left in its queue.
+batch) and the room left in its queue. An endpoint creates a chunk's batch (``submit``): its input
+file uploaded, unless an earlier run recorded one that still lives, and uploaded again if the
+provider answers that it no longer has it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .._admission.estimate import TokenEstimator, features
@@ -23,13 +27,33 @@ from .._jobs import Job
 from .._rundir.batchlog import BatchLog, Chunk
 from .._wire.endpoint import Target
 from .._wire.providers import Provider, is_embedder
-from .._wire.providers._batch import BatchAPI
+from .._wire.providers._batch import BatchAPI, BatchInfo
 from .._wire.transport import Transport
 from .pool import Pool, Route
 
-__all__ = ["BatchEndpoint", "Chunker", "batch_api"]
+__all__ = ["FILE_MARGIN", "BatchEndpoint", "Chunker", "batch_api", "file_lives", "file_unknown"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("batcher")
+
+FILE_MARGIN = 3600.0
+"""Seconds an uploaded input file must still live to be named by a batch created now: the create
+call may be retried a while (a file named as it expires would fail the batch)."""
+
+
+def file_lives(chunk: Chunk, now: float) -> bool:
+    """Whether ``chunk``'s recorded input file can still be named at ``now``: the provider said
+    it lives ``FILE_MARGIN`` more at least, or did not say when it goes (its answer to the create
+    call tells then, ``file_unknown``)."""
+    return chunk.file_expires is None or chunk.file_expires - FILE_MARGIN > now
+
+
+def file_unknown(error: FatalProviderError) -> bool:
+    """Whether the provider refused a create call for naming an input file it does not have
+    (expired, or deleted): OpenAI answers 400/404 naming the file, Gemini 400/403/404 ("File ...
+    not exist", or no permission to it), as ``execute`` reads an online request's refusal."""
+    return error.status in (400, 403, 404) and "file" in error.message.lower()
 
 
 def batch_api(provider: Provider) -> BatchAPI:
@@ -86,6 +110,40 @@ class BatchEndpoint:
             raise Outage(self.target.where, self.clock.monotonic() - start, e.message) from e
         except ProviderError as e:
             raise FatalProviderError(e.message, status=e.status, body=e.body) from e
+
+    async def submit(
+        self, batches: BatchLog, chunk: Chunk, path: Path, step: Callable[[str], None]
+    ) -> BatchInfo:
+        """Create ``chunk``'s batch of its input file at ``path``, uploaded first unless a run
+        before this one recorded a file that still lives (``file_lives``); one the provider
+        answers it no longer has is uploaded again, once. Each upload is recorded in
+        ``batches`` (its id and expiry) before the create call."""
+        file, fresh = chunk.file, chunk.file is None or not file_lives(chunk, self.clock.time())
+        if fresh:
+            if file is not None:
+                log.info("input file %s of %s expires: uploading it again", file, chunk.tag)
+            file = await self._upload(batches, chunk, path, step)
+        theirs = self.route.theirs(chunk.model)
+        try:
+            return await self.call(self.api.create, theirs, chunk.tag, path, file)
+        except FatalProviderError as e:
+            if fresh or not file_unknown(e):
+                raise
+            log.info("input file %s of %s is gone (%s): uploading it again", file, chunk.tag, e)
+        file = await self._upload(batches, chunk, path, step)
+        return await self.call(self.api.create, theirs, chunk.tag, path, file)
+
+    async def _upload(
+        self, batches: BatchLog, chunk: Chunk, path: Path, step: Callable[[str], None]
+    ) -> str | None:
+        """Upload ``chunk``'s input file and record it; the name a create call takes, or None
+        when the batch takes its requests inline."""
+        file = await self.call(self.api.upload, chunk.tag, path)
+        if file is None:
+            return None
+        batches.uploaded(chunk, file.name, file.expires, self.clock.time())
+        step("uploaded")
+        return file.name
 
     @property
     def inline(self) -> Inline:

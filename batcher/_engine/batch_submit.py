@@ -35,7 +35,7 @@ from .._jobs import Job, JobSource
 from .._rundir.batchlog import BatchLog, Chunk
 from .._rundir.chunk_files import Cut, Entry, chunk_folder, has_entries, tidy_files
 from .._rundir.store import ResultStore
-from .._wire.providers import Provider, is_embedder, job_fingerprint
+from .._wire.providers import Provider, RequestSpec, fingerprint, is_embedder, job_fingerprint
 from .batch_chunks import BatchEndpoint, Chunker
 from .batch_embed import LinePacker
 from .budget import Reservation
@@ -205,7 +205,8 @@ class Submitter:
                 except ProviderError as e:
                     self._refused(cut.ep, job, model, e)
                     return
-            spec = cut.ep.provider.build(sent, cut.ep.route.theirs(model), cut.ep.inline)
+            theirs = cut.ep.route.theirs(model)
+            spec = cut.ep.provider.build(sent, theirs, cut.ep.inline)
             line = cut.ep.api.line(job.id, spec)
             size = cut.ep.api.size(line)
             if cut.fits(size, tokens):
@@ -219,8 +220,9 @@ class Submitter:
             if self.budget_stopped:
                 self._left += 1
                 return
-        fingerprint = job_fingerprint(self.fp_provider, job, model)
-        entry = Entry(job.id, job.source, fingerprint, job.max_tokens)
+        entry = Entry(
+            job.id, job.source, self._fingerprint(job, model, cut.ep, spec, theirs), job.max_tokens
+        )
         if cut.packer is not None:
             alone = job.id in self.alone
             cut.packer.add(cut.cut, job, entry, line, size, tokens, alone=alone)
@@ -245,6 +247,16 @@ class Submitter:
         if self.consumer.write_failed is not None:
             raise self.consumer.write_failed
         self.sent.add(job.id)  # answered: no later pass puts it in a batch
+
+    def _fingerprint(
+        self, job: Job, model: str, ep: BatchEndpoint, spec: RequestSpec, theirs: str
+    ) -> str:
+        """``job``'s fingerprint (``job_fingerprint``), from the request just built for its
+        line when that is the one the fingerprint hashes (the run's first provider, the model
+        under its own name, no file counted by its digest): a request built once, not twice."""
+        if ep.provider is self.fp_provider and theirs == model and not job.media:
+            return fingerprint(self.fp_provider, model, spec)
+        return job_fingerprint(self.fp_provider, job, model)
 
     async def rebuild(self) -> None:
         """Write the files of open chunks an earlier version recorded without them, from one

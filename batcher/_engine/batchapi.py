@@ -8,7 +8,7 @@ Exactly once across crashes rests on ``DIR/batches.jsonl`` (``_rundir.batchlog``
 recorded (its files on disk, ``_rundir.chunk_files``) before its upload, its input file's id once
 uploaded, and its batch id after the create call; a run first resolves every chunk the last one
 left (a chunk with no id is looked up by its tag in the provider's list, and submitted only if no
-batch has it, from the file it uploaded if it recorded one), polls and collects the batches it
+batch has it, from the file it uploaded if that still lives), polls and collects the batches it
 has, and only then submits jobs in no chunk. A batch's lines are journaled, skipping jobs already
 done, before its chunk is closed; a crash in between collects it again, and the journal keeps one
 row per job.
@@ -41,6 +41,7 @@ the rest: no job is sent online while a batch holding it may still answer it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -85,6 +86,10 @@ __all__ = ["STEPS", "BatchExecutor", "batch_api"]
 log = logging.getLogger("batcher")
 
 T = TypeVar("T")
+
+STRETCH = 256
+"""A batch's answers journaled in one write (``Consumer.grouped``): a write a line cost more than
+the rest of a line's journaling, and a longer stretch would hold more answers parsed ahead."""
 
 STEPS = ("recorded", "uploaded", "created", "polled", "collecting")
 """The named steps a test can crash the executor at: a chunk recorded but not uploaded, its file
@@ -208,22 +213,15 @@ class BatchExecutor:
                 await self._create(chunk)
 
     async def _create(self, chunk: Chunk) -> None:
-        """Upload ``chunk``'s input file from disk, unless a run before this one did and
-        recorded its id, and create its batch."""
+        """Create ``chunk``'s batch of its input file on disk (``BatchEndpoint.submit``: uploaded
+        unless a run before this one did and recorded a file that still lives)."""
         folder = self._folder(chunk)
         jobs = count_entries(folder)
         if not jobs:  # its jobs left the inputs since: nothing to send
             self._close(chunk)
             return
         ep = self.chunker.endpoint(chunk)
-        path = input_file(folder)
-        if chunk.file is None:
-            file = await ep.call(ep.api.upload, chunk.tag, path)
-            if file is not None:  # None: the requests go inline in the create call
-                self.log.uploaded(chunk, file, self.clock.time())
-                self.step("uploaded")
-        theirs = ep.route.theirs(chunk.model)
-        info = await ep.call(ep.api.create, theirs, chunk.tag, path, chunk.file)
+        info = await ep.submit(self.log, chunk, input_file(folder), self.step)
         self.step("created")
         self.log.submitted(chunk, info.id, self.clock.time())
         self.looks.submitted(chunk)
@@ -308,17 +306,25 @@ class BatchExecutor:
             unanswered += f" ({info.error})"
         self.spent = (0.0, 0)
         seen: set[str] = set()
-        for n, line in enumerate(lines):
-            if n % 1024 == 0:
-                await anyio.lowlevel.checkpoint()
-            entry = by_id.get(line.job_id)
-            if entry is None or line.job_id in seen:
-                continue  # not one of this batch's jobs, or answered twice (the first counts)
-            seen.add(line.job_id)
-            await self._journal(ep, chunk, entry, line, unanswered)
-        for entry in entries:
-            if entry.id not in seen:
-                await self._journal(ep, chunk, entry, None, unanswered)
+        lines = iter(lines)
+        while stretch := list(itertools.islice(lines, STRETCH)):
+            await anyio.lowlevel.checkpoint()
+            # A stretch's rows go to the journal in one write, before anything else runs (an
+            # answer's images, downloaded on a thread, are the one wait inside).
+            with self.consumer.grouped():
+                for line in stretch:
+                    entry = by_id.get(line.job_id)
+                    if entry is None or line.job_id in seen:
+                        continue  # not one of this batch's jobs, or answered twice (the first)
+                    seen.add(line.job_id)
+                    await self._journal(ep, chunk, entry, line, unanswered)
+            self._written()
+            await self.consumer.caught_up()
+        with self.consumer.grouped():
+            for entry in entries:
+                if entry.id not in seen:
+                    await self._journal(ep, chunk, entry, None, unanswered)
+        self._written()
         self.tally.in_flight = max(0, self.tally.in_flight - len(entries))
         self._close(chunk)
         reservation = self.reserved.pop(chunk.tag, None) or Reservation(chunk.model, 0.0)
@@ -354,6 +360,11 @@ class BatchExecutor:
         self._write(record)
         cost, longest = self.spent
         self.spent = (cost + (record.cost_usd or 0.0), max(longest, record.output_tokens or 0))
+
+    def _written(self) -> None:
+        """Stop here if a group of lines could not be written, before the chunk is closed."""
+        if self.consumer.write_failed is not None:
+            raise self.consumer.write_failed
 
     def _write(self, record: Record) -> None:
         """Hand a line's outcome to the consumer; a failed write stops here, before the chunk is

@@ -4,7 +4,7 @@ An append-only log, one JSON event a line, each flushed and fsynced before the s
 goes on (batches are few, so the fsyncs cost nothing that matters):
 
     {"event": "chunk", "tag", "model", "ids", "attempt", "tokens", "endpoint", "at"}   before upload
-    {"event": "uploaded", "tag", "file", "at"}                     its input file uploaded
+    {"event": "uploaded", "tag", "file", "expires", "at"}          its input file uploaded
     {"event": "submitted", "tag", "batch", "at"}                   after create answered
     {"event": "state", "tag", "state", "total", "succeeded", "failed", "at"}   when it changes
     {"event": "closed", "tag", "at"}                               its lines are all journaled
@@ -12,7 +12,9 @@ goes on (batches are few, so the fsyncs cost nothing that matters):
 A chunk without ``submitted`` may or may not have become a batch (the process died during the
 create call): its tag, sent as the batch's metadata or display name, finds it in the provider's
 list, and only if none has it is the chunk submitted again, from the file it uploaded if it
-recorded one (a file whose upload did not finish is uploaded again). A chunk submitted and not
+recorded one (a file whose upload did not finish is uploaded again; one that has expired or is
+about to, by the ``expires`` its provider gave, or that the provider no longer knows, is uploaded
+again and recorded anew: Gemini keeps a file 48 hours). A chunk submitted and not
 closed is polled and collected by the next run instead of being sent again. A torn last line
 (killed mid-write) is dropped: the step it recorded had not gone on.
 
@@ -54,6 +56,8 @@ class Chunk:
     batch: str | None = None
     file: str | None = None
     """The provider's id of its uploaded input file, once uploaded."""
+    file_expires: float | None = None
+    """When the provider drops that file (epoch seconds; None if it did not say)."""
     submitted: float | None = None
     state: str | None = None
     counts: tuple[int | None, int | None, int | None] = (None, None, None)
@@ -105,6 +109,8 @@ class BatchLog:
         elif (chunk := self.chunks.get(e["tag"])) is not None:
             if kind == "uploaded":
                 chunk.file = str(e["file"])
+                expires = e.get("expires")
+                chunk.file_expires = float(expires) if isinstance(expires, int | float) else None
             elif kind == "submitted":
                 chunk.batch, chunk.submitted = str(e["batch"]), float(e["at"])
             elif kind == "state":
@@ -169,8 +175,10 @@ class BatchLog:
         )
         return self.chunks[tag]
 
-    def uploaded(self, chunk: Chunk, file: str, now: float) -> None:
-        self._append({"event": "uploaded", "tag": chunk.tag, "file": file, "at": now})
+    def uploaded(self, chunk: Chunk, file: str, expires: float | None, now: float) -> None:
+        """Record ``chunk``'s input file uploaded as ``file``, which lives until ``expires``."""
+        event = {"event": "uploaded", "tag": chunk.tag, "file": file, "expires": expires, "at": now}
+        self._append(event)
 
     def submitted(self, chunk: Chunk, batch: str, now: float) -> None:
         self._append({"event": "submitted", "tag": chunk.tag, "batch": batch, "at": now})

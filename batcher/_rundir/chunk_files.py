@@ -66,7 +66,8 @@ def read_entries(folder: Path) -> list[Entry] | None:
     except FileNotFoundError:
         return None
     with f:
-        return [Entry(*loads(line)) for line in f if line.endswith(b"\n")]
+        # not ``exact``: strings and a small count (``max_tokens``), no integer of 20 digits
+        return [Entry(*loads(line, exact=False)) for line in f if line.endswith(b"\n")]
 
 
 def has_entries(folder: Path) -> bool:

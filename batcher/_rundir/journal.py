@@ -112,6 +112,9 @@ class JournalStore:
         # them from here instead of reading the journal back (recovery still reads it).
         self._rows: list[dict[str, Any]] = []
         self._closed: dict[int, list[dict[str, Any]]] = {}
+        # Between ``hold`` and ``flush``: the lines appended, not yet written, and their rows.
+        self._held: bytearray | None = None
+        self._held_rows: list[dict[str, Any]] = []
 
     def _segment(self, seq: int) -> Path:
         return self.journal_dir / f"seg-{seq:06d}.jsonl"
@@ -191,6 +194,31 @@ class JournalStore:
         Raises ``WriteFailed`` if the line could not be written whole; the row then counts as not
         written, and every line appended before is kept."""
         line = dumps(row) + b"\n"
+        if self._held is not None:
+            self._held += line
+            self._held_rows.append(row)
+            return None
+        return self._write_lines(line, [row])
+
+    def hold(self) -> None:
+        """Keep the rows appended from now on until ``flush``, which writes them in one go: a
+        batch's answers journaled in bulk (a write a line costs more than the rest of a line's
+        journaling). A row held counts as written only once ``flush`` returns."""
+        if self._held is None:
+            self._held, self._held_rows = bytearray(), []
+
+    def flush(self) -> int | None:
+        """Write the rows held since ``hold`` in one write and stop holding; return a segment
+        number that is now ready to compact. Raises ``WriteFailed`` as ``append_row`` does: the
+        rows held then count as not written, and every line written before is kept."""
+        held, rows = self._held, self._held_rows
+        self._held, self._held_rows = None, []
+        if not held:
+            return None
+        return self._write_lines(bytes(held), rows)
+
+    def _write_lines(self, lines: bytes, rows: list[dict[str, Any]]) -> int | None:
+        """Append whole ``lines`` (of ``rows``) to the open segment, opening one if none is."""
         if self._file is None:
             self._seq += 1
             self._count = self._size = 0
@@ -198,13 +226,13 @@ class JournalStore:
             with writing(self._segment(self._seq)):
                 self._file = self._open_segment(self._segment(self._seq))
         try:
-            write_all(self._file, line)
+            write_all(self._file, lines)
         except OSError as e:
             self._abandon()
             raise WriteFailed.from_os_error(e, self._segment(self._seq)) from e
-        self._size += len(line)
-        self._rows.append(row)
-        self._count += 1
+        self._size += len(lines)
+        self._rows += rows
+        self._count += len(rows)
         if self._count >= self.segment_size:
             return self.rotate()
         return None

@@ -185,7 +185,14 @@ class GeminiBatches(BatchAPI):
             config = batch["input_config"]
             if "file_name" in config:
                 file_name = str(config["file_name"])
-                lines = [json.loads(x) for x in store.files[file_name].splitlines() if x.strip()]
+                data = store.input(file_name)
+                if data is None:  # never uploaded, or expired (Gemini keeps a file 48 hours)
+                    why = (
+                        f"You do not have permission to access the File {file_name} or it may "
+                        "not exist."
+                    )
+                    return _gemini_error(403, "PERMISSION_DENIED", why)
+                lines = [json.loads(x) for x in data.splitlines() if x.strip()]
                 requests = [(str(x["key"]), dict(x["request"])) for x in lines]
             else:
                 inline = config["requests"]["requests"]

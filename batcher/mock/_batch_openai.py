@@ -95,7 +95,9 @@ class OpenAIBatches(BatchAPI):
         store = self.store
         try:
             body = json.loads(request.body)
-            data = store.files[body["input_file_id"]]
+            data = store.input(str(body["input_file_id"]))
+            if data is None:  # never uploaded, or expired
+                return _openai_error(404, f"No such File object: {body['input_file_id']}")
             lines = [json.loads(line) for line in data.splitlines() if line.strip()]
             requests = [(str(line["custom_id"]), dict(line["body"])) for line in lines]
         except (json.JSONDecodeError, KeyError, TypeError):

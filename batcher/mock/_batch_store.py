@@ -111,6 +111,14 @@ class BatchStore:
             return "FAILED"
         return "ACTIVE"
 
+    def input(self, file_id: str) -> bytes | None:
+        """The bytes of a batch input file a create call names, None if there is none or it
+        expired."""
+        data = self.files.get(file_id)
+        if data is None or self.clock() >= self.expires.get(file_id, 0.0):
+            return None
+        return data
+
     def named(self, file_id: str) -> tuple[str, bytes] | None:
         """(MIME type, bytes) of a file a request names, None if there is none or it expired."""
         data, mime = self.files.get(file_id), self.mimes.get(file_id)

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._core.completion import Completion
 from ..._core.errors import ProviderError, RetryableError
 from ..transport import Reply, Transport
 from ._base import Provider, RequestSpec, json_body
+
+if TYPE_CHECKING:
+    from ._files import Uploaded
 
 __all__ = ["BatchAPI", "BatchInfo", "BatchLine", "check", "file_lines"]
 
@@ -78,9 +81,10 @@ class BatchAPI(Protocol):
         order."""
         ...
 
-    async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
+    async def upload(self, transport: Transport, tag: str, path: Path) -> Uploaded | None:
         """Upload the input file at ``path`` (its lines made by ``line``), read from disk as it
-        is sent; its file's id, or None when the batch is created with its requests inline."""
+        is sent: the file (its ``name`` is what ``create`` takes, with when it expires), or None
+        when the batch is created with its requests inline."""
         ...
 
     async def create(

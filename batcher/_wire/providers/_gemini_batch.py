@@ -51,7 +51,7 @@ from ..._core.codec import loads
 from ..transport import Reply, Transport
 from ._base import RequestSpec
 from ._batch import BatchInfo, BatchLine, check, file_lines
-from ._files import gemini_upload
+from ._files import Uploaded, gemini_upload
 from ._gemini import GeminiProvider, model_path
 from ._http import encode
 
@@ -115,8 +115,10 @@ class GeminiBatch:
         ``{"key":K,"request":R}`` (compact JSON), and a comma or newline."""
         return len(line) + 14
 
-    async def upload(self, transport: Transport, tag: str, path: Path) -> str | None:
-        """The file's name once uploaded by the resumable protocol; None (inline) for a file
+    async def upload(self, transport: Transport, tag: str, path: Path) -> Uploaded | None:
+        """The file once uploaded by the resumable protocol (its ``name``, ``files/{id}``, is
+        what a batch names; it lives 48 hours, https://ai.google.dev/gemini-api/docs/files, until
+        the ``expirationTime`` the upload answers); None (inline) for a file
         under the inline limits (a line inline is as long, give or take 14 bytes: the limit is
         a megabyte under the documented 20 MB; and ``inline_requests``)."""
         size, lines = _size(path)
@@ -126,7 +128,7 @@ class GeminiBatch:
         uploaded = await gemini_upload(
             transport, self.provider, path, size=size, mime="application/jsonl", name=tag, what=what
         )
-        return uploaded.name
+        return uploaded
 
     async def create(
         self, transport: Transport, model: str, tag: str, path: Path, file: str | None
@@ -220,7 +222,9 @@ def _inline(path: Path) -> bytes:
 def _read_lines(path: Path, embeds: bool) -> Iterator[BatchLine]:
     for raw in file_lines(path):
         try:
-            item = loads(raw)  # orjson: a third of the standard library's time
+            # orjson: a third of the standard library's time; not ``exact`` (the key is a
+            # string, the response read again by the provider's parser, which is not either)
+            item = loads(raw, exact=False)
         except ValueError:
             continue
         if isinstance(item, Mapping) and isinstance(item.get("key"), str):
