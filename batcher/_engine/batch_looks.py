@@ -3,17 +3,22 @@
 Right after the create call, ``FIRST_POLL`` seconds later, then at twice its age each time until
 the gap reaches ``--poll-interval``, which it keeps; in ``auto``, a batch is also due at its
 ``--batch-deadline``, when it is cancelled and its jobs go online (see ``_engine.batchapi``).
+What a look finds is recorded and logged when it changes (``note_state``), and shown by state.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .._config.cost_options import BatchOptions
 from .._core.clock import Clock
-from .._rundir.batchlog import Chunk
+from .._rundir.batchlog import BatchLog, Chunk
+from .._wire.providers._batch import BatchInfo
 
-__all__ = ["FIRST_POLL", "SLACK", "Looks", "Schedule"]
+__all__ = ["FIRST_POLL", "SLACK", "Looks", "Schedule", "note_state", "states_shown"]
+
+log = logging.getLogger("batcher")
 
 FIRST_POLL = 2.0
 """Seconds between the first looks at a batch: the gap then doubles up to ``poll_interval``."""
@@ -90,3 +95,21 @@ class Schedule:
     def forget(self, closed: set[str]) -> None:
         for tag in closed & set(self.by_tag):
             del self.by_tag[tag]
+
+
+def states_shown(chunks: list[Chunk]) -> str | None:
+    """The open batches by state, as the progress display shows them."""
+    states: dict[str, int] = {}
+    for chunk in chunks:
+        state = chunk.state or "submitted"
+        states[state] = states.get(state, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in states.items()) or None
+
+
+def note_state(log_: BatchLog, chunk: Chunk, info: BatchInfo, now: float) -> None:
+    """Record and log a batch's state and counts when they change."""
+    counts = (info.total, info.succeeded, info.failed)
+    if (info.state, counts) != (chunk.state, chunk.counts):
+        done = f", {info.succeeded or 0} ok / {info.failed or 0} failed of {info.total}"
+        log.info("batch %s: %s%s", info.id, info.state, done if info.total else "")
+        log_.state(chunk, info.state, counts, now)

@@ -74,7 +74,7 @@ from .._wire.providers._batch import BatchInfo, BatchLine
 from .batch_chunks import BatchEndpoint, Chunker, batch_api
 from .batch_embed import Resend, split_lines
 from .batch_lines import LineRecords
-from .batch_looks import Schedule
+from .batch_looks import Schedule, note_state, states_shown
 from .batch_submit import Submitter
 from .budget import Budget, Reservation
 from .consume import Consumer
@@ -269,14 +269,14 @@ class BatchExecutor:
                 ep = self.chunker.endpoint(chunk)
                 info = await ep.call(ep.api.get, chunk.batch)
                 self.looks.looked(chunk)
-                _note(self.log, chunk, info, self.clock.time())
+                note_state(self.log, chunk, info, self.clock.time())
                 if info.finished:
                     await self._collect(chunk, info)
                 elif self.looks.late(chunk):
                     log.info("batch %s is past --batch-deadline: cancelling it", info.id)
                     await self._cancel(chunk, info.id)
             first = False
-            self.tally.batches = _states(self.log.open_chunks())
+            self.tally.batches = states_shown(self.log.open_chunks())
             self.step("polled")
             if self.submitter.due() and not self.cancelling:
                 await self.submitter.run_pass(first=False)
@@ -388,21 +388,3 @@ def _hold(budget: Budget, log_: BatchLog) -> dict[str, Reservation]:
             if reservation is not None:
                 held[chunk.tag] = reservation
     return held
-
-
-def _states(chunks: list[Chunk]) -> str | None:
-    """The open batches by state, as the progress display shows them."""
-    states: dict[str, int] = {}
-    for chunk in chunks:
-        state = chunk.state or "submitted"
-        states[state] = states.get(state, 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in states.items()) or None
-
-
-def _note(log_: BatchLog, chunk: Chunk, info: BatchInfo, now: float) -> None:
-    """Record and log a batch's state and counts when they change."""
-    counts = (info.total, info.succeeded, info.failed)
-    if (info.state, counts) != (chunk.state, chunk.counts):
-        done = f", {info.succeeded or 0} ok / {info.failed or 0} failed of {info.total}"
-        log.info("batch %s: %s%s", info.id, info.state, done if info.total else "")
-        log_.state(chunk, info.state, counts, now)
