@@ -100,12 +100,15 @@ class Gate:
 
     def _send(self, now: float, want: int, tokens: float) -> asyncio.Task[Grant]:
         """Ask the budget for ``want`` slots, giving back what was dropped and the token
-        corrections so far; the round trip is timed. The slots start no sooner than the grant is
-        expected back (``now`` plus the longest recent round trip): a budget more than ``LATE``
-        away would otherwise grant slots stale on arrival, over and over."""
+        corrections so far; the round trip is timed. Where the longest recent round trip is
+        more than half of ``LATE``, the slots start no sooner than the grant is expected back,
+        less that half: a budget further than ``LATE`` away would otherwise grant slots stale on
+        arrival, over and over. Nearer, the slots start at ``now``: a later start would leave
+        the budget's slots before it unused by anyone."""
         settle, self._settle = self._settle, 0.0
         back, self._back = self._back, None
-        return asyncio.ensure_future(self._timed(now + self.round_trip, want, tokens, settle, back))
+        ahead = max(0.0, self.round_trip - LATE / 2)
+        return asyncio.ensure_future(self._timed(now + ahead, want, tokens, settle, back))
 
     async def _timed(
         self, now: float, want: int, tokens: float, settle: float, back: GiveBack | None
