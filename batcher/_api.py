@@ -95,20 +95,32 @@ async def _run_on_ray(
     from .ray.mapping import check_options
     from .ray.run import Interrupt, ThreadClock, run_files
 
-    # Read when ray is imported (by connect, below). Once a signal has disconnected this
+    # Read when ray is imported (by run_files, below). Once a signal has disconnected this
     # driver, a Ray call still under way on another thread (Ray Data's iterator) must fail,
     # not start a local Ray instance of its own, which took the driver past the grace it has.
     os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     interrupt = Interrupt()
 
     async def stop_on_signals() -> None:
+        await joined.wait()  # Ray's SIGTERM handler (set as it joins) must not replace ours
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.warning("stopping: ending the cluster's work (finished jobs are kept)")
                 await anyio.to_thread.run_sync(interrupt.stop, signum)
 
+    joined = anyio.Event()
+
+    def join(address: str) -> None:
+        """Join the cluster on the main thread, where Ray sets its handlers (``run_files`` calls
+        it from its thread once the inputs are checked); ours are set after them."""
+
+        def connect_here() -> None:
+            connect(address)
+            joined.set()
+
+        anyio.from_thread.run_sync(connect_here)
+
     check_options(opts)
-    connect(opts.requests.ray or "local")  # on the main thread, where Ray sets its handlers
     tally = Tally(ThreadClock())
     summary: RunSummary | None = None
     error: BatcherError | None = None
@@ -119,7 +131,7 @@ async def _run_on_ray(
             tg.start_soon(stop_on_signals)
         try:
             summary = await anyio.to_thread.run_sync(
-                lambda: run_files(jobs, out, opts, tally=tally, interrupt=interrupt)
+                lambda: run_files(jobs, out, opts, tally=tally, interrupt=interrupt, join=join)
             )
         except BatcherError as e:
             error = e  # raised below, outside the task group, so not as an exception group

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher._admission.grants import LATE, Budget, Gate, GiveBack, Grant, Pacer
+from batcher._admission.budget_gate import Gate
+from batcher._admission.grants import LATE, Budget, GiveBack, Grant, Pacer
 from batcher._admission.lane import Lane
 from batcher._config.limits import Limits, LimitTable
 from batcher._core.errors import QuotaExhausted, RateLimitError
@@ -236,3 +238,153 @@ def test_endpoints_of_one_project_keep_their_own_counts_under_one_daily_limit() 
     assert one["m"]["count"] == 4  # type: ignore[index]
     assert two["m"]["count"] == 6  # type: ignore[index]
     assert last.count == 1  # the project's 10 a day, whichever endpoint spends them
+
+
+def _asking(
+    budget: Budget, round_trip: float, grants: list[Grant] | None = None
+) -> Callable[..., Awaitable[Grant]]:
+    """A gate's ``ask`` on ``budget`` taking ``round_trip`` seconds (the actor's), half each way;
+    each grant made is kept in ``grants``."""
+
+    async def ask(
+        model: str, now: float, want: int, tokens: float, settle: float, back: GiveBack | None
+    ) -> Grant:
+        await anyio.sleep(round_trip / 2)
+        grant = await budget.grant(model, now, want, tokens, settle, back)
+        if grants is not None:
+            grants.append(grant)
+        await anyio.sleep(round_trip / 2)
+        return grant
+
+    return ask
+
+
+def test_a_busy_lane_never_stands_waiting_for_a_round_trip() -> None:
+    """One worker alone, 80 ms from its budget: it asks for the next grant before the one held
+    runs out, so it keeps the pace of a lane of its own (before, each grant cost it the round
+    trip: 0.9 of the rate)."""
+    limits = Limits(rpm=1200)
+    budget = Budget(LimitTable(everywhere=limits))
+    n, admitted = 600, []
+
+    async def main() -> tuple[float, Gate]:
+        clock = VirtualClock()
+        gate = Gate("m", _asking(budget, 0.08), lambda *_: None, clock)
+        lane = Lane("m", limits, clock, gate=gate)
+
+        async def one() -> None:
+            async with lane.request(10) as slot:
+                admitted.append(clock.monotonic())
+                await anyio.sleep(0.1)
+                slot.done(10)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(one)
+        await gate.flush()
+        return admitted[-1] - admitted[0], gate
+
+    span, gate = run_virtual(main)
+    interval = 60 / (1200 * 0.99)
+    assert span <= (n - 1) * interval * 1.005
+    assert gate.round_trip == pytest.approx(0.08)
+    assert run_virtual(budget.counters)["m"][0] == n
+
+
+@st.composite
+def _workloads(draw: st.DrawFn) -> tuple[int, list[tuple[float, list[tuple[float, float]]]]]:
+    """An RPM limit, and for each worker its round trip to the budget and its requests: when
+    each arrives (bursts and lulls) and how long it is in flight."""
+    rpm = draw(st.integers(60, 6000))
+    workers = draw(
+        st.lists(
+            st.tuples(
+                st.floats(0, 0.3),
+                st.lists(st.tuples(st.floats(0, 1.5), st.floats(0, 0.4)), min_size=1, max_size=60),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return rpm, workers
+
+
+@settings(max_examples=60, deadline=None)
+@given(_workloads())
+def test_slots_asked_for_ahead_are_each_used_once_and_in_time(
+    workload: tuple[int, list[tuple[float, list[tuple[float, float]]]]],
+) -> None:
+    """Workers at various round trips from one budget (some longer than ``LATE``), their
+    requests coming in bursts and lulls, each lane's asks made ahead of its grant's end: every
+    request leaves in a slot of its own, used from its time to ``LATE`` after, the slots used an
+    interval apart at least, so no window holds more than the pacing allows however the asks
+    overlap; and once each gate is flushed, the day counts exactly the requests that left. (A
+    budget further than ``LATE`` away granted slots stale on arrival, over and over.)"""
+    rpm, workers = workload
+    budget = Budget(LimitTable(everywhere=Limits(rpm=rpm, rpd=1_000_000)))
+    grants: list[Grant] = []
+    sent: list[float] = []
+
+    async def main() -> None:
+        clock = VirtualClock()
+
+        async def worker(round_trip: float, requests: list[tuple[float, float]]) -> None:
+            gate = Gate("m", _asking(budget, round_trip, grants), lambda *_: None, clock)
+            lock = anyio.Lock()  # a lane admits one request at a time
+
+            async def one(at: float, flight: float) -> None:
+                await anyio.sleep(at)
+                async with lock:
+                    await gate.admit(10, lock.statistics().tasks_waiting + 1)
+                    sent.append(clock.time())
+                await anyio.sleep(flight)
+
+            async with anyio.create_task_group() as tg:
+                at = 0.0
+                for gap, flight in requests:
+                    at += gap
+                    tg.start_soon(one, at, flight)
+            await gate.flush()
+
+        async with anyio.create_task_group() as tg:
+            for round_trip, requests in workers:
+                tg.start_soon(worker, round_trip, requests)
+
+    run_virtual(main)
+    assert len(sent) == sum(len(requests) for _, requests in workers)
+    # each request in a slot of its own: the earliest granted slot not yet taken that it may
+    # use (a slot given back unused and granted again counts once per grant)
+    free = iter(sorted(t for g in grants for t in _slots(g)))
+    used = []
+    for t in sorted(sent):
+        used.append(next(s for s in free if s >= t - LATE - 1e-6))
+        assert used[-1] <= t + 1e-6
+    interval = 60 / (rpm * 0.99)
+    assert all(b - a >= interval - 1e-6 for a, b in itertools.pairwise(used))
+    sent.sort()
+    for i, first in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < first + 60) <= rpm
+        assert sum(1 for t in sent[i:] if t < first + 1) <= (1 + LATE) / interval + 1
+    assert run_virtual(budget.days)["m"]["count"] == len(sent)
+    assert run_virtual(budget.counters)["m"][0] == len(sent)
+
+
+def test_an_admission_cancelled_while_its_grant_is_asked_for_loses_no_slot() -> None:
+    """The ask goes on without the admission that made it: the grant is kept for the next one,
+    or given back whole by ``flush``, so the day still counts only what was sent."""
+    budget = Budget(LimitTable(everywhere=Limits(rpm=600, rpd=1000)))
+
+    async def main() -> None:
+        clock = VirtualClock()
+        gate = Gate("m", _asking(budget, 0.5), lambda *_: None, clock)
+        with anyio.move_on_after(0.1):
+            await gate.admit(10, 5)
+        await gate.flush()
+        assert budget.pacers["m"].granted["default"] == 0
+        with anyio.move_on_after(0.1):
+            await gate.admit(10, 5)
+        await gate.admit(10, 5)  # takes the grant the cancelled one asked for
+        await gate.flush()
+        assert budget.pacers["m"].granted["default"] == 1
+
+    run_virtual(main)

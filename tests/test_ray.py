@@ -371,6 +371,22 @@ def test_what_a_local_run_refuses_a_cluster_run_refuses_before_ray_starts(
     assert says in done.stderr
 
 
+def test_a_bad_jobs_file_is_refused_before_the_cluster_is_joined(tmp_path: Path) -> None:
+    """The driver checks the inputs before it joins the cluster, as a local run checks them
+    before it sends: a bad jobs file is refused at once even where no cluster answers (joining
+    one at a dead address hung), and a new directory is left unmade."""
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": \n')
+    command = run_command(jobs, tmp_path / "out", "http://127.0.0.1:9/v1", "--model", "m")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-ray", "RAY_ADDRESS": "127.0.0.1:9"}
+    done = subprocess.run(
+        [*command, "--ray", "127.0.0.1:9"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "jobs.jsonl:2: not valid JSON" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # --- what workers carry: the schema, images in and out -------------------------------------------
 
 
@@ -905,3 +921,27 @@ def test_bad_input_into_a_new_directory_leaves_nothing_there_as_a_local_run(
     assert "jobs.jsonl:2: not valid JSON" in done.stderr
     assert not out.exists()
     assert mock_stats(server)["requests"] == 0
+
+
+def test_the_responses_api_runs_on_the_cluster(
+    cluster: dict[str, str], tmp_path: Path, start_mock: StartMock
+) -> None:
+    """``--endpoint responses`` on the cluster: each worker sends the jobs to ``/v1/responses``
+    as a local run does (the mock's reasoning tokens, which chat does not spend, are counted in
+    each row's output), every id once."""
+    from batcher._core.tokens import count_tokens
+    from batcher.mock._responses import REASONING_TOKENS
+
+    server = _mock(start_mock, latency=(0.0, 5.0))
+    rows = [{"id": f"q{i}", "prompt": f"question {i}"} for i in range(30)]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    out = tmp_path / "out"
+    flags = ("--model", "gpt-5-mini", "--endpoint", "responses")
+    _cluster_run(cluster, jobs, out, server.base_url("openai"), *flags)
+    got = read_results(out)
+    assert set(got) == {r["id"] for r in rows}
+    assert {r["status"] for r in got.values()} == {"ok"}
+    thought = REASONING_TOKENS["medium"]  # gpt-5-mini reasons by default
+    for row in got.values():
+        assert row["output_tokens"] == count_tokens(row["text"]) + thought
+    assert mock_stats(server)["requests"] == len(rows)

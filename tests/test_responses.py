@@ -332,7 +332,6 @@ def test_what_the_responses_api_cannot_take_is_refused_before_sending(
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"id": "a", "prompt": "x"}])
     for provider, flags in (
         ("gemini", ARGV),
-        ("openai", (*ARGV, "--ray", "local")),
         ("openai", (*ARGV, "--size", "1024x1024")),
         ("gemini", ("--reasoning-effort", "low")),
         ("openai", ("--endpoint", "embeddings", "--reasoning-effort", "low")),

@@ -1,8 +1,8 @@
 """What a lane asks of capacity granted from outside its process: the ``Gate`` protocol.
 
 A lane (``_admission.lane``) given a gate waits on it for each admission besides its own pacing,
-and passes on what it learns; ``_admission.grants.Gate`` is the one kept, drawing slots from a
-cluster's shared budget.
+and passes on what it learns; ``_admission.budget_gate.Gate`` is the one kept, drawing slots from
+a cluster's shared budget.
 """
 
 from __future__ import annotations

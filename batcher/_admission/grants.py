@@ -10,28 +10,25 @@ a minute ever holds more requests than the pacing allowed (at most ``(60 + LATE)
 paced rate, under the limit at the 0.99 margin). A 429 anywhere pushes every later slot past
 its delay and slows the pacing, as it would in one lane.
 
-``Gate`` is the worker's side: a lane's ``Gate`` (the protocol in ``_admission.gate``) drawing
-slots from its grants. The budget is reached through one async callable (``Ask``), so the same
-gate serves a Ray actor (``batcher.ray``) or, later, any store that can grant the same way. The
-budget also keeps each model's images of the last minute (``--ipm``) for the workers'
+The worker's side is ``_admission.budget_gate.Gate``: a lane's gate drawing slots from its
+grants. The budget is reached through one async callable (``Ask``), so the same gate serves a
+Ray actor (``batcher.ray``) or, later, any store that can grant the same way. The budget also
+keeps each model's images of the last minute (``--ipm``) for the workers'
 ``ipm.SharedImageGate``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from .._config.limits import Limits, LimitTable
-from .._core.clock import Clock
-from .._core.errors import QuotaExhausted
 from .ipm import ImageWindow
 from .ledger import DailyCount
 from .pace import WINDOW, Pace
 
-__all__ = ["LATE", "Ask", "Budget", "Gate", "GiveBack", "Grant", "Pacer"]
+__all__ = ["LATE", "Ask", "Budget", "GiveBack", "Grant", "Pacer", "Tell"]
 
 LATE = 0.1
 """Seconds after its time that a granted slot may still be used."""
@@ -258,68 +255,3 @@ Ask: TypeAlias = Callable[[str, float, int, float, float, GiveBack | None], Awai
 """``ask(model, now, want, tokens, settle, back)``: a grant from the budget (``Budget.grant``)."""
 Tell: TypeAlias = Callable[[str, float, float], None]
 """``tell(model, now, delay)``: pass a 429's pause on to the budget, without waiting."""
-
-
-class Gate:
-    """A worker lane's side of the budget: takes slots from its grants, asking for more when
-    they run out, and passes on pauses and token corrections. The slots of a grant it did not
-    use are given back with the next ask (or ``flush``), so the budget counts the day's
-    requests as they are sent, not as they are granted."""
-
-    def __init__(self, model: str, ask: Ask, tell: Tell, clock: Clock) -> None:
-        self.model = model
-        self._ask = ask
-        self._tell = tell
-        self._clock = clock
-        self._grant = Grant(0.0, 0.0, 0)
-        self._next = 0  # the next unused slot of the grant
-        self._used = 0  # slots of the grant taken (the rest went stale or were never reached)
-        self._settle = 0.0  # token corrections not yet sent
-
-    async def admit(self, tokens: int, waiting: int) -> None:
-        while True:
-            now = self._clock.time()
-            g = self._grant
-            i = self._next
-            if g.interval > 0 and now - LATE > g.start + i * g.interval:
-                i = math.ceil((now - LATE - g.start) / g.interval)  # skip slots gone stale
-            if i < g.count and (g.interval > 0 or now - LATE <= g.start):
-                self._next = i + 1
-                self._used += 1
-                at = g.start + i * g.interval
-                if at > now:
-                    await self._clock.sleep(at - now)
-                return
-            settle, self._settle = self._settle, 0.0
-            back = self._unused()
-            self._grant, self._next, self._used = Grant(0.0, 0.0, 0), 0, 0
-            grant = await self._ask(self.model, now, waiting, float(tokens), settle, back)
-            if grant.stopped is not None:
-                why, resets_at = grant.stopped
-                raise QuotaExhausted(self.model, why, resets_at)
-            self._grant = grant
-
-    def _unused(self) -> GiveBack | None:
-        """The slots of the grant held that were not taken, if any."""
-        g = self._grant
-        if g.count - self._used <= 0:
-            return None
-        return GiveBack(
-            g.count - self._used, g.start + self._next * g.interval, g.start + g.count * g.interval
-        )
-
-    async def flush(self) -> None:
-        """Give back the grant's slots not taken, and the token corrections not yet sent: the
-        budget's count of the day is then the requests this lane sent (a worker's block is
-        done; the next asks afresh)."""
-        settle, self._settle = self._settle, 0.0
-        back = self._unused()
-        self._grant, self._next, self._used = Grant(0.0, 0.0, 0), 0, 0
-        if back is not None or settle:
-            await self._ask(self.model, self._clock.time(), 0, 0.0, settle, back)
-
-    def paused(self, delay: float) -> None:
-        self._tell(self.model, self._clock.time(), delay)
-
-    def settle(self, charged: float, actual: float) -> None:
-        self._settle += actual - charged

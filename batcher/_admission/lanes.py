@@ -23,8 +23,8 @@ __all__ = ["Lanes"]
 class Lanes:
     """The lanes of a run's endpoint, one per model, made on first use with its limits and
     today's quota; with a quota store, each shares its account's budget with other runs. With
-    ``gate`` (a model's gate on the cluster's budget, ``_admission.grants.Gate``) and no ledger,
-    each lane draws on that budget, which counts the day's requests."""
+    ``gate`` (a model's gate on the cluster's budget, ``_admission.budget_gate.Gate``) and no
+    ledger, each lane draws on that budget, which counts the day's requests."""
 
     def __init__(
         self,

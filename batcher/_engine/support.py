@@ -58,9 +58,6 @@ TABLE: tuple[Capability, ...] = (
         "OpenAI's Responses API",
         ("--endpoint responses",),
         lambda o: o.media.api == "responses",
-        refused={
-            "ray": "not yet; a cluster's workers are not tested on it (run without --ray)",
-        },
     ),
     Capability(
         "files through the Files API",

@@ -20,7 +20,7 @@ from .._rundir.batchlog import BatchLog
 from .._wire.providers import get_provider
 from .cluster import import_ray
 from .endpoints import Endpoint, run_specs
-from .worker import BlockWorker
+from .worker import BLOCKS, BlockWorker
 
 __all__ = [
     "BATCH_SIZE",
@@ -116,6 +116,8 @@ def map_blocks(
         },
         batch_format="pyarrow",
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        compute=ray.data.ActorPoolStrategy(
+            size=workers, max_concurrent_calls_per_actor=BLOCKS, enable_true_multi_threading=True
+        ),
         num_cpus=num_cpus,
     )

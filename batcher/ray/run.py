@@ -49,10 +49,13 @@ def run_files(
     *,
     tally: Tally | None = None,
     interrupt: Interrupt | None = None,
+    join: Callable[[str], None] = connect,
 ) -> RunSummary:
     """``batcher run --ray``: a run of job files (or Python jobs) on a cluster, reading and
     writing ``out`` as a local run does (the lock, ``run.json``, resuming, the ledger).
-    ``interrupt`` lets another thread stop it (a signal)."""
+    ``interrupt`` lets another thread stop it (a signal). The cluster is joined (``join``: the
+    CLI's does it on the main thread) once the options and the inputs are checked: a bad jobs
+    file is refused at once, whatever the cluster's address."""
     from .._rundir.results import read_costs, read_results
 
     ray = import_ray()
@@ -81,6 +84,7 @@ def run_files(
         wait_for_writers(path)
         plan = start.plan(first.provider, provider_name, opts, schema_json, scanned)
         check_no_batches(path)
+        join(address)  # the inputs are checked: nothing is refused past here but by the cluster
         recover(path, parsed)  # what dead workers left is compacted; no block marker is kept
         endpoints.start()
         start.begin(
@@ -99,7 +103,6 @@ def run_files(
                 tally.skipped += 1
             else:
                 rows.append({JOB_COLUMN: pickle.dumps(job)})
-        connect(address)
         budget_stop: str | None = None
         started = time.monotonic()
         tally.started = started

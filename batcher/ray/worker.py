@@ -41,27 +41,33 @@ from .blocks import BlockJournal, block_key, stable_hash, writing_block
 from .endpoints import Endpoint
 from .worker_pool import open_worker_pool
 
-__all__ = ["JOB_COLUMN", "BlockWorker"]
+__all__ = ["BLOCKS", "JOB_COLUMN", "BlockWorker"]
 
 JOB_COLUMN = "_batcher_job"
 """A dataset column holding pickled ``Job`` objects (what ``batcher run --ray`` sends)."""
+BLOCKS = 2
+"""Blocks a worker sends at once (Ray Data's calls of it at once): the next block's jobs go on
+through the lanes while the last answers of the one before come back. One at a time, a lone
+worker stood idle at the end of each block for its slowest answer (0.95 of the rate)."""
 
 
 class BlockWorker:
     """Sends blocks of jobs and returns their results (a Ray Data ``map_batches`` callable).
 
-    It keeps one event loop on a thread of its own, so its lanes, their pacing and the
-    connections outlive each block. ``endpoints`` are the run's (``ray.endpoints``: one without
-    ``--pool``), each with its account's budget (a Ray actor handle, or any object with ``grant``
-    / ``pause`` / ``images`` / ``fail`` methods that ``.remote(...)`` to awaitables); the jobs go
-    through them as a local run's go through its pool (``ray.worker_pool``). It sends as a local
-    run does: the image options, the output schema (loaded by the driver,
-    ``ray.mapping.check_options``: each answer is validated here and ``parsed`` typed as a local
-    run types it), images saved under ``out/images/`` before their job is journaled, and
-    ``--ipm`` kept by the budget for the whole cluster. Under ``--budget``, ``spend`` is the run's
-    ``_engine.budget.SharedSpend`` (an actor handle): each job's worst case is reserved there
-    before it is sent, at the ``prices`` the driver loaded, and once one does not fit this worker
-    sends nothing more.
+    It keeps one event loop on a thread of its own, so its lanes, their pacing and the connections
+    outlive each block. Ray calls it for up to ``BLOCKS`` blocks at once (each from a thread of
+    Ray's), all sent on that loop through the same lanes under one ``--max-concurrency``; the lanes
+    hand back what they hold whenever no block is being sent. ``endpoints`` are the run's
+    (``ray.endpoints``: one without ``--pool``), each with its account's budget (a Ray actor handle,
+    or any object with ``grant`` / ``pause`` / ``images`` / ``fail`` methods that ``.remote(...)``
+    to awaitables); the jobs go through them as a local run's go through its pool
+    (``ray.worker_pool``). It sends as a local run does: the image options, the output schema
+    (loaded by the driver, ``ray.mapping.check_options``: each answer is validated here and
+    ``parsed`` typed as a local run types it), images saved under ``out/images/`` before their job
+    is journaled, and ``--ipm`` kept by the budget for the whole cluster. Under ``--budget``,
+    ``spend`` is the run's ``_engine.budget.SharedSpend`` (an actor handle): each job's worst case
+    is reserved there before it is sent, at the ``prices`` the driver loaded, and once one does not
+    fit this worker sends nothing more.
     """
 
     def __init__(
@@ -108,6 +114,13 @@ class BlockWorker:
         """Requests each (endpoint, model) lane sent through the quota store that the budget's
         day already counts."""
         self._failed: BatcherError | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        """``--max-concurrency``: the requests of every block this worker sends at once."""
+        self._blocks = 0
+        """Blocks being sent (up to ``BLOCKS``, each from a thread of Ray's, all on this loop)."""
+        self._ending: anyio.Event | None = None
+        """Set once the lanes have handed back what they hold (``_end_block``), if under way: a
+        block starting meanwhile waits for it."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -207,6 +220,24 @@ class BlockWorker:
         bad = [r for r in bad if not self.done.has_hash(stable_hash(r.id))]
         if not todo and not bad:
             return []
+        while self._ending is not None:
+            await self._ending.wait()
+        self._blocks += 1
+        try:
+            return await self._send_block(todo, bad)
+        finally:
+            self._blocks -= 1
+            if not self._blocks:  # no block sends: give back what the lanes hold
+                ending = self._ending = anyio.Event()
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await self._end_block()
+                finally:
+                    self._ending = None
+                    ending.set()
+
+    async def _send_block(self, todo: list[Job], bad: list[Record]) -> list[dict[str, Any]]:
+        """Send a block's jobs and journal their results (and the records of ``bad`` rows)."""
         key = block_key([*(j.id for j in todo), *(r.id for r in bad)])
         journal = BlockJournal(self.out, key, self.parsed)
         finished = {r["id"] for r in journal.begin()}
@@ -219,12 +250,14 @@ class BlockWorker:
         for record in bad:
             if record.id not in finished:
                 consumer.record(record)
-        limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.options.requests.max_concurrency or UNPACED)
+        limiter = self._limiter
 
         async def one(job: Job) -> None:
             async with limiter:
-                if consumer.stopped or consumer.unpriced or self._over_budget:
-                    return
+                if consumer.stopped or consumer.unpriced or self._over_budget or self._failed:
+                    return  # another block of this worker failed: this one fails with it
                 assert job.model is not None
                 reservation = None
                 if self.spend is not None:
@@ -245,15 +278,11 @@ class BlockWorker:
                             await self._settle(reservation, outcome)
             consumer.take(outcome)
 
-        try:
-            async with anyio.create_task_group() as tg:
-                consumer.on_stop(tg.cancel_scope.cancel)
-                for job in todo:
-                    if job.id not in finished:
-                        tg.start_soon(one, job)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._end_block()
+        async with anyio.create_task_group() as tg:
+            consumer.on_stop(tg.cancel_scope.cancel)
+            for job in todo:
+                if job.id not in finished:
+                    tg.start_soon(one, job)
         rows_out = await anyio.to_thread.run_sync(journal.finish)
         try:
             consumer.raise_stop()

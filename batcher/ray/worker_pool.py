@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._admission.grants import Gate, GiveBack, Grant
+from .._admission.budget_gate import Gate
+from .._admission.grants import GiveBack, Grant
 from .._admission.ipm import ImageAdmission, SharedImageGate
 from .._admission.lanes import Lanes
 from .._admission.quota import QuotaStore, open_store
