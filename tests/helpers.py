@@ -109,6 +109,33 @@ def run_command(jobs: Path | str, out: Path, base_url: str, *flags: str) -> list
     ]
 
 
+_KILL_AT_STEP = """
+import os, signal, sys
+from batcher._engine import batchapi as _batchapi
+from batcher._cli.main import main
+
+step = sys.argv[1]
+made = _batchapi.BatchExecutor.__init__
+
+def init(self, *args, **kwargs):
+    made(self, *args, **kwargs)
+    def kill(name):
+        if name == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    self.step = kill
+
+_batchapi.BatchExecutor.__init__ = init
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def killed_at_step(command: list[str], step: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``command`` (a ``run_command``) in a process that kills itself with SIGKILL once its
+    batch executor reaches ``step`` (``BatchExecutor.step``: created, collecting...)."""
+    argv = [command[0], "-c", _KILL_AT_STEP, step, *command[3:]]
+    return subprocess.run(argv, capture_output=True, timeout=100, check=False)
+
+
 def kept_ids(out: Path) -> set[str]:
     """The ids a run directory has kept (parts and journal), read as ``batcher status`` reads
     them, safely beside a run that is writing."""

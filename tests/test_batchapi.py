@@ -26,7 +26,14 @@ from batcher._rundir.batchlog import BatchLog
 from batcher._wire.providers._gemini_batch import GeminiBatch
 from batcher._wire.providers._openai_batch import OpenAIBatch
 from batcher.mock import MockConfig, MockServer, create_app
-from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
+from tests.helpers import (
+    killed_at_step,
+    mock_stats,
+    read_results,
+    run_cli,
+    run_command,
+    write_jsonl,
+)
 from tests.virtual import VirtualClock, run_virtual
 
 
@@ -364,26 +371,6 @@ def test_auto_sends_few_jobs_online_directly(tmp_path: Path) -> None:
     assert {r["via"] for r in read_results(tmp_path / "out").values()} == {"online"}
 
 
-_KILL_AT = """
-import os, signal, sys
-from batcher._engine import batchapi as _batchapi
-from batcher._cli.main import main
-
-step = sys.argv[1]
-made = _batchapi.BatchExecutor.__init__
-
-def init(self, *args, **kwargs):
-    made(self, *args, **kwargs)
-    def kill(name):
-        if name == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    self.step = kill
-
-_batchapi.BatchExecutor.__init__ = init
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_kill_9_at_every_step_then_a_rerun_finishes_exactly_once(
     tmp_path: Path, start_mock: Callable[[MockConfig], MockServer], api_keys: None, step: str
@@ -393,9 +380,7 @@ def test_kill_9_at_every_step_then_a_rerun_finishes_exactly_once(
     out = tmp_path / "out"
     flags = ("--model", "m", "--mode", "batch", "--poll-interval", "0.1")
     command = run_command(jobs, out, server.base_url("openai"), *flags)
-    killed = subprocess.run(
-        [command[0], "-c", _KILL_AT, step, *command[3:]], capture_output=True, timeout=100
-    )
+    killed = killed_at_step(command, step)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     done = subprocess.run(command, capture_output=True, text=True, timeout=100)
     assert done.returncode == 1, done.stderr

@@ -26,8 +26,14 @@ from batcher._wire.providers._openai_batch import OpenAIBatch
 from batcher.mock import MockConfig, MockServer, create_app
 from batcher.mock._batch_store import Batch
 from batcher.mock._embeddings import mock_vector
-from tests.helpers import mock_stats, read_results, run_cli, run_command, write_jsonl
-from tests.test_batchapi import _KILL_AT
+from tests.helpers import (
+    killed_at_step,
+    mock_stats,
+    read_results,
+    run_cli,
+    run_command,
+    write_jsonl,
+)
 from tests.virtual import VirtualClock, run_virtual
 
 MODEL = {"openai": "text-embedding-3-small", "gemini": "gemini-embedding-001"}
@@ -297,9 +303,7 @@ def test_kill_9_then_a_rerun_finishes_exactly_once(
     flags = ("--model", MODEL["openai"], "--endpoint", "embeddings", "--dimensions", "4")
     command = run_command(jobs, out, server.base_url("openai"), *flags, "--mode", "batch")
     command += ["--poll-interval", "0.1"]
-    killed = subprocess.run(
-        [command[0], "-c", _KILL_AT, step, *command[3:]], capture_output=True, timeout=100
-    )
+    killed = killed_at_step(command, step)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     done = subprocess.run(command, capture_output=True, text=True, timeout=100)
     assert done.returncode == 1, done.stderr
