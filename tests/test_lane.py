@@ -420,6 +420,71 @@ def test_a_quantized_lane_never_puts_more_than_a_seconds_whole_requests_into_any
         assert (len(sent) - 1) / span >= whole * 0.98  # and close to that many a second
 
 
+class LateClock(VirtualClock):
+    """A loop that wakes sleepers late by the amounts given, in turn: stalls and lag."""
+
+    def __init__(self, lateness: list[float]) -> None:
+        super().__init__()
+        self._lateness = lateness
+        self._n = 0
+
+    async def sleep(self, seconds: float) -> None:
+        late = self._lateness[self._n % len(self._lateness)]
+        self._n += 1
+        await super().sleep(seconds + late)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rpm=st.integers(61, 3_000),
+    margin=st.sampled_from([None, 1.0]),
+    tpm=st.sampled_from([None, 20_000, 200_000]),
+    sizes=st.lists(st.integers(1, 2_000), min_size=1, max_size=12),
+    lateness=st.lists(st.floats(0, 0.3, allow_nan=False), min_size=1, max_size=20),
+    share=st.sampled_from([1.0, 0.5]),
+)
+def test_no_second_holds_more_than_its_whole_requests_whatever_the_loop_s_lateness(
+    rpm: int,
+    margin: float | None,
+    tpm: int | None,
+    sizes: list[int],
+    lateness: list[float],
+    share: float,
+) -> None:
+    """A quantized lane puts at most the whole requests a second allows into any second of any
+    phase, however late each wake-up, with a token limit whose backfilling lets small requests
+    go ahead (and takes back those that would delay the holder), at any margin and share."""
+
+    class Half:
+        share = 0.5
+        left = 10**9
+
+    async def main() -> list[float]:
+        lane = Lane(
+            "m", Limits(rpm=rpm, tpm=tpm), LateClock(lateness), per_second=True, margin=margin
+        )
+        if share != 1.0:
+            lane.quota = Half()  # type: ignore[assignment]
+        sent: list[float] = []
+
+        async def one(i: int) -> None:
+            with contextlib.suppress(PermanentJobError):
+                async with lane.request(sizes[i % len(sizes)]) as slot:
+                    sent.append(anyio.current_time())
+                    await anyio.sleep(0.05)
+                    slot.done(sizes[i % len(sizes)])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(min(rpm // 3, 400)):
+                tg.start_soon(one, i)
+        return sent
+
+    sent = sorted(run_virtual(main))
+    whole = max(1, math.floor(rpm * share / 60))
+    for i, t in enumerate(sent):
+        assert bisect_left(sent, t + 1.0) - i <= whole, (t, whole)
+
+
 def test_a_request_that_queued_is_charged_what_the_estimator_says_when_its_turn_comes() -> None:
     """Hundreds of requests may queue at a run's start; each is charged by the estimate at its
     turn, after the first answers have taught the estimator, not the one it joined with."""

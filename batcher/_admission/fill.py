@@ -127,8 +127,7 @@ class Fillers:
             saved = pace.r_next, pace.t_next, lane.last_left
             entry = lane.commit(now, fill, arrived=waiter.arrived, count=False)
             if lane.leave_time(now, tokens, probe_at) > start:
-                pace.r_next, pace.t_next, lane.last_left = saved
-                lane.cap.take_back(entry)
+                lane.take_back(entry, saved)
                 continue
             lane.count_admission()
             self.admitted(waiter, entry)

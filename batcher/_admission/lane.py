@@ -35,6 +35,7 @@ and count one RPD. A lane whose day's requests are spent stops until the reset (
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -54,7 +55,7 @@ from .gate import Gate
 from .ledger import DailyCount
 from .opening import Opening
 from .outage import OutageWatch
-from .pace import EARLY, WINDOW, Pace
+from .pace import EARLY, JITTER, WINDOW, Pace
 from .quota import SharedQuota
 from .slot import Slot
 
@@ -89,7 +90,9 @@ class Lane:
         self.pace = Pace(limits, per_second=per_second, margin=margin)
         self._quantized = per_second
         """The provider may enforce per-minute limits per clock second (OpenAI's are quantized:
-        500 RPM is 8 requests in any second, not 8.33): see ``Pace.gap``."""
+        500 RPM is 8 requests in any second, not 8.33): see ``Pace.whole``."""
+        self._sends: deque[float] = deque()
+        """Where quantized, when requests left in the last second and ``JITTER``."""
         self.clock = clock
         self._per_second = False
         """Evidence (a 429) that limits are enforced per second: tokens are then capped per
@@ -167,8 +170,8 @@ class Lane:
         t_tolerance = 1.0 if self.limits.tpm else 0.0
         cap = self.cap.wait(now, tokens, self.limits, self.share, per_second=self._per_second)
         held = max(probe_at, self.pace.paused_until, cap)
-        if self._quantized and (gap := self.pace.gap(self.share)):
-            held = max(held, self.last_left + gap)
+        if self._quantized and 0 < (whole := self.pace.whole(self.share)) <= len(self._sends):
+            held = max(held, self._sends[-whole] + 1.0 + JITTER)  # k in any second at most
         paced = self.pace.paced(t_tolerance)
         if held <= now and paced <= now + EARLY:
             return now  # at most EARLY before its pace: not worth a sleep
@@ -304,9 +307,22 @@ class Lane:
             base = now
         pace.advance(base, now, tokens, self.share)
         self.last_left = now
+        if self._quantized:
+            sends = self._sends
+            sends.append(now)
+            while sends[0] < now - 1.0 - JITTER:
+                sends.popleft()
         if count:
             self.count_admission()
         return self.cap.admit(now, tokens)
+
+    def take_back(self, entry: list[float], saved: tuple[float, float, float]) -> None:
+        """Undo a ``commit(count=False)`` of ``entry``: the pace as ``saved`` before it (its
+        ``r_next``, ``t_next`` and the lane's ``last_left``), the cap's entry and the send."""
+        self.pace.r_next, self.pace.t_next, self.last_left = saved
+        self.cap.take_back(entry)
+        if self._quantized:
+            self._sends.pop()  # entries it trimmed were too old to matter from now on
 
     def count_admission(self) -> None:
         """Count an admission: in the day, the lane's total, the outage watch."""

@@ -5,7 +5,7 @@ of a leaky bucket): a request may leave once time reaches ``r_next``, which then
 request's share of the minute; tokens work the same way on ``t_next``. A 429 pauses the pace
 (``paused_until``), slows it a little (``slow``, recovering by a thousandth an answer) and, where a
 per-minute limit may be enforced per second, narrows the margin once (the evidence that it is).
-Where a provider counts a whole number of requests per clock second, ``gap`` keeps them apart.
+Where a provider counts a whole number of requests per clock second, ``whole`` says how many.
 Limits an answer's headers reveal are adopted as they come (``adopt``).
 Every time here is one the caller gives: a lane (``_admission.lane``) paces one process's requests
 on its clock, a cluster's budget (``_admission.grants``) grants runs of slots in wall time, both
@@ -25,7 +25,7 @@ import math
 from .._config.limits import Limits
 from .._wire.providers import RateHints
 
-__all__ = ["EARLY", "MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
+__all__ = ["EARLY", "JITTER", "MARGIN", "PER_SECOND_MARGIN", "WINDOW", "Pace"]
 
 WINDOW = 60.0
 """Requests and tokens per minute are per this many seconds."""
@@ -33,6 +33,9 @@ MARGIN = 0.99
 """The share of each limit a pace aims at, to absorb the clock's jitter."""
 PER_SECOND_MARGIN = 0.965
 """The share once a 429 shows that a per-minute limit is enforced per second."""
+JITTER = 0.005
+"""Where limits are quantized per clock second (``Pace.whole``), how much longer than a second
+the window of k requests is held: the arrivals' jitter between here and the server's clock."""
 EARLY = 0.002
 """How long before its paced time a request may leave rather than sleep. At thousands of
 requests a second the pace is finer than a turn of the event loop, and holding each request to
@@ -79,28 +82,28 @@ class Pace:
             rate = min(rate, limits.tpm * scale / WINDOW / per_request)
         return None if rate == math.inf else rate
 
-    def gap(self, share: float = 1.0) -> float:
-        """The least time between two requests where limits may be quantized per second, for a
-        pace that has ``share`` of them.
+    def whole(self, share: float = 1.0) -> int:
+        """How many requests any second may hold where limits may be quantized per clock second,
+        for a pace that has ``share`` of them; 0 where even pacing keeps within it already.
 
         A server that allows ``rpm / 60`` requests per clock second admits only its whole part:
         at 500 RPM, 8 in any second. Requests paced evenly at a rate r put up to floor(r) + 1
         into some second, so where the pace is within half a percent of that whole part k (0.99
         of 500 RPM is 8.25 a second: 9 in some seconds, each a 429 from the very first second),
-        requests leave at least ``1 / k`` apart (half a percent more, at most 2 ms, for the
-        arrival's jitter), none early and none borrowing lateness against it: no second of any
-        phase then holds more than k (at 500 RPM that paces at 0.955 of the limit). Where the
-        pace is under k already (1,200 RPM: 19.8 a second against 20), even pacing keeps every
-        second within k and the lane keeps its lateness credit."""
+        a request leaves no sooner than a second and ``JITTER`` after the k-th before it (the
+        lane's ``leave_time``): no second of any phase then holds more than k, and a request
+        that leaves late delays only the one k places after it, not every one after it (at
+        500 RPM that paces at 0.955 of the limit, lateness paid once a second). Where the pace
+        is under k already (1,200 RPM: 19.8 a second against 20), even pacing keeps every
+        second within k."""
         rpm = self.limits.rpm
         if not rpm:
-            return 0.0
+            return 0
         per_second = rpm * share / 60
         whole = math.floor(per_second)
         if whole < 1 or per_second * self.margin * self.slow < whole * 0.995:
-            return 0.0
-        gap = 1.0 / whole
-        return gap + min(0.002, gap / 200)
+            return 0
+        return whole
 
     def paced(self, tolerance: float) -> float:
         """When pacing lets the next request leave, tokens allowed ``tolerance`` seconds ahead."""
