@@ -372,3 +372,63 @@ def test_a_consumer_caught_up_waits_for_the_segment_being_compacted(tmp_path: Pa
         return steps
 
     assert anyio.run(main) == ["waiting", "caught up after [1]"]
+
+
+def test_a_segment_of_several_slices_compacts_into_one_part_row_for_row(tmp_path: Path) -> None:
+    """A compaction converts its rows a slice at a time (so the event loop gets its turn): the
+    part holds every row, in order, typed as one table would be."""
+    from batcher._rundir.journal import SLICE
+
+    n = 2 * SLICE + 7
+    store = ResultStore(tmp_path, segment_size=n)
+    store.open()
+    records = [make_record(i, "ok" if i % 3 else "error") for i in range(n)]
+    ready = [store.append(r) for r in records]
+    assert ready[-1] == 1
+    store.compact(1)
+    table = pq.read_table(tmp_path / "results" / "part-000001.parquet")
+    assert table.num_rows == n
+    rows = table.to_pylist()
+    assert [r["id"] for r in rows] == [r.id for r in records]
+    assert [r["status"] for r in rows] == [r.status for r in records]
+    assert [r["input_tokens"] for r in rows] == list(range(n))
+    assert table.schema.equals(store.schema())
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_running_consumer_freezes_the_heap_once_arrow_is_warm_and_gives_it_back(
+    tmp_path: Path, fails: bool
+) -> None:
+    """While a run goes on, what was on the heap before it is out of the collector's way (a
+    full collection walks it otherwise, tens of milliseconds of stalled loop); once the run has
+    ended, normally or not, it is given back."""
+    import gc
+
+    import anyio
+
+    from batcher._core.clock import SystemClock
+    from batcher._engine.consume import Consumer
+    from batcher._engine.tally import Tally
+
+    store = ResultStore(tmp_path)
+    store.open()
+    consumer = Consumer(store, Tally(SystemClock()))
+    seen: list[int] = []
+
+    async def main() -> None:
+        async with consumer.running():
+            with anyio.fail_after(60):  # a bound on a hang, not a margin: it waits for a state
+                while not gc.get_freeze_count():  # noqa: ASYNC110 (a state with no event)
+                    await anyio.sleep(0.01)
+            seen.append(gc.get_freeze_count())
+            if fails:
+                raise OSError("the run failed")
+
+    assert gc.get_freeze_count() == 0
+    if fails:
+        with pytest.raises(OSError, match="the run failed"):
+            anyio.run(main)
+    else:
+        anyio.run(main)
+    assert seen and seen[0] > 1_000  # the modules and what was loaded: thousands of objects
+    assert gc.get_freeze_count() == 0

@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._core.errors import Outage, QuotaExhausted, WriteFailed
+from .._core.heap import quiet_heap, release_heap
 from .._rundir.attempts import Attempt, AttemptLog
 from .._rundir.rows import Record
 from .budget import Budget, Reservation, unpriced
@@ -98,6 +99,9 @@ class Consumer(Generic[SinkT]):
         self._tg: TaskGroup | None = None
         self._compactions = 0  # started on worker threads and not ended
         self._compaction_ended: anyio.Event | None = None  # set as one ends; made by who waits
+        self._one_thread = anyio.CapacityLimiter(1)
+        """Compactions (results' and attempts' segments fill together) run one at a time: two
+        at once hold the interpreter's lock twice as long beside the event loop."""
 
     def on_stop(
         self, halt: Callable[[], None], *, budget: Callable[[], None] | None = None
@@ -110,16 +114,21 @@ class Consumer(Generic[SinkT]):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Compact journal segments on worker threads while inside; wait for them on leaving."""
+        """Compact journal segments on worker threads while inside; wait for them on leaving.
+        The heap is kept quiet meanwhile (``quiet_heap``)."""
         error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            try:
-                yield
-            except Exception as e:  # raised as it is, not in a group, once compactions end
-                error = e
-            finally:
-                self._tg = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(quiet_heap)  # what would stall the loop mid-run, done first
+                try:
+                    yield
+                except Exception as e:  # raised as it is, not in a group, once compactions end
+                    error = e
+                finally:
+                    self._tg = None
+        finally:
+            release_heap()
         if error is not None:
             raise error
 
@@ -277,7 +286,7 @@ class Consumer(Generic[SinkT]):
 
     async def _in_thread(self, compact: Callable[[int], None], seq: int) -> None:
         try:
-            await anyio.to_thread.run_sync(compact, seq)
+            await anyio.to_thread.run_sync(compact, seq, limiter=self._one_thread)
         except WriteFailed as e:
             self.failed(e)
         finally:

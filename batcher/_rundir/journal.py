@@ -61,6 +61,21 @@ def read_segment(path: Path, required: tuple[str, ...] = ("id", "status")) -> li
     return rows
 
 
+SLICE = 500
+"""Rows converted to Arrow at a time in a compaction: converting Python rows holds the
+interpreter's lock for the whole call (5,000 rows: 30-50 ms, a stall of the event loop beside
+it); between slices the loop gets its turn."""
+
+
+def _table(pa: Any, rows: list[dict[str, Any]], schema: Any) -> Any:
+    """``rows`` as an Arrow table of ``schema``, converted ``SLICE`` rows at a time."""
+    batches = [
+        pa.RecordBatch.from_pylist(rows[i : i + SLICE], schema=schema)
+        for i in range(0, len(rows), SLICE)
+    ]
+    return pa.Table.from_batches(batches, schema=schema)
+
+
 def read_part(path: Path, columns: list[str] | None = None) -> tuple[Any, str | None]:
     """The table in part ``path`` and None, or None and why its content cannot be read.
 
@@ -280,7 +295,7 @@ class JournalStore:
                 self._closed[seq] = rows  # kept in the journal until its type is known
                 return
             if rows:
-                self._write_part(part, pa.Table.from_pylist(rows, schema=self.schema()))
+                self._write_part(part, _table(pa, rows, self.schema()))
                 with writing(self.results_dir):
                     fsync_dir(self.results_dir)
         with writing(segment):
