@@ -396,7 +396,7 @@ def test_a_segment_of_several_slices_compacts_into_one_part_row_for_row(tmp_path
 
 
 @pytest.mark.parametrize("fails", [False, True])
-def test_a_running_consumer_freezes_the_heap_once_arrow_is_warm_and_gives_it_back(
+def test_a_running_consumer_quiets_the_heap_once_arrow_is_warm_and_gives_it_back(
     tmp_path: Path, fails: bool
 ) -> None:
     """While a run goes on, what was on the heap before it is out of the collector's way (a
@@ -407,6 +407,7 @@ def test_a_running_consumer_freezes_the_heap_once_arrow_is_warm_and_gives_it_bac
     import anyio
 
     from batcher._core.clock import SystemClock
+    from batcher._core.heap import OLDER_EVERY
     from batcher._engine.consume import Consumer
     from batcher._engine.tally import Tally
 
@@ -414,6 +415,7 @@ def test_a_running_consumer_freezes_the_heap_once_arrow_is_warm_and_gives_it_bac
     store.open()
     consumer = Consumer(store, Tally(SystemClock()))
     seen: list[int] = []
+    during: list[tuple[int, int, int]] = []
 
     async def main() -> None:
         async with consumer.running():
@@ -421,10 +423,12 @@ def test_a_running_consumer_freezes_the_heap_once_arrow_is_warm_and_gives_it_bac
                 while not gc.get_freeze_count():  # noqa: ASYNC110 (a state with no event)
                     await anyio.sleep(0.01)
             seen.append(gc.get_freeze_count())
+            during.append(gc.get_threshold())
             if fails:
                 raise OSError("the run failed")
 
     assert gc.get_freeze_count() == 0
+    before = gc.get_threshold()
     if fails:
         with pytest.raises(OSError, match="the run failed"):
             anyio.run(main)
@@ -432,3 +436,6 @@ def test_a_running_consumer_freezes_the_heap_once_arrow_is_warm_and_gives_it_bac
         anyio.run(main)
     assert seen and seen[0] > 1_000  # the modules and what was loaded: thousands of objects
     assert gc.get_freeze_count() == 0
+    # the older generations collected less often while it ran, as they were once it ended
+    assert during[0][0] == before[0] and min(during[0][1:]) >= OLDER_EVERY > max(before[1:])
+    assert gc.get_threshold() == before
